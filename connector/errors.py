@@ -1,0 +1,64 @@
+"""Typed errors. Every stage raises one of these so the service can decide what to do:
+retry later (transient), park the message in the error folder (permanent), or refuse to start
+(configuration)."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The configuration is wrong. ``path`` is the file, ``key`` the dotted key path."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.reason = message
+        where = ": ".join(p for p in (path, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ParseError(BridgeError):
+    """A message cannot be turned into the normalized model (or fails validation)."""
+
+
+class FetchError(BridgeError):
+    """Talking to the mailbox failed (connection, login, protocol)."""
+
+
+class AuthenticationError(FetchError):
+    """The mailbox refused the credentials."""
+
+
+class HostError(BridgeError):
+    """The helpdesk API failed. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(message)
+
+
+class TransientHostError(HostError):
+    """Worth retrying later: timeouts, 5xx, 429, 409."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status, body=body)
+
+
+class PermanentHostError(HostError):
+    """Retrying will not help (4xx other than 409/429): the message goes to the error folder."""
+
+
+class MessageTooLarge(BridgeError):
+    """The message is over the account's ``max_size``."""

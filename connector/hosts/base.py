@@ -1,0 +1,120 @@
+"""The host adapter interface: what the bridge asks of any helpdesk.
+
+Requests are plain dataclasses built by the service from a decision; an adapter turns them into
+its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``PermanentHostError``
+(the message goes to the error folder) from ``connector.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file to attach to a ticket comment."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+    content_id: str | None = None  # set for inline images referenced from the HTML body
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """Everything needed to open a ticket. ``external_id`` is stable for the message."""
+
+    subject: str
+    requester_email: str
+    requester_name: str
+    body_text: str
+    body_html: str | None = None
+    public: bool = True
+    uploads: tuple[Upload, ...] = ()
+    tags: tuple[str, ...] = ()
+    priority: str | None = None  # low | normal | high | urgent
+    status: str | None = None  # new | open | pending | hold | solved
+    ticket_type: str | None = None  # problem | incident | question | task
+    group_id: int | None = None
+    brand_id: int | None = None
+    custom_fields: tuple[tuple[int, object], ...] = ()
+    email_ccs: tuple[str, ...] = ()
+    external_id: str | None = None
+    idempotency_key: str | None = None
+    # First comment as an internal note (PEC receipts that open a ticket, anomalies).
+    via_followup_source_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Comment:
+    """A comment appended to an existing ticket, with the ticket changes that go with it."""
+
+    ticket_id: int
+    body_text: str
+    body_html: str | None = None
+    public: bool = True
+    author_email: str | None = None  # shown as the comment's author when the host knows them
+    author_name: str | None = None
+    uploads: tuple[Upload, ...] = ()
+    status: str | None = None
+    priority: str | None = None
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    # A marker the adapter stores with the comment (audit metadata) so a retry after a crash can
+    # find out whether the comment already reached the host.
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketInfo:
+    """What the bridge needs to know about an existing ticket."""
+
+    id: int
+    status: str
+    subject: str = ""
+    requester_email: str | None = None
+    cc_emails: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    external_id: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status == "closed"
+
+
+@dataclass(frozen=True)
+class CreatedTicket:
+    id: int
+    replayed: bool = False  # the host said this create was a replay of an earlier one
+
+
+@runtime_checkable
+class HostAdapter(Protocol):
+    """What every helpdesk adapter offers. All methods may raise HostError subclasses."""
+
+    name: str
+
+    def check_credentials(self) -> str:
+        """Authenticate and return a one-line description of who we are on the host."""
+        ...
+
+    def create_ticket(self, ticket: NewTicket) -> CreatedTicket: ...
+
+    def add_comment(self, comment: Comment) -> None: ...
+
+    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+        """The ticket, or None when it does not exist (or is not visible to us)."""
+        ...
+
+    def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]: ...
+
+    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+        """True when a comment carrying ``dedupe_key`` is already on the ticket."""
+        ...
+
+    def user_exists(self, email: str) -> bool: ...
+
+    def add_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+
+    def remove_tags(self, ticket_id: int, tags: list[str]) -> None: ...
