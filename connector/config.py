@@ -1,0 +1,467 @@
+"""Configuration: one YAML file, validated whole before any mailbox is touched.
+
+Every error names the file, the key path (``accounts[0].password``) and what is wrong. Secrets
+are never taken literally from the file: ``password: ${ENV_NAME}`` or ``password_file: PATH``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from connector.errors import ConfigError
+
+T = TypeVar("T")
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+PRIORITIES = ("low", "normal", "high", "urgent")
+STATUSES = ("new", "open", "pending", "hold", "solved")
+TICKET_TYPES = ("problem", "incident", "question", "task")
+PROTOCOLS = ("imap", "pop3")
+SECURITIES = ("tls", "starttls", "none")
+
+
+@dataclass(frozen=True)
+class TicketDefaults:
+    """Fields every new ticket of an account gets unless a filter says otherwise."""
+
+    group_id: int | None = None
+    priority: str | None = None
+    status: str | None = None
+    ticket_type: str | None = None
+    tags: tuple[str, ...] = ()
+    custom_fields: tuple[tuple[int, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class FollowUpPolicy:
+    """What a reply does to its ticket (OTOBO's "on reply change state/priority")."""
+
+    status: str | None = "open"
+    priority: str | None = None
+    reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    protocol: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str = field(repr=False)
+    ca_file: str | None = None
+    verify_tls: bool = True
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    error_folder: str = "Error"
+    delete_after_processing: bool = False
+    poll_interval: float = 5.0  # minutes
+    initial_sync: str = "all"  # all | skip_existing
+    max_size: int = 32 * 1024 * 1024
+    batch_size: int = 200
+    timeout: float = 60.0
+    new_ticket: TicketDefaults = TicketDefaults()
+    follow_up: FollowUpPolicy = FollowUpPolicy()
+    allow_unknown_senders: bool = True
+    email_ccs: bool = True
+    attach_original_eml: bool = False
+    archive_dir: Path | None = None
+    own_addresses: tuple[str, ...] = ()
+    subject_ticket_pattern: str = r"\[#(\d+)\]"
+    trusted: bool = False
+    enabled: bool = True
+
+    @property
+    def tag(self) -> str:
+        """The tag every ticket from this account carries."""
+        return "pmb_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    type: str  # zendesk | dry-run
+    url: str = ""
+    auth_type: str = ""  # oauth | api_token
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    scope: str = "read write"
+    email: str = ""
+    api_token: str = field(default="", repr=False)
+    timeout: float = 30.0
+    max_attempts: int = 5
+    verify_tls: bool = True
+    ca_file: str | None = None
+    groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
+    custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    accounts: tuple[AccountConfig, ...]
+    host: HostConfig
+    store: StoreConfig
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    def account(self, name: str) -> AccountConfig:
+        for acc in self.accounts:
+            if acc.name == name:
+                return acc
+        raise ConfigError(f"no account named {name!r}", path=str(self.path), key="accounts")
+
+
+class _Reader:
+    """Reads typed values out of a mapping, remembering the key path for error messages."""
+
+    def __init__(self, data: Any, path: str, key: str, base_dir: Path) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a mapping, got {type(data).__name__}", path=path, key=key)
+        self.data = data
+        self.path = path
+        self.key = key
+        self.base_dir = base_dir
+        self.used: set[str] = set()
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(message, path=self.path, key=self.sub(name))
+
+    def sub(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def child(self, name: str) -> _Reader:
+        self.used.add(name)
+        return _Reader(self.data.get(name) or {}, self.path, self.sub(name), self.base_dir)
+
+    def has(self, name: str) -> bool:
+        return name in self.data and self.data[name] is not None
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: Any = None,
+            *, required: bool = False) -> Any:
+        self.used.add(name)
+        if not self.has(name):
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, bool) and kind in (int, float):
+            raise self.error(name, f"must be a number, got {value!r}")
+        if not isinstance(value, kind):
+            want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.error(name, f"must be {want}, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None,
+               *, required: bool = False) -> Any:
+        value = self.get(name, str, default, required=required)
+        if value is not None and value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def positive(self, name: str, kind: type, default: Any) -> Any:
+        value = self.get(name, kind, default)
+        if value is not None and value <= 0:
+            raise self.error(name, f"must be greater than 0, got {value!r}")
+        return value
+
+    def size(self, name: str, default: int) -> int:
+        self.used.add(name)
+        if not self.has(name):
+            return default
+        value = self.data[name]
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = _SIZE.match(str(value))
+        unit = (match.group(2) or "").lower() if match else None
+        if not match or unit not in _SIZE_UNITS or float(match.group(1)) <= 0:
+            raise self.error(name, f"must be a size such as 25MB or 1048576, got {value!r}")
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+    def secret(self, name: str, *, required: bool) -> str:
+        """A secret from ``${ENV}`` or ``<name>_file``; a literal secret is refused."""
+        file_key = f"{name}_file"
+        self.used.update({name, file_key})
+        has_value, has_file = self.has(name), self.has(file_key)
+        if has_value and has_file:
+            raise self.error(name, f"give either {name} or {file_key}, not both")
+        if has_file:
+            file_path = self.path_value(file_key)
+            try:
+                return file_path.read_text(encoding="utf-8").strip()  # type: ignore[union-attr]
+            except OSError as exc:
+                raise self.error(file_key, f"cannot read {file_path}: {exc.strerror}") from None
+        if has_value:
+            raw = str(self.data[name])
+            match = _ENV_REF.match(raw.strip())
+            if not match:
+                raise self.error(name, "secrets are not written in the config file: use "
+                                 f"'{name}: ${{ENV_NAME}}' or '{file_key}: PATH'")
+            env_name = match.group(1)
+            if env_name not in os.environ:
+                raise self.error(name, f"environment variable {env_name} is not set")
+            return os.environ[env_name]
+        if required:
+            raise self.error(name, f"is required (as {name}: ${{ENV_NAME}} or {file_key}: PATH)")
+        return ""
+
+    def path_value(self, name: str) -> Path | None:
+        value = self.get(name, str)
+        if value is None:
+            return None
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def str_list(self, name: str) -> tuple[str, ...]:
+        value = self.get(name, (list, str), [])
+        items = [value] if isinstance(value, str) else value
+        for i, item in enumerate(items):
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise ConfigError(f"must be a string, got {item!r}", path=self.path,
+                                  key=f"{self.sub(name)}[{i}]")
+        return tuple(str(i) for i in items)
+
+    def int_map(self, name: str) -> dict[str, int]:
+        value = self.get(name, dict, {})
+        out: dict[str, int] = {}
+        for k, v in value.items():
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"must be an integer id, got {v!r}", path=self.path,
+                                  key=f"{self.sub(name)}.{k}")
+            out[str(k)] = v
+        return out
+
+    def finish(self, extra_allowed: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used - set(extra_allowed))
+        if unknown:
+            raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''}: "
+                              f"{', '.join(unknown)}", path=self.path,
+                              key=self.sub(unknown[0]))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ticket_defaults(r: _Reader) -> TicketDefaults:
+    custom = r.get("custom_fields", dict, {})
+    fields: list[tuple[int, Any]] = []
+    for k, v in custom.items():
+        try:
+            fields.append((int(k), v))
+        except (TypeError, ValueError):
+            raise ConfigError("custom field keys must be numeric field ids", path=r.path,
+                              key=f"{r.sub('custom_fields')}.{k}") from None
+    defaults = TicketDefaults(
+        group_id=r.get("group_id", int),
+        priority=r.choice("priority", PRIORITIES),
+        status=r.choice("status", STATUSES),
+        ticket_type=r.choice("type", TICKET_TYPES),
+        tags=r.str_list("tags"),
+        custom_fields=tuple(fields),
+    )
+    r.finish()
+    return defaults
+
+
+def _follow_up(r: _Reader) -> FollowUpPolicy:
+    policy = FollowUpPolicy(
+        status=r.choice("status", STATUSES, "open"),
+        priority=r.choice("priority", PRIORITIES),
+        reopen_closed=r.get("reopen_closed", bool, True),
+    )
+    r.finish()
+    return policy
+
+
+_DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
+                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+
+#: Keys other stages validate themselves (filters, PEC, outbound) and keys to come.
+_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters",)
+
+
+def _account(r: _Reader, index: int) -> AccountConfig:
+    name = r.get("name", str, required=True)
+    if not _ACCOUNT_NAME.match(name):
+        raise r.error("name", "must be lower-case letters, digits, '.', '_' or '-' "
+                      f"(it becomes a tag), got {name!r}")
+    protocol = r.choice("protocol", PROTOCOLS, required=True)
+    security = r.choice("security", SECURITIES, "tls")
+    host = r.get("host", str, required=True)
+    if security == "none" and not _is_loopback(host):
+        raise r.error("security", f"'none' sends the password in clear text; it is allowed only "
+                      f"for a loopback host, not {host!r}. Use tls or starttls")
+    port = r.get("port", int, _DEFAULT_PORTS[(protocol, security)])
+    if not 0 < port < 65536:
+        raise r.error("port", f"must be a TCP port, got {port}")
+    initial_sync = r.choice("initial_sync", ("all", "skip_existing"), "all")
+    pattern = r.get("subject_ticket_pattern", str, r"\[#(\d+)\]")
+    try:
+        if re.compile(pattern).groups < 1:
+            raise r.error("subject_ticket_pattern", "needs one capture group for the ticket id")
+    except re.error as exc:
+        raise r.error("subject_ticket_pattern", f"is not a valid regex: {exc}") from None
+    account = AccountConfig(
+        name=name,
+        protocol=protocol,
+        host=host,
+        port=port,
+        security=security,
+        username=r.get("username", str, required=True),
+        password=r.secret("password", required=True),
+        ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        verify_tls=r.get("verify_tls", bool, True),
+        folder=r.get("folder", str, "INBOX"),
+        processed_folder=r.get("processed_folder", str, "Processed"),
+        error_folder=r.get("error_folder", str, "Error"),
+        delete_after_processing=r.get("delete_after_processing", bool, False),
+        poll_interval=r.positive("poll_interval", float, 5.0),
+        initial_sync=initial_sync,
+        max_size=r.size("max_size", 32 * 1024 * 1024),
+        batch_size=r.positive("batch_size", int, 200),
+        timeout=r.positive("timeout", float, 60.0),
+        new_ticket=_ticket_defaults(r.child("new_ticket")),
+        follow_up=_follow_up(r.child("follow_up")),
+        allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
+        email_ccs=r.get("email_ccs", bool, True),
+        attach_original_eml=r.get("attach_original_eml", bool, False),
+        archive_dir=r.path_value("archive_dir"),
+        own_addresses=tuple(a.lower() for a in r.str_list("own_addresses")),
+        subject_ticket_pattern=pattern,
+        trusted=r.get("trusted", bool, False),
+        enabled=r.get("enabled", bool, True),
+    )
+    if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
+        raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")
+    r.finish(_ACCOUNT_EXTENSION_KEYS)
+    return account
+
+
+def _host(r: _Reader) -> HostConfig:
+    host_type = r.choice("type", ("zendesk", "dry-run"), required=True)
+    if host_type == "dry-run":
+        cfg = HostConfig(type="dry-run", groups=r.int_map("groups"),
+                         custom_fields=r.int_map("custom_fields"))
+        r.finish(("url", "auth"))
+        return cfg
+    url = r.get("url", str, required=True).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+$", url):
+        raise r.error("url", f"must be the instance's base URL such as "
+                      f"https://acme.zendesk.com, got {url!r}")
+    if url.startswith("http://") and not _is_loopback(url[7:].split(":")[0]):
+        raise r.error("url", "must use https:// (http:// is allowed only for loopback test hosts)")
+    auth = r.child("auth")
+    auth_type = auth.choice("type", ("oauth", "api_token"), required=True)
+    if auth_type == "oauth":
+        client_id = auth.get("client_id", str, required=True)
+        client_secret = auth.secret("client_secret", required=True)
+        scope = auth.get("scope", str, "read write")
+        email = api_token = ""
+    else:
+        client_id = client_secret = ""
+        scope = ""
+        email = auth.get("email", str, required=True)
+        api_token = auth.secret("api_token", required=True)
+    auth.finish()
+    cfg = HostConfig(
+        type="zendesk",
+        url=url,
+        auth_type=auth_type,
+        client_id=client_id,
+        client_secret=client_secret,
+        scope=scope,
+        email=email,
+        api_token=api_token,
+        timeout=r.positive("timeout", float, 30.0),
+        max_attempts=r.positive("max_attempts", int, 5),
+        verify_tls=r.get("verify_tls", bool, True),
+        ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        groups=r.int_map("groups"),
+        custom_fields=r.int_map("custom_fields"),
+    )
+    r.finish()
+    return cfg
+
+
+#: Hooks for stages that validate their own config sections. Each gets the whole raw mapping
+#: and the config path and raises ConfigError; registered by the stage packages.
+SectionValidator = Callable[[Mapping[str, Any], str, Path], None]
+_section_validators: list[SectionValidator] = []
+
+
+def register_section_validator(validator: SectionValidator) -> None:
+    _section_validators.append(validator)
+
+
+#: Top-level keys validated by other stages (filters, outbound, service).
+_TOP_EXTENSION_KEYS: tuple[str, ...] = ("filters", "service")
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the whole file. Raises ConfigError naming file and key."""
+    cfg_path = Path(path)
+    where = str(cfg_path)
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", path=where) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML{line}: {problem}", path=where) from None
+    return config_from_mapping(data, where, cfg_path.resolve().parent)
+
+
+def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
+    root = _Reader(data if data is not None else {}, where, "", base_dir)
+    accounts_raw = root.get("accounts", list, required=True)
+    if not accounts_raw:
+        raise root.error("accounts", "needs at least one account")
+    accounts = tuple(
+        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i)
+        for i, raw in enumerate(accounts_raw)
+    )
+    names = [a.name for a in accounts]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"duplicate account name {name!r}", path=where,
+                              key=f"accounts[{i}].name")
+    host = _host(root.child("host"))
+    store_reader = root.child("store")
+    store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
+    store_reader.finish()
+    root.finish(_TOP_EXTENSION_KEYS)
+    for validator in _section_validators:
+        validator(root.data, where, base_dir)
+    return Config(path=Path(where), accounts=accounts, host=host,
+                  store=StoreConfig(path=store_path), raw=dict(root.data))

@@ -1,0 +1,310 @@
+"""Decide what a message does on the helpdesk: new ticket, follow-up, internal note or ignore.
+
+Pure logic: the facts it needs from the host and the store come through ``ThreadLookup``.
+Follow-up detection order (issue 2): a ticket reference in the subject (every candidate,
+each checked against the host), then In-Reply-To/References against every Message-ID the
+bridge has seen or sent, otherwise a new ticket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from connector.config import AccountConfig, HostConfig
+from connector.decide.subject import clean_subject, ticket_refs
+from connector.mail.addresses import parse_address_list
+from connector.mail.model import Address, ParsedMessage
+
+
+class Action(StrEnum):
+    NEW_TICKET = "new_ticket"
+    FOLLOW_UP = "follow_up"  # a comment (public or private) on an existing ticket
+    INTERNAL_NOTE = "internal_note"  # private comment, the sender is not the customer
+    IGNORE = "ignore"
+
+
+class TicketView(Protocol):
+    """The little the decision needs to know about an existing ticket."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def requester_email(self) -> str | None: ...
+    @property
+    def cc_emails(self) -> tuple[str, ...]: ...
+
+
+class ThreadLookup(Protocol):
+    def get_ticket(self, ticket_id: int) -> TicketView | None: ...
+
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None: ...
+
+    def user_exists(self, email: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    ticket_id: int | None = None
+    subject: str = ""
+    requester: Address | None = None
+    public: bool = True
+    group_id: int | None = None
+    brand_id: int | None = None
+    priority: str | None = None
+    status: str | None = None
+    ticket_type: str | None = None
+    tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    custom_fields: tuple[tuple[int, Any], ...] = ()
+    email_ccs: tuple[str, ...] = ()
+    followup_of_closed: int | None = None  # a reply to this closed ticket opens a new one
+    problems: tuple[str, ...] = field(default=())  # control values the host cannot take
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "reason": self.reason,
+            "ticket_id": self.ticket_id,
+            "subject": self.subject,
+            "requester": str(self.requester) if self.requester else None,
+            "public": self.public,
+            "group_id": self.group_id,
+            "brand_id": self.brand_id,
+            "priority": self.priority,
+            "status": self.status,
+            "type": self.ticket_type,
+            "tags": list(self.tags),
+            "remove_tags": list(self.remove_tags),
+            "custom_fields": [[k, v] for k, v in self.custom_fields],
+            "email_ccs": list(self.email_ccs),
+            "followup_of_closed": self.followup_of_closed,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class FilterVerdict:
+    """What the filter stage concluded, in the terms decide needs."""
+
+    controls: Mapping[str, str] = field(default_factory=dict)
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    classification: str | None = None  # auto_reply | bounce | loop | storm | command:... | None
+    note: str | None = None  # text for an internal note (bounce summary, command)
+
+
+_TRUE = {"yes", "true", "1", "on"}
+
+# OTOBO priorities are "1 very low" .. "5 very high"; Zendesk has four words.
+_PRIORITY_WORDS = {"1": "low", "2": "low", "3": "normal", "4": "high", "5": "urgent",
+                   "low": "low", "very low": "low", "normal": "normal", "medium": "normal",
+                   "high": "high", "very high": "urgent", "urgent": "urgent"}
+
+
+def map_priority(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = value.strip().lower()
+    return _PRIORITY_WORDS.get(text) or _PRIORITY_WORDS.get(text.split(" ", 1)[0])
+
+
+def map_state(value: str | None) -> str | None:
+    """OTOBO state names to Zendesk statuses ("closed successful" -> solved)."""
+    if not value:
+        return None
+    text = value.strip().lower()
+    if text in ("new", "open", "pending", "hold", "solved"):
+        return text
+    if text.startswith(("closed", "merged", "removed")):
+        return "solved"
+    if text.startswith("pending"):
+        return "pending"
+    if text in ("on hold", "on-hold"):
+        return "hold"
+    return None
+
+
+def _control(controls: Mapping[str, str], name: str) -> str | None:
+    """A control header by its X-OTOBO- name, accepting the X-OTRS- alias."""
+    lowered = {k.lower(): v for k, v in controls.items()}
+    for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
+        value = lowered.get(prefix + name.lower())
+        if value is not None and value.strip() != "":
+            return value.strip()
+    return None
+
+
+def _split_tags(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(t for t in re.split(r"[\s,]+", value.strip()) if t)
+
+
+class Decider:
+    """Turns a parsed message plus the filter verdict into a Decision for one account."""
+
+    def __init__(self, account: AccountConfig, host: HostConfig, lookup: ThreadLookup) -> None:
+        self.account = account
+        self.host = host
+        self.lookup = lookup
+
+    # -- follow-up detection ------------------------------------------------------------
+    def find_ticket(self, message: ParsedMessage,
+                    extra_ids: Sequence[str] = ()) -> tuple[TicketView | None, str]:
+        for ticket_id in ticket_refs(message.subject, self.account.subject_ticket_pattern):
+            ticket = self.lookup.get_ticket(ticket_id)
+            if ticket is not None:
+                return ticket, f"subject names ticket #{ticket_id}"
+        thread_ids = tuple(message.thread_ids) + tuple(extra_ids)
+        ticket_id = self.lookup.ticket_for_message_ids(thread_ids)
+        if ticket_id is not None:
+            ticket = self.lookup.get_ticket(ticket_id)
+            if ticket is not None:
+                return ticket, f"In-Reply-To/References point at ticket #{ticket_id}"
+        return None, "no ticket reference and no known Message-ID"
+
+    # -- the decision ---------------------------------------------------------------------
+    def decide(self, message: ParsedMessage, verdict: FilterVerdict,
+               extra_thread_ids: Sequence[str] = ()) -> Decision:
+        controls = verdict.controls
+        ignore = _control(controls, "Ignore")
+        if ignore and ignore.lower() in _TRUE:
+            return Decision(Action.IGNORE, "a filter set X-OTOBO-Ignore")
+        if verdict.classification in ("loop", "storm"):
+            return Decision(Action.IGNORE, verdict.note or f"classified as {verdict.classification}")
+
+        ticket, why = self.find_ticket(message, extra_thread_ids)
+        sender = self._requester(message, controls)
+        tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
+                                    *_split_tags(_control(controls, "Tags")))))
+
+        if verdict.classification in ("auto_reply", "bounce"):
+            kind = verdict.classification.replace("_", "-")
+            if ticket is None:
+                return Decision(Action.IGNORE, f"{kind} that matches no ticket")
+            return Decision(Action.INTERNAL_NOTE, f"{kind} on a known ticket; {why}",
+                            ticket_id=ticket.id, public=False, tags=tags,
+                            remove_tags=verdict.remove_tags)
+
+        if ticket is not None and not ticket.status == "closed":
+            return self._follow_up(message, ticket, why, sender, controls, tags,
+                                   verdict.remove_tags, verdict.classification)
+        if ticket is not None and not self.account.follow_up.reopen_closed:
+            return Decision(Action.IGNORE, f"reply to closed ticket #{ticket.id}; "
+                            "follow_up.reopen_closed is off", ticket_id=ticket.id)
+
+        if sender is None:
+            return Decision(Action.IGNORE, "no usable sender address to open a ticket for")
+        if not self.account.allow_unknown_senders and not self.lookup.user_exists(sender.email):
+            return Decision(Action.IGNORE, f"sender {sender.email} is not known to the "
+                            "helpdesk and allow_unknown_senders is off")
+        return self._new_ticket(message, sender, controls, tags, verdict,
+                                closed=ticket.id if ticket is not None else None)
+
+    def _requester(self, message: ParsedMessage, controls: Mapping[str, str]) -> Address | None:
+        override = _control(controls, "Requester") or _control(controls, "CustomerUser")
+        if override and "@" in override:
+            parsed = parse_address_list(override)
+            if parsed and parsed[0].valid:
+                return parsed[0]
+        sender = message.from_ or (message.reply_to[0] if message.reply_to else None)
+        if sender is None or not sender.valid:
+            return None
+        return sender
+
+    def _follow_up(self, message: ParsedMessage, ticket: TicketView, why: str,
+                   sender: Address | None, controls: Mapping[str, str], tags: tuple[str, ...],
+                   remove_tags: tuple[str, ...], classification: str | None) -> Decision:
+        participants = {e.lower() for e in (ticket.requester_email, *ticket.cc_emails) if e}
+        from_customer = sender is not None and sender.normalized in participants
+        status = map_state(_control(controls, "FollowUp-State")) or self.account.follow_up.status
+        priority = (map_priority(_control(controls, "FollowUp-Priority"))
+                    or self.account.follow_up.priority)
+        if classification == "command:close":
+            status = "solved"
+        public = from_customer and classification != "command:tech"
+        action = Action.FOLLOW_UP if public else Action.INTERNAL_NOTE
+        reason = why + ("" if public else "; sender is not the requester or a CC: internal note")
+        return Decision(action, reason, ticket_id=ticket.id, public=public, status=status,
+                        priority=priority, tags=tags, remove_tags=remove_tags,
+                        requester=sender, subject=message.subject)
+
+    def _new_ticket(self, message: ParsedMessage, sender: Address, controls: Mapping[str, str],
+                    tags: tuple[str, ...], verdict: FilterVerdict,
+                    closed: int | None) -> Decision:
+        defaults = self.account.new_ticket
+        problems: list[str] = []
+
+        group_id = defaults.group_id
+        queue = _control(controls, "Queue") or _control(controls, "Group")
+        if queue:
+            if queue.isdigit():
+                group_id = int(queue)
+            elif queue in self.host.groups:
+                group_id = self.host.groups[queue]
+            else:
+                problems.append(f"queue/group {queue!r} is not mapped in host.groups")
+        brand = _control(controls, "Brand")
+        brand_id = int(brand) if brand and brand.isdigit() else None
+        if brand and brand_id is None:
+            problems.append(f"brand {brand!r} must be a numeric brand id")
+
+        priority = defaults.priority
+        if (raw := _control(controls, "Priority")) is not None:
+            priority = map_priority(raw) or priority
+            if map_priority(raw) is None:
+                problems.append(f"priority {raw!r} has no Zendesk equivalent")
+        status = defaults.status
+        if (raw := _control(controls, "State")) is not None:
+            status = map_state(raw) or status
+            if map_state(raw) is None:
+                problems.append(f"state {raw!r} has no Zendesk equivalent")
+        ticket_type = defaults.ticket_type
+        if (raw := _control(controls, "Type")) is not None:
+            if raw.lower() in ("problem", "incident", "question", "task"):
+                ticket_type = raw.lower()
+            else:
+                problems.append(f"type {raw!r} has no Zendesk equivalent")
+
+        custom = dict(defaults.custom_fields)
+        for name, value in controls.items():
+            m = re.match(r"^x-(?:otobo|otrs)-dynamicfield-(.+)$", name, re.IGNORECASE)
+            if not m:
+                continue
+            field_name = m.group(1)
+            if field_name in self.host.custom_fields:
+                custom[self.host.custom_fields[field_name]] = value
+            else:
+                problems.append(f"dynamic field {field_name!r} is not mapped in "
+                                "host.custom_fields")
+
+        subject = _control(controls, "Title") or clean_subject(message.subject) or "(no subject)"
+        ccs: tuple[str, ...] = ()
+        if self.account.email_ccs:
+            own = set(self.account.own_addresses) | {self.account.username.lower()}
+            seen = {sender.normalized}
+            out: list[str] = []
+            for addr in message.to + message.cc:
+                if addr.valid and addr.normalized not in own and addr.normalized not in seen:
+                    seen.add(addr.normalized)
+                    out.append(addr.email)
+            ccs = tuple(out)
+        reason = "no existing ticket"
+        if closed is not None:
+            reason = f"reply to closed ticket #{closed}: a follow-up ticket"
+        all_tags = tuple(t for t in dict.fromkeys((*defaults.tags, *tags))
+                         if t not in verdict.remove_tags)
+        return Decision(Action.NEW_TICKET, reason, subject=subject, requester=sender,
+                        public=True, group_id=group_id, brand_id=brand_id, priority=priority,
+                        status=status, ticket_type=ticket_type, tags=all_tags,
+                        remove_tags=verdict.remove_tags,
+                        custom_fields=tuple(sorted(custom.items())), email_ccs=ccs,
+                        followup_of_closed=closed, problems=tuple(problems))

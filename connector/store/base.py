@@ -1,0 +1,124 @@
+"""The store interface: everything the bridge must remember across restarts.
+
+One small interface so SQLite (default) and later PostgreSQL can both serve. Records are plain
+dataclasses; the store never returns driver rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class MessageState(StrEnum):
+    """Where a fetched message stands. Only terminal states let the mail leave the server."""
+
+    RECEIVED = "received"  # seen, nothing sent to the host yet
+    PUSHING = "pushing"  # a host call may be under way: on restart, look before repeating
+    DONE = "done"  # its effect is on the host (ticket, comment or note)
+    IGNORED = "ignored"  # deliberately not ticketed (filter, auto-reply, loop, duplicate)
+    FAILED = "failed"  # permanent failure: the mail belongs in the error folder
+    SKIPPED = "skipped"  # present before the first sync with initial_sync: skip_existing
+
+    @property
+    def terminal(self) -> bool:
+        return self in (MessageState.DONE, MessageState.IGNORED, MessageState.FAILED,
+                        MessageState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    id: int
+    account: str
+    ref: str
+    state: MessageState
+    dedupe_key: str | None
+    message_id: str | None
+    sha256: str | None
+    sender: str | None
+    subject: str | None
+    action: str | None
+    ticket_id: int | None
+    attempts: int
+    error: str | None
+    pending: dict[str, Any] | None  # what a PUSHING message was sending (for crash recovery)
+    trace: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class MailboxMark:
+    """What we know about a remote folder (UIDVALIDITY, and whether its baseline was taken)."""
+
+    account: str
+    folder: str
+    uidvalidity: int | None
+    baseline_taken: bool
+
+
+class Store(Protocol):
+    def close(self) -> None: ...
+
+    # -- ledger ---------------------------------------------------------------------------
+    def get_message(self, account: str, ref: str) -> MessageRecord | None: ...
+
+    def get_message_by_id(self, record_id: int) -> MessageRecord | None: ...
+
+    def known_refs(self, account: str, refs: Iterable[str]) -> set[str]:
+        """Those of ``refs`` that have a terminal record (nothing left to do but move them)."""
+        ...
+
+    def begin_message(self, account: str, ref: str, *, sha256: str | None) -> MessageRecord:
+        """Create the record in RECEIVED state, or return the existing one; counts an attempt."""
+        ...
+
+    def describe_message(self, record_id: int, *, dedupe_key: str | None,
+                         message_id: str | None, sender: str | None, subject: str | None,
+                         trace: dict[str, Any] | None) -> None: ...
+
+    def claim_dedupe_key(self, dedupe_key: str, record_id: int) -> int:
+        """Atomically claim ``dedupe_key`` for this record; returns the record id that holds it."""
+        ...
+
+    def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
+                    ticket_id: int | None = None) -> None:
+        """Mark PUSHING and store what is being sent, durably, before the host call."""
+        ...
+
+    def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
+                       ticket_id: int | None = None, error: str | None = None,
+                       thread_ids: Iterable[str] = ()) -> None:
+        """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction."""
+        ...
+
+    def record_failure(self, record_id: int, error: str) -> None:
+        """A transient failure: keep the state, remember the error (the mail stays in place)."""
+        ...
+
+    def mark_skipped(self, account: str, refs: Iterable[str]) -> None: ...
+
+    def sender_count_since(self, sender: str, since: datetime) -> int: ...
+
+    def failed_messages(self, account: str | None = None) -> list[MessageRecord]: ...
+
+    # -- threading ------------------------------------------------------------------------
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+        """The ticket of the first of ``message_ids`` (in order) that we have seen or sent."""
+        ...
+
+    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+                        direction: str = "in", account: str | None = None) -> None: ...
+
+    def is_own_message_id(self, message_id: str) -> bool:
+        """True for Message-IDs of mail the bridge itself sent."""
+        ...
+
+    # -- mailbox state --------------------------------------------------------------------
+    def get_mailbox_mark(self, account: str, folder: str) -> MailboxMark | None: ...
+
+    def set_mailbox_mark(self, account: str, folder: str, *, uidvalidity: int | None,
+                         baseline_taken: bool) -> None: ...
