@@ -179,7 +179,8 @@ class Decider:
         if ignore and ignore.lower() in _TRUE:
             return Decision(Action.IGNORE, "a filter set X-OTOBO-Ignore")
         if verdict.classification in ("loop", "storm"):
-            return Decision(Action.IGNORE, verdict.note or f"classified as {verdict.classification}")
+            reason = verdict.note or f"classified as {verdict.classification}"
+            return Decision(Action.IGNORE, reason)
 
         ticket, why = self.find_ticket(message, extra_thread_ids)
         sender = self._requester(message, controls)
@@ -201,13 +202,21 @@ class Decider:
             return Decision(Action.IGNORE, f"reply to closed ticket #{ticket.id}; "
                             "follow_up.reopen_closed is off", ticket_id=ticket.id)
 
+        return self.new_ticket(message, verdict, closed=ticket.id if ticket else None)
+
+    def new_ticket(self, message: ParsedMessage, verdict: FilterVerdict,
+                   closed: int | None = None) -> Decision:
+        """A new ticket for the message (``closed``: the closed ticket it follows up)."""
+        controls = verdict.controls
+        sender = self._requester(message, controls)
         if sender is None:
             return Decision(Action.IGNORE, "no usable sender address to open a ticket for")
         if not self.account.allow_unknown_senders and not self.lookup.user_exists(sender.email):
             return Decision(Action.IGNORE, f"sender {sender.email} is not known to the "
                             "helpdesk and allow_unknown_senders is off")
-        return self._new_ticket(message, sender, controls, tags, verdict,
-                                closed=ticket.id if ticket is not None else None)
+        tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
+                                    *_split_tags(_control(controls, "Tags")))))
+        return self._new_ticket(message, sender, controls, tags, verdict, closed=closed)
 
     def _requester(self, message: ParsedMessage, controls: Mapping[str, str]) -> Address | None:
         override = _control(controls, "Requester") or _control(controls, "CustomerUser")

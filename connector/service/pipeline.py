@@ -1,0 +1,425 @@
+"""One message through the stages: parse -> filters -> decide -> host, with the ledger.
+
+Crash safety rests on one rule: before any host call that has an effect, the store holds
+(durably) what is being sent (``MessageState.PUSHING`` with its pending request). After a
+restart a PUSHING message is never simply sent again: a ticket create is replayed
+byte-identically under its Idempotency-Key, or looked up by external_id once the key may have
+expired; a comment is looked up by its dedupe key on the ticket first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from connector.mail.html import html_to_text, sanitize_html
+from connector.mail.parse import parse_message
+
+from connector.config import AccountConfig, HostConfig
+from connector.decide import Action, Decider, Decision, FilterVerdict
+from connector.errors import (
+    ParseError,
+    PermanentHostError,
+    TicketClosedError,
+    TransientHostError,
+)
+from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
+from connector.mail.model import ParsedMessage
+from connector.store.base import MessageRecord, MessageState
+from connector.store.sqlite import SQLiteStore
+
+log = logging.getLogger("connector.pipeline")
+
+#: Zendesk truncates comment bodies at 64 kB without an error; we cut earlier, say so, and
+#: attach the original message so nothing is lost.
+MAX_BODY_CHARS = 60_000
+#: Zendesk keeps an Idempotency-Key for 2 hours; replay a stored request only well inside that.
+IDEMPOTENCY_REPLAY_SECONDS = 90 * 60
+#: After this many unexpected (non-typed) errors on one message, it goes to the error folder.
+MAX_UNEXPECTED_ATTEMPTS = 5
+
+
+class Outcome(StrEnum):
+    TICKETED = "ticketed"
+    FOLLOWED_UP = "followed_up"
+    NOTED = "noted"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    RETRY = "retry"  # transient failure: the mail stays where it is for the next pass
+    SKIPPED = "skipped"
+
+    @property
+    def mailbox_action(self) -> str | None:
+        """What the fetcher does with the mail: 'processed', 'error' or nothing."""
+        if self in (Outcome.FAILED,):
+            return "error"
+        if self in (Outcome.RETRY, Outcome.SKIPPED):
+            return None
+        return "processed"
+
+
+_STATE_OUTCOME = {MessageState.FAILED: Outcome.FAILED, MessageState.SKIPPED: Outcome.SKIPPED,
+                  MessageState.IGNORED: Outcome.IGNORED}
+_ACTION_OUTCOME = {"new_ticket": Outcome.TICKETED, "follow_up": Outcome.FOLLOWED_UP,
+                   "internal_note": Outcome.NOTED, "duplicate": Outcome.DUPLICATE}
+
+
+def outcome_of(record: MessageRecord) -> Outcome:
+    """The outcome a terminal record stands for (used when the mail is seen again)."""
+    if record.state in _STATE_OUTCOME:
+        return _STATE_OUTCOME[record.state]
+    if record.action == "duplicate":
+        return Outcome.DUPLICATE
+    return _ACTION_OUTCOME.get(record.action or "", Outcome.TICKETED)
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    record_id: int | None = None
+    ticket_id: int | None = None
+    reason: str = ""
+    decision: Decision | None = None
+
+
+#: The filter stage as the pipeline sees it: message and account in, verdict and trace out.
+FilterStage = Callable[[ParsedMessage, AccountConfig], tuple[FilterVerdict, dict[str, Any]]]
+
+
+def no_filters(message: ParsedMessage, account: AccountConfig) -> tuple[FilterVerdict, dict]:
+    return FilterVerdict(), {"filters": []}
+
+
+class StoreThreadLookup:
+    """ThreadLookup for decide: Message-ID map from the store, tickets from the host."""
+
+    def __init__(self, store: SQLiteStore, host: HostAdapter) -> None:
+        self.store = store
+        self.host = host
+        self._tickets: dict[int, TicketInfo | None] = {}
+
+    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+        if ticket_id not in self._tickets:
+            self._tickets[ticket_id] = self.host.get_ticket(ticket_id)
+        return self._tickets[ticket_id]
+
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+        return self.store.ticket_for_message_ids(message_ids)
+
+    def user_exists(self, email: str) -> bool:
+        return self.host.user_exists(email)
+
+    def forget(self) -> None:
+        self._tickets.clear()
+
+
+@dataclass
+class MessageContext:
+    """Identity of the message being processed, for every log line."""
+
+    account: str
+    ref: str
+    message_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        mid = f" message-id=<{self.message_id}>" if self.message_id else ""
+        return f"account={self.account} ref={self.ref}{mid}"
+
+
+class Pipeline:
+    """Processes messages of one account. Safe to call again on the same mail after a crash."""
+
+    def __init__(self, account: AccountConfig, host_config: HostConfig, store: SQLiteStore,
+                 host: HostAdapter, filter_stage: FilterStage = no_filters,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.account = account
+        self.host_config = host_config
+        self.store = store
+        self.host = host
+        self.filter_stage = filter_stage
+        self.clock = clock
+        self.lookup = StoreThreadLookup(store, host)
+        self.decider = Decider(account, host_config, self.lookup)
+
+    # -- entry point ------------------------------------------------------------------------
+    def process(self, ref: str, raw: bytes | None, size: int | None = None) -> Result:
+        """Process one fetched message. ``raw`` is None when it was too large to download."""
+        ctx = MessageContext(self.account.name, ref)
+        existing = self.store.get_message(self.account.name, ref)
+        if existing is not None and existing.state.terminal:
+            return Result(outcome_of(existing), existing.id, existing.ticket_id, "already recorded")
+        sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
+        record = self.store.begin_message(self.account.name, ref, sha256=sha)
+        self.lookup.forget()
+        try:
+            return self._process(ctx, record, raw, size)
+        except TransientHostError as exc:
+            self.store.record_failure(record.id, f"transient: {exc}")
+            log.warning("%s: host temporarily unavailable, will retry: %s", ctx, exc)
+            return Result(Outcome.RETRY, record.id, reason=str(exc))
+        except (ParseError, PermanentHostError) as exc:
+            return self._fail(ctx, record, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug must not lose the mail nor stop the loop
+            log.exception("%s: unexpected error", ctx)
+            if record.attempts >= MAX_UNEXPECTED_ATTEMPTS:
+                return self._fail(ctx, record, f"unexpected error after {record.attempts} "
+                                  f"attempts: {type(exc).__name__}: {exc}")
+            self.store.record_failure(record.id, f"unexpected: {type(exc).__name__}: {exc}")
+            return Result(Outcome.RETRY, record.id, reason=str(exc))
+
+    def _fail(self, ctx: MessageContext, record: MessageRecord, reason: str) -> Result:
+        self.store.finish_message(record.id, MessageState.FAILED, error=reason)
+        fresh = self.store.get_message_by_id(record.id)
+        if fresh is not None and fresh.dedupe_key:
+            self.store.release_dedupe_key(fresh.dedupe_key, record.id)
+        log.error("%s: moved to the error folder: %s", ctx, reason)
+        return Result(Outcome.FAILED, record.id, reason=reason)
+
+    def _process(self, ctx: MessageContext, record: MessageRecord, raw: bytes | None,
+                 size: int | None) -> Result:
+        if raw is None:
+            return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
+                              f"is {self.account.max_size} bytes; it was not downloaded")
+        self._archive(ctx, raw)
+        message = parse_message(raw)
+        ctx.message_id = message.message_id
+        if message.from_ is None or not message.from_.valid:
+            shown = str(message.from_) if message.from_ else "(missing)"
+            self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
+                                        sender=None, subject=message.subject, trace=None)
+            raise ParseError(f"invalid or missing From address: {shown}")
+        verdict, trace = self.filter_stage(message, self.account)
+        self.store.describe_message(
+            record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
+            sender=message.from_.normalized, subject=message.subject, trace=trace)
+
+        if record.state == MessageState.PUSHING and record.pending:
+            return self._resume(ctx, record, message)
+
+        holder = self.store.claim_dedupe_key(message.dedupe_key, record.id)
+        if holder != record.id:
+            other = self.store.get_message_by_id(holder)
+            if other is not None and other.state in (MessageState.DONE, MessageState.IGNORED):
+                self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
+                                          ticket_id=other.ticket_id)
+                log.info("%s: same mail as record %s (ticket %s): not ticketed twice", ctx,
+                         other.id, other.ticket_id)
+                return Result(Outcome.DUPLICATE, record.id, other.ticket_id,
+                              f"duplicate of record {other.id}")
+            if other is not None and other.state != MessageState.FAILED:
+                self.store.record_failure(record.id, f"same mail is being processed as "
+                                          f"record {other.id}; waiting for it")
+                return Result(Outcome.RETRY, record.id, reason="duplicate in progress")
+            # The holder failed for good: this copy takes over the claim.
+            self.store.release_dedupe_key(message.dedupe_key, holder)
+            self.store.claim_dedupe_key(message.dedupe_key, record.id)
+
+        decision = self.decider.decide(message, verdict)
+        for problem in decision.problems:
+            log.warning("%s: %s", ctx, problem)
+        log.info("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
+        return self._execute(ctx, record, message, decision)
+
+    # -- executing decisions ------------------------------------------------------------
+    def _execute(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
+                 decision: Decision) -> Result:
+        if decision.action == Action.IGNORE:
+            self.store.finish_message(record.id, MessageState.IGNORED, action="ignore",
+                                      error=decision.reason)
+            return Result(Outcome.IGNORED, record.id, reason=decision.reason, decision=decision)
+        if decision.action == Action.NEW_TICKET:
+            return self._create(ctx, record, message, decision)
+        return self._comment(ctx, record, message, decision)
+
+    def _create(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
+                decision: Decision) -> Result:
+        ticket = self._new_ticket_request(message, decision)
+        pending: dict[str, Any] = {"external_id": ticket.external_id,
+                                   "prepared_at": self.clock()}
+        prepare = getattr(self.host, "prepare_ticket", None)
+        if prepare is not None:
+            prepared = prepare(ticket)
+            pending["prepared"] = prepared.to_json()
+            self.store.set_pending(record.id, "new_ticket", pending)
+            created = self.host.send_prepared(prepared)  # type: ignore[attr-defined]
+        else:
+            self.store.set_pending(record.id, "new_ticket", pending)
+            created = self.host.create_ticket(ticket)
+        return self._finish_created(ctx, record, message, created.id, decision)
+
+    def _finish_created(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
+                        ticket_id: int, decision: Decision | None) -> Result:
+        self.store.finish_message(record.id, MessageState.DONE, action="new_ticket",
+                                  ticket_id=ticket_id, thread_ids=self._own_ids(message))
+        log.info("%s: ticket #%s created", ctx, ticket_id)
+        return Result(Outcome.TICKETED, record.id, ticket_id, decision=decision)
+
+    def _comment(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
+                 decision: Decision) -> Result:
+        assert decision.ticket_id is not None
+        comment = self._comment_request(message, decision, record)
+        action = decision.action.value
+        self.store.set_pending(record.id, action, {"ticket_id": decision.ticket_id,
+                                                   "comment_key": comment.dedupe_key},
+                               ticket_id=decision.ticket_id)
+        try:
+            self.host.add_comment(comment)
+        except TicketClosedError:
+            if not decision.public or not self.account.follow_up.reopen_closed:
+                raise
+            # Closed between our look and our update: open a follow-up ticket instead.
+            verdict, _ = self.filter_stage(message, self.account)
+            follow = self.decider.new_ticket(message, verdict, closed=decision.ticket_id)
+            log.info("%s: ticket #%s is closed; opening a follow-up ticket", ctx,
+                     decision.ticket_id)
+            return self._create(ctx, record, message, follow)
+        return self._finish_commented(ctx, record, message, decision.ticket_id, action, decision)
+
+    def _finish_commented(self, ctx: MessageContext, record: MessageRecord,
+                          message: ParsedMessage, ticket_id: int, action: str,
+                          decision: Decision | None) -> Result:
+        self.store.finish_message(record.id, MessageState.DONE, action=action,
+                                  ticket_id=ticket_id, thread_ids=self._own_ids(message))
+        outcome = Outcome.FOLLOWED_UP if action == "follow_up" else Outcome.NOTED
+        log.info("%s: %s on ticket #%s", ctx, action.replace("_", " "), ticket_id)
+        return Result(outcome, record.id, ticket_id, decision=decision)
+
+    # -- crash recovery -----------------------------------------------------------------
+    def _resume(self, ctx: MessageContext, record: MessageRecord,
+                message: ParsedMessage) -> Result:
+        pending = record.pending or {}
+        log.warning("%s: resuming a host call interrupted earlier (%s)", ctx, record.action)
+        if record.action == "new_ticket":
+            age = self.clock() - float(pending.get("prepared_at", 0))
+            prepared = pending.get("prepared")
+            from_json = getattr(self.host, "prepared_from_json", None)
+            if prepared is not None and from_json is not None and age < IDEMPOTENCY_REPLAY_SECONDS:
+                created = self.host.send_prepared(from_json(prepared))  # type: ignore[attr-defined]
+                return self._finish_created(ctx, record, message, created.id, None)
+            external_id = pending.get("external_id")
+            if external_id:
+                found = self.host.find_tickets_by_external_id(external_id)
+                if found:
+                    return self._finish_created(ctx, record, message, found[0].id, None)
+            verdict, _ = self.filter_stage(message, self.account)
+            return self._create(ctx, record, message, self.decider.decide(message, verdict))
+        ticket_id = int(pending["ticket_id"])
+        key = pending.get("comment_key")
+        if key and self.host.comment_exists(ticket_id, key):
+            return self._finish_commented(ctx, record, message, ticket_id,
+                                          record.action or "follow_up", None)
+        verdict, _ = self.filter_stage(message, self.account)
+        return self._execute(ctx, record, message, self.decider.decide(message, verdict))
+
+    # -- request building -----------------------------------------------------------------
+    def _own_ids(self, message: ParsedMessage) -> list[str]:
+        return [message.message_id] if message.message_id else []
+
+    def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
+        """Text and sanitized HTML for the host; True when the body had to be shortened."""
+        html = sanitize_html(message.html_body) if message.html_body else None
+        text = message.text_body or (html_to_text(html) if html else "")
+        if not text.strip() and not html:
+            text = "(this message has no text)"
+        cut = False
+        if len(text) > MAX_BODY_CHARS:
+            text = text[:MAX_BODY_CHARS] + "\n\n[... shortened: see the attached original]"
+            cut = True
+        if html is not None and len(html) > MAX_BODY_CHARS:
+            html, cut = None, True  # cannot cut HTML safely; the text (and the .eml) carry it
+        return text, html, cut
+
+    def _uploads(self, message: ParsedMessage, *, original: bool) -> tuple[Upload, ...]:
+        uploads = [Upload(a.filename, a.content_type, a.data) for a in message.attachments]
+        uploads += [Upload(a.filename, a.content_type, a.data, content_id=a.content_id)
+                    for a in message.inline_images]
+        if original:
+            name = f"original-{(message.message_id or message.sha256[:16])}.eml"
+            safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)
+            uploads.append(Upload(safe[:120], "message/rfc822", message.raw))
+        return tuple(uploads)
+
+    def _new_ticket_request(self, message: ParsedMessage, decision: Decision) -> NewTicket:
+        text, html, cut = self._bodies(message)
+        assert decision.requester is not None
+        key = f"pmb-{message.dedupe_key}"
+        return NewTicket(
+            subject=decision.subject,
+            requester_email=decision.requester.email,
+            requester_name=decision.requester.name or decision.requester.email,
+            body_text=text,
+            body_html=html,
+            public=decision.public,
+            uploads=self._uploads(message, original=self.account.attach_original_eml or cut),
+            tags=decision.tags,
+            priority=decision.priority,
+            status=decision.status,
+            ticket_type=decision.ticket_type,
+            group_id=decision.group_id,
+            brand_id=decision.brand_id,
+            custom_fields=decision.custom_fields,
+            email_ccs=decision.email_ccs,
+            external_id=key[:64],
+            idempotency_key=key,
+            via_followup_source_id=decision.followup_of_closed,
+        )
+
+    def _comment_request(self, message: ParsedMessage, decision: Decision,
+                         record: MessageRecord) -> Comment:
+        text, html, cut = self._bodies(message)
+        assert decision.ticket_id is not None
+        if not decision.public:
+            sender = str(message.from_) if message.from_ else "unknown sender"
+            header = f"Mail from {sender} ({decision.reason})"
+            text = f"{header}\n\n{text}"
+            if html is not None:
+                html = f"<p><em>{escape(header)}</em></p>{html}"
+        return Comment(
+            ticket_id=decision.ticket_id,
+            body_text=text,
+            body_html=html,
+            public=decision.public,
+            author_email=message.from_.email if message.from_ and decision.public else None,
+            author_name=message.from_.name if message.from_ else None,
+            uploads=self._uploads(message, original=self.account.attach_original_eml or cut),
+            status=decision.status,
+            priority=decision.priority,
+            add_tags=decision.tags,
+            remove_tags=decision.remove_tags,
+            dedupe_key=f"pmb-{message.dedupe_key}",
+        )
+
+    # -- archive --------------------------------------------------------------------------
+    def _archive(self, ctx: MessageContext, raw: bytes) -> None:
+        """Write the raw message byte-exact to the archive directory, once, atomically."""
+        if self.account.archive_dir is None:
+            return
+        day = datetime.now(UTC).strftime("%Y/%m/%d")
+        directory = Path(self.account.archive_dir) / self.account.name / day
+        target = directory / f"{hashlib.sha256(raw).hexdigest()}.eml"
+        if target.exists():
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.debug("%s: archived as %s", ctx, target)
