@@ -68,6 +68,10 @@ class Store(Protocol):
 
     def get_message_by_id(self, record_id: int) -> MessageRecord | None: ...
 
+    def ref_states(self, account: str, refs: Iterable[str]) -> dict[str, MessageState]:
+        """The recorded state of each of ``refs`` that has a record."""
+        ...
+
     def known_refs(self, account: str, refs: Iterable[str]) -> set[str]:
         """Those of ``refs`` that have a terminal record (nothing left to do but move them)."""
         ...

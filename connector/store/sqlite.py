@@ -163,19 +163,20 @@ class SQLiteStore:
         rows = self._query("SELECT * FROM messages WHERE id = ?", (record_id,))
         return self._record(rows[0]) if rows else None
 
-    def known_refs(self, account: str, refs: Iterable[str]) -> set[str]:
+    def ref_states(self, account: str, refs: Iterable[str]) -> dict[str, MessageState]:
+        """The recorded state of each of ``refs`` that has a record."""
         refs = list(refs)
-        terminal = [s.value for s in MessageState if s.terminal]
-        found: set[str] = set()
+        found: dict[str, MessageState] = {}
         for start in range(0, len(refs), 500):
             chunk = refs[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            states = ",".join("?" * len(terminal))
-            rows = self._query(
-                f"SELECT ref FROM messages WHERE account = ? AND ref IN ({marks}) "
-                f"AND state IN ({states})", [account, *chunk, *terminal])
-            found.update(r["ref"] for r in rows)
+            rows = self._query(f"SELECT ref, state FROM messages WHERE account = ? AND ref IN "
+                               f"({marks})", [account, *chunk])
+            found.update((r["ref"], MessageState(r["state"])) for r in rows)
         return found
+
+    def known_refs(self, account: str, refs: Iterable[str]) -> set[str]:
+        return {ref for ref, state in self.ref_states(account, refs).items() if state.terminal}
 
     def begin_message(self, account: str, ref: str, *, sha256: str | None) -> MessageRecord:
         now = _now()

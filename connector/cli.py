@@ -1,0 +1,230 @@
+"""The ``postmaster-bridge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from connector import __version__
+from connector.config import AccountConfig, Config, load_config
+from connector.errors import BridgeError, ConfigError, FetchError, HostError
+
+log = logging.getLogger("connector.cli")
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_USAGE = 2
+EX_CONFIG = 78  # sysexits EX_CONFIG
+EX_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the MTA keeps the mail and retries
+
+
+def _setup_logging(verbosity: int, stream: TextIO) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    logging.basicConfig(level=level, stream=stream, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _build(config: Config, out: TextIO):  # noqa: ANN202 - returns a small tuple of parts
+    """Store, host adapter and filter stage for a config. Dry-run never writes the store."""
+    from connector.hosts.factory import make_host
+    from connector.service.filtering import make_filter_stage
+    from connector.store.sqlite import SQLiteStore
+
+    dry_run = config.host.type == "dry-run"
+    store = SQLiteStore(":memory:" if dry_run else config.store.path)
+    host = make_host(config.host, out=out)
+    return store, host, make_filter_stage(config, store), dry_run
+
+
+def _pipeline(config: Config, account: AccountConfig, store, host, filter_stage):  # noqa: ANN001,ANN202
+    from connector.service.pipeline import Pipeline
+
+    return Pipeline(account, config.host, store, host, filter_stage)
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    config = _config(args)
+    print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
+    from connector.fetch import open_mailbox
+    from connector.hosts.factory import make_host
+
+    failures = 0
+    for account in config.accounts:
+        try:
+            with open_mailbox(account) as mailbox:
+                line = mailbox.check()
+            print(f"ok    account {account.name}: {line}", file=out)
+        except FetchError as exc:
+            failures += 1
+            print(f"FAIL  account {account.name}: {exc}", file=out)
+    try:
+        who = make_host(config.host, out=out).check_credentials()
+        print(f"ok    host {config.host.type}: {who}", file=out)
+    except HostError as exc:
+        failures += 1
+        print(f"FAIL  host {config.host.type}: {exc}", file=out)
+    return EX_OK if failures == 0 else EX_FAILURE
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.service.runner import AccountPoller, Service
+
+    config = _config(args)
+    store, host, filter_stage, dry_run = _build(config, out)
+    accounts = [a for a in config.accounts if a.enabled
+                and (not args.account or a.name in args.account)]
+    if not accounts:
+        print("no enabled account to run", file=sys.stderr)
+        return EX_CONFIG
+    pollers = [AccountPoller(a, store, _pipeline(config, a, store, host, filter_stage),
+                             dry_run=dry_run) for a in accounts]
+    service = Service(pollers)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: finishing the current message, then stopping", signum)
+        service.stop.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if args.once:
+            summaries = service.run_once()
+            for summary in summaries:
+                print(summary.line(), file=out)
+            return EX_FAILURE if any(s.error for s in summaries) else EX_OK
+        service.run_forever()
+        return EX_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+
+
+def _account_for(config: Config, name: str | None) -> AccountConfig:
+    if name:
+        return config.account(name)
+    return config.accounts[0]
+
+
+def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.fetch.files import iter_files
+    from connector.service.pipeline import Outcome
+    from connector.service.runner import AccountSummary
+
+    config = _config(args)
+    account = _account_for(config, args.account)
+    store, host, filter_stage, _ = _build(config, out)
+    pipeline = _pipeline(config, account, store, host, filter_stage)
+    summary = AccountSummary(account.name)
+    try:
+        for message in iter_files([Path(p) for p in args.paths]):
+            result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
+            summary.add(result.outcome)
+            if result.outcome in (Outcome.FAILED, Outcome.RETRY):
+                print(f"{message.ref}: {result.outcome.value}: {result.reason}",
+                      file=sys.stderr)
+    finally:
+        store.close()
+    print(summary.line(), file=out)
+    return EX_FAILURE if summary.counts["failed"] or summary.counts["retry"] else EX_OK
+
+
+def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
+    """One message on stdin (MTA pipe): 0 once recorded, 75 on a temporary failure."""
+    import hashlib
+
+    from connector.service.pipeline import Outcome
+
+    try:
+        config = _config(args)
+        account = _account_for(config, args.account)
+        raw = sys.stdin.buffer.read()
+        store, host, filter_stage, _ = _build(config, out)
+    except ConfigError as exc:
+        print(f"postmaster-bridge: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL  # a broken config must not bounce the customer's mail
+    try:
+        pipeline = _pipeline(config, account, store, host, filter_stage)
+        ref = "deliver:" + hashlib.sha256(raw).hexdigest()
+        result = pipeline.process(ref, raw, len(raw))
+    except Exception as exc:  # any surprise: keep the mail at the MTA
+        print(f"postmaster-bridge: temporary failure: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    finally:
+        store.close()
+    print(f"{result.outcome.value}" + (f" ticket #{result.ticket_id}" if result.ticket_id
+                                       else "") + (f": {result.reason}" if result.reason
+                                                   else ""), file=out)
+    if result.outcome == Outcome.RETRY:
+        return EX_TEMPFAIL
+    # FAILED is recorded too (with the raw bytes in the archive, if configured); the MTA has
+    # nothing better to do with it than we do.
+    return EX_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postmaster-bridge",
+        description="Turn mailboxes (IMAP, POP3, PEC) into helpdesk tickets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-c", "--config", default=os.environ.get("PMB_CONFIG", "config.yaml"),
+                        help="config file (default: $PMB_CONFIG or ./config.yaml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help="config file (may also be given before the command)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", parents=[common],
+                       help="validate the config, then try every login")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", parents=[common],
+                       help="process all accounts on their poll intervals")
+    p.add_argument("--once", action="store_true", help="one pass, then a summary and exit")
+    p.add_argument("--account", action="append", help="only this account (repeatable)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("import", parents=[common],
+                       help="ingest .eml files, mbox files or Maildirs")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("deliver", parents=[common],
+                       help="ingest one message from stdin (MTA pipe)")
+    p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.set_defaults(func=cmd_deliver)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose, sys.stderr)
+    try:
+        return int(args.func(args, out))
+    except ConfigError as exc:
+        print(f"postmaster-bridge: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except BridgeError as exc:
+        print(f"postmaster-bridge: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

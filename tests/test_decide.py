@@ -1,0 +1,177 @@
+"""Decide: follow-up detection order, public/private comments, fields from controls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import pytest
+
+from connector.config import AccountConfig, FollowUpPolicy, HostConfig, TicketDefaults
+from connector.decide import Action, Decider, FilterVerdict
+from connector.mail.model import Address, ParsedMessage
+
+
+@dataclass(frozen=True)
+class Ticket:
+    id: int
+    status: str = "open"
+    requester_email: str | None = "mario@example.it"
+    cc_emails: tuple[str, ...] = ()
+
+
+class Lookup:
+    def __init__(self, tickets: Sequence[Ticket] = (), ids: dict[str, int] | None = None,
+                 users: Sequence[str] = ()) -> None:
+        self.tickets = {t.id: t for t in tickets}
+        self.ids = ids or {}
+        self.users = set(users)
+        self.asked: list[int] = []
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None:
+        self.asked.append(ticket_id)
+        return self.tickets.get(ticket_id)
+
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+        for mid in message_ids:
+            if mid in self.ids:
+                return self.ids[mid]
+        return None
+
+    def user_exists(self, email: str) -> bool:
+        return email in self.users
+
+
+ACCOUNT = AccountConfig(name="support", protocol="imap", host="127.0.0.1", port=143,
+                        security="none", username="support@acme.example", password="x",
+                        own_addresses=("support@acme.example",),
+                        new_ticket=TicketDefaults(group_id=7, priority="normal", tags=("email",)))
+HOST = HostConfig(type="dry-run", groups={"Billing": 99}, custom_fields={"CustomerNo": 555})
+
+
+def message(**kw: object) -> ParsedMessage:
+    base = dict(raw=b"x", subject="Stampante guasta", message_id="m1@example.it",
+                from_=Address("Mario Rossi", "mario@example.it"),
+                to=(Address("", "support@acme.example"),), text_body="ciao")
+    base.update(kw)
+    return ParsedMessage(**base)  # type: ignore[arg-type]
+
+
+def test_new_ticket_with_defaults_and_ccs() -> None:
+    msg = message(to=(Address("", "support@acme.example"), Address("Anna", "anna@example.it")),
+                  cc=(Address("", "Mario@Example.it"), Address("", "luca@example.it")),
+                  subject="Re: Fwd: Stampante guasta")
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.action == Action.NEW_TICKET
+    assert d.subject == "Stampante guasta"
+    assert d.requester == Address("Mario Rossi", "mario@example.it")
+    assert d.group_id == 7 and d.priority == "normal"
+    assert d.tags == ("email", "pmb_support")
+    assert d.email_ccs == ("anna@example.it", "luca@example.it")
+
+
+def test_subject_reference_checked_against_host_all_candidates() -> None:
+    lookup = Lookup([Ticket(12)])
+    msg = message(subject="Re: [#999] old and [#12] current")
+    d = Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict())
+    assert d.action == Action.FOLLOW_UP and d.ticket_id == 12 and d.public
+    assert lookup.asked == [999, 12]
+
+
+def test_references_map_used_when_subject_has_no_ticket() -> None:
+    lookup = Lookup([Ticket(5)], ids={"root@x": 5})
+    msg = message(subject="Re: hello", in_reply_to=("unknown@x",), references=("root@x",))
+    d = Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict())
+    assert d.action == Action.FOLLOW_UP and d.ticket_id == 5
+
+
+def test_subject_wins_over_references() -> None:
+    lookup = Lookup([Ticket(5), Ticket(6)], ids={"root@x": 5})
+    msg = message(subject="Re: [#6]", references=("root@x",))
+    assert Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict()).ticket_id == 6
+
+
+def test_stranger_on_thread_is_internal_note_cc_is_public() -> None:
+    lookup = Lookup([Ticket(5, cc_emails=("anna@example.it",))], ids={"root@x": 5})
+    stranger = message(from_=Address("", "eve@evil.example"), in_reply_to=("root@x",))
+    d = Decider(ACCOUNT, HOST, lookup).decide(stranger, FilterVerdict())
+    assert d.action == Action.INTERNAL_NOTE and not d.public
+    cc = message(from_=Address("", "Anna@example.it"), in_reply_to=("root@x",))
+    assert Decider(ACCOUNT, HOST, lookup).decide(cc, FilterVerdict()).public
+
+
+def test_follow_up_policy_and_controls() -> None:
+    account = replace(ACCOUNT, follow_up=FollowUpPolicy(status="open", priority="high"))
+    lookup = Lookup([Ticket(5)], ids={"root@x": 5})
+    msg = message(in_reply_to=("root@x",))
+    d = Decider(account, HOST, lookup).decide(msg, FilterVerdict())
+    assert (d.status, d.priority) == ("open", "high")
+    verdict = FilterVerdict(controls={"X-OTRS-FollowUp-State": "pending reminder",
+                                      "X-OTOBO-FollowUp-Priority": "5 very high"})
+    d = Decider(account, HOST, lookup).decide(msg, verdict)
+    assert (d.status, d.priority) == ("pending", "urgent")
+
+
+def test_closed_ticket_reply_opens_follow_up_ticket() -> None:
+    lookup = Lookup([Ticket(5, status="closed")], ids={"root@x": 5})
+    d = Decider(ACCOUNT, HOST, lookup).decide(message(in_reply_to=("root@x",)), FilterVerdict())
+    assert d.action == Action.NEW_TICKET and d.followup_of_closed == 5
+    account = replace(ACCOUNT, follow_up=FollowUpPolicy(reopen_closed=False))
+    d = Decider(account, HOST, lookup).decide(message(in_reply_to=("root@x",)), FilterVerdict())
+    assert d.action == Action.IGNORE
+
+
+def test_controls_map_onto_host_fields() -> None:
+    verdict = FilterVerdict(controls={
+        "X-OTOBO-Queue": "Billing", "X-OTOBO-Priority": "4 high", "X-OTOBO-State": "open",
+        "X-OTOBO-Type": "incident", "X-OTOBO-DynamicField-CustomerNo": "C-42",
+        "X-OTOBO-Title": "Fattura marzo", "X-Bridge-Tags": "vip, billing",
+        "X-OTOBO-DynamicField-Unknown": "x"}, add_tags=("filtered",), remove_tags=("email",))
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
+    assert d.group_id == 99 and d.priority == "high" and d.status == "open"
+    assert d.ticket_type == "incident" and d.subject == "Fattura marzo"
+    assert d.custom_fields == ((555, "C-42"),)
+    assert set(d.tags) == {"pmb_support", "filtered", "vip", "billing"}
+    assert any("Unknown" in p for p in d.problems)
+
+
+def test_unknown_queue_reported_not_guessed() -> None:
+    verdict = FilterVerdict(controls={"X-OTOBO-Queue": "Nowhere"})
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
+    assert d.group_id == 7 and "Nowhere" in d.problems[0]
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "true", "Yes"])
+def test_ignore_control(value: str) -> None:
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(
+        message(), FilterVerdict(controls={"X-OTOBO-Ignore": value}))
+    assert d.action == Action.IGNORE
+
+
+def test_auto_reply_note_on_ticket_or_ignored() -> None:
+    verdict = FilterVerdict(classification="auto_reply")
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
+    assert d.action == Action.IGNORE
+    lookup = Lookup([Ticket(5)], ids={"root@x": 5})
+    d = Decider(ACCOUNT, HOST, lookup).decide(message(in_reply_to=("root@x",)), verdict)
+    assert d.action == Action.INTERNAL_NOTE and d.ticket_id == 5 and not d.public
+
+
+def test_unknown_sender_policy() -> None:
+    account = replace(ACCOUNT, allow_unknown_senders=False)
+    d = Decider(account, HOST, Lookup()).decide(message(), FilterVerdict())
+    assert d.action == Action.IGNORE and "allow_unknown_senders" in d.reason
+    d = Decider(account, HOST, Lookup(users=["mario@example.it"])).decide(message(),
+                                                                          FilterVerdict())
+    assert d.action == Action.NEW_TICKET
+
+
+def test_invalid_sender_cannot_open_ticket() -> None:
+    msg = message(from_=Address("", "not an address", valid=False))
+    assert Decider(ACCOUNT, HOST, Lookup()).decide(msg, FilterVerdict()).action == Action.IGNORE
+
+
+def test_requester_override() -> None:
+    verdict = FilterVerdict(controls={"X-Bridge-Requester": "Boss <boss@example.it>"})
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
+    assert d.requester is not None and d.requester.email == "boss@example.it"
