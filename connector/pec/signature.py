@@ -1,0 +1,304 @@
+"""Integrity of the provider's S/MIME signature, judged as ``openssl smime -verify -noverify``
+would: the content digest must match the signed messageDigest and the signature over the signed
+attributes must verify with the signer certificate's key. No chain or trust check; the verdict
+is information for the agent and never blocks a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+
+from connector.pec.cms import (
+    AlgorithmId,
+    SignedData,
+    SignerInfo,
+    certificate_issuer_serial,
+    parse_signed_data,
+)
+from connector.pec.der import DerError, decode_integer, decode_oid, read_tlv
+from connector.pec.mime_raw import RawPart
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
+OPAQUE_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
+
+_DIGESTS: dict[str, str] = {
+    "1.2.840.113549.2.5": "md5",
+    "1.3.14.3.2.26": "sha1",
+    "2.16.840.1.101.3.4.2.4": "sha224",
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "md5": hashes.MD5,
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+_OID_RSASSA_PSS = "1.2.840.113549.1.1.10"
+_OID_MGF1 = "1.2.840.113549.1.1.8"
+
+
+class SignatureStatus(StrEnum):
+    VALID = "valid"  # digest and signature match: the signed bytes are intact
+    INVALID = "invalid"  # decodable, but the content or the signature does not match
+    MISSING = "missing"  # not signed, or the signature part is absent (truncated message)
+    UNDECODABLE = "undecodable"  # a signature part is there but cannot be read or checked
+
+
+@dataclass(frozen=True)
+class SignatureVerdict:
+    status: SignatureStatus
+    detail: str = ""
+    signer_subject: str | None = None  # RFC 4514 string
+    signer_issuer: str | None = None
+    signer_serial: int | None = None
+    signer_email: str | None = None  # first rfc822Name of the certificate, else emailAddress
+    signing_time: datetime | None = None
+    digest_algorithm: str | None = None
+
+    @property
+    def is_valid(self) -> bool:
+        return self.status is SignatureStatus.VALID
+
+
+def canonical_crlf(data: bytes) -> bytes:
+    """Every line ending as CRLF, trailing CRs of a line dropped: the S/MIME canonical form
+    OpenSSL verifies multipart/signed content in."""
+    lines = data.split(b"\n")
+    return b"\r\n".join(line.rstrip(b"\r") for line in lines)
+
+
+def verify_entity(entity: RawPart | None, *, context: str = "") -> SignatureVerdict:
+    """Verdict for a multipart/signed or opaque application/pkcs7-mime entity (None: unsigned).
+    ``context`` names the message in log lines."""
+    if entity is None:
+        return SignatureVerdict(SignatureStatus.MISSING, "the message is not S/MIME signed")
+    try:
+        if entity.content_type == "multipart/signed":
+            return _verify_multipart(entity)
+        if entity.content_type in OPAQUE_TYPES:
+            try:
+                der = entity.decoded_body()
+            except ValueError as exc:
+                return SignatureVerdict(SignatureStatus.UNDECODABLE,
+                                        f"signature is not base64: {exc}")
+            return verify_opaque(der)[0]
+    except Exception as exc:  # hostile input must never stop the pipeline: report, do not raise
+        log.warning("pec: signature check failed unexpectedly (%s): %s: %s", context,
+                    type(exc).__name__, exc)
+        return SignatureVerdict(SignatureStatus.UNDECODABLE, f"unexpected error: {exc}")
+    return SignatureVerdict(SignatureStatus.MISSING, f"{entity.content_type} is not S/MIME")
+
+
+def _verify_multipart(entity: RawPart) -> SignatureVerdict:
+    if not entity.children:
+        return SignatureVerdict(SignatureStatus.MISSING, "multipart/signed without parts")
+    signature_part = next(
+        (part for part in entity.children[1:] if part.content_type in SIGNATURE_TYPES
+         or (part.filename or "").lower().endswith(".p7s")),
+        None,
+    )
+    if signature_part is None and len(entity.children) > 1:
+        return SignatureVerdict(SignatureStatus.UNDECODABLE,
+                                f"the second part is {entity.children[1].content_type}, "
+                                "not a PKCS #7 signature")
+    if signature_part is None:
+        return SignatureVerdict(
+            SignatureStatus.MISSING, "multipart/signed without a signature part (truncated?)"
+        )
+    if not signature_part.body.strip():
+        return SignatureVerdict(SignatureStatus.MISSING, "the signature part is empty")
+    try:
+        der = signature_part.decoded_body()
+    except ValueError as exc:
+        return SignatureVerdict(SignatureStatus.UNDECODABLE, f"signature is not base64: {exc}")
+    return verify_detached(canonical_crlf(entity.children[0].raw), der)
+
+
+def verify_detached(content: bytes, signature_der: bytes) -> SignatureVerdict:
+    """Check a detached CMS signature over ``content`` (already in the form that was signed)."""
+    try:
+        signed = parse_signed_data(signature_der)
+    except (DerError, ValueError, IndexError) as exc:
+        return SignatureVerdict(SignatureStatus.UNDECODABLE, f"not a CMS SignedData: {exc}")
+    return _verify_signed(signed, content)
+
+
+def verify_opaque(der: bytes) -> tuple[SignatureVerdict, bytes | None]:
+    """Check an opaque (application/pkcs7-mime signed-data) signature; also return the content,
+    which for an S/MIME message is the signed MIME entity."""
+    try:
+        signed = parse_signed_data(der)
+    except (DerError, ValueError, IndexError) as exc:
+        return SignatureVerdict(SignatureStatus.UNDECODABLE, f"not a CMS SignedData: {exc}"), None
+    if signed.content is None:
+        verdict = SignatureVerdict(SignatureStatus.UNDECODABLE, "signed-data without content")
+        return verdict, None
+    return _verify_signed(signed, signed.content), signed.content
+
+
+def opaque_content(entity: RawPart) -> bytes | None:
+    """The encapsulated content of an application/pkcs7-mime entity, None if unreadable."""
+    try:
+        return parse_signed_data(entity.decoded_body()).content
+    except (DerError, ValueError, IndexError):
+        return None
+
+
+def _verify_signed(signed: SignedData, content: bytes) -> SignatureVerdict:
+    if not signed.signers:
+        return SignatureVerdict(SignatureStatus.UNDECODABLE, "no signer in the signature")
+    verdicts = [_verify_signer(signed, signer, content) for signer in signed.signers]
+    failing = [v for v in verdicts if v.status is not SignatureStatus.VALID]
+    # Like OpenSSL, every signer has to verify; report the first problem.
+    return failing[0] if failing else verdicts[0]
+
+
+def _verify_signer(signed: SignedData, signer: SignerInfo, content: bytes) -> SignatureVerdict:
+    digest_name = _DIGESTS.get(signer.digest_algorithm.oid)
+    try:
+        cert = _signer_certificate(signed, signer)
+    except ValueError as exc:
+        return SignatureVerdict(SignatureStatus.UNDECODABLE, f"bad signer certificate: {exc}",
+                                digest_algorithm=digest_name, signing_time=signer.signing_time)
+    if cert is None:
+        return SignatureVerdict(SignatureStatus.INVALID,
+                                "the signer's certificate is not in the signature",
+                                digest_algorithm=digest_name, signing_time=signer.signing_time)
+    base = _describe(cert, signer, digest_name)
+    if digest_name is None:
+        return _with(base, SignatureStatus.UNDECODABLE,
+                     f"unsupported digest algorithm {signer.digest_algorithm.oid}")
+    if signer.signed_attrs is not None:
+        if signer.message_digest is None:
+            return _with(base, SignatureStatus.INVALID, "signed attributes lack messageDigest")
+        if hashlib.new(digest_name, content).digest() != signer.message_digest:
+            return _with(base, SignatureStatus.INVALID,
+                         "content digest does not match the signed messageDigest: "
+                         "the signed part was modified")
+        covered = signer.signed_attrs
+    else:
+        covered = content
+    try:
+        _check_signature(cert.public_key(), signer, covered, _HASHES[digest_name]())
+    except InvalidSignature:
+        return _with(base, SignatureStatus.INVALID, "signature value does not verify")
+    except (UnsupportedAlgorithm, DerError, ValueError, TypeError) as exc:
+        return _with(base, SignatureStatus.UNDECODABLE, f"cannot check the signature: {exc}")
+    return _with(base, SignatureStatus.VALID, "signature verifies (certificate chain not checked)")
+
+
+def _with(base: SignatureVerdict, status: SignatureStatus, detail: str) -> SignatureVerdict:
+    return SignatureVerdict(
+        status=status,
+        detail=detail,
+        signer_subject=base.signer_subject,
+        signer_issuer=base.signer_issuer,
+        signer_serial=base.signer_serial,
+        signer_email=base.signer_email,
+        signing_time=base.signing_time,
+        digest_algorithm=base.digest_algorithm,
+    )
+
+
+def _signer_certificate(signed: SignedData, signer: SignerInfo) -> x509.Certificate | None:
+    """The certificate the SignerInfo names. Other certificates that cannot be read are
+    skipped (a broken CA copy must not hide a good signer); the signer's own must load."""
+    by_serial: list[bytes] = []
+    for cert_der in signed.certificates:
+        if signer.subject_key_id is not None:
+            try:
+                cert = x509.load_der_x509_certificate(cert_der)
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            except (ValueError, x509.ExtensionNotFound):
+                continue
+            if ski.value.digest == signer.subject_key_id:
+                return cert
+            continue
+        try:
+            issuer, serial = certificate_issuer_serial(cert_der)
+        except (DerError, IndexError):
+            continue
+        if serial == signer.serial:
+            if issuer == signer.issuer_der:
+                return x509.load_der_x509_certificate(cert_der)
+            by_serial.append(cert_der)
+    if len(by_serial) == 1:  # same serial, issuer encoded differently (e.g. string types)
+        return x509.load_der_x509_certificate(by_serial[0])
+    return None
+
+
+def _describe(cert: x509.Certificate, signer: SignerInfo, digest: str | None) -> SignatureVerdict:
+    return SignatureVerdict(
+        status=SignatureStatus.UNDECODABLE,
+        signer_subject=cert.subject.rfc4514_string(),
+        signer_issuer=cert.issuer.rfc4514_string(),
+        signer_serial=cert.serial_number,
+        signer_email=_certificate_email(cert),
+        signing_time=signer.signing_time,
+        digest_algorithm=digest,
+    )
+
+
+def _certificate_email(cert: x509.Certificate) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        emails = san.value.get_values_for_type(x509.RFC822Name)
+        if emails:
+            return emails[0]
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    values = cert.subject.get_attributes_for_oid(x509.NameOID.EMAIL_ADDRESS)
+    return str(values[0].value) if values else None
+
+
+def _check_signature(key: object, signer: SignerInfo, data: bytes,
+                     digest: hashes.HashAlgorithm) -> None:
+    """Raise InvalidSignature unless ``signer.signature`` signs ``data`` with ``key``."""
+    signature = signer.signature
+    if isinstance(key, rsa.RSAPublicKey):
+        if signer.signature_algorithm.oid == _OID_RSASSA_PSS:
+            key.verify(signature, data, _pss_padding(signer.signature_algorithm), digest)
+        else:
+            key.verify(signature, data, padding.PKCS1v15(), digest)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(digest))
+    elif isinstance(key, dsa.DSAPublicKey):
+        key.verify(signature, data, digest)
+    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        key.verify(signature, data)
+    else:
+        raise UnsupportedAlgorithm(f"unsupported key type {type(key).__name__}")
+
+
+def _pss_padding(algorithm: AlgorithmId) -> padding.PSS:
+    """RSASSA-PSS parameters (RFC 4055); the hash itself comes from the digest algorithm."""
+    mgf_hash: hashes.HashAlgorithm = hashes.SHA1()
+    salt_length = 20
+    if algorithm.parameters:
+        for item in read_tlv(algorithm.parameters).children():
+            if item.is_context(1):
+                mgf = item.children()[0].children()
+                if decode_oid(mgf[0]) != _OID_MGF1:
+                    raise UnsupportedAlgorithm("PSS with a mask generation other than MGF1")
+                mgf_digest = _DIGESTS.get(decode_oid(mgf[1].children()[0]))
+                if mgf_digest is None:
+                    raise UnsupportedAlgorithm("unsupported MGF1 digest")
+                mgf_hash = _HASHES[mgf_digest]()
+            elif item.is_context(2):
+                salt_length = decode_integer(item.children()[0])
+    return padding.PSS(mgf=padding.MGF1(mgf_hash), salt_length=salt_length)
