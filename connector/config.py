@@ -366,11 +366,12 @@ def _account(r: _Reader, index: int) -> AccountConfig:
 
 def _host(r: _Reader) -> HostConfig:
     host_type = r.choice("type", ("zendesk", "dry-run"), required=True)
-    if host_type == "dry-run":
+    if host_type == "dry-run" and not r.has("url"):
         cfg = HostConfig(type="dry-run", groups=r.int_map("groups"),
                          custom_fields=r.int_map("custom_fields"))
-        r.finish(("url", "auth"))
+        r.finish()
         return cfg
+    # A dry-run with a url reads from that Zendesk (tickets, users) and writes nothing.
     url = r.get("url", str, required=True).rstrip("/")
     if not re.match(r"^https?://[^/\s]+$", url):
         raise r.error("url", f"must be the instance's base URL such as "
@@ -391,7 +392,7 @@ def _host(r: _Reader) -> HostConfig:
         api_token = auth.secret("api_token", required=True)
     auth.finish()
     cfg = HostConfig(
-        type="zendesk",
+        type=host_type,
         url=url,
         auth_type=auth_type,
         client_id=client_id,

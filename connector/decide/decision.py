@@ -99,6 +99,8 @@ class FilterVerdict:
     remove_tags: tuple[str, ...] = ()
     classification: str | None = None  # auto_reply | bounce | loop | storm | command:... | None
     note: str | None = None  # text for an internal note (bounce summary, command)
+    ticket_hint: int | None = None  # a ticket the classifier already tied the mail to
+    message: ParsedMessage | None = None  # what to ticket instead (a staff forward's original)
 
 
 _TRUE = {"yes", "true", "1", "on"}
@@ -183,6 +185,10 @@ class Decider:
             return Decision(Action.IGNORE, reason)
 
         ticket, why = self.find_ticket(message, extra_thread_ids)
+        if ticket is None and verdict.ticket_hint is not None:
+            ticket = self.lookup.get_ticket(verdict.ticket_hint)
+            why = f"the {verdict.classification or 'classifier'} refers to ticket " \
+                  f"#{verdict.ticket_hint}"
         sender = self._requester(message, controls)
         tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
                                     *_split_tags(_control(controls, "Tags")))))
@@ -191,7 +197,8 @@ class Decider:
             kind = verdict.classification.replace("_", "-")
             if ticket is None:
                 return Decision(Action.IGNORE, f"{kind} that matches no ticket")
-            return Decision(Action.INTERNAL_NOTE, f"{kind} on a known ticket; {why}",
+            what = f"{kind}: {verdict.note}" if verdict.note else kind
+            return Decision(Action.INTERNAL_NOTE, f"{what}; {why}",
                             ticket_id=ticket.id, public=False, tags=tags,
                             remove_tags=verdict.remove_tags)
 

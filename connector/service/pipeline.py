@@ -22,9 +22,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from connector.mail.html import html_to_text, sanitize_html
-from connector.mail.parse import parse_message
-
 from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
 from connector.errors import (
@@ -34,7 +31,9 @@ from connector.errors import (
     TransientHostError,
 )
 from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
+from connector.mail.html import html_to_text, sanitize_html
 from connector.mail.model import ParsedMessage
+from connector.mail.parse import parse_message
 from connector.store.base import MessageRecord, MessageState
 from connector.store.sqlite import SQLiteStore
 
@@ -94,10 +93,12 @@ class Result:
 
 
 #: The filter stage as the pipeline sees it: message and account in, verdict and trace out.
-FilterStage = Callable[[ParsedMessage, AccountConfig], tuple[FilterVerdict, dict[str, Any]]]
+FilterStage = Callable[[ParsedMessage, AccountConfig, int | None],
+                       tuple[FilterVerdict, dict[str, Any]]]
 
 
-def no_filters(message: ParsedMessage, account: AccountConfig) -> tuple[FilterVerdict, dict]:
+def no_filters(message: ParsedMessage, account: AccountConfig,
+               record_id: int | None = None) -> tuple[FilterVerdict, dict[str, Any]]:
     return FilterVerdict(), {"filters": []}
 
 
@@ -200,7 +201,7 @@ class Pipeline:
             self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
                                         sender=None, subject=message.subject, trace=None)
             raise ParseError(f"invalid or missing From address: {shown}")
-        verdict, trace = self.filter_stage(message, self.account)
+        verdict, trace = self.filter_stage(message, self.account, record.id)
         self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
             sender=message.from_.normalized, subject=message.subject, trace=trace)
@@ -226,11 +227,12 @@ class Pipeline:
             self.store.release_dedupe_key(message.dedupe_key, holder)
             self.store.claim_dedupe_key(message.dedupe_key, record.id)
 
-        decision = self.decider.decide(message, verdict)
+        content = verdict.message or message  # a staff forward tickets the original
+        decision = self.decider.decide(content, verdict)
         for problem in decision.problems:
             log.warning("%s: %s", ctx, problem)
         log.info("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
-        return self._execute(ctx, record, message, decision)
+        return self._execute(ctx, record, content, decision)
 
     # -- executing decisions ------------------------------------------------------------
     def _execute(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
@@ -280,7 +282,7 @@ class Pipeline:
             if not decision.public or not self.account.follow_up.reopen_closed:
                 raise
             # Closed between our look and our update: open a follow-up ticket instead.
-            verdict, _ = self.filter_stage(message, self.account)
+            verdict, _ = self.filter_stage(message, self.account, record.id)
             follow = self.decider.new_ticket(message, verdict, closed=decision.ticket_id)
             log.info("%s: ticket #%s is closed; opening a follow-up ticket", ctx,
                      decision.ticket_id)
@@ -313,15 +315,17 @@ class Pipeline:
                 found = self.host.find_tickets_by_external_id(external_id)
                 if found:
                     return self._finish_created(ctx, record, message, found[0].id, None)
-            verdict, _ = self.filter_stage(message, self.account)
-            return self._create(ctx, record, message, self.decider.decide(message, verdict))
+            verdict, _ = self.filter_stage(message, self.account, record.id)
+            content = verdict.message or message
+            return self._create(ctx, record, content, self.decider.decide(content, verdict))
         ticket_id = int(pending["ticket_id"])
         key = pending.get("comment_key")
         if key and self.host.comment_exists(ticket_id, key):
             return self._finish_commented(ctx, record, message, ticket_id,
                                           record.action or "follow_up", None)
-        verdict, _ = self.filter_stage(message, self.account)
-        return self._execute(ctx, record, message, self.decider.decide(message, verdict))
+        verdict, _ = self.filter_stage(message, self.account, record.id)
+        content = verdict.message or message
+        return self._execute(ctx, record, content, self.decider.decide(content, verdict))
 
     # -- request building -----------------------------------------------------------------
     def _own_ids(self, message: ParsedMessage) -> list[str]:

@@ -254,10 +254,13 @@ class SQLiteStore:
                 "updated_at) VALUES (?, ?, ?, 0, ?, ?)",
                 [(account, ref, MessageState.SKIPPED.value, now, now) for ref in refs])
 
-    def sender_count_since(self, sender: str, since: datetime) -> int:
+    def sender_count_since(self, sender: str, since: datetime,
+                           exclude_id: int | None = None) -> int:
         rows = self._query(
-            "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND created_at >= ?",
-            (sender.lower(), since.astimezone(UTC).isoformat(timespec="microseconds")))
+            "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND created_at >= ? "
+            "AND id != ?",
+            (sender.lower(), since.astimezone(UTC).isoformat(timespec="microseconds"),
+             exclude_id or -1))
         return int(rows[0]["n"])
 
     def failed_messages(self, account: str | None = None) -> list[MessageRecord]:

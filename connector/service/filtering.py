@@ -1,0 +1,124 @@
+"""The filter stage as the pipeline uses it: chain and settings loaded once, lookups on the
+store, the outcome translated into the decide stage's FilterVerdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from connector.config import AccountConfig, Config
+from connector.decide import FilterVerdict
+from connector.filters import (
+    BounceDetails,
+    CommandDetails,
+    FilterChain,
+    FilterOutcome,
+    FilterSettings,
+    Kind,
+    load_chain,
+    run_filters,
+)
+from connector.mail.model import ParsedMessage
+from connector.store.sqlite import SQLiteStore
+
+
+class StoreFilterLookups:
+    """FilterLookups answered from the ledger."""
+
+    def __init__(self, store: SQLiteStore, exclude_id: int | None = None) -> None:
+        self.store = store
+        self.exclude_id = exclude_id
+
+    def is_own_message_id(self, message_id: str) -> bool:
+        return self.store.is_own_message_id(message_id)
+
+    def sender_count_today(self, address: str) -> int:
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return self.store.sender_count_since(address, midnight, exclude_id=self.exclude_id)
+
+    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+        return self.store.ticket_for_message_ids(message_ids)
+
+
+def filter_settings(config: Config) -> tuple[FilterSettings, dict[str, FilterSettings]]:
+    """Global ``filters:`` settings and each account's (inheriting the global ones)."""
+    where = str(config.path)
+    base = FilterSettings.from_mapping(config.raw.get("filters"), path=where, key="filters")
+    per_account: dict[str, FilterSettings] = {}
+    for index, account in enumerate(config.accounts):
+        raw_account = config.raw["accounts"][index]
+        settings = FilterSettings.from_mapping(raw_account.get("filters"), path=where,
+                                               key=f"accounts[{index}].filters", base=base)
+        own = settings.own_addresses | set(account.own_addresses) | {account.username.lower()}
+        per_account[account.name] = replace(settings, own_addresses=frozenset(own))
+    return base, per_account
+
+
+def filter_dirs(config: Config, settings: dict[str, FilterSettings]) -> list[Path]:
+    dirs: list[Path] = []
+    for each in settings.values():
+        for directory in each.filter_dirs:  # already resolved against the config's folder
+            path = directory.resolve()
+            if path not in dirs:
+                dirs.append(path)
+    return dirs
+
+
+def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
+    """The filter outcome in the terms of the decide stage."""
+    classification = outcome.classification
+    kind: str | None = None
+    note: str | None = None
+    hint: int | None = None
+    if classification is not None:
+        kind = str(classification.kind)
+        note = classification.reason
+        details = classification.details
+        if isinstance(details, BounceDetails):
+            note = details.note()
+            hint = details.ticket_id
+        elif isinstance(details, CommandDetails):
+            # The first command decides the comment kind; "unsubscribe" is a tag.
+            if "close" in details.commands:
+                kind = "command:close"
+            elif "tech" in details.commands:
+                kind = "command:tech"
+            else:
+                kind = None
+        elif classification.kind is Kind.FORWARDED:
+            kind = None  # the forwarded original is ticketed like any new mail
+        elif getattr(details, "thread_ticket_id", None):
+            hint = details.thread_ticket_id  # type: ignore[union-attr]
+    message = outcome.effective_message
+    return FilterVerdict(
+        controls=dict(outcome.controls),
+        add_tags=outcome.add_tags,
+        remove_tags=outcome.remove_tags,
+        classification=kind,
+        note=note,
+        ticket_hint=hint,
+        message=message if message is not outcome.message else None,
+    )
+
+
+class FilterStage:
+    """Callable the pipeline runs for each message."""
+
+    def __init__(self, config: Config, store: SQLiteStore) -> None:
+        self.store = store
+        self.global_settings, self.settings = filter_settings(config)
+        self.chain: FilterChain = load_chain(filter_dirs(config, self.settings))
+
+    def __call__(self, message: ParsedMessage, account: AccountConfig,
+                 record_id: int | None = None) -> tuple[FilterVerdict, dict[str, Any]]:
+        outcome = run_filters(message, account=account.name, trusted=account.trusted,
+                              chain=self.chain, settings=self.settings[account.name],
+                              lookups=StoreFilterLookups(self.store, record_id))
+        return to_verdict(outcome), dict(outcome.trace)
+
+
+def make_filter_stage(config: Config, store: SQLiteStore) -> FilterStage:
+    return FilterStage(config, store)
