@@ -1,0 +1,215 @@
+"""A host adapter that changes nothing: it prints, as JSON lines, the calls it would make.
+
+For trying a configuration against real mailboxes before any ticket is created. Every line has
+``"dry_run": true``, the HTTP method and the Zendesk path the real adapter would use, and a
+summary of the body: attachments appear as filename, content type, size and sha256, never their
+bytes; bodies as their length, hash and a short preview.
+
+Tickets it "creates" get negative ids (-1, -2, ...), so they can never be mistaken for real
+ones, and it remembers them for the rest of the run: ``get_ticket`` and
+``find_tickets_by_external_id`` find them, comments and tag calls update them. Anything else is
+unknown (``None``, ``[]``, ``False``), unless a ``reader`` adapter is given: then reads about
+real tickets and users are delegated to it (still without any write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, TextIO
+
+from connector.hosts.base import Comment, CreatedTicket, HostAdapter, NewTicket, TicketInfo, Upload
+
+_PREVIEW_CHARS = 120
+
+
+def _upload_summary(upload: Upload) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "filename": upload.filename,
+        "content_type": upload.content_type,
+        "size": len(upload.data),
+        "sha256": hashlib.sha256(upload.data).hexdigest(),
+    }
+    if upload.content_id:
+        summary["content_id"] = upload.content_id
+    return summary
+
+
+def _text_summary(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    return {
+        "chars": len(text),
+        "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+        "preview": " ".join(text.split())[:_PREVIEW_CHARS],
+    }
+
+
+@dataclass
+class _FakeTicket:
+    info: TicketInfo
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DryRunAdapter:
+    """HostAdapter that writes one JSON line per call to ``out`` and sends nothing."""
+
+    name = "dry-run"
+
+    def __init__(self, out: TextIO, *, reader: HostAdapter | None = None) -> None:
+        self._out = out
+        self._reader = reader
+        self._lock = threading.Lock()
+        self._tickets: dict[int, _FakeTicket] = {}
+        self._next_id = -1
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def _emit(self, method: str, path: str, **fields: Any) -> None:
+        line = {"dry_run": True, "method": method, "path": path}
+        line.update({k: v for k, v in fields.items() if v is not None})
+        text = json.dumps(line, ensure_ascii=False, sort_keys=True, default=str)
+        with self._lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    # -- HostAdapter -----------------------------------------------------------------------------
+
+    def check_credentials(self) -> str:
+        self._emit("GET", "/api/v2/users/me")
+        if self._reader is not None:
+            return f"dry run (reads as {self._reader.check_credentials()})"
+        return "dry run: nothing is sent to any helpdesk"
+
+    def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
+        for upload in ticket.uploads:
+            self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
+        with self._lock:
+            ticket_id = self._next_id
+            self._next_id -= 1
+            self._tickets[ticket_id] = _FakeTicket(
+                TicketInfo(
+                    id=ticket_id,
+                    status=ticket.status or "new",
+                    subject=ticket.subject,
+                    requester_email=ticket.requester_email,
+                    cc_emails=tuple(ticket.email_ccs),
+                    tags=tuple(dict.fromkeys(ticket.tags)),
+                    external_id=ticket.external_id,
+                )
+            )
+        self._emit(
+            "POST",
+            "/api/v2/tickets",
+            idempotency_key=ticket.idempotency_key,
+            ticket={
+                "subject": ticket.subject,
+                "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
+                "public": ticket.public,
+                "body_text": _text_summary(ticket.body_text),
+                "body_html": _text_summary(ticket.body_html),
+                "uploads": len(ticket.uploads),
+                "tags": list(ticket.tags),
+                "priority": ticket.priority,
+                "status": ticket.status,
+                "type": ticket.ticket_type,
+                "group_id": ticket.group_id,
+                "brand_id": ticket.brand_id,
+                "custom_fields": [{"id": fid, "value": v} for fid, v in ticket.custom_fields],
+                "email_ccs": list(ticket.email_ccs),
+                "external_id": ticket.external_id,
+                "via_followup_source_id": ticket.via_followup_source_id,
+            },
+            result={"id": ticket_id},
+        )
+        return CreatedTicket(id=ticket_id, replayed=False)
+
+    def add_comment(self, comment: Comment) -> None:
+        for upload in comment.uploads:
+            self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
+        self._emit(
+            "PUT",
+            f"/api/v2/tickets/{comment.ticket_id}",
+            comment={
+                "public": comment.public,
+                "author_email": comment.author_email,
+                "author_name": comment.author_name,
+                "body_text": _text_summary(comment.body_text),
+                "body_html": _text_summary(comment.body_html),
+                "uploads": len(comment.uploads),
+                "dedupe_key": comment.dedupe_key,
+            },
+            status=comment.status,
+            priority=comment.priority,
+            add_tags=list(comment.add_tags) or None,
+            remove_tags=list(comment.remove_tags) or None,
+        )
+        with self._lock:
+            fake = self._tickets.get(comment.ticket_id)
+            if fake is None:
+                return
+            tags = _changed_tags(fake.info.tags, comment.add_tags, comment.remove_tags)
+            fake.info = replace(fake.info, status=comment.status or fake.info.status, tags=tags)
+            fake.comments.append({"dedupe_key": comment.dedupe_key, "public": comment.public})
+
+    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+        self._emit("GET", f"/api/v2/tickets/{ticket_id}")
+        with self._lock:
+            fake = self._tickets.get(ticket_id)
+        if fake is not None:
+            return fake.info
+        if self._reader is not None and ticket_id > 0:
+            return self._reader.get_ticket(ticket_id)
+        return None
+
+    def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
+        self._emit("GET", "/api/v2/tickets", query={"external_id": external_id})
+        with self._lock:
+            found = [f.info for f in self._tickets.values() if f.info.external_id == external_id]
+        if self._reader is not None:
+            found += self._reader.find_tickets_by_external_id(external_id)
+        return found
+
+    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+        # A dry run never wrote a comment, so none of ours can be there.
+        self._emit("GET", f"/api/v2/tickets/{ticket_id}/audits", dedupe_key=dedupe_key)
+        return False
+
+    def user_exists(self, email: str) -> bool:
+        self._emit("GET", "/api/v2/users/search", query={"query": f"email:{email}"})
+        if self._reader is not None:
+            return self._reader.user_exists(email)
+        return False
+
+    def add_tags(self, ticket_id: int, tags: list[str]) -> None:
+        self._emit("PUT", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
+        self._retag(ticket_id, tags, ())
+
+    def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
+        self._emit("DELETE", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
+        self._retag(ticket_id, (), tags)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _retag(self, ticket_id: int, add: Any, remove: Any) -> None:
+        with self._lock:
+            fake = self._tickets.get(ticket_id)
+            if fake is not None:
+                fake.info = replace(fake.info, tags=_changed_tags(fake.info.tags, add, remove))
+
+    @property
+    def created(self) -> list[TicketInfo]:
+        """Tickets this run would have created, in order."""
+        with self._lock:
+            return [f.info for _, f in sorted(self._tickets.items(), reverse=True)]
+
+
+def _changed_tags(
+    current: tuple[str, ...], add: Any, remove: Any
+) -> tuple[str, ...]:
+    dropped = {t.lower() for t in remove}
+    kept = [t for t in current if t.lower() not in dropped]
+    kept += [t for t in add if t not in kept]
+    return tuple(kept)

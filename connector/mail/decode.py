@@ -1,0 +1,322 @@
+"""Mail bytes to text, whatever the sender declared.
+
+Real mail names charsets Python does not know (``x-unknown``), mislabels them (``us-ascii``
+with 8-bit bytes), puts raw 8-bit bytes into headers and damages its base64. Nothing here
+raises on bad input; what was odd is appended to an optional ``defects`` list (or returned
+as a note) so the caller can record it.
+
+The stdlib parser (compat32 policy) hands header values over as str in which every byte above
+0x7F is a lone surrogate (``surrogateescape``); :func:`unescape_8bit` turns those back into text.
+Also here: Content-Transfer-Encoding (:func:`decode_transfer`) and format=flowed
+(:func:`unflow`), the other two ways a body's bytes differ from its text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from functools import lru_cache
+
+# Declared charset -> the codec to decode it with. Supersets where senders routinely use the
+# superset's extra characters under the subset's name (browsers do the same: WHATWG Encoding).
+_CHARSET_SUPERSETS = {
+    "us-ascii": "ascii",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "iso_8859-1": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "x-sjis": "cp932",
+    "sjis": "cp932",
+    "iso-8859-8-i": "iso-8859-8",
+    "utf8": "utf-8",
+    "x-utf8": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+    "x-mac-roman": "mac-roman",
+    "macintosh": "mac-roman",
+}
+
+# Codecs Python has that are not charsets a mail may use: decoding with them would interpret
+# escapes or compress data instead of mapping bytes to characters.
+_NOT_MAIL_CHARSETS = frozenset(
+    {
+        "unicode_escape",
+        "raw_unicode_escape",
+        "escape_codec",
+        "punycode",
+        "idna",
+        "undefined",
+        "mbcs",
+        "oem",
+        "utf_16",
+        "utf_32",
+    }
+)
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?]*?)\?=")
+_BLANK_BETWEEN_WORDS = re.compile(r"[ \t\r\n]*")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_LONE_NEWLINES = re.compile(r"[\r\n]+")
+_HAS_SURROGATE = re.compile("[\udc80-\udcff]")
+_QP_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+_BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
+_BASE64_CHAR = re.compile(rb"[A-Za-z0-9+/]")
+
+
+@lru_cache(maxsize=256)
+def codec_for(charset: str | None) -> str | None:
+    """Python codec name for a declared MIME charset, or None when it is unknown or unusable."""
+    if not charset:
+        return None
+    name = charset.strip().strip("\"'").lower()
+    # RFC 2231 section 5: a language may follow the charset after "*".
+    name = name.split("*", 1)[0]
+    name = _CHARSET_SUPERSETS.get(name, name)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_MAIL_CHARSETS:
+        return None
+    return info.name
+
+
+def decode_bytes(
+    data: bytes, charset: str | None, defects: list[str] | None = None, *, where: str = ""
+) -> str:
+    """Decode ``data`` declared as ``charset``, never raising.
+
+    Bytes that do not fit the declared charset are tried as UTF-8 (the usual mislabel), then
+    decoded with the declared charset and replacement characters. An unknown charset falls
+    back to UTF-8, then Windows-1252. Both are recorded in ``defects`` (``where`` says which
+    header or part).
+    """
+    codec = codec_for(charset)
+    if codec is None:
+        if charset and defects is not None:
+            defects.append(f"unknown charset {printable(charset)}{_at(where)}")
+        return decode_unlabelled(data)
+    try:
+        return data.decode(codec)
+    except (UnicodeDecodeError, LookupError, ValueError):
+        pass
+    if defects is not None:
+        defects.append(f"undecodable bytes for charset {printable(charset)}{_at(where)}")
+    if codec != "utf-8":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    if codec == "ascii":
+        return decode_unlabelled(data)  # "us-ascii" with 8-bit bytes: a default, not a choice
+    try:
+        return data.decode(codec, errors="replace")
+    except (LookupError, ValueError):
+        return decode_unlabelled(data)
+
+
+def decode_unlabelled(data: bytes, hint: str | None = None) -> str:
+    """Bytes with no usable charset: UTF-8 if valid, else ``hint`` (a charset the rest of
+    the message declares), else Windows-1252, else Latin-1 (which maps every byte)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    hinted = codec_for(hint)
+    if hinted is not None:
+        try:
+            return data.decode(hinted)
+        except (UnicodeDecodeError, LookupError, ValueError):
+            pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def unescape_8bit(value: str, hint: str | None = None) -> str:
+    """Turn the lone surrogates the compat32 parser puts for raw 8-bit bytes back into text.
+
+    ``hint`` is the charset to try after UTF-8, typically the one the message body declares:
+    mailers that put raw 8-bit bytes into headers use their body charset there too.
+    """
+    if not _HAS_SURROGATE.search(value):
+        return value
+    return decode_unlabelled(value.encode("utf-8", "surrogateescape"), hint)
+
+
+def has_8bit(value: str) -> bool:
+    return _HAS_SURROGATE.search(value) is not None
+
+
+def unfold(value: str) -> str:
+    """RFC 5322 unfolding: drop the line breaks of folded header lines, keep the blanks."""
+    if "\n" not in value and "\r" not in value:
+        return value
+    return _LONE_NEWLINES.sub(" ", _FOLD.sub("", value))
+
+
+def decode_header_value(
+    value: str, defects: list[str] | None = None, *, where: str = "", hint: str | None = None
+) -> str:
+    """A raw header value (as compat32 gives it) to display text.
+
+    Unfolds, decodes RFC 2047 encoded-words (adjacent words of one charset are joined before
+    decoding, so a multi-byte character split across two words survives), and decodes raw
+    8-bit bytes (UTF-8, else ``hint``, else Windows-1252). Unknown charsets and broken
+    encodings degrade to replacement, never raise.
+    """
+    if not isinstance(value, str):
+        # compat32 may hand a Header object for headers it built itself; str() is its text.
+        value = str(value)
+    value = unfold(value)
+    if "=?" not in value:
+        return unescape_8bit(value, hint).strip()
+    pieces: list[str] = []
+    pending_charset: str | None = None
+    pending: list[bytes] = []
+    pos = 0
+
+    def flush() -> None:
+        nonlocal pending_charset
+        if pending:
+            pieces.append(decode_bytes(b"".join(pending), pending_charset, defects, where=where))
+            pending.clear()
+        pending_charset = None
+
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        # RFC 2047 6.2: blanks between two adjacent encoded-words are not displayed.
+        if not (pending and _BLANK_BETWEEN_WORDS.fullmatch(between)):
+            flush()
+            pieces.append(unescape_8bit(between, hint))
+        charset, encoding, text = match.groups()
+        word = _decode_word(encoding, text, defects, where)
+        if pending and charset.lower() != (pending_charset or "").lower():
+            flush()
+        pending_charset = charset
+        pending.append(word)
+        pos = match.end()
+    flush()
+    pieces.append(unescape_8bit(value[pos:], hint))
+    return "".join(pieces).strip()
+
+
+def _decode_word(encoding: str, text: str, defects: list[str] | None, where: str) -> bytes:
+    raw = text.encode("ascii", "surrogateescape")
+    if encoding in "Bb":
+        cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+        cleaned += b"=" * (-len(cleaned) % 4)
+        try:
+            return base64.b64decode(cleaned)
+        except (binascii.Error, ValueError):
+            if defects is not None:
+                defects.append(f"bad base64 encoded-word{_at(where)}")
+            return raw
+    return _QP_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"_", b" "))
+
+
+def decode_transfer(data: bytes, encoding: str) -> tuple[bytes, str | None]:
+    """Undo a Content-Transfer-Encoding. Returns the bytes and a defect note, if any."""
+    if encoding == "base64":
+        return _decode_base64(data)
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data), None
+    if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        return _decode_uu(data)
+    return data, None
+
+
+def _decode_base64(data: bytes) -> tuple[bytes, str | None]:
+    try:
+        decoded: bytes | None = binascii.a2b_base64(data)
+    except binascii.Error:
+        decoded = None
+    padding = data.find(b"=")
+    # a2b_base64 skips junk characters but stops at the first padding: fine when the padding
+    # ends the data, which is the normal case (checked on the short tail only).
+    if decoded is not None and (padding < 0 or not _BASE64_CHAR.search(data, padding)):
+        return decoded, None
+    # Damaged: bad padding, or several padded runs (some encoders pad every line).
+    out = bytearray()
+    for run in _BASE64_JUNK.sub(b"", data).split(b"="):
+        if len(run) % 4 == 1:
+            run = run[:-1]
+        if run:
+            out += binascii.a2b_base64(run + b"=" * (-len(run) % 4))
+    return bytes(out), "damaged base64 body repaired"
+
+
+def _decode_uu(data: bytes) -> tuple[bytes, str | None]:
+    out = bytearray()
+    lines = iter(data.splitlines())
+    for line in lines:
+        if line.startswith(b"begin"):
+            break
+    else:
+        return data, "uuencoded body without begin line kept encoded"
+    for line in lines:
+        if line.strip() in (b"end", b"`", b""):
+            if line.strip() == b"end":
+                break
+            continue
+        try:
+            out += binascii.a2b_uu(line)
+        except binascii.Error:
+            try:  # Some encoders pad lines wrongly; the length byte says how much is real.
+                nbytes = ((line[0] - 32) & 63) * 4 + 5
+                out += binascii.a2b_uu(line[: nbytes // 3])
+            except (binascii.Error, IndexError):
+                return data, "undecodable uuencoded body kept encoded"
+    return bytes(out), None
+
+
+def unflow(text: str, *, delsp: bool = False) -> str:
+    """Join the soft-broken lines of a format=flowed body (RFC 3676) into paragraphs."""
+    out: list[str] = []
+    current: str | None = None
+    current_depth = 0
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:]
+        if content.startswith(" "):
+            content = content[1:]  # space-stuffing
+        if current is not None and depth != current_depth:
+            out.append(_quote_prefix(current_depth) + current)
+            current = None
+        flowed = content.endswith(" ") and content != "-- "
+        if flowed and delsp:
+            content = content[:-1]
+        if current is None:
+            current, current_depth = content, depth
+        else:
+            current += content
+        if not flowed:
+            out.append(_quote_prefix(current_depth) + current)
+            current = None
+    if current is not None:
+        out.append(_quote_prefix(current_depth) + current)
+    return "\n".join(out)
+
+
+def _quote_prefix(depth: int) -> str:
+    return ">" * depth + " " if depth else ""
+
+
+def printable(value: str) -> str:
+    """``value`` safe to encode as UTF-8: raw 8-bit bytes shown as escapes (for messages)."""
+    if not _HAS_SURROGATE.search(value):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _at(where: str) -> str:
+    return f" in {printable(where)}" if where else ""

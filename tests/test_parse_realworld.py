@@ -1,0 +1,214 @@
+"""Real third-party messages (tests/data/realworld, ../shared/pec-samples) through the parser.
+
+Each one must parse without crashing, keep its bytes, decode every header to clean text, and
+account for every file it carries: an independent walk with the stdlib parser says which
+parts are files, and the model must hold as many, of about the same total size.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from pathlib import Path
+
+import pytest
+
+from connector.errors import ParseError
+from connector.mail import ParsedMessage, parse_message
+
+REALWORLD = Path(__file__).parent / "data" / "realworld"
+CORPUS = sorted(p for p in REALWORLD.rglob("*") if p.is_file() and p.name != "README.md")
+# Files in the corpus that are not mail at all (a digest's body text, no header).
+NOT_MAIL = {"cpython_email/msg_19.txt"}
+
+
+def _pec_samples_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "shared" / "pec-samples"
+    if here.is_dir():
+        return here
+    shared = os.environ.get("PMB_SHARED_DIR")
+    assert shared, "shared/pec-samples not found next to the repo and PMB_SHARED_DIR is unset"
+    return Path(shared) / "pec-samples"
+
+
+def _strings(msg: ParsedMessage) -> list[str]:
+    """Every text the model exposes, nested messages included."""
+    found = [msg.subject, msg.text_body, msg.html_body or "", msg.message_id or ""]
+    found += [text for header in msg.headers for text in header]
+    found += list(msg.delivered_to + msg.in_reply_to + msg.references + msg.defects)
+    people = msg.to + msg.cc + msg.reply_to + tuple(a for a in (msg.from_, msg.sender) if a)
+    found += [text for a in people for text in (a.name, a.email)]
+    for f in msg.attachments + msg.inline_images:
+        found += [f.filename, f.content_type, f.content_id or ""]
+    for nested in msg.nested_messages:
+        found += _strings(nested)
+    return found
+
+
+def _is_body_text(part: Message) -> bool:
+    return (
+        part.get_content_type() in ("text/plain", "text/html")
+        and part.get_filename() is None
+        and part.get_content_disposition() != "attachment"
+    )
+
+
+def _leaves(part: Message) -> list[Message]:
+    """Leaf parts of one message, not descending into message/* (those are one file each)."""
+    if part.get_content_type().startswith("message/"):
+        return [part]
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [leaf for child in payload for leaf in _leaves(child)]
+    return [part]
+
+
+def _expected_files(msg: Message) -> tuple[int, int, int]:
+    """(number of files, their decoded size, how many are messages) by the stdlib's reading."""
+    count = size = messages = 0
+    for leaf in _leaves(msg):
+        ctype = leaf.get_content_type()
+        if ctype.startswith("multipart/") or _is_body_text(leaf):
+            continue  # broken multiparts are body text to the stdlib
+        count += 1
+        if ctype in ("message/rfc822", "message/global"):
+            messages += 1
+        elif not ctype.startswith("message/"):
+            size += len(leaf.get_payload(decode=True) or b"")
+    return count, size, messages
+
+
+def _has_text(msg: Message) -> bool:
+    return any(
+        _is_body_text(leaf) and (leaf.get_payload(decode=True) or b"").strip()
+        for leaf in _leaves(msg)
+    )
+
+
+def check_message(raw: bytes, msg: ParsedMessage, depth: int = 0) -> None:
+    assert msg.raw == raw
+    for text in _strings(msg):
+        assert isinstance(text, str)
+        text.encode("utf-8")  # no raw bytes left as lone surrogates
+    assert all(name and ":" not in name for name, _ in msg.headers)
+
+    start = len(raw) - len(raw.lstrip(b"\r\n"))
+    skipped = next((d for d in msg.defects if "garbage before the headers" in d), None)
+    body = raw[start:]
+    if skipped:
+        body = body.split(b"\n", int(skipped.split()[0]))[-1]
+    stdlib = BytesParser(policy=compat32).parsebytes(body)
+    assert len(msg.headers) == len(stdlib.keys())
+
+    files = msg.attachments + msg.inline_images
+    emls = [f for f in files if f.content_type == "message/rfc822"]
+    others = [f for f in files if not f.content_type.startswith("message/")]
+    count, size, messages = _expected_files(stdlib)
+    if "multipart boundary repaired" in msg.defects:
+        # We found parts the stdlib did not: at least as many files as it sees.
+        assert len(files) >= count
+    else:
+        assert len(files) == count
+        assert len(emls) == messages
+        got = sum(f.size for f in others)
+        assert abs(got - size) <= max(16, size // 50), (got, size)
+    if _has_text(stdlib):
+        assert msg.text_body.strip() or (msg.html_body or "").strip()
+
+    assert len(msg.nested_messages) <= len(emls)
+    for nested in msg.nested_messages:
+        assert depth < 10
+        check_message(nested.raw, nested, depth + 1)
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: str(p.relative_to(REALWORLD)))
+def test_realworld_message(path: Path) -> None:
+    raw = path.read_bytes()
+    if str(path.relative_to(REALWORLD)) in NOT_MAIL:
+        with pytest.raises(ParseError):
+            parse_message(raw)
+        return
+    check_message(raw, parse_message(raw))
+
+
+def test_corpus_is_there() -> None:
+    sources = {p.relative_to(REALWORLD).parts[0] for p in CORPUS}
+    assert {"flufl_bounce", "cpython_email", "stalwart_mail_parser"} <= sources
+    assert len(CORPUS) > 150
+
+
+def test_pec_samples() -> None:
+    samples = sorted(_pec_samples_dir().glob("*.eml"))
+    assert samples, "no PEC sample found"
+    for path in samples:
+        raw = path.read_bytes()
+        msg = parse_message(raw)
+        check_message(raw, msg)
+        assert msg.subject, path.name
+        assert msg.from_ is not None, path.name
+
+
+def test_bounce_corpus_keeps_the_returned_message() -> None:
+    """DSNs carry the original: it must come out as a nested message or .eml file."""
+    dsn = [p for p in CORPUS if p.parent.name == "flufl_bounce" and p.name.startswith("dsn_")]
+    with_original = 0
+    for path in dsn:
+        msg = parse_message(path.read_bytes())
+        if msg.nested_messages:
+            with_original += 1
+            assert any(f.content_type == "message/rfc822" for f in msg.attachments)
+    assert with_original >= 8
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mutated_realworld_messages_never_crash(seed: int) -> None:
+    """Truncated, spliced and bit-flipped real mail: a model or ParseError, nothing else."""
+    rng = random.Random(seed)
+    sources = [p.read_bytes() for p in CORPUS if p.stat().st_size < 20_000]
+    tokens = [
+        b"=?",
+        b"?=",
+        b"=?utf-8?b?",
+        b"=?x-unknown?q?",
+        b"--",
+        b"\r\n",
+        b"\n\n",
+        b'Content-Type: multipart/mixed; boundary="',
+        b"message/rfc822",
+        b"Content-Transfer-Encoding: base64\n",
+        b"\xff\xfe\xc3",
+        b"<",
+        b'"',
+        b";",
+        b"filename*0*=utf-8''%",
+        b"cid:",
+        b"\x00",
+        b"begin 644 x\n",
+    ]
+    for _ in range(80):
+        data = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(data) + 1)
+            op = rng.random()
+            if op < 0.35:
+                data[pos:pos] = rng.choice(tokens)
+            elif op < 0.55:
+                del data[pos : pos + rng.randint(1, 60)]
+            elif op < 0.75 and pos < len(data):
+                data[pos] = rng.randrange(256)
+            elif op < 0.85:
+                del data[pos:]
+            else:
+                other = rng.randrange(len(data) + 1)
+                data[pos:pos] = data[other : other + rng.randint(1, 300)]
+        raw = bytes(data)
+        try:
+            msg = parse_message(raw)
+        except ParseError:
+            continue
+        assert msg.raw == raw
+        for text in _strings(msg):
+            text.encode("utf-8")
