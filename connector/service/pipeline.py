@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,8 +41,6 @@ log = logging.getLogger("connector.pipeline")
 #: Zendesk truncates comment bodies at 64 kB without an error; we cut earlier, say so, and
 #: attach the original message so nothing is lost.
 MAX_BODY_CHARS = 60_000
-#: Zendesk keeps an Idempotency-Key for 2 hours; replay a stored request only well inside that.
-IDEMPOTENCY_REPLAY_SECONDS = 90 * 60
 #: After this many unexpected (non-typed) errors on one message, it goes to the error folder.
 MAX_UNEXPECTED_ATTEMPTS = 5
 
@@ -143,14 +140,12 @@ class Pipeline:
     """Processes messages of one account. Safe to call again on the same mail after a crash."""
 
     def __init__(self, account: AccountConfig, host_config: HostConfig, store: SQLiteStore,
-                 host: HostAdapter, filter_stage: FilterStage = no_filters,
-                 clock: Callable[[], float] = time.time) -> None:
+                 host: HostAdapter, filter_stage: FilterStage = no_filters) -> None:
         self.account = account
         self.host_config = host_config
         self.store = store
         self.host = host
         self.filter_stage = filter_stage
-        self.clock = clock
         self.lookup = StoreThreadLookup(store, host)
         self.decider = Decider(account, host_config, self.lookup)
 
@@ -248,14 +243,13 @@ class Pipeline:
     def _create(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
                 decision: Decision) -> Result:
         ticket = self._new_ticket_request(message, decision)
-        pending: dict[str, Any] = {"external_id": ticket.external_id,
-                                   "prepared_at": self.clock()}
+        pending: dict[str, Any] = {"external_id": ticket.external_id}
         prepare = getattr(self.host, "prepare_ticket", None)
         if prepare is not None:
             prepared = prepare(ticket)
             pending["prepared"] = prepared.to_json()
             self.store.set_pending(record.id, "new_ticket", pending)
-            created = self.host.send_prepared(prepared)  # type: ignore[attr-defined]
+            created = self.host.send_prepared(prepared, ticket)  # type: ignore[attr-defined]
         else:
             self.store.set_pending(record.id, "new_ticket", pending)
             created = self.host.create_ticket(ticket)
@@ -303,28 +297,30 @@ class Pipeline:
                 message: ParsedMessage) -> Result:
         pending = record.pending or {}
         log.warning("%s: resuming a host call interrupted earlier (%s)", ctx, record.action)
+        verdict, _ = self.filter_stage(message, self.account, record.id)
+        content = verdict.message or message
         if record.action == "new_ticket":
-            age = self.clock() - float(pending.get("prepared_at", 0))
+            decision = self.decider.new_ticket(content, verdict)
+            if decision.action != Action.NEW_TICKET:
+                return self._execute(ctx, record, content, decision)
+            ticket = self._new_ticket_request(content, decision)
             prepared = pending.get("prepared")
             from_json = getattr(self.host, "prepared_from_json", None)
-            if prepared is not None and from_json is not None and age < IDEMPOTENCY_REPLAY_SECONDS:
-                created = self.host.send_prepared(from_json(prepared))  # type: ignore[attr-defined]
-                return self._finish_created(ctx, record, message, created.id, None)
-            external_id = pending.get("external_id")
-            if external_id:
-                found = self.host.find_tickets_by_external_id(external_id)
-                if found:
-                    return self._finish_created(ctx, record, message, found[0].id, None)
-            verdict, _ = self.filter_stage(message, self.account, record.id)
-            content = verdict.message or message
-            return self._create(ctx, record, content, self.decider.decide(content, verdict))
+            if prepared is not None and from_json is not None:
+                # The adapter replays byte-identically under the same Idempotency-Key while
+                # Zendesk remembers it, and looks the ticket up by external_id after that.
+                created = self.host.send_prepared(  # type: ignore[attr-defined]
+                    from_json(prepared), ticket)
+                return self._finish_created(ctx, record, content, created.id, decision)
+            found = self.host.find_tickets_by_external_id(ticket.external_id or "")
+            if found:
+                return self._finish_created(ctx, record, content, found[0].id, decision)
+            return self._create(ctx, record, content, decision)
         ticket_id = int(pending["ticket_id"])
         key = pending.get("comment_key")
         if key and self.host.comment_exists(ticket_id, key):
-            return self._finish_commented(ctx, record, message, ticket_id,
+            return self._finish_commented(ctx, record, content, ticket_id,
                                           record.action or "follow_up", None)
-        verdict, _ = self.filter_stage(message, self.account, record.id)
-        content = verdict.message or message
         return self._execute(ctx, record, content, self.decider.decide(content, verdict))
 
     # -- request building -----------------------------------------------------------------
