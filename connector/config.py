@@ -84,6 +84,10 @@ class AccountConfig:
     subject_ticket_pattern: str = r"\[#(\d+)\]"
     trusted: bool = False
     enabled: bool = True
+    pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
+    provider: str | None = None  # PEC provider preset (connector.pec.providers)
+    pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
+    pec_catch_all_ticket: int | None = None
 
     @property
     def tag(self) -> str:
@@ -308,20 +312,44 @@ _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters",)
 
 
 def _account(r: _Reader, index: int) -> AccountConfig:
+    from connector.pec.providers import PROVIDERS, provider
+
     name = r.get("name", str, required=True)
     if not _ACCOUNT_NAME.match(name):
         raise r.error("name", "must be lower-case letters, digits, '.', '_' or '-' "
                       f"(it becomes a tag), got {name!r}")
-    protocol = r.choice("protocol", PROTOCOLS, required=True)
+    pec = r.get("pec", bool, False)
+    preset_key = r.get("provider", str)
+    preset = provider(preset_key) if preset_key else None
+    if preset_key and preset is None:
+        raise r.error("provider", f"unknown PEC provider {preset_key!r}; known: "
+                      f"{', '.join(sorted(PROVIDERS))}")
+    if preset is not None:
+        pec = True
+    protocol = r.choice("protocol", PROTOCOLS, "imap" if pec else None, required=not pec)
+    if pec and protocol != "imap":
+        raise r.error("protocol", "PEC accounts are IMAP only (receipts and envelopes must "
+                      "be kept in folders)")
     security = r.choice("security", SECURITIES, "tls")
-    host = r.get("host", str, required=True)
+    host = r.get("host", str, preset.imap_host if preset else None, required=preset is None)
     if security == "none" and not _is_loopback(host):
         raise r.error("security", f"'none' sends the password in clear text; it is allowed only "
                       f"for a loopback host, not {host!r}. Use tls or starttls")
-    port = r.get("port", int, _DEFAULT_PORTS[(protocol, security)])
+    default_port = preset.imap_port if preset and security == "tls" else \
+        _DEFAULT_PORTS[(protocol, security)]
+    port = r.get("port", int, default_port)
     if not 0 < port < 65536:
         raise r.error("port", f"must be a TCP port, got {port}")
-    initial_sync = r.choice("initial_sync", ("all", "skip_existing"), "all")
+    # PEC: like the Zendesk PEC connector, mail already in the box is not ingested on first
+    # activation, and providers are polled every 4 minutes when IDLE is not available.
+    initial_sync = r.choice("initial_sync", ("all", "skip_existing"),
+                            "skip_existing" if pec else "all")
+    unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
+                         "new_ticket")
+    catch_all = r.get("pec_catch_all_ticket", int)
+    if unmatched == "catch_all" and catch_all is None:
+        raise r.error("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
+                      "catch_all")
     pattern = r.get("subject_ticket_pattern", str, r"\[#(\d+)\]")
     try:
         if re.compile(pattern).groups < 1:
@@ -342,7 +370,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         processed_folder=r.get("processed_folder", str, "Processed"),
         error_folder=r.get("error_folder", str, "Error"),
         delete_after_processing=r.get("delete_after_processing", bool, False),
-        poll_interval=r.positive("poll_interval", float, 5.0),
+        poll_interval=r.positive("poll_interval", float, 4.0 if pec else 5.0),
         initial_sync=initial_sync,
         max_size=r.size("max_size", 32 * 1024 * 1024),
         batch_size=r.positive("batch_size", int, 200),
@@ -357,6 +385,10 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         subject_ticket_pattern=pattern,
         trusted=r.get("trusted", bool, False),
         enabled=r.get("enabled", bool, True),
+        pec=pec,
+        provider=preset.key if preset else None,
+        pec_unmatched_receipts=unmatched,
+        pec_catch_all_ticket=catch_all,
     )
     if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
         raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")

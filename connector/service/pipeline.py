@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from html import escape
@@ -23,6 +23,7 @@ from typing import Any
 
 from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
+from connector.decide.pec import PecPlan, plan_pec
 from connector.errors import (
     ParseError,
     PermanentHostError,
@@ -33,6 +34,7 @@ from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Up
 from connector.mail.html import html_to_text, sanitize_html
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
+from connector.pec import find_pec, looks_like_pec_subject
 from connector.store.base import MessageRecord, MessageState
 from connector.store.sqlite import SQLiteStore
 
@@ -136,6 +138,36 @@ class MessageContext:
         return f"account={self.account} ref={self.ref}{mid}"
 
 
+@dataclass
+class Job:
+    """One message on its way: the mail as fetched, what the ticket shows, and why."""
+
+    ctx: MessageContext
+    record: MessageRecord
+    message: ParsedMessage  # as fetched (the PEC envelope, the staff member's forward)
+    content: ParsedMessage  # what the ticket shows (the certified original, the forwarded mail)
+    verdict: FilterVerdict
+    plan: PecPlan | None = None
+
+    @property
+    def is_receipt(self) -> bool:
+        return self.plan is not None and self.plan.is_receipt
+
+
+def _may_be_pec(message: ParsedMessage) -> bool:
+    """Cheap look for PEC on an ordinary account: provider headers, the envelope subject, or
+    an attached message that might be a forwarded envelope."""
+    if message.header("X-Trasporto") or message.header("X-Ricevuta"):
+        return True
+    return looks_like_pec_subject(message.subject) or bool(message.nested_messages)
+
+
+def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
+    name = f"{prefix}-{message.message_id or message.sha256[:16]}"
+    safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)[:110]
+    return Upload(f"{safe}.eml", "message/rfc822", message.raw)
+
+
 class Pipeline:
     """Processes messages of one account. Safe to call again on the same mail after a crash."""
 
@@ -189,22 +221,11 @@ class Pipeline:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
                               f"is {self.account.max_size} bytes; it was not downloaded")
         self._archive(ctx, raw)
-        message = parse_message(raw)
-        ctx.message_id = message.message_id
-        if message.from_ is None or not message.from_.valid:
-            shown = str(message.from_) if message.from_ else "(missing)"
-            self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
-                                        sender=None, subject=message.subject, trace=None)
-            raise ParseError(f"invalid or missing From address: {shown}")
-        verdict, trace = self.filter_stage(message, self.account, record.id)
-        self.store.describe_message(
-            record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
-            sender=message.from_.normalized, subject=message.subject, trace=trace)
-
+        job = self._job(ctx, record, raw)
         if record.state == MessageState.PUSHING and record.pending:
-            return self._resume(ctx, record, message)
+            return self._resume(job)
 
-        holder = self.store.claim_dedupe_key(message.dedupe_key, record.id)
+        holder = self.store.claim_dedupe_key(job.message.dedupe_key, record.id)
         if holder != record.id:
             other = self.store.get_message_by_id(holder)
             if other is not None and other.state in (MessageState.DONE, MessageState.IGNORED):
@@ -219,56 +240,107 @@ class Pipeline:
                                           f"record {other.id}; waiting for it")
                 return Result(Outcome.RETRY, record.id, reason="duplicate in progress")
             # The holder failed for good: this copy takes over the claim.
-            self.store.release_dedupe_key(message.dedupe_key, holder)
-            self.store.claim_dedupe_key(message.dedupe_key, record.id)
+            self.store.release_dedupe_key(job.message.dedupe_key, holder)
+            self.store.claim_dedupe_key(job.message.dedupe_key, record.id)
 
-        content = verdict.message or message  # a staff forward tickets the original
-        decision = self.decider.decide(content, verdict)
+        decision = self._decide(job)
         for problem in decision.problems:
             log.warning("%s: %s", ctx, problem)
         log.info("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
-        return self._execute(ctx, record, content, decision)
+        return self._execute(job, decision)
+
+    def _job(self, ctx: MessageContext, record: MessageRecord, raw: bytes) -> Job:
+        """Parse, unwrap PEC, run the filters; record what the message is."""
+        message = parse_message(raw)
+        ctx.message_id = message.message_id
+        plan = self._pec_plan(ctx, raw, message)
+        content = plan.content if plan is not None else message
+        sender = content.from_
+        if sender is None or not sender.valid:
+            shown = str(sender) if sender else "(missing)"
+            self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
+                                        sender=None, subject=message.subject, trace=None)
+            raise ParseError(f"invalid or missing From address: {shown}")
+        verdict, trace = self.filter_stage(content, self.account, record.id)
+        if plan is not None:
+            trace = {**trace, "pec": plan.trace}
+        self.store.describe_message(
+            record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
+            sender=sender.normalized, subject=content.subject, trace=trace)
+        return Job(ctx, record, message, verdict.message or content, verdict, plan)
+
+    def _pec_plan(self, ctx: MessageContext, raw: bytes, message: ParsedMessage) -> PecPlan | None:
+        """Unwrap PEC: on PEC accounts always; elsewhere when the mail shows PEC signs."""
+        if not (self.account.pec or _may_be_pec(message)):
+            return None
+        info = find_pec(raw, context=str(ctx))
+        return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
+
+    def _decide(self, job: Job) -> Decision:
+        if job.plan is not None and job.plan.is_receipt:
+            return self._receipt_decision(job)
+        lookup_ids = job.plan.lookup_ids if job.plan is not None else ()
+        decision = self.decider.decide(job.content, job.verdict, lookup_ids)
+        if job.plan is not None and decision.action != Action.IGNORE:
+            decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
+                                                                  job.plan.tags)))
+        return decision
+
+    def _receipt_decision(self, job: Job) -> Decision:
+        """A PEC receipt: an internal note on the ticket of the message it certifies."""
+        plan = job.plan
+        assert plan is not None
+        tags = tuple(dict.fromkeys((self.account.tag, *plan.tags)))
+        ticket_id = self.store.ticket_for_message_ids(plan.lookup_ids)
+        if ticket_id is not None and self.lookup.get_ticket(ticket_id) is not None:
+            return Decision(Action.INTERNAL_NOTE, f"PEC receipt for a message of ticket "
+                            f"#{ticket_id}", ticket_id=ticket_id, public=False, tags=tags)
+        policy = self.account.pec_unmatched_receipts
+        if policy == "ignore":
+            return Decision(Action.IGNORE, "PEC receipt that matches no message the bridge sent")
+        if policy == "catch_all" and self.account.pec_catch_all_ticket is not None:
+            return Decision(Action.INTERNAL_NOTE, "PEC receipt that matches nothing: "
+                            "catch-all ticket", ticket_id=self.account.pec_catch_all_ticket,
+                            public=False, tags=tags)
+        # Like the Zendesk PEC connector, but never public: the first comment is internal, so
+        # nobody is mailed; the requester is the provider's certifying address.
+        sender = job.message.from_
+        return Decision(Action.NEW_TICKET, "PEC receipt that matches no message the bridge sent",
+                        subject=job.message.subject or "PEC receipt", requester=sender,
+                        public=False, tags=tags)
 
     # -- executing decisions ------------------------------------------------------------
-    def _execute(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
-                 decision: Decision) -> Result:
+    def _execute(self, job: Job, decision: Decision) -> Result:
         if decision.action == Action.IGNORE:
-            self.store.finish_message(record.id, MessageState.IGNORED, action="ignore",
+            self.store.finish_message(job.record.id, MessageState.IGNORED, action="ignore",
                                       error=decision.reason)
-            return Result(Outcome.IGNORED, record.id, reason=decision.reason, decision=decision)
+            return Result(Outcome.IGNORED, job.record.id, reason=decision.reason,
+                          decision=decision)
         if decision.action == Action.NEW_TICKET:
-            return self._create(ctx, record, message, decision)
-        return self._comment(ctx, record, message, decision)
+            return self._create(job, decision)
+        return self._comment(job, decision)
 
-    def _create(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
-                decision: Decision) -> Result:
-        ticket = self._new_ticket_request(message, decision)
+    def _create(self, job: Job, decision: Decision) -> Result:
+        ticket = self._new_ticket_request(job, decision)
         pending: dict[str, Any] = {"external_id": ticket.external_id}
         prepare = getattr(self.host, "prepare_ticket", None)
         if prepare is not None:
             prepared = prepare(ticket)
             pending["prepared"] = prepared.to_json()
-            self.store.set_pending(record.id, "new_ticket", pending)
+            self.store.set_pending(job.record.id, "new_ticket", pending)
             created = self.host.send_prepared(prepared, ticket)  # type: ignore[attr-defined]
         else:
-            self.store.set_pending(record.id, "new_ticket", pending)
+            self.store.set_pending(job.record.id, "new_ticket", pending)
             created = self.host.create_ticket(ticket)
-        return self._finish_created(ctx, record, message, created.id, decision)
+        log.info("%s: ticket #%s created", job.ctx, created.id)
+        return self._after(job, created.id, "new_ticket", decision)
 
-    def _finish_created(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
-                        ticket_id: int, decision: Decision | None) -> Result:
-        self.store.finish_message(record.id, MessageState.DONE, action="new_ticket",
-                                  ticket_id=ticket_id, thread_ids=self._own_ids(message))
-        log.info("%s: ticket #%s created", ctx, ticket_id)
-        return Result(Outcome.TICKETED, record.id, ticket_id, decision=decision)
-
-    def _comment(self, ctx: MessageContext, record: MessageRecord, message: ParsedMessage,
-                 decision: Decision) -> Result:
+    def _comment(self, job: Job, decision: Decision) -> Result:
         assert decision.ticket_id is not None
-        comment = self._comment_request(message, decision, record)
+        comment = self._comment_request(job, decision)
         action = decision.action.value
-        self.store.set_pending(record.id, action, {"ticket_id": decision.ticket_id,
-                                                   "comment_key": comment.dedupe_key},
+        self.store.set_pending(job.record.id, action, {"ticket_id": decision.ticket_id,
+                                                       "comment_key": comment.dedupe_key},
                                ticket_id=decision.ticket_id)
         try:
             self.host.add_comment(comment)
@@ -276,34 +348,50 @@ class Pipeline:
             if not decision.public or not self.account.follow_up.reopen_closed:
                 raise
             # Closed between our look and our update: open a follow-up ticket instead.
-            verdict, _ = self.filter_stage(message, self.account, record.id)
-            follow = self.decider.new_ticket(message, verdict, closed=decision.ticket_id)
-            log.info("%s: ticket #%s is closed; opening a follow-up ticket", ctx,
+            follow = self.decider.new_ticket(job.content, job.verdict, closed=decision.ticket_id)
+            log.info("%s: ticket #%s is closed; opening a follow-up ticket", job.ctx,
                      decision.ticket_id)
-            return self._create(ctx, record, message, follow)
-        return self._finish_commented(ctx, record, message, decision.ticket_id, action, decision)
+            if job.plan is not None:
+                follow = replace(follow, tags=tuple(dict.fromkeys(follow.tags + job.plan.tags)))
+            return self._create(job, follow)
+        log.info("%s: %s on ticket #%s", job.ctx, action.replace("_", " "), decision.ticket_id)
+        return self._after(job, decision.ticket_id, action, decision)
 
-    def _finish_commented(self, ctx: MessageContext, record: MessageRecord,
-                          message: ParsedMessage, ticket_id: int, action: str,
-                          decision: Decision | None) -> Result:
-        self.store.finish_message(record.id, MessageState.DONE, action=action,
-                                  ticket_id=ticket_id, thread_ids=self._own_ids(message))
-        outcome = Outcome.FOLLOWED_UP if action == "follow_up" else Outcome.NOTED
-        log.info("%s: %s on ticket #%s", ctx, action.replace("_", " "), ticket_id)
-        return Result(outcome, record.id, ticket_id, decision=decision)
+    def _after(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+        """The ticket has the message. A PEC envelope also leaves an internal note with the
+        certification facts (its own crash-safe step), then the record is done."""
+        plan = job.plan
+        if plan is not None and not plan.is_receipt and plan.note:
+            key = f"pmb-{job.message.dedupe_key}-pec"
+            self.store.set_pending(job.record.id, "pec_note",
+                                   {"ticket_id": ticket_id, "comment_key": key, "then": action},
+                                   ticket_id=ticket_id)
+            self.host.add_comment(Comment(ticket_id=ticket_id, body_text=plan.note,
+                                          public=False, dedupe_key=key))
+        return self._finish(job, ticket_id, action, decision)
+
+    def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+        thread_ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None:
+            thread_ids += job.plan.thread_ids
+        self.store.finish_message(job.record.id, MessageState.DONE, action=action,
+                                  ticket_id=ticket_id,
+                                  thread_ids=list(dict.fromkeys(i for i in thread_ids if i)))
+        outcome = _ACTION_OUTCOME.get(action, Outcome.NOTED)
+        return Result(outcome, job.record.id, ticket_id, decision=decision)
 
     # -- crash recovery -----------------------------------------------------------------
-    def _resume(self, ctx: MessageContext, record: MessageRecord,
-                message: ParsedMessage) -> Result:
+    def _resume(self, job: Job) -> Result:
+        record = job.record
         pending = record.pending or {}
-        log.warning("%s: resuming a host call interrupted earlier (%s)", ctx, record.action)
-        verdict, _ = self.filter_stage(message, self.account, record.id)
-        content = verdict.message or message
+        log.warning("%s: resuming a host call interrupted earlier (%s)", job.ctx, record.action)
         if record.action == "new_ticket":
-            decision = self.decider.new_ticket(content, verdict)
+            decision = self._decide(job)
             if decision.action != Action.NEW_TICKET:
-                return self._execute(ctx, record, content, decision)
-            ticket = self._new_ticket_request(content, decision)
+                decision = self.decider.new_ticket(job.content, job.verdict)
+            if decision.action != Action.NEW_TICKET:
+                return self._execute(job, decision)
+            ticket = self._new_ticket_request(job, decision)
             prepared = pending.get("prepared")
             from_json = getattr(self.host, "prepared_from_json", None)
             if prepared is not None and from_json is not None:
@@ -311,22 +399,22 @@ class Pipeline:
                 # Zendesk remembers it, and looks the ticket up by external_id after that.
                 created = self.host.send_prepared(  # type: ignore[attr-defined]
                     from_json(prepared), ticket)
-                return self._finish_created(ctx, record, content, created.id, decision)
+                return self._after(job, created.id, "new_ticket", decision)
             found = self.host.find_tickets_by_external_id(ticket.external_id or "")
             if found:
-                return self._finish_created(ctx, record, content, found[0].id, decision)
-            return self._create(ctx, record, content, decision)
+                return self._after(job, found[0].id, "new_ticket", decision)
+            return self._create(job, decision)
         ticket_id = int(pending["ticket_id"])
         key = pending.get("comment_key")
+        if record.action == "pec_note":
+            if not (key and self.host.comment_exists(ticket_id, key)):
+                return self._after(job, ticket_id, pending.get("then", "new_ticket"), None)
+            return self._finish(job, ticket_id, pending.get("then", "new_ticket"), None)
         if key and self.host.comment_exists(ticket_id, key):
-            return self._finish_commented(ctx, record, content, ticket_id,
-                                          record.action or "follow_up", None)
-        return self._execute(ctx, record, content, self.decider.decide(content, verdict))
+            return self._after(job, ticket_id, record.action or "follow_up", None)
+        return self._execute(job, self._decide(job))
 
     # -- request building -----------------------------------------------------------------
-    def _own_ids(self, message: ParsedMessage) -> list[str]:
-        return [message.message_id] if message.message_id else []
-
     def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
         """Text and sanitized HTML for the host; True when the body had to be shortened."""
         html = sanitize_html(message.html_body) if message.html_body else None
@@ -341,20 +429,31 @@ class Pipeline:
             html, cut = None, True  # cannot cut HTML safely; the text (and the .eml) carry it
         return text, html, cut
 
-    def _uploads(self, message: ParsedMessage, *, original: bool) -> tuple[Upload, ...]:
+    def _uploads(self, job: Job, *, original: bool) -> tuple[Upload, ...]:
+        if job.is_receipt:
+            # The receipt itself is the evidence: attach it whole, nothing else.
+            return (_eml_upload("pec-receipt", job.message),)
+        message = job.content
         uploads = [Upload(a.filename, a.content_type, a.data) for a in message.attachments]
         uploads += [Upload(a.filename, a.content_type, a.data, content_id=a.content_id)
                     for a in message.inline_images]
-        if original:
-            name = f"original-{(message.message_id or message.sha256[:16])}.eml"
-            safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)
-            uploads.append(Upload(safe[:120], "message/rfc822", message.raw))
+        if job.plan is not None:
+            # The whole signed envelope, byte-exact: the legal proof of delivery.
+            uploads.append(_eml_upload("pec-envelope", job.message))
+        elif original:
+            uploads.append(_eml_upload("original", job.message))
         return tuple(uploads)
 
-    def _new_ticket_request(self, message: ParsedMessage, decision: Decision) -> NewTicket:
-        text, html, cut = self._bodies(message)
+    def _body_of(self, job: Job) -> tuple[str, str | None, bool]:
+        if job.is_receipt:
+            assert job.plan is not None
+            return job.plan.note, None, False
+        return self._bodies(job.content)
+
+    def _new_ticket_request(self, job: Job, decision: Decision) -> NewTicket:
+        text, html, cut = self._body_of(job)
         assert decision.requester is not None
-        key = f"pmb-{message.dedupe_key}"
+        key = f"pmb-{job.content.dedupe_key}"
         return NewTicket(
             subject=decision.subject,
             requester_email=decision.requester.email,
@@ -362,7 +461,7 @@ class Pipeline:
             body_text=text,
             body_html=html,
             public=decision.public,
-            uploads=self._uploads(message, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
             tags=decision.tags,
             priority=decision.priority,
             status=decision.status,
@@ -376,11 +475,11 @@ class Pipeline:
             via_followup_source_id=decision.followup_of_closed,
         )
 
-    def _comment_request(self, message: ParsedMessage, decision: Decision,
-                         record: MessageRecord) -> Comment:
-        text, html, cut = self._bodies(message)
+    def _comment_request(self, job: Job, decision: Decision) -> Comment:
+        text, html, cut = self._body_of(job)
+        message = job.content
         assert decision.ticket_id is not None
-        if not decision.public:
+        if not decision.public and not job.is_receipt:
             sender = str(message.from_) if message.from_ else "unknown sender"
             header = f"Mail from {sender} ({decision.reason})"
             text = f"{header}\n\n{text}"
@@ -393,12 +492,12 @@ class Pipeline:
             public=decision.public,
             author_email=message.from_.email if message.from_ and decision.public else None,
             author_name=message.from_.name if message.from_ else None,
-            uploads=self._uploads(message, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
             status=decision.status,
             priority=decision.priority,
             add_tags=decision.tags,
             remove_tags=decision.remove_tags,
-            dedupe_key=f"pmb-{message.dedupe_key}",
+            dedupe_key=f"pmb-{job.message.dedupe_key}",
         )
 
     # -- archive --------------------------------------------------------------------------

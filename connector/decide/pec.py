@@ -1,0 +1,152 @@
+"""What a PEC message means for the helpdesk (pure logic on the PEC analysis).
+
+- A transport envelope becomes a ticket (or follow-up) from the real sender, with the original
+  subject, body and attachments; the signed envelope itself is attached byte-exact, because it
+  is the legal proof of delivery, and an internal note records identificativo, msgid,
+  certified time and the signature verdict.
+- An anomaly envelope does the same, flagged (tag and note).
+- A receipt becomes an internal note on the ticket of the message it certifies.
+Replies thread on both the sender's Message-ID and the provider's identificativo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from connector.mail.model import Address, ParsedMessage
+from connector.pec import PecInfo, PecKind, ReceiptKind, strip_pec_prefix
+
+TAG_PEC = "pec_connector"
+TAG_ORDINARY_MAILBOX = "pec_received_on_ordinary_mailbox"
+TAG_ANOMALY = "pec_anomaly"
+TAG_SIGNATURE_PROBLEM = "pec_signature_not_valid"
+
+#: Receipt kind -> the tag that shows the delivery state on the ticket.
+RECEIPT_TAGS: dict[ReceiptKind, str] = {
+    ReceiptKind.ACCETTAZIONE: "pec_accepted",
+    ReceiptKind.AVVENUTA_CONSEGNA: "pec_delivered",
+    ReceiptKind.ERRORE_CONSEGNA: "pec_delivery_failed",
+    ReceiptKind.NON_ACCETTAZIONE: "pec_delivery_failed",
+    ReceiptKind.RILEVAZIONE_VIRUS: "pec_delivery_failed",
+    ReceiptKind.PREAVVISO_ERRORE_CONSEGNA: "pec_delivery_warning",
+    ReceiptKind.PRESA_IN_CARICO: "pec_taken_in_charge",
+}
+
+
+@dataclass(frozen=True)
+class PecPlan:
+    kind: PecKind
+    content: ParsedMessage  # what the ticket shows (the certified original for envelopes)
+    tags: tuple[str, ...]
+    thread_ids: tuple[str, ...]  # ids to map onto the ticket: replies may cite any of them
+    lookup_ids: tuple[str, ...]  # ids that find the ticket this message belongs to
+    note: str  # internal note text (PEC facts, or the receipt summary)
+    trace: dict[str, Any]
+
+    @property
+    def is_receipt(self) -> bool:
+        return self.kind is PecKind.RECEIPT
+
+
+def _verdict_line(pec: PecInfo) -> str:
+    sig = pec.signature
+    line = f"Provider signature: {sig.status.value}"
+    if sig.signer_subject:
+        line += f", signed by {sig.signer_subject}"
+    if sig.detail:
+        line += f" ({sig.detail})"
+    return line
+
+
+def _facts(pec: PecInfo) -> list[str]:
+    lines = []
+    if pec.identificativo:
+        lines.append(f"PEC identificativo: {pec.identificativo}")
+    if pec.msgid:
+        lines.append(f"Message-ID of the certified message: {pec.msgid}")
+    if pec.certified_at:
+        lines.append(f"Certified at: {pec.certified_at.isoformat()}")
+    if pec.provider:
+        lines.append(f"Provider: {pec.provider}")
+    lines.append(_verdict_line(pec))
+    if pec.security_check_failed:
+        lines.append("The receiving provider flagged X-VerificaSicurezza: errore")
+    lines.extend(f"Note: {n}" for n in pec.notes)
+    return lines
+
+
+def pec_trace(pec: PecInfo) -> dict[str, Any]:
+    sig = pec.signature
+    return {
+        "kind": pec.kind.value,
+        "receipt_kind": pec.receipt_kind.value if pec.receipt_kind else None,
+        "depth": pec.depth,
+        "identificativo": pec.identificativo,
+        "msgid": pec.msgid,
+        "certified_at": pec.certified_at.isoformat() if pec.certified_at else None,
+        "signature": {"status": sig.status.value, "signer": sig.signer_subject,
+                      "issuer": sig.signer_issuer, "detail": sig.detail},
+        "notes": list(pec.notes),
+    }
+
+
+def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
+             parse: Callable[[bytes], ParsedMessage]) -> PecPlan | None:
+    """The plan for a PEC message, or None when it is ordinary mail (or a receipt found only
+    inside a forwarded message, which the provider did not deliver to us)."""
+    if not pec.is_pec:
+        return None
+    if pec.kind is PecKind.RECEIPT:
+        if pec.depth > 0:
+            return None
+        return _receipt_plan(message, pec)
+    content = message
+    if pec.original_raw:
+        content = parse(pec.original_raw)
+    sender = pec.original_sender or (content.from_.email if content.from_ else None)
+    if sender:
+        content = replace(content, from_=Address(pec.original_sender_name or
+                                                 (content.from_.name if content.from_ else ""),
+                                                 sender, valid=True))
+    subject = pec.original_subject or content.subject or strip_pec_prefix(message.subject)
+    content = replace(content, subject=strip_pec_prefix(subject))
+    tags = [TAG_PEC]
+    if not account_is_pec:
+        tags.append(TAG_ORDINARY_MAILBOX)
+    if not pec.signature.is_valid:
+        tags.append(TAG_SIGNATURE_PROBLEM)
+    heading = "PEC message received"
+    if pec.kind is PecKind.ANOMALY:
+        tags.append(TAG_ANOMALY)
+        heading = "PEC anomaly envelope (busta di anomalia): the provider could not certify " \
+                  "this message"
+        if pec.anomaly_reason:
+            heading += f": {pec.anomaly_reason}"
+    if not account_is_pec:
+        heading += " on an ordinary mailbox"
+    ids = tuple(dict.fromkeys(i for i in (*pec.thread_keys, content.message_id) if i))
+    note = "\n".join([heading, *_facts(pec),
+                      "The signed envelope is attached as received (legal proof of delivery)."])
+    return PecPlan(pec.kind, content, tuple(tags), ids, tuple(pec.referenced_ids), note,
+                   pec_trace(pec))
+
+
+def _receipt_plan(message: ParsedMessage, pec: PecInfo) -> PecPlan:
+    receipt = pec.receipt
+    kind = pec.receipt_kind or ReceiptKind.OTHER
+    tags = [TAG_PEC]
+    if kind in RECEIPT_TAGS:
+        tags.append(RECEIPT_TAGS[kind])
+    if receipt is not None and receipt.is_failure and "pec_delivery_failed" not in tags:
+        tags.append("pec_delivery_failed")
+    summary = receipt.summary if receipt is not None else f"PEC receipt ({kind.value})"
+    lines = [summary]
+    if receipt is not None and receipt.error_detail:
+        lines.append(f"Error: {receipt.error_detail}")
+    lines.extend(_facts(pec))
+    lines.append("The receipt is attached as received.")
+    lookup = tuple(dict.fromkeys((*pec.referenced_ids, *pec.thread_keys)))
+    return PecPlan(PecKind.RECEIPT, message, tuple(tags), (), lookup, "\n".join(lines),
+                   pec_trace(pec))

@@ -1,0 +1,45 @@
+"""Loop protection: our own mail coming back is never ticketed, and a per-sender daily cap
+stops mail storms (two auto-responders answering each other through us)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from connector.filters.classifiers.base import ClassifierContext, Verdict, sender_address
+from connector.filters.controls import is_true
+from connector.filters.verdicts import Classification, Kind, LoopDetails
+
+IGNORE = "X-OTOBO-Ignore"
+
+
+class LoopClassifier:
+    name: ClassVar[str] = "loop"
+    sets: ClassVar[tuple[str, ...]] = (IGNORE,)
+
+    def run(self, ctx: ClassifierContext) -> Verdict:
+        message = ctx.message
+        sender = sender_address(ctx)
+        for who in (message.from_, message.sender):
+            if who is not None and ctx.settings.is_own_address(who.email):
+                return self._loop("own_address", f"sent from our own address {who.email}", sender)
+        if message.message_id and ctx.lookups.is_own_message_id(message.message_id):
+            reason = f"Message-ID {message.message_id} is one we sent"
+            return self._loop("own_message_id", reason, sender)
+        # Only a trusted mail's own X-OTOBO-Loop reaches the overlay: untrusted ones were
+        # stripped before classifiers run, so a customer cannot suppress their own mail.
+        if is_true(ctx.controls.get("X-OTOBO-Loop")):
+            return self._loop("loop_header", "the mail carries X-OTOBO-Loop", sender)
+        cap = ctx.settings.sender_cap_per_day
+        if cap and sender:
+            count = ctx.lookups.sender_count_today(sender)
+            if count >= cap:
+                details = LoopDetails("sender_cap", sender, count, cap)
+                reason = f"{sender} already sent {count} mails today (cap {cap})"
+                classification = Classification(Kind.STORM, reason, self.name, details)
+                return Verdict(True, reason, {IGNORE: "yes"}, (), classification, stop=True)
+            return Verdict.quiet(f"not our own mail; {sender} sent {count} of {cap} today")
+        return Verdict.quiet("not our own mail")
+
+    def _loop(self, signal: str, reason: str, sender: str | None) -> Verdict:
+        classification = Classification(Kind.LOOP, reason, self.name, LoopDetails(signal, sender))
+        return Verdict(True, reason, {IGNORE: "yes"}, (), classification, stop=True)

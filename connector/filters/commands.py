@@ -1,0 +1,92 @@
+"""The ``postmaster-bridge filters check`` and ``filters test`` commands (the CLI wires them).
+
+Both write to ``out`` and return an exit code; neither has side effects beyond that.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from connector.errors import ParseError
+from connector.filters.chain import FilterChain, HostCheck
+from connector.filters.engine import run_filters
+from connector.filters.loader import FilterLoadError, load_chain
+from connector.filters.lookups import FilterLookups
+from connector.filters.outcome import FilterError, FilterOutcome
+from connector.filters.report import render_json, render_text
+from connector.filters.settings import FilterSettings
+from connector.mail.parse import parse_message
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # filter files have errors
+EXIT_UNPROCESSABLE = 2  # the test mail cannot be parsed or filtered
+
+
+def filters_check(
+    dirs: Sequence[Path | str],
+    *,
+    out: TextIO | None = None,
+    host_check: HostCheck | None = None,
+) -> int:
+    """Validate every filter file; print ``file:line: message`` per error. 0 when all valid."""
+    out = out or sys.stdout
+    try:
+        chain = load_chain(dirs)
+    except FilterLoadError as exc:
+        for line in exc.errors:
+            print(line, file=out)
+        print(f"{len(exc.errors)} error(s)", file=out)
+        return EXIT_INVALID
+    errors = chain.host_errors(host_check) if host_check else []
+    for line in errors:
+        print(line, file=out)
+    if errors:
+        print(f"{len(errors)} error(s)", file=out)
+        return EXIT_INVALID
+    print(f"OK: {len(chain.filters)} filter(s) in {len(chain.files)} file(s)", file=out)
+    return EXIT_OK
+
+
+def filters_test(
+    raw: bytes,
+    *,
+    account: str,
+    trusted: bool,
+    chain: FilterChain,
+    settings: FilterSettings,
+    lookups: FilterLookups,
+    decide: Callable[[FilterOutcome], Mapping[str, Any]] | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Run the whole chain on one mail without side effects and print what happened.
+
+    ``decide`` renders the final decision (new ticket with which fields, follow-up to which
+    ticket, internal note, ignore) from the outcome; it must not have side effects either.
+    """
+    out = out or sys.stdout
+    try:
+        message = parse_message(raw)
+    except ParseError as exc:
+        print(f"cannot parse the mail: {exc}", file=out)
+        return EXIT_UNPROCESSABLE
+    try:
+        outcome = run_filters(
+            message,
+            account=account,
+            trusted=trusted,
+            chain=chain,
+            settings=settings,
+            lookups=lookups,
+            evaluate_all=True,
+        )
+    except FilterError as exc:
+        print(f"filtering failed in {exc.stage}: {exc}", file=out)
+        return EXIT_UNPROCESSABLE
+    decision = dict(decide(outcome)) if decide is not None else None
+    render = render_json if as_json else render_text
+    out.write(render(outcome.trace, decision))
+    return EXIT_OK
