@@ -172,6 +172,67 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     return EX_OK
 
 
+def cmd_filters_check(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.filters import filters_check
+    from connector.service.filtering import filter_dirs, filter_settings, host_check
+
+    config = _config(args)
+    _, settings = filter_settings(config)
+    dirs = [Path(p) for p in args.dirs] if args.dirs else filter_dirs(config, settings)
+    if not dirs:
+        print("no filter directories configured (filters.filter_dirs)", file=out)
+        return EX_OK
+    return filters_check(dirs, out=out, host_check=host_check(config))
+
+
+def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the chain and the decision on one mail; nothing is written anywhere."""
+    from connector.decide import Decider
+    from connector.filters import filters_test, load_chain
+    from connector.hosts.factory import make_host
+    from connector.service.filtering import (
+        StoreFilterLookups,
+        filter_dirs,
+        filter_settings,
+        to_verdict,
+    )
+    from connector.service.pipeline import StoreThreadLookup
+    from connector.store.sqlite import SQLiteStore
+
+    config = _config(args)
+    account = _account_for(config, args.account)
+    _, settings = filter_settings(config)
+    chain = load_chain(filter_dirs(config, settings))
+    raw = Path(args.mail).read_bytes()
+    # Read-only: the ledger is opened only if it exists, the host is only read.
+    store_path = config.store.path if config.store.path.exists() else ":memory:"
+    store = SQLiteStore(store_path) if store_path == ":memory:" else _readonly_store(store_path)
+    host = make_host(config.host, out=sys.stderr)
+    decider = Decider(account, config.host, StoreThreadLookup(store, host))
+
+    def decide(outcome):  # noqa: ANN001, ANN202
+        verdict = to_verdict(outcome)
+        try:
+            return decider.decide(verdict.message or outcome.message, verdict).as_dict()
+        except HostError as exc:
+            return {"action": "unknown", "reason": f"the helpdesk could not be asked: {exc}"}
+
+    try:
+        return filters_test(raw, account=account.name, trusted=account.trusted, chain=chain,
+                            settings=settings[account.name],
+                            lookups=StoreFilterLookups(store), decide=decide,
+                            as_json=args.json, out=out)
+    finally:
+        store.close()
+
+
+def _readonly_store(path: Path):  # noqa: ANN202
+    """The ledger opened read-only (SQLite URI mode=ro), for commands that only look."""
+    from connector.store.sqlite import SQLiteStore
+
+    return SQLiteStore(f"file:{path}?mode=ro", uri=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postmaster-bridge",
@@ -206,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ingest one message from stdin (MTA pipe)")
     p.add_argument("--account", help="account whose settings apply (default: the first)")
     p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
+    fsub = p.add_subparsers(dest="filters_command", required=True)
+    q = fsub.add_parser("check", parents=[common],
+                        help="validate every filter file (file:line errors)")
+    q.add_argument("dirs", nargs="*", help="filter directories (default: from the config)")
+    q.set_defaults(func=cmd_filters_check)
+    q = fsub.add_parser("test", parents=[common],
+                        help="run the filters and the decision on one mail, changing nothing")
+    q.add_argument("mail", help="an .eml file")
+    q.add_argument("--account", help="account whose settings apply (default: the first)")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_filters_test)
     return parser
 
 

@@ -110,8 +110,10 @@ def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
         content = replace(content, from_=Address(pec.original_sender_name or
                                                  (content.from_.name if content.from_ else ""),
                                                  sender, valid=True))
+    # The certified original keeps its subject as the sender wrote it; only the envelope's
+    # subject carries the provider's one "POSTA CERTIFICATA: " prefix.
     subject = pec.original_subject or content.subject or strip_pec_prefix(message.subject)
-    content = replace(content, subject=strip_pec_prefix(subject))
+    content = replace(content, subject=subject)
     tags = [TAG_PEC]
     if not account_is_pec:
         tags.append(TAG_ORDINARY_MAILBOX)

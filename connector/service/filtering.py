@@ -15,6 +15,7 @@ from connector.filters import (
     BounceDetails,
     CommandDetails,
     FilterChain,
+    FilterLoadError,
     FilterOutcome,
     FilterSettings,
     Kind,
@@ -104,6 +105,41 @@ def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
     )
 
 
+def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
+    """Checks a filter's set value against what the host can take (``None``: computed value,
+    checked per message instead)."""
+    from connector.decide.decision import map_priority, map_state
+
+    groups = config.host.groups
+    fields = config.host.custom_fields
+
+    def accepts(control: str, value: str | None) -> str | None:
+        name = control.lower()
+        for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        if name.startswith("dynamicfield-") or name.startswith("followup-dynamicfield-"):
+            field_name = control.split("DynamicField-", 1)[-1]
+            if field_name not in fields:
+                return (f"dynamic field {field_name!r} is not mapped to a custom field id in "
+                        "host.custom_fields")
+            return None
+        if value is None:
+            return None
+        if name in ("queue", "group") and not value.isdigit() and value not in groups:
+            return f"queue/group {value!r} is not mapped to a group id in host.groups"
+        if name in ("priority", "followup-priority") and map_priority(value) is None:
+            return f"priority {value!r} has no helpdesk equivalent (low, normal, high, urgent)"
+        if name in ("state", "followup-state") and map_state(value) is None:
+            return f"state {value!r} has no helpdesk equivalent"
+        if name == "type" and value.lower() not in ("problem", "incident", "question", "task"):
+            return f"type {value!r} has no helpdesk equivalent (problem, incident, question, task)"
+        return None
+
+    return accepts
+
+
 class FilterStage:
     """Callable the pipeline runs for each message."""
 
@@ -111,6 +147,9 @@ class FilterStage:
         self.store = store
         self.global_settings, self.settings = filter_settings(config)
         self.chain: FilterChain = load_chain(filter_dirs(config, self.settings))
+        problems = self.chain.host_errors(host_check(config))
+        if problems:
+            raise FilterLoadError(problems)
 
     def __call__(self, message: ParsedMessage, account: AccountConfig,
                  record_id: int | None = None) -> tuple[FilterVerdict, dict[str, Any]]:

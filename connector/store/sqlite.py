@@ -85,17 +85,20 @@ def _dt(value: str) -> datetime:
 class SQLiteStore:
     """The default store: one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, uri: bool = False) -> None:
+        """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the ledger read-only)."""
         self.path = Path(path)
-        if str(path) != ":memory:":
+        if str(path) != ":memory:" and not uri:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
+                                   timeout=30.0, uri=uri)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        if uri and "mode=ro" in str(path):
+            return
+        self._db.execute("PRAGMA journal_mode=WAL")
         # executescript commits on its own, so it runs outside an explicit transaction.
         with self._lock:
             self._db.executescript(_SCHEMA)
