@@ -54,17 +54,29 @@ def _pipeline(config: Config, account: AccountConfig, store, host, filter_stage)
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    config = _config(args)
-    print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
+    from connector.errors import AuthenticationError
     from connector.fetch import open_mailbox
     from connector.hosts.factory import make_host
+    from connector.pec.providers import auth_failure_hint
+    from connector.service.filtering import FilterStage
+    from connector.store.sqlite import SQLiteStore
 
+    config = _config(args)
+    print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
+    stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
+    print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
+          "file(s)", file=out)
     failures = 0
     for account in config.accounts:
         try:
             with open_mailbox(account) as mailbox:
                 line = mailbox.check()
             print(f"ok    account {account.name}: {line}", file=out)
+        except AuthenticationError as exc:
+            failures += 1
+            print(f"FAIL  account {account.name}: {exc}", file=out)
+            if account.pec:
+                print(f"      hint: {auth_failure_hint(account.provider)}", file=out)
         except FetchError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
