@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return EX_CONFIG
     pollers = [AccountPoller(a, store, _pipeline(config, a, store, host, filter_stage),
                              dry_run=dry_run) for a in accounts]
-    service = Service(pollers)
+    service = Service(pollers, log_retention_days=config.store.log_retention_days)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)

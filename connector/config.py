@@ -84,6 +84,9 @@ class AccountConfig:
     subject_ticket_pattern: str = r"\[#(\d+)\]"
     trusted: bool = False
     enabled: bool = True
+    idle: bool = True  # IMAP IDLE push when the server offers it; polling otherwise
+    auto_disable: bool = True  # disable the account after max_failures connection failures
+    max_failures: int = 10
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC provider preset (connector.pec.providers)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
@@ -116,6 +119,7 @@ class HostConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
+    log_retention_days: float = 30.0  # communication log entries older than this are purged
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,9 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         subject_ticket_pattern=pattern,
         trusted=r.get("trusted", bool, False),
         enabled=r.get("enabled", bool, True),
+        idle=r.get("idle", bool, True),
+        auto_disable=r.get("auto_disable", bool, True),
+        max_failures=r.positive("max_failures", int, 10),
         pec=pec,
         provider=preset.key if preset else None,
         pec_unmatched_receipts=unmatched,
@@ -492,9 +499,11 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     host = _host(root.child("host"))
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
+    retention = store_reader.positive("log_retention_days", float, 30.0)
     store_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     for validator in _section_validators:
         validator(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
-                  store=StoreConfig(path=store_path), raw=dict(root.data))
+                  store=StoreConfig(path=store_path, log_retention_days=retention),
+                  raw=dict(root.data))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from imapclient import IMAPClient
@@ -158,6 +159,36 @@ class ImapMailbox:
         client = self._require_client()
         with self._errors("capability"):
             return bool(client.has_capability(name))
+
+    # -- push ------------------------------------------------------------------------------
+
+    #: RFC 2177: servers may drop an IDLE after 30 minutes; renew well before that.
+    IDLE_RENEW_SECONDS = 25 * 60
+
+    def wait_for_mail(self, timeout: float, should_stop: Callable[[], bool],
+                      slice_seconds: float = 1.0) -> bool:
+        """Wait in IMAP IDLE until the server announces new mail, ``timeout`` passes or
+        ``should_stop()`` turns true. True when new mail (EXISTS/RECENT) was announced.
+
+        The IDLE command is renewed every IDLE_RENEW_SECONDS; ``should_stop`` is looked at
+        every ``slice_seconds`` so a shutdown is never held up by a quiet mailbox.
+        """
+        client = self._require_client()
+        deadline = time.monotonic() + timeout
+        while not should_stop() and time.monotonic() < deadline:
+            renew_at = min(deadline, time.monotonic() + self.IDLE_RENEW_SECONDS)
+            with self._errors("idle"):
+                client.idle()
+                try:
+                    while not should_stop() and time.monotonic() < renew_at:
+                        wait = max(0.0, min(slice_seconds, renew_at - time.monotonic()))
+                        responses = client.idle_check(timeout=wait)
+                        if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+                               for r in responses):
+                            return True
+                finally:
+                    client.idle_done()
+        return False
 
     # -- folders ---------------------------------------------------------------------------
 

@@ -192,23 +192,44 @@ class Pipeline:
         record = self.store.begin_message(self.account.name, ref, sha256=sha)
         self.lookup.forget()
         try:
-            return self._process(ctx, record, raw, size)
+            result = self._process(ctx, record, raw, size)
         except TransientHostError as exc:
             self.store.record_failure(record.id, f"transient: {exc}")
             log.warning("%s: host temporarily unavailable, will retry: %s", ctx, exc)
-            return Result(Outcome.RETRY, record.id, reason=str(exc))
+            result = Result(Outcome.RETRY, record.id, reason=str(exc))
         except (ParseError, PermanentHostError) as exc:
-            return self._fail(ctx, record, f"{type(exc).__name__}: {exc}")
+            result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
         except Exception as exc:  # a bug must not lose the mail nor stop the loop
             log.exception("%s: unexpected error", ctx)
             if record.attempts >= MAX_UNEXPECTED_ATTEMPTS:
-                return self._fail(ctx, record, f"unexpected error after {record.attempts} "
-                                  f"attempts: {type(exc).__name__}: {exc}")
-            self.store.record_failure(record.id, f"unexpected: {type(exc).__name__}: {exc}")
-            return Result(Outcome.RETRY, record.id, reason=str(exc))
+                result = self._fail(ctx, record, f"unexpected error after {record.attempts} "
+                                    f"attempts: {type(exc).__name__}: {exc}", raw)
+            else:
+                self.store.record_failure(record.id,
+                                          f"unexpected: {type(exc).__name__}: {exc}")
+                result = Result(Outcome.RETRY, record.id, reason=str(exc))
+        self._log_outcome(ctx, result)
+        return result
 
-    def _fail(self, ctx: MessageContext, record: MessageRecord, reason: str) -> Result:
+    def _log_outcome(self, ctx: MessageContext, result: Result) -> None:
+        """One communication-log entry per message: what was decided and what happened."""
+        level = {Outcome.FAILED: "error", Outcome.RETRY: "warning"}.get(result.outcome, "info")
+        parts = []
+        if result.decision is not None:
+            parts.append(f"decision {result.decision.action.value}: {result.decision.reason}")
+        if result.ticket_id is not None:
+            parts.append(f"ticket #{result.ticket_id}")
+        if result.reason:
+            parts.append(result.reason)
+        self.store.log_event(level=level, kind="message", account=ctx.account,
+                             event=result.outcome.value, detail="; ".join(parts) or None,
+                             ref=ctx.ref, message_id=ctx.message_id)
+
+    def _fail(self, ctx: MessageContext, record: MessageRecord, reason: str,
+              raw: bytes | None = None) -> Result:
         self.store.finish_message(record.id, MessageState.FAILED, error=reason)
+        if raw is not None:
+            self.store.quarantine(record.id, raw)  # for `errors export` and `errors replay`
         fresh = self.store.get_message_by_id(record.id)
         if fresh is not None and fresh.dedupe_key:
             self.store.release_dedupe_key(fresh.dedupe_key, record.id)

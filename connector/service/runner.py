@@ -8,11 +8,13 @@ in the inbox; the next pass sees its terminal state and only moves it.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from connector.config import AccountConfig
 from connector.errors import FetchError
@@ -50,8 +52,23 @@ class AccountSummary:
 MailboxFactory = Callable[[AccountConfig], Mailbox]
 
 
+#: Connection failures back off exponentially with jitter: 30 s, 60 s, 120 s ... capped.
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_MAX_SECONDS = 30 * 60.0
+
+
+def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``failures`` consecutive connection failures (full jitter band
+    of +-20 % so many bridges do not hammer a recovering server in step)."""
+    if failures <= 0:
+        return 0.0
+    base = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
+    return base * (rng or random).uniform(0.8, 1.2)
+
+
 class AccountPoller:
-    """One pass over one account's mailbox."""
+    """Works one account: a connection kept open across polls, IDLE when offered, health
+    bookkeeping (consecutive failures, auto-disable) and the connection log."""
 
     def __init__(self, account: AccountConfig, store: SQLiteStore, pipeline: Pipeline, *,
                  dry_run: bool = False, mailbox_factory: MailboxFactory = open_mailbox,
@@ -62,7 +79,100 @@ class AccountPoller:
         self.dry_run = dry_run
         self.mailbox_factory = mailbox_factory
         self.stop = stop or threading.Event()
+        self.mailbox: Mailbox | None = None
 
+    # -- connection ------------------------------------------------------------------------
+    def _log(self, level: str, event: str, detail: str | None = None,
+             duration: float | None = None) -> None:
+        if self.dry_run:
+            return
+        self.store.log_event(level=level, kind="connection", account=self.account.name,
+                             event=event, detail=detail,
+                             duration_ms=round(duration * 1000, 1) if duration is not None
+                             else None)
+
+    def _connected(self) -> Mailbox:
+        mailbox = self.mailbox
+        if mailbox is not None and getattr(mailbox, "connected", True):
+            return mailbox
+        self.close()
+        started = time.monotonic()
+        mailbox = self.mailbox_factory(self.account)
+        mailbox.connect()
+        self.mailbox = mailbox
+        self._log("info", "login", f"{self.account.protocol} {self.account.host}:"
+                  f"{self.account.port}", time.monotonic() - started)
+        return mailbox
+
+    def close(self) -> None:
+        if self.mailbox is not None:
+            self.mailbox.close()
+            self.mailbox = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dry_run or self.store.get_health(self.account.name).enabled
+
+    def poll(self) -> AccountSummary:
+        """One pass. POP3 connections are closed after it, since QUIT commits deletions."""
+        summary = AccountSummary(self.account.name)
+        if not self.enabled:
+            summary.error = "account is disabled"
+            return summary
+        started = time.monotonic()
+        try:
+            mailbox = self._connected()
+            self._poll(mailbox, summary)
+            if self.account.protocol == "pop3":
+                self.close()
+        except FetchError as exc:
+            self.close()
+            summary.error = str(exc)
+            self._failed(str(exc), time.monotonic() - started)
+            return summary
+        if not self.dry_run:
+            self.store.record_success(self.account.name, backlog=summary.counts["retry"])
+        self._log("info", "fetch", f"{summary.counts['fetched']} message(s)",
+                  time.monotonic() - started)
+        return summary
+
+    def _failed(self, error: str, duration: float) -> None:
+        log.error("account=%s: mailbox unavailable: %s", self.account.name, error)
+        if self.dry_run:
+            return
+        failures = self.store.record_connection_failure(self.account.name, error)
+        self._log("error", "connection failed", error, duration)
+        if self.account.auto_disable and failures >= self.account.max_failures:
+            reason = (f"disabled after {failures} consecutive connection failures; last: "
+                      f"{error}")
+            self.store.set_account_enabled(self.account.name, False, reason)
+            self._log("error", "account disabled", reason)
+            log.error("account=%s: %s. Fix the cause, then re-enable it with "
+                      "'postmaster-bridge accounts enable %s'", self.account.name, reason,
+                      self.account.name)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait for the next pass: IMAP IDLE when offered (returns early on new mail),
+        otherwise sleep; always returns early on stop. True when new mail was announced."""
+        mailbox = self.mailbox
+        if (self.account.idle and mailbox is not None and self.account.protocol == "imap"
+                and getattr(mailbox, "connected", False)):
+            try:
+                if mailbox.has_capability("IDLE"):
+                    started = time.monotonic()
+                    pushed = mailbox.wait_for_mail(  # type: ignore[attr-defined]
+                        seconds, self.stop.is_set)
+                    if pushed:
+                        self._log("debug", "idle", "new mail announced",
+                                  time.monotonic() - started)
+                    return pushed
+            except FetchError as exc:
+                self.close()
+                log.warning("account=%s: IDLE interrupted: %s", self.account.name, exc)
+        self.stop.wait(seconds)
+        return False
+
+    # -- one pass --------------------------------------------------------------------------
     def _settled(self, state: MessageState | None) -> bool:
         """True when a message needs nothing more, not even a move on the server."""
         if state is None or not state.terminal:
@@ -73,16 +183,6 @@ class AccountPoller:
             # POP3 failed mail stays on the server; processed mail only goes if we delete it.
             return state == MessageState.FAILED or not self.account.delete_after_processing
         return False
-
-    def poll(self) -> AccountSummary:
-        summary = AccountSummary(self.account.name)
-        try:
-            with self.mailbox_factory(self.account) as mailbox:
-                self._poll(mailbox, summary)
-        except FetchError as exc:
-            summary.error = str(exc)
-            log.error("account=%s: mailbox unavailable: %s", self.account.name, exc)
-        return summary
 
     def _poll(self, mailbox: Mailbox, summary: AccountSummary) -> None:
         name = self.account.name
@@ -97,6 +197,8 @@ class AccountPoller:
                         "message is scanned again, and mail already ticketed is recognised "
                         "by Message-ID and content, not ticketed twice", name, folder,
                         mark.uidvalidity, state.uidvalidity)
+            self._log("warning", "uidvalidity changed",
+                      f"{folder}: {mark.uidvalidity} -> {state.uidvalidity}")
         if (self.account.initial_sync == "skip_existing"
                 and (mark is None or not mark.baseline_taken)):
             if not self.dry_run:
@@ -142,16 +244,23 @@ class AccountPoller:
 
 
 class Service:
-    """Runs every enabled account on its own poll interval, one thread per account."""
+    """Runs every enabled account in its own thread, so a slow or broken mailbox never
+    delays the others."""
 
-    def __init__(self, pollers: list[AccountPoller]) -> None:
+    def __init__(self, pollers: list[AccountPoller], *,
+                 log_retention_days: float | None = None) -> None:
         self.pollers = pollers
         self.stop = threading.Event()
+        self.log_retention_days = log_retention_days
         for poller in pollers:
             poller.stop = self.stop
 
     def run_once(self) -> list[AccountSummary]:
-        return [poller.poll() for poller in self.pollers]
+        try:
+            return [poller.poll() for poller in self.pollers]
+        finally:
+            for poller in self.pollers:
+                poller.close()
 
     def run_forever(self) -> None:
         threads = [threading.Thread(target=self._loop, args=(p,), name=f"account-{p.account.name}",
@@ -159,19 +268,35 @@ class Service:
         for thread in threads:
             thread.start()
         try:
-            while any(t.is_alive() for t in threads):
-                for thread in threads:
-                    thread.join(timeout=0.5)
+            while not self.stop.is_set() and any(t.is_alive() for t in threads):
+                self._purge_log()
+                self.stop.wait(60.0)
         finally:
             self.stop.set()
             for thread in threads:
                 thread.join()
 
+    def _purge_log(self) -> None:
+        if self.log_retention_days is None or not self.pollers:
+            return
+        cutoff = datetime.now(UTC) - timedelta(days=self.log_retention_days)
+        self.pollers[0].store.purge_log(cutoff)
+
     def _loop(self, poller: AccountPoller) -> None:
         interval = poller.account.poll_interval * 60
-        while not self.stop.is_set():
-            started = time.monotonic()
-            summary = poller.poll()
-            if summary.counts["fetched"] or summary.error:
-                log.info("%s", summary.line())
-            self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        try:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                summary = poller.poll()
+                if summary.counts["fetched"] or summary.error:
+                    log.info("%s", summary.line())
+                if summary.error and poller.enabled:
+                    failures = poller.store.get_health(poller.account.name).consecutive_failures
+                    self.stop.wait(backoff_delay(failures))
+                    continue
+                if not poller.enabled:
+                    self.stop.wait(interval)  # re-enabled from the CLI: picked up here
+                    continue
+                poller.wait(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            poller.close()

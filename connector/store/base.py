@@ -60,6 +60,48 @@ class MailboxMark:
     baseline_taken: bool
 
 
+@dataclass(frozen=True)
+class AccountHealth:
+    account: str
+    enabled: bool = True
+    consecutive_failures: int = 0
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    disabled_reason: str | None = None
+    backlog: int | None = None
+
+
+LEVELS = ("debug", "info", "notice", "warning", "error")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One communication log entry. ``kind`` is ``connection`` or ``message``."""
+
+    id: int
+    ts: datetime
+    level: str
+    kind: str
+    account: str | None
+    ref: str | None
+    message_id: str | None
+    event: str
+    detail: str | None
+    duration_ms: float | None
+
+    @staticmethod
+    def levels_at_least(level: str) -> tuple[str, ...]:
+        index = LEVELS.index(level) if level in LEVELS else 0
+        return LEVELS[index:]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "ts": self.ts.isoformat(), "level": self.level,
+                "kind": self.kind, "account": self.account, "ref": self.ref,
+                "message_id": self.message_id, "event": self.event, "detail": self.detail,
+                "duration_ms": self.duration_ms}
+
+
 class Store(Protocol):
     def close(self) -> None: ...
 

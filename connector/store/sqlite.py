@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connector.store.base import MailboxMark, MessageRecord, MessageState
+from connector.store.base import (
+    AccountHealth,
+    LogEntry,
+    MailboxMark,
+    MessageRecord,
+    MessageState,
+)
 
 SCHEMA_VERSION = 1
 
@@ -71,6 +77,43 @@ CREATE TABLE IF NOT EXISTS mailbox_marks (
 );
 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- The raw bytes of messages that failed, so an admin can export and replay them.
+CREATE TABLE IF NOT EXISTS quarantine (
+    record_id   INTEGER PRIMARY KEY,
+    raw         BLOB NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- Account health: consecutive connection failures, last success, auto-disable.
+CREATE TABLE IF NOT EXISTS account_health (
+    account              TEXT PRIMARY KEY,
+    enabled              INTEGER NOT NULL DEFAULT 1,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_success_at      TEXT,
+    last_error           TEXT,
+    last_error_at        TEXT,
+    disabled_reason      TEXT,
+    backlog              INTEGER,
+    updated_at           TEXT NOT NULL
+);
+
+-- The communication log (OTOBO's idea): connection and message events, each with level,
+-- account, message identity and, for connections, how long it took.
+CREATE TABLE IF NOT EXISTS comm_log (
+    id           INTEGER PRIMARY KEY,
+    ts           TEXT NOT NULL,
+    level        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    account      TEXT,
+    ref          TEXT,
+    message_id   TEXT,
+    event        TEXT NOT NULL,
+    detail       TEXT,
+    duration_ms  REAL
+);
+CREATE INDEX IF NOT EXISTS comm_log_ts ON comm_log (ts);
+CREATE INDEX IF NOT EXISTS comm_log_account ON comm_log (account, ts);
 """
 
 
@@ -328,3 +371,140 @@ class SQLiteStore:
                 "uidvalidity = excluded.uidvalidity, baseline_taken = excluded.baseline_taken, "
                 "updated_at = excluded.updated_at",
                 (account, folder, uidvalidity, int(baseline_taken), _now()))
+
+    # -- quarantine -----------------------------------------------------------------------
+    def quarantine(self, record_id: int, raw: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO quarantine (record_id, raw, created_at) "
+                       "VALUES (?, ?, ?)", (record_id, raw, _now()))
+
+    def quarantined_raw(self, record_id: int) -> bytes | None:
+        rows = self._query("SELECT raw FROM quarantine WHERE record_id = ?", (record_id,))
+        return bytes(rows[0]["raw"]) if rows else None
+
+    def reopen_message(self, record_id: int) -> None:
+        """Put a failed message back to RECEIVED (for replay); its quarantine copy stays
+        until the replay succeeds."""
+        with self._tx() as db:
+            db.execute("UPDATE messages SET state = ?, error = NULL, pending = NULL, "
+                       "updated_at = ? WHERE id = ?",
+                       (MessageState.RECEIVED.value, _now(), record_id))
+
+    def release_quarantine(self, record_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM quarantine WHERE record_id = ?", (record_id,))
+
+    # -- account health -------------------------------------------------------------------
+    @staticmethod
+    def _health(row: sqlite3.Row) -> AccountHealth:
+        return AccountHealth(
+            account=row["account"], enabled=bool(row["enabled"]),
+            consecutive_failures=row["consecutive_failures"],
+            last_success_at=_dt(row["last_success_at"]) if row["last_success_at"] else None,
+            last_error=row["last_error"],
+            last_error_at=_dt(row["last_error_at"]) if row["last_error_at"] else None,
+            disabled_reason=row["disabled_reason"], backlog=row["backlog"])
+
+    def get_health(self, account: str) -> AccountHealth:
+        rows = self._query("SELECT * FROM account_health WHERE account = ?", (account,))
+        return self._health(rows[0]) if rows else AccountHealth(account=account)
+
+    def all_health(self) -> list[AccountHealth]:
+        return [self._health(r) for r in self._query(
+            "SELECT * FROM account_health ORDER BY account")]
+
+    def _ensure_health(self, db: sqlite3.Connection, account: str) -> None:
+        db.execute("INSERT OR IGNORE INTO account_health (account, updated_at) VALUES (?, ?)",
+                   (account, _now()))
+
+    def record_success(self, account: str, backlog: int | None = None) -> None:
+        with self._tx() as db:
+            self._ensure_health(db, account)
+            db.execute("UPDATE account_health SET consecutive_failures = 0, last_success_at = ?,"
+                       " backlog = COALESCE(?, backlog), updated_at = ? WHERE account = ?",
+                       (_now(), backlog, _now(), account))
+
+    def record_connection_failure(self, account: str, error: str) -> int:
+        """Count one more consecutive failure; returns the new count."""
+        with self._tx() as db:
+            self._ensure_health(db, account)
+            db.execute("UPDATE account_health SET consecutive_failures = "
+                       "consecutive_failures + 1, last_error = ?, last_error_at = ?, "
+                       "updated_at = ? WHERE account = ?", (error, _now(), _now(), account))
+            row = db.execute("SELECT consecutive_failures FROM account_health WHERE account = ?",
+                             (account,)).fetchone()
+        return int(row["consecutive_failures"])
+
+    def set_account_enabled(self, account: str, enabled: bool, reason: str | None = None) -> None:
+        with self._tx() as db:
+            self._ensure_health(db, account)
+            db.execute("UPDATE account_health SET enabled = ?, disabled_reason = ?, "
+                       "consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END,"
+                       " updated_at = ? WHERE account = ?",
+                       (int(enabled), None if enabled else reason, int(enabled), _now(),
+                        account))
+
+    # -- communication log ----------------------------------------------------------------
+    def log_event(self, *, level: str, kind: str, account: str | None, event: str,
+                  detail: str | None = None, ref: str | None = None,
+                  message_id: str | None = None, duration_ms: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO comm_log (ts, level, kind, account, ref, message_id, event, "
+                       "detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (_now(), level, kind, account, ref, message_id, event, detail,
+                        duration_ms))
+
+    def log_entries(self, *, account: str | None = None, min_level: str | None = None,
+                    since: datetime | None = None, message: str | None = None,
+                    limit: int = 1000) -> list[LogEntry]:
+        sql = "SELECT * FROM comm_log WHERE 1=1"
+        params: list[Any] = []
+        if account:
+            sql += " AND account = ?"
+            params.append(account)
+        if min_level:
+            levels = LogEntry.levels_at_least(min_level)
+            sql += f" AND level IN ({','.join('?' * len(levels))})"
+            params.extend(levels)
+        if since is not None:
+            sql += " AND ts >= ?"
+            params.append(since.astimezone(UTC).isoformat(timespec="microseconds"))
+        if message:
+            sql += " AND (message_id = ? OR ref = ? OR CAST(id AS TEXT) = ?)"
+            params.extend([message.strip("<>"), message, message])
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        rows = self._query(sql, params)
+        return [LogEntry(id=r["id"], ts=_dt(r["ts"]), level=r["level"], kind=r["kind"],
+                         account=r["account"], ref=r["ref"], message_id=r["message_id"],
+                         event=r["event"], detail=r["detail"], duration_ms=r["duration_ms"])
+                for r in reversed(rows)]
+
+    def purge_log(self, older_than: datetime) -> int:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM comm_log WHERE ts < ?",
+                             (older_than.astimezone(UTC).isoformat(timespec="microseconds"),))
+        return cur.rowcount
+
+    def account_figures(self, since: datetime | None = None) -> dict[str, dict[str, Any]]:
+        """Per account: processed, failed, ignored, retrying, average processing seconds."""
+        sql = ("SELECT account, state, COUNT(*) AS n, AVG((julianday(updated_at) - "
+               "julianday(created_at)) * 86400.0) AS secs FROM messages")
+        params: list[Any] = []
+        if since is not None:
+            sql += " WHERE created_at >= ?"
+            params.append(since.astimezone(UTC).isoformat(timespec="microseconds"))
+        sql += " GROUP BY account, state"
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._query(sql, params):
+            fig = out.setdefault(r["account"], {"processed": 0, "failed": 0, "ignored": 0,
+                                                "pending": 0, "skipped": 0,
+                                                "avg_seconds": None})
+            state = MessageState(r["state"])
+            key = {MessageState.DONE: "processed", MessageState.FAILED: "failed",
+                   MessageState.IGNORED: "ignored", MessageState.SKIPPED: "skipped"}.get(
+                       state, "pending")
+            fig[key] += r["n"]
+            if state == MessageState.DONE and r["secs"] is not None:
+                fig["avg_seconds"] = round(float(r["secs"]), 3)
+        return out
