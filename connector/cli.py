@@ -8,12 +8,19 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from connector import __version__
 from connector.config import AccountConfig, Config, load_config
 from connector.errors import BridgeError, ConfigError, FetchError, HostError
+
+if TYPE_CHECKING:
+    from connector.hosts.base import HostAdapter
+    from connector.service.metrics import Metrics
+    from connector.service.pipeline import FilterStage, Pipeline
+    from connector.store.sqlite import SQLiteStore
 
 log = logging.getLogger("connector.cli")
 
@@ -34,22 +41,36 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _build(config: Config, out: TextIO):  # noqa: ANN202 - returns a small tuple of parts
+@dataclass
+class Parts:
+    """What every processing command assembles from the config."""
+
+    config: Config
+    store: SQLiteStore
+    host: HostAdapter
+    filter_stage: FilterStage
+    metrics: Metrics
+    dry_run: bool
+
+    def pipeline(self, account: AccountConfig) -> Pipeline:
+        from connector.service.pipeline import Pipeline
+
+        return Pipeline(account, self.config.host, self.store, self.host, self.filter_stage,
+                        metrics=self.metrics)
+
+
+def _build(config: Config, out: TextIO) -> Parts:
     """Store, host adapter and filter stage for a config. Dry-run never writes the store."""
     from connector.hosts.factory import make_host
     from connector.service.filtering import make_filter_stage
+    from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
     dry_run = config.host.type == "dry-run"
     store = SQLiteStore(":memory:" if dry_run else config.store.path)
-    host = make_host(config.host, out=out)
-    return store, host, make_filter_stage(config, store), dry_run
-
-
-def _pipeline(config: Config, account: AccountConfig, store, host, filter_stage):  # noqa: ANN001,ANN202
-    from connector.service.pipeline import Pipeline
-
-    return Pipeline(account, config.host, store, host, filter_stage)
+    metrics = Metrics()
+    host = make_host(config.host, out=out, observer=metrics)
+    return Parts(config, store, host, make_filter_stage(config, store), metrics, dry_run)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -93,14 +114,15 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from connector.service.runner import AccountPoller, Service
 
     config = _config(args)
-    store, host, filter_stage, dry_run = _build(config, out)
+    parts = _build(config, out)
+    store, dry_run = parts.store, parts.dry_run
     accounts = [a for a in config.accounts if a.enabled
                 and (not args.account or a.name in args.account)]
     if not accounts:
         print("no enabled account to run", file=sys.stderr)
         return EX_CONFIG
-    pollers = [AccountPoller(a, store, _pipeline(config, a, store, host, filter_stage),
-                             dry_run=dry_run) for a in accounts]
+    parts.metrics.watch_store(store, [a.name for a in accounts])
+    pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run) for a in accounts]
     service = Service(pollers, log_retention_days=config.store.log_retention_days)
 
     def _stop(signum: int, _frame: object) -> None:
@@ -135,8 +157,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
 
     config = _config(args)
     account = _account_for(config, args.account)
-    store, host, filter_stage, _ = _build(config, out)
-    pipeline = _pipeline(config, account, store, host, filter_stage)
+    parts = _build(config, out)
+    store, pipeline = parts.store, parts.pipeline(account)
     summary = AccountSummary(account.name)
     try:
         for message in iter_files([Path(p) for p in args.paths]):
@@ -161,12 +183,13 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
         config = _config(args)
         account = _account_for(config, args.account)
         raw = sys.stdin.buffer.read()
-        store, host, filter_stage, _ = _build(config, out)
+        parts = _build(config, out)
+        store = parts.store
     except ConfigError as exc:
         print(f"postmaster-bridge: {exc}", file=sys.stderr)
         return EX_TEMPFAIL  # a broken config must not bounce the customer's mail
     try:
-        pipeline = _pipeline(config, account, store, host, filter_stage)
+        pipeline = parts.pipeline(account)
         ref = "deliver:" + hashlib.sha256(raw).hexdigest()
         result = pipeline.process(ref, raw, len(raw))
     except Exception as exc:  # any surprise: keep the mail at the MTA
@@ -245,6 +268,87 @@ def _readonly_store(path: Path):  # noqa: ANN202
     return SQLiteStore(f"file:{path}?mode=ro", uri=True)
 
 
+def _store_for_admin(config: Config):  # noqa: ANN202
+    from connector.store.sqlite import SQLiteStore
+
+    return SQLiteStore(config.store.path)
+
+
+def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.service.admin import accounts_report
+
+    config = _config(args)
+    store = _store_for_admin(config)
+    try:
+        action = getattr(args, "accounts_command", None)
+        if action in ("enable", "disable"):
+            account = config.account(args.name)
+            store.set_account_enabled(account.name, action == "enable",
+                                      "disabled by the admin" if action == "disable" else None)
+            store.log_event(level="notice", kind="connection", account=account.name,
+                            event=f"account {action}d", detail="by the admin")
+            print(f"{account.name}: {action}d", file=out)
+            return EX_OK
+        accounts_report(config, store, out, as_json=args.json)
+        return EX_OK
+    finally:
+        store.close()
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.service.admin import print_log
+
+    config = _config(args)
+    store = _store_for_admin(config)
+    try:
+        print_log(store, out, account=args.account, level=args.level, since=args.since,
+                  message=args.message, as_json=args.json, limit=args.limit)
+    finally:
+        store.close()
+    return EX_OK
+
+
+def cmd_errors(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.fetch import open_mailbox
+    from connector.service import admin
+
+    config = _config(args)
+    if args.errors_command == "replay":
+        parts = _build(config, out)
+        store = parts.store
+        if parts.dry_run:
+            print("replay needs a real host: a dry run records nothing", file=sys.stderr)
+            store.close()
+            return EX_USAGE
+    else:
+        store = _store_for_admin(config)
+    try:
+        if args.errors_command == "list":
+            admin.errors_list(store, out, account=args.account, as_json=args.json)
+        elif args.errors_command == "show":
+            admin.errors_show(store, out, args.id)
+        elif args.errors_command == "export":
+            path = admin.errors_export(store, args.id, Path(args.output))
+            print(f"wrote {path}", file=out)
+        else:
+            failures = 0
+            for record_id in args.ids:
+                record = store.get_message_by_id(record_id)
+                if record is None:
+                    print(f"{record_id}: no such message", file=out)
+                    failures += 1
+                    continue
+                account = config.account(record.account)
+                pipeline = parts.pipeline(account)
+                outcome = admin.errors_replay(store, record_id, account, pipeline,
+                                              open_mailbox, out)
+                failures += outcome.value in ("failed", "retry")
+            return EX_FAILURE if failures else EX_OK
+    finally:
+        store.close()
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postmaster-bridge",
@@ -279,6 +383,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ingest one message from stdin (MTA pipe)")
     p.add_argument("--account", help="account whose settings apply (default: the first)")
     p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("accounts", parents=[common],
+                       help="each account's state; enable or disable one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_accounts)
+    asub = p.add_subparsers(dest="accounts_command")
+    for verb in ("enable", "disable"):
+        q = asub.add_parser(verb, parents=[common], help=f"{verb} an account")
+        q.add_argument("name")
+        q.set_defaults(func=cmd_accounts)
+
+    p = sub.add_parser("log", parents=[common], help="the communication log")
+    p.add_argument("--account")
+    p.add_argument("--level", choices=("debug", "info", "notice", "warning", "error"),
+                   help="this level and above")
+    p.add_argument("--since", help="e.g. 2h, 30m, 7d or an ISO time")
+    p.add_argument("--message", help="a Message-ID, a message ref or a log id")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("errors", parents=[common], help="messages that failed: list, show, "
+                       "export, replay")
+    esub = p.add_subparsers(dest="errors_command", required=True)
+    q = esub.add_parser("list", parents=[common])
+    q.add_argument("--account")
+    q.add_argument("--json", action="store_true")
+    q = esub.add_parser("show", parents=[common])
+    q.add_argument("id", type=int)
+    q = esub.add_parser("export", parents=[common])
+    q.add_argument("id", type=int)
+    q.add_argument("-o", "--output", default=".", help="file or directory (default: .)")
+    q = esub.add_parser("replay", parents=[common],
+                        help="run failed messages through the pipeline again")
+    q.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=cmd_errors)
 
     p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
     fsub = p.add_subparsers(dest="filters_command", required=True)

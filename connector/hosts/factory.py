@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from connector.config import HostConfig
 from connector.errors import ConfigError
 from connector.hosts.base import HostAdapter
 
 
-def make_host(config: HostConfig, *, out: TextIO | None = None) -> HostAdapter:
+class HostObserver(Protocol):
+    def observe_host_response(self, method: str, status: int | str) -> None: ...
+
+
+def make_host(config: HostConfig, *, out: TextIO | None = None,
+              observer: HostObserver | None = None) -> HostAdapter:
     if config.type == "dry-run":
         from connector.hosts.dryrun import DryRunAdapter
 
         # With a url, the dry run reads from that helpdesk (tickets, users) to decide as the
         # real run would, and still writes nothing.
-        reader = _zendesk(config) if config.url else None
+        reader = _zendesk(config, observer) if config.url else None
         return DryRunAdapter(out or sys.stdout, reader=reader)
     if config.type == "zendesk":
-        return _zendesk(config)
+        return _zendesk(config, observer)
     raise ConfigError(f"unknown host type {config.type!r}", key="host.type")
 
 
-def _zendesk(config: HostConfig) -> HostAdapter:
+def _zendesk(config: HostConfig, observer: HostObserver | None) -> HostAdapter:
+    import requests
+
     from connector.hosts.zendesk import ZendeskAdapter, ZendeskSettings
 
-    return ZendeskAdapter(ZendeskSettings.from_host_config(config))
+    session = requests.Session()
+    if observer is not None:
+        def count(response: requests.Response, *args: object, **kwargs: object) -> None:
+            observer.observe_host_response(response.request.method or "?",
+                                           response.status_code)
+
+        session.hooks["response"].append(count)
+    return ZendeskAdapter(ZendeskSettings.from_host_config(config), session=session)

@@ -347,7 +347,7 @@ class ZendeskAdapter:
         self.settings = settings
         if session is None:
             session = requests.Session()
-            session.headers["User-Agent"] = _USER_AGENT
+        session.headers["User-Agent"] = _USER_AGENT
         self._session = session
         self._sleep = sleep
         self._clock = clock

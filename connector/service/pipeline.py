@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from connector.mail.html import html_to_text, sanitize_html
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import find_pec, looks_like_pec_subject
+from connector.service.metrics import Metrics
 from connector.store.base import MessageRecord, MessageState
 from connector.store.sqlite import SQLiteStore
 
@@ -172,7 +174,8 @@ class Pipeline:
     """Processes messages of one account. Safe to call again on the same mail after a crash."""
 
     def __init__(self, account: AccountConfig, host_config: HostConfig, store: SQLiteStore,
-                 host: HostAdapter, filter_stage: FilterStage = no_filters) -> None:
+                 host: HostAdapter, filter_stage: FilterStage = no_filters,
+                 metrics: Metrics | None = None) -> None:
         self.account = account
         self.host_config = host_config
         self.store = store
@@ -180,11 +183,13 @@ class Pipeline:
         self.filter_stage = filter_stage
         self.lookup = StoreThreadLookup(store, host)
         self.decider = Decider(account, host_config, self.lookup)
+        self.metrics = metrics
 
     # -- entry point ------------------------------------------------------------------------
     def process(self, ref: str, raw: bytes | None, size: int | None = None) -> Result:
         """Process one fetched message. ``raw`` is None when it was too large to download."""
         ctx = MessageContext(self.account.name, ref)
+        started = time.monotonic()
         existing = self.store.get_message(self.account.name, ref)
         if existing is not None and existing.state.terminal:
             return Result(outcome_of(existing), existing.id, existing.ticket_id, "already recorded")
@@ -209,6 +214,9 @@ class Pipeline:
                                           f"unexpected: {type(exc).__name__}: {exc}")
                 result = Result(Outcome.RETRY, record.id, reason=str(exc))
         self._log_outcome(ctx, result)
+        if self.metrics is not None:
+            self.metrics.observe_message(ctx.account, result.outcome.value,
+                                         time.monotonic() - started)
         return result
 
     def _log_outcome(self, ctx: MessageContext, result: Result) -> None:

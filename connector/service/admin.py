@@ -1,0 +1,190 @@
+"""What the admin commands show and do: account state, the communication log, quarantine.
+
+Kept apart from the CLI so each piece is a function over the store that tests can call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from connector.config import AccountConfig, Config
+from connector.errors import BridgeError, FetchError
+from connector.fetch.base import Mailbox
+from connector.service.pipeline import Outcome, Pipeline
+from connector.store.base import MessageRecord, MessageState
+from connector.store.sqlite import SQLiteStore
+
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> datetime:
+    """``2h``, ``30m``, ``7d`` or an ISO timestamp, as an aware datetime."""
+    match = _SINCE.match(text)
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) *
+                                             _UNITS[match.group(2)])
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise BridgeError(f"--since must look like 2h, 30m, 7d or an ISO time, not {text!r}")\
+            from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+# -- accounts -----------------------------------------------------------------------------
+def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json: bool) -> None:
+    figures = store.account_figures()
+    rows = []
+    for account in config.accounts:
+        health = store.get_health(account.name)
+        fig = figures.get(account.name, {})
+        state = "enabled" if account.enabled and health.enabled else "disabled"
+        if not account.enabled:
+            state = "disabled (config)"
+        rows.append({
+            "account": account.name, "state": state,
+            "last_success": health.last_success_at.isoformat() if health.last_success_at
+            else None,
+            "last_error": health.last_error,
+            "consecutive_failures": health.consecutive_failures,
+            "disabled_reason": health.disabled_reason,
+            "backlog": fig.get("pending", 0),
+            "processed": fig.get("processed", 0), "failed": fig.get("failed", 0),
+            "ignored": fig.get("ignored", 0), "avg_seconds": fig.get("avg_seconds"),
+        })
+    if as_json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return
+    for row in rows:
+        out.write(f"{row['account']}: {row['state']}; last success "
+                  f"{row['last_success'] or 'never'}; failures in a row "
+                  f"{row['consecutive_failures']}; backlog {row['backlog']}; processed "
+                  f"{row['processed']}, failed {row['failed']}, ignored {row['ignored']}"
+                  + (f"; avg {row['avg_seconds']} s" if row["avg_seconds"] is not None else "")
+                  + "\n")
+        if row["last_error"]:
+            out.write(f"    last error: {row['last_error']}\n")
+        if row["disabled_reason"]:
+            out.write(f"    {row['disabled_reason']}; re-enable with "
+                      f"'postmaster-bridge accounts enable {row['account']}'\n")
+
+
+# -- log ----------------------------------------------------------------------------------
+def print_log(store: SQLiteStore, out: TextIO, *, account: str | None, level: str | None,
+              since: str | None, message: str | None, as_json: bool, limit: int) -> None:
+    entries = store.log_entries(account=account, min_level=level,
+                                since=parse_since(since) if since else None, message=message,
+                                limit=limit)
+    for entry in entries:
+        if as_json:
+            out.write(json.dumps(entry.as_dict(), ensure_ascii=False) + "\n")
+            continue
+        ident = f" {entry.ref}" if entry.ref else ""
+        ident += f" <{entry.message_id}>" if entry.message_id else ""
+        took = f" ({entry.duration_ms:.0f} ms)" if entry.duration_ms is not None else ""
+        detail = f": {entry.detail}" if entry.detail else ""
+        out.write(f"{_when(entry.ts)} {entry.level.upper():7} {entry.kind:10} "
+                  f"{entry.account or '-'}{ident} {entry.event}{detail}{took}\n")
+
+
+# -- quarantine ---------------------------------------------------------------------------
+def _failed(store: SQLiteStore, record_id: int) -> MessageRecord:
+    record = store.get_message_by_id(record_id)
+    if record is None or record.state != MessageState.FAILED:
+        raise BridgeError(f"no failed message with id {record_id} (see 'errors list')")
+    return record
+
+
+def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json: bool) -> None:
+    records = store.failed_messages(account)
+    if as_json:
+        out.write(json.dumps([{
+            "id": r.id, "account": r.account, "ref": r.ref, "message_id": r.message_id,
+            "sender": r.sender, "subject": r.subject, "error": r.error,
+            "attempts": r.attempts, "failed_at": r.updated_at.isoformat(),
+            "raw_kept": store.quarantined_raw(r.id) is not None} for r in records],
+            indent=2) + "\n")
+        return
+    if not records:
+        out.write("no failed messages\n")
+    for r in records:
+        out.write(f"{r.id:6} {_when(r.updated_at)} {r.account} {r.sender or '-'} "
+                  f"{(r.subject or '')[:50]!r} attempts={r.attempts}\n       {r.error}\n")
+
+
+def errors_show(store: SQLiteStore, out: TextIO, record_id: int) -> None:
+    r = _failed(store, record_id)
+    raw = store.quarantined_raw(r.id)
+    out.write(f"id: {r.id}\naccount: {r.account}\nref: {r.ref}\nmessage-id: {r.message_id}\n"
+              f"from: {r.sender}\nsubject: {r.subject}\nfailed at: {_when(r.updated_at)}\n"
+              f"attempts: {r.attempts}\nreason: {r.error}\n"
+              f"raw message kept: {'yes, ' + str(len(raw)) + ' bytes' if raw else 'no'}\n")
+    out.write("trace:\n" + json.dumps(r.trace or {}, indent=2, ensure_ascii=False) + "\n")
+
+
+def errors_export(store: SQLiteStore, record_id: int, target: Path) -> Path:
+    _failed(store, record_id)
+    raw = store.quarantined_raw(record_id)
+    if raw is None:
+        raise BridgeError(f"message {record_id} was never downloaded (too large?) or its copy "
+                          "is gone; it is still in the account's error folder on the server")
+    path = target / f"failed-{record_id}.eml" if target.is_dir() else target
+    path.write_bytes(raw)
+    return path
+
+
+def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
+                  pipeline: Pipeline, mailbox_factory: Callable[[AccountConfig], Mailbox],
+                  out: TextIO) -> Outcome:
+    """Run a failed message through the pipeline again. On success the server copy moves
+    from the error folder to the processed folder; on failure nothing changes there."""
+    record = _failed(store, record_id)
+    raw = store.quarantined_raw(record_id)
+    if raw is None:
+        raise BridgeError(f"message {record_id} has no stored copy to replay")
+    store.reopen_message(record_id)
+    result = pipeline.process(record.ref, raw, len(raw))
+    if result.outcome in (Outcome.FAILED, Outcome.RETRY):
+        out.write(f"{record_id}: still {result.outcome.value}: {result.reason}\n")
+        return result.outcome
+    store.release_quarantine(record_id)
+    out.write(f"{record_id}: {result.outcome.value}"
+              + (f" (ticket #{result.ticket_id})" if result.ticket_id else "") + "\n")
+    if account.protocol == "imap" and record.message_id:
+        try:
+            moved = _move_out_of_error_folder(account, mailbox_factory, record.message_id,
+                                              raw)
+            out.write(f"{record_id}: moved from {account.error_folder} to "
+                      f"{account.processed_folder}\n" if moved else
+                      f"{record_id}: not found in {account.error_folder}; nothing moved\n")
+        except FetchError as exc:
+            out.write(f"{record_id}: recorded, but the server copy could not be moved: {exc}\n")
+    return result.outcome
+
+
+def _move_out_of_error_folder(account: AccountConfig,
+                              mailbox_factory: Callable[[AccountConfig], Mailbox],
+                              message_id: str, raw: bytes) -> bool:
+    # A mailbox on the error folder: its "processed" action moves mail to processed.
+    settings = replace(account, folder=account.error_folder)
+    with mailbox_factory(settings) as mailbox:
+        for fetched in mailbox.fetch(mailbox.list_new(set())):
+            if fetched.raw == raw:
+                mailbox.mark_processed(fetched)
+                return True
+    return False
+
+
+def json_default(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)

@@ -1,0 +1,130 @@
+"""Prometheus metrics and the health verdict, served at /metrics and /healthz.
+
+One registry per process (not prometheus-client's global one), so tests and several services
+in one interpreter do not mix their figures.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from connector.store.sqlite import SQLiteStore
+
+
+class _StateCollector:
+    """Gauges read from the store at scrape time: account state and queue depths."""
+
+    def __init__(self, store: SQLiteStore, accounts: Iterable[str],
+                 queue_depth: Callable[[], dict[str, int]] | None) -> None:
+        self.store = store
+        self.accounts = list(accounts)
+        self.queue_depth = queue_depth
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        enabled = GaugeMetricFamily("pmb_account_enabled",
+                                    "1 when the account is enabled, 0 when disabled",
+                                    labels=["account"])
+        failures = GaugeMetricFamily("pmb_account_consecutive_failures",
+                                     "Connection failures in a row", labels=["account"])
+        last_ok = GaugeMetricFamily("pmb_account_last_success_timestamp_seconds",
+                                    "Unix time of the last successful fetch",
+                                    labels=["account"])
+        for name in self.accounts:
+            health = self.store.get_health(name)
+            enabled.add_metric([name], 1.0 if health.enabled else 0.0)
+            failures.add_metric([name], float(health.consecutive_failures))
+            if health.last_success_at is not None:
+                last_ok.add_metric([name], health.last_success_at.timestamp())
+        yield enabled
+        yield failures
+        yield last_ok
+        if self.queue_depth is not None:
+            depth = GaugeMetricFamily("pmb_outbound_queue_depth",
+                                      "Outbound jobs by state", labels=["state"])
+            for state, count in self.queue_depth().items():
+                depth.add_metric([state], float(count))
+            yield depth
+
+
+@dataclass
+class Metrics:
+    """The bridge's metrics. ``observe_*`` methods are called by the service."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.messages = Counter("pmb_messages", "Messages processed, by account and outcome",
+                                ["account", "outcome"], registry=self.registry)
+        self.latency = Histogram("pmb_message_processing_seconds",
+                                 "Time from fetch to a recorded outcome, per message",
+                                 ["account"], registry=self.registry,
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.host_calls = Counter("pmb_host_calls", "Helpdesk API calls by method and status",
+                                  ["method", "status"], registry=self.registry)
+        self.retries = Counter("pmb_host_retries", "Helpdesk API calls retried after a wait",
+                               registry=self.registry)
+        self._lock = threading.Lock()
+
+    def watch_store(self, store: SQLiteStore, accounts: Iterable[str],
+                    queue_depth: Callable[[], dict[str, int]] | None = None) -> None:
+        self.registry.register(_StateCollector(store, accounts, queue_depth))
+
+    def observe_message(self, account: str, outcome: str, seconds: float) -> None:
+        self.messages.labels(account, outcome).inc()
+        self.latency.labels(account).observe(seconds)
+
+    def observe_host_response(self, method: str, status: int | str) -> None:
+        self.host_calls.labels(method, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def health(store: SQLiteStore, accounts: Iterable[str]) -> tuple[bool, dict[str, Any]]:
+    """Healthy when the store takes writes and no account is disabled."""
+    report: dict[str, Any] = {"store_writable": store.writable(), "accounts": {}}
+    healthy = bool(report["store_writable"])
+    for name in accounts:
+        h = store.get_health(name)
+        report["accounts"][name] = {
+            "enabled": h.enabled, "consecutive_failures": h.consecutive_failures,
+            "last_success": h.last_success_at.isoformat() if h.last_success_at else None,
+            "last_error": h.last_error}
+        healthy = healthy and h.enabled
+    report["status"] = "ok" if healthy else "unhealthy"
+    return healthy, report
+
+
+def make_observability_app(metrics: Metrics, store: SQLiteStore, accounts: Iterable[str]):  # noqa: ANN201
+    """A WSGI app answering /metrics and /healthz (and 404 for anything else)."""
+    names = list(accounts)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        if path == "/metrics":
+            body = metrics.exposition()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/healthz":
+            ok, report = health(store, names)
+            body = json.dumps(report).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return app
