@@ -329,6 +329,9 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         raise r.error("provider", f"unknown PEC provider {preset_key!r}; known: "
                       f"{', '.join(sorted(PROVIDERS))}")
     if preset is not None:
+        if r.has("pec") and not pec:
+            raise r.error("pec", f"provider {preset_key!r} is a PEC provider; remove "
+                          "'pec: false' or the provider")
         pec = True
     protocol = r.choice("protocol", PROTOCOLS, "imap" if pec else None, required=not pec)
     if pec and protocol != "imap":

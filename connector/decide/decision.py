@@ -197,6 +197,8 @@ class Decider:
             kind = verdict.classification.replace("_", "-")
             if ticket is None:
                 return Decision(Action.IGNORE, f"{kind} that matches no ticket")
+            if ticket.status == "closed":
+                return Decision(Action.IGNORE, f"{kind} for closed ticket #{ticket.id}")
             what = f"{kind}: {verdict.note}" if verdict.note else kind
             return Decision(Action.INTERNAL_NOTE, f"{what}; {why}",
                             ticket_id=ticket.id, public=False, tags=tags,

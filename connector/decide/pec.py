@@ -67,7 +67,8 @@ def _facts(pec: PecInfo) -> list[str]:
     if pec.msgid:
         lines.append(f"Message-ID of the certified message: {pec.msgid}")
     if pec.certified_at:
-        lines.append(f"Certified at: {pec.certified_at.isoformat()}")
+        label = "Certified at" if pec.kind is not PecKind.ANOMALY else "Date"
+        lines.append(f"{label}: {pec.certified_at.isoformat()}")
     if pec.provider:
         lines.append(f"Provider: {pec.provider}")
     lines.append(_verdict_line(pec))
@@ -129,8 +130,10 @@ def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
     if not account_is_pec:
         heading += " on an ordinary mailbox"
     ids = tuple(dict.fromkeys(i for i in (*pec.thread_keys, content.message_id) if i))
-    note = "\n".join([heading, *_facts(pec),
-                      "The signed envelope is attached as received (legal proof of delivery)."])
+    attached = ("The signed envelope is attached as received (legal proof of delivery)."
+                if pec.kind is PecKind.TRANSPORT else
+                "The provider's anomaly envelope is attached as received.")
+    note = "\n".join([heading, *_facts(pec), attached])
     return PecPlan(pec.kind, content, tuple(tags), ids, tuple(pec.referenced_ids), note,
                    pec_trace(pec))
 

@@ -313,6 +313,9 @@ class Pipeline:
         if job.plan is not None and decision.action != Action.IGNORE:
             decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
                                                                   job.plan.tags)))
+            if decision.action == Action.NEW_TICKET:
+                # A certified subject is shown exactly as certified, prefixes included.
+                decision = replace(decision, subject=job.content.subject or decision.subject)
         return decision
 
     def _receipt_decision(self, job: Job) -> Decision:
@@ -321,22 +324,31 @@ class Pipeline:
         assert plan is not None
         tags = tuple(dict.fromkeys((self.account.tag, *plan.tags)))
         ticket_id = self.store.ticket_for_message_ids(plan.lookup_ids)
-        if ticket_id is not None and self.lookup.get_ticket(ticket_id) is not None:
+        ticket = self.lookup.get_ticket(ticket_id) if ticket_id is not None else None
+        if ticket is not None and not ticket.closed:
+            # The provider's identificativo (and msgid) now belong to that ticket too:
+            # replies citing them thread there.
+            self.store.map_message_ids(ticket.id, plan.lookup_ids, direction="out",
+                                       account=self.account.name)
             return Decision(Action.INTERNAL_NOTE, f"PEC receipt for a message of ticket "
-                            f"#{ticket_id}", ticket_id=ticket_id, public=False, tags=tags)
+                            f"#{ticket.id}", ticket_id=ticket.id, public=False, tags=tags)
+        closed = ticket.id if ticket is not None else None
         policy = self.account.pec_unmatched_receipts
-        if policy == "ignore":
+        if closed is None and policy == "ignore":
             return Decision(Action.IGNORE, "PEC receipt that matches no message the bridge sent")
-        if policy == "catch_all" and self.account.pec_catch_all_ticket is not None:
+        if closed is None and policy == "catch_all" and \
+                self.account.pec_catch_all_ticket is not None:
             return Decision(Action.INTERNAL_NOTE, "PEC receipt that matches nothing: "
                             "catch-all ticket", ticket_id=self.account.pec_catch_all_ticket,
                             public=False, tags=tags)
         # Like the Zendesk PEC connector, but never public: the first comment is internal, so
-        # nobody is mailed; the requester is the provider's certifying address.
-        sender = job.message.from_
-        return Decision(Action.NEW_TICKET, "PEC receipt that matches no message the bridge sent",
-                        subject=job.message.subject or "PEC receipt", requester=sender,
-                        public=False, tags=tags)
+        # nobody is mailed; the requester is the provider's certifying address. A receipt for
+        # a closed ticket becomes a follow-up of it, so it is not lost.
+        reason = (f"PEC receipt for closed ticket #{closed}: a follow-up ticket" if closed
+                  else "PEC receipt that matches no message the bridge sent")
+        return Decision(Action.NEW_TICKET, reason, subject=job.message.subject or "PEC receipt",
+                        requester=job.message.from_, public=False, tags=tags,
+                        followup_of_closed=closed)
 
     # -- executing decisions ------------------------------------------------------------
     def _execute(self, job: Job, decision: Decision) -> Result:
@@ -374,7 +386,19 @@ class Pipeline:
         try:
             self.host.add_comment(comment)
         except TicketClosedError:
-            if not decision.public or not self.account.follow_up.reopen_closed:
+            if job.is_receipt:
+                return self._create(job, replace(decision, action=Action.NEW_TICKET,
+                                                 ticket_id=None,
+                                                 requester=job.message.from_,
+                                                 subject=job.message.subject or "PEC receipt",
+                                                 followup_of_closed=decision.ticket_id))
+            if not decision.public:
+                # A note (auto-reply, bounce, stranger) for a ticket closed meanwhile.
+                reason = f"ticket #{decision.ticket_id} is closed; the note was not added"
+                self.store.finish_message(job.record.id, MessageState.IGNORED,
+                                          action="ignore", error=reason)
+                return Result(Outcome.IGNORED, job.record.id, reason=reason, decision=decision)
+            if not self.account.follow_up.reopen_closed:
                 raise
             # Closed between our look and our update: open a follow-up ticket instead.
             follow = self.decider.new_ticket(job.content, job.verdict, closed=decision.ticket_id)

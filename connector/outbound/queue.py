@@ -1,0 +1,567 @@
+"""The durable outbound job queue: its own tables in the store's SQLite file.
+
+A job is written (committed, WAL with ``synchronous=FULL``) before the webhook answers 202, so
+an accepted request survives a crash. A job's life::
+
+    queued -> working -> sending -> sent ----> (reported: note on the ticket)
+       ^         |          |   \\-> failed --> (reported)
+       |_________|          |-> (crash) uncertain --> (reported; `outbound retry` resends)
+     (temporary failure,    \\-> queued again after a temporary SMTP error
+      after a backoff)      skipped: nothing to send (duplicate, request withdrawn)
+
+``working`` means "reading the helpdesk": a crash there loses nothing and the job is queued
+again. ``sending`` means the SMTP transaction may have reached the provider: after a crash the
+bridge cannot know, so it does not resend on its own (a PEC sent twice has legal weight); the
+ticket gets a note and an operator decides with ``postmaster-bridge outbound retry``.
+
+Workers claim jobs with a lease. A claim whose owner died (same host, process gone, or an
+earlier incarnation of this process) or whose lease ran out is recovered.
+
+One send per (account, ticket, comment): ``claim_send`` makes the webhook, a Zendesk retry of
+it, and the sweep agree on one job, whatever order they arrive in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    WORKING = "working"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
+
+    @property
+    def open(self) -> bool:
+        """Still to be sent (or being sent)."""
+        return self in (JobState.QUEUED, JobState.WORKING, JobState.SENDING)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbound_jobs (
+    id              INTEGER PRIMARY KEY,
+    account         TEXT NOT NULL,
+    ticket_id       INTEGER NOT NULL,
+    source          TEXT NOT NULL,
+    dedupe_key      TEXT NOT NULL UNIQUE,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    generation      INTEGER NOT NULL DEFAULT 0,
+    forced          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    owner           TEXT,
+    lease_until     REAL,
+    payload         TEXT,
+    comment_id      INTEGER,
+    message_id      TEXT,
+    recipient       TEXT,
+    subject         TEXT,
+    smtp_reply      TEXT,
+    error           TEXT,
+    reported        INTEGER NOT NULL DEFAULT 0,
+    report_error    TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    sent_at         TEXT
+);
+CREATE INDEX IF NOT EXISTS outbound_jobs_due ON outbound_jobs (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbound_jobs_ticket ON outbound_jobs (account, ticket_id);
+
+-- One send per comment: the job that sends (or sent) it.
+CREATE TABLE IF NOT EXISTS outbound_sends (
+    account     TEXT NOT NULL,
+    ticket_id   INTEGER NOT NULL,
+    comment_id  INTEGER NOT NULL,
+    job_id      INTEGER NOT NULL,
+    PRIMARY KEY (account, ticket_id, comment_id)
+);
+
+-- Signed deliveries already accepted (digest of timestamp + body): replays are duplicates.
+CREATE TABLE IF NOT EXISTS outbound_deliveries (
+    digest      TEXT PRIMARY KEY,
+    job_id      INTEGER NOT NULL,
+    received_at REAL NOT NULL
+);
+
+-- What `install` made or changed in Zendesk, so `uninstall` removes exactly that.
+CREATE TABLE IF NOT EXISTS outbound_installed (
+    kind        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    remote_id   TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+
+-- A webhook signing secret Zendesk chose itself (it ignored or predates the configured one).
+CREATE TABLE IF NOT EXISTS outbound_secrets (
+    account     TEXT PRIMARY KEY,
+    webhook_id  TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+"""
+
+_JOB_COLUMNS = (
+    "id, account, ticket_id, source, dedupe_key, state, attempts, generation, forced, "
+    "next_attempt_at, owner, lease_until, payload, comment_id, message_id, recipient, subject, "
+    "smtp_reply, error, reported, report_error, created_at, updated_at, sent_at"
+)
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    account: str
+    ticket_id: int
+    source: str  # webhook | sweep | manual
+    dedupe_key: str
+    state: JobState
+    attempts: int
+    generation: int
+    forced: bool
+    next_attempt_at: float
+    owner: str | None
+    lease_until: float | None
+    payload: dict[str, Any] | None
+    comment_id: int | None
+    message_id: str | None
+    recipient: str | None
+    subject: str | None
+    smtp_reply: str | None
+    error: str | None
+    reported: bool
+    report_error: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+    @property
+    def needs_report(self) -> bool:
+        return self.state in (JobState.SENT, JobState.FAILED, JobState.UNCERTAIN) \
+            and not self.reported
+
+    @property
+    def note_key(self) -> str:
+        """Dedupe key of this job's ticket note (a new one after each manual retry)."""
+        return f"pmb-outbound-{self.id}-{self.generation}-{self.state.value}"
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job_id: int
+    created: bool  # False: a duplicate of an earlier delivery or job
+
+
+@dataclass(frozen=True)
+class InstalledRecord:
+    kind: str
+    key: str
+    remote_id: str
+    created: bool
+
+
+def process_owner(nonce: str) -> str:
+    """A worker's owner tag: host, process id, and a nonce for this incarnation."""
+    return f"{socket.gethostname()}:{os.getpid()}:{nonce}"
+
+
+def owner_dead(owner: str, me: str) -> bool:
+    """True when ``owner`` surely no longer works on its jobs.
+
+    Same host only: a process that is gone, or an earlier worker of this very process (what a
+    restart inside one process, or a test simulating a crash, looks like). Another host's
+    owners are judged by their lease alone.
+    """
+    if owner == me:
+        return False
+    try:
+        host, pid_text, _nonce = owner.rsplit(":", 2)
+        my_host, my_pid, _ = me.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != my_host:
+        return False
+    if str(pid) == my_pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class OutboundQueue:
+    """Jobs, send claims, accepted deliveries and install records. Thread-safe."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock or time.time
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                   timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def now(self) -> float:
+        return self._clock()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
+        return Job(
+            id=row["id"], account=row["account"], ticket_id=row["ticket_id"],
+            source=row["source"], dedupe_key=row["dedupe_key"], state=JobState(row["state"]),
+            attempts=row["attempts"], generation=row["generation"], forced=bool(row["forced"]),
+            next_attempt_at=row["next_attempt_at"], owner=row["owner"],
+            lease_until=row["lease_until"],
+            payload=json.loads(row["payload"]) if row["payload"] else None,
+            comment_id=row["comment_id"], message_id=row["message_id"],
+            recipient=row["recipient"], subject=row["subject"], smtp_reply=row["smtp_reply"],
+            error=row["error"], reported=bool(row["reported"]),
+            report_error=row["report_error"], created_at=row["created_at"],
+            updated_at=row["updated_at"], sent_at=row["sent_at"],
+        )
+
+    # -- health ------------------------------------------------------------------------------
+    def writable(self) -> bool:
+        try:
+            with self._tx() as db:
+                db.execute("SELECT COUNT(*) FROM outbound_jobs WHERE id = -1")
+            return True
+        except sqlite3.Error:
+            return False
+
+    def counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT state, COUNT(*) AS n FROM outbound_jobs GROUP BY state")
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    # -- enqueueing ----------------------------------------------------------------------------
+    def enqueue(self, account: str, ticket_id: int, *, source: str, dedupe_key: str,
+                payload: dict[str, Any] | None = None, digest: str | None = None) -> Enqueued:
+        """Record a job durably; a repeated ``dedupe_key`` or ``digest`` returns the first job."""
+        now = self.now()
+        stamp = _iso_now()
+        with self._tx() as db:
+            if digest is not None:
+                row = db.execute("SELECT job_id FROM outbound_deliveries WHERE digest = ?",
+                                 (digest,)).fetchone()
+                if row is not None:
+                    return Enqueued(int(row["job_id"]), False)
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO outbound_jobs (account, ticket_id, source, dedupe_key, "
+                "state, next_attempt_at, payload, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (account, int(ticket_id), source, dedupe_key, JobState.QUEUED.value, now,
+                 json.dumps(payload, ensure_ascii=False) if payload is not None else None,
+                 stamp, stamp))
+            created = cursor.rowcount == 1
+            job_id = int(db.execute("SELECT id FROM outbound_jobs WHERE dedupe_key = ?",
+                                    (dedupe_key,)).fetchone()["id"])
+            if digest is not None:
+                db.execute("INSERT OR IGNORE INTO outbound_deliveries (digest, job_id, "
+                           "received_at) VALUES (?, ?, ?)", (digest, job_id, now))
+        return Enqueued(job_id, created)
+
+    def forget_deliveries(self, older_than: float) -> int:
+        """Drop replay digests older than the signature window (they cannot verify anyway)."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM outbound_deliveries WHERE received_at < ?",
+                              (older_than,)).rowcount
+
+    def has_open_job(self, account: str, ticket_id: int) -> bool:
+        marks = ",".join("?" * 3)
+        rows = self._rows(
+            f"SELECT 1 FROM outbound_jobs WHERE account = ? AND ticket_id = ? AND state IN "
+            f"({marks}) LIMIT 1",
+            (account, int(ticket_id), JobState.QUEUED.value, JobState.WORKING.value,
+             JobState.SENDING.value))
+        return bool(rows)
+
+    # -- claiming ------------------------------------------------------------------------------
+    def recover(self, me: str) -> list[Job]:
+        """Take back jobs whose worker died or whose lease ran out. Returns the jobs that were
+        interrupted while sending (now UNCERTAIN)."""
+        now = self.now()
+        stamp = _iso_now()
+        uncertain: list[int] = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, state, owner, lease_until FROM outbound_jobs WHERE owner IS NOT NULL"
+            ).fetchall()
+            for row in rows:
+                expired = row["lease_until"] is not None and row["lease_until"] < now
+                if not expired and not owner_dead(row["owner"], me):
+                    continue
+                state = JobState(row["state"])
+                if state == JobState.WORKING:
+                    db.execute("UPDATE outbound_jobs SET state = ?, owner = NULL, "
+                               "lease_until = NULL, updated_at = ? WHERE id = ?",
+                               (JobState.QUEUED.value, stamp, row["id"]))
+                elif state == JobState.SENDING:
+                    db.execute(
+                        "UPDATE outbound_jobs SET state = ?, owner = NULL, lease_until = NULL, "
+                        "reported = 0, next_attempt_at = ?, error = ?, updated_at = ? "
+                        "WHERE id = ?",
+                        (JobState.UNCERTAIN.value, now,
+                         "the bridge stopped during the SMTP transaction; the provider may or "
+                         "may not have accepted the message", stamp, row["id"]))
+                    uncertain.append(row["id"])
+                else:
+                    db.execute("UPDATE outbound_jobs SET owner = NULL, lease_until = NULL "
+                               "WHERE id = ?", (row["id"],))
+        return [job for job_id in uncertain if (job := self.job(job_id)) is not None]
+
+    def claim_next(self, me: str, lease: float, *,
+                   can_send: Callable[[str], bool] = lambda _account: True) -> Job | None:
+        """The next due job, claimed by ``me``: a report still owed first, then a send whose
+        account has a free rate slot. Claiming a send moves it to WORKING and counts an
+        attempt."""
+        now = self.now()
+        rows = self._rows(
+            f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
+            "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
+            "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200",
+            (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
+             JobState.UNCERTAIN.value, JobState.QUEUED.value))
+        for row in rows:
+            job = self._job(row)
+            if job.state == JobState.QUEUED and not can_send(job.account):
+                continue
+            new_state = JobState.WORKING if job.state == JobState.QUEUED else job.state
+            attempts = job.attempts + (1 if job.state == JobState.QUEUED else 0)
+            with self._tx() as db:
+                claimed = db.execute(
+                    "UPDATE outbound_jobs SET owner = ?, lease_until = ?, state = ?, "
+                    "attempts = ?, updated_at = ? WHERE id = ? AND owner IS NULL AND state = ?",
+                    (me, now + lease, new_state.value, attempts, _iso_now(), job.id,
+                     job.state.value)).rowcount
+            if claimed:
+                return self.job(job.id)
+        return None
+
+    def renew(self, job_id: int, me: str, lease: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbound_jobs SET lease_until = ? WHERE id = ? AND owner = ?",
+                       (self.now() + lease, job_id, me))
+
+    def claim_send(self, job: Job, comment_id: int) -> int | None:
+        """Make ``job`` the one that sends ``comment_id`` of its ticket.
+
+        Returns None when it is (the comment is free, or its earlier job failed for sure, or
+        the job was forced by an operator), else the id of the job that holds it.
+        """
+        with self._tx() as db:
+            db.execute("UPDATE outbound_jobs SET comment_id = ? WHERE id = ?",
+                       (comment_id, job.id))
+            row = db.execute(
+                "SELECT s.job_id, j.state FROM outbound_sends s LEFT JOIN outbound_jobs j "
+                "ON j.id = s.job_id WHERE s.account = ? AND s.ticket_id = ? AND s.comment_id = ?",
+                (job.account, job.ticket_id, comment_id)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO outbound_sends (account, ticket_id, comment_id, job_id) "
+                           "VALUES (?, ?, ?, ?)", (job.account, job.ticket_id, comment_id, job.id))
+                return None
+            holder = int(row["job_id"])
+            if holder == job.id:
+                return None
+            free = row["state"] is None or row["state"] == JobState.FAILED.value
+            if free or job.forced:
+                db.execute("UPDATE outbound_sends SET job_id = ? WHERE account = ? AND "
+                           "ticket_id = ? AND comment_id = ?",
+                           (job.id, job.account, job.ticket_id, comment_id))
+                return None
+            return holder
+
+    # -- transitions ---------------------------------------------------------------------------
+    def _update(self, job_id: int, me: str | None, **values: Any) -> None:
+        values["updated_at"] = _iso_now()
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        params: list[Any] = [v.value if isinstance(v, JobState) else v for v in values.values()]
+        sql = f"UPDATE outbound_jobs SET {assignments} WHERE id = ?"
+        params.append(job_id)
+        if me is not None:
+            sql += " AND owner = ?"
+            params.append(me)
+        with self._tx() as db:
+            if db.execute(sql, params).rowcount != 1:
+                raise LookupError(f"outbound job {job_id} is not held by {me}")
+
+    def begin_send(self, job_id: int, me: str, *, message_id: str, recipient: str,
+                   subject: str) -> None:
+        """Durably mark the point after which a crash leaves the outcome unknown."""
+        self._update(job_id, me, state=JobState.SENDING, message_id=message_id,
+                     recipient=recipient, subject=subject, error=None)
+
+    def describe(self, job_id: int, me: str, *, message_id: str, recipient: str,
+                 subject: str) -> None:
+        self._update(job_id, me, message_id=message_id, recipient=recipient, subject=subject)
+
+    def mark_sent(self, job_id: int, me: str, smtp_reply: str) -> None:
+        # The worker keeps its claim to write the ticket note next; after a crash, recover()
+        # releases it and the note is written by whoever claims the job then.
+        self._update(job_id, me, state=JobState.SENT, smtp_reply=smtp_reply, error=None,
+                     sent_at=_iso_now(), reported=0, next_attempt_at=self.now())
+
+    def mark_failed(self, job_id: int, me: str, error: str) -> None:
+        self._update(job_id, me, state=JobState.FAILED, error=error, reported=0,
+                     next_attempt_at=self.now())
+
+    def mark_uncertain(self, job_id: int, me: str, error: str) -> None:
+        self._update(job_id, me, state=JobState.UNCERTAIN, error=error, reported=0,
+                     next_attempt_at=self.now())
+
+    def mark_skipped(self, job_id: int, me: str, reason: str) -> None:
+        self._update(job_id, me, state=JobState.SKIPPED, error=reason, reported=1, owner=None,
+                     lease_until=None)
+
+    def retry_later(self, job_id: int, me: str, error: str, at: float) -> None:
+        self._update(job_id, me, state=JobState.QUEUED, error=error, next_attempt_at=at,
+                     owner=None, lease_until=None)
+
+    def mark_reported(self, job_id: int, me: str, error: str | None = None) -> None:
+        self._update(job_id, me, reported=1, report_error=error, owner=None, lease_until=None)
+
+    def report_later(self, job_id: int, me: str, error: str, at: float) -> None:
+        self._update(job_id, me, report_error=error, next_attempt_at=at, owner=None,
+                     lease_until=None)
+
+    def requeue(self, job_id: int) -> Job:
+        """An operator's retry: send again, even over an earlier send of the same comment."""
+        job = self.job(job_id)
+        if job is None:
+            raise LookupError(f"no outbound job {job_id}")
+        if job.state.open:
+            raise ValueError(f"job {job_id} is {job.state.value}; it is not finished yet")
+        if job.state == JobState.SENT:
+            raise ValueError(f"job {job_id} was sent ({job.message_id}); applying the macro "
+                             "again sends a new message")
+        keep_id = job.message_id if job.state == JobState.UNCERTAIN else None
+        self._update(job_id, None, state=JobState.QUEUED, attempts=0,
+                     generation=job.generation + 1, forced=1, next_attempt_at=self.now(),
+                     owner=None, lease_until=None, reported=0, report_error=None,
+                     message_id=keep_id, error=None)
+        return self.job(job_id)  # type: ignore[return-value]
+
+    # -- reading -------------------------------------------------------------------------------
+    def job(self, job_id: int) -> Job | None:
+        rows = self._rows(f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE id = ?", (job_id,))
+        return self._job(rows[0]) if rows else None
+
+    def jobs(self, *, state: str | None = None, account: str | None = None,
+             ticket_id: int | None = None, limit: int = 50) -> list[Job]:
+        clauses, params = [], []
+        for column, value in (("state", state), ("account", account), ("ticket_id", ticket_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT {_JOB_COLUMNS} FROM outbound_jobs{where} ORDER BY id DESC "
+                          "LIMIT ?", (*params, limit))
+        return [self._job(r) for r in rows]
+
+    def next_due_at(self) -> float | None:
+        rows = self._rows(
+            "SELECT MIN(next_attempt_at) AS t FROM outbound_jobs WHERE owner IS NULL AND "
+            "(state = ? OR (state IN (?, ?, ?) AND reported = 0))",
+            (JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
+             JobState.UNCERTAIN.value))
+        value = rows[0]["t"] if rows else None
+        return float(value) if value is not None else None
+
+    def thread_message_ids(self, ticket_id: int, limit: int = 20) -> list[tuple[str, str]]:
+        """(message_id, direction) of the ticket's known mail, oldest first.
+
+        Reads the store's ``message_ids`` table (same file): the store records every
+        Message-ID it ticketed ('in') and the bridge sent ('out').
+        """
+        try:
+            rows = self._rows(
+                "SELECT message_id, direction FROM message_ids WHERE ticket_id = ? "
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?", (int(ticket_id), limit))
+        except sqlite3.OperationalError:
+            return []  # no store tables yet: nothing was ever ticketed in this file
+        return [(r["message_id"], r["direction"]) for r in reversed(rows)]
+
+    # -- install records -----------------------------------------------------------------------
+    def record_installed(self, kind: str, key: str, remote_id: str, *, created: bool) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT created FROM outbound_installed WHERE kind = ? AND key = ?",
+                             (kind, key)).fetchone()
+            was_created = bool(row["created"]) if row is not None else False
+            db.execute(
+                "INSERT OR REPLACE INTO outbound_installed (kind, key, remote_id, created, "
+                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, key, str(remote_id), int(created or was_created), _iso_now()))
+
+    def installed(self, kind: str | None = None) -> list[InstalledRecord]:
+        sql, params = "SELECT * FROM outbound_installed", ()
+        if kind is not None:
+            sql, params = sql + " WHERE kind = ?", (kind,)
+        return [InstalledRecord(r["kind"], r["key"], r["remote_id"], bool(r["created"]))
+                for r in self._rows(sql + " ORDER BY kind, key", params)]
+
+    def forget_installed(self, kind: str, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbound_installed WHERE kind = ? AND key = ?", (kind, key))
+
+    def set_webhook_secret(self, account: str, webhook_id: str, secret: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO outbound_secrets (account, webhook_id, secret, "
+                       "updated_at) VALUES (?, ?, ?, ?)", (account, webhook_id, secret,
+                                                           _iso_now()))
+
+    def webhook_secret(self, account: str) -> str | None:
+        rows = self._rows("SELECT secret FROM outbound_secrets WHERE account = ?", (account,))
+        return rows[0]["secret"] if rows else None
+
+    def forget_webhook_secret(self, account: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbound_secrets WHERE account = ?", (account,))

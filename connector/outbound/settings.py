@@ -1,0 +1,343 @@
+"""Outbound configuration: the ``outbound:`` section of an account and the top-level ``service:``.
+
+::
+
+    service:
+      public_url: https://bridge.example.it      # what Zendesk calls (behind your proxy)
+      host: 127.0.0.1                             # where the WSGI server listens
+      port: 8025
+      signing_secret: ${PMB_WEBHOOK_SECRET}       # or signing_secret_file: PATH
+      max_body_bytes: 256KB
+      sweep_interval: 5                           # minutes
+
+    accounts:
+      - name: pec-main
+        ...
+        outbound:
+          enabled: true
+          provider: aruba                         # preset for smtp host/port/limits
+          from_address: assistenza@pec.example.it
+          display_name: ACME Assistenza
+          smtp: {username: ..., password: ${PEC_PASSWORD}}   # default: the account's login
+          subject_template: "{{ticket.title}} [#{{ticket.id}}]"
+          message_template: "{{ticket.latest_comment_html}}"
+          include_attachments: true
+
+Secrets follow the rule of the rest of the file (``${ENV}`` or ``*_file``), through
+``connector.config``'s reader, so errors carry the same key paths.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from connector.config import _is_loopback, _Reader
+from connector.errors import ConfigError
+from connector.mail.addresses import is_valid_address
+from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
+
+if TYPE_CHECKING:
+    from connector.config import Config
+
+SMTP_SECURITIES = ("tls", "starttls")
+REPLY_COMMENTS = ("public", "any")
+RECEIPT_TYPES = ("completa", "breve", "sintetica")
+DEFAULT_SUBJECT_TEMPLATE = "{{ticket.title}} [#{{ticket.id}}]"
+DEFAULT_MESSAGE_TEMPLATE = "{{ticket.latest_comment_html}}"
+#: RFC 6109 and the PEC rules oblige every provider to accept 30 MB (size x recipients).
+DEFAULT_MAX_MESSAGE_BYTES = 30 * 1024 * 1024
+#: Aruba refuses these even inside archives, after accepting the submission; refusing them
+#: before sending gives the agent a clear error instead of a non-accettazione later.
+DEFAULT_BLOCKED_EXTENSIONS = (
+    "ade", "adp", "bat", "chm", "cmd", "com", "cpl", "exe", "hta", "ins", "isp", "jar", "js",
+    "jse", "lib", "lnk", "mde", "msc", "msi", "msp", "mst", "pif", "ps1", "scr", "sct", "shb",
+    "sys", "vb", "vbe", "vbs", "vxd", "wsc", "wsf", "wsh",
+)
+_TAG = re.compile(r"^[a-z0-9_][a-z0-9_.:/-]{0,79}$")
+
+
+@dataclass(frozen=True)
+class ProviderPreset:
+    """Submission server and sending limit of a PEC provider (see notes/pec-format.md §9)."""
+
+    smtp_host: str
+    smtp_port: int = 465
+    security: str = "tls"
+    rate_limit_per_minute: int | None = None
+
+
+PROVIDERS: Mapping[str, ProviderPreset] = {
+    "aruba": ProviderPreset("smtps.pec.aruba.it"),
+    "legalmail": ProviderPreset("sendm.cert.legalmail.it", rate_limit_per_minute=6),
+    "namirial": ProviderPreset("smtps.sicurezzapostale.it"),
+    "poste": ProviderPreset("mail.postecert.it"),
+    "register": ProviderPreset("smtps.pec.register.it"),
+}
+
+
+def account_slug(name: str) -> str:
+    """The account's name as it appears in tags: lower case, only ``[a-z0-9_]``."""
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str  # tls (implicit, 465) | starttls (587)
+    username: str
+    password: str = field(repr=False)
+    ca_file: str | None = None
+    verify_tls: bool = True
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    """How one account sends PEC replies."""
+
+    account: str
+    enabled: bool
+    smtp: SmtpSettings
+    from_address: str
+    display_name: str = ""
+    subject_template: str = DEFAULT_SUBJECT_TEMPLATE
+    message_template: str = DEFAULT_MESSAGE_TEMPLATE
+    include_attachments: bool = True
+    rate_limit_per_minute: int | None = None
+    max_attempts: int = 5
+    retry_backoff: float = 60.0  # seconds before the first retry; doubles, capped at an hour
+    reply_tag: str = ""
+    provider: str | None = None
+    reply_comment: str = "public"  # which comment is sent: the latest public one, or any
+    recipient_field_id: int | None = None  # ticket field naming another recipient
+    receipt_type: str | None = None  # X-TipoRicevuta: completa | breve | sintetica
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
+    ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
+
+    @property
+    def slug(self) -> str:
+        return account_slug(self.account)
+
+    @property
+    def pending_tag(self) -> str:
+        """Set by the trigger while the bridge works on the request; the sweep looks for it."""
+        return f"{self.reply_tag}_pending"
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path,
+                     account: Mapping[str, Any] | None = None) -> OutboundSettings:
+        """Validate one ``outbound:`` mapping. ``account`` is the raw account mapping around it
+        (name, login and subject pattern are defaults from there)."""
+        r = _Reader(data if data is not None else {}, path, key, base_dir)
+        account = account or {}
+        name = str(account.get("name") or "")
+        enabled = r.get("enabled", bool, True)
+        provider = r.choice("provider", tuple(PROVIDERS))
+        preset = PROVIDERS[provider] if provider else None
+        smtp = _smtp(r.child("smtp"), preset, account, path, key, base_dir, required=enabled)
+        default_from = account.get("username")
+        from_address = r.get("from_address", str, default_from,
+                             required=enabled and not default_from)
+        from_address = (from_address or "").strip()
+        if enabled and (not is_valid_address(from_address) or not from_address.isascii()):
+            raise r.error("from_address", f"must be the PEC mailbox address, got {from_address!r}")
+        display_name = r.get("display_name", str, "")
+        if has_line_break(display_name):
+            raise r.error("display_name", "must be one line")
+        subject = _template(r, "subject_template", DEFAULT_SUBJECT_TEMPLATE)
+        if has_line_break(subject):
+            raise r.error("subject_template", "must be one line")
+        rate = r.get("rate_limit_per_minute", int,
+                      preset.rate_limit_per_minute if preset else None)
+        if rate is not None and rate <= 0:
+            raise r.error("rate_limit_per_minute", f"must be greater than 0, got {rate}")
+        reply_tag = r.get("reply_tag", str, f"pec_connector_reply_{account_slug(name)}")
+        if not _TAG.match(reply_tag):
+            raise r.error("reply_tag", "must be a Zendesk tag: lower-case letters, digits and "
+                          f"_ . : / -, no spaces; got {reply_tag!r}")
+        extensions = tuple(e.lower().lstrip(".") for e in r.str_list("blocked_extensions")) \
+            if r.has("blocked_extensions") else DEFAULT_BLOCKED_EXTENSIONS
+        settings = cls(
+            account=name,
+            enabled=enabled,
+            smtp=smtp,
+            from_address=from_address,
+            display_name=display_name,
+            subject_template=subject,
+            message_template=_template(r, "message_template", DEFAULT_MESSAGE_TEMPLATE),
+            include_attachments=r.get("include_attachments", bool, True),
+            rate_limit_per_minute=rate,
+            max_attempts=r.positive("max_attempts", int, 5),
+            retry_backoff=r.positive("retry_backoff", float, 60.0),
+            reply_tag=reply_tag,
+            provider=provider,
+            reply_comment=r.choice("reply_comment", REPLY_COMMENTS, "public"),
+            recipient_field_id=r.get("recipient_field_id", int),
+            receipt_type=r.choice("receipt_type", RECEIPT_TYPES),
+            max_message_bytes=r.size("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
+            blocked_extensions=extensions,
+            ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
+        )
+        r.finish()
+        return settings
+
+
+def _template(r: _Reader, name: str, default: str) -> str:
+    value = r.get(name, str, default)
+    unknown = unknown_placeholders(value)
+    if unknown:
+        raise r.error(name, f"unknown placeholder {{{{{unknown[0]}}}}}; the bridge fills "
+                      f"{', '.join('{{' + p + '}}' for p in KNOWN_PLACEHOLDERS)}")
+    return value
+
+
+def _smtp(r: _Reader, preset: ProviderPreset | None, account: Mapping[str, Any], path: str,
+          key: str, base_dir: Path, *, required: bool) -> SmtpSettings:
+    default_host = preset.smtp_host if preset else None
+    host = r.get("host", str, default_host, required=required and default_host is None)
+    security = r.choice("security", SMTP_SECURITIES, preset.security if preset else "tls")
+    port = r.get("port", int, preset.smtp_port if preset else (465 if security == "tls" else 587))
+    if not 0 < port < 65536:
+        raise r.error("port", f"must be a TCP port, got {port}")
+    default_user = account.get("username")
+    username = r.get("username", str, default_user, required=required and not default_user)
+    if r.has("password") or r.has("password_file"):
+        password = r.secret("password", required=required)
+    else:
+        # The PEC mailbox logs in to IMAP and SMTP with the same credentials.
+        outer = _Reader(account, path, key.rsplit(".", 1)[0], base_dir)
+        password = outer.secret("password", required=False)
+        if required and not password:
+            raise r.error("password", "is required (as password: ${ENV_NAME} or "
+                          "password_file: PATH), or set on the account")
+    settings = SmtpSettings(
+        host=host or "",
+        port=port,
+        security=security,
+        username=username or "",
+        password=password,
+        ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        verify_tls=r.get("verify_tls", bool, True),
+        timeout=r.positive("timeout", float, 60.0),
+    )
+    if not settings.verify_tls and not _is_loopback(settings.host):
+        raise r.error("verify_tls", "may be false only for a loopback test server")
+    r.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The ``service:`` section: the webhook endpoint Zendesk calls, and the sweep."""
+
+    public_url: str
+    signing_secret: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8025
+    max_body_bytes: int = 256 * 1024
+    sweep_interval: float = 5.0  # minutes
+    timestamp_tolerance: float = 300.0  # seconds
+    threads: int = 4
+    suppress_tag: str = "pec_connector"
+    category_name: str = "PEC Connector"
+
+    def endpoint(self, account: str) -> str:
+        """The URL Zendesk posts to for ``account``."""
+        return f"{self.public_url}/hooks/zendesk/{account}"
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path) -> WebhookSettings:
+        r = _Reader(data if data is not None else {}, path, key, base_dir)
+        public_url = r.get("public_url", str, required=True).rstrip("/")
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise r.error("public_url", "must be the bridge's public base URL such as "
+                          f"https://bridge.example.it, got {public_url!r}")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise r.error("public_url", "must use https:// (Zendesk sends ticket data there)")
+        port = r.get("port", int, 8025)
+        if not 0 <= port < 65536:
+            raise r.error("port", f"must be a TCP port, got {port}")
+        suppress_tag = r.get("suppress_tag", str, "pec_connector")
+        if not _TAG.match(suppress_tag):
+            raise r.error("suppress_tag", f"must be a Zendesk tag, got {suppress_tag!r}")
+        settings = cls(
+            public_url=public_url,
+            signing_secret=r.secret("signing_secret", required=True),
+            host=r.get("host", str, "127.0.0.1"),
+            port=port,
+            max_body_bytes=r.size("max_body_bytes", 256 * 1024),
+            sweep_interval=r.positive("sweep_interval", float, 5.0),
+            timestamp_tolerance=r.positive("timestamp_tolerance", float, 300.0),
+            threads=r.positive("threads", int, 4),
+            suppress_tag=suppress_tag,
+            category_name=r.get("category_name", str, "PEC Connector"),
+        )
+        if len(settings.signing_secret) < 16:
+            raise r.error("signing_secret", "is too short: use at least 16 random characters")
+        r.finish()
+        return settings
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    """Every account's outbound settings, and the service section when there is one."""
+
+    accounts: tuple[OutboundSettings, ...] = ()
+    service: WebhookSettings | None = None
+
+    @property
+    def enabled_accounts(self) -> tuple[OutboundSettings, ...]:
+        return tuple(a for a in self.accounts if a.enabled)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.enabled_accounts) and self.service is not None
+
+    def account(self, name: str) -> OutboundSettings | None:
+        return next((a for a in self.accounts if a.account == name), None)
+
+
+def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> OutboundConfig:
+    """Validate the outbound parts of a whole raw config mapping."""
+    accounts: list[OutboundSettings] = []
+    seen_tags: set[str] = set()
+    raw_accounts = data.get("accounts") or []
+    for i, raw in enumerate(raw_accounts if isinstance(raw_accounts, list) else []):
+        if not isinstance(raw, Mapping) or raw.get("outbound") is None:
+            continue
+        if raw.get("enabled") is False:
+            continue
+        settings = OutboundSettings.from_mapping(
+            raw["outbound"], path=where, key=f"accounts[{i}].outbound", base_dir=base_dir,
+            account=raw)
+        if settings.reply_tag in seen_tags:
+            raise ConfigError(f"reply_tag {settings.reply_tag!r} is used by two accounts",
+                              path=where, key=f"accounts[{i}].outbound.reply_tag")
+        seen_tags.add(settings.reply_tag)
+        accounts.append(settings)
+    service = None
+    if data.get("service") is not None:
+        service = WebhookSettings.from_mapping(data["service"], path=where, key="service",
+                                               base_dir=base_dir)
+    elif any(a.enabled for a in accounts):
+        raise ConfigError("is required when an account has outbound enabled (public_url and "
+                          "signing_secret for the Zendesk webhook)", path=where, key="service")
+    return OutboundConfig(accounts=tuple(accounts), service=service)
+
+
+def validate_outbound(data: Mapping[str, Any], where: str, base_dir: Path) -> None:
+    """A ``connector.config`` section validator: load_config fails early on a bad section."""
+    outbound_from_raw(data, where, base_dir)
+
+
+def load_outbound(config: Config) -> OutboundConfig:
+    """The outbound configuration of a loaded ``Config`` (read from ``config.raw``)."""
+    return outbound_from_raw(config.raw, str(config.path), config.path.resolve().parent)
