@@ -45,6 +45,8 @@ log = logging.getLogger("connector.pipeline")
 #: Zendesk truncates comment bodies at 64 kB without an error; we cut earlier, say so, and
 #: attach the original message so nothing is lost.
 MAX_BODY_CHARS = 60_000
+#: How long a reply waits for the message it answers to reach the helpdesk.
+PARENT_WAIT_SECONDS = 6 * 3600
 #: After this many unexpected (non-typed) errors on one message, it goes to the error folder.
 MAX_UNEXPECTED_ATTEMPTS = 5
 
@@ -272,11 +274,35 @@ class Pipeline:
             self.store.release_dedupe_key(job.message.dedupe_key, holder)
             self.store.claim_dedupe_key(job.message.dedupe_key, record.id)
 
+        parent = self._unfinished_parent(job)
+        if parent is not None:
+            reason = (f"waiting for <{parent.message_id}>, which it answers, to reach the "
+                      "helpdesk first")
+            self.store.record_failure(record.id, reason)
+            log.info("%s: %s", ctx, reason)
+            return Result(Outcome.RETRY, record.id, reason=reason)
+
         decision = self._decide(job)
         for problem in decision.problems:
             log.warning("%s: %s", ctx, problem)
         log.info("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
         return self._execute(job, decision)
+
+    def _unfinished_parent(self, job: Job) -> MessageRecord | None:
+        """The message this one answers, when it is still waiting to reach the helpdesk
+        (a transient failure earlier in the same pass). Deciding now would open a second
+        ticket for one conversation. A parent stuck for PARENT_WAIT_SECONDS no longer holds
+        its replies back."""
+        ids = tuple(job.content.thread_ids)
+        if job.plan is not None:
+            ids += job.plan.lookup_ids
+        if not ids or job.is_receipt:
+            return None
+        parent = self.store.unfinished_with_message_ids(ids, exclude_id=job.record.id)
+        if parent is None:
+            return None
+        age = (datetime.now(UTC) - parent.created_at).total_seconds()
+        return parent if age < PARENT_WAIT_SECONDS else None
 
     def _job(self, ctx: MessageContext, record: MessageRecord, raw: bytes) -> Job:
         """Parse, unwrap PEC, run the filters; record what the message is."""

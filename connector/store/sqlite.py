@@ -287,6 +287,20 @@ class SQLiteStore:
                     "account, created_at) VALUES (?, ?, 'in', ?, ?)",
                     [(mid, ticket_id, row["account"], now) for mid in thread_ids if mid])
 
+    def unfinished_with_message_ids(self, message_ids: Iterable[str], *,
+                                    exclude_id: int) -> MessageRecord | None:
+        """A record not yet finished (received or pushing) whose Message-ID is one of
+        ``message_ids``: the parent a reply must wait for."""
+        ids = [m for m in message_ids if m]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT * FROM messages WHERE message_id IN ({marks}) AND state IN (?, ?) "
+            f"AND id != ? ORDER BY id LIMIT 1",
+            [*ids, MessageState.RECEIVED.value, MessageState.PUSHING.value, exclude_id])
+        return self._record(rows[0]) if rows else None
+
     def record_failure(self, record_id: int, error: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE messages SET error = ?, updated_at = ? WHERE id = ?",
