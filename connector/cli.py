@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import signal
@@ -102,7 +103,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
     try:
-        who = make_host(config.host, out=out).check_credentials()
+        who = make_host(config.host, out=io.StringIO()).check_credentials()
         print(f"ok    host {config.host.type}: {who}", file=out)
     except HostError as exc:
         failures += 1
@@ -163,7 +164,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     try:
         for message in iter_files([Path(p) for p in args.paths]):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
-            summary.add(result.outcome)
+            summary.add(result.outcome, already_recorded=result.already_recorded)
             if result.outcome in (Outcome.FAILED, Outcome.RETRY):
                 print(f"{message.ref}: {result.outcome.value}: {result.reason}",
                       file=sys.stderr)
@@ -175,23 +176,21 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     """One message on stdin (MTA pipe): 0 once recorded, 75 on a temporary failure."""
-    import hashlib
-
+    from connector.fetch.files import read_stdin_message
     from connector.service.pipeline import Outcome
 
     try:
         config = _config(args)
         account = _account_for(config, args.account)
-        raw = sys.stdin.buffer.read()
+        message = read_stdin_message(account=account.name)
         parts = _build(config, out)
         store = parts.store
-    except ConfigError as exc:
+    except (ConfigError, FetchError) as exc:
         print(f"postmaster-bridge: {exc}", file=sys.stderr)
         return EX_TEMPFAIL  # a broken config must not bounce the customer's mail
     try:
         pipeline = parts.pipeline(account)
-        ref = "deliver:" + hashlib.sha256(raw).hexdigest()
-        result = pipeline.process(ref, raw, len(raw))
+        result = pipeline.process(message.ref, message.raw, message.size)
     except Exception as exc:  # any surprise: keep the mail at the MTA
         print(f"postmaster-bridge: temporary failure: {exc}", file=sys.stderr)
         return EX_TEMPFAIL

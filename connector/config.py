@@ -299,8 +299,12 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
 
 
 def _follow_up(r: _Reader) -> FollowUpPolicy:
+    # An explicit `status: null` means "leave the ticket's status alone".
+    r.used.add("status")
+    status = None if "status" in r.data and r.data["status"] is None else \
+        r.choice("status", STATUSES, "open")
     policy = FollowUpPolicy(
-        status=r.choice("status", STATUSES, "open"),
+        status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
     )

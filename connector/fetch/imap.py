@@ -264,6 +264,35 @@ class ImapMailbox:
             if uid in sizes
         ]
 
+    def message_ids(self, refs: Iterable[str]) -> dict[str, str | None]:
+        """The Message-ID of each of ``refs`` (present in the folder now), from
+        ``BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]``: only a header line per message is sent."""
+        client = self._require_client()
+        uidvalidity = self._uidvalidity
+        folder = self.settings.folder
+        by_uid: dict[int, str] = {}
+        for ref in refs:
+            rest = ref.rsplit(":", 2)
+            if len(rest) == 3 and rest[0] == folder and rest[1] == str(uidvalidity):
+                by_uid[int(rest[2])] = ref
+        found: dict[str, str | None] = {}
+        key = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
+        with self._errors("message ids"):
+            for chunk in chunks(sorted(by_uid), SIZE_CHUNK):
+                response = client.fetch(chunk, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+                for uid, data in response.items():
+                    header = bytes(data.get(key, b"")).decode("ascii", "replace")
+                    value = header.partition(":")[2].strip().strip("<>").strip()
+                    if uid in by_uid:
+                        found[by_uid[uid]] = value or None
+        return found
+
+    def noop(self) -> None:
+        """Ask the server whether the connection still works (raises FetchError if not)."""
+        client = self._require_client()
+        with self._errors("noop"):
+            client.noop()
+
     def fetch(self, messages: Iterable[ListedMessage]) -> Iterator[RemoteMessage]:
         """``UID FETCH <batch> (BODY.PEEK[] RFC822.SIZE)``, ``batch_size`` UIDs at a time.
 

@@ -58,6 +58,16 @@ def _queue(config: Config) -> Iterator[OutboundQueue]:
         queue.close()
 
 
+@contextmanager
+def _queue_if_present(config: Config) -> Iterator[OutboundQueue | None]:
+    """The queue for a dry run: None when no store file exists yet (a dry run creates none)."""
+    if not config.store.path.exists():
+        yield None
+        return
+    with _queue(config) as queue:
+        yield queue
+
+
 # -- install / uninstall ------------------------------------------------------------------------
 
 def install(config: Config, dry_run: bool, suppress: bool, out: TextIO, *,
@@ -65,7 +75,7 @@ def install(config: Config, dry_run: bool, suppress: bool, out: TextIO, *,
     """Create or update the webhook, trigger category, triggers and macros (idempotent)."""
     outbound = _outbound(config)
     api = _api(config, adapter)
-    with _queue(config) as queue:
+    with (_queue_if_present(config) if dry_run else _queue(config)) as queue:
         try:
             plan = plan_install(api, outbound, queue, suppress=suppress)
             if dry_run or plan.empty:
@@ -78,6 +88,7 @@ def install(config: Config, dry_run: bool, suppress: bool, out: TextIO, *,
                 return EX_OK
             for line in [f"ok       {u}" for u in plan.unchanged]:
                 print(line, file=out)
+            assert queue is not None
             apply(plan, api, queue, outbound, out)
             for warning in plan.warnings:
                 print(f"warning  {warning}", file=out)
@@ -92,7 +103,7 @@ def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None
     """Remove exactly what install created (and undo the conditions it added)."""
     outbound = load_outbound(config)
     api = _api(config, adapter)
-    with _queue(config) as queue:
+    with (_queue_if_present(config) if dry_run else _queue(config)) as queue:
         try:
             plan = plan_uninstall(api, outbound, queue)
             if dry_run or plan.empty:
@@ -101,6 +112,7 @@ def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None
                 print("nothing to remove" if plan.empty else
                       f"dry run: {len(plan.changes)} change(s) not made", file=out)
                 return EX_OK
+            assert queue is not None
             apply(plan, api, queue, outbound, out)
             for warning in plan.warnings:
                 print(f"warning  {warning}", file=out)

@@ -30,7 +30,8 @@ from connector.mail.addresses import is_valid_address
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 _MSGID = re.compile(r"^[!-;=?-~]+@[!-;=?-~]+$")  # printable ASCII without < > and spaces
 _MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
-_PEC_PREFIX = re.compile(r"^\s*(?:POSTA CERTIFICATA|ANOMALIA MESSAGGIO)\s*:\s*", re.IGNORECASE)
+_PEC_PREFIX = re.compile(r"^(\s*(?:(?:re|r|rif|fw|fwd|i)\s*:\s*)*)"
+                         r"(?:POSTA CERTIFICATA|ANOMALIA MESSAGGIO)\s*:\s*", re.IGNORECASE)
 
 
 class ComposeError(ValueError):
@@ -107,11 +108,12 @@ def new_message_id(from_address: str, job_id: int) -> str:
 
 
 def clean_subject(subject: str) -> str:
-    """Without "POSTA CERTIFICATA:" / "ANOMALIA MESSAGGIO:" prefixes (even repeated)."""
+    """Without "POSTA CERTIFICATA:" / "ANOMALIA MESSAGGIO:" prefixes (even repeated, even
+    after a "Re:"); the recipient's provider adds its own."""
     previous = None
     while previous != subject:
         previous = subject
-        subject = _PEC_PREFIX.sub("", subject)
+        subject = _PEC_PREFIX.sub(r"\1", subject)
     return subject.strip()
 
 

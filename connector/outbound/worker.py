@@ -381,10 +381,9 @@ class OutboundWorker:
     def _report(self, job: Job, settings: OutboundSettings) -> None:
         ctx = f"account={job.account} ticket={job.ticket_id} job={job.id}"
         text, add = self._note(job, settings)
-        remove = tuple(t for t in (settings.reply_tag, settings.pending_tag, TAG_FAILED,
-                                   TAG_UNCERTAIN) if t not in add)
-        if job.state != JobState.SENT:
-            remove = (settings.reply_tag, settings.pending_tag)
+        remove = (settings.reply_tag, settings.pending_tag)
+        if job.state == JobState.SENT:
+            remove += (TAG_FAILED, TAG_UNCERTAIN)  # the latest outcome is a success
         try:
             self.api.add_note(job.ticket_id, text, add_tags=add, remove_tags=remove,
                               dedupe_key=job.note_key)

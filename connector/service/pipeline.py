@@ -93,6 +93,7 @@ class Result:
     ticket_id: int | None = None
     reason: str = ""
     decision: Decision | None = None
+    already_recorded: bool = False  # seen before: nothing was done this time
 
 
 #: The filter stage as the pipeline sees it: message and account in, verdict and trace out.
@@ -194,7 +195,8 @@ class Pipeline:
         started = time.monotonic()
         existing = self.store.get_message(self.account.name, ref)
         if existing is not None and existing.state.terminal:
-            return Result(outcome_of(existing), existing.id, existing.ticket_id, "already recorded")
+            return Result(outcome_of(existing), existing.id, existing.ticket_id,
+                          "already recorded", already_recorded=True)
         sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
         record = self.store.begin_message(self.account.name, ref, sha256=sha)
         self.lookup.forget()

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -33,9 +33,9 @@ class AccountSummary:
     counts: Counter[str] = field(default_factory=Counter)
     error: str | None = None
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, *, already_recorded: bool = False) -> None:
         self.counts["fetched"] += 1
-        self.counts[outcome.value] += 1
+        self.counts["known" if already_recorded else outcome.value] += 1
 
     def line(self) -> str:
         c = self.counts
@@ -45,6 +45,8 @@ class AccountSummary:
                  f"retry={c['retry']}"]
         if c["skipped"]:
             parts.append(f"skipped={c['skipped']}")
+        if c["known"]:
+            parts.append(f"already-recorded={c['known']}")
         text = f"{self.account}: " + " ".join(parts)
         return text + (f" error={self.error}" if self.error else "")
 
@@ -94,7 +96,14 @@ class AccountPoller:
     def _connected(self) -> Mailbox:
         mailbox = self.mailbox
         if mailbox is not None and getattr(mailbox, "connected", True):
-            return mailbox
+            noop = getattr(mailbox, "noop", None)
+            try:
+                if noop is not None:
+                    noop()  # the server may have closed a connection kept since last pass
+                return mailbox
+            except FetchError as exc:
+                log.info("account=%s: kept connection is gone (%s); reconnecting",
+                         self.account.name, exc)
         self.close()
         started = time.monotonic()
         mailbox = self.mailbox_factory(self.account)
@@ -199,10 +208,13 @@ class AccountPoller:
                         mark.uidvalidity, state.uidvalidity)
             self._log("warning", "uidvalidity changed",
                       f"{folder}: {mark.uidvalidity} -> {state.uidvalidity}")
-        if (self.account.initial_sync == "skip_existing"
-                and (mark is None or not mark.baseline_taken)):
+        skip_existing = self.account.initial_sync == "skip_existing"
+        if (skip_existing and mark is not None and mark.baseline_taken
+                and state.uidvalidity != mark.uidvalidity and not self.dry_run):
+            self._reskip_after_uidvalidity_change(mailbox, state.refs)
+        if skip_existing and (mark is None or not mark.baseline_taken):
             if not self.dry_run:
-                self.store.mark_skipped(name, state.refs)
+                self.store.mark_skipped(name, state.refs, self._message_ids(mailbox, state.refs))
                 self.store.set_mailbox_mark(name, folder, uidvalidity=state.uidvalidity,
                                             baseline_taken=True)
             summary.counts["skipped"] += len(state.refs)
@@ -230,8 +242,27 @@ class AccountPoller:
                 log.info("account=%s: stopping; the rest waits for the next run", name)
                 break
             result = self.pipeline.process(message.ref, message.raw, message.size)
-            summary.add(result.outcome)
+            summary.add(result.outcome, already_recorded=result.already_recorded)
             self._settle(mailbox, message, result.outcome)
+
+    @staticmethod
+    def _message_ids(mailbox: Mailbox, refs: Collection[str]) -> dict[str, str | None]:
+        reader = getattr(mailbox, "message_ids", None)
+        return reader(refs) if reader is not None and refs else {}
+
+    def _reskip_after_uidvalidity_change(self, mailbox: Mailbox, refs: Collection[str]) -> None:
+        """Mail left alone by skip_existing keeps being left alone when the server renumbers
+        the folder: recognised by the Message-IDs recorded at the baseline."""
+        skipped = self.store.skipped_message_ids(self.account.name)
+        unknown = set(refs) - set(self.store.ref_states(self.account.name, refs))
+        if not skipped or not unknown:
+            return
+        ids = self._message_ids(mailbox, unknown)
+        again = [ref for ref, mid in ids.items() if mid and mid in skipped]
+        if again:
+            self.store.mark_skipped(self.account.name, again, ids)
+            log.info("account=%s: %d message(s) skipped at the first sync are still left "
+                     "alone after the UIDVALIDITY change", self.account.name, len(again))
 
     def _settle(self, mailbox: Mailbox, handle: MessageHandle, outcome: Outcome) -> None:
         if self.dry_run:

@@ -306,13 +306,23 @@ class SQLiteStore:
             db.execute("UPDATE messages SET error = ?, updated_at = ? WHERE id = ?",
                        (error, _now(), record_id))
 
-    def mark_skipped(self, account: str, refs: Iterable[str]) -> None:
+    def mark_skipped(self, account: str, refs: Iterable[str],
+                     message_ids: dict[str, str | None] | None = None) -> None:
+        """Record ``refs`` as left alone (initial_sync: skip_existing), with their Message-IDs
+        when known, so they are recognised again after a UIDVALIDITY change."""
         now = _now()
+        ids = message_ids or {}
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO messages (account, ref, state, attempts, created_at, "
-                "updated_at) VALUES (?, ?, ?, 0, ?, ?)",
-                [(account, ref, MessageState.SKIPPED.value, now, now) for ref in refs])
+                "INSERT OR IGNORE INTO messages (account, ref, state, message_id, attempts, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                [(account, ref, MessageState.SKIPPED.value, ids.get(ref), now, now)
+                 for ref in refs])
+
+    def skipped_message_ids(self, account: str) -> set[str]:
+        rows = self._query("SELECT message_id FROM messages WHERE account = ? AND state = ? "
+                           "AND message_id IS NOT NULL", (account, MessageState.SKIPPED.value))
+        return {r["message_id"] for r in rows}
 
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int:
