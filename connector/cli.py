@@ -287,6 +287,9 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
             store.log_event(level="notice", kind="connection", account=account.name,
                             event=f"account {action}d", detail="by the admin")
             print(f"{account.name}: {action}d", file=out)
+            if action == "enable" and not account.enabled:
+                print(f"{account.name}: note: the config file still says 'enabled: false', "
+                      "which keeps it off", file=out)
             return EX_OK
         accounts_report(config, store, out, as_json=args.json)
         return EX_OK

@@ -86,6 +86,7 @@ class ImapMailbox:
         self._client_class = client_class
         self._client: IMAPClient | None = None
         self._uidvalidity: int | None = None
+        self._uidnext: int | None = None
         self._warned_no_uidplus = False
 
     # -- connection ------------------------------------------------------------------------
@@ -174,6 +175,12 @@ class ImapMailbox:
         every ``slice_seconds`` so a shutdown is never held up by a quiet mailbox.
         """
         client = self._require_client()
+        if self._uidnext is not None:
+            with self._errors("idle"):
+                newer = [u for u in client.search(["UID", f"{self._uidnext}:*"])
+                         if u >= self._uidnext]
+            if newer:
+                return True
         deadline = time.monotonic() + timeout
         while not should_stop() and time.monotonic() < deadline:
             renew_at = min(deadline, time.monotonic() + self.IDLE_RENEW_SECONDS)
@@ -187,7 +194,9 @@ class ImapMailbox:
                                for r in responses):
                             return True
                 finally:
-                    client.idle_done()
+                    _, done = client.idle_done()
+                if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in done):
+                    return True
         return False
 
     # -- folders ---------------------------------------------------------------------------
@@ -238,6 +247,7 @@ class ImapMailbox:
         folder = self.settings.folder
         with self._errors("list"):
             info = self._select()
+            self._uidnext = int(info[b"UIDNEXT"]) if b"UIDNEXT" in info else None
             if not info.get(b"EXISTS"):
                 return []
             uids = sorted(client.search(["NOT", "DELETED"]))

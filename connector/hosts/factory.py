@@ -13,6 +13,8 @@ from connector.hosts.base import HostAdapter
 class HostObserver(Protocol):
     def observe_host_response(self, method: str, status: int | str) -> None: ...
 
+    def observe_host_retry(self) -> None: ...
+
 
 def make_host(config: HostConfig, *, out: TextIO | None = None,
               observer: HostObserver | None = None) -> HostAdapter:
@@ -40,4 +42,7 @@ def _zendesk(config: HostConfig, observer: HostObserver | None) -> HostAdapter:
                                            response.status_code)
 
         session.hooks["response"].append(count)
-    return ZendeskAdapter(ZendeskSettings.from_host_config(config), session=session)
+    adapter = ZendeskAdapter(ZendeskSettings.from_host_config(config), session=session)
+    if observer is not None:
+        adapter.on_retry = observer.observe_host_retry
+    return adapter

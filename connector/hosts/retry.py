@@ -93,7 +93,8 @@ def _retry_after_too_long(policy: RetryPolicy) -> Callable[[tenacity.RetryCallSt
     return stop
 
 
-def retrying(policy: RetryPolicy, sleep: Sleep, operation: str) -> tenacity.Retrying:
+def retrying(policy: RetryPolicy, sleep: Sleep, operation: str,
+             on_retry: Callable[[], None] | None = None) -> tenacity.Retrying:
     """A tenacity loop that retries ``TransientHostError`` and re-raises the last one.
 
     Use it as ``for attempt in retrying(...): with attempt: ...``. Anything that is not a
@@ -112,6 +113,8 @@ def retrying(policy: RetryPolicy, sleep: Sleep, operation: str) -> tenacity.Retr
             exc,
             wait,
         )
+        if on_retry is not None:
+            on_retry()
 
     def retryable(exc: BaseException) -> bool:
         return isinstance(exc, TransientHostError) and not isinstance(exc, RetriesExhausted)

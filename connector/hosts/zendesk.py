@@ -345,6 +345,7 @@ class ZendeskAdapter:
         on_prepared: Callable[[PreparedRequest], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_retry: Callable[[], None] | None = None
         if session is None:
             session = requests.Session()
         session.headers["User-Agent"] = _USER_AGENT
@@ -852,7 +853,7 @@ class ZendeskAdapter:
             raise wrapped.error from wrapped.error.__cause__
 
     def _retry(self, operation: str, send: Callable[[], _T]) -> _T:
-        loop = retrying(self._policy, self._sleep, operation)
+        loop = retrying(self._policy, self._sleep, operation, self.on_retry)
         try:
             for attempt in loop:
                 with attempt:

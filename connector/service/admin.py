@@ -156,15 +156,17 @@ def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
     store.reopen_message(record_id)
     result = pipeline.process(record.ref, raw, len(raw))
     if result.outcome in (Outcome.FAILED, Outcome.RETRY):
+        if result.outcome == Outcome.RETRY:
+            store.finish_message(record_id, MessageState.FAILED,
+                                 error=f"replay: {result.reason}")
         out.write(f"{record_id}: still {result.outcome.value}: {result.reason}\n")
         return result.outcome
     store.release_quarantine(record_id)
     out.write(f"{record_id}: {result.outcome.value}"
               + (f" (ticket #{result.ticket_id})" if result.ticket_id else "") + "\n")
-    if account.protocol == "imap" and record.message_id:
+    if account.protocol == "imap":
         try:
-            moved = _move_out_of_error_folder(account, mailbox_factory, record.message_id,
-                                              raw)
+            moved = _move_out_of_error_folder(account, mailbox_factory, raw)
             out.write(f"{record_id}: moved from {account.error_folder} to "
                       f"{account.processed_folder}\n" if moved else
                       f"{record_id}: not found in {account.error_folder}; nothing moved\n")
@@ -175,7 +177,7 @@ def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
 
 def _move_out_of_error_folder(account: AccountConfig,
                               mailbox_factory: Callable[[AccountConfig], Mailbox],
-                              message_id: str, raw: bytes) -> bool:
+                              raw: bytes) -> bool:
     # A mailbox on the error folder: its "processed" action moves mail to processed.
     settings = replace(account, folder=account.error_folder)
     with mailbox_factory(settings) as mailbox:

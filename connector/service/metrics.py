@@ -84,6 +84,9 @@ class Metrics:
     def observe_host_response(self, method: str, status: int | str) -> None:
         self.host_calls.labels(method, str(status)).inc()
 
+    def observe_host_retry(self) -> None:
+        self.retries.inc()
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -164,6 +164,7 @@ class AccountPoller:
         """Wait for the next pass: IMAP IDLE when offered (returns early on new mail),
         otherwise sleep; always returns early on stop. True when new mail was announced."""
         mailbox = self.mailbox
+        deadline = time.monotonic() + seconds
         if (self.account.idle and mailbox is not None and self.account.protocol == "imap"
                 and getattr(mailbox, "connected", False)):
             try:
@@ -178,7 +179,7 @@ class AccountPoller:
             except FetchError as exc:
                 self.close()
                 log.warning("account=%s: IDLE interrupted: %s", self.account.name, exc)
-        self.stop.wait(seconds)
+        self.stop.wait(max(0.0, deadline - time.monotonic()))
         return False
 
     # -- one pass --------------------------------------------------------------------------
@@ -287,6 +288,7 @@ class Service:
             poller.stop = self.stop
 
     def run_once(self) -> list[AccountSummary]:
+        self._purge_log()
         try:
             return [poller.poll() for poller in self.pollers]
         finally:
@@ -318,7 +320,15 @@ class Service:
         try:
             while not self.stop.is_set():
                 started = time.monotonic()
-                summary = poller.poll()
+                try:
+                    summary = poller.poll()
+                except Exception as exc:
+                    log.exception("account=%s: pass failed", poller.account.name)
+                    poller.close()
+                    failures = poller.store.record_connection_failure(poller.account.name,
+                                                                      str(exc))
+                    self.stop.wait(backoff_delay(failures))
+                    continue
                 if summary.counts["fetched"] or summary.error:
                     log.info("%s", summary.line())
                 if summary.error and poller.enabled:
