@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +62,9 @@ class Parts:
                         metrics=self.metrics)
 
 
-def _build(config: Config, out: TextIO) -> Parts:
-    """Store, host adapter and filter stage for a config. Dry-run never writes the store."""
+def _build(config: Config, out: TextIO, stop: threading.Event | None = None) -> Parts:
+    """Store, host adapter and filter stage for a config. Dry-run never writes the store.
+    With ``stop``, a shutdown cuts short the waits between helpdesk retries."""
     from connector.hosts.factory import make_host
     from connector.service.filtering import make_filter_stage
     from connector.service.metrics import Metrics
@@ -70,7 +73,8 @@ def _build(config: Config, out: TextIO) -> Parts:
     dry_run = config.host.type == "dry-run"
     store = SQLiteStore(":memory:" if dry_run else config.store.path)
     metrics = Metrics()
-    host = make_host(config.host, out=out, observer=metrics)
+    sleep = stop.wait if stop is not None else time.sleep
+    host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
     return Parts(config, store, host, make_filter_stage(config, store), metrics, dry_run)
 
 
@@ -115,7 +119,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from connector.service.runner import AccountPoller, Service
 
     config = _config(args)
-    parts = _build(config, out)
+    stop = threading.Event()
+    parts = _build(config, out, stop)
     store, dry_run = parts.store, parts.dry_run
     accounts = [a for a in config.accounts if a.enabled
                 and (not args.account or a.name in args.account)]
@@ -124,7 +129,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return EX_CONFIG
     parts.metrics.watch_store(store, [a.name for a in accounts])
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run) for a in accounts]
-    service = Service(pollers, log_retention_days=config.store.log_retention_days)
+    service = Service(pollers, log_retention_days=config.store.log_retention_days, stop=stop)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Protocol, TextIO
 
 from connector.config import HostConfig
@@ -17,20 +19,23 @@ class HostObserver(Protocol):
 
 
 def make_host(config: HostConfig, *, out: TextIO | None = None,
-              observer: HostObserver | None = None) -> HostAdapter:
+              observer: HostObserver | None = None,
+              sleep: Callable[[float], object] = time.sleep) -> HostAdapter:
+    """``sleep`` is how retries wait; ``run`` passes one that a shutdown interrupts."""
     if config.type == "dry-run":
         from connector.hosts.dryrun import DryRunAdapter
 
         # With a url, the dry run reads from that helpdesk (tickets, users) to decide as the
         # real run would, and still writes nothing.
-        reader = _zendesk(config, observer) if config.url else None
+        reader = _zendesk(config, observer, sleep) if config.url else None
         return DryRunAdapter(out or sys.stdout, reader=reader)
     if config.type == "zendesk":
-        return _zendesk(config, observer)
+        return _zendesk(config, observer, sleep)
     raise ConfigError(f"unknown host type {config.type!r}", key="host.type")
 
 
-def _zendesk(config: HostConfig, observer: HostObserver | None) -> HostAdapter:
+def _zendesk(config: HostConfig, observer: HostObserver | None,
+             sleep: Callable[[float], object]) -> HostAdapter:
     import requests
 
     from connector.hosts.zendesk import ZendeskAdapter, ZendeskSettings
@@ -42,7 +47,8 @@ def _zendesk(config: HostConfig, observer: HostObserver | None) -> HostAdapter:
                                            response.status_code)
 
         session.hooks["response"].append(count)
-    adapter = ZendeskAdapter(ZendeskSettings.from_host_config(config), session=session)
+    adapter = ZendeskAdapter(ZendeskSettings.from_host_config(config), session=session,
+                             sleep=sleep)
     if observer is not None:
         adapter.on_retry = observer.observe_host_retry
     return adapter

@@ -280,9 +280,10 @@ class Service:
     delays the others."""
 
     def __init__(self, pollers: list[AccountPoller], *,
-                 log_retention_days: float | None = None) -> None:
+                 log_retention_days: float | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.pollers = pollers
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.log_retention_days = log_retention_days
         for poller in pollers:
             poller.stop = self.stop
