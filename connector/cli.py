@@ -90,6 +90,11 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     config = _config(args)
     print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
     stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
+    from connector.outbound.settings import load_outbound
+
+    sending = load_outbound(config).enabled_accounts
+    if sending:
+        print(f"ok    outbound: {', '.join(a.account for a in sending)}", file=out)
     print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
           "file(s)", file=out)
     failures = 0
@@ -136,6 +141,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         service.stop.set()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    http = None if args.once or dry_run else _start_http(config, parts,
+                                                         [a.name for a in accounts])
     try:
         if args.once:
             summaries = service.run_once()
@@ -145,9 +152,36 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         service.run_forever()
         return EX_OK
     finally:
+        if http is not None:
+            http.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         store.close()
+
+
+def _start_http(config: Config, parts: Parts, accounts: list[str]):  # noqa: ANN202
+    """With a ``service:`` section: the outbound webhook and worker (when an account sends)
+    and /metrics and /healthz, on one HTTP server."""
+    from connector.outbound.commands import start_outbound
+    from connector.outbound.settings import load_outbound
+    from connector.service.http import WsgiServer
+    from connector.service.metrics import make_observability_app
+
+    service = load_outbound(config).service
+    if service is None:
+        return None
+    observability = make_observability_app(parts.metrics, parts.store, accounts)
+    routes = {"/metrics": observability, "/healthz": observability}
+    outbound = start_outbound(config, store=parts.store, adapter=parts.host,
+                              extra_routes=routes)
+    if outbound is not None:
+        parts.metrics.watch_queue(outbound.queue.counts)
+        return outbound
+    server = WsgiServer(observability, host=service.host, port=service.port,
+                        threads=service.threads, name="observability")
+    server.start()
+    log.info("serving /metrics and /healthz on %s", server.url)
+    return server
 
 
 def _account_for(config: Config, name: str | None) -> AccountConfig:
@@ -356,6 +390,36 @@ def cmd_errors(args: argparse.Namespace, out: TextIO) -> int:
     return EX_OK
 
 
+def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.outbound import commands as oc
+
+    return oc.install(_config(args), args.dry_run, args.suppress_email_notifications, out)
+
+
+def cmd_uninstall(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.outbound import commands as oc
+
+    return oc.uninstall(_config(args), args.dry_run, out)
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.outbound import commands as oc
+
+    return oc.serve(_config(args), out)
+
+
+def cmd_outbound(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.outbound import commands as oc
+
+    config = _config(args)
+    if args.outbound_command == "list":
+        return oc.outbound_list(config, out, state=args.state, account=args.account,
+                                limit=args.limit)
+    if args.outbound_command == "show":
+        return oc.outbound_show(config, args.job_id, out)
+    return oc.outbound_retry(config, args.job_id, out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postmaster-bridge",
@@ -426,6 +490,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run failed messages through the pipeline again")
     q.add_argument("ids", type=int, nargs="+")
     p.set_defaults(func=cmd_errors)
+
+    p = sub.add_parser("install", parents=[common],
+                       help="create or update the Zendesk webhook, triggers and macros for "
+                       "outbound PEC replies (idempotent)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change")
+    p.add_argument("--suppress-email-notifications", action="store_true",
+                   help="keep Zendesk's default notification triggers from e-mailing PEC "
+                   "requesters by ordinary mail")
+    p.set_defaults(func=cmd_install)
+    p = sub.add_parser("uninstall", parents=[common], help="remove exactly what install made")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_uninstall)
+    p = sub.add_parser("serve", parents=[common],
+                       help="run only the outbound webhook and sender")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("outbound", parents=[common], help="outbound jobs: list, show, retry")
+    osub = p.add_subparsers(dest="outbound_command", required=True)
+    q = osub.add_parser("list", parents=[common])
+    q.add_argument("--state", choices=("queued", "working", "sending", "sent", "failed",
+                                       "skipped", "uncertain"))
+    q.add_argument("--account")
+    q.add_argument("--limit", type=int, default=50)
+    for verb in ("show", "retry"):
+        q = osub.add_parser(verb, parents=[common])
+        q.add_argument("job_id", type=int)
+    p.set_defaults(func=cmd_outbound)
 
     p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
     fsub = p.add_subparsers(dest="filters_command", required=True)

@@ -316,7 +316,7 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
                   ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
 
 #: Keys other stages validate themselves (filters, PEC, outbound) and keys to come.
-_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters",)
+_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
 
 
 def _account(r: _Reader, index: int) -> AccountConfig:
@@ -509,7 +509,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     retention = store_reader.positive("log_retention_days", float, 30.0)
     store_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
-    for validator in _section_validators:
+    from connector.outbound.settings import validate_outbound
+
+    for validator in (*_section_validators, validate_outbound):
         validator(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention),

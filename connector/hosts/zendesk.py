@@ -816,6 +816,25 @@ class ZendeskAdapter:
     def _url(self, path: str) -> str:
         return self.settings.base_url + path
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow: set[int] | frozenset[int] = frozenset(),
+        ticket_id: int | None = None,
+        retry_ambiguous: bool = True,
+    ) -> requests.Response:
+        """Any Support API call with this adapter's auth, retries and rate limits (used by
+        the outbound side for triggers, webhooks, macros and comments)."""
+        return self._call(method, path, operation=operation, params=params, data=data,
+                          headers=headers, allow=allow, ticket_id=ticket_id,
+                          retry_ambiguous=retry_ambiguous)
+
     def _call(
         self,
         method: str,

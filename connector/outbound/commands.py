@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -125,8 +125,8 @@ def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None
 
 # -- serving -------------------------------------------------------------------------------------
 
-def start_outbound(config: Config, *, store: Any = None, adapter: Any = None) -> \
-        OutboundService | None:
+def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
+                   extra_routes: Mapping[str, Any] | None = None) -> OutboundService | None:
     """Start the webhook server and worker when an account has outbound enabled, else None.
 
     ``store`` is the running SQLiteStore (Message-IDs are recorded through it); without one a
@@ -143,7 +143,7 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None) ->
         store = SQLiteStore(config.store.path)
     queue = OutboundQueue(config.store.path)
     worker = OutboundWorker(outbound, queue, _api(config, adapter), store)
-    service = OutboundService(outbound, queue, worker)
+    service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
     service.start()
     return service
 

@@ -28,184 +28,40 @@ appear in planned bodies as ``{{pmb:...}}`` placeholders and are filled in while
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from connector.outbound.install_objects import (
+    CATEGORY_PLACEHOLDER,
+    KIND_CATEGORY,
+    KIND_MACRO,
+    KIND_NOTIFICATION,
+    KIND_SECRET,
+    KIND_TRIGGER,
+    KIND_WEBHOOK,
+    PLACEHOLDER_RE,
+    WEBHOOK_NAME_PREFIX,
+    desired_macro,
+    desired_trigger,
+    desired_webhook,
+    has_condition,
+    macro_differences,
+    notifies_requester,
+    read_marker,
+    suppression_condition,
+    trigger_differences,
+    webhook_differences,
+    webhook_placeholder,
+    with_condition,
+    without_condition,
+)
 from connector.outbound.queue import OutboundQueue
 from connector.outbound.settings import OutboundConfig, OutboundSettings, WebhookSettings
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
 log = logging.getLogger(__name__)
-
-MARKER = "managed-by=postmaster-bridge"
-WEBHOOK_NAME_PREFIX = "postmaster-bridge"
-_MARKER_RE = re.compile(r"\[managed-by=postmaster-bridge kind=([a-z_]+)(?: account=([^\]\s]+))?\]")
-_PLACEHOLDER_RE = re.compile(r"\{\{pmb:([a-z_]+)(?::([^}]+))?\}\}")
-#: Trigger actions that e-mail the requester (Zendesk's default notification triggers).
-_REQUESTER_TARGETS = frozenset({"requester_id", "requester_and_ccs"})
-
-KIND_WEBHOOK = "webhook"
-KIND_CATEGORY = "trigger_category"
-KIND_TRIGGER = "trigger"
-KIND_MACRO = "macro"
-KIND_NOTIFICATION = "notification_trigger"
-KIND_SECRET = "signing_secret"
-
-
-def marker(kind: str, account: str | None = None) -> str:
-    return f"[{MARKER} kind={kind}" + (f" account={account}]" if account else "]")
-
-
-def read_marker(description: Any) -> tuple[str, str | None] | None:
-    match = _MARKER_RE.search(str(description or ""))
-    return (match.group(1), match.group(2)) if match else None
-
-
-def webhook_placeholder(account: str) -> str:
-    return f"{{{{pmb:webhook:{account}}}}}"
-
-
-CATEGORY_PLACEHOLDER = "{{pmb:category}}"
-
-
-# -- what we want -------------------------------------------------------------------------------
-
-def desired_webhook(settings: OutboundSettings, service: WebhookSettings) -> dict[str, Any]:
-    return {
-        "name": f"{WEBHOOK_NAME_PREFIX} PEC reply ({settings.account})",
-        "description": f"PEC replies sent by postmaster-bridge from {settings.from_address}. "
-                       + marker(KIND_WEBHOOK, settings.account),
-        "endpoint": service.endpoint(settings.account),
-        "http_method": "POST",
-        "request_format": "json",
-        "status": "active",
-        "subscriptions": ["conditional_ticket_events"],
-    }
-
-
-def webhook_body_template(settings: OutboundSettings) -> str:
-    """The JSON body the trigger sends. Zendesk fills the placeholders; the bridge reads only
-    the ticket id from it and renders the message from the API itself (kept for the record)."""
-    return json.dumps({"ticket_id": "{{ticket.id}}", "account": settings.account, "v": 1,
-                       "subject": settings.subject_template,
-                       "message": settings.message_template}, ensure_ascii=False)
-
-
-def desired_trigger(settings: OutboundSettings, service: WebhookSettings, webhook_id: str,
-                    category_id: str) -> dict[str, Any]:
-    return {
-        "title": f"Reply by PEC Connector [{settings.account}]",
-        "description": f"Sends the ticket's reply by PEC from {settings.from_address} "
-                       "(postmaster-bridge). Edit the templates in the bridge configuration "
-                       "and run install again. " + marker(KIND_TRIGGER, settings.account),
-        "active": True,
-        "category_id": category_id,
-        "conditions": {
-            "all": [{"field": "current_tags", "operator": "includes",
-                     "value": settings.reply_tag}],
-            "any": [],
-        },
-        "actions": [
-            {"field": "notification_webhook",
-             "value": [webhook_id, webhook_body_template(settings)]},
-            {"field": "remove_tags", "value": settings.reply_tag},
-            {"field": "current_tags", "value": f"{settings.pending_tag} {service.suppress_tag}"},
-        ],
-    }
-
-
-def desired_macro(settings: OutboundSettings, service: WebhookSettings) -> dict[str, Any]:
-    return {
-        "title": f"Reply by PEC ({settings.account})",
-        "description": f"Send this ticket's reply by PEC from {settings.from_address}. "
-                       + marker(KIND_MACRO, settings.account),
-        "active": True,
-        "actions": [{"field": "current_tags",
-                     "value": f"{settings.reply_tag} {service.suppress_tag}"}],
-    }
-
-
-def suppression_condition(service: WebhookSettings) -> dict[str, Any]:
-    return {"field": "current_tags", "operator": "not_includes", "value": service.suppress_tag}
-
-
-# -- comparing ---------------------------------------------------------------------------------
-
-def _conditions(value: Any) -> dict[str, list[tuple[str, str, str]]]:
-    value = value if isinstance(value, Mapping) else {}
-
-    def rows(items: Any) -> list[tuple[str, str, str]]:
-        return [(str(c.get("field")), str(c.get("operator")), json.dumps(c.get("value")))
-                for c in items or [] if isinstance(c, Mapping)]
-
-    return {"all": rows(value.get("all")), "any": rows(value.get("any"))}
-
-
-def _actions(value: Any) -> list[tuple[str, str]]:
-    out = []
-    for action in value or []:
-        if not isinstance(action, Mapping):
-            continue
-        item = action.get("value")
-        if action.get("field") == "notification_webhook" and isinstance(item, list) \
-                and len(item) == 2:
-            try:
-                item = [str(item[0]), json.loads(item[1])]
-            except (TypeError, ValueError):
-                item = [str(item[0]), item[1]]
-        elif isinstance(item, str):
-            item = " ".join(item.split())
-        out.append((str(action.get("field")), json.dumps(item, sort_keys=True)))
-    return out
-
-
-def trigger_differences(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    diffs = [name for name in ("title", "description", "active")
-             if current.get(name) != wanted.get(name)]
-    if str(current.get("category_id") or "") != str(wanted.get("category_id") or ""):
-        diffs.append("category")
-    if _conditions(current.get("conditions")) != _conditions(wanted.get("conditions")):
-        diffs.append("conditions")
-    if _actions(current.get("actions")) != _actions(wanted.get("actions")):
-        diffs.append("actions")
-    return diffs
-
-
-def macro_differences(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    diffs = [name for name in ("title", "description", "active")
-             if (current.get(name) or None) != (wanted.get(name) or None)]
-    if _actions(current.get("actions")) != _actions(wanted.get("actions")):
-        diffs.append("actions")
-    return diffs
-
-
-def webhook_differences(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    diffs = [name for name in ("name", "description", "endpoint", "http_method",
-                               "request_format", "status") if current.get(name) != wanted[name]]
-    if sorted(current.get("subscriptions") or []) != sorted(wanted["subscriptions"]):
-        diffs.append("subscriptions")
-    return diffs
-
-
-def notifies_requester(trigger: Mapping[str, Any]) -> bool:
-    for action in trigger.get("actions") or []:
-        if not isinstance(action, Mapping) or action.get("field") != "notification_user":
-            continue
-        value = action.get("value")
-        target = value[0] if isinstance(value, list) and value else value
-        if str(target) in _REQUESTER_TARGETS:
-            return True
-    return False
-
-
-def has_condition(trigger: Mapping[str, Any], condition: Mapping[str, Any]) -> bool:
-    wanted = (condition["field"], condition["operator"], json.dumps(condition["value"]))
-    return wanted in _conditions(trigger.get("conditions"))["all"]
-
 
 # -- the plan ----------------------------------------------------------------------------------
 
@@ -399,13 +255,7 @@ def _plan_notifications(plan: Plan, existing: _Existing, service: WebhookSetting
                 f"requesters also get ordinary mail; run install --suppress-email-notifications"
                 f" to add the condition 'tags do not include {service.suppress_tag}' to it")
             continue
-        conditions = trigger.get("conditions") or {}
-        body = {
-            "title": title,
-            "conditions": {"all": [*(conditions.get("all") or []), condition],
-                           "any": list(conditions.get("any") or [])},
-            "actions": list(trigger.get("actions") or []),
-        }
+        body = with_condition(trigger, condition)
         plan.changes.append(Change(KIND_NOTIFICATION, "update", str(trigger["id"]), title,
                                    str(trigger["id"]), body=body,
                                    details=(f"add condition: tags do not include "
@@ -448,14 +298,7 @@ def plan_uninstall(api: ZendeskOutboundAPI, config: OutboundConfig,
                                        str(trigger.get("title") if trigger else record.key),
                                        record.remote_id))
             continue
-        conditions = trigger.get("conditions") or {}
-        wanted = (condition["field"], condition["operator"], json.dumps(condition["value"]))
-        kept = [c for c in conditions.get("all") or []
-                if (str(c.get("field")), str(c.get("operator")),
-                    json.dumps(c.get("value"))) != wanted]
-        body = {"title": trigger.get("title"),
-                "conditions": {"all": kept, "any": list(conditions.get("any") or [])},
-                "actions": list(trigger.get("actions") or [])}
+        body = without_condition(trigger, condition)
         plan.changes.append(Change(KIND_NOTIFICATION, "unsuppress", record.key,
                                    str(trigger.get("title")), record.remote_id, body=body,
                                    details=("remove the condition install added",)))
@@ -487,7 +330,7 @@ def plan_uninstall(api: ZendeskOutboundAPI, config: OutboundConfig,
 
 def _fill(value: Any, ids: Mapping[str, str]) -> Any:
     if isinstance(value, str):
-        return _PLACEHOLDER_RE.sub(lambda m: ids[m.group(0)], value)
+        return PLACEHOLDER_RE.sub(lambda m: ids[m.group(0)], value)
     if isinstance(value, list):
         return [_fill(v, ids) for v in value]
     if isinstance(value, dict):

@@ -270,7 +270,9 @@ class WebhookSettings:
             raise r.error("suppress_tag", f"must be a Zendesk tag, got {suppress_tag!r}")
         settings = cls(
             public_url=public_url,
-            signing_secret=r.secret("signing_secret", required=True),
+            # Needed only when an account sends (checked by outbound_from_raw): a service
+            # section for /metrics and /healthz alone has no webhook to sign.
+            signing_secret=r.secret("signing_secret", required=False),
             host=r.get("host", str, "127.0.0.1"),
             port=port,
             max_body_bytes=r.size("max_body_bytes", 256 * 1024),
@@ -280,7 +282,7 @@ class WebhookSettings:
             suppress_tag=suppress_tag,
             category_name=r.get("category_name", str, "PEC Connector"),
         )
-        if len(settings.signing_secret) < 16:
+        if settings.signing_secret and len(settings.signing_secret) < 16:
             raise r.error("signing_secret", "is too short: use at least 16 random characters")
         r.finish()
         return settings
@@ -330,6 +332,10 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> Ou
     elif any(a.enabled for a in accounts):
         raise ConfigError("is required when an account has outbound enabled (public_url and "
                           "signing_secret for the Zendesk webhook)", path=where, key="service")
+    if service is not None and not service.signing_secret and any(a.enabled for a in accounts):
+        raise ConfigError("is required when an account has outbound enabled (as "
+                          "signing_secret: ${ENV_NAME} or signing_secret_file: PATH)",
+                          path=where, key="service.signing_secret")
     return OutboundConfig(accounts=tuple(accounts), service=service)
 
 

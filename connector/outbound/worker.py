@@ -151,6 +151,8 @@ class OutboundWorker:
         interval = (service.sweep_interval if service else 5.0) * 60.0
         next_sweep = self.clock()
         while not self.stop_event.is_set():
+            # Cleared before the pass, so a webhook arriving during it wakes the next wait.
+            self.wake.clear()
             try:
                 self.run_once()
                 if self.clock() >= next_sweep:
@@ -161,17 +163,19 @@ class OutboundWorker:
             except Exception:  # the worker must outlive any single surprise
                 log.exception("outbound worker: unexpected error; continuing")
             self.wake.wait(self._idle_wait(next_sweep))
-            self.wake.clear()
 
     def _idle_wait(self, next_sweep: float) -> float:
+        """How long to sleep: until the next due job or sweep, at most IDLE_POLL. A job due
+        now but not claimed waits for its account's rate slot (no busy loop)."""
         now = self.clock()
         wait = min(IDLE_POLL, max(0.0, next_sweep - now))
         due = self.queue.next_due_at()
-        if due is not None:
-            wait = min(wait, max(0.0, due - now))
-        waits = [self.rate.wait_needed(a) for a in self.accounts]
-        if due is not None and due <= now and waits and all(w > 0 for w in waits):
-            wait = max(wait, min(waits))  # everything due is rate-limited: wait for a slot
+        if due is not None and due > now:
+            wait = min(wait, due - now)
+        elif due is not None:
+            slots = [w for w in (self.rate.wait_needed(a) for a in self.accounts) if w > 0]
+            if slots:
+                wait = min(max(wait, min(slots)), IDLE_POLL)
         return max(wait, 0.05)
 
     def stop(self) -> None:
@@ -264,9 +268,11 @@ class OutboundWorker:
         if job.source == "webhook" and skip.holder is not None:
             # An agent asked again for a comment that already went out: say so on the ticket.
             holder = self.queue.job(skip.holder)
-            sent_as = f" as <{holder.message_id}>" if holder and holder.message_id else ""
-            text = (f"PEC not sent again: this comment was already handled by outbound job "
-                    f"{skip.holder}{sent_as}. To send it once more, run "
+            state = holder.state.value if holder else "unknown"
+            sent_as = f", Message-ID <{holder.message_id}>" if holder and holder.message_id \
+                else ""
+            text = (f"PEC not sent again: this comment is handled by outbound job "
+                    f"{skip.holder} (state {state}{sent_as}). To send it once more anyway, run "
                     f"`postmaster-bridge outbound retry {job.id}`.")
             try:
                 self.api.add_note(job.ticket_id, text,

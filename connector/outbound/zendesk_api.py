@@ -52,9 +52,8 @@ class ZendeskOutboundAPI:
                  params: Mapping[str, str] | None = None, body: Any = None,
                  allow: frozenset[int] = frozenset(), ticket_id: int | None = None,
                  retry_ambiguous: bool = True) -> requests.Response:
-        # The adapter's authenticated call with retries. The lead exposes it as request();
-        # until then the private _call has the same keyword arguments.
-        call = getattr(self.adapter, "request", None) or self.adapter._call
+        # The adapter's authenticated call with retries and the per-ticket update limit.
+        call = self.adapter.request
         data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else None
         return call(method, path, operation=operation, params=params, data=data,

@@ -73,9 +73,13 @@ class Metrics:
                                registry=self.registry)
         self._lock = threading.Lock()
 
-    def watch_store(self, store: SQLiteStore, accounts: Iterable[str],
-                    queue_depth: Callable[[], dict[str, int]] | None = None) -> None:
-        self.registry.register(_StateCollector(store, accounts, queue_depth))
+    def watch_store(self, store: SQLiteStore, accounts: Iterable[str]) -> None:
+        self._collector = _StateCollector(store, accounts, None)
+        self.registry.register(self._collector)
+
+    def watch_queue(self, queue_depth: Callable[[], dict[str, int]]) -> None:
+        """Report the outbound queue's jobs by state (read at scrape time)."""
+        self._collector.queue_depth = queue_depth
 
     def observe_message(self, account: str, outcome: str, seconds: float) -> None:
         self.messages.labels(account, outcome).inc()

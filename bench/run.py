@@ -1,0 +1,482 @@
+"""Benchmark entry point: ``python bench/run.py COMMAND [options]`` (see bench/README.md).
+
+Commands:
+  e2e           the bridge end to end (AccountPoller.poll: IMAP list/fetch, pipeline, move)
+                against Dovecot and a zero-latency host; ``--profile`` for where time goes
+  fetch         the same IMAP fetch path alone (ImapMailbox.list_new + fetch)
+  parse         parse_message alone on the corpus in memory, with stdlib comparisons
+  idle-latency  APPEND -> host ticket create latency with IDLE (bridge as a real process)
+  rss           peak RSS above idle while one large message goes end to end
+  experiments   the measurements behind the recommendations (SQLite commits, batched MOVE,
+                parsing in a process pool)
+
+Nothing is written into the repository: everything goes to a temporary work directory (or
+``--workdir``), reports to ``--out`` if given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import logging
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus  # noqa: E402
+from harness import REPO, BenchEnv  # noqa: E402
+from measure import Counters, breakdown, format_breakdown, timed  # noqa: E402
+
+
+def _corpus(args: argparse.Namespace) -> list[corpus.CorpusMail]:
+    start = time.perf_counter()
+    mails = list(corpus.generate(args.count, args.scale, args.seed))
+    total = sum(m.size for m in mails)
+    print(f"corpus: {len(mails)} mails, {total / 1e6:.1f} MB (seed {args.seed}, scale "
+          f"{args.scale}), generated in {time.perf_counter() - start:.1f}s", flush=True)
+    return mails
+
+
+def _emit(args: argparse.Namespace, name: str, result: dict[str, Any]) -> None:
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "results.jsonl", "a") as fh:
+            fh.write(json.dumps({"command": name, **result}) + "\n")
+
+
+def _setup_logging(workdir: Path, level: str) -> Path:
+    """As the CLI does for ``run`` (INFO by default), into a file instead of the terminal."""
+    path = workdir / "bridge.log"
+    logging.basicConfig(level=getattr(logging, level.upper()), force=True,
+                        filename=path, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return path
+
+
+def build_poller(config_path: Path, counters: Counters | None = None):  # noqa: ANN201
+    """Store, host, filter stage, pipeline and poller as ``postmaster-bridge run`` builds them
+    (``connector.cli._build``; both its older tuple and its ``Parts`` shape are accepted)."""
+    from connector import cli
+    from connector.config import load_config
+    from connector.service.runner import AccountPoller
+
+    config = load_config(config_path)
+    account = config.accounts[0]
+    parts = cli._build(config, sys.stdout)
+    if hasattr(parts, "pipeline"):
+        store, dry_run = parts.store, parts.dry_run
+        if hasattr(parts, "metrics") and hasattr(parts.metrics, "watch_store"):
+            parts.metrics.watch_store(store, [account.name])
+        pipeline = parts.pipeline(account)
+    else:
+        store, host, filter_stage, dry_run = parts
+        pipeline = cli._pipeline(config, account, store, host, filter_stage)
+    if counters is not None:
+        store._db.set_trace_callback(counters.sql_callback)
+    return AccountPoller(account, store, pipeline, dry_run=dry_run), store
+
+
+def _time_host_requests(host: Any) -> dict[str, list[float]]:
+    """Wall time of each HTTP exchange as the bridge sees it, by method and route."""
+    import re
+
+    times: dict[str, list[float]] = {}
+    raw_request = getattr(host, "_raw_request", None)
+    if raw_request is None:
+        return times
+    number = re.compile(r"/\d+")
+
+    def timed_request(method: str, url: str, operation: str, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return raw_request(method, url, operation, **kwargs)
+        finally:
+            path = number.sub("/{id}", url.split("://", 1)[-1].split("/", 1)[-1].split("?")[0])
+            entry = times.setdefault(f"{method} /{path}", [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+
+    host._raw_request = timed_request
+    return times
+
+
+def _time_store_transactions(store: Any) -> list[float]:
+    """[count, seconds] of the store's write transactions (BEGIN IMMEDIATE .. COMMIT)."""
+    from contextlib import contextmanager
+
+    totals = [0, 0.0]
+    original = store._tx
+
+    @contextmanager
+    def timed_tx() -> Any:
+        start = time.perf_counter()
+        with original() as db:
+            yield db
+        totals[0] += 1
+        totals[1] += time.perf_counter() - start
+
+    store._tx = timed_tx
+    return totals
+
+
+# -- e2e ---------------------------------------------------------------------------------------
+
+
+def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: float,
+             profile: str | None, out_dir: Path | None) -> dict[str, Any]:
+    env.reset_host()
+    inbox = env.restore()
+    config = env.write_config(batch_size=args.batch_size)
+    counters = Counters()
+    poller, store = build_poller(config, counters)
+    host_times = _time_host_requests(poller.pipeline.host)
+    tx_times = _time_store_transactions(store)
+    in_process = [0.0]
+    in_settle = [0.0]
+    poller.pipeline.process = timed(in_process, poller.pipeline.process)  # type: ignore[method-assign]
+    poller._settle = timed(in_settle, poller._settle)  # type: ignore[method-assign]
+    gc.collect()
+    profiler: Any = None
+    if profile == "pyinstrument":
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+    elif profile == "cprofile":
+        profiler = cProfile.Profile()
+        profiler.enable()
+    before = env.cpu_mark()
+    with counters.imap_commands():
+        summary = poller.poll()
+        if hasattr(poller, "close"):
+            poller.close()  # the runner keeps its connection open between passes
+    time.sleep(0.3)  # let Dovecot reap the session's imap process, so its CPU time is counted
+    used = env.cpu_mark().since(before)
+    used.wall -= 0.3
+    report = ""
+    if profile == "pyinstrument":
+        profiler.stop()
+        report = profiler.output_text(unicode=True, color=False, show_all=False)
+        if out_dir is not None:
+            (out_dir / "e2e-pyinstrument.html").write_text(profiler.output_html())
+            (out_dir / "e2e-pyinstrument.txt").write_text(report)
+    elif profile == "cprofile":
+        profiler.disable()
+        stream = io.StringIO()
+        stats = pstats.Stats(profiler, stream=stream)
+        report = format_breakdown(breakdown(stats, messages))
+        stats.sort_stats("tottime").print_stats(30)
+        if out_dir is not None:
+            stats.dump_stats(str(out_dir / "e2e.pstats"))
+            (out_dir / "e2e-cprofile-top.txt").write_text(stream.getvalue())
+        report += "\n\n" + stream.getvalue()
+    store.close()
+    host_stats = env.host.stats() if env.host_kind == "bench" else {}
+    counts = env.folder_counts()
+    result = {
+        "messages": messages, "inbox_before": inbox, "megabytes": round(megabytes, 1),
+        "summary": summary.line(), "wall_s": round(used.wall, 3),
+        "msgs_per_s": round(messages / used.wall, 1), "mb_per_s": round(megabytes / used.wall, 1),
+        "cpu_s": {"bridge": round(used.bridge, 2), "dovecot": round(used.dovecot, 2),
+                  "host": round(used.host, 2)},
+        "bridge_time_s": {"pipeline.process": round(in_process[0], 2),
+                          "move (settle)": round(in_settle[0], 2),
+                          "list+fetch+rest": round(used.wall - in_process[0] - in_settle[0], 2)},
+        "sql_per_mail": {k: round(v / messages, 2) for k, v in counters.sql.most_common()},
+        "imap_commands": dict(counters.imap.most_common()),
+        "host_requests": host_stats.get("routes", {}),
+        "host_requests_per_mail": round(sum(host_stats.get("routes", {}).values()) / messages, 2),
+        "host_client_ms_per_request": {k: round(1000 * v[1] / v[0], 2)
+                                       for k, v in sorted(host_times.items())},
+        "store_transactions": {"count_per_mail": round(tx_times[0] / messages, 2),
+                               "ms_each": round(1000 * tx_times[1] / max(tx_times[0], 1), 3),
+                               "ms_per_mail": round(1000 * tx_times[1] / messages, 2)},
+        "folders_after": counts,
+        "profile": profile,
+    }
+    if report:
+        result["report"] = report
+    return result
+
+
+def _e2e_result_line(result: dict[str, Any]) -> str:
+    cpu = result["cpu_s"]
+    return (f"{result['msgs_per_s']} msgs/s ({result['wall_s']:.1f}s; CPU bridge "
+            f"{cpu['bridge']}s dovecot {cpu['dovecot']}s host {cpu['host']}s; "
+            f"COMMIT/mail {result['sql_per_mail'].get('COMMIT')}; "
+            f"UID MOVE {result['imap_commands'].get('UID MOVE')}) {result['summary']}")
+
+
+def _print_e2e(result: dict[str, Any]) -> None:
+    print(f"\n== e2e: {result['messages']} mails, {result['megabytes']} MB "
+          f"(profile: {result['profile'] or 'off'})")
+    print(f"  {result['summary']}")
+    print(f"  wall {result['wall_s']:.2f}s -> {result['msgs_per_s']} msgs/s, "
+          f"{result['mb_per_s']} MB/s")
+    cpu = result["cpu_s"]
+    print(f"  CPU seconds: bridge {cpu['bridge']}, dovecot {cpu['dovecot']}, host double "
+          f"{cpu['host']}  (of {2 * result['wall_s']:.1f} available on 2 cores)")
+    print(f"  bridge wall split: {result['bridge_time_s']}")
+    print(f"  SQLite statements per mail: {result['sql_per_mail']}")
+    print(f"  IMAP commands: {result['imap_commands']}")
+    print(f"  host requests ({result['host_requests_per_mail']}/mail): "
+          f"{result['host_requests']}")
+    print(f"  host request wall time as the bridge sees it (ms): "
+          f"{result['host_client_ms_per_request']}")
+    print(f"  store write transactions: {result['store_transactions']}")
+    print(f"  folders after: {result['folders_after']}")
+    if result.get("report"):
+        print(result["report"])
+
+
+def cmd_e2e(args: argparse.Namespace) -> int:
+    mails = _corpus(args)
+    megabytes = sum(m.size for m in mails) / 1e6
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with BenchEnv(Path(args.workdir) if args.workdir else None, host=args.host) as env:
+        log_path = _setup_logging(env.workdir, args.log_level)
+        start = time.perf_counter()
+        env.load(m.raw for m in mails)
+        mails_count = len(mails)
+        del mails
+        gc.collect()
+        print(f"loaded into Dovecot in {time.perf_counter() - start:.1f}s", flush=True)
+        for run in range(args.repeat):
+            result = _one_e2e(env, args, mails_count, megabytes, None, out_dir)
+            result["run"] = run + 1
+            _print_e2e(result)
+            _emit(args, "e2e", result)
+        if args.profile:
+            for profile in args.profile.split(","):
+                result = _one_e2e(env, args, mails_count, megabytes, profile, out_dir)
+                _print_e2e(result)
+                _emit(args, f"e2e-{profile}", {k: v for k, v in result.items() if k != "report"})
+        print(f"\nbridge log: {log_path} (kept only with --workdir)")
+    return 0
+
+
+# -- fetch -------------------------------------------------------------------------------------
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from connector.config import load_config
+    from connector.fetch.imap import ImapMailbox
+
+    mails = _corpus(args)
+    megabytes = sum(m.size for m in mails) / 1e6
+    with BenchEnv(Path(args.workdir) if args.workdir else None, host=args.host) as env:
+        env.load(m.raw for m in mails)
+        del mails
+        gc.collect()
+        for batch in args.batch_sizes:
+            for run in range(args.repeat):
+                config = load_config(env.write_config(batch_size=batch))
+                before = env.cpu_mark()
+                count = size = 0
+                with ImapMailbox(config.accounts[0]) as mailbox:
+                    listed = mailbox.list_new(set())
+                    for message in mailbox.fetch(listed):
+                        count += 1
+                        size += len(message.raw or b"")
+                time.sleep(0.3)
+                used = env.cpu_mark().since(before)
+                used.wall -= 0.3
+                result = {"batch_size": batch, "run": run + 1, "messages": count,
+                          "megabytes": round(size / 1e6, 1), "wall_s": round(used.wall, 3),
+                          "msgs_per_s": round(count / used.wall, 1),
+                          "mb_per_s": round(megabytes / used.wall, 1),
+                          "cpu_s": {"bridge": round(used.bridge, 2),
+                                    "dovecot": round(used.dovecot, 2)}}
+                print(f"fetch batch={batch:4d} run {run + 1}: {count} mails in "
+                      f"{used.wall:.2f}s -> {result['msgs_per_s']} msgs/s, "
+                      f"{result['mb_per_s']} MB/s; CPU bridge {used.bridge:.2f}s dovecot "
+                      f"{used.dovecot:.2f}s", flush=True)
+                _emit(args, "fetch", result)
+    return 0
+
+
+# -- parse -------------------------------------------------------------------------------------
+
+
+def _parse_variants() -> dict[str, Callable[[bytes], Any]]:
+    from email import policy
+    from email.parser import BytesParser
+
+    from connector.mail.parse import parse_message
+
+    default_parser = BytesParser(policy=policy.default)
+    compat_parser = BytesParser(policy=policy.compat32)
+
+    def stdlib_default(raw: bytes) -> Any:
+        """What a policy.default-based reader does: parse, then decode every leaf."""
+        msg = default_parser.parsebytes(raw)
+        for part in msg.walk():
+            if not part.is_multipart():
+                part.get_content()
+        return msg
+
+    def stdlib_compat32(raw: bytes) -> Any:
+        msg = compat_parser.parsebytes(raw)
+        for part in msg.walk():
+            if not part.is_multipart():
+                part.get_payload(decode=True)
+        return msg
+
+    return {"parse_message": parse_message, "stdlib policy.default + get_content":
+            stdlib_default, "stdlib compat32 + decode": stdlib_compat32}
+
+
+def _pipeline_job_stage() -> Callable[[bytes], Any]:
+    """parse + the PEC look the pipeline does on every mail (find_pec + plan_pec when the mail
+    shows PEC signs) + HTML sanitizing for the ticket body: the CPU work of one message that
+    needs neither the ledger nor the host."""
+    from connector.decide.pec import plan_pec
+    from connector.mail.html import html_to_text, sanitize_html
+    from connector.mail.parse import parse_message
+    from connector.pec import find_pec
+    from connector.service.pipeline import _may_be_pec
+
+    def job(raw: bytes) -> Any:
+        message = parse_message(raw)
+        content = message
+        if _may_be_pec(message):
+            plan = plan_pec(message, find_pec(raw), account_is_pec=False, parse=parse_message)
+            content = plan.content if plan is not None else message
+        html = sanitize_html(content.html_body) if content.html_body else None
+        text = content.text_body or (html_to_text(html) if html else "")
+        return content, html, text
+
+    return job
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    mails = _corpus(args)
+    raws = [m.raw for m in mails]
+    megabytes = sum(len(r) for r in raws) / 1e6
+    variants = _parse_variants()
+    variants["pipeline CPU stage (parse+PEC+sanitize)"] = _pipeline_job_stage()
+    wanted = args.variants.split(",") if args.variants else list(variants)
+    for name in variants:
+        if not any(w in name for w in wanted):
+            continue
+        func = variants[name]
+        for run in range(args.repeat):
+            gc.collect()
+            start = time.perf_counter()
+            cpu = time.process_time()
+            for raw in raws:
+                func(raw)
+            wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu
+            result = {"variant": name, "run": run + 1, "messages": len(raws),
+                      "wall_s": round(wall, 3), "msgs_per_s": round(len(raws) / wall, 1),
+                      "mb_per_s": round(megabytes / wall, 1), "cpu_s": round(cpu, 2)}
+            print(f"parse {name:44s} run {run + 1}: {result['msgs_per_s']:8.1f} msgs/s "
+                  f"{result['mb_per_s']:6.1f} MB/s (one core)", flush=True)
+            _emit(args, "parse", result)
+    return 0
+
+
+# -- the rest lives in their own modules -------------------------------------------------------
+
+
+def cmd_idle(args: argparse.Namespace) -> int:
+    from idle import run_idle_latency
+
+    return run_idle_latency(args)
+
+
+def cmd_rss(args: argparse.Namespace) -> int:
+    from rss import run_rss
+
+    return run_rss(args)
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from experiments import run_experiments
+
+    return run_experiments(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--count", type=int, default=corpus.DEFAULT_COUNT)
+    common.add_argument("--scale", type=float, default=1.0)
+    common.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED)
+    common.add_argument("--repeat", type=int, default=1)
+    common.add_argument("--workdir", help="keep Dovecot, ledger and logs here (default: a "
+                        "temporary directory, removed at the end)")
+    common.add_argument("--out", help="directory for results.jsonl and profiles")
+    common.add_argument("--host", choices=("bench", "zendesk-double"), default="bench",
+                        help="bench: bench/host_double.py (default); zendesk-double: "
+                        "tests/zendesk_double.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("e2e", parents=[common], help="end to end through the bridge")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--profile", help="after the timed runs, profiled runs: pyinstrument, "
+                   "cprofile or both (comma-separated)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    p.set_defaults(func=cmd_e2e)
+
+    p = sub.add_parser("fetch", parents=[common], help="IMAP list + fetch only")
+    p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[200])
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("parse", parents=[common], help="parsing only, one core")
+    p.add_argument("--variants", help="comma-separated substrings of variant names")
+    p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("idle-latency", parents=[common],
+                       help="APPEND -> ticket create latency with IDLE")
+    p.add_argument("--messages", type=int, default=40)
+    p.add_argument("--gap", type=float, default=1.0, help="seconds between APPENDs")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for one create before calling IDLE unavailable")
+    p.add_argument("--account-extra", default="",
+                   help="YAML lines added to the account (e.g. an IDLE switch)")
+    p.add_argument("--bridge-verbose", action="store_true",
+                   help="run the bridge with -v (DEBUG log in the work directory)")
+    p.set_defaults(func=cmd_idle)
+
+    p = sub.add_parser("rss", parents=[common], help="peak RSS on one large message")
+    p.add_argument("--size-mb", type=float, default=25.0)
+    p.add_argument("--copies", action="store_true",
+                   help="also list the large live buffers (tracemalloc) at the peak")
+    p.add_argument("--bounce-fix", action="store_true",
+                   help="with the bounce pre-check on the header block only (experiments.py)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_rss)
+
+    p = sub.add_parser("experiments", parents=[common],
+                       help="measurements behind the recommendations")
+    p.add_argument("--only", help="comma-separated: sqlite,move,pool,filters,bounce,prototype")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--profile", choices=("cprofile",), help="profile every e2e variant")
+    p.set_defaults(func=cmd_experiments)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.out and Path(args.out).resolve().is_relative_to(REPO):
+        print("--out must be outside the repository", file=sys.stderr)
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
