@@ -571,10 +571,10 @@ def test_mail_over_max_size_goes_to_the_error_folder_without_download(
 class ConnectionLostBeforeMove(ImapMailbox):
     """The connection dies right after the ledger recorded the ticket, before the move."""
 
-    def mark_processed(self, message: Any) -> None:
+    def mark_processed_many(self, messages: Any) -> None:
         assert self._client is not None
         self._client.shutdown()
-        super().mark_processed(message)
+        super().mark_processed_many(messages)
 
 
 def test_uidvalidity_change_makes_no_duplicate_tickets(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +82,11 @@ class IdleSpy:
                 return super().idle_done()
 
         class Mailbox(ImapMailbox):
-            def mark_processed(self, message: MessageHandle) -> None:
+            def mark_processed_many(self, messages: Sequence[MessageHandle]) -> None:
                 hook, spy.before_first_move = spy.before_first_move, None
-                if hook is not None:
+                if hook is not None and messages:
                     hook()
-                super().mark_processed(message)
+                super().mark_processed_many(messages)
 
         return Mailbox(acc, client_class=Client)
 

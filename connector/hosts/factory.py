@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol, TextIO
 
 from connector.config import HostConfig
@@ -41,6 +43,13 @@ def _zendesk(config: HostConfig, observer: HostObserver | None,
     from connector.hosts.zendesk import ZendeskAdapter, ZendeskSettings
 
     session = requests.Session()
+    # requests reads proxy and CA settings from the environment again on every call (about a
+    # third of its CPU per call, measured in bench/); read them once here instead.
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(config.url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and config.ca_file is None and config.verify_tls:
+        config = replace(config, ca_file=bundle)
     if observer is not None:
         def count(response: requests.Response, *args: object, **kwargs: object) -> None:
             observer.observe_host_response(response.request.method or "?",

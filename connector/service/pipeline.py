@@ -153,6 +153,7 @@ class Job:
     content: ParsedMessage  # what the ticket shows (the certified original, the forwarded mail)
     verdict: FilterVerdict
     plan: PecPlan | None = None
+    holder: int | None = None  # the record that holds this mail's dedupe key
 
     @property
     def is_receipt(self) -> bool:
@@ -258,8 +259,8 @@ class Pipeline:
         if record.state == MessageState.PUSHING and record.pending:
             return self._resume(job)
 
-        holder = self.store.claim_dedupe_key(job.message.dedupe_key, record.id)
-        if holder != record.id:
+        holder = job.holder
+        if holder is not None and holder != record.id:
             other = self.store.get_message_by_id(holder)
             if other is not None and other.state in (MessageState.DONE, MessageState.IGNORED):
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
@@ -321,10 +322,10 @@ class Pipeline:
         verdict, trace = self.filter_stage(content, self.account, record.id)
         if plan is not None:
             trace = {**trace, "pec": plan.trace}
-        self.store.describe_message(
+        holder = self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
             sender=sender.normalized, subject=content.subject, trace=trace)
-        return Job(ctx, record, message, verdict.message or content, verdict, plan)
+        return Job(ctx, record, message, verdict.message or content, verdict, plan, holder)
 
     def _pec_plan(self, ctx: MessageContext, raw: bytes, message: ParsedMessage) -> PecPlan | None:
         """Unwrap PEC: on PEC accounts always; elsewhere when the mail shows PEC signs."""

@@ -7,6 +7,7 @@ in the inbox; the next pass sees its terminal state and only moves it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -228,6 +229,7 @@ class AccountPoller:
 
         states = self.store.ref_states(name, state.refs)
         listed = mailbox.list_new(lambda ref: self._settled(states.get(ref)))
+        moves = _Moves(mailbox, self.dry_run, self.account.batch_size)
         to_fetch: list[ListedMessage] = []
         for item in listed:
             recorded = states.get(item.ref)
@@ -235,16 +237,24 @@ class AccountPoller:
                 # Recorded before a crash, never moved: finish the move only.
                 record = self.store.get_message(name, item.ref)
                 if record is not None:
-                    self._settle(mailbox, item, outcome_of(record))
+                    moves.add(item, outcome_of(record))
                 continue
             to_fetch.append(item)
-        for message in mailbox.fetch(to_fetch):
-            if self.stop.is_set():
-                log.info("account=%s: stopping; the rest waits for the next run", name)
-                break
-            result = self.pipeline.process(message.ref, message.raw, message.size)
-            summary.add(result.outcome, already_recorded=result.already_recorded)
-            self._settle(mailbox, message, result.outcome)
+        try:
+            for message in mailbox.fetch(to_fetch):
+                if self.stop.is_set():
+                    log.info("account=%s: stopping; the rest waits for the next run", name)
+                    break
+                result = self.pipeline.process(message.ref, message.raw, message.size)
+                summary.add(result.outcome, already_recorded=result.already_recorded)
+                moves.add(message, result.outcome)
+        except BaseException:
+            # Every outcome so far is committed to the ledger: move what can be moved; what
+            # cannot, the next pass moves (it sees the terminal records).
+            with contextlib.suppress(FetchError):
+                moves.flush()
+            raise
+        moves.flush()
 
     @staticmethod
     def _message_ids(mailbox: Mailbox, refs: Collection[str]) -> dict[str, str | None]:
@@ -265,14 +275,39 @@ class AccountPoller:
             log.info("account=%s: %d message(s) skipped at the first sync are still left "
                      "alone after the UIDVALIDITY change", self.account.name, len(again))
 
-    def _settle(self, mailbox: Mailbox, handle: MessageHandle, outcome: Outcome) -> None:
-        if self.dry_run:
-            return
+
+
+class _Moves:
+    """Mail whose outcome is recorded, waiting to leave the inbox: moved a batch at a time
+    (one ``UID MOVE`` per batch) where the mailbox can, one by one elsewhere."""
+
+    def __init__(self, mailbox: Mailbox, dry_run: bool, batch_size: int) -> None:
+        self.mailbox = mailbox
+        self.dry_run = dry_run
+        self.batch_size = max(1, batch_size)
+        self.pending: dict[str, list[MessageHandle]] = {"processed": [], "error": []}
+
+    def add(self, handle: MessageHandle, outcome: Outcome) -> None:
         action = outcome.mailbox_action
-        if action == "processed":
-            mailbox.mark_processed(handle)
-        elif action == "error":
-            mailbox.mark_failed(handle)
+        if self.dry_run or action is None:
+            return
+        self.pending[action].append(handle)
+        if sum(len(v) for v in self.pending.values()) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        processed, failed = self.pending["processed"], self.pending["error"]
+        self.pending = {"processed": [], "error": []}
+        many_ok = getattr(self.mailbox, "mark_processed_many", None)
+        many_failed = getattr(self.mailbox, "mark_failed_many", None)
+        if many_ok is not None and many_failed is not None:
+            many_ok(processed)
+            many_failed(failed)
+            return
+        for handle in processed:
+            self.mailbox.mark_processed(handle)
+        for handle in failed:
+            self.mailbox.mark_failed(handle)
 
 
 class Service:

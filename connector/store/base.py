@@ -124,7 +124,10 @@ class Store(Protocol):
 
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
-                         trace: dict[str, Any] | None) -> None: ...
+                         trace: dict[str, Any] | None) -> int | None:
+        """Record what the message is and claim its dedupe key in one transaction; returns
+        the record id holding the key."""
+        ...
 
     def claim_dedupe_key(self, dedupe_key: str, record_id: int) -> int:
         """Atomically claim ``dedupe_key`` for this record; returns the record id that holds it."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from connector.filters.classifiers.base import ClassifierContext, Verdict
-from connector.filters.classifiers.dsn import analyse
+from connector.filters.classifiers.dsn import analyse, may_be_bounce
 from connector.filters.verdicts import BounceDetails, Classification, Kind
 
 BOUNCE = "X-OTOBO-Bounce"
@@ -20,6 +20,8 @@ class BounceClassifier:
 
     def run(self, ctx: ClassifierContext) -> Verdict:
         message = ctx.message
+        if not may_be_bounce(message):
+            return Verdict.quiet("not a delivery report")
         report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
         if report is None:
             return Verdict.quiet("not a delivery report")

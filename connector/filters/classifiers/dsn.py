@@ -26,6 +26,8 @@ from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
+from connector.mail.model import ParsedMessage
+
 ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 # In free text only failure classes count: "2.0.12" is more likely a version number.
@@ -152,6 +154,24 @@ def analyse(raw: bytes, *, subject: str = "", text_body: str = "") -> BounceRepo
     if report is not None:
         return report
     return _heuristic(msg, subject or _header(msg, "Subject"), text_body)
+
+
+def may_be_bounce(message: ParsedMessage) -> bool:
+    """The same cheap look as ``_may_be_bounce`` on an already parsed message: no second
+    parse, no scan of the body bytes (the parsed parts already say what they are)."""
+    content_type = (message.header("Content-Type") or "").lower()
+    if "report" in content_type or "delivery-status" in content_type:
+        return True
+    if any("delivery-status" in a.content_type.lower() for a in message.attachments):
+        return True
+    if message.header("X-Failed-Recipients"):
+        return True
+    sender = message.from_
+    if message.header("From") is not None and (sender is None or not sender.email.strip()):
+        return True  # "From: <>" and other empty senders: how many MTAs sign their reports
+    if sender is not None and _is_daemon(sender.name, sender.email):
+        return True
+    return bool(_FAIL_SUBJECT.search(message.subject))
 
 
 def _may_be_bounce(raw: bytes, subject: str) -> bool:
