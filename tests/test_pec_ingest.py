@@ -44,6 +44,7 @@ from connector.hosts.factory import make_host
 from connector.service.filtering import make_filter_stage
 from connector.service.pipeline import Pipeline
 from connector.service.runner import AccountPoller, AccountSummary
+from connector.store import MessageState
 from connector.store.sqlite import SQLiteStore
 
 ACCOUNT = "pec-inbox"
@@ -763,3 +764,47 @@ def test_envelope_is_archived_byte_exact(
     [ticket] = zd.tickets()
     [envelope] = eml_attachments(ticket, "pec-envelope")
     assert download(envelope, zd) == files[0].read_bytes()
+
+
+# A burst of receipts for one ticket in one pass is one ticket update, not one per receipt
+# (Zendesk allows 30 updates per ticket per 10 minutes).
+def test_receipts_of_one_pass_share_one_update(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
+    ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
+    other_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
+    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out")
+    bridge.store.map_message_ids(other_id, ["reply-77@helpdesk.example.it"], direction="out")
+    acceptance, failure = sample(SENT_ACCEPTANCE), sample(SENT_FAILURE)
+    delivered = delivery_receipt(
+        sender="helpdesk@pec.example.it", recipient="cliente@pec.example.it",
+        subject="Preventivo", identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
+        msgid="reply-77@helpdesk.example.it")
+    dovecot.append(mailbox_user, [acceptance, failure, delivered])
+    zd.clear_requests()
+
+    summary = bridge.poll()
+
+    assert summary.counts["noted"] == 3, summary.line()
+    updates = [r for r in zd.requests_log() if r["method"] == "PUT"
+               and r["path"] == f"/api/v2/tickets/{ticket_id}"]
+    assert len(updates) == 1  # two receipts, one update
+    ticket = zd.ticket(ticket_id)
+    assert {"pec_accepted", "pec_delivery_failed"} <= set(ticket["tags"])
+    note = ticket["comments"][-1]
+    assert note["public"] is False
+    assert "2024-11-15T18:20:38+01:00" in note["plain_body"]  # the acceptance
+    assert "5.1.1" in note["plain_body"]  # the failure
+    assert sorted(download(a, zd) for a in note["attachments"]) == sorted([acceptance, failure])
+    assert SENT_IDENTIFICATIVO in note["plain_body"]
+    # The lone receipt of the other ticket is a note of its own.
+    assert "pec_delivered" in zd.ticket(other_id)["tags"]
+    assert len(zd.tickets()) == 2
+    states = {r.state for r in bridge.store.messages()}
+    assert states == {MessageState.DONE}
+    assert_all_processed(dovecot, mailbox_user, [acceptance, failure, delivered])
+
+    # Nothing is done twice on the next pass.
+    assert bridge.poll().counts["fetched"] == 0
+    assert len(zd.ticket(ticket_id)["comments"]) == len(ticket["comments"])

@@ -60,13 +60,14 @@ class Outcome(StrEnum):
     FAILED = "failed"
     RETRY = "retry"  # transient failure: the mail stays where it is for the next pass
     SKIPPED = "skipped"
+    DEFERRED = "deferred"  # a PEC receipt held to share one ticket update: flush_deferred()
 
     @property
     def mailbox_action(self) -> str | None:
         """What the fetcher does with the mail: 'processed', 'error' or nothing."""
         if self in (Outcome.FAILED,):
             return "error"
-        if self in (Outcome.RETRY, Outcome.SKIPPED):
+        if self in (Outcome.RETRY, Outcome.SKIPPED, Outcome.DEFERRED):
             return None
         return "processed"
 
@@ -188,10 +189,20 @@ class Pipeline:
         self.lookup = StoreThreadLookup(store, host)
         self.decider = Decider(account, host_config, self.lookup)
         self.metrics = metrics
+        self._defer_receipts = False
+        self._deferred: dict[int, list[tuple[Job, Decision]]] = {}
 
     # -- entry point ------------------------------------------------------------------------
-    def process(self, ref: str, raw: bytes | None, size: int | None = None) -> Result:
-        """Process one fetched message. ``raw`` is None when it was too large to download."""
+    def process(self, ref: str, raw: bytes | None, size: int | None = None, *,
+                defer_receipts: bool = False) -> Result:
+        """Process one fetched message. ``raw`` is None when it was too large to download.
+
+        With ``defer_receipts``, PEC receipts for an existing ticket come back DEFERRED and
+        are added by ``flush_deferred()``, one ticket update for all receipts of a ticket:
+        a burst of delivery receipts would otherwise spend Zendesk's 30 updates per ticket
+        per 10 minutes.
+        """
+        self._defer_receipts = defer_receipts
         ctx = MessageContext(self.account.name, ref)
         started = time.monotonic()
         existing = self.store.get_message(self.account.name, ref)
@@ -218,11 +229,75 @@ class Pipeline:
                 self.store.record_failure(record.id,
                                           f"unexpected: {type(exc).__name__}: {exc}")
                 result = Result(Outcome.RETRY, record.id, reason=str(exc))
+        if result.outcome != Outcome.DEFERRED:
+            self._observe(ctx, result, started)
+        return result
+
+    def _observe(self, ctx: MessageContext, result: Result, started: float) -> None:
         self._log_outcome(ctx, result)
         if self.metrics is not None:
             self.metrics.observe_message(ctx.account, result.outcome.value,
                                          time.monotonic() - started)
-        return result
+
+    def flush_deferred(self) -> list[tuple[str, Result]]:
+        """Add the held receipts: one internal note per ticket carrying every receipt (their
+        .eml files attached, their tags merged). Returns (ref, result) for each of them."""
+        held, self._deferred = self._deferred, {}
+        results: list[tuple[str, Result]] = []
+        for ticket_id, items in held.items():
+            started = time.monotonic()
+            for job, result in self._flush_ticket(ticket_id, items):
+                self._observe(job.ctx, result, started)
+                results.append((job.ctx.ref, result))
+        return results
+
+    def _flush_ticket(self, ticket_id: int,
+                      items: list[tuple[Job, Decision]]) -> list[tuple[Job, Result]]:
+        if len(items) == 1:
+            job, decision = items[0]
+            return [(job, self._guarded(job, lambda: self._comment(job, decision)))]
+        jobs = [job for job, _ in items]
+        key = "pmb-receipts-" + hashlib.sha256(
+            "".join(j.message.dedupe_key for j in jobs).encode()).hexdigest()
+        comment = Comment(
+            ticket_id=ticket_id,
+            body_text="\n\n".join(j.plan.note for j in jobs if j.plan is not None),
+            public=False,
+            uploads=tuple(u for j in jobs for u in self._uploads(j, original=False)),
+            add_tags=tuple(dict.fromkeys(t for _, d in items for t in d.tags)),
+            dedupe_key=key)
+        for job in jobs:
+            self.store.set_pending(job.record.id, "internal_note",
+                                   {"ticket_id": ticket_id, "comment_key": key},
+                                   ticket_id=ticket_id)
+        try:
+            self.host.add_comment(comment)
+        except TicketClosedError:
+            # One by one instead: each receipt then opens its follow-up of the closed ticket.
+            return [(job, self._guarded(job, lambda job=job, d=d: self._comment(job, d)))
+                    for job, d in items]
+        except TransientHostError as exc:
+            for job in jobs:  # PUSHING with the shared key: the next pass looks it up first
+                self.store.record_failure(job.record.id, f"transient: {exc}")
+            return [(job, Result(Outcome.RETRY, job.record.id, reason=str(exc)))
+                    for job in jobs]
+        except PermanentHostError as exc:
+            return [(job, self._fail(job.ctx, job.record, f"{type(exc).__name__}: {exc}",
+                                     job.message.raw)) for job in jobs]
+        log.info("account=%s: %d PEC receipts in one note on ticket #%s", self.account.name,
+                 len(jobs), ticket_id)
+        return [(job, self._finish(job, ticket_id, "internal_note", d)) for job, d in items]
+
+    def _guarded(self, job: Job, step: Callable[[], Result]) -> Result:
+        """A host step for a held message, with process()'s error handling."""
+        try:
+            return step()
+        except TransientHostError as exc:
+            self.store.record_failure(job.record.id, f"transient: {exc}")
+            return Result(Outcome.RETRY, job.record.id, reason=str(exc))
+        except PermanentHostError as exc:
+            return self._fail(job.ctx, job.record, f"{type(exc).__name__}: {exc}",
+                              job.message.raw)
 
     def _log_outcome(self, ctx: MessageContext, result: Result) -> None:
         """One communication-log entry per message: what was decided and what happened."""
@@ -381,6 +456,11 @@ class Pipeline:
 
     # -- executing decisions ------------------------------------------------------------
     def _execute(self, job: Job, decision: Decision) -> Result:
+        if (self._defer_receipts and job.is_receipt and decision.ticket_id is not None
+                and decision.action == Action.INTERNAL_NOTE):
+            self._deferred.setdefault(decision.ticket_id, []).append((job, decision))
+            return Result(Outcome.DEFERRED, job.record.id, decision.ticket_id,
+                          "held to share one ticket update", decision=decision)
         if decision.action == Action.IGNORE:
             self.store.finish_message(job.record.id, MessageState.IGNORED, action="ignore",
                                       error=decision.reason)

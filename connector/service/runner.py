@@ -240,14 +240,22 @@ class AccountPoller:
                     moves.add(item, outcome_of(record))
                 continue
             to_fetch.append(item)
+        held: dict[str, MessageHandle] = {}
         try:
             for message in mailbox.fetch(to_fetch):
                 if self.stop.is_set():
                     log.info("account=%s: stopping; the rest waits for the next run", name)
                     break
-                result = self.pipeline.process(message.ref, message.raw, message.size)
+                result = self.pipeline.process(message.ref, message.raw, message.size,
+                                               defer_receipts=True)
+                if result.outcome == Outcome.DEFERRED:
+                    held[message.ref] = message
+                    continue
                 summary.add(result.outcome, already_recorded=result.already_recorded)
                 moves.add(message, result.outcome)
+            for ref, result in self.pipeline.flush_deferred():
+                summary.add(result.outcome)
+                moves.add(held[ref], result.outcome)
         except BaseException:
             # Every outcome so far is committed to the ledger: move what can be moved; what
             # cannot, the next pass moves (it sees the terminal records).
