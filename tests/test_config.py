@@ -140,3 +140,34 @@ def test_api_token_auth_and_dry_run(tmp_path: Path) -> None:
     assert cfg.host.auth_type == "api_token" and cfg.host.api_token == "hunter2"
     dry = BASE.split("\nhost:")[0] + "\nhost:\n  type: dry-run\n"
     assert load_config(write(tmp_path, dry)).host.type == "dry-run"
+
+
+def test_shipped_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.example.yaml, with its secrets supplied, loads whole: accounts, outbound,
+    service, filters (the shipped filter files, checked against the host mapping)."""
+    import shutil
+
+    from connector.outbound.settings import load_outbound
+    from connector.service.filtering import FilterStage
+    from connector.store.sqlite import SQLiteStore
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "config.example.yaml").read_text(encoding="utf-8")
+    (tmp_path / "pop-password").write_text("x\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("/run/secrets/pop-password", str(tmp_path / "pop-password")))
+    shutil.copytree(repo / "filters", tmp_path / "filters")
+    for name in ("SUPPORT_IMAP_PASSWORD", "ZENDESK_CLIENT_SECRET", "ARUBA_PEC_APP_PASSWORD"):
+        monkeypatch.setenv(name, "secret")
+    monkeypatch.setenv("PMB_WEBHOOK_SECRET", "0123456789abcdef0123")
+
+    config = load_config(path)
+
+    assert [a.name for a in config.accounts] == ["support", "legacy-pop", "pec-aruba"]
+    pec = config.account("pec-aruba")
+    assert (pec.host, pec.port, pec.initial_sync, pec.poll_interval) == (
+        "imaps.pec.aruba.it", 993, "skip_existing", 4.0)
+    outbound = load_outbound(config)
+    assert [a.account for a in outbound.enabled_accounts] == ["pec-aruba"]
+    assert outbound.enabled_accounts[0].smtp.host == "smtps.pec.aruba.it"
+    assert FilterStage(config, SQLiteStore(":memory:")).chain.filters

@@ -40,6 +40,9 @@ from connector.config import _is_loopback, _Reader
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
+from connector.pec.providers import PROVIDERS as PEC_PROVIDERS
+from connector.pec.providers import PecProvider
+from connector.pec.providers import provider as pec_provider
 
 if TYPE_CHECKING:
     from connector.config import Config
@@ -61,23 +64,9 @@ DEFAULT_BLOCKED_EXTENSIONS = (
 _TAG = re.compile(r"^[a-z0-9_][a-z0-9_.:/-]{0,79}$")
 
 
-@dataclass(frozen=True)
-class ProviderPreset:
-    """Submission server and sending limit of a PEC provider (see notes/pec-format.md §9)."""
-
-    smtp_host: str
-    smtp_port: int = 465
-    security: str = "tls"
-    rate_limit_per_minute: int | None = None
-
-
-PROVIDERS: Mapping[str, ProviderPreset] = {
-    "aruba": ProviderPreset("smtps.pec.aruba.it"),
-    "legalmail": ProviderPreset("sendm.cert.legalmail.it", rate_limit_per_minute=6),
-    "namirial": ProviderPreset("smtps.sicurezzapostale.it"),
-    "poste": ProviderPreset("mail.postecert.it"),
-    "register": ProviderPreset("smtps.pec.register.it"),
-}
+#: PEC provider presets, defined once in connector.pec.providers (submission over implicit
+#: TLS on every one of them).
+PROVIDERS: Mapping[str, PecProvider] = PEC_PROVIDERS
 
 
 def account_slug(name: str) -> str:
@@ -139,8 +128,9 @@ class OutboundSettings:
         account = account or {}
         name = str(account.get("name") or "")
         enabled = r.get("enabled", bool, True)
-        provider = r.choice("provider", tuple(PROVIDERS))
-        preset = PROVIDERS[provider] if provider else None
+        # The account's own `provider:` preset applies unless outbound names another.
+        provider = r.choice("provider", tuple(PROVIDERS)) or account.get("provider")
+        preset = pec_provider(str(provider)) if provider else None
         smtp = _smtp(r.child("smtp"), preset, account, path, key, base_dir, required=enabled)
         default_from = account.get("username")
         from_address = r.get("from_address", str, default_from,
@@ -198,12 +188,13 @@ def _template(r: _Reader, name: str, default: str) -> str:
     return value
 
 
-def _smtp(r: _Reader, preset: ProviderPreset | None, account: Mapping[str, Any], path: str,
+def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], path: str,
           key: str, base_dir: Path, *, required: bool) -> SmtpSettings:
     default_host = preset.smtp_host if preset else None
     host = r.get("host", str, default_host, required=required and default_host is None)
-    security = r.choice("security", SMTP_SECURITIES, preset.security if preset else "tls")
-    port = r.get("port", int, preset.smtp_port if preset else (465 if security == "tls" else 587))
+    security = r.choice("security", SMTP_SECURITIES, "tls")
+    port = r.get("port", int, preset.smtp_port if preset and security == "tls"
+                 else (465 if security == "tls" else 587))
     if not 0 < port < 65536:
         raise r.error("port", f"must be a TCP port, got {port}")
     default_user = account.get("username")

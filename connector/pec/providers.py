@@ -31,9 +31,9 @@ PROVIDERS: dict[str, PecProvider] = {p.key: p for p in (
                 "sendm.cert.legalmail.it", 465, "legalmail.it", rate_limit_per_minute=6,
                 notes="the login is the InfoCert USERID, not the e-mail address; sending is "
                       "limited to 6 messages a minute"),
-    PecProvider("poste", "Poste Italiane (Postecert)", "imaps.postecert.it", 993,
-                "smtps.postecert.it", 465, "postecert.it",
-                notes="host names are not confirmed by Poste; check them at onboarding"),
+    # The Zendesk PEC connector's own setup guide names mail.postecert.it for both.
+    PecProvider("poste", "Poste Italiane (Postecert)", "mail.postecert.it", 993,
+                "mail.postecert.it", 465, "postecert.it"),
     PecProvider("namirial", "Namirial", "imaps.sicurezzapostale.it", 993,
                 "smtps.sicurezzapostale.it", 465, "sicurezzapostale.it"),
     PecProvider("register", "Register.it", "imaps.pec.register.it", 993,
