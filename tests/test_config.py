@@ -171,3 +171,14 @@ def test_shipped_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.Mon
     assert [a.account for a in outbound.enabled_accounts] == ["pec-aruba"]
     assert outbound.enabled_accounts[0].smtp.host == "smtps.pec.aruba.it"
     assert FilterStage(config, SQLiteStore(":memory:")).chain.filters
+
+
+def test_every_package_directory_is_a_package() -> None:
+    """setup.cfg's `packages = find:` installs only directories with an __init__.py: one
+    without it would be missing from `pip install .` although the tests (run from the
+    checkout) pass."""
+    repo = Path(__file__).resolve().parents[1]
+    missing = [str(d.relative_to(repo)) for d in (repo / "connector").rglob("*")
+               if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+               and not (d / "__init__.py").exists()]
+    assert missing == []
