@@ -30,6 +30,8 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 STATUSES = ("new", "open", "pending", "hold", "solved")
 TICKET_TYPES = ("problem", "incident", "question", "task")
 PROTOCOLS = ("imap", "pop3")
+#: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
+PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
 
 
@@ -91,6 +93,8 @@ class AccountConfig:
     provider: str | None = None  # PEC provider preset (connector.pec.providers)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
     pec_catch_all_ticket: int | None = None
+    # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
+    pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -358,6 +362,11 @@ def _account(r: _Reader, index: int) -> AccountConfig:
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
     catch_all = r.get("pec_catch_all_ticket", int)
+    pec_fields = r.int_map("pec_custom_fields")
+    unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
+    if unknown_facts:
+        raise r.error("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
+                      f"{', '.join(PEC_FACTS)}")
     if unmatched == "catch_all" and catch_all is None:
         raise r.error("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
                       "catch_all")
@@ -403,6 +412,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         provider=preset.key if preset else None,
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
+        pec_custom_fields=pec_fields,
     )
     if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
         raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")

@@ -39,6 +39,7 @@ from zendesk_double import ZendeskDouble
 
 from connector import cli
 from connector.config import Config, load_config
+from connector.errors import ConfigError
 from connector.hosts.base import HostAdapter, NewTicket
 from connector.hosts.factory import make_host
 from connector.service.filtering import make_filter_stage
@@ -808,3 +809,31 @@ def test_receipts_of_one_pass_share_one_update(
     # Nothing is done twice on the next pass.
     assert bridge.poll().counts["fetched"] == 0
     assert len(zd.ticket(ticket_id)["comments"]) == len(ticket["comments"])
+
+
+def test_pec_facts_fill_the_mapped_custom_fields(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    fields = {"identificativo": 9001, "msgid": 9002, "certified_at": 9003, "signature": 9004}
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields=fields))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+
+    assert bridge.poll().counts["ticketed"] == 1
+
+    [ticket] = zd.tickets()
+    values = {f["id"]: f["value"] for f in ticket["custom_fields"]}
+    assert values[9001] == ARUBA_IDENTIFICATIVO
+    assert values[9002] == ARUBA_MSGID
+    assert values[9003] == "2014-11-07T16:52:00+01:00"
+    assert values[9004] == "valid"
+
+
+def test_pec_custom_fields_name_known_facts_only(tmp_path: Path, dovecot: DovecotServer,
+                                                 mailbox_user: MailUser,
+                                                 zd: ZendeskDouble) -> None:
+    path = write_config(tmp_path, dovecot, mailbox_user, zd, pec_custom_fields={"colour": 1})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "accounts[0].pec_custom_fields"
+    assert "identificativo" in str(info.value)

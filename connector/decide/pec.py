@@ -12,7 +12,7 @@ Replies thread on both the sender's Message-ID and the provider's identificativo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connector.mail.model import Address, ParsedMessage
@@ -44,6 +44,7 @@ class PecPlan:
     lookup_ids: tuple[str, ...]  # ids that find the ticket this message belongs to
     note: str  # internal note text (PEC facts, or the receipt summary)
     trace: dict[str, Any]
+    facts: dict[str, str] = field(default_factory=dict)  # for mapped custom fields
 
     @property
     def is_receipt(self) -> bool:
@@ -76,6 +77,14 @@ def _facts(pec: PecInfo) -> list[str]:
         lines.append("The receiving provider flagged X-VerificaSicurezza: errore")
     lines.extend(f"Note: {n}" for n in pec.notes)
     return lines
+
+
+def pec_facts(pec: PecInfo) -> dict[str, str]:
+    """The facts a ticket can carry in custom fields (account key ``pec_custom_fields``)."""
+    facts = {"identificativo": pec.identificativo, "msgid": pec.msgid,
+             "certified_at": pec.certified_at.isoformat() if pec.certified_at else None,
+             "signature": pec.signature.status.value}
+    return {k: v for k, v in facts.items() if v}
 
 
 def pec_trace(pec: PecInfo) -> dict[str, Any]:
@@ -135,7 +144,7 @@ def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
                 "The provider's anomaly envelope is attached as received.")
     note = "\n".join([heading, *_facts(pec), attached])
     return PecPlan(pec.kind, content, tuple(tags), ids, tuple(pec.referenced_ids), note,
-                   pec_trace(pec))
+                   pec_trace(pec), pec_facts(pec))
 
 
 def _receipt_plan(message: ParsedMessage, pec: PecInfo) -> PecPlan:

@@ -418,8 +418,14 @@ class Pipeline:
             decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
                                                                   job.plan.tags)))
             if decision.action == Action.NEW_TICKET:
-                # A certified subject is shown exactly as certified, prefixes included.
-                decision = replace(decision, subject=job.content.subject or decision.subject)
+                # A certified subject is shown exactly as certified, prefixes included; the
+                # PEC facts go into the custom fields the account maps them to.
+                fields = dict(decision.custom_fields)
+                for fact, field_id in self.account.pec_custom_fields.items():
+                    if fact in job.plan.facts:
+                        fields[field_id] = job.plan.facts[fact]
+                decision = replace(decision, subject=job.content.subject or decision.subject,
+                                   custom_fields=tuple(sorted(fields.items())))
         return decision
 
     def _receipt_decision(self, job: Job) -> Decision:
