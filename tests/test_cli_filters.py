@@ -1,0 +1,48 @@
+"""`filters check` and `filters test` through the command line, on the demo config."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+from connector.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def demo(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    shutil.copytree(REPO / "filters", tmp_path / "filters")
+    return tmp_path / "examples" / "demo.yaml"
+
+
+def test_filters_check_ok_and_with_errors(tmp_path: Path) -> None:
+    config = demo(tmp_path)
+    code, out = run("--config", str(config), "filters", "check")
+    assert code == 0 and out.startswith("OK:")
+    bad = tmp_path / "filters" / "99-bad.yaml"
+    bad.write_text("- name: broken\n  match:\n    - header: Subject\n"
+                   "      regex: '(['\n  set:\n    X-OTOBO-Queeu: Billing\n")
+    code, out = run("--config", str(config), "filters", "check")
+    assert code == 1
+    assert "99-bad.yaml:4:" in out  # the regex that does not compile, by line
+    assert "99-bad.yaml:6:" in out and "X-OTOBO-Queue" in out  # the typo, with a did-you-mean
+
+
+def test_filters_test_json_shows_the_decision_and_changes_nothing(tmp_path: Path) -> None:
+    config = demo(tmp_path)
+    mail = tmp_path / "examples" / "mail" / "03-invoice-attachment.eml"
+    code, out = run("--config", str(config), "filters", "test", str(mail), "--json")
+    assert code == 0
+    report = json.loads(out)
+    text = json.dumps(report)
+    assert "has-attachment" in text and "new_ticket" in text
+    assert not (tmp_path / "var").exists()  # no ledger written
