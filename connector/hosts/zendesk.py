@@ -369,7 +369,7 @@ class ZendeskAdapter:
     # -- HostAdapter -----------------------------------------------------------------------------
 
     def check_credentials(self) -> str:
-        resp = self._call("GET", "/api/v2/users/me", operation="check credentials")
+        resp = self.request("GET", "/api/v2/users/me", operation="check credentials")
         user = self._json(resp, "check credentials").get("user") or {}
         if user.get("id") is None:
             raise PermanentHostError(
@@ -411,7 +411,7 @@ class ZendeskAdapter:
         log.info("%s: added (public=%s)", label, comment.public)
 
     def get_ticket(self, ticket_id: int) -> TicketInfo | None:
-        resp = self._call(
+        resp = self.request(
             "GET",
             f"/api/v2/tickets/{int(ticket_id)}",
             params={"include": "users"},
@@ -426,7 +426,7 @@ class ZendeskAdapter:
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
         found: list[TicketInfo] = []
         op = f"find tickets by external_id {external_id!r}"
-        for page in self._pages(
+        for page in self.pages(
             "/api/v2/tickets", {"external_id": external_id, "include": "users"}, op
         ):
             users = page.get("users") or []
@@ -436,7 +436,7 @@ class ZendeskAdapter:
     def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
         op = f"audits of ticket #{ticket_id}"
         try:
-            for page in self._pages(f"/api/v2/tickets/{int(ticket_id)}/audits", None, op):
+            for page in self.pages(f"/api/v2/tickets/{int(ticket_id)}/audits", None, op):
                 for audit in page.get("audits") or []:
                     custom = (audit.get("metadata") or {}).get("custom") or {}
                     if isinstance(custom, dict) and custom.get(DEDUPE_METADATA_KEY) == dedupe_key:
@@ -585,7 +585,7 @@ class ZendeskAdapter:
         if key is not None:
             headers["Idempotency-Key"] = key
         label = f"create ticket {key or prepared.external_id or ''}".strip()
-        resp = self._call(
+        resp = self.request(
             "POST",
             "/api/v2/tickets",
             data=prepared.body,
@@ -668,7 +668,7 @@ class ZendeskAdapter:
 
     def _upload(self, upload: Upload, filename: str, label: str) -> tuple[str, str | None]:
         op = f"{label}: upload {filename}"
-        resp = self._call(
+        resp = self.request(
             "POST",
             "/api/v2/uploads",
             params={"filename": filename},
@@ -769,7 +769,7 @@ class ZendeskAdapter:
 
     def _raw_ticket(self, ticket_id: int) -> dict[str, Any]:
         op = f"get ticket #{ticket_id}"
-        resp = self._call("GET", f"/api/v2/tickets/{int(ticket_id)}", operation=op,
+        resp = self.request("GET", f"/api/v2/tickets/{int(ticket_id)}", operation=op,
                           ticket_id=ticket_id)
         return self._json(resp, op).get("ticket") or {}
 
@@ -783,7 +783,7 @@ class ZendeskAdapter:
         ):
             return cached[0]
         op = "search user by email"
-        resp = self._call(
+        resp = self.request(
             "GET", "/api/v2/users/search", params={"query": f"email:{key}"}, operation=op
         )
         user_id = None
@@ -829,26 +829,8 @@ class ZendeskAdapter:
         ticket_id: int | None = None,
         retry_ambiguous: bool = True,
     ) -> requests.Response:
-        """Any Support API call with this adapter's auth, retries and rate limits (used by
-        the outbound side for triggers, webhooks, macros and comments)."""
-        return self._call(method, path, operation=operation, params=params, data=data,
-                          headers=headers, allow=allow, ticket_id=ticket_id,
-                          retry_ambiguous=retry_ambiguous)
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        operation: str,
-        params: Mapping[str, str] | None = None,
-        data: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        allow: set[int] | frozenset[int] = frozenset(),
-        ticket_id: int | None = None,
-        retry_ambiguous: bool = True,
-    ) -> requests.Response:
-        """A call with retries. ``allow``: statuses returned instead of raised.
+        """Any Support API call with this adapter's auth, retries and per-ticket update limit
+        (also used by the outbound side). ``allow``: statuses returned instead of raised.
 
         ``retry_ambiguous=False`` is for writes that are not idempotent: only failures that
         surely did not reach Zendesk's logic (429, 409, 503, connect errors) are retried.
@@ -995,7 +977,7 @@ class ZendeskAdapter:
             raise TransientHostError(f"{operation}: unexpected answer shape")
         return data
 
-    def _pages(
+    def pages(
         self, path: str, params: Mapping[str, str] | None, operation: str
     ) -> Iterator[dict[str, Any]]:
         """Offset pagination: follow ``next_page`` (and cursor ``links.next``) to the end."""
@@ -1004,7 +986,7 @@ class ZendeskAdapter:
         ticket_id = _ticket_id_of(path)
         seen: set[str] = set()
         while url:
-            resp = self._call("GET", url, params=page_params, operation=operation,
+            resp = self.request("GET", url, params=page_params, operation=operation,
                               ticket_id=ticket_id)
             data = self._json(resp, operation)
             yield data

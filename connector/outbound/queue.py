@@ -27,14 +27,14 @@ import json
 import os
 import socket
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from connector.store.sqlite import SQLiteFile
 
 
 class JobState(StrEnum):
@@ -213,46 +213,21 @@ def owner_dead(owner: str, me: str) -> bool:
     return False
 
 
-class OutboundQueue:
-    """Jobs, send claims, accepted deliveries and install records. Thread-safe."""
+class OutboundQueue(SQLiteFile):
+    """Jobs, send claims, accepted deliveries and install records. Thread-safe. Its tables
+    live in the store's file, opened through its own connection."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None) -> None:
         import time
 
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, _SCHEMA)
         self._clock = clock or time.time
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     def now(self) -> float:
         return self._clock()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return self._query(sql, params)
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:

@@ -73,25 +73,13 @@ class ZendeskOutboundAPI:
 
     def _pages(self, path: str, params: Mapping[str, str] | None,
                operation: str) -> Iterator[dict[str, Any]]:
-        """Offset (``next_page``) or cursor (``meta.has_more`` + ``links.next``) pages."""
-        url: str | None = path
-        page_params = params
-        seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
-            if url is None:
+        """Offset (``next_page``) or cursor (``meta.has_more`` + ``links.next``) pages, at
+        most _MAX_PAGES of them."""
+        for number, page in enumerate(self.adapter.pages(path, params, operation)):
+            if number >= _MAX_PAGES:
+                log.warning("%s: stopped after %d pages", operation, _MAX_PAGES)
                 return
-            data = self._json(self._request("GET", url, operation=operation,
-                                            params=page_params), operation)
-            yield data
-            next_url = data.get("next_page")
-            meta = data.get("meta") or {}
-            if not next_url and meta.get("has_more"):
-                next_url = (data.get("links") or {}).get("next")
-            if not next_url or next_url in seen:
-                return
-            seen.add(next_url)
-            url, page_params = next_url, None
-        log.warning("%s: stopped after %d pages", operation, _MAX_PAGES)
+            yield page
 
     # -- tickets ------------------------------------------------------------------------------
     def ticket(self, ticket_id: int) -> TicketView:

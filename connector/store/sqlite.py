@@ -125,11 +125,13 @@ def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-class SQLiteStore:
-    """The default store: one SQLite file."""
+class SQLiteFile:
+    """One SQLite file opened for durable writes: WAL, ``synchronous=FULL``, one connection
+    guarded by a lock, explicit IMMEDIATE transactions. The store and the outbound queue each
+    keep their own tables in the same file through one of these."""
 
-    def __init__(self, path: str | Path, *, uri: bool = False) -> None:
-        """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the ledger read-only)."""
+    def __init__(self, path: str | Path, schema: str, *, uri: bool = False) -> None:
+        """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the file read-only)."""
         self.path = Path(path)
         if str(path) != ":memory:" and not uri:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,27 +141,16 @@ class SQLiteStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._log_db = self._db
-        if uri and "mode=ro" in str(path):
+        self.read_only = uri and "mode=ro" in str(path)
+        if self.read_only:
             return
         self._db.execute("PRAGMA journal_mode=WAL")
         # executescript commits on its own, so it runs outside an explicit transaction.
         with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
-                             (str(SCHEMA_VERSION),))
-        if str(path) != ":memory:":
-            # The communication log is a diary, not a record of effects: its writes go through
-            # a second connection without an fsync per entry (WAL keeps them atomic, and a
-            # process crash loses none; a power cut may lose the last few).
-            self._log_db = sqlite3.connect(str(path), isolation_level=None,
-                                           check_same_thread=False, timeout=30.0, uri=uri)
-            self._log_db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(schema)
 
     def close(self) -> None:
         with self._lock:
-            if self._log_db is not self._db:
-                self._log_db.close()
             self._db.close()
 
     @contextmanager
@@ -177,6 +168,32 @@ class SQLiteStore:
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
+
+
+class SQLiteStore(SQLiteFile):
+    """The default store: one SQLite file."""
+
+    def __init__(self, path: str | Path, *, uri: bool = False) -> None:
+        super().__init__(path, _SCHEMA, uri=uri)
+        self._log_db = self._db
+        if self.read_only:
+            return
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                             (str(SCHEMA_VERSION),))
+        if str(path) != ":memory:":
+            # The communication log is a diary, not a record of effects: its writes go through
+            # a second connection without an fsync per entry (WAL keeps them atomic, and a
+            # process crash loses none; a power cut may lose the last few).
+            self._log_db = sqlite3.connect(str(path), isolation_level=None,
+                                           check_same_thread=False, timeout=30.0, uri=uri)
+            self._log_db.execute("PRAGMA synchronous=NORMAL")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._log_db is not self._db:
+                self._log_db.close()
+        super().close()
 
     def writable(self) -> bool:
         """True when a write transaction can be committed (for health checks)."""
