@@ -149,7 +149,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             for summary in summaries:
                 print(summary.line(), file=out)
             return EX_FAILURE if any(s.error for s in summaries) else EX_OK
-        service.run_forever()
+        if not service.run_forever():
+            log.error("every account worker ended unexpectedly; exiting so a supervisor "
+                      "restarts the bridge")
+            return EX_FAILURE
         return EX_OK
     finally:
         if http is not None:

@@ -414,6 +414,10 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
     )
+    for key in ("processed_folder", "error_folder"):
+        if protocol == "imap" and getattr(account, key) == account.folder:
+            raise r.error(key, f"must differ from folder ({account.folder!r}): mail moved there "
+                          "would be fetched again")
     if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
         raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)

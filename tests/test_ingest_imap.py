@@ -731,3 +731,28 @@ def test_connection_closed_by_the_server_between_polls_is_reopened(
     assert (summary.error, summary.counts["ticketed"]) == (None, 1)
     assert bridge.store.get_health("support").consecutive_failures == 0
     assert dovecot.list_folder(mailbox_user) == []
+
+
+def test_mail_retrying_when_the_folder_is_renumbered_is_ticketed_once(
+    dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    # Zendesk times out (the create may or may not have landed: here it did, answer lost),
+    # then the server renumbers the folder. The mail's old record is orphaned; its new copy
+    # takes the interrupted create over, finds the ticket, and makes no second one.
+    raw = customer_mail("Rinumerata", "renumbered@example.org")
+    dovecot.append(mailbox_user, raw)
+    zendesk.fail("POST", TICKETS, exception=requests.ReadTimeout, after=True)
+    zendesk.fail("POST", TICKETS, exception=requests.ReadTimeout, count=-1)
+    bridge = make_bridge([account(dovecot, mailbox_user, "support")])
+    assert bridge.poll().counts["retry"] == 1
+    dovecot.change_uidvalidity(mailbox_user)
+    zendesk.clear_faults()
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 1, summary.line()
+    assert len(zendesk.ticket_list()) == 1
+    assert raws(dovecot, mailbox_user) == []
+    states = sorted(r.state.value for r in bridge.records())
+    assert states == ["done", "ignored"]  # the new copy, and the old record it took over

@@ -164,6 +164,7 @@ class SlidingWindowLimiter:
     def acquire(self, key: object) -> float:
         """Take a slot for ``key``, sleeping first if the window is full. Returns seconds slept."""
         slept = 0.0
+        logged = False
         while True:
             with self._lock:
                 now = self._clock()
@@ -173,9 +174,14 @@ class SlidingWindowLimiter:
                     self._forget_idle(now)
                     return slept
                 wait = max(0.0, events[0] + self.window - now)
-            log.info("update limit for %s reached; waiting %.1fs", key, wait)
+            if not logged:
+                log.info("update limit for %s reached; waiting %.1fs", key, wait)
+                logged = True
             # A tiny floor keeps the loop from spinning when the clock has coarse resolution.
-            self._sleep(max(wait, 0.001))
+            # An interruptible sleep (threading.Event.wait) answers True on shutdown: stop
+            # waiting then; the message stays where it is for the next run.
+            if self._sleep(max(wait, 0.001)) is True:
+                raise TransientHostError(f"update limit for {key}: stopped while waiting")
             slept += wait
 
     def _forget_idle(self, now: float) -> None:

@@ -73,7 +73,7 @@ class Outcome(StrEnum):
 
 
 _STATE_OUTCOME = {MessageState.FAILED: Outcome.FAILED, MessageState.SKIPPED: Outcome.SKIPPED,
-                  MessageState.IGNORED: Outcome.IGNORED}
+                  MessageState.IGNORED: Outcome.IGNORED, MessageState.ORPHANED: Outcome.SKIPPED}
 _ACTION_OUTCOME = {"new_ticket": Outcome.TICKETED, "follow_up": Outcome.FOLLOWED_UP,
                    "internal_note": Outcome.NOTED, "duplicate": Outcome.DUPLICATE}
 
@@ -161,6 +161,15 @@ class Job:
         return self.plan is not None and self.plan.is_receipt
 
 
+#: A record unfinished and untouched this long has no worker any more: its copy of the mail
+#: was renumbered away (UIDVALIDITY) or its account is gone. Another copy may take over.
+ORPHAN_SECONDS = 30 * 60
+
+
+def _orphaned(record: MessageRecord) -> bool:
+    return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
+
+
 def _may_be_pec(message: ParsedMessage) -> bool:
     """Cheap look for PEC on an ordinary account: provider headers, the envelope subject, or
     an attached message that might be a forwarded envelope."""
@@ -238,6 +247,11 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.observe_message(ctx.account, result.outcome.value,
                                          time.monotonic() - started)
+
+    def drop_deferred(self) -> None:
+        """Forget held receipts (their pass failed): their records are still unfinished, so
+        the next pass fetches and holds them again."""
+        self._deferred = {}
 
     def flush_deferred(self) -> list[tuple[str, Result]]:
         """Add the held receipts: one internal note per ticket carrying every receipt (their
@@ -344,13 +358,30 @@ class Pipeline:
                          other.id, other.ticket_id)
                 return Result(Outcome.DUPLICATE, record.id, other.ticket_id,
                               f"duplicate of record {other.id}")
-            if other is not None and other.state != MessageState.FAILED:
+            taken_over = (MessageState.FAILED, MessageState.ORPHANED)
+            if other is not None and other.state not in taken_over and not _orphaned(other):
                 self.store.record_failure(record.id, f"same mail is being processed as "
                                           f"record {other.id}; waiting for it")
                 return Result(Outcome.RETRY, record.id, reason="duplicate in progress")
-            # The holder failed for good: this copy takes over the claim.
+            # The holder failed for good, or was orphaned (its mailbox renumbered by a
+            # UIDVALIDITY change, its account gone): this copy takes over.
             self.store.release_dedupe_key(job.message.dedupe_key, holder)
-            self.store.claim_dedupe_key(job.message.dedupe_key, record.id)
+            if self.store.claim_dedupe_key(job.message.dedupe_key, record.id) != record.id:
+                return Result(Outcome.RETRY, record.id, reason="duplicate in progress")
+            if other is not None and other.state != MessageState.FAILED:
+                self.store.finish_message(other.id, MessageState.IGNORED, action="duplicate",
+                                          error=f"taken over by record {record.id}")
+                if other.state == MessageState.PUSHING and other.pending:
+                    # Its host call may have reached the helpdesk: resume it here, which
+                    # looks before it repeats.
+                    self.store.set_pending(record.id, other.action or "new_ticket",
+                                           other.pending, ticket_id=other.ticket_id)
+                    fresh = self.store.get_message_by_id(record.id)
+                    assert fresh is not None
+                    job.record = fresh
+                    log.warning("%s: taking over the interrupted work of record %s", ctx,
+                                other.id)
+                    return self._resume(job)
 
         parent = self._unfinished_parent(job)
         if parent is not None:
@@ -542,6 +573,12 @@ class Pipeline:
         thread_ids = [job.content.message_id, job.message.message_id]
         if job.plan is not None:
             thread_ids += job.plan.thread_ids
+            if (job.is_receipt and action == "new_ticket" and decision is not None
+                    and decision.followup_of_closed is not None):
+                # The sent message's ids now point at the follow-up, so its next receipts
+                # land there instead of opening one follow-up each.
+                self.store.map_message_ids(ticket_id, job.plan.lookup_ids, direction="out",
+                                           account=self.account.name, replace=True)
         self.store.finish_message(job.record.id, MessageState.DONE, action=action,
                                   ticket_id=ticket_id,
                                   thread_ids=list(dict.fromkeys(i for i in thread_ids if i)))

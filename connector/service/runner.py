@@ -210,6 +210,8 @@ class AccountPoller:
                         mark.uidvalidity, state.uidvalidity)
             self._log("warning", "uidvalidity changed",
                       f"{folder}: {mark.uidvalidity} -> {state.uidvalidity}")
+            if not self.dry_run and mark.uidvalidity is not None:
+                self.store.orphan_unfinished(name, f"{folder}:{mark.uidvalidity}:")
         skip_existing = self.account.initial_sync == "skip_existing"
         if (skip_existing and mark is not None and mark.baseline_taken
                 and state.uidvalidity != mark.uidvalidity and not self.dry_run):
@@ -258,7 +260,9 @@ class AccountPoller:
                 moves.add(held[ref], result.outcome)
         except BaseException:
             # Every outcome so far is committed to the ledger: move what can be moved; what
-            # cannot, the next pass moves (it sees the terminal records).
+            # cannot, the next pass moves (it sees the terminal records). Held receipts are
+            # still unfinished and come back with the next pass.
+            self.pipeline.drop_deferred()
             with contextlib.suppress(FetchError):
                 moves.flush()
             raise
@@ -339,19 +343,24 @@ class Service:
             for poller in self.pollers:
                 poller.close()
 
-    def run_forever(self) -> None:
+    def run_forever(self) -> bool:
+        """Until stopped. False when the workers ended without being asked to (a bug):
+        ``run`` then exits non-zero so a supervisor restarts it."""
         threads = [threading.Thread(target=self._loop, args=(p,), name=f"account-{p.account.name}",
                                     daemon=True) for p in self.pollers]
         for thread in threads:
             thread.start()
         try:
             while not self.stop.is_set() and any(t.is_alive() for t in threads):
-                self._purge_log()
+                with contextlib.suppress(Exception):
+                    self._purge_log()
                 self.stop.wait(60.0)
+            clean = self.stop.is_set()
         finally:
             self.stop.set()
             for thread in threads:
                 thread.join()
+        return clean
 
     def _purge_log(self) -> None:
         if self.log_retention_days is None or not self.pollers:
@@ -360,28 +369,34 @@ class Service:
         self.pollers[0].store.purge_log(cutoff)
 
     def _loop(self, poller: AccountPoller) -> None:
+        """An account's worker. Nothing that goes wrong in a pass ends it: the store, the
+        mailbox or the helpdesk may fail for a while; the worker backs off and tries again."""
         interval = poller.account.poll_interval * 60
+        errors_in_a_row = 0
         try:
             while not self.stop.is_set():
                 started = time.monotonic()
                 try:
                     summary = poller.poll()
+                    if summary.counts["fetched"] or summary.error:
+                        log.info("%s", summary.line())
+                    errors_in_a_row = 0
+                    if not poller.enabled:
+                        self.stop.wait(interval)  # re-enabled from the CLI: picked up here
+                    elif summary.error:
+                        failures = poller.store.get_health(
+                            poller.account.name).consecutive_failures
+                        self.stop.wait(backoff_delay(failures))
+                    else:
+                        poller.wait(max(0.0, interval - (time.monotonic() - started)))
                 except Exception as exc:
+                    errors_in_a_row += 1
                     log.exception("account=%s: pass failed", poller.account.name)
-                    poller.close()
-                    failures = poller.store.record_connection_failure(poller.account.name,
-                                                                      str(exc))
-                    self.stop.wait(backoff_delay(failures))
-                    continue
-                if summary.counts["fetched"] or summary.error:
-                    log.info("%s", summary.line())
-                if summary.error and poller.enabled:
-                    failures = poller.store.get_health(poller.account.name).consecutive_failures
-                    self.stop.wait(backoff_delay(failures))
-                    continue
-                if not poller.enabled:
-                    self.stop.wait(interval)  # re-enabled from the CLI: picked up here
-                    continue
-                poller.wait(max(0.0, interval - (time.monotonic() - started)))
+                    with contextlib.suppress(Exception):
+                        poller.close()
+                    with contextlib.suppress(Exception):  # the store itself may be failing
+                        poller.store.record_connection_failure(poller.account.name, str(exc))
+                    self.stop.wait(backoff_delay(errors_in_a_row))
         finally:
-            poller.close()
+            with contextlib.suppress(Exception):
+                poller.close()

@@ -22,11 +22,12 @@ class MessageState(StrEnum):
     IGNORED = "ignored"  # deliberately not ticketed (filter, auto-reply, loop, duplicate)
     FAILED = "failed"  # permanent failure: the mail belongs in the error folder
     SKIPPED = "skipped"  # present before the first sync with initial_sync: skip_existing
+    ORPHANED = "orphaned"  # unfinished when a UIDVALIDITY change renumbered its mail away
 
     @property
     def terminal(self) -> bool:
         return self in (MessageState.DONE, MessageState.IGNORED, MessageState.FAILED,
-                        MessageState.SKIPPED)
+                        MessageState.SKIPPED, MessageState.ORPHANED)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ class Store(Protocol):
         ...
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
-                        direction: str = "in", account: str | None = None) -> None: ...
+                        direction: str = "in", account: str | None = None,
+                        replace: bool = False) -> None: ...
 
     def is_own_message_id(self, message_id: str) -> bool:
         """True for Message-IDs of mail the bridge itself sent."""

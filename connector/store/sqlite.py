@@ -355,6 +355,17 @@ class SQLiteStore(SQLiteFile):
                 [(account, ref, MessageState.SKIPPED.value, ids.get(ref), now, now)
                  for ref in refs])
 
+    def orphan_unfinished(self, account: str, ref_prefix: str) -> int:
+        """Unfinished records whose refs a UIDVALIDITY change made meaningless: the mail comes
+        back under new refs, and its new record takes the work over (pending call included)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE messages SET state = ?, updated_at = ? WHERE account = ? AND "
+                "substr(ref, 1, ?) = ? AND state IN (?, ?)",
+                (MessageState.ORPHANED.value, _now(), account, len(ref_prefix), ref_prefix,
+                 MessageState.RECEIVED.value, MessageState.PUSHING.value))
+        return cur.rowcount
+
     def skipped_message_ids(self, account: str) -> set[str]:
         rows = self._query("SELECT message_id FROM messages WHERE account = ? AND state = ? "
                            "AND message_id IS NOT NULL", (account, MessageState.SKIPPED.value))
@@ -399,11 +410,14 @@ class SQLiteStore(SQLiteFile):
         return None
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
-                        direction: str = "in", account: str | None = None) -> None:
+                        direction: str = "in", account: str | None = None,
+                        replace: bool = False) -> None:
+        """Map ids onto the ticket; an id already mapped keeps its ticket unless ``replace``."""
         now = _now()
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO message_ids (message_id, ticket_id, direction, account, "
+                f"{verb} INTO message_ids (message_id, ticket_id, direction, account, "
                 "created_at) VALUES (?, ?, ?, ?, ?)",
                 [(mid, ticket_id, direction, account, now) for mid in message_ids if mid])
 
@@ -445,10 +459,13 @@ class SQLiteStore(SQLiteFile):
     def reopen_message(self, record_id: int) -> None:
         """Put a failed message back to RECEIVED (for replay); its quarantine copy stays
         until the replay succeeds."""
+        # A record that failed after a host call began keeps what it was sending, and goes
+        # back to PUSHING: the replay then looks on the helpdesk before it repeats anything.
         with self._tx() as db:
-            db.execute("UPDATE messages SET state = ?, error = NULL, pending = NULL, "
-                       "updated_at = ? WHERE id = ?",
-                       (MessageState.RECEIVED.value, _now(), record_id))
+            db.execute("UPDATE messages SET state = CASE WHEN pending IS NOT NULL THEN ? "
+                       "ELSE ? END, error = NULL, updated_at = ? WHERE id = ?",
+                       (MessageState.PUSHING.value, MessageState.RECEIVED.value, _now(),
+                        record_id))
 
     def release_quarantine(self, record_id: int) -> None:
         with self._tx() as db:
