@@ -126,6 +126,10 @@ class StoreThreadLookup:
     def user_exists(self, email: str) -> bool:
         return self.host.user_exists(email)
 
+    def cached(self, ticket_id: int) -> TicketInfo | None:
+        """The ticket as read for this message, without asking the host again."""
+        return self._tickets.get(ticket_id)
+
     def forget(self) -> None:
         self._tickets.clear()
 
@@ -690,6 +694,12 @@ class Pipeline:
             text = f"{header}\n\n{text}"
             if html is not None:
                 html = f"<p><em>{escape(header)}</em></p>{html}"
+        add_tags, remove_tags = decision.tags, decision.remove_tags
+        known = self.lookup.cached(decision.ticket_id)
+        if known is not None:
+            # Only real tag changes: with none, the adapter need not read the ticket again.
+            add_tags = tuple(t for t in add_tags if t not in known.tags)
+            remove_tags = tuple(t for t in remove_tags if t in known.tags)
         return Comment(
             ticket_id=decision.ticket_id,
             body_text=text,
@@ -700,8 +710,8 @@ class Pipeline:
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
             status=decision.status,
             priority=decision.priority,
-            add_tags=decision.tags,
-            remove_tags=decision.remove_tags,
+            add_tags=add_tags,
+            remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
         )
 
