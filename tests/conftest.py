@@ -1,12 +1,17 @@
-"""Shared fixtures. Dovecot: one real server for the whole session, a fresh user per test."""
+"""Shared fixtures. Dovecot: one real server for the whole session, a fresh user per test;
+Zendesk: the `responses` fake, and the bridge assembled around it (tests/zendesk_responses.py).
+Test modules with a Zendesk fake of their own (outbound install) override ``zendesk``."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from dovecot import DOVECOT, DovecotServer, MailUser
+from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,25 @@ def dovecot() -> Iterator[DovecotServer]:
 def mailbox_user(dovecot: DovecotServer) -> MailUser:
     """A new user with an empty mailbox, so tests never see each other's mail."""
     return dovecot.add_user()
+
+
+@pytest.fixture
+def zendesk() -> Iterator[FakeZendesk]:
+    """Zendesk behind `responses`, validated against its OpenAPI description."""
+    with fake_zendesk() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
+    """``make_bridge(accounts, **config)``: writes the config and builds the bridge."""
+    made: list[Bridge] = []
+
+    def make(accounts: list[dict[str, Any]], **top: Any) -> Bridge:
+        bridge = Bridge(write_config(tmp_path, accounts, **top))
+        made.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in made:
+        bridge.close()

@@ -21,7 +21,6 @@ from zendesk_responses import (
     FakeZendesk,
     account,
     customer_mail,
-    fake_zendesk,
     write_config,
     zendesk_host,
 )
@@ -29,12 +28,6 @@ from zendesk_responses import (
 from connector.cli import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL, main
 
 TICKETS = r"^/api/v2/tickets$"
-
-
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,6 @@ from zendesk_responses import (
     FakeZendesk,
     account,
     customer_mail,
-    fake_zendesk,
-    write_config,
 )
 
 from connector.config import AccountConfig
@@ -34,27 +31,6 @@ from connector.mail.parse import parse_message
 from connector.store.base import MessageState
 
 TICKETS = r"^/api/v2/tickets$"
-
-
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
-    """``make_bridge(accounts, **config)``: writes the config and builds the bridge."""
-    made: list[Bridge] = []
-
-    def make(accounts: list[dict[str, Any]], **top: Any) -> Bridge:
-        bridge = Bridge(write_config(tmp_path, accounts, **top))
-        made.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in made:
-        bridge.close()
 
 
 @pytest.fixture(scope="module")

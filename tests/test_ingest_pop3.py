@@ -7,11 +7,8 @@ The test inspects the maildrop through IMAP (same Dovecot user), which never cha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-import pytest
 import requests
 from dovecot import DovecotServer, MailUser
 from zendesk_double import error_body
@@ -20,33 +17,11 @@ from zendesk_responses import (
     FakeZendesk,
     account,
     customer_mail,
-    fake_zendesk,
-    write_config,
 )
 
 from connector.store.base import MessageState
 
 TICKETS = r"^/api/v2/tickets$"
-
-
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
-    made: list[Bridge] = []
-
-    def make(accounts: list[dict[str, Any]], **top: Any) -> Bridge:
-        bridge = Bridge(write_config(tmp_path, accounts, **top))
-        made.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in made:
-        bridge.close()
 
 
 def maildrop(dovecot: DovecotServer, user: MailUser) -> list[bytes]:

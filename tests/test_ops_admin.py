@@ -25,7 +25,6 @@ from zendesk_responses import (
     FakeZendesk,
     account,
     customer_mail,
-    fake_zendesk,
     write_config,
 )
 
@@ -39,12 +38,6 @@ REJECTION = error_body("RecordInvalid", "Record validation errors", {
                    "error": "InvalidValue"}]})
 
 
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """``main`` reconfigures the root logger for its stderr; put it back for later tests."""
@@ -53,20 +46,6 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture
-def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
-    made: list[Bridge] = []
-
-    def make(accounts: list[dict[str, Any]], **top: Any) -> Bridge:
-        bridge = Bridge(write_config(tmp_path, accounts, **top))
-        made.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in made:
-        bridge.close()
 
 
 def cli(config: Path, *argv: str) -> tuple[int, list[str]]:

@@ -25,8 +25,6 @@ from zendesk_responses import (
     FakeZendesk,
     account,
     customer_mail,
-    fake_zendesk,
-    write_config,
 )
 
 from connector.cli import EX_OK, main
@@ -34,12 +32,6 @@ from connector.service import runner
 from connector.service.runner import AccountPoller, Service, backoff_delay
 
 TICKETS = r"^/api/v2/tickets$"
-
-
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)
@@ -50,20 +42,6 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture
-def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
-    made: list[Bridge] = []
-
-    def make(accounts: list[dict[str, Any]], **top: Any) -> Bridge:
-        bridge = Bridge(write_config(tmp_path, accounts, **top))
-        made.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in made:
-        bridge.close()
 
 
 def cli(config: Path, *argv: str) -> tuple[int, list[str]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,6 @@ from zendesk_responses import (
     FakeZendesk,
     account,
     customer_mail,
-    fake_zendesk,
-    write_config,
 )
 
 from connector.config import AccountConfig
@@ -26,26 +23,6 @@ from connector.fetch.base import MessageHandle
 from connector.fetch.imap import ImapMailbox, QuietIMAPClient
 from connector.service.runner import AccountPoller, Service
 from connector.store.base import MessageState
-
-
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
-    made: list[Bridge] = []
-
-    def make(accounts: list[dict[str, Any]], **top: Any) -> Bridge:
-        bridge = Bridge(write_config(tmp_path, accounts, **top))
-        made.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in made:
-        bridge.close()
 
 
 @pytest.fixture(scope="module")

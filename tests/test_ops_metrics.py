@@ -22,7 +22,7 @@ from dovecot import DovecotServer, MailUser, free_port
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from zendesk_double import error_body
-from zendesk_responses import FakeZendesk, account, customer_mail, fake_zendesk, write_config
+from zendesk_responses import FakeZendesk, account, customer_mail, write_config
 
 from connector.config import Config, load_config
 from connector.hosts.factory import make_host
@@ -34,12 +34,6 @@ from connector.store.sqlite import SQLiteStore
 
 TICKETS = r"^/api/v2/tickets$"
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def zendesk() -> Iterator[FakeZendesk]:
-    with fake_zendesk() as fake:
-        yield fake
 
 
 class Assembled:
