@@ -55,18 +55,43 @@ def process_group_cpu_seconds(pgid: int) -> float:
     return total
 
 
+def descendants_cpu_seconds(root: int, exclude: set[int]) -> float:
+    """CPU of every live descendant of ``root`` (children's reaped children included), except
+    the subtrees of ``exclude``: the bridge's parse workers and their forkserver."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+    total = 0.0
+    for pid in parents:
+        node = parents.get(pid)
+        chain = {pid}
+        while node is not None and node not in (root, 0, 1) and node not in chain:
+            chain.add(node)
+            node = parents.get(node)
+        if node == root and not chain & exclude:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += _clock_ticks(pid, children=True)
+    return total
+
+
 @dataclass
 class CpuMark:
-    """CPU seconds used so far by the bridge process, Dovecot and the host double."""
+    """CPU seconds used so far by the bridge process, Dovecot and the host double; ``workers``
+    is the bridge's parse worker processes (connector.service.parsing)."""
 
     wall: float
     bridge: float
     dovecot: float
     host: float
+    workers: float = 0.0
 
     def since(self, earlier: CpuMark) -> CpuMark:
         return CpuMark(self.wall - earlier.wall, self.bridge - earlier.bridge,
-                       self.dovecot - earlier.dovecot, self.host - earlier.host)
+                       self.dovecot - earlier.dovecot, self.host - earlier.host,
+                       self.workers - earlier.workers)
 
 
 class BenchEnv:
@@ -206,9 +231,11 @@ class BenchEnv:
     def cpu_mark(self) -> CpuMark:
         usage = os.times()
         assert self.dovecot._process is not None
+        servers = {self.dovecot._process.pid, self.host.pid or -1}
         return CpuMark(time.perf_counter(), usage.user + usage.system,
                        process_group_cpu_seconds(self.dovecot._process.pid),
-                       process_cpu_seconds(self.host.pid) if self.host.pid else 0.0)
+                       process_cpu_seconds(self.host.pid) if self.host.pid else 0.0,
+                       descendants_cpu_seconds(os.getpid(), servers))
 
     def reset_host(self) -> None:
         self.host.reset()

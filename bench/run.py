@@ -61,9 +61,12 @@ def _setup_logging(workdir: Path, level: str) -> Path:
     return path
 
 
-def build_poller(config_path: Path, counters: Counters | None = None):  # noqa: ANN201
+def build_poller(config_path: Path, counters: Counters | None = None,  # noqa: ANN201
+                 parse_workers: int | None = None):
     """Store, host, filter stage, pipeline and poller as ``postmaster-bridge run`` builds them
-    (``connector.cli._build``; both its older tuple and its ``Parts`` shape are accepted)."""
+    (``connector.cli._build``; both its older tuple and its ``Parts`` shape are accepted), with
+    the parse pool ``run`` uses (``parse_workers``: None = run's default, 0 = none). The caller
+    closes ``poller.parser`` when there is one."""
     from connector import cli
     from connector.config import load_config
     from connector.service.runner import AccountPoller
@@ -81,7 +84,13 @@ def build_poller(config_path: Path, counters: Counters | None = None):  # noqa: 
         pipeline = cli._pipeline(config, account, store, host, filter_stage)
     if counters is not None:
         store._db.set_trace_callback(counters.sql_callback)
-    return AccountPoller(account, store, pipeline, dry_run=dry_run), store
+    try:
+        from connector.service.parsing import ParsePool, default_workers
+    except ImportError:  # a tree from before parsing ahead
+        return AccountPoller(account, store, pipeline, dry_run=dry_run), store
+    workers = default_workers() if parse_workers is None else parse_workers
+    parser = ParsePool(workers) if workers > 0 else None
+    return AccountPoller(account, store, pipeline, dry_run=dry_run, parser=parser), store
 
 
 def _time_host_requests(host: Any) -> dict[str, list[float]]:
@@ -136,7 +145,8 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     inbox = env.restore()
     config = env.write_config(batch_size=args.batch_size)
     counters = Counters()
-    poller, store = build_poller(config, counters)
+    poller, store = build_poller(config, counters, args.parse_workers)
+    parser = getattr(poller, "parser", None)
     host_times = _time_host_requests(poller.pipeline.host)
     tx_times = _time_store_transactions(store)
     in_process = [0.0]
@@ -173,6 +183,8 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     time.sleep(0.3)  # let Dovecot reap the session's imap process, so its CPU time is counted
     used = env.cpu_mark().since(before)
     used.wall -= 0.3
+    if parser is not None:
+        parser.close()  # after the mark: its workers' CPU is read while they are alive
     report = ""
     if profile == "pyinstrument":
         profiler.stop()
@@ -198,7 +210,8 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
         "summary": summary.line(), "wall_s": round(used.wall, 3),
         "msgs_per_s": round(messages / used.wall, 1), "mb_per_s": round(megabytes / used.wall, 1),
         "cpu_s": {"bridge": round(used.bridge, 2), "dovecot": round(used.dovecot, 2),
-                  "host": round(used.host, 2)},
+                  "host": round(used.host, 2), "parse_workers": round(used.workers, 2)},
+        "parse_workers": getattr(parser, "workers", 0),
         "bridge_time_s": {"pipeline.process": round(in_process[0], 2),
                           "move (settle)": round(in_settle[0], 2),
                           "list+fetch+rest": round(used.wall - in_process[0] - in_settle[0], 2)},
@@ -234,7 +247,8 @@ def _print_e2e(result: dict[str, Any]) -> None:
     print(f"  wall {result['wall_s']:.2f}s -> {result['msgs_per_s']} msgs/s, "
           f"{result['mb_per_s']} MB/s")
     cpu = result["cpu_s"]
-    print(f"  CPU seconds: bridge {cpu['bridge']}, dovecot {cpu['dovecot']}, host double "
+    print(f"  CPU seconds: bridge {cpu['bridge']}, parse workers ({result['parse_workers']}) "
+          f"{cpu.get('parse_workers', 0.0)}, dovecot {cpu['dovecot']}, host double "
           f"{cpu['host']}  (of {2 * result['wall_s']:.1f} available on 2 cores)")
     print(f"  bridge wall split: {result['bridge_time_s']}")
     print(f"  SQLite statements per mail: {result['sql_per_mail']}")
@@ -438,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("e2e", parents=[common], help="end to end through the bridge")
     p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--parse-workers", type=int, default=None,
+                   help="parse worker processes (default: as `run`, cores - 1 capped at 4; "
+                   "0: parse in the main thread)")
     p.add_argument("--profile", help="after the timed runs, profiled runs: pyinstrument, "
                    "cprofile or both (comma-separated)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))

@@ -121,6 +121,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.service.parsing import ParsePool, default_workers
     from connector.service.runner import AccountPoller, Service
 
     config = _config(args)
@@ -133,7 +134,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         print("no enabled account to run", file=sys.stderr)
         return EX_CONFIG
     parts.metrics.watch_store(store, [a.name for a in accounts])
-    pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run) for a in accounts]
+    # Shared by every account; its workers start only when a pass has a backlog to parse.
+    parser = ParsePool(default_workers())
+    pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
+               for a in accounts]
     service = Service(pollers, log_retention_days=config.store.log_retention_days, stop=stop)
 
     def _stop(signum: int, _frame: object) -> None:
@@ -159,6 +163,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             http.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        parser.close()
         store.close()
 
 

@@ -35,8 +35,10 @@ from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Up
 from connector.mail.html import html_to_text, sanitize_html
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
-from connector.pec import find_pec, looks_like_pec_subject
+from connector.pec import find_pec
 from connector.service.metrics import Metrics
+from connector.service.parsing import Prepared
+from connector.service.parsing import may_be_pec as _may_be_pec
 from connector.store.base import MessageRecord, MessageState
 from connector.store.sqlite import SQLiteStore
 
@@ -174,14 +176,6 @@ def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
 
 
-def _may_be_pec(message: ParsedMessage) -> bool:
-    """Cheap look for PEC on an ordinary account: provider headers, the envelope subject, or
-    an attached message that might be a forwarded envelope."""
-    if message.header("X-Trasporto") or message.header("X-Ricevuta"):
-        return True
-    return looks_like_pec_subject(message.subject) or bool(message.nested_messages)
-
-
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
     name = f"{prefix}-{message.message_id or message.sha256[:16]}"
     safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)[:110]
@@ -207,8 +201,11 @@ class Pipeline:
 
     # -- entry point ------------------------------------------------------------------------
     def process(self, ref: str, raw: bytes | None, size: int | None = None, *,
-                defer_receipts: bool = False) -> Result:
+                defer_receipts: bool = False, prepared: Prepared | None = None) -> Result:
         """Process one fetched message. ``raw`` is None when it was too large to download.
+
+        ``prepared`` is the parse of ``raw`` done ahead (connector.service.parsing); without
+        it, or when it is not the parse of this very ``raw``, the message is parsed here.
 
         With ``defer_receipts``, PEC receipts for an existing ticket come back DEFERRED and
         are added by ``flush_deferred()``, one ticket update for all receipts of a ticket:
@@ -222,11 +219,16 @@ class Pipeline:
         if existing is not None and existing.state.terminal:
             return Result(outcome_of(existing), existing.id, existing.ticket_id,
                           "already recorded", already_recorded=True)
-        sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
+        if prepared is not None and (raw is None or prepared.message.raw is not raw):
+            prepared = None
+        if prepared is not None:
+            sha: str | None = prepared.message.sha256  # hashed in the worker
+        else:
+            sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
         record = self.store.begin_message(self.account.name, ref, sha256=sha)
         self.lookup.forget()
         try:
-            result = self._process(ctx, record, raw, size)
+            result = self._process(ctx, record, raw, size, prepared)
         except TransientHostError as exc:
             self.store.record_failure(record.id, f"transient: {exc}")
             log.warning("%s: host temporarily unavailable, will retry: %s", ctx, exc)
@@ -343,12 +345,12 @@ class Pipeline:
         return Result(Outcome.FAILED, record.id, reason=reason)
 
     def _process(self, ctx: MessageContext, record: MessageRecord, raw: bytes | None,
-                 size: int | None) -> Result:
+                 size: int | None, prepared: Prepared | None = None) -> Result:
         if raw is None:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
                               f"is {self.account.max_size} bytes; it was not downloaded")
         self._archive(ctx, raw)
-        job = self._job(ctx, record, raw)
+        job = self._job(ctx, record, raw, prepared)
         if record.state == MessageState.PUSHING and record.pending:
             return self._resume(job)
 
@@ -417,11 +419,12 @@ class Pipeline:
         age = (datetime.now(UTC) - parent.created_at).total_seconds()
         return parent if age < PARENT_WAIT_SECONDS else None
 
-    def _job(self, ctx: MessageContext, record: MessageRecord, raw: bytes) -> Job:
-        """Parse, unwrap PEC, run the filters; record what the message is."""
-        message = parse_message(raw)
+    def _job(self, ctx: MessageContext, record: MessageRecord, raw: bytes,
+             prepared: Prepared | None = None) -> Job:
+        """Parse (unless done ahead), unwrap PEC, run the filters; record what the message is."""
+        message = prepared.message if prepared is not None else parse_message(raw)
         ctx.message_id = message.message_id
-        plan = self._pec_plan(ctx, raw, message)
+        plan = self._pec_plan(ctx, raw, message, prepared)
         content = plan.content if plan is not None else message
         sender = content.from_
         if sender is None or not sender.valid:
@@ -437,12 +440,23 @@ class Pipeline:
             sender=sender.normalized, subject=content.subject, trace=trace)
         return Job(ctx, record, message, verdict.message or content, verdict, plan, holder)
 
-    def _pec_plan(self, ctx: MessageContext, raw: bytes, message: ParsedMessage) -> PecPlan | None:
+    def _pec_plan(self, ctx: MessageContext, raw: bytes, message: ParsedMessage,
+                  prepared: Prepared | None = None) -> PecPlan | None:
         """Unwrap PEC: on PEC accounts always; elsewhere when the mail shows PEC signs."""
         if not (self.account.pec or _may_be_pec(message)):
             return None
-        info = find_pec(raw, context=str(ctx))
-        return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
+        ahead = prepared if prepared is not None and prepared.pec is not None else None
+        if ahead is None:
+            info = find_pec(raw, context=str(ctx))
+            return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
+
+        def parse(original_raw: bytes) -> ParsedMessage:
+            if ahead.original is not None and ahead.original.raw == original_raw:
+                return ahead.original
+            return parse_message(original_raw)
+
+        assert ahead.pec is not None
+        return plan_pec(message, ahead.pec, account_is_pec=self.account.pec, parse=parse)
 
     def _decide(self, job: Job) -> Decision:
         if job.plan is not None and job.plan.is_receipt:

@@ -21,6 +21,7 @@ from connector.config import AccountConfig
 from connector.errors import FetchError
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
+from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
 from connector.store.base import MessageState
 from connector.store.sqlite import SQLiteStore
@@ -71,11 +72,15 @@ def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
 
 class AccountPoller:
     """Works one account: a connection kept open across polls, IDLE when offered, health
-    bookkeeping (consecutive failures, auto-disable) and the connection log."""
+    bookkeeping (consecutive failures, auto-disable) and the connection log.
+
+    With a ``parser`` (connector.service.parsing.ParsePool), passes of at least
+    ``MIN_MESSAGES`` messages have them parsed ahead in worker processes; the pipeline still
+    processes them one by one in fetch order."""
 
     def __init__(self, account: AccountConfig, store: SQLiteStore, pipeline: Pipeline, *,
                  dry_run: bool = False, mailbox_factory: MailboxFactory = open_mailbox,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, parser: Parser | None = None) -> None:
         self.account = account
         self.store = store
         self.pipeline = pipeline
@@ -83,6 +88,7 @@ class AccountPoller:
         self.mailbox_factory = mailbox_factory
         self.stop = stop or threading.Event()
         self.mailbox: Mailbox | None = None
+        self.parser = parser
 
     # -- connection ------------------------------------------------------------------------
     def _log(self, level: str, event: str, detail: str | None = None,
@@ -243,13 +249,16 @@ class AccountPoller:
                 continue
             to_fetch.append(item)
         held: dict[str, MessageHandle] = {}
+        parser = self.parser if len(to_fetch) >= MIN_MESSAGES else None
+        fetched = parse_ahead(mailbox.fetch(to_fetch), parser, account=name,
+                              account_is_pec=self.account.pec)
         try:
-            for message in mailbox.fetch(to_fetch):
+            for message, prepared in fetched:
                 if self.stop.is_set():
                     log.info("account=%s: stopping; the rest waits for the next run", name)
                     break
                 result = self.pipeline.process(message.ref, message.raw, message.size,
-                                               defer_receipts=True)
+                                               defer_receipts=True, prepared=prepared)
                 if result.outcome == Outcome.DEFERRED:
                     held[message.ref] = message
                     continue
@@ -266,6 +275,8 @@ class AccountPoller:
             with contextlib.suppress(FetchError):
                 moves.flush()
             raise
+        finally:
+            fetched.close()  # cancels what was submitted ahead and not processed
         moves.flush()
 
     @staticmethod
