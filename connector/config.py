@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -471,16 +471,6 @@ def _host(r: _Reader) -> HostConfig:
     return cfg
 
 
-#: Hooks for stages that validate their own config sections. Each gets the whole raw mapping
-#: and the config path and raises ConfigError; registered by the stage packages.
-SectionValidator = Callable[[Mapping[str, Any], str, Path], None]
-_section_validators: list[SectionValidator] = []
-
-
-def register_section_validator(validator: SectionValidator) -> None:
-    _section_validators.append(validator)
-
-
 #: Top-level keys validated by other stages (filters, outbound, service).
 _TOP_EXTENSION_KEYS: tuple[str, ...] = ("filters", "service")
 
@@ -525,8 +515,7 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
-    for validator in (*_section_validators, validate_outbound):
-        validator(root.data, where, base_dir)
+    validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention),
                   raw=dict(root.data))

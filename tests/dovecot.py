@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cryptography import x509
@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from imapclient import IMAPClient
+
+from connector.config import AccountConfig
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -70,29 +72,6 @@ class StoredMessage:
     flags: frozenset[str]
     size: int
     raw: bytes = field(repr=False)
-
-
-@dataclass
-class AccountSettings:
-    """Account settings for tests; has the attributes ``connector.fetch.base.MailboxSettings``
-    names, so the fetch stage accepts it without the product's config module."""
-
-    name: str
-    protocol: str
-    host: str
-    port: int
-    security: str
-    username: str
-    password: str = field(repr=False)
-    ca_file: str | None = None
-    verify_tls: bool = True
-    folder: str = "INBOX"
-    processed_folder: str = "Processed"
-    error_folder: str = "Error"
-    delete_after_processing: bool = False
-    max_size: int = 0
-    batch_size: int = 200
-    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -478,7 +457,7 @@ class DovecotServer:
         protocol: str = "imap",
         security: str = "none",
         **overrides: object,
-    ) -> AccountSettings:
+    ) -> AccountConfig:
         """Settings to reach ``user``'s mailbox here; the port follows protocol and security
         (``tls`` uses imaps/pop3s, ``starttls`` and ``none`` the plain port) and TLS is
         verified against this server's CA unless overridden."""
@@ -489,21 +468,17 @@ class DovecotServer:
             ("pop3", False): self.pop3_port,
             ("pop3", True): self.pop3s_port,
         }[(protocol, implicit_tls)]
-        settings = AccountSettings(
-            name=f"test-{protocol}-{user.name}",
-            protocol=protocol,
-            host=self.host,
-            port=port,
-            security=security,
-            username=user.name,
-            password=user.password,
-            ca_file=self.ca_file,
-        )
-        for key, value in overrides.items():
-            if not hasattr(settings, key):
-                raise TypeError(f"unknown account setting {key}")
-            setattr(settings, key, value)
-        return settings
+        # The product's own account config; tests fetch without a size limit by default.
+        values: dict[str, object] = {
+            "name": f"test-{protocol}-{user.name}", "protocol": protocol, "host": self.host,
+            "port": port, "security": security, "username": user.name,
+            "password": user.password, "ca_file": self.ca_file, "max_size": 0,
+            "timeout": 10.0}
+        unknown = set(overrides) - {f.name for f in fields(AccountConfig)}
+        if unknown:
+            raise TypeError(f"unknown account setting {sorted(unknown)[0]}")
+        values.update(overrides)
+        return AccountConfig(**values)  # type: ignore[arg-type]
 
     # -- mailbox contents (through IMAP, as the user) --------------------------------------
 
@@ -601,8 +576,13 @@ class DovecotServer:
         return new
 
     def kick(self, user: MailUser) -> None:
-        """Disconnect every IMAP/POP3 session of ``user`` (``doveadm kick``)."""
+        """Disconnect every IMAP/POP3 session of ``user`` (``doveadm kick``) and wait until
+        they are gone: the kick only signals the processes, and a test that sends its next
+        command at once could otherwise still be answered."""
         self.doveadm("kick", user.name)
+        deadline = time.monotonic() + 5
+        while user.name in self.doveadm("who") and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class CuttingProxy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import ssl
 from collections.abc import Iterator
@@ -350,8 +351,7 @@ def test_open_mailbox_picks_the_protocol(dovecot: DovecotServer, mailbox_user: M
     assert isinstance(open_mailbox(dovecot.account(mailbox_user)), ImapMailbox)
     with pytest.raises(ConfigError):
         open_mailbox(dovecot.account(mailbox_user, protocol="imap", security="ssl")).connect()
-    bad = dovecot.account(mailbox_user)
-    bad.protocol = "nntp"
+    bad = dataclasses.replace(dovecot.account(mailbox_user), protocol="nntp")
     with pytest.raises(ConfigError):
         open_mailbox(bad)
 

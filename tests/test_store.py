@@ -21,7 +21,8 @@ def test_ledger_survives_reopen(tmp_path: Path) -> None:
     assert again.state == MessageState.PUSHING and again.pending == {"external_id": "pmb-x"}
     store.finish_message(rec.id, MessageState.DONE, action="new_ticket", ticket_id=42,
                          thread_ids=["a@b", "c@d"])
-    assert store.known_refs("support", ["INBOX:1:7", "INBOX:1:8"]) == {"INBOX:1:7"}
+    assert store.ref_states("support", ["INBOX:1:7", "INBOX:1:8"]) == {
+        "INBOX:1:7": MessageState.DONE}
     assert store.ticket_for_message_ids(["zzz", "c@d", "a@b"]) == 42
     assert store.ticket_for_message_ids([]) is None
     assert not store.is_own_message_id("a@b")
@@ -42,7 +43,8 @@ def test_dedupe_claim_is_first_come(tmp_path: Path) -> None:
 def test_skipped_and_failed_listing(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.sqlite3")
     store.mark_skipped("acc", ["1", "2"])
-    assert store.known_refs("acc", ["1", "2", "3"]) == {"1", "2"}
+    assert store.ref_states("acc", ["1", "2", "3"]) == {
+        "1": MessageState.SKIPPED, "2": MessageState.SKIPPED}
     rec = store.begin_message("acc", "3", sha256=None)
     store.finish_message(rec.id, MessageState.FAILED, error="ParseError: nope")
     failed = store.failed_messages("acc")

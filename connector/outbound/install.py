@@ -205,39 +205,34 @@ def _plan_trigger(plan: Plan, later: list[Change], existing: _Existing,
                   settings: OutboundSettings, service: WebhookSettings, webhook_id: str,
                   category_id: str) -> None:
     wanted = desired_trigger(settings, service, webhook_id, category_id)
-    title = wanted["title"]
-    found = _Existing.find(existing.triggers, KIND_TRIGGER, settings.account, "title", title)
-    for extra in found[1:]:
-        later.append(Change(KIND_TRIGGER, "delete", settings.account, str(extra.get("title")),
-                            str(extra["id"]), details=("duplicate",)))
-    if not found:
-        plan.changes.append(Change(KIND_TRIGGER, "create", settings.account, title, body=wanted))
-        return
-    diffs = trigger_differences(found[0], wanted)
-    if diffs:
-        plan.changes.append(Change(KIND_TRIGGER, "update", settings.account, title,
-                                   str(found[0]["id"]), body=wanted, details=tuple(diffs)))
-    else:
-        plan.unchanged.append(f"trigger {title!r} (id {found[0]['id']})")
+    _plan_titled(plan, later, KIND_TRIGGER, existing.triggers, settings.account, wanted,
+                 trigger_differences)
 
 
 def _plan_macro(plan: Plan, later: list[Change], existing: _Existing,
                 settings: OutboundSettings, service: WebhookSettings) -> None:
-    wanted = desired_macro(settings, service)
+    _plan_titled(plan, later, KIND_MACRO, existing.macros, settings.account,
+                 desired_macro(settings, service), macro_differences)
+
+
+def _plan_titled(plan: Plan, later: list[Change], kind: str, items: Any, account: str,
+                 wanted: dict[str, Any],
+                 differences: Callable[[Any, dict[str, Any]], list[str]]) -> None:
+    """Create, update or keep one object found by its title; later copies are deleted."""
     title = wanted["title"]
-    found = _Existing.find(existing.macros, KIND_MACRO, settings.account, "title", title)
+    found = _Existing.find(items, kind, account, "title", title)
     for extra in found[1:]:
-        later.append(Change(KIND_MACRO, "delete", settings.account, str(extra.get("title")),
+        later.append(Change(kind, "delete", account, str(extra.get("title")),
                             str(extra["id"]), details=("duplicate",)))
     if not found:
-        plan.changes.append(Change(KIND_MACRO, "create", settings.account, title, body=wanted))
+        plan.changes.append(Change(kind, "create", account, title, body=wanted))
         return
-    diffs = macro_differences(found[0], wanted)
+    diffs = differences(found[0], wanted)
     if diffs:
-        plan.changes.append(Change(KIND_MACRO, "update", settings.account, title,
-                                   str(found[0]["id"]), body=wanted, details=tuple(diffs)))
+        plan.changes.append(Change(kind, "update", account, title, str(found[0]["id"]),
+                                   body=wanted, details=tuple(diffs)))
     else:
-        plan.unchanged.append(f"macro {title!r} (id {found[0]['id']})")
+        plan.unchanged.append(f"{kind} {title!r} (id {found[0]['id']})")
 
 
 def _plan_notifications(plan: Plan, existing: _Existing, service: WebhookSettings,

@@ -115,10 +115,6 @@ class Store(Protocol):
         """The recorded state of each of ``refs`` that has a record."""
         ...
 
-    def known_refs(self, account: str, refs: Iterable[str]) -> set[str]:
-        """Those of ``refs`` that have a terminal record (nothing left to do but move them)."""
-        ...
-
     def begin_message(self, account: str, ref: str, *, sha256: str | None) -> MessageRecord:
         """Create the record in RECEIVED state, or return the existing one; counts an attempt."""
         ...

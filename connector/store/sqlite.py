@@ -248,9 +248,6 @@ class SQLiteStore(SQLiteFile):
             found.update((r["ref"], MessageState(r["state"])) for r in rows)
         return found
 
-    def known_refs(self, account: str, refs: Iterable[str]) -> set[str]:
-        return {ref for ref, state in self.ref_states(account, refs).items() if state.terminal}
-
     def begin_message(self, account: str, ref: str, *, sha256: str | None) -> MessageRecord:
         now = _now()
         with self._tx() as db:
