@@ -69,6 +69,7 @@ _HAS_SURROGATE = re.compile("[\udc80-\udcff]")
 _QP_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
 _BASE64_CHAR = re.compile(rb"[A-Za-z0-9+/]")
+_PADDING = re.compile(rb"=")
 
 
 @lru_cache(maxsize=256)
@@ -224,27 +225,32 @@ def _decode_word(encoding: str, text: str, defects: list[str] | None, where: str
     return _QP_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"_", b" "))
 
 
-def decode_transfer(data: bytes, encoding: str) -> tuple[bytes, str | None]:
-    """Undo a Content-Transfer-Encoding. Returns the bytes and a defect note, if any."""
+def decode_transfer(data: bytes | memoryview, encoding: str) -> tuple[bytes, str | None]:
+    """Undo a Content-Transfer-Encoding. Returns the bytes and a defect note, if any.
+
+    ``data`` may be a memoryview into the whole message, so a large base64 or
+    quoted-printable part is decoded without first copying its encoded form."""
     if encoding == "base64":
         return _decode_base64(data)
     if encoding == "quoted-printable":
         return binascii.a2b_qp(data), None
     if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
-        return _decode_uu(data)
-    return data, None
+        return _decode_uu(bytes(data))
+    return bytes(data), None
 
 
-def _decode_base64(data: bytes) -> tuple[bytes, str | None]:
+def _decode_base64(data: bytes | memoryview) -> tuple[bytes, str | None]:
     try:
         decoded: bytes | None = binascii.a2b_base64(data)
     except binascii.Error:
         decoded = None
-    padding = data.find(b"=")
+    padding = _PADDING.search(data)
     # a2b_base64 skips junk characters but stops at the first padding: fine when the padding
     # ends the data, which is the normal case (checked on the short tail only).
-    if decoded is not None and (padding < 0 or not _BASE64_CHAR.search(data, padding)):
+    if decoded is not None and (padding is None
+                                or not _BASE64_CHAR.search(data, padding.start())):
         return decoded, None
+    data = bytes(data)
     # Damaged: bad padding, or several padded runs (some encoders pad every line).
     out = bytearray()
     for run in _BASE64_JUNK.sub(b"", data).split(b"="):

@@ -1,9 +1,12 @@
 """Parse stage: raw message bytes to one :class:`ParsedMessage`.
 
-Built on the stdlib parser with the ``compat32`` policy, which leaves header values as raw
-strings and bodies undecoded; all decoding is done here, once per header and once per part.
-It is an order of magnitude faster than ``policy.default`` (whose header objects parse every
-header eagerly) and, since we decode ourselves, just as correct on the odd mail out there.
+Header blocks go through the stdlib parser with the ``compat32`` policy, which leaves header
+values as raw strings; bodies are never read line by line: :mod:`connector.mail.mimetree` finds
+the parts by their boundary lines and keeps them as offsets into ``raw``, so a part is copied
+only when it is decoded (a 25 MB mail costs about its size again, not eight times it). All
+decoding is done here, once per header and once per part: faster than ``policy.default``
+(whose header objects parse every header eagerly) and, since we decode ourselves, just as
+correct on the odd mail out there.
 
 Nothing in a malformed message raises: the oddities go to ``ParsedMessage.defects``. Only
 input that is not a mail at all (empty, or no header in it) raises :class:`ParseError`.
@@ -11,15 +14,13 @@ input that is not a mail at all (empty, or no header in it) raises :class:`Parse
 
 from __future__ import annotations
 
-import io
 import logging
 import mimetypes
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.generator import BytesGenerator
+from email.errors import MultipartInvariantViolationDefect
 from email.message import Message
-from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
@@ -39,6 +40,7 @@ from connector.mail.decode import (
     unflow,
 )
 from connector.mail.html import html_to_text, text_to_html
+from connector.mail.mimetree import MimePart, build_tree
 from connector.mail.model import Attachment, ParsedMessage
 
 __all__ = ["parse_message"]
@@ -58,10 +60,9 @@ class _RawHeaderPolicy(type(compat32)):  # type: ignore[misc]
 
 
 _POLICY = _RawHeaderPolicy()
-# The parser object only holds its policy: safe to share between calls and threads.
-_PARSER = BytesParser(policy=_POLICY)
-# Re-serializing nested messages: no re-folding of long header lines.
-_GENERATOR_POLICY = _POLICY.clone(max_line_length=0)
+_COPY_LIMIT = 64 * 1024
+_LEADING_NEWLINES = re.compile(rb"[\r\n]*")
+_NOT_BLANK = re.compile(rb"\S")
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 MAX_MULTIPART_DEPTH = 40
@@ -135,23 +136,35 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise TypeError(f"parse_message needs bytes, not {type(raw).__name__}")
     # Leading blank lines (left by some fetchers and mbox splitters) would end the header
     # block before it starts; skip them for parsing, keep them in ``raw``.
-    start = len(raw) - len(raw.lstrip(b"\r\n"))
-    if start == len(raw) or not raw[start:].strip():
+    # (Offsets, not stripped copies: the mail may be tens of megabytes.)
+    start = _leading_newlines(raw, 0)
+    if not _NOT_BLANK.search(raw, start):
         raise ParseError("empty message")
-    msg = _PARSER.parsebytes(raw[start:] if start else raw)
+    msg = build_tree(raw, start, policy=_POLICY)
     skipped = 0
     if not msg.keys():
         # A stray first line (a broken mbox separator, a fetcher's status line) hides the
         # header block from the parser; look for headers a couple of lines further down.
-        lines = raw[start:].split(b"\n", 3)[:3]
-        for skipped in range(1, len(lines)):
-            if _HEADER_LINE.match(lines[skipped]):
-                offset = start + sum(len(line) + 1 for line in lines[:skipped])
-                msg = _PARSER.parsebytes(raw[offset:])
+        offset = start
+        for lines_skipped in range(1, 3):
+            newline = raw.find(b"\n", offset)
+            if newline < 0:
+                break
+            offset = newline + 1
+            if _HEADER_LINE.match(raw, offset):
+                msg = build_tree(raw, offset, policy=_POLICY)
+                skipped = lines_skipped
                 break
     if not msg.keys():
         raise ParseError("no header found: not a mail message")
+    if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
+        msg.defects.append(MultipartInvariantViolationDefect())  # as the stdlib reports it
     return _build(msg, raw, nesting=0, skipped_lines=skipped)
+
+
+def _leading_newlines(data: bytes, pos: int) -> int:
+    found = _LEADING_NEWLINES.match(data, pos)
+    return found.end() if found else pos
 
 
 @dataclass
@@ -176,13 +189,12 @@ class _Walker:
     """Walks one message's MIME tree (not into nested messages: those get their own)."""
 
     nesting: int
-    linesep: str
     defects: list[str]
     hint: str | None  # charset for raw 8-bit header bytes, after UTF-8
     files: list[_FilePart] = field(default_factory=list)
     nested: list[ParsedMessage] = field(default_factory=list)
 
-    def walk(self, part: Message, depth: int) -> _Content:
+    def walk(self, part: MimePart, depth: int) -> _Content:
         for defect in part.defects:
             self.defects.append(type(defect).__name__)
         ctype = part.get_content_type()
@@ -201,12 +213,12 @@ class _Walker:
             self._keep_opaque(part, ctype)
             return _Content()
 
-    def _multipart(self, part: Message, ctype: str, depth: int) -> _Content:
-        children = part.get_payload()
+    def _multipart(self, part: MimePart, ctype: str, depth: int) -> _Content:
+        children: list[MimePart] = part.get_payload()
         if depth >= MAX_MULTIPART_DEPTH:
             self.defects.append("multipart nesting too deep: inner parts kept as attachments")
             for child in part.walk():
-                if not child.is_multipart():
+                if isinstance(child, MimePart) and not child.is_multipart():
                     self._keep_opaque(child, child.get_content_type())
             return _Content()
         contents = [self.walk(child, depth + 1) for child in children]
@@ -214,23 +226,23 @@ class _Walker:
             return _choose_alternative(contents)
         return _merge(contents)
 
-    def _broken_multipart(self, part: Message, ctype: str, depth: int) -> _Content:
+    def _broken_multipart(self, part: MimePart, ctype: str, depth: int) -> _Content:
         """A multipart whose boundary never appears: try the delimiter the body really uses."""
-        body = _payload_bytes_raw(part)
+        body = part.body()
         found = _BOUNDARY_LINE.search(body)
         if found and depth < MAX_MULTIPART_DEPTH:
             boundary = found.group(1)
             if boundary.endswith(b"--") and body.count(b"--" + boundary[:-2]) > 1:
                 boundary = boundary[:-2]
             header = b'Content-Type: %s; boundary="%s"\n\n' % (ctype.encode(), boundary)
-            repaired = _PARSER.parsebytes(header + body)
+            repaired = build_tree(header + body, policy=_POLICY)
             if repaired.is_multipart() and repaired.get_payload():
                 self.defects.append("multipart boundary repaired")
                 return self._multipart(repaired, ctype, depth + 1)
         self.defects.append(f"{printable(ctype)} without usable boundary: body kept as text")
         return _Content(plain=_normalize_newlines(decode_bytes(body, None)))
 
-    def _leaf(self, part: Message, ctype: str) -> _Content:
+    def _leaf(self, part: MimePart, ctype: str) -> _Content:
         disposition = part.get_content_disposition()
         filename = _filename(part, self.defects, self.hint)
         # Text parts are body unless they are files: named, or marked as attachment.
@@ -243,7 +255,7 @@ class _Walker:
         )
         return _Content()
 
-    def _text(self, part: Message, ctype: str) -> str:
+    def _text(self, part: MimePart, ctype: str) -> str:
         data = self._payload(part)
         charset = part.get_content_charset()
         if charset is None and ctype == "text/html":
@@ -256,31 +268,39 @@ class _Walker:
             text = unflow(text, delsp=delsp)
         return text
 
-    def _payload(self, part: Message) -> bytes:
-        data, problem = decode_transfer(_payload_bytes_raw(part), _transfer_encoding(part))
+    def _payload(self, part: MimePart) -> bytes:
+        encoding = _transfer_encoding(part)
+        # Large encoded parts are decoded straight out of the message's bytes: no copy of the
+        # encoded text (25 MB for a 25 MB mail) exists beside the decoded one.
+        encoded = part.body_view() if part.body_size > _COPY_LIMIT else part.body()
+        data, problem = decode_transfer(encoded, encoding)
         if problem:
             self.defects.append(problem)
         return data
 
-    def _message(self, part: Message, ctype: str) -> None:
-        """message/*: rfc822 and global are parsed recursively and kept as .eml files."""
+    def _message(self, part: MimePart, ctype: str) -> None:
+        """message/*: rfc822 and global are parsed recursively and kept as .eml files.
+
+        The .eml is the body exactly as it travelled (transfer encoding undone), so a
+        forwarded message stays byte for byte what its sender wrote, signatures included."""
         disposition = part.get_content_disposition()
         filename = _filename(part, self.defects, self.hint)
         cid = _content_id(part)
-        payload = part.get_payload()
-        inner = payload[0] if isinstance(payload, list) and len(payload) == 1 else None
-        if ctype not in ("message/rfc822", "message/global") or not isinstance(inner, Message):
-            data = _body_bytes(part, self.linesep)
+        data = part.body()
+        if ctype not in ("message/rfc822", "message/global"):
             self.files.append(_FilePart(filename, ctype, data, cid, disposition))
             return
         encoding = _transfer_encoding(part)
-        data = _serialize(inner, self.linesep)
         if encoding in ("base64", "quoted-printable"):
-            # The parser read the encoded text as a message; decode it and parse that.
             data, problem = decode_transfer(data, encoding)
             if problem:
                 self.defects.append(problem)
-            inner = _PARSER.parsebytes(data.lstrip(b"\r\n"))
+            inner = build_tree(data, _leading_newlines(data, 0), policy=_POLICY)
+        else:
+            # Parsed in place, so its end is known to be a delimiter, not the end of the data.
+            start = _leading_newlines(part.raw, part.body_start)
+            inner = build_tree(part.raw, min(start, part.body_end), part.body_end,
+                               policy=_POLICY)
         nested: ParsedMessage | None = None
         if not inner.keys():
             self.defects.append("nested message without headers")
@@ -293,17 +313,17 @@ class _Walker:
             filename = _clean_filename(nested.subject[:80] + ".eml")
         self.files.append(_FilePart(filename, "message/rfc822", data, cid, disposition))
 
-    def _keep_opaque(self, part: Message, ctype: str) -> None:
+    def _keep_opaque(self, part: MimePart, ctype: str) -> None:
         """Last resort for a part that failed to decode: keep its raw body so nothing is lost."""
         try:
-            data = _payload_bytes_raw(part) if not part.is_multipart() else b""
+            data = part.body() if not part.is_multipart() else b""
         except Exception:  # noqa: BLE001
             data = b""
         if data:
             self.files.append(_FilePart(None, ctype, data, None, "attachment"))
 
 
-def _build(msg: Message, raw: bytes, *, nesting: int, skipped_lines: int = 0) -> ParsedMessage:
+def _build(msg: MimePart, raw: bytes, *, nesting: int, skipped_lines: int = 0) -> ParsedMessage:
     defects: list[str] = []
     if skipped_lines:
         defects.append(f"{skipped_lines} line(s) of garbage before the headers skipped")
@@ -321,8 +341,7 @@ def _build(msg: Message, raw: bytes, *, nesting: int, skipped_lines: int = 0) ->
         decoded_first.setdefault(lname, decoded)
         headers.append((name, decoded))
 
-    linesep = "\r\n" if b"\r\n" in raw[:8192] else "\n"
-    walker = _Walker(nesting=nesting, linesep=linesep, defects=defects, hint=hint)
+    walker = _Walker(nesting=nesting, defects=defects, hint=hint)
     content = walker.walk(msg, 0)
     html_body = content.html
     if content.plain is not None:
@@ -492,37 +511,6 @@ def _transfer_encoding(part: Message) -> str:
     # "base64 ", "8BIT (raw)", "Base64; x": only the first word counts.
     words = str(part.get("content-transfer-encoding", "")).replace(";", " ").split()
     return words[0].lower() if words else ""
-
-
-def _payload_bytes_raw(part: Message) -> bytes:
-    """The part's body as it was on the wire (before transfer decoding)."""
-    # Not get_payload(): for 8-bit text it re-decodes with the declared charset and
-    # replacement characters. The parser stores the body as str with raw 8-bit bytes as
-    # surrogates, which encode back to exactly the bytes that were on the wire.
-    payload = part._payload
-    if isinstance(payload, bytes):
-        return payload
-    if not isinstance(payload, str):
-        return b""
-    return payload.encode("utf-8", "surrogateescape")
-
-
-def _serialize(msg: Message, linesep: str) -> bytes:
-    buffer = io.BytesIO()
-    generator = BytesGenerator(buffer, mangle_from_=False, policy=_GENERATOR_POLICY)
-    generator.flatten(msg, unixfrom=False, linesep=linesep)
-    return buffer.getvalue()
-
-
-def _body_bytes(part: Message, linesep: str) -> bytes:
-    """Body of a message/* part other than a message (delivery-status and the like)."""
-    payload = part.get_payload()
-    if isinstance(payload, str):
-        return _payload_bytes_raw(part)
-    whole = _serialize(part, linesep)
-    separator = (linesep * 2).encode()
-    head, found, body = whole.partition(separator)
-    return body if found else whole
 
 
 def _normalize_newlines(text: str) -> str:
