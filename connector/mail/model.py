@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+from connector.mail.html import sanitize_html
+
 
 @dataclass(frozen=True)
 class Address:
@@ -76,6 +78,13 @@ class ParsedMessage:
     def sha256(self) -> str:
         """SHA-256 of the raw bytes exactly as fetched."""
         return hashlib.sha256(self.raw).hexdigest()
+
+    @cached_property
+    def safe_html(self) -> str | None:
+        """``html_body`` made safe to show in a helpdesk (scripts, handlers, remote content
+        removed); None when the mail has no HTML. Cached: parse-ahead workers compute it once
+        and the value travels with the message."""
+        return sanitize_html(self.html_body) if self.html_body else None
 
     @cached_property
     def content_hash(self) -> str:
