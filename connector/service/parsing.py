@@ -165,9 +165,12 @@ def _run(task: PrepareTask, raw: bytes, account_is_pec: bool, account: str,
     try:
         prepared = task(raw, account_is_pec=account_is_pec, account=account, ref=ref)
         message = prepared.message
-        # Hash here, once: the cached values travel with the message (the pipeline reads
-        # sha256 and dedupe_key, which hashes every attachment).
-        _ = message.sha256, message.dedupe_key
+        # Hash and sanitize here, once: the cached values travel with the message (the
+        # pipeline reads sha256, dedupe_key, which hashes every attachment, and the safe
+        # HTML of what the ticket shows).
+        _ = message.sha256, message.dedupe_key, message.safe_html
+        if prepared.original is not None:
+            _ = prepared.original.safe_html
         return _Answer(Prepared(_without_raw(message), prepared.pec, prepared.original),
                        tuple(_COLLECT.records))
     finally:
