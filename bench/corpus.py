@@ -28,6 +28,8 @@ one-off), far below the filter stage's per-sender daily cap of 40, so no mail is
 
 ``large_message(size)`` builds one mail of ``size`` bytes (a short text and one attachment),
 for the peak-memory measurement.
+``large_pec_message(size)`` is the same mail certified: a signed PEC envelope of ``size``
+bytes whose ``postacert.eml`` carries it (``rss --pec``).
 
 Run ``python bench/corpus.py --stats`` for the composition, ``--out DIR`` to write .eml files
 (outside the repository).
@@ -536,6 +538,67 @@ def large_message(size: int = 25 * 1024 * 1024, seed: int = DEFAULT_SEED) -> byt
     attachment = _attachment("export.zip", "application/zip",
                              _file_bytes(rng, b"PK\x03\x04", data_size))
     return head + _multipart("mixed", "=_bench_large_", [text, attachment])
+
+
+def large_pec_message(size: int = 25 * 1024 * 1024, seed: int = DEFAULT_SEED) -> bytes:
+    """One PEC envelope of about ``size`` bytes, as a provider delivers it: multipart/signed
+    around multipart/mixed (notice, ``daticert.xml``, ``postacert.eml``), whose postacert is
+    ``large_message`` (a short text and one base64 attachment), with a valid detached
+    signature from the fixed bench signer. The same bytes for the same arguments."""
+    sender = "big.sender@pec.example.it"
+    ident = f"opec-large.20240603080000.{size}.1.1@{PEC_PROVIDER}"
+    message_id = f"bench-large-{size}@acme-corp.example"
+    subject = f"Large attachment ({size // (1024 * 1024)} MB)"
+    when = BASE_DATE
+    daticert = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<postacert tipo="posta-certificata" errore="nessuno">\n'
+        f"  <intestazione><mittente>{sender}</mittente>"
+        f'<destinatari tipo="certificato">{SUPPORT_ADDRESS}</destinatari>'
+        f"<risposte>{sender}</risposte><oggetto>{subject}</oggetto></intestazione>\n"
+        "  <dati><gestore-emittente>BENCH PEC S.p.A.</gestore-emittente>\n"
+        f'    <data zona="+0200"><giorno>{when:%d/%m/%Y}</giorno><ora>{when:%H:%M:%S}</ora>'
+        "</data>\n"
+        f"    <identificativo>{ident}</identificativo>\n"
+        f"    <msgid>&lt;{message_id}&gt;</msgid>\n"
+        '    <ricevuta tipo="completa"/>\n'
+        f"    <consegna>{SUPPORT_ADDRESS}</consegna></dati>\n"
+        "</postacert>\n"
+    ).encode()
+    notice = (f"Messaggio di posta certificata\n\nIl giorno {when:%d/%m/%Y} alle ore "
+              f"{when:%H:%M:%S} il messaggio \"{subject}\" e' stato inviato da \"{sender}\"\n"
+              f"indirizzato a:\n{SUPPORT_ADDRESS}\n")
+    envelope_overhead = 6 * 1024  # headers, notice, daticert, signature: about 5 kB
+    original = large_message(max(1, size - envelope_overhead), seed)
+    signed = _multipart("mixed", "=_pec_large_mix", [
+        _part("text/plain; charset=utf-8", _qp(notice), encoding="quoted-printable"),
+        _part("application/xml; name=\"daticert.xml\"", _b64(daticert), encoding="base64",
+              extra="Content-Disposition: inline; filename=\"daticert.xml\"\r\n"),
+        _part("message/rfc822; name=\"postacert.eml\"", original, encoding="7bit",
+              extra="Content-Disposition: inline; filename=\"postacert.eml\"\r\n"),
+    ]).rstrip(CRLF)
+    signature = _sign(signed)
+    outer = "=_pec_large_signed"
+    body = (f"Content-Type: multipart/signed; protocol=\"application/x-pkcs7-signature\"; "
+            f"micalg=sha-256; boundary=\"{outer}\"\r\n\r\n"
+            f"This is an S/MIME signed message\r\n\r\n--{outer}\r\n").encode()
+    body += signed + f"\r\n--{outer}\r\n".encode()
+    body += _part("application/x-pkcs7-signature; name=\"smime.p7s\"", _b64(signature),
+                  encoding="base64",
+                  extra="Content-Disposition: attachment; filename=\"smime.p7s\"\r\n")
+    body += f"\r\n--{outer}--\r\n".encode()
+    return _mail([
+        ("Return-Path", f"<posta-certificata@{PEC_PROVIDER}>"),
+        ("Date", format_datetime(when)),
+        ("Message-ID", f"<{ident}>"),
+        ("X-Riferimento-Message-ID", f"<{message_id}>"),
+        ("X-Trasporto", "posta-certificata"),
+        ("X-TipoRicevuta", "completa"),
+        ("From", f"\"Per conto di: {sender}\" <posta-certificata@{PEC_PROVIDER}>"),
+        ("Reply-To", sender),
+        ("To", SUPPORT_ADDRESS),
+        ("Subject", _subject_header("POSTA CERTIFICATA: " + subject)),
+    ], body)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -456,25 +456,26 @@ def test_envelope_inside_a_mime_digest_is_found() -> None:
 
 
 def test_raw_multipart_split_keeps_exact_bytes() -> None:
-    from connector.pec.mime_raw import parse_entity, split_multipart
+    from connector.pec.parts import parse_part
 
+    head = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
     body = (b"preamble\r\n--b \r\nA: 1\r\n\r\nfirst\r\n\r\n--b\r\n\r\nsecond\r\n"
             b"--bb\r\nnot a delimiter\r\n--b--\r\nepilogue")
-    ranges, defects = split_multipart(body, "b")
-    assert [body[s:e] for s, e in ranges] == [
+    tree = parse_part(head + body)
+    assert [c.mime.whole() for c in tree.children] == [
         b"A: 1\r\n\r\nfirst\r\n",  # the CRLF before the delimiter belongs to it
         b"\r\nsecond\r\n--bb\r\nnot a delimiter",
     ]
-    assert defects == ()
-    ranges, defects = split_multipart(b"--b\nonly\n", "b")
-    assert [b"--b\nonly\n"[s:e] for s, e in ranges] == [b"only\n"]
-    assert defects == ("close boundary not found",)
-    assert split_multipart(b"no delimiters", "b") == ([], ("no boundary found",))
-    tree = parse_entity(b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body)
-    assert [c.raw for c in tree.children] == [b"A: 1\r\n\r\nfirst\r\n",
-                                              b"\r\nsecond\r\n--bb\r\nnot a delimiter"]
+    assert [c.path for c in tree.children] == ["1", "2"]
+    assert tree.defects == ()
     assert tree.children[1].headers.items() == []
-    assert tree.children[1].body == b"second\r\n--bb\r\nnot a delimiter"
+    assert tree.children[1].mime.body() == b"second\r\n--bb\r\nnot a delimiter"
+    # Unterminated: the last part runs to the end of the data (less its last line break).
+    unterminated = parse_part(b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nonly\n')
+    assert [c.mime.body() for c in unterminated.children] == [b"only"]
+    assert unterminated.defects == ("close boundary not found",)
+    no_delimiter = parse_part(head + b"no delimiters")
+    assert no_delimiter.children == () and no_delimiter.defects == ("no boundary found",)
 
 
 def test_unknown_receipt_kind_is_kept_as_other() -> None:

@@ -24,7 +24,7 @@ from connector.pec import (
     find_pec,
     strip_pec_prefix,
 )
-from connector.pec.mime_raw import parse_entity
+from connector.pec.parts import parse_part
 
 
 def _samples_dir() -> Path:
@@ -122,7 +122,7 @@ def test_aruba_accettazione_2014() -> None:
     assert pec.daticert.gestore_emittente == "ARUBA PEC S.p.A."
     assert pec.daticert.errore == "nessuno"
     # Body is text/plain only: no html alternative.
-    types = [p.content_type for p in parse_entity(raw("aruba-accettazione-2014-01.eml")).walk()]
+    types = [p.content_type for p in parse_part(raw("aruba-accettazione-2014-01.eml")).walk()]
     assert "text/plain" in types and "text/html" not in types
     assert "multipart/alternative" not in types
     assert pec.receipt is not None
@@ -333,7 +333,7 @@ def test_inner_postacert_on_its_own() -> None:
     assert iso(pec.original_date) == "2024-04-22T14:52:55+02:00"
     assert pec.certified_at is None
     assert pec.daticert is None and pec.original_raw is None and pec.service_parts == ()
-    tree = parse_entity(raw("aruba-postacert-inner-2024-02.eml"))
+    tree = parse_part(raw("aruba-postacert-inner-2024-02.eml"))
     assert tree.content_type == "multipart/alternative"
     assert all(p.filename is None for p in tree.walk())
     assert pec.signature.status is SignatureStatus.MISSING

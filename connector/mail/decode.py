@@ -326,3 +326,35 @@ def printable(value: str) -> str:
 
 def _at(where: str) -> str:
     return f" in {printable(where)}" if where else ""
+
+
+def decode_transfer_or_raise(data: bytes | memoryview, encoding: str) -> bytes:
+    """Undo a Content-Transfer-Encoding, raising ``ValueError`` (``binascii.Error``) when a
+    base64 body cannot be read without guessing at lost data.
+
+    For content that must be what was sent or nothing (a certified PEC original, a
+    signature): :func:`decode_transfer` repairs damaged base64 instead, which is right for
+    showing a mail but would hand on bytes nobody sent. ``data`` may be a memoryview into the
+    whole message; a body without transfer encoding is returned as one copy of it."""
+    if encoding == "base64":
+        return decode_base64_lenient(data)
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    return bytes(data)
+
+
+def decode_base64_lenient(data: bytes | memoryview) -> bytes:
+    """Base64 ignoring characters outside the alphabet and bad padding, as mail clients do.
+    Raises ``binascii.Error`` only when what is left cannot be base64 at all (a length that
+    leaves one character over: a byte was lost, and which one cannot be known)."""
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        pass
+    cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    remainder = len(cleaned) % 4
+    if remainder == 1:
+        raise binascii.Error("base64 data has an impossible length")
+    if remainder:
+        cleaned += b"=" * (4 - remainder)
+    return base64.b64decode(cleaned)

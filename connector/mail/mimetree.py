@@ -17,6 +17,10 @@ to the delimiter (RFC 2046), and an inner part never reading past its parent's p
 differ on purpose: ``message/*`` bodies are not parsed here (the parse stage parses the bodies
 of ``message/rfc822`` itself, from their exact bytes, after undoing any transfer encoding), and
 only LF and CRLF end a line (a lone CR is data, as in every MIME producer since the 1990s).
+
+Each part also knows where it begins and ends as a whole (``start``/``end``: its header block
+and body, exactly as they travelled), which S/MIME needs: the signed content of a
+multipart/signed is its first part byte for byte, headers included.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-__all__ = ["MimePart", "build_tree"]
+__all__ = ["MimePart", "build_headers", "build_tree"]
 
 # Deeper than anything the parse stage walks (it stops at 40 and keeps the rest opaque); the
 # limit only keeps a hostile message from exhausting the stack or building millions of parts.
@@ -45,11 +49,22 @@ class MimePart(Message):
 
     Multipart parts have their children as the payload (a list, so ``is_multipart()`` and
     ``walk()`` work as usual); every other part has no payload of its own: read ``body()``.
+    The whole part, header block included, is ``raw[start:end]``: read ``whole()``.
     """
 
     raw: bytes = b""
+    start: int = 0
+    end: int = 0
     body_start: int = 0
     body_end: int = 0
+
+    def whole(self) -> bytes:
+        """The part exactly as it travelled, header block and body (an S/MIME signed part)."""
+        return self.raw[self.start : self.end]
+
+    def whole_view(self) -> memoryview:
+        """``whole()`` without copying it: for digests and verifiers that read any buffer."""
+        return memoryview(self.raw)[self.start : self.end]
 
     def body(self) -> bytes:
         """The body exactly as it was on the wire (before transfer decoding)."""
@@ -82,9 +97,16 @@ def build_tree(raw: bytes, start: int = 0, end: int | None = None, *, policy: ob
                    default_type, 0, _Budget())
 
 
-def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_type: str,
-            depth: int, budget: _Budget) -> MimePart:
-    budget.parts += 1
+def build_headers(raw: bytes, start: int = 0, end: int | None = None, *,
+                  policy: object = compat32) -> MimePart:
+    """Only the header block of ``raw[start:end]``, for when the body is not needed: a part
+    with no children (even if it is a multipart) whose body is the rest of the range."""
+    return _leaf(raw, start, len(raw) if end is None else end, _HeaderParser(policy),
+                 "text/plain")
+
+
+def _leaf(raw: bytes, start: int, end: int, parser: _HeaderParser,
+          default_type: str) -> MimePart:
     header_end, body_start, separator_missing = _header_block(raw, start, end)
     part = parser.parsebytes(raw[start:header_end], headersonly=True)
     assert isinstance(part, MimePart)
@@ -92,10 +114,20 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
         part.set_default_type(default_type)
     part._payload = None
     part.raw = raw
+    part.start = start
+    part.end = end
     part.body_start = body_start
     part.body_end = end
     if separator_missing:
         part.defects.append(errors.MissingHeaderBodySeparatorDefect())
+    return part
+
+
+def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_type: str,
+            depth: int, budget: _Budget) -> MimePart:
+    budget.parts += 1
+    part = _leaf(raw, start, end, parser, default_type)
+    body_start = part.body_start
     if part.get_content_maintype() != "multipart":
         return part
     encoding = str(part.get("content-transfer-encoding", "")).strip().lower()

@@ -14,6 +14,7 @@ from datetime import datetime
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
+from connector.mail.decode import decode_header_value
 from connector.pec.classify import (
     PecKind,
     ReceiptKind,
@@ -25,14 +26,8 @@ from connector.pec.classify import (
 from connector.pec.daticert import Daticert, DaticertError, parse_daticert
 from connector.pec.ids import normalize_msgid, unique
 from connector.pec.keys import answered_ids, thread_ids
-from connector.pec.mime_raw import (
-    RawPart,
-    decode_header_value,
-    header_text,
-    parse_entity,
-    parse_headers,
-)
 from connector.pec.model import PecInfo, ServicePart, ServiceRole
+from connector.pec.parts import PecPart, header_text, parse_headers, parse_part
 from connector.pec.receipts import build_receipt
 from connector.pec.signature import (
     OPAQUE_TYPES,
@@ -51,15 +46,15 @@ _ANOMALY_REASON = re.compile(r"seguente errore:\s*(.+)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class _Parts:
-    daticert: RawPart | None
-    signature: RawPart | None
-    postacert: RawPart | None
+    daticert: PecPart | None
+    signature: PecPart | None
+    postacert: PecPart | None
 
 
 def analyze_pec(raw: bytes, *, context: str = "") -> PecInfo:
     """Analyse ``raw`` as one message (no search inside attached messages; see find_pec).
     ``context`` (e.g. "account=x uid=7") is added to log lines."""
-    return _analyze(parse_entity(raw), depth=0, context=context)
+    return _analyze(parse_part(raw), depth=0, context=context)
 
 
 def find_pec(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, context: str = "") -> PecInfo:
@@ -67,7 +62,7 @@ def find_pec(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, context: str = "
     envelope or receipt forwarded as an attachment (message/rfc822 or a .eml file), up to
     ``max_depth`` levels down. What sits inside a PEC envelope's postacert is never searched:
     it is content (a forwarded or forged PEC), not something the provider delivered."""
-    root = parse_entity(raw)
+    root = parse_part(raw)
     top = _analyze(root, depth=0, context=context)
     if top.is_pec or max_depth <= 0:
         return top
@@ -75,7 +70,7 @@ def find_pec(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, context: str = "
     return nested or top
 
 
-def _search_nested(part: RawPart, *, depth: int, max_depth: int, context: str) -> PecInfo | None:
+def _search_nested(part: PecPart, *, depth: int, max_depth: int, context: str) -> PecInfo | None:
     for node in part.walk():
         if not _is_embedded_message(node):
             continue
@@ -94,14 +89,14 @@ def _search_nested(part: RawPart, *, depth: int, max_depth: int, context: str) -
     return None
 
 
-def _is_embedded_message(part: RawPart) -> bool:
+def _is_embedded_message(part: PecPart) -> bool:
     if part.content_type == "message/rfc822":
         return True
     return bool(part.filename and part.filename.lower().endswith(".eml")
                 and not part.is_multipart)
 
 
-def _analyze(root: RawPart, *, depth: int, context: str) -> PecInfo:
+def _analyze(root: PecPart, *, depth: int, context: str) -> PecInfo:
     notes: list[str] = []
     headers = root.headers
     header_class = classify_headers((k, str(v)) for k, v in headers.items())
@@ -113,7 +108,7 @@ def _analyze(root: RawPart, *, depth: int, context: str) -> PecInfo:
     if signed is not None and signed.content_type in OPAQUE_TYPES:
         content = opaque_content(signed)
         if content is not None:
-            search_roots.append(parse_entity(content, path=f"{signed.path}~", depth=signed.depth))
+            search_roots.append(parse_part(content, path=f"{signed.path}~", depth=signed.depth))
     parts = _find_parts(search_roots)
 
     message_id = normalize_msgid(header_text(headers, "Message-ID"))
@@ -248,7 +243,7 @@ def _ordinary(headers: Message, message_id: str | None, subject: str,
     )
 
 
-def _structure_notes(roots: list[RawPart]) -> list[str]:
+def _structure_notes(roots: list[PecPart]) -> list[str]:
     return [
         f"MIME structure: {defect} (part {part.path or 'top'})"
         for root in roots
@@ -257,7 +252,7 @@ def _structure_notes(roots: list[RawPart]) -> list[str]:
     ]
 
 
-def _find_signed(root: RawPart) -> RawPart | None:
+def _find_signed(root: PecPart) -> PecPart | None:
     """The first S/MIME signed entity outside embedded messages: the message itself, or the
     signed part a mailing list wrapped in its own multipart/mixed."""
     for part in root.walk():
@@ -270,10 +265,10 @@ def _find_signed(root: RawPart) -> RawPart | None:
     return None
 
 
-def _find_parts(roots: list[RawPart]) -> _Parts:
+def _find_parts(roots: list[PecPart]) -> _Parts:
     daticert = signature = postacert = None
-    xml_candidates: list[RawPart] = []
-    rfc822_candidates: list[RawPart] = []
+    xml_candidates: list[PecPart] = []
+    rfc822_candidates: list[PecPart] = []
     for root in roots:
         for part in root.walk():
             name = (part.filename or "").lower()
@@ -295,14 +290,14 @@ def _find_parts(roots: list[RawPart]) -> _Parts:
     return _Parts(daticert, signature, postacert)
 
 
-def _safe_body(part: RawPart) -> bytes:
+def _safe_body(part: PecPart) -> bytes:
     try:
         return part.decoded_body()
     except ValueError:
         return b""
 
 
-def _read_daticert(part: RawPart | None) -> tuple[Daticert | None, str | None]:
+def _read_daticert(part: PecPart | None) -> tuple[Daticert | None, str | None]:
     if part is None:
         return None, "daticert.xml is missing"
     try:
@@ -437,7 +432,7 @@ def _requested_receipt(headers: Message, daticert: Daticert | None) -> str | Non
     return daticert.ricevuta if daticert else None
 
 
-def _service_parts(parts: _Parts, signed: RawPart | None) -> tuple[ServicePart, ...]:
+def _service_parts(parts: _Parts, signed: PecPart | None) -> tuple[ServicePart, ...]:
     found: list[ServicePart] = []
     if parts.daticert is not None:
         found.append(_service(ServiceRole.DATICERT, parts.daticert, "daticert.xml"))
@@ -448,12 +443,12 @@ def _service_parts(parts: _Parts, signed: RawPart | None) -> tuple[ServicePart, 
     return tuple(found)
 
 
-def _service(role: ServiceRole, part: RawPart, default_name: str) -> ServicePart:
+def _service(role: ServiceRole, part: PecPart, default_name: str) -> ServicePart:
     return ServicePart(role=role, filename=part.filename or default_name,
                        content_type=part.content_type, path=part.path, data=_safe_body(part))
 
 
-def _anomaly_reason(roots: list[RawPart]) -> str | None:
+def _anomaly_reason(roots: list[PecPart]) -> str | None:
     for root in roots:
         for part in root.walk():
             if part.content_type != "text/plain":

@@ -14,7 +14,7 @@ from email.message import Message
 from connector.pec.classify import PecKind
 from connector.pec.daticert import Daticert
 from connector.pec.ids import msgid_list, normalize_msgid, unique
-from connector.pec.mime_raw import header_text
+from connector.pec.parts import header_text
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ is information for the agent and never blocks a message.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from connector.pec.cms import (
     AlgorithmId,
@@ -25,7 +25,9 @@ from connector.pec.cms import (
     parse_signed_data,
 )
 from connector.pec.der import DerError, decode_integer, decode_oid, read_tlv
-from connector.pec.mime_raw import RawPart
+from connector.pec.parts import PecPart
+from connector.pec.signed_content import SignedContent
+from connector.pec.signed_content import canonical_crlf as canonical_crlf  # re-exported
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +77,7 @@ class SignatureVerdict:
         return self.status is SignatureStatus.VALID
 
 
-def canonical_crlf(data: bytes) -> bytes:
-    """Every line ending as CRLF, trailing CRs of a line dropped: the S/MIME canonical form
-    OpenSSL verifies multipart/signed content in."""
-    lines = data.split(b"\n")
-    return b"\r\n".join(line.rstrip(b"\r") for line in lines)
-
-
-def verify_entity(entity: RawPart | None, *, context: str = "") -> SignatureVerdict:
+def verify_entity(entity: PecPart | None, *, context: str = "") -> SignatureVerdict:
     """Verdict for a multipart/signed or opaque application/pkcs7-mime entity (None: unsigned).
     ``context`` names the message in log lines."""
     if entity is None:
@@ -104,7 +99,7 @@ def verify_entity(entity: RawPart | None, *, context: str = "") -> SignatureVerd
     return SignatureVerdict(SignatureStatus.MISSING, f"{entity.content_type} is not S/MIME")
 
 
-def _verify_multipart(entity: RawPart) -> SignatureVerdict:
+def _verify_multipart(entity: PecPart) -> SignatureVerdict:
     if not entity.children:
         return SignatureVerdict(SignatureStatus.MISSING, "multipart/signed without parts")
     signature_part = next(
@@ -120,17 +115,25 @@ def _verify_multipart(entity: RawPart) -> SignatureVerdict:
         return SignatureVerdict(
             SignatureStatus.MISSING, "multipart/signed without a signature part (truncated?)"
         )
-    if not signature_part.body.strip():
+    if signature_part.body_is_blank:
         return SignatureVerdict(SignatureStatus.MISSING, "the signature part is empty")
     try:
         der = signature_part.decoded_body()
     except ValueError as exc:
         return SignatureVerdict(SignatureStatus.UNDECODABLE, f"signature is not base64: {exc}")
-    return verify_detached(canonical_crlf(entity.children[0].raw), der)
+    # The first part exactly as it travelled, headers included, in canonical form: read
+    # where it lies in the message, never copied when it is CRLF already.
+    first = entity.children[0].mime
+    content = SignedContent(first.raw, first.start, first.end, canonicalize=True)
+    return _verify_detached_content(content, der)
 
 
 def verify_detached(content: bytes, signature_der: bytes) -> SignatureVerdict:
     """Check a detached CMS signature over ``content`` (already in the form that was signed)."""
+    return _verify_detached_content(SignedContent(content), signature_der)
+
+
+def _verify_detached_content(content: SignedContent, signature_der: bytes) -> SignatureVerdict:
     try:
         signed = parse_signed_data(signature_der)
     except (DerError, ValueError, IndexError) as exc:
@@ -148,10 +151,10 @@ def verify_opaque(der: bytes) -> tuple[SignatureVerdict, bytes | None]:
     if signed.content is None:
         verdict = SignatureVerdict(SignatureStatus.UNDECODABLE, "signed-data without content")
         return verdict, None
-    return _verify_signed(signed, signed.content), signed.content
+    return _verify_signed(signed, SignedContent(signed.content)), signed.content
 
 
-def opaque_content(entity: RawPart) -> bytes | None:
+def opaque_content(entity: PecPart) -> bytes | None:
     """The encapsulated content of an application/pkcs7-mime entity, None if unreadable."""
     try:
         return parse_signed_data(entity.decoded_body()).content
@@ -159,7 +162,7 @@ def opaque_content(entity: RawPart) -> bytes | None:
         return None
 
 
-def _verify_signed(signed: SignedData, content: bytes) -> SignatureVerdict:
+def _verify_signed(signed: SignedData, content: SignedContent) -> SignatureVerdict:
     if not signed.signers:
         return SignatureVerdict(SignatureStatus.UNDECODABLE, "no signer in the signature")
     verdicts = [_verify_signer(signed, signer, content) for signer in signed.signers]
@@ -168,7 +171,8 @@ def _verify_signed(signed: SignedData, content: bytes) -> SignatureVerdict:
     return failing[0] if failing else verdicts[0]
 
 
-def _verify_signer(signed: SignedData, signer: SignerInfo, content: bytes) -> SignatureVerdict:
+def _verify_signer(signed: SignedData, signer: SignerInfo,
+                   content: SignedContent) -> SignatureVerdict:
     digest_name = _DIGESTS.get(signer.digest_algorithm.oid)
     try:
         cert = _signer_certificate(signed, signer)
@@ -186,11 +190,11 @@ def _verify_signer(signed: SignedData, signer: SignerInfo, content: bytes) -> Si
     if signer.signed_attrs is not None:
         if signer.message_digest is None:
             return _with(base, SignatureStatus.INVALID, "signed attributes lack messageDigest")
-        if hashlib.new(digest_name, content).digest() != signer.message_digest:
+        if content.digest(digest_name) != signer.message_digest:
             return _with(base, SignatureStatus.INVALID,
                          "content digest does not match the signed messageDigest: "
                          "the signed part was modified")
-        covered = signer.signed_attrs
+        covered: bytes | memoryview | SignedContent = signer.signed_attrs
     else:
         covered = content
     try:
@@ -266,21 +270,37 @@ def _certificate_email(cert: x509.Certificate) -> str | None:
     return str(values[0].value) if values else None
 
 
-def _check_signature(key: object, signer: SignerInfo, data: bytes,
+def _check_signature(key: object, signer: SignerInfo,
+                     covered: bytes | memoryview | SignedContent,
                      digest: hashes.HashAlgorithm) -> None:
-    """Raise InvalidSignature unless ``signer.signature`` signs ``data`` with ``key``."""
+    """Raise InvalidSignature unless ``signer.signature`` signs ``covered`` with ``key``.
+
+    Content that has no single buffer (canonicalised block by block) is checked by its
+    digest (``Prehashed``), except with Ed25519/Ed448, which sign the message itself."""
     signature = signer.signature
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        data = covered.joined() if isinstance(covered, SignedContent) else covered
+        key.verify(signature, data)
+        return
+    algorithm: hashes.HashAlgorithm | Prehashed = digest
+    if isinstance(covered, SignedContent):
+        whole = covered.view()
+        if whole is None:
+            data: bytes | memoryview = covered.digest(digest.name)
+            algorithm = Prehashed(digest)
+        else:
+            data = whole
+    else:
+        data = covered
     if isinstance(key, rsa.RSAPublicKey):
         if signer.signature_algorithm.oid == _OID_RSASSA_PSS:
-            key.verify(signature, data, _pss_padding(signer.signature_algorithm), digest)
+            key.verify(signature, data, _pss_padding(signer.signature_algorithm), algorithm)
         else:
-            key.verify(signature, data, padding.PKCS1v15(), digest)
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
     elif isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(signature, data, ec.ECDSA(digest))
+        key.verify(signature, data, ec.ECDSA(algorithm))
     elif isinstance(key, dsa.DSAPublicKey):
-        key.verify(signature, data, digest)
-    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        key.verify(signature, data)
+        key.verify(signature, data, algorithm)
     else:
         raise UnsupportedAlgorithm(f"unsupported key type {type(key).__name__}")
 
