@@ -102,6 +102,22 @@ def pec_trace(pec: PecInfo) -> dict[str, Any]:
     }
 
 
+def nested_original(message: ParsedMessage, original_raw: bytes) -> ParsedMessage | None:
+    """The certified original as the envelope's own parse already read it, or None.
+
+    postacert.eml is a message/rfc822 part, so parsing the envelope parsed it too (one of
+    its nested messages, deeper for a forwarded envelope). Reusing it saves a second parse
+    and a second decoded copy of every attachment (a 25 MB original would otherwise cost
+    another 25 MB at the peak)."""
+    pending = list(message.nested_messages)
+    while pending:
+        nested = pending.pop(0)
+        if len(nested.raw) == len(original_raw) and nested.raw == original_raw:
+            return nested
+        pending.extend(nested.nested_messages)
+    return None
+
+
 def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
              parse: Callable[[bytes], ParsedMessage]) -> PecPlan | None:
     """The plan for a PEC message, or None when it is ordinary mail (or a receipt found only
@@ -114,7 +130,7 @@ def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
         return _receipt_plan(message, pec)
     content = message
     if pec.original_raw:
-        content = parse(pec.original_raw)
+        content = nested_original(message, pec.original_raw) or parse(pec.original_raw)
     sender = pec.original_sender or (content.from_.email if content.from_ else None)
     if sender:
         content = replace(content, from_=Address(pec.original_sender_name or

@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from connector.decide.pec import nested_original
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject
@@ -86,7 +87,8 @@ def prepare(raw: bytes, *, account_is_pec: bool, account: str, ref: str) -> Prep
     original = None
     if pec.is_pec and pec.kind is not PecKind.RECEIPT and pec.original_raw:  # as plan_pec
         try:
-            original = parse_message(pec.original_raw)
+            original = (nested_original(message, pec.original_raw)
+                        or parse_message(pec.original_raw))
         except Exception:  # plan_pec parses it again in the main thread, and raises there
             original = None
     return Prepared(message, pec, original)
