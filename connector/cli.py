@@ -215,6 +215,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
             if result.outcome in (Outcome.FAILED, Outcome.RETRY):
                 print(f"{message.ref}: {result.outcome.value}: {result.reason}",
                       file=sys.stderr)
+        store.make_durable()  # the ledger was written without fsyncs: on disk before "done"
     finally:
         store.close()
     print(summary.line(), file=out)
@@ -238,6 +239,9 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     try:
         pipeline = parts.pipeline(account)
         result = pipeline.process(message.ref, message.raw, message.size)
+        # Exit 0 tells the MTA to drop its copy: the ledger, written without fsyncs, must be
+        # on disk first.
+        store.make_durable()
     except Exception as exc:  # any surprise: keep the mail at the MTA
         print(f"postmaster-bridge: temporary failure: {exc}", file=sys.stderr)
         return EX_TEMPFAIL

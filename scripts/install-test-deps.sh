@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what the test suite needs: Dovecot (IMAP + POP3; the tests start their own private
-# instance on 127.0.0.1, the system service is not used) and the project with its test extras.
+# instance on 127.0.0.1, the system service is not used), strace (the durability tests watch
+# the ledger's fsyncs at the system-call level) and the project with its test extras.
 # Idempotent, quiet and non-interactive: safe to run on every CI job.
 set -eu
 
@@ -12,17 +13,18 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 
-dovecot_installed() {
-    for package in dovecot-imapd dovecot-pop3d; do
+test_packages_installed() {
+    for package in dovecot-imapd dovecot-pop3d strace; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null \
             | grep -q 'install ok installed' || return 1
     done
 }
 
-if ! dovecot_installed; then
+if ! test_packages_installed; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     $SUDO env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends dovecot-imapd dovecot-pop3d >/dev/null
+        apt-get install -y -qq --no-install-recommends dovecot-imapd dovecot-pop3d strace \
+        >/dev/null
 fi
 
 PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'

@@ -5,6 +5,13 @@ Crash safety rests on one rule: before any host call that has an effect, the sto
 restart a PUSHING message is never simply sent again: a ticket create is replayed
 byte-identically under its Idempotency-Key, or looked up by external_id once the key may have
 expired; a comment is looked up by its dedupe key on the ticket first.
+
+Only that PUSHING record needs its own fsync: every other ledger write here is made with
+``durable=False`` (no fsync). The store's commits survive a power cut as a prefix of their
+order, which is what a SIGKILL at that point would leave and recovery already handles, and the
+durable ``set_pending`` before each host call syncs everything committed before it. What rests
+on the later writes (the mail moved or deleted on the server, an exit status to the MTA) is
+preceded by ``store.make_durable()`` in the runner and the CLI.
 """
 
 from __future__ import annotations
@@ -73,6 +80,9 @@ class Outcome(StrEnum):
             return None
         return "processed"
 
+
+#: The level of a message's one log line (INFO for the rest).
+_LOG_LEVELS = {Outcome.FAILED: logging.ERROR, Outcome.RETRY: logging.WARNING}
 
 _STATE_OUTCOME = {MessageState.FAILED: Outcome.FAILED, MessageState.SKIPPED: Outcome.SKIPPED,
                   MessageState.IGNORED: Outcome.IGNORED, MessageState.ORPHANED: Outcome.SKIPPED}
@@ -225,13 +235,13 @@ class Pipeline:
             sha: str | None = prepared.message.sha256  # hashed in the worker
         else:
             sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
-        record = self.store.begin_message(self.account.name, ref, sha256=sha)
+        record = self.store.begin_message(self.account.name, ref, sha256=sha, durable=False)
         self.lookup.forget()
         try:
             result = self._process(ctx, record, raw, size, prepared)
         except TransientHostError as exc:
-            self.store.record_failure(record.id, f"transient: {exc}")
-            log.warning("%s: host temporarily unavailable, will retry: %s", ctx, exc)
+            self.store.record_failure(record.id, f"transient: {exc}", durable=False)
+            log.debug("%s: host temporarily unavailable, will retry: %s", ctx, exc)
             result = Result(Outcome.RETRY, record.id, reason=str(exc))
         except (ParseError, PermanentHostError) as exc:
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
@@ -242,7 +252,8 @@ class Pipeline:
                                     f"attempts: {type(exc).__name__}: {exc}", raw)
             else:
                 self.store.record_failure(record.id,
-                                          f"unexpected: {type(exc).__name__}: {exc}")
+                                          f"unexpected: {type(exc).__name__}: {exc}",
+                                          durable=False)
                 result = Result(Outcome.RETRY, record.id, reason=str(exc))
         if result.outcome != Outcome.DEFERRED:
             self._observe(ctx, result, started)
@@ -298,14 +309,14 @@ class Pipeline:
                     for job, d in items]
         except TransientHostError as exc:
             for job in jobs:  # PUSHING with the shared key: the next pass looks it up first
-                self.store.record_failure(job.record.id, f"transient: {exc}")
+                self.store.record_failure(job.record.id, f"transient: {exc}", durable=False)
             return [(job, Result(Outcome.RETRY, job.record.id, reason=str(exc)))
                     for job in jobs]
         except PermanentHostError as exc:
             return [(job, self._fail(job.ctx, job.record, f"{type(exc).__name__}: {exc}",
                                      job.message.raw)) for job in jobs]
-        log.info("account=%s: %d PEC receipts in one note on ticket #%s", self.account.name,
-                 len(jobs), ticket_id)
+        log.debug("account=%s: %d PEC receipts in one note on ticket #%s", self.account.name,
+                  len(jobs), ticket_id)
         return [(job, self._finish(job, ticket_id, "internal_note", d)) for job, d in items]
 
     def _guarded(self, job: Job, step: Callable[[], Result]) -> Result:
@@ -313,35 +324,38 @@ class Pipeline:
         try:
             return step()
         except TransientHostError as exc:
-            self.store.record_failure(job.record.id, f"transient: {exc}")
+            self.store.record_failure(job.record.id, f"transient: {exc}", durable=False)
             return Result(Outcome.RETRY, job.record.id, reason=str(exc))
         except PermanentHostError as exc:
             return self._fail(job.ctx, job.record, f"{type(exc).__name__}: {exc}",
                               job.message.raw)
 
     def _log_outcome(self, ctx: MessageContext, result: Result) -> None:
-        """One communication-log entry per message: what was decided and what happened."""
+        """One communication-log entry and one log line per message: what was decided and
+        what happened (INFO; WARNING for a retry, ERROR for a failure). The steps on the way
+        log at DEBUG only: at full speed, more lines per mail cost the main loop real time."""
         level = {Outcome.FAILED: "error", Outcome.RETRY: "warning"}.get(result.outcome, "info")
-        parts = []
-        if result.decision is not None:
-            parts.append(f"decision {result.decision.action.value}: {result.decision.reason}")
-        if result.ticket_id is not None:
-            parts.append(f"ticket #{result.ticket_id}")
-        if result.reason:
-            parts.append(result.reason)
+        decided = (f"decision {result.decision.action.value}: {result.decision.reason}"
+                   if result.decision is not None else None)
+        ticket = f"ticket #{result.ticket_id}" if result.ticket_id is not None else None
+        parts = [p for p in (decided, ticket, result.reason or None) if p]
         self.store.log_event(level=level, kind="message", account=ctx.account,
                              event=result.outcome.value, detail="; ".join(parts) or None,
                              ref=ctx.ref, message_id=ctx.message_id)
+        why = "; ".join(p for p in (decided, result.reason or None) if p)
+        log.log(_LOG_LEVELS.get(result.outcome, logging.INFO), "%s: %s%s%s", ctx,
+                result.outcome.value, f", {ticket}" if ticket else "", f" ({why})" if why else "")
 
     def _fail(self, ctx: MessageContext, record: MessageRecord, reason: str,
               raw: bytes | None = None) -> Result:
-        self.store.finish_message(record.id, MessageState.FAILED, error=reason)
+        self.store.finish_message(record.id, MessageState.FAILED, error=reason, durable=False)
         if raw is not None:
-            self.store.quarantine(record.id, raw)  # for `errors export` and `errors replay`
+            # for `errors export` and `errors replay`
+            self.store.quarantine(record.id, raw, durable=False)
         fresh = self.store.get_message_by_id(record.id)
         if fresh is not None and fresh.dedupe_key:
-            self.store.release_dedupe_key(fresh.dedupe_key, record.id)
-        log.error("%s: moved to the error folder: %s", ctx, reason)
+            self.store.release_dedupe_key(fresh.dedupe_key, record.id, durable=False)
+        log.debug("%s: goes to the error folder: %s", ctx, reason)
         return Result(Outcome.FAILED, record.id, reason=reason)
 
     def _process(self, ctx: MessageContext, record: MessageRecord, raw: bytes | None,
@@ -359,24 +373,26 @@ class Pipeline:
             other = self.store.get_message_by_id(holder)
             if other is not None and other.state in (MessageState.DONE, MessageState.IGNORED):
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
-                                          ticket_id=other.ticket_id)
-                log.info("%s: same mail as record %s (ticket %s): not ticketed twice", ctx,
-                         other.id, other.ticket_id)
+                                          ticket_id=other.ticket_id, durable=False)
+                log.debug("%s: same mail as record %s (ticket %s): not ticketed twice", ctx,
+                          other.id, other.ticket_id)
                 return Result(Outcome.DUPLICATE, record.id, other.ticket_id,
                               f"duplicate of record {other.id}")
             taken_over = (MessageState.FAILED, MessageState.ORPHANED)
             if other is not None and other.state not in taken_over and not _orphaned(other):
                 self.store.record_failure(record.id, f"same mail is being processed as "
-                                          f"record {other.id}; waiting for it")
+                                          f"record {other.id}; waiting for it", durable=False)
                 return Result(Outcome.RETRY, record.id, reason="duplicate in progress")
             # The holder failed for good, or was orphaned (its mailbox renumbered by a
             # UIDVALIDITY change, its account gone): this copy takes over.
-            self.store.release_dedupe_key(job.message.dedupe_key, holder)
-            if self.store.claim_dedupe_key(job.message.dedupe_key, record.id) != record.id:
+            self.store.release_dedupe_key(job.message.dedupe_key, holder, durable=False)
+            if self.store.claim_dedupe_key(job.message.dedupe_key, record.id,
+                                           durable=False) != record.id:
                 return Result(Outcome.RETRY, record.id, reason="duplicate in progress")
             if other is not None and other.state != MessageState.FAILED:
                 self.store.finish_message(other.id, MessageState.IGNORED, action="duplicate",
-                                          error=f"taken over by record {record.id}")
+                                          error=f"taken over by record {record.id}",
+                                          durable=False)
                 if other.state == MessageState.PUSHING and other.pending:
                     # Its host call may have reached the helpdesk: resume it here, which
                     # looks before it repeats.
@@ -393,14 +409,14 @@ class Pipeline:
         if parent is not None:
             reason = (f"waiting for <{parent.message_id}>, which it answers, to reach the "
                       "helpdesk first")
-            self.store.record_failure(record.id, reason)
-            log.info("%s: %s", ctx, reason)
+            self.store.record_failure(record.id, reason, durable=False)
+            log.debug("%s: %s", ctx, reason)
             return Result(Outcome.RETRY, record.id, reason=reason)
 
         decision = self._decide(job)
         for problem in decision.problems:
             log.warning("%s: %s", ctx, problem)
-        log.info("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
+        log.debug("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
         return self._execute(job, decision)
 
     def _unfinished_parent(self, job: Job) -> MessageRecord | None:
@@ -430,14 +446,15 @@ class Pipeline:
         if sender is None or not sender.valid:
             shown = str(sender) if sender else "(missing)"
             self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
-                                        sender=None, subject=message.subject, trace=None)
+                                        sender=None, subject=message.subject, trace=None,
+                                        durable=False)
             raise ParseError(f"invalid or missing From address: {shown}")
         verdict, trace = self.filter_stage(content, self.account, record.id)
         if plan is not None:
             trace = {**trace, "pec": plan.trace}
         holder = self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
-            sender=sender.normalized, subject=content.subject, trace=trace)
+            sender=sender.normalized, subject=content.subject, trace=trace, durable=False)
         return Job(ctx, record, message, verdict.message or content, verdict, plan, holder)
 
     def _pec_plan(self, ctx: MessageContext, raw: bytes, message: ParsedMessage,
@@ -488,7 +505,7 @@ class Pipeline:
             # The provider's identificativo (and msgid) now belong to that ticket too:
             # replies citing them thread there.
             self.store.map_message_ids(ticket.id, plan.lookup_ids, direction="out",
-                                       account=self.account.name)
+                                       account=self.account.name, durable=False)
             return Decision(Action.INTERNAL_NOTE, f"PEC receipt for a message of ticket "
                             f"#{ticket.id}", ticket_id=ticket.id, public=False, tags=tags)
         closed = ticket.id if ticket is not None else None
@@ -518,7 +535,7 @@ class Pipeline:
                           "held to share one ticket update", decision=decision)
         if decision.action == Action.IGNORE:
             self.store.finish_message(job.record.id, MessageState.IGNORED, action="ignore",
-                                      error=decision.reason)
+                                      error=decision.reason, durable=False)
             return Result(Outcome.IGNORED, job.record.id, reason=decision.reason,
                           decision=decision)
         if decision.action == Action.NEW_TICKET:
@@ -537,7 +554,7 @@ class Pipeline:
         else:
             self.store.set_pending(job.record.id, "new_ticket", pending)
             created = self.host.create_ticket(ticket)
-        log.info("%s: ticket #%s created", job.ctx, created.id)
+        log.debug("%s: ticket #%s created", job.ctx, created.id)
         return self._after(job, created.id, "new_ticket", decision)
 
     def _comment(self, job: Job, decision: Decision) -> Result:
@@ -560,18 +577,19 @@ class Pipeline:
                 # A note (auto-reply, bounce, stranger) for a ticket closed meanwhile.
                 reason = f"ticket #{decision.ticket_id} is closed; the note was not added"
                 self.store.finish_message(job.record.id, MessageState.IGNORED,
-                                          action="ignore", error=reason)
+                                          action="ignore", error=reason, durable=False)
                 return Result(Outcome.IGNORED, job.record.id, reason=reason, decision=decision)
             if not self.account.follow_up.reopen_closed:
                 raise
             # Closed between our look and our update: open a follow-up ticket instead.
             follow = self.decider.new_ticket(job.content, job.verdict, closed=decision.ticket_id)
-            log.info("%s: ticket #%s is closed; opening a follow-up ticket", job.ctx,
-                     decision.ticket_id)
+            log.debug("%s: ticket #%s is closed; opening a follow-up ticket", job.ctx,
+                      decision.ticket_id)
             if job.plan is not None:
                 follow = replace(follow, tags=tuple(dict.fromkeys(follow.tags + job.plan.tags)))
             return self._create(job, follow)
-        log.info("%s: %s on ticket #%s", job.ctx, action.replace("_", " "), decision.ticket_id)
+        log.debug("%s: %s on ticket #%s", job.ctx, action.replace("_", " "),
+                  decision.ticket_id)
         return self._after(job, decision.ticket_id, action, decision)
 
     def _after(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
@@ -596,10 +614,12 @@ class Pipeline:
                 # The sent message's ids now point at the follow-up, so its next receipts
                 # land there instead of opening one follow-up each.
                 self.store.map_message_ids(ticket_id, job.plan.lookup_ids, direction="out",
-                                           account=self.account.name, replace=True)
+                                           account=self.account.name, replace=True,
+                                           durable=False)
         self.store.finish_message(job.record.id, MessageState.DONE, action=action,
                                   ticket_id=ticket_id,
-                                  thread_ids=list(dict.fromkeys(i for i in thread_ids if i)))
+                                  thread_ids=list(dict.fromkeys(i for i in thread_ids if i)),
+                                  durable=False)
         outcome = _ACTION_OUTCOME.get(action, Outcome.NOTED)
         return Result(outcome, job.record.id, ticket_id, decision=decision)
 

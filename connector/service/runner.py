@@ -2,7 +2,9 @@
 
 The order is the whole point: the pipeline records a message's effect in the store (committed)
 before the mailbox is told to move or delete it. A crash in between leaves a recorded message
-in the inbox; the next pass sees its terminal state and only moves it.
+in the inbox; the next pass sees its terminal state and only moves it. The pipeline commits
+most of those records without an fsync, so every batch of moves (and POP3 deletes) is preceded
+by ``store.make_durable()``: a power cut cannot take back a record whose mail has left.
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ class AccountPoller:
 
         states = self.store.ref_states(name, state.refs)
         listed = mailbox.list_new(lambda ref: self._settled(states.get(ref)))
-        moves = _Moves(mailbox, self.dry_run, self.account.batch_size)
+        moves = _Moves(mailbox, self.dry_run, self.account.batch_size,
+                       barrier=self.store.make_durable)
         to_fetch: list[ListedMessage] = []
         for item in listed:
             recorded = states.get(item.ref)
@@ -302,12 +305,17 @@ class AccountPoller:
 
 class _Moves:
     """Mail whose outcome is recorded, waiting to leave the inbox: moved a batch at a time
-    (one ``UID MOVE`` per batch) where the mailbox can, one by one elsewhere."""
+    (one ``UID MOVE`` per batch) where the mailbox can, one by one elsewhere. ``barrier``
+    (the store's ``make_durable``) runs before the server is told anything: the outcomes
+    were committed without an fsync, and a power cut must not take back the record of mail
+    that has already left the inbox."""
 
-    def __init__(self, mailbox: Mailbox, dry_run: bool, batch_size: int) -> None:
+    def __init__(self, mailbox: Mailbox, dry_run: bool, batch_size: int, *,
+                 barrier: Callable[[], None]) -> None:
         self.mailbox = mailbox
         self.dry_run = dry_run
         self.batch_size = max(1, batch_size)
+        self.barrier = barrier
         self.pending: dict[str, list[MessageHandle]] = {"processed": [], "error": []}
 
     def add(self, handle: MessageHandle, outcome: Outcome) -> None:
@@ -321,6 +329,9 @@ class _Moves:
     def flush(self) -> None:
         processed, failed = self.pending["processed"], self.pending["error"]
         self.pending = {"processed": [], "error": []}
+        if not processed and not failed:
+            return
+        self.barrier()  # if it fails, nothing is moved: the next pass moves them
         many_ok = getattr(self.mailbox, "mark_processed_many", None)
         many_failed = getattr(self.mailbox, "mark_failed_many", None)
         if many_ok is not None and many_failed is not None:

@@ -2,6 +2,15 @@
 
 One small interface so SQLite (default) and later PostgreSQL can both serve. Records are plain
 dataclasses; the store never returns driver rows.
+
+Durability: every write is durable when it returns, unless the caller passes
+``durable=False``. Such a write is atomic and survives a process crash, but a power cut may
+take it back, and then everything committed after it too (what survives is always a prefix of
+the commits, as after a process crash at that point). ``make_durable()`` is the barrier that
+puts everything committed so far on disk; a durable write is one too for what preceded it.
+Callers mark a write non-durable only when a durable write or the barrier comes before anything
+outside the store acts on it. (SQLite: ``synchronous=NORMAL`` in WAL mode; PostgreSQL:
+``SET LOCAL synchronous_commit = off``, which has the same prefix property.)
 """
 
 from __future__ import annotations
@@ -106,6 +115,11 @@ class LogEntry:
 class Store(Protocol):
     def close(self) -> None: ...
 
+    def make_durable(self) -> None:
+        """Barrier: everything committed so far is on disk when this returns. Nearly free
+        when nothing but durable writes was committed since the last barrier."""
+        ...
+
     # -- ledger ---------------------------------------------------------------------------
     def get_message(self, account: str, ref: str) -> MessageRecord | None: ...
 
@@ -115,33 +129,36 @@ class Store(Protocol):
         """The recorded state of each of ``refs`` that has a record."""
         ...
 
-    def begin_message(self, account: str, ref: str, *, sha256: str | None) -> MessageRecord:
+    def begin_message(self, account: str, ref: str, *, sha256: str | None,
+                      durable: bool = True) -> MessageRecord:
         """Create the record in RECEIVED state, or return the existing one; counts an attempt."""
         ...
 
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
-                         trace: dict[str, Any] | None) -> int | None:
+                         trace: dict[str, Any] | None, durable: bool = True) -> int | None:
         """Record what the message is and claim its dedupe key in one transaction; returns
         the record id holding the key."""
         ...
 
-    def claim_dedupe_key(self, dedupe_key: str, record_id: int) -> int:
+    def claim_dedupe_key(self, dedupe_key: str, record_id: int, *,
+                         durable: bool = True) -> int:
         """Atomically claim ``dedupe_key`` for this record; returns the record id that holds it."""
         ...
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
                     ticket_id: int | None = None) -> None:
-        """Mark PUSHING and store what is being sent, durably, before the host call."""
+        """Mark PUSHING and store what is being sent, durably (always: no ``durable``
+        parameter), before the host call."""
         ...
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
                        ticket_id: int | None = None, error: str | None = None,
-                       thread_ids: Iterable[str] = ()) -> None:
+                       thread_ids: Iterable[str] = (), durable: bool = True) -> None:
         """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction."""
         ...
 
-    def record_failure(self, record_id: int, error: str) -> None:
+    def record_failure(self, record_id: int, error: str, *, durable: bool = True) -> None:
         """A transient failure: keep the state, remember the error (the mail stays in place)."""
         ...
 
@@ -159,7 +176,7 @@ class Store(Protocol):
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
-                        replace: bool = False) -> None: ...
+                        replace: bool = False, durable: bool = True) -> None: ...
 
     def is_own_message_id(self, message_id: str) -> bool:
         """True for Message-IDs of mail the bridge itself sent."""

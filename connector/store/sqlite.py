@@ -1,15 +1,24 @@
 """SQLite implementation of the store.
 
-WAL journal with ``synchronous=FULL``: a transaction that returned is on disk, so "durably
-recorded" means what it says even across a power cut. One connection per store object, guarded
-by a lock, so account workers in threads can share it.
+WAL journal. A write transaction is durable by default (``synchronous=FULL``: once it returned
+it is on disk, even across a power cut). Writes the caller marks ``durable=False`` commit with
+``synchronous=NORMAL`` (no fsync); ``make_durable()`` is the barrier that puts them on disk.
+Why that is safe: WAL appends commits in order and recovery reads the log up to the first
+frame whose chained checksum fails, so what survives a power cut is always a *prefix* of the
+commit sequence, exactly what a SIGKILL at that point would leave; and syncing the log for one
+commit makes every earlier commit durable too. So the caller only needs a durable commit (or
+the barrier) right before an effect outside the store follows (a host call, a mail moved or
+deleted on the server, an exit status to an MTA). One connection per store object, guarded by
+a lock, so account workers in threads can share it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +34,9 @@ from connector.store.base import (
 )
 
 SCHEMA_VERSION = 1
+
+#: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
+_BARRIERS = itertools.count()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -126,9 +138,10 @@ def _dt(value: str) -> datetime:
 
 
 class SQLiteFile:
-    """One SQLite file opened for durable writes: WAL, ``synchronous=FULL``, one connection
-    guarded by a lock, explicit IMMEDIATE transactions. The store and the outbound queue each
-    keep their own tables in the same file through one of these."""
+    """One SQLite file opened for writes: WAL, one connection guarded by a lock, explicit
+    IMMEDIATE transactions, each durable (``synchronous=FULL``) unless the caller says
+    otherwise. The store and the outbound queue each keep their own tables in the same file
+    through one of these."""
 
     def __init__(self, path: str | Path, schema: str, *, uri: bool = False) -> None:
         """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the file read-only)."""
@@ -140,6 +153,13 @@ class SQLiteFile:
                                    timeout=30.0, uri=uri)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA synchronous=FULL")
+        self._sync_full = True  # the connection's current synchronous setting
+        # True while commits made without an fsync may not be on disk yet. It starts True: a
+        # process killed before its barrier leaves its last commits in the page cache only,
+        # and this process may act on them (move mail they record), so its first barrier
+        # syncs whatever the log holds.
+        self._unsynced = True
+        self._seen_version = -1  # PRAGMA data_version at the last barrier
         self._db.execute("PRAGMA foreign_keys=ON")
         self.read_only = uri and "mode=ro" in str(path)
         if self.read_only:
@@ -154,9 +174,19 @@ class SQLiteFile:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE so concurrent writers queue instead of failing."""
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE so concurrent writers queue instead of failing.
+
+        ``durable=False`` commits without an fsync: atomic, never lost by a process crash,
+        but a power cut may take it back (with everything committed after it). Only for
+        writes that a later durable commit or ``make_durable()`` covers before anything
+        outside the store depends on them."""
         with self._lock:
+            if durable != self._sync_full:
+                # Per connection, and allowed between transactions only: here, outside one.
+                self._db.execute("PRAGMA synchronous=FULL" if durable
+                                 else "PRAGMA synchronous=NORMAL")
+                self._sync_full = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -164,6 +194,10 @@ class SQLiteFile:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            if not durable:
+                # Not cleared by a durable commit: one that changed no page writes no frame
+                # and syncs nothing, so only the barrier below may say "all on disk".
+                self._unsynced = True
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -204,6 +238,37 @@ class SQLiteStore(SQLiteFile):
             return True
         except sqlite3.Error:
             return False
+
+    def make_durable(self) -> None:
+        """Barrier: every transaction committed so far is on disk when this returns.
+
+        Call it before telling the outside world something that rests on commits made with
+        ``durable=False`` (mail moved or deleted on the server, success reported to an MTA).
+        Costs one ``PRAGMA`` when nothing was committed to the file since the last barrier
+        but durable writes of this store object.
+
+        The barrier is one durable commit of a value that changes every time. A FULL commit
+        syncs the log, and recovery replays a commit only if every frame before it is intact
+        (the checksums are chained), so the earlier commits are durable with it; that rests on
+        SQLite's own guarantees only. An ``fsync`` of the ``-wal`` file from outside would be
+        a little cheaper but relies on SQLite's file layout and misses what SQLite does on the
+        log's first sync (fsync of the directory holding a newly created ``-wal``). A durable
+        commit that changes nothing is no barrier at all: it writes no frame and syncs nothing.
+        """
+        if self.read_only or str(self.path) == ":memory:":
+            return
+        with self._lock:
+            # data_version moves when another connection (another process, the log's
+            # connection) committed: its commits may not be synced either, and this process
+            # may act on them (another process's takeover of a record, say).
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if not self._unsynced and version == self._seen_version:
+                return
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('durable', ?)",
+                           (f"{time.time_ns()}:{next(_BARRIERS)}",))
+            self._unsynced = False
+            self._seen_version = version  # read before the commit: later ones are not covered
 
     # -- ledger -------------------------------------------------------------------------
     @staticmethod
@@ -248,9 +313,10 @@ class SQLiteStore(SQLiteFile):
             found.update((r["ref"], MessageState(r["state"])) for r in rows)
         return found
 
-    def begin_message(self, account: str, ref: str, *, sha256: str | None) -> MessageRecord:
+    def begin_message(self, account: str, ref: str, *, sha256: str | None,
+                      durable: bool = True) -> MessageRecord:
         now = _now()
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             db.execute(
                 "INSERT INTO messages (account, ref, state, sha256, attempts, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (account, ref) DO UPDATE "
@@ -263,10 +329,10 @@ class SQLiteStore(SQLiteFile):
 
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
-                         trace: dict[str, Any] | None) -> int | None:
+                         trace: dict[str, Any] | None, durable: bool = True) -> int | None:
         """Record what the message is and, in the same transaction, claim its dedupe key;
         returns the id of the record holding the key (None without a key)."""
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             db.execute(
                 "UPDATE messages SET dedupe_key = ?, message_id = ?, sender = ?, subject = ?, "
                 "trace = ?, updated_at = ? WHERE id = ?",
@@ -280,22 +346,27 @@ class SQLiteStore(SQLiteFile):
                              (dedupe_key,)).fetchone()
         return int(row["record_id"])
 
-    def claim_dedupe_key(self, dedupe_key: str, record_id: int) -> int:
-        with self._tx() as db:
+    def claim_dedupe_key(self, dedupe_key: str, record_id: int, *,
+                         durable: bool = True) -> int:
+        with self._tx(durable=durable) as db:
             db.execute("INSERT OR IGNORE INTO dedupe_claims (dedupe_key, record_id) VALUES (?, ?)",
                        (dedupe_key, record_id))
             row = db.execute("SELECT record_id FROM dedupe_claims WHERE dedupe_key = ?",
                              (dedupe_key,)).fetchone()
         return int(row["record_id"])
 
-    def release_dedupe_key(self, dedupe_key: str, record_id: int) -> None:
+    def release_dedupe_key(self, dedupe_key: str, record_id: int, *,
+                           durable: bool = True) -> None:
         """Give a claim back (its holder failed permanently), so a later copy can try."""
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             db.execute("DELETE FROM dedupe_claims WHERE dedupe_key = ? AND record_id = ?",
                        (dedupe_key, record_id))
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
                     ticket_id: int | None = None) -> None:
+        # Always durable (no ``durable`` parameter): a host call follows, and this commit's
+        # fsync also puts every earlier commit on disk. It always changes the row (state or
+        # action, updated_at), so it always writes a frame and syncs.
         with self._tx() as db:
             db.execute(
                 "UPDATE messages SET state = ?, action = ?, pending = ?, "
@@ -305,9 +376,9 @@ class SQLiteStore(SQLiteFile):
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
                        ticket_id: int | None = None, error: str | None = None,
-                       thread_ids: Iterable[str] = ()) -> None:
+                       thread_ids: Iterable[str] = (), durable: bool = True) -> None:
         now = _now()
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             db.execute(
                 "UPDATE messages SET state = ?, action = COALESCE(?, action), "
                 "ticket_id = COALESCE(?, ticket_id), error = ?, updated_at = ? WHERE id = ?",
@@ -334,8 +405,8 @@ class SQLiteStore(SQLiteFile):
             [*ids, MessageState.RECEIVED.value, MessageState.PUSHING.value, exclude_id])
         return self._record(rows[0]) if rows else None
 
-    def record_failure(self, record_id: int, error: str) -> None:
-        with self._tx() as db:
+    def record_failure(self, record_id: int, error: str, *, durable: bool = True) -> None:
+        with self._tx(durable=durable) as db:
             db.execute("UPDATE messages SET error = ?, updated_at = ? WHERE id = ?",
                        (error, _now(), record_id))
 
@@ -408,11 +479,11 @@ class SQLiteStore(SQLiteFile):
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
-                        replace: bool = False) -> None:
+                        replace: bool = False, durable: bool = True) -> None:
         """Map ids onto the ticket; an id already mapped keeps its ticket unless ``replace``."""
         now = _now()
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             db.executemany(
                 f"{verb} INTO message_ids (message_id, ticket_id, direction, account, "
                 "created_at) VALUES (?, ?, ?, ?, ?)",
@@ -444,8 +515,8 @@ class SQLiteStore(SQLiteFile):
                 (account, folder, uidvalidity, int(baseline_taken), _now()))
 
     # -- quarantine -----------------------------------------------------------------------
-    def quarantine(self, record_id: int, raw: bytes) -> None:
-        with self._tx() as db:
+    def quarantine(self, record_id: int, raw: bytes, *, durable: bool = True) -> None:
+        with self._tx(durable=durable) as db:
             db.execute("INSERT OR REPLACE INTO quarantine (record_id, raw, created_at) "
                        "VALUES (?, ?, ?)", (record_id, raw, _now()))
 
