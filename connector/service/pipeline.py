@@ -39,7 +39,7 @@ from connector.errors import (
     TransientHostError,
 )
 from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
-from connector.mail.html import html_to_text, sanitize_html
+from connector.mail.html import html_to_text
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import find_pec
@@ -660,7 +660,7 @@ class Pipeline:
     # -- request building -----------------------------------------------------------------
     def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
         """Text and sanitized HTML for the host; True when the body had to be shortened."""
-        html = sanitize_html(message.html_body) if message.html_body else None
+        html = message.safe_html  # cached: usually computed by a parse-ahead worker
         text = message.text_body or (html_to_text(html) if html else "")
         if not text.strip() and not html:
             text = "(this message has no text)"
