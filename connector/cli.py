@@ -121,7 +121,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from connector.service.parsing import ParsePool, default_workers
+    from connector.outbound.settings import load_outbound
+    from connector.service.parsing import ParsePool
     from connector.service.runner import AccountPoller, Service
 
     config = _config(args)
@@ -135,7 +136,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return EX_CONFIG
     parts.metrics.watch_store(store, [a.name for a in accounts])
     # Shared by every account; its workers start only when a pass has a backlog to parse.
-    parser = ParsePool(default_workers())
+    service_settings = load_outbound(config).service
+    workers = service_settings.parse_workers if service_settings is not None else 0
+    parser = ParsePool(workers) if workers > 0 else None
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
                for a in accounts]
     service = Service(pollers, log_retention_days=config.store.log_retention_days, stop=stop)
@@ -163,7 +166,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             http.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        parser.close()
+        if parser is not None:
+            parser.close()
         store.close()
 
 

@@ -322,3 +322,32 @@ def test_deliver_exits_75_while_zendesk_keeps_failing(
     sent = zendesk.calls_to("POST", TICKETS)
     assert len(sent) == 3
     assert len({(c.headers["Idempotency-Key"], c.body) for c in sent}) == 1
+
+
+@pytest.mark.parametrize("service", [None, {"parse_workers": 0}, {"parse_workers": 1}])
+def test_run_parses_ahead_only_when_the_config_asks(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+    monkeypatch: pytest.MonkeyPatch, service: dict[str, int] | None,
+) -> None:
+    from connector.service import parsing
+
+    pools: list[parsing.ParsePool] = []
+
+    class RecordedPool(parsing.ParsePool):
+        def __init__(self, workers: int) -> None:
+            super().__init__(workers)
+            pools.append(self)
+
+    monkeypatch.setattr(parsing, "ParsePool", RecordedPool)
+    for n in range(parsing.MIN_MESSAGES):
+        dovecot.append(mailbox_user, customer_mail(f"Richiesta {n}", f"c{n}@example.org"))
+    top = {"service": service} if service is not None else {}
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")], **top)
+
+    code, lines = run("-c", str(config), "run", "--once")
+
+    assert code == EX_OK, lines
+    assert lines == [f"support: fetched={parsing.MIN_MESSAGES} ticketed={parsing.MIN_MESSAGES} "
+                     "followed-up=0 noted=0 ignored=0 failed=0 retry=0"]
+    wanted = (service or {}).get("parse_workers", 0)
+    assert [p.workers for p in pools] == ([wanted] if wanted else [])

@@ -148,6 +148,8 @@ def test_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], key: str,
     ({"service_signing_secret": "short-${X}"}, "service.signing_secret", "${ENV_NAME}"),
     ({"service_port": 70000}, "service.port", "TCP port"),
     ({"service_max_body_bytes": "lots"}, "service.max_body_bytes", "size"),
+    ({"service_parse_workers": -1}, "service.parse_workers", "0 (parse in the main thread)"),
+    ({"service_parse_workers": "many"}, "service.parse_workers", "int"),
 ])
 def test_service_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], key: str,
                                      words: str) -> None:
@@ -163,6 +165,22 @@ def test_service_is_required_once_an_account_sends(tmp_path: Path) -> None:
     data["accounts"][0]["outbound"]["enabled"] = False
     cfg = load(data, tmp_path)
     assert not cfg.enabled and cfg.accounts[0].enabled is False
+
+
+def test_public_url_is_needed_only_once_an_account_sends(tmp_path: Path) -> None:
+    data = raw()
+    del data["service"]["public_url"]
+    err = error_of(data, tmp_path)
+    assert err.key == "service.public_url" and "outbound enabled" in str(err)
+    data["accounts"][0]["outbound"]["enabled"] = False  # /metrics and /healthz only
+    cfg = load(data, tmp_path)
+    assert cfg.service is not None and cfg.service.public_url == ""
+
+
+def test_parse_workers_default_to_none(tmp_path: Path) -> None:
+    assert load(raw(), tmp_path).service.parse_workers == 0  # type: ignore[union-attr]
+    cfg = load(raw(service_parse_workers=3), tmp_path)
+    assert cfg.service is not None and cfg.service.parse_workers == 3
 
 
 def test_short_signing_secret_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

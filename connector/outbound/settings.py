@@ -9,6 +9,7 @@
       signing_secret: ${PMB_WEBHOOK_SECRET}       # or signing_secret_file: PATH
       max_body_bytes: 256KB
       sweep_interval: 5                           # minutes
+      parse_workers: 0                            # processes parsing mail ahead (0: none)
 
     accounts:
       - name: pec-main
@@ -226,9 +227,10 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    """The ``service:`` section: the webhook endpoint Zendesk calls, and the sweep."""
+    """The ``service:`` section: the WSGI server (/metrics, /healthz and the webhook endpoint
+    Zendesk calls), the outbound sweep, and how `run` uses the machine's cores."""
 
-    public_url: str
+    public_url: str  # "" when no account sends (required then: checked by outbound_from_raw)
     signing_secret: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8025
@@ -238,6 +240,11 @@ class WebhookSettings:
     threads: int = 4
     suppress_tag: str = "pec_connector"
     category_name: str = "PEC Connector"
+    # Off by default: measured on 2 cores, shipping each mail to a worker and its parse back
+    # costs about what parsing it in place does, and the worker takes CPU the main thread and
+    # the helpdesk connection need (bench/RESULTS.md). Worth trying on more cores with heavy
+    # HTML mail.
+    parse_workers: int = 0
 
     def endpoint(self, account: str) -> str:
         """The URL Zendesk posts to for ``account``."""
@@ -246,13 +253,20 @@ class WebhookSettings:
     @classmethod
     def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path) -> WebhookSettings:
         r = _Reader(data if data is not None else {}, path, key, base_dir)
-        public_url = r.get("public_url", str, required=True).rstrip("/")
+        # Needed only when an account sends (checked by outbound_from_raw): a service section
+        # for /metrics and /healthz alone has no webhook for Zendesk to call.
+        public_url = r.get("public_url", str, "").rstrip("/")
         parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        if public_url and (parts.scheme not in ("http", "https") or not parts.hostname
+                           or parts.query):
             raise r.error("public_url", "must be the bridge's public base URL such as "
                           f"https://bridge.example.it, got {public_url!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
             raise r.error("public_url", "must use https:// (Zendesk sends ticket data there)")
+        parse_workers = r.get("parse_workers", int, 0)
+        if not 0 <= parse_workers <= 64:
+            raise r.error("parse_workers", f"must be 0 (parse in the main thread) to 64, got "
+                          f"{parse_workers}")
         port = r.get("port", int, 8025)
         if not 0 <= port < 65536:
             raise r.error("port", f"must be a TCP port, got {port}")
@@ -272,6 +286,7 @@ class WebhookSettings:
             threads=r.positive("threads", int, 4),
             suppress_tag=suppress_tag,
             category_name=r.get("category_name", str, "PEC Connector"),
+            parse_workers=parse_workers,
         )
         if settings.signing_secret and len(settings.signing_secret) < 16:
             raise r.error("signing_secret", "is too short: use at least 16 random characters")
@@ -323,6 +338,10 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> Ou
     elif any(a.enabled for a in accounts):
         raise ConfigError("is required when an account has outbound enabled (public_url and "
                           "signing_secret for the Zendesk webhook)", path=where, key="service")
+    if service is not None and not service.public_url and any(a.enabled for a in accounts):
+        raise ConfigError("is required when an account has outbound enabled (the bridge's "
+                          "public base URL, which Zendesk's webhook calls)",
+                          path=where, key="service.public_url")
     if service is not None and not service.signing_secret and any(a.enabled for a in accounts):
         raise ConfigError("is required when an account has outbound enabled (as "
                           "signing_secret: ${ENV_NAME} or signing_secret_file: PATH)",
