@@ -43,21 +43,18 @@ def _zendesk(config: HostConfig, observer: HostObserver | None,
     from connector.hosts.zendesk import ZendeskAdapter, ZendeskSettings
 
     session = requests.Session()
-    # requests reads proxy and CA settings from the environment again on every call (about a
-    # third of its CPU per call, measured in bench/); read them once here instead.
+    # requests would read proxy and CA settings from the environment on every call; they are
+    # read once, here. (The adapter's transport skips Session.request anyway, see
+    # connector/hosts/transport.py; with trust_env it too would read them only once.)
     session.trust_env = False
     session.proxies.update(requests.utils.get_environ_proxies(config.url))
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if bundle and config.ca_file is None and config.verify_tls:
         config = replace(config, ca_file=bundle)
-    if observer is not None:
-        def count(response: requests.Response, *args: object, **kwargs: object) -> None:
-            observer.observe_host_response(response.request.method or "?",
-                                           response.status_code)
-
-        session.hooks["response"].append(count)
     adapter = ZendeskAdapter(ZendeskSettings.from_host_config(config), session=session,
                              sleep=sleep)
     if observer is not None:
+        # Every answer, the OAuth token request's and refused tokens' included.
+        adapter.on_response = observer.observe_host_response
         adapter.on_retry = observer.observe_host_retry
     return adapter

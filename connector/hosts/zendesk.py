@@ -49,19 +49,21 @@ from connector.errors import (
 )
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
 from connector.hosts.retry import (
-    RetriesExhausted,
     RetryPolicy,
     SlidingWindowLimiter,
-    exhausted,
+    call_with_retries,
     parse_retry_after,
-    retrying,
 )
+from connector.hosts.transport import HostTransport
 
 if TYPE_CHECKING:
     from connector.config import HostConfig
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: Observer of every HTTP answer (the OAuth token request and refused tokens included):
+#: ``(method, status)``. connector/service/metrics.py counts them.
+ResponseObserver = Callable[[str, int], None]
 
 #: Key under ``ticket.metadata`` (Zendesk: ``audit.metadata.custom``) that carries a comment's
 #: dedupe key, so a retry after a crash can find out whether the comment already arrived.
@@ -346,10 +348,24 @@ class ZendeskAdapter:
     ) -> None:
         self.settings = settings
         self.on_retry: Callable[[], None] | None = None
+        self.on_response: ResponseObserver | None = None
         if session is None:
             session = requests.Session()
         session.headers["User-Agent"] = _USER_AGENT
         self._session = session
+        # Headers, proxies and TLS settings are fixed here once; see transport.py for what a
+        # Zendesk API call does not need from Session.request (cookies, redirects, netrc).
+        self._transport = HostTransport(
+            session,
+            settings.base_url,
+            timeout=settings.timeout,
+            verify=settings.ca_file or settings.verify_tls,
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+        )
+        self._basic_auth: str | None = None
+        if isinstance(settings.auth, ApiTokenAuth):
+            raw = f"{settings.auth.email}/token:{settings.auth.api_token}".encode()
+            self._basic_auth = "Basic " + base64.b64encode(raw).decode("ascii")
         self._sleep = sleep
         self._clock = clock
         self._wall = wall_clock
@@ -391,7 +407,8 @@ class ZendeskAdapter:
         uploaded = self._upload_all(comment.uploads, comment.body_text, comment.body_html, label)
         author_id = self._user_id(comment.author_email) if comment.author_email else None
         if comment.author_email and author_id is None:
-            log.info("%s: no Zendesk user for the author; the integration user writes it", label)
+            log.debug("%s: no Zendesk user for the author; the integration user writes it",
+                      label)
         ambiguous_failure = False
 
         def attempt_once() -> None:
@@ -408,7 +425,7 @@ class ZendeskAdapter:
                 raise
 
         self._retry(label, attempt_once)
-        log.info("%s: added (public=%s)", label, comment.public)
+        log.debug("%s: added (public=%s)", label, comment.public)
 
     def get_ticket(self, ticket_id: int) -> TicketInfo | None:
         resp = self.request(
@@ -599,7 +616,7 @@ class ZendeskAdapter:
                 f"{label}: answer without a ticket id", status=resp.status_code
             )
         replayed = resp.headers.get("x-idempotency-lookup", "").lower() == "hit"
-        log.info("%s: ticket #%s %s", label, ticket["id"], "replayed" if replayed else "created")
+        log.debug("%s: ticket #%s %s", label, ticket["id"], "replayed" if replayed else "created")
         return CreatedTicket(id=ticket["id"], replayed=replayed)
 
     def _existing_ticket(self, external_id: str | None) -> CreatedTicket | None:
@@ -854,17 +871,7 @@ class ZendeskAdapter:
             raise wrapped.error from wrapped.error.__cause__
 
     def _retry(self, operation: str, send: Callable[[], _T]) -> _T:
-        loop = retrying(self._policy, self._sleep, operation, self.on_retry)
-        try:
-            for attempt in loop:
-                with attempt:
-                    return send()
-        except RetriesExhausted:
-            raise
-        except TransientHostError as exc:
-            attempts = int(loop.statistics.get("attempt_number", 1))
-            raise exhausted(operation, exc, attempts) from exc
-        raise AssertionError("unreachable: tenacity either returns or raises")
+        return call_with_retries(self._policy, self._sleep, operation, send, self.on_retry)
 
     def _send_checked(
         self,
@@ -915,17 +922,20 @@ class ZendeskAdapter:
         renewed = False
         while True:
             auth, fresh = self._authorization()
+            # Accept: application/json is among the transport's fixed headers.
             resp = self._raw_request(
                 method, url, operation, params=params, data=data,
-                headers={"Accept": "application/json", **(headers or {}), "Authorization": auth},
+                headers={**headers, "Authorization": auth} if headers else {"Authorization": auth},
             )
-            oauth = isinstance(self.settings.auth, OAuthClientCredentials)
-            if resp.status_code == 401 and oauth and not renewed and not fresh:
+            if resp.status_code == 401 and self._basic_auth is None and not renewed \
+                    and not fresh:
                 log.info("%s: access token refused; requesting a new one", operation)
                 self._invalidate_token(auth)
                 renewed = True
                 continue
-            log.debug("%s: %s %s -> %s", operation, method, urlsplit(url).path, resp.status_code)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %s %s -> %s", operation, method, urlsplit(url).path,
+                          resp.status_code)
             return resp
 
     def _raw_request(
@@ -936,22 +946,10 @@ class ZendeskAdapter:
         *,
         params: Mapping[str, str] | None = None,
         data: bytes | None = None,
-        json_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        verify: bool | str = self.settings.ca_file or self.settings.verify_tls
         try:
-            return self._session.request(
-                method,
-                url,
-                params=params,
-                data=data,
-                json=json_body,
-                headers=dict(headers or {}),
-                timeout=self.settings.timeout,
-                verify=verify,
-                allow_redirects=False,
-            )
+            resp = self._transport.send(method, url, params=params, body=data, headers=headers)
         except requests.ConnectTimeout as exc:
             raise TransientHostError(f"{operation}: connect timed out", status=None) from exc
         except requests.Timeout as exc:
@@ -964,6 +962,9 @@ class ZendeskAdapter:
             raise PermanentHostError(f"{operation}: bad URL {url}") from exc
         except requests.RequestException as exc:
             raise TransientHostError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        if self.on_response is not None:
+            self.on_response(resp.request.method or method, resp.status_code)
+        return resp
 
     def _json(self, resp: requests.Response, operation: str) -> dict[str, Any]:
         try:
@@ -1003,10 +1004,10 @@ class ZendeskAdapter:
 
     def _authorization(self) -> tuple[str, bool]:
         """The Authorization header value, and whether a token was fetched just now."""
+        if self._basic_auth is not None:
+            return self._basic_auth, False
         auth = self.settings.auth
-        if isinstance(auth, ApiTokenAuth):
-            raw = f"{auth.email}/token:{auth.api_token}".encode()
-            return "Basic " + base64.b64encode(raw).decode("ascii"), False
+        assert isinstance(auth, OAuthClientCredentials)
         with self._token_lock:
             if self._token is not None and self._clock() < self._token_renew_at:
                 return f"Bearer {self._token}", False
@@ -1030,8 +1031,9 @@ class ZendeskAdapter:
         }
         started = self._clock()
         resp = self._raw_request(
-            "POST", self._url("/oauth/tokens"), op, json_body=payload,
-            headers={"Accept": "application/json"},
+            "POST", self._url("/oauth/tokens"), op,
+            data=json.dumps(payload, allow_nan=False).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
         )
         status = resp.status_code
         if status >= 500 or status == 429:
