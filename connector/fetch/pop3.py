@@ -226,7 +226,7 @@ class Pop3Mailbox:
         with self._errors(f"dele {message.ref}"):
             conn.dele(entry.number)
         self._deleted.add(entry.uidl)
-        log.info("pop3 marked for deletion account=%s ref=%s", self.account, message.ref)
+        log.debug("pop3 marked for deletion account=%s ref=%s", self.account, message.ref)
 
     def mark_failed(self, message: MessageHandle) -> None:
         """POP3 has no error folder: the message stays on the server."""

@@ -7,7 +7,9 @@ its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``Perman
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 
@@ -19,6 +21,11 @@ class Upload:
     content_type: str
     data: bytes = field(repr=False)
     content_id: str | None = None  # set for inline images referenced from the HTML body
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex digest of ``data``, computed once (requests are fingerprinted more than once)."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import mimetypes
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -220,7 +221,7 @@ def ticket_fingerprint(ticket: NewTicket) -> str:
     """Identity of a NewTicket's content (uploads by hash), to match a stored prepared request."""
 
     def upload_id(u: Upload) -> list[Any]:
-        return [u.filename, u.content_type, hashlib.sha256(u.data).hexdigest(), u.content_id]
+        return [u.filename, u.content_type, u.sha256, u.content_id]
 
     fields = {
         k: v for k, v in vars(ticket).items() if k not in ("uploads", "idempotency_key")
@@ -381,6 +382,8 @@ class ZendeskAdapter:
         self._cache_lock = threading.Lock()
         self._prepared: OrderedDict[str, PreparedRequest] = OrderedDict()
         self._user_ids: dict[str, tuple[int | None, float]] = {}
+        # (ticket, its fingerprint) of the last create prepared; see _fingerprint.
+        self._last_fingerprint: tuple[weakref.ref[NewTicket], str] | None = None
 
     # -- HostAdapter -----------------------------------------------------------------------------
 
@@ -497,7 +500,7 @@ class ZendeskAdapter:
         ``StalePreparedRequest``. Zendesk refusing the key (400 IdempotentRequestError) or an
         upload token is handled the same way.
         """
-        if ticket is not None and ticket_fingerprint(ticket) != prepared.ticket_fingerprint:
+        if ticket is not None and self._fingerprint(ticket) != prepared.ticket_fingerprint:
             # The stored bytes are what may already have reached Zendesk, so they are what is
             # resent; the differing ticket only serves if the request must be prepared again.
             log.warning("create %s: the ticket differs from the prepared request",
@@ -544,13 +547,24 @@ class ZendeskAdapter:
             upload_tokens=uploaded.tokens,
             prepared_at=self._wall(),
             external_id=ticket.external_id,
-            ticket_fingerprint=ticket_fingerprint(ticket),
+            ticket_fingerprint=self._fingerprint(ticket),
             skipped_uploads=uploaded.skipped,
         )
         self._remember_prepared(prepared)
         if self._on_prepared is not None:
             self._on_prepared(prepared)
         return prepared
+
+    def _fingerprint(self, ticket: NewTicket) -> str:
+        """ticket_fingerprint, once per ticket object: a create prepares and then sends the
+        same ticket, and the fingerprint serializes all of it. A weak reference, so a sent
+        ticket's files are not kept alive until the next one."""
+        remembered = self._last_fingerprint
+        if remembered is not None and remembered[0]() is ticket:
+            return remembered[1]
+        fingerprint = ticket_fingerprint(ticket)
+        self._last_fingerprint = (weakref.ref(ticket), fingerprint)
+        return fingerprint
 
     def _reprepare(
         self, prepared: PreparedRequest, ticket: NewTicket | None, reason: str
