@@ -23,13 +23,14 @@ import json
 import os
 import re
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -39,6 +40,7 @@ import requests
 STAMP = "2024-06-03T08:00:00Z"
 _TICKET = re.compile(r"^/api/v2/tickets/(\d+)(/tags|/audits|/comments)?$")
 _NUMBER = re.compile(r"/\d+")
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found"}
 
 
 class _State:
@@ -73,44 +75,61 @@ def _ticket(t: dict[str, Any]) -> dict[str, Any]:
             "updated_at": t["updated_at"]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Without it, headers and body leave in two segments and the client's delayed ACK holds
-    # the second one: 40 ms per request on loopback (measured: 44 ms per call, any route).
-    disable_nagle_algorithm = True
+class _Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, read and written by hand.
+
+    ``http.server`` parses each request's headers with the email package and writes headers
+    and body separately: about 0.35 ms of CPU per request, on the core the bridge's other
+    processes share. A zero-latency host should not be what the benchmark measures, so this
+    reads the request line, the headers and ``Content-Length`` bytes, and answers in one
+    ``sendall`` (which also keeps Nagle out of it; the socket has TCP_NODELAY as well)."""
+
     server: _Server
+    headers: dict[str, str]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch("GET")
+    def handle(self) -> None:
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                return
+            if line in (b"\r\n", b"\n"):
+                continue
+            try:
+                method, target, _version = line.decode("latin-1").split()
+            except ValueError:
+                self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                return
+            headers: dict[str, str] = {}
+            while True:
+                header = self.rfile.readline(65537)
+                if header in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = header.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.headers = headers
+            length = int(headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            self._answer(method, target, body)
+            if headers.get("connection", "").lower() == "close":
+                return
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
+    def _answer(self, method: str, target: str, body: bytes) -> None:
         arrived = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        split = urlsplit(self.path)
+        split = urlsplit(target)
         query = parse_qs(split.query)
         state = self.server.state
         with state.lock:
-            state.bytes_in += length
+            state.bytes_in += len(body)
             status, answer = self._route(method, split.path, query, body, arrived)
         data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
+                "Content-Type: application/json; charset=utf-8\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + data)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
                arrived: float) -> tuple[int, Any]:
@@ -142,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
             name = (query.get("filename") or ["file"])[0]
             attachment = {"id": att_id, "file_name": name, "size": len(body),
                           "content_url": f"http://127.0.0.1/attachments/token/t{att_id}/?name=x",
-                          "content_type": self.headers.get("Content-Type", "")}
+                          "content_type": self.headers.get("content-type", "")}
             return 201, {"upload": {"token": f"up{att_id}", "attachment": attachment,
                                     "attachments": [attachment]}}
         if path == "/api/v2/tickets" and method == "POST":
@@ -189,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, {"ticket": _ticket(ticket), "users": [requester]}
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 

@@ -65,8 +65,9 @@ def build_poller(config_path: Path, counters: Counters | None = None,  # noqa: A
                  parse_workers: int | None = None):
     """Store, host, filter stage, pipeline and poller as ``postmaster-bridge run`` builds them
     (``connector.cli._build``; both its older tuple and its ``Parts`` shape are accepted), with
-    the parse pool ``run`` uses (``parse_workers``: None = the config's ``service.parse_workers``,
-    0 when it has none; 0 = no pool). The caller closes ``poller.parser`` when there is one."""
+    the parse pool ``run`` uses (``parse_workers``: None = as the config's
+    ``service.parse_workers``, auto by default; 0 = no pool). The caller closes
+    ``poller.parser`` when there is one."""
     from connector import cli
     from connector.config import load_config
     from connector.service.runner import AccountPoller
@@ -85,11 +86,12 @@ def build_poller(config_path: Path, counters: Counters | None = None,  # noqa: A
     if counters is not None:
         store._db.set_trace_callback(counters.sql_callback)
     try:
-        from connector.service.parsing import ParsePool
+        from connector.service.parsing import ParsePool, default_workers
     except ImportError:  # a tree from before parsing ahead
         return AccountPoller(account, store, pipeline, dry_run=dry_run), store
-    service = (config.raw.get("service") or {})
-    workers = service.get("parse_workers", 0) if parse_workers is None else parse_workers
+    configured = (config.raw.get("service") or {}).get("parse_workers", "auto")
+    workers = parse_workers if parse_workers is not None else (
+        default_workers() if configured == "auto" else int(configured))
     parser = ParsePool(workers) if workers > 0 else None
     return AccountPoller(account, store, pipeline, dry_run=dry_run, parser=parser), store
 
@@ -463,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("e2e", parents=[common], help="end to end through the bridge")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--parse-workers", type=int, default=None,
-                   help="parse worker processes (default: as `run`, the config's "
-                   "service.parse_workers, which is 0: parse in the main thread)")
+                   help="parse worker processes (default: as `run`: the cores less one, "
+                   "at most 4; 0: parse in the main thread)")
     p.add_argument("--profile", help="after the timed runs, profiled runs: pyinstrument, "
                    "cprofile or both (comma-separated)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))

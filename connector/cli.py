@@ -122,7 +122,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from connector.outbound.settings import load_outbound
-    from connector.service.parsing import ParsePool
+    from connector.service.parsing import ParsePool, default_workers
     from connector.service.runner import AccountPoller, Service
 
     config = _config(args)
@@ -137,7 +137,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     parts.metrics.watch_store(store, [a.name for a in accounts])
     # Shared by every account; its workers start only when a pass has a backlog to parse.
     service_settings = load_outbound(config).service
-    workers = service_settings.parse_workers if service_settings is not None else 0
+    workers = service_settings.parse_workers if service_settings is not None else None
+    if workers is None:
+        workers = default_workers()
     parser = ParsePool(workers) if workers > 0 else None
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
                for a in accounts]

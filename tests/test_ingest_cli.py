@@ -324,8 +324,9 @@ def test_deliver_exits_75_while_zendesk_keeps_failing(
     assert len({(c.headers["Idempotency-Key"], c.body) for c in sent}) == 1
 
 
-@pytest.mark.parametrize("service", [None, {"parse_workers": 0}, {"parse_workers": 1}])
-def test_run_parses_ahead_only_when_the_config_asks(
+@pytest.mark.parametrize("service", [None, {"parse_workers": "auto"}, {"parse_workers": 0},
+                                     {"parse_workers": 1}])
+def test_run_parses_ahead_as_the_config_says(
     dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
     monkeypatch: pytest.MonkeyPatch, service: dict[str, int] | None,
 ) -> None:
@@ -349,5 +350,7 @@ def test_run_parses_ahead_only_when_the_config_asks(
     assert code == EX_OK, lines
     assert lines == [f"support: fetched={parsing.MIN_MESSAGES} ticketed={parsing.MIN_MESSAGES} "
                      "followed-up=0 noted=0 ignored=0 failed=0 retry=0"]
-    wanted = (service or {}).get("parse_workers", 0)
+    wanted = (service or {}).get("parse_workers", "auto")
+    if wanted == "auto":
+        wanted = parsing.default_workers()  # the cores less one: 1 on the 2-core machines
     assert [p.workers for p in pools] == ([wanted] if wanted else [])

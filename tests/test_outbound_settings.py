@@ -149,7 +149,7 @@ def test_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], key: str,
     ({"service_port": 70000}, "service.port", "TCP port"),
     ({"service_max_body_bytes": "lots"}, "service.max_body_bytes", "size"),
     ({"service_parse_workers": -1}, "service.parse_workers", "0 (parse in the main thread)"),
-    ({"service_parse_workers": "many"}, "service.parse_workers", "int"),
+    ({"service_parse_workers": "many"}, "service.parse_workers", "must be auto"),
 ])
 def test_service_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], key: str,
                                      words: str) -> None:
@@ -177,10 +177,13 @@ def test_public_url_is_needed_only_once_an_account_sends(tmp_path: Path) -> None
     assert cfg.service is not None and cfg.service.public_url == ""
 
 
-def test_parse_workers_default_to_none(tmp_path: Path) -> None:
-    assert load(raw(), tmp_path).service.parse_workers == 0  # type: ignore[union-attr]
-    cfg = load(raw(service_parse_workers=3), tmp_path)
-    assert cfg.service is not None and cfg.service.parse_workers == 3
+def test_parse_workers_default_to_auto(tmp_path: Path) -> None:
+    assert load(raw(), tmp_path).service.parse_workers is None  # type: ignore[union-attr]
+    auto = load(raw(service_parse_workers="auto"), tmp_path).service
+    assert auto is not None and auto.parse_workers is None
+    for workers in (0, 3):
+        cfg = load(raw(service_parse_workers=workers), tmp_path)
+        assert cfg.service is not None and cfg.service.parse_workers == workers
 
 
 def test_short_signing_secret_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ and the JSON bodies the adapter sends are checked against the request schemas.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from typing import Any
@@ -40,6 +41,7 @@ from connector.hosts.zendesk import (
     ZendeskAdapter,
     ZendeskSettings,
     rewrite_cid_references,
+    ticket_fingerprint,
 )
 
 BASE = "https://acme.zendesk.com"
@@ -898,3 +900,20 @@ def test_settings_validation() -> None:
     with pytest.raises(ConfigError):
         oauth_settings(auth=OAuthClientCredentials("c", "s", "read", 60))
     assert ZendeskSettings(BASE + "/", ApiTokenAuth("a@b.c", "t")).base_url == BASE
+
+
+def test_a_known_upload_digest_is_used_and_fingerprints_the_same() -> None:
+    data = b"%PDF-1.4 body"
+    digest = hashlib.sha256(data).hexdigest()
+    known = Upload("a.pdf", "application/pdf", data, known_sha256=digest)
+    computed = Upload("a.pdf", "application/pdf", data)
+    assert known.sha256 == computed.sha256 == digest
+    assert known == computed  # the digest is a cache, not part of the upload's identity
+
+    def ticket(upload: Upload) -> NewTicket:
+        return NewTicket(subject="s", requester_email="a@example.org", requester_name="A",
+                         body_text="b", uploads=(upload,))
+
+    assert ticket_fingerprint(ticket(known)) == ticket_fingerprint(ticket(computed))
+    # The digest given is trusted (it comes from the parse of the same bytes).
+    assert Upload("a.pdf", "application/pdf", data, known_sha256="f" * 64).sha256 == "f" * 64

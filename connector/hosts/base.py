@@ -21,11 +21,14 @@ class Upload:
     content_type: str
     data: bytes = field(repr=False)
     content_id: str | None = None  # set for inline images referenced from the HTML body
+    # SHA-256 of ``data`` when the caller has it already (the parsed message hashes its
+    # attachments for the dedupe key); computed on first use otherwise.
+    known_sha256: str | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def sha256(self) -> str:
         """Hex digest of ``data``, computed once (requests are fingerprinted more than once)."""
-        return hashlib.sha256(self.data).hexdigest()
+        return self.known_sha256 or hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@
       signing_secret: ${PMB_WEBHOOK_SECRET}       # or signing_secret_file: PATH
       max_body_bytes: 256KB
       sweep_interval: 5                           # minutes
-      parse_workers: 0                            # processes parsing mail ahead (0: none)
+      parse_workers: auto                         # processes parsing mail ahead (0: none)
 
     accounts:
       - name: pec-main
@@ -240,11 +240,10 @@ class WebhookSettings:
     threads: int = 4
     suppress_tag: str = "pec_connector"
     category_name: str = "PEC Connector"
-    # Off by default: measured on 2 cores, shipping each mail to a worker and its parse back
-    # costs about what parsing it in place does, and the worker takes CPU the main thread and
-    # the helpdesk connection need (bench/RESULTS.md). Worth trying on more cores with heavy
-    # HTML mail.
-    parse_workers: int = 0
+    # None: "auto", the cores less one (at most 4; none on one core). Measured on 2 cores
+    # (bench/RESULTS.md) one worker is worth about 8 % end to end when the machine is quiet
+    # and nothing when other processes want the second core; 0 turns it off.
+    parse_workers: int | None = None
 
     def endpoint(self, account: str) -> str:
         """The URL Zendesk posts to for ``account``."""
@@ -263,10 +262,12 @@ class WebhookSettings:
                           f"https://bridge.example.it, got {public_url!r}")
         if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
             raise r.error("public_url", "must use https:// (Zendesk sends ticket data there)")
-        parse_workers = r.get("parse_workers", int, 0)
-        if not 0 <= parse_workers <= 64:
-            raise r.error("parse_workers", f"must be 0 (parse in the main thread) to 64, got "
-                          f"{parse_workers}")
+        parse_workers = r.get("parse_workers", (int, str), "auto")
+        if parse_workers == "auto":
+            parse_workers = None
+        elif isinstance(parse_workers, str) or not 0 <= parse_workers <= 64:
+            raise r.error("parse_workers", "must be auto, or 0 (parse in the main thread) to "
+                          f"64, got {parse_workers!r}")
         port = r.get("port", int, 8025)
         if not 0 <= port < 65536:
             raise r.error("port", f"must be a TCP port, got {port}")

@@ -11,10 +11,10 @@ recorded the same way.
 
 Workers are started lazily (the first pass with at least ``MIN_MESSAGES`` to fetch) from a
 ``forkserver`` (fresh interpreter, no inherited threads or sockets), shared by every account.
-The pool is off unless ``service.parse_workers`` asks for it: since the parser reads bodies as
-offsets (about 1 ms per mail), shipping a mail to a worker and its parse back costs about as
-much as parsing it in place, and on 2 cores the worker takes CPU that the main thread and the
-helpdesk connection need (bench/RESULTS.md).
+``service.parse_workers`` sets the number of workers (default: the cores less one, at most
+``MAX_DEFAULT_WORKERS``; 0 turns the pool off). Since the parser reads bodies as offsets
+(about 1 ms per mail) the gain is modest: about 8 % on the 2-core benchmark when the machine
+is quiet, none when other processes want the second core (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("connector.parsing")
 
+#: At most this many worker processes by default (and never more than the cores less one).
+MAX_DEFAULT_WORKERS = 4
 #: Messages larger than this are parsed in the main thread: bounded memory ahead, and
 #: shipping big decoded attachments between processes costs about what parsing them does.
 MAX_AHEAD_BYTES = 2 * 1024 * 1024
@@ -198,6 +200,16 @@ class Parser(Protocol):
 
     @property
     def workers(self) -> int: ...
+
+
+def default_workers() -> int:
+    """Cores available to the bridge less one (the main thread's), at most
+    ``MAX_DEFAULT_WORKERS``; 0 (off) on one core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(MAX_DEFAULT_WORKERS, cores - 1))
 
 
 class _Pending:

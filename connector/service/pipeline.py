@@ -189,7 +189,7 @@ def _orphaned(record: MessageRecord) -> bool:
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
     name = f"{prefix}-{message.message_id or message.sha256[:16]}"
     safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)[:110]
-    return Upload(f"{safe}.eml", "message/rfc822", message.raw)
+    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256)
 
 
 class Pipeline:
@@ -677,8 +677,10 @@ class Pipeline:
             # The receipt itself is the evidence: attach it whole, nothing else.
             return (_eml_upload("pec-receipt", job.message),)
         message = job.content
-        uploads = [Upload(a.filename, a.content_type, a.data) for a in message.attachments]
-        uploads += [Upload(a.filename, a.content_type, a.data, content_id=a.content_id)
+        uploads = [Upload(a.filename, a.content_type, a.data, known_sha256=a.sha256)
+                   for a in message.attachments]
+        uploads += [Upload(a.filename, a.content_type, a.data, content_id=a.content_id,
+                           known_sha256=a.sha256)
                     for a in message.inline_images]
         if job.plan is not None:
             # The whole signed envelope, byte-exact: the legal proof of delivery.
