@@ -112,17 +112,21 @@ class ParsedMessage:
         basis = f"{self.message_id or ''}\x00{self.content_hash}"
         return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
 
+    @cached_property
+    def _headers_by_name(self) -> dict[str, list[str]]:
+        # Filters and classifiers ask for a dozen headers per message: one pass, not one each.
+        index: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            index.setdefault(key.lower(), []).append(value)
+        return index
+
     def header(self, name: str) -> str | None:
         """First value of header ``name`` (case-insensitive), or None."""
-        lname = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lname:
-                return value
-        return None
+        values = self._headers_by_name.get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [value for key, value in self.headers if key.lower() == lname]
+        return list(self._headers_by_name.get(name.lower(), ()))
 
     @property
     def thread_ids(self) -> tuple[str, ...]:
