@@ -388,56 +388,64 @@ class _Generator:
         ], inner_body)
         ident = f"opec{index}.20240603{index:06d}.{index % 97}.1.1@{PEC_PROVIDER}"
         when = BASE_DATE + dt.timedelta(minutes=index)
-        daticert = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<postacert tipo="posta-certificata" errore="nessuno">\n'
-            f"  <intestazione><mittente>{sender}</mittente>"
-            f'<destinatari tipo="certificato">{SUPPORT_ADDRESS}</destinatari>'
-            f"<risposte>{sender}</risposte><oggetto>{subject}</oggetto></intestazione>\n"
-            "  <dati><gestore-emittente>BENCH PEC S.p.A.</gestore-emittente>\n"
-            f'    <data zona="+0200"><giorno>{when:%d/%m/%Y}</giorno><ora>{when:%H:%M:%S}</ora>'
-            "</data>\n"
-            f"    <identificativo>{ident}</identificativo>\n"
-            f"    <msgid>&lt;{message_id}&gt;</msgid>\n"
-            '    <ricevuta tipo="completa"/>\n'
-            f"    <consegna>{SUPPORT_ADDRESS}</consegna></dati>\n"
-            "</postacert>\n"
-        ).encode()
-        notice = (f"Messaggio di posta certificata\r\n\r\nIl giorno {when:%d/%m/%Y} alle ore "
-                  f"{when:%H:%M:%S} il messaggio \"{subject}\" e' stato inviato da \"{sender}\"\r\n"
-                  f"indirizzato a:\r\n{SUPPORT_ADDRESS}\r\n")
-        signed = _multipart("mixed", boundary + "mix", [
-            _part("text/plain; charset=utf-8", _qp(notice.replace("\r\n", "\n")),
-                  encoding="quoted-printable"),
-            _part("application/xml; name=\"daticert.xml\"", _b64(daticert), encoding="base64",
-                  extra="Content-Disposition: inline; filename=\"daticert.xml\"\r\n"),
-            _part("message/rfc822; name=\"postacert.eml\"", original, encoding="7bit",
-                  extra="Content-Disposition: inline; filename=\"postacert.eml\"\r\n"),
-        ]).rstrip(CRLF)
-        signature = _sign(signed)
-        outer = f"=_pec_{token}_signed"
-        body = (f"Content-Type: multipart/signed; protocol=\"application/x-pkcs7-signature\"; "
-                f"micalg=sha-256; boundary=\"{outer}\"\r\n\r\n"
-                f"This is an S/MIME signed message\r\n\r\n--{outer}\r\n").encode()
-        body += signed + f"\r\n--{outer}\r\n".encode()
-        body += _part("application/x-pkcs7-signature; name=\"smime.p7s\"", _b64(signature),
-                      encoding="base64",
-                      extra="Content-Disposition: attachment; filename=\"smime.p7s\"\r\n")
-        body += f"\r\n--{outer}--\r\n".encode()
         self.threads.append(_Thread(_Customer(f"{first} {last}", sender), subject, message_id,
                                     text))
-        return _mail([
-            ("Return-Path", f"<posta-certificata@{PEC_PROVIDER}>"),
-            ("Date", date),
-            ("Message-ID", f"<{ident}>"),
-            ("X-Riferimento-Message-ID", f"<{message_id}>"),
-            ("X-Trasporto", "posta-certificata"),
-            ("X-TipoRicevuta", "completa"),
-            ("From", f"\"Per conto di: {sender}\" <posta-certificata@{PEC_PROVIDER}>"),
-            ("Reply-To", sender),
-            ("To", SUPPORT_ADDRESS),
-            ("Subject", _subject_header("POSTA CERTIFICATA: " + subject)),
-        ], body)
+        return _pec_envelope(original, sender=sender, subject=subject, message_id=message_id,
+                             ident=ident, when=when, date=date, token=token)
+
+
+def _pec_envelope(original: bytes, *, sender: str, subject: str, message_id: str, ident: str,
+                  when: dt.datetime, date: str, token: str) -> bytes:
+    """A provider's transport envelope around ``original`` (postacert.eml): multipart/signed
+    around multipart/mixed (notice, daticert.xml, postacert.eml), with a valid detached
+    signature from the fixed bench signer."""
+    daticert = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<postacert tipo="posta-certificata" errore="nessuno">\n'
+        f"  <intestazione><mittente>{sender}</mittente>"
+        f'<destinatari tipo="certificato">{SUPPORT_ADDRESS}</destinatari>'
+        f"<risposte>{sender}</risposte><oggetto>{subject}</oggetto></intestazione>\n"
+        "  <dati><gestore-emittente>BENCH PEC S.p.A.</gestore-emittente>\n"
+        f'    <data zona="+0200"><giorno>{when:%d/%m/%Y}</giorno><ora>{when:%H:%M:%S}</ora>'
+        "</data>\n"
+        f"    <identificativo>{ident}</identificativo>\n"
+        f"    <msgid>&lt;{message_id}&gt;</msgid>\n"
+        '    <ricevuta tipo="completa"/>\n'
+        f"    <consegna>{SUPPORT_ADDRESS}</consegna></dati>\n"
+        "</postacert>\n"
+    ).encode()
+    notice = (f"Messaggio di posta certificata\n\nIl giorno {when:%d/%m/%Y} alle ore "
+              f"{when:%H:%M:%S} il messaggio \"{subject}\" e' stato inviato da \"{sender}\"\n"
+              f"indirizzato a:\n{SUPPORT_ADDRESS}\n")
+    signed = _multipart("mixed", f"=_pec_{token}_mix", [
+        _part("text/plain; charset=utf-8", _qp(notice), encoding="quoted-printable"),
+        _part("application/xml; name=\"daticert.xml\"", _b64(daticert), encoding="base64",
+              extra="Content-Disposition: inline; filename=\"daticert.xml\"\r\n"),
+        _part("message/rfc822; name=\"postacert.eml\"", original, encoding="7bit",
+              extra="Content-Disposition: inline; filename=\"postacert.eml\"\r\n"),
+    ]).rstrip(CRLF)
+    signature = _sign(signed)
+    outer = f"=_pec_{token}_signed"
+    body = (f"Content-Type: multipart/signed; protocol=\"application/x-pkcs7-signature\"; "
+            f"micalg=sha-256; boundary=\"{outer}\"\r\n\r\n"
+            f"This is an S/MIME signed message\r\n\r\n--{outer}\r\n").encode()
+    body += signed + f"\r\n--{outer}\r\n".encode()
+    body += _part("application/x-pkcs7-signature; name=\"smime.p7s\"", _b64(signature),
+                  encoding="base64",
+                  extra="Content-Disposition: attachment; filename=\"smime.p7s\"\r\n")
+    body += f"\r\n--{outer}--\r\n".encode()
+    return _mail([
+        ("Return-Path", f"<posta-certificata@{PEC_PROVIDER}>"),
+        ("Date", date),
+        ("Message-ID", f"<{ident}>"),
+        ("X-Riferimento-Message-ID", f"<{message_id}>"),
+        ("X-Trasporto", "posta-certificata"),
+        ("X-TipoRicevuta", "completa"),
+        ("From", f"\"Per conto di: {sender}\" <posta-certificata@{PEC_PROVIDER}>"),
+        ("Reply-To", sender),
+        ("To", SUPPORT_ADDRESS),
+        ("Subject", _subject_header("POSTA CERTIFICATA: " + subject)),
+    ], body)
 
 
 # -- a fixed signing identity for PEC envelopes --------------------------------------------------
@@ -549,56 +557,11 @@ def large_pec_message(size: int = 25 * 1024 * 1024, seed: int = DEFAULT_SEED) ->
     ident = f"opec-large.20240603080000.{size}.1.1@{PEC_PROVIDER}"
     message_id = f"bench-large-{size}@acme-corp.example"
     subject = f"Large attachment ({size // (1024 * 1024)} MB)"
-    when = BASE_DATE
-    daticert = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<postacert tipo="posta-certificata" errore="nessuno">\n'
-        f"  <intestazione><mittente>{sender}</mittente>"
-        f'<destinatari tipo="certificato">{SUPPORT_ADDRESS}</destinatari>'
-        f"<risposte>{sender}</risposte><oggetto>{subject}</oggetto></intestazione>\n"
-        "  <dati><gestore-emittente>BENCH PEC S.p.A.</gestore-emittente>\n"
-        f'    <data zona="+0200"><giorno>{when:%d/%m/%Y}</giorno><ora>{when:%H:%M:%S}</ora>'
-        "</data>\n"
-        f"    <identificativo>{ident}</identificativo>\n"
-        f"    <msgid>&lt;{message_id}&gt;</msgid>\n"
-        '    <ricevuta tipo="completa"/>\n'
-        f"    <consegna>{SUPPORT_ADDRESS}</consegna></dati>\n"
-        "</postacert>\n"
-    ).encode()
-    notice = (f"Messaggio di posta certificata\n\nIl giorno {when:%d/%m/%Y} alle ore "
-              f"{when:%H:%M:%S} il messaggio \"{subject}\" e' stato inviato da \"{sender}\"\n"
-              f"indirizzato a:\n{SUPPORT_ADDRESS}\n")
     envelope_overhead = 6 * 1024  # headers, notice, daticert, signature: about 5 kB
     original = large_message(max(1, size - envelope_overhead), seed)
-    signed = _multipart("mixed", "=_pec_large_mix", [
-        _part("text/plain; charset=utf-8", _qp(notice), encoding="quoted-printable"),
-        _part("application/xml; name=\"daticert.xml\"", _b64(daticert), encoding="base64",
-              extra="Content-Disposition: inline; filename=\"daticert.xml\"\r\n"),
-        _part("message/rfc822; name=\"postacert.eml\"", original, encoding="7bit",
-              extra="Content-Disposition: inline; filename=\"postacert.eml\"\r\n"),
-    ]).rstrip(CRLF)
-    signature = _sign(signed)
-    outer = "=_pec_large_signed"
-    body = (f"Content-Type: multipart/signed; protocol=\"application/x-pkcs7-signature\"; "
-            f"micalg=sha-256; boundary=\"{outer}\"\r\n\r\n"
-            f"This is an S/MIME signed message\r\n\r\n--{outer}\r\n").encode()
-    body += signed + f"\r\n--{outer}\r\n".encode()
-    body += _part("application/x-pkcs7-signature; name=\"smime.p7s\"", _b64(signature),
-                  encoding="base64",
-                  extra="Content-Disposition: attachment; filename=\"smime.p7s\"\r\n")
-    body += f"\r\n--{outer}--\r\n".encode()
-    return _mail([
-        ("Return-Path", f"<posta-certificata@{PEC_PROVIDER}>"),
-        ("Date", format_datetime(when)),
-        ("Message-ID", f"<{ident}>"),
-        ("X-Riferimento-Message-ID", f"<{message_id}>"),
-        ("X-Trasporto", "posta-certificata"),
-        ("X-TipoRicevuta", "completa"),
-        ("From", f"\"Per conto di: {sender}\" <posta-certificata@{PEC_PROVIDER}>"),
-        ("Reply-To", sender),
-        ("To", SUPPORT_ADDRESS),
-        ("Subject", _subject_header("POSTA CERTIFICATA: " + subject)),
-    ], body)
+    return _pec_envelope(original, sender=sender, subject=subject, message_id=message_id,
+                         ident=ident, when=BASE_DATE, date=format_datetime(BASE_DATE),
+                         token="large")
 
 
 def _main(argv: list[str] | None = None) -> int:
