@@ -122,14 +122,13 @@ def _summaries(
     at_en = format_time_en(moment)
     by_it = f" dal gestore {provider}" if provider else ""
     by_en = f" by {provider}" if provider else ""
-    err_it = f": {error}" if error else ""
-    err_en = f": {error}" if error else ""
+    err = f": {error}" if error else ""
     if kind is ReceiptKind.ACCETTAZIONE:
         it = f"Ricevuta di accettazione: messaggio accettato{by_it} il {at_it} per {who_it}"
         en = f"Acceptance receipt: message accepted{by_en} on {at_en} for {who_en}"
     elif kind is ReceiptKind.NON_ACCETTAZIONE:
-        it = f"Avviso di non accettazione: messaggio rifiutato{by_it} il {at_it}{err_it}"
-        en = f"Non-acceptance notice: message refused{by_en} on {at_en}{err_en}"
+        it = f"Avviso di non accettazione: messaggio rifiutato{by_it} il {at_it}{err}"
+        en = f"Non-acceptance notice: message refused{by_en} on {at_en}{err}"
     elif kind is ReceiptKind.PRESA_IN_CARICO:
         it = f"Ricevuta di presa in carico: messaggio preso in carico per {who_it} il {at_it}"
         en = f"Taken-in-charge receipt: message taken in charge for {who_en} on {at_en}"
@@ -137,18 +136,18 @@ def _summaries(
         it = f"Ricevuta di avvenuta consegna: consegnato a {who_it} il {at_it}"
         en = f"Delivery receipt: delivered to {who_en} on {at_en}"
     elif kind is ReceiptKind.ERRORE_CONSEGNA:
-        it = f"Avviso di mancata consegna: non consegnato a {who_it} il {at_it}{err_it}"
-        en = f"Non-delivery notice: not delivered to {who_en} on {at_en}{err_en}"
+        it = f"Avviso di mancata consegna: non consegnato a {who_it} il {at_it}{err}"
+        en = f"Non-delivery notice: not delivered to {who_en} on {at_en}{err}"
     elif kind is ReceiptKind.PREAVVISO_ERRORE_CONSEGNA:
         it = (f"Preavviso di mancata consegna: nessuna conferma di consegna per {who_it} "
-              f"al {at_it}{err_it}")
-        en = f"Delivery delay warning: no delivery confirmation for {who_en} as of {at_en}{err_en}"
+              f"al {at_it}{err}")
+        en = f"Delivery delay warning: no delivery confirmation for {who_en} as of {at_en}{err}"
     elif kind is ReceiptKind.RILEVAZIONE_VIRUS:
-        it = f"Avviso di rilevazione virus: virus nel messaggio per {who_it} il {at_it}{err_it}"
-        en = f"Virus detection notice: virus in the message for {who_en} on {at_en}{err_en}"
+        it = f"Avviso di rilevazione virus: virus nel messaggio per {who_it} il {at_it}{err}"
+        en = f"Virus detection notice: virus in the message for {who_en} on {at_en}{err}"
     else:
-        it = f"Avviso PEC di tipo sconosciuto del {at_it} per {who_it}{err_it}"
-        en = f"PEC notice of unknown kind on {at_en} for {who_en}{err_en}"
+        it = f"Avviso PEC di tipo sconosciuto del {at_it} per {who_it}{err}"
+        en = f"PEC notice of unknown kind on {at_en} for {who_en}{err}"
     if subject:
         it += f' (oggetto "{subject}")'
         en += f' (subject "{subject}")'

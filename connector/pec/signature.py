@@ -7,7 +7,7 @@ is information for the agent and never blocks a message.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -207,16 +207,7 @@ def _verify_signer(signed: SignedData, signer: SignerInfo,
 
 
 def _with(base: SignatureVerdict, status: SignatureStatus, detail: str) -> SignatureVerdict:
-    return SignatureVerdict(
-        status=status,
-        detail=detail,
-        signer_subject=base.signer_subject,
-        signer_issuer=base.signer_issuer,
-        signer_serial=base.signer_serial,
-        signer_email=base.signer_email,
-        signing_time=base.signing_time,
-        digest_algorithm=base.digest_algorithm,
-    )
+    return replace(base, status=status, detail=detail)
 
 
 def _signer_certificate(signed: SignedData, signer: SignerInfo) -> x509.Certificate | None:

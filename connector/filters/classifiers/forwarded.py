@@ -17,17 +17,13 @@ from typing import ClassVar
 from connector.filters.classifiers.base import ClassifierContext, Verdict
 from connector.filters.verdicts import Classification, ForwardDetails, Kind
 from connector.mail.model import Address, ParsedMessage
+from connector.mail.subject import clean_subject
 
 REQUESTER = "X-Bridge-Requester"
 
 FORWARD_SUBJECT = re.compile(
     r"^\s*(?:\[[^\]]*\]\s*)?(?:fwd?|fw|i|inoltro|inoltra|wg|tr|rv|pd|[iİ]lt|enc|vs|vb)"
     r"\s*(?:\[\d+\])?\s*:",
-    re.IGNORECASE,
-)
-_ANY_PREFIX = re.compile(
-    r"^\s*(?:(?:re|aw|sv|r|rif|fwd?|fw|i|inoltro|inoltra|wg|tr|rv|pd|[iİ]lt|enc)"
-    r"\s*(?:\[\d+\])?\s*:\s*)+",
     re.IGNORECASE,
 )
 _SEPARATOR = re.compile(
@@ -95,7 +91,7 @@ def _from_attachment(message: ParsedMessage, forwarder: Address) -> ForwardDetai
         if nested.from_ is not None and nested.from_.email:
             return ForwardDetails(
                 original_sender=nested.from_,
-                subject=nested.subject or strip_prefixes(message.subject),
+                subject=nested.subject or clean_subject(message.subject),
                 text_body=nested.text_body,
                 html_body=nested.html_body,
                 message=nested,
@@ -116,7 +112,7 @@ def _from_inline(message: ParsedMessage, forwarder: Address) -> ForwardDetails |
     if sender is None:
         return None
     body = _unquote(lines[body_start:])
-    subject = fields.get("subject") or strip_prefixes(message.subject)
+    subject = fields.get("subject") or clean_subject(message.subject)
     original = dataclasses.replace(
         message,
         from_=sender,
@@ -139,11 +135,6 @@ def _from_inline(message: ParsedMessage, forwarder: Address) -> ForwardDetails |
         forwarder_text="\n".join(before).strip(),
         source="inline",
     )
-
-
-def strip_prefixes(subject: str) -> str:
-    """The subject without leading Re:/Fwd:/I:/... prefixes."""
-    return _ANY_PREFIX.sub("", subject).strip()
 
 
 def _block_start(lines: list[str]) -> int | None:
