@@ -31,3 +31,8 @@ def test_ticket_refs_all_candidates_in_order() -> None:
     assert ticket_refs("Re: [#12] about [#7] and [#12]", r"\[#(\d+)\]") == [12, 7]
     assert ticket_refs("Ticket#2024 nothing", r"\[#(\d+)\]") == []
     assert ticket_refs("[Ticket#55] x", r"\[Ticket#(\d+)\]") == [55]
+
+
+def test_forward_prefixes_the_forward_classifier_knows_are_cleaned_too() -> None:
+    # One list serves both stages: Portuguese "Enc:" and Italian "Inoltra:" included.
+    assert clean_subject("Enc: Inoltra: I: Fattura 12") == "Fattura 12"
