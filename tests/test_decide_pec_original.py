@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from shared_material import PEC_SAMPLES as SAMPLES
 
 from connector.decide.pec import nested_original, plan_pec
 from connector.mail import ParsedMessage, parse_message
 from connector.pec import find_pec
-from tests.test_pec_samples import SAMPLES
 
 
 def _no_second_parse(raw: bytes) -> ParsedMessage:

@@ -7,7 +7,6 @@ parts are files, and the model must hold as many, of about the same total size.
 
 from __future__ import annotations
 
-import os
 import random
 from email.message import Message
 from email.parser import BytesParser
@@ -15,6 +14,7 @@ from email.policy import compat32
 from pathlib import Path
 
 import pytest
+from shared_material import PEC_SAMPLES
 
 from connector.errors import ParseError
 from connector.mail import ParsedMessage, parse_message
@@ -23,15 +23,6 @@ REALWORLD = Path(__file__).parent / "data" / "realworld"
 CORPUS = sorted(p for p in REALWORLD.rglob("*") if p.is_file() and p.name != "README.md")
 # Files in the corpus that are not mail at all (a digest's body text, no header).
 NOT_MAIL = {"cpython_email/msg_19.txt"}
-
-
-def _pec_samples_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "pec-samples"
-    if here.is_dir():
-        return here
-    shared = os.environ.get("PMB_SHARED_DIR")
-    assert shared, "shared/pec-samples not found next to the repo and PMB_SHARED_DIR is unset"
-    return Path(shared) / "pec-samples"
 
 
 def _strings(msg: ParsedMessage) -> list[str]:
@@ -141,7 +132,7 @@ def test_corpus_is_there() -> None:
 
 
 def test_pec_samples() -> None:
-    samples = sorted(_pec_samples_dir().glob("*.eml"))
+    samples = sorted(PEC_SAMPLES.glob("*.eml"))
     assert samples, "no PEC sample found"
     for path in samples:
         raw = path.read_bytes()

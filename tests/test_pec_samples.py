@@ -12,6 +12,7 @@ from email.policy import compat32
 from pathlib import Path
 
 import pytest
+from shared_material import PEC_SAMPLES
 
 from connector.pec import (
     PecInfo,
@@ -26,17 +27,7 @@ from connector.pec import (
 )
 from connector.pec.parts import parse_part
 
-
-def _samples_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "pec-samples"
-    if here.is_dir():
-        return here
-    shared = os.environ.get("PMB_SHARED_DIR")
-    assert shared, "shared/pec-samples not found next to the repo and PMB_SHARED_DIR is unset"
-    return Path(shared) / "pec-samples"
-
-
-SAMPLES = _samples_dir()
+SAMPLES = PEC_SAMPLES
 
 
 def raw(name: str) -> bytes:

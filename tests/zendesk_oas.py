@@ -38,12 +38,10 @@ from openapi_schema_validator import (
 )
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
+from shared_material import shared_path
 
 SPEC_PATH = Path(
-    os.environ.get(
-        "ZENDESK_OAS",
-        Path(__file__).resolve().parents[2] / "shared" / "zendesk-oas" / "support-api.yaml",
-    )
+    os.environ.get("ZENDESK_OAS") or shared_path("zendesk-oas") / "support-api.yaml"
 )
 _SPEC_URI = "urn:zendesk:support-api"
 _ERRATA_VERSION = "1"
