@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import mailbox
 import re
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from bridge_cli import run_cli as run
 from dovecot import DovecotServer, MailUser
 from zendesk_responses import (
     FakeZendesk,
@@ -25,25 +24,12 @@ from zendesk_responses import (
     zendesk_host,
 )
 
-from connector.cli import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL, main
+from connector.cli import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL
 
 TICKETS = r"^/api/v2/tickets$"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main`` reconfigures the root logger for its stderr; put it back for later tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def run(*argv: str) -> tuple[int, list[str]]:
-    out = io.StringIO()
-    code = main(["-q", *argv], out=out)
-    return code, out.getvalue().splitlines()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def stdin_with(monkeypatch: pytest.MonkeyPatch, raw: bytes) -> None:

@@ -5,19 +5,18 @@ failed against a real Dovecot (Zendesk 422, an invalid From). Zendesk is faked b
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bridge_cli import run_cli
 from dovecot import DovecotServer, MailUser, free_port
 from zendesk_double import error_body
 from zendesk_responses import (
@@ -28,7 +27,7 @@ from zendesk_responses import (
     write_config,
 )
 
-from connector.cli import EX_FAILURE, EX_OK, main
+from connector.cli import EX_FAILURE, EX_OK
 from connector.service.runner import Service
 from connector.store.base import MessageState
 
@@ -38,20 +37,11 @@ REJECTION = error_body("RecordInvalid", "Record validation errors", {
                    "error": "InvalidValue"}]})
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main`` reconfigures the root logger for its stderr; put it back for later tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def cli(config: Path, *argv: str) -> tuple[int, list[str]]:
-    out = io.StringIO()
-    code = main(["-q", "-c", str(config), *argv], out=out)
-    return code, out.getvalue().splitlines()
+    return run_cli("-c", str(config), *argv)
 
 
 def raws(dovecot: DovecotServer, user: MailUser, folder: str = "INBOX") -> list[bytes]:

@@ -6,9 +6,7 @@ never delays the others, and the ``accounts`` report. Real Dovecot; Zendesk fake
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
 import random
 import socket
 import sqlite3
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridge_cli import run_cli, wait_until
 from dovecot import HOST, DovecotServer, MailUser, free_port
 from zendesk_responses import (
     Bridge,
@@ -27,34 +26,18 @@ from zendesk_responses import (
     customer_mail,
 )
 
-from connector.cli import EX_OK, main
+from connector.cli import EX_OK
 from connector.service import runner
 from connector.service.runner import AccountPoller, Service, backoff_delay
 
 TICKETS = r"^/api/v2/tickets$"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main`` reconfigures the root logger for its stderr; put it back for later tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def cli(config: Path, *argv: str) -> tuple[int, list[str]]:
-    out = io.StringIO()
-    code = main(["-q", "-c", str(config), *argv], out=out)
-    return code, out.getvalue().splitlines()
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    return run_cli("-c", str(config), *argv)
 
 
 @contextlib.contextmanager

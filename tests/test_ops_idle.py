@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from bridge_cli import wait_until
 from dovecot import DovecotServer, MailUser
 from zendesk_responses import (
     Bridge,
@@ -101,13 +102,6 @@ def log_barrier(dovecot: DovecotServer) -> None:
     deadline = time.monotonic() + 10
     while dovecot_logins(dovecot, sentinel) == 0:
         assert time.monotonic() < deadline, "Dovecot never logged the sentinel login"
-        time.sleep(0.02)
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 
 
