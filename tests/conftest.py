@@ -4,7 +4,6 @@ Test modules with a Zendesk fake of their own (outbound install) override ``zend
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,13 +49,3 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
     yield make
     for bridge in made:
         bridge.close()
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """``main`` reconfigures the root logger for its stderr; put it back for later tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 
-from connector.cli import main
+from bridge_cli import cli_output as run
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 def demo(tmp_path: Path) -> Path:

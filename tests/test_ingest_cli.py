@@ -29,9 +29,6 @@ from connector.cli import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL
 TICKETS = r"^/api/v2/tickets$"
 
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
-
-
 def stdin_with(monkeypatch: pytest.MonkeyPatch, raw: bytes) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
 

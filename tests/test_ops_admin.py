@@ -37,9 +37,6 @@ REJECTION = error_body("RecordInvalid", "Record validation errors", {
                    "error": "InvalidValue"}]})
 
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
-
-
 def cli(config: Path, *argv: str) -> tuple[int, list[str]]:
     return run_cli("-c", str(config), *argv)
 

@@ -33,9 +33,6 @@ from connector.service.runner import AccountPoller, Service, backoff_delay
 TICKETS = r"^/api/v2/tickets$"
 
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
-
-
 def cli(config: Path, *argv: str) -> tuple[int, list[str]]:
     return run_cli("-c", str(config), *argv)
 

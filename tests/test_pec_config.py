@@ -3,16 +3,14 @@ app-password hint `postmaster-bridge check` gives when a PEC login is refused (r
 
 from __future__ import annotations
 
-import io
-import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from bridge_cli import cli_output as run_cli
 from dovecot import DovecotServer, MailUser
 
-from connector import cli
 from connector.config import AccountConfig, config_from_mapping
 from connector.errors import ConfigError
 
@@ -143,25 +141,6 @@ def test_unknown_unmatched_receipts_policy_is_refused(password_file: Path) -> No
 
 
 # -- `check` on a refused PEC login ---------------------------------------------------------------
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    """connector.cli.main with a StringIO out; the root logger is put back afterwards, since
-    main() configures logging for the whole process."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    try:
-        code = cli.main(list(argv), out=out)
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.setLevel(level)
-    return code, out.getvalue()
 
 
 def check_config(tmp_path: Path, dovecot: DovecotServer,

@@ -14,8 +14,6 @@ Dovecot serves.
 
 from __future__ import annotations
 
-import io
-import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,11 +31,11 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from bridge_cli import cli_output as run_cli
 from dovecot import DovecotServer, MailUser
 from test_pec_samples import SAMPLES
 from zendesk_double import ZendeskDouble
 
-from connector import cli
 from connector.config import Config, load_config
 from connector.errors import ConfigError
 from connector.hosts.base import HostAdapter, NewTicket
@@ -191,25 +189,6 @@ def bridge_for() -> Iterator[Callable[[Path], Bridge]]:
     yield make
     for store in stores:
         store.close()
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    """connector.cli.main as the command line calls it; the root logger is put back after,
-    since main() configures logging for the whole process."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    try:
-        code = cli.main(list(argv), out=out)
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.setLevel(level)
-    return code, out.getvalue()
 
 
 def assert_all_processed(dovecot: DovecotServer, user: MailUser, appended: list[bytes]) -> None:
