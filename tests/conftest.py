@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dovecot import DOVECOT, DovecotServer, MailUser
+from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki
 from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config
 
 
@@ -49,3 +49,9 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
     yield make
     for bridge in made:
         bridge.close()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """A test CA and a server certificate for 127.0.0.1 (the SMTP test servers use it)."""
+    return write_test_pki(tmp_path_factory.mktemp("pki"))

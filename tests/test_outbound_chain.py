@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import responses
 from dovecot import TestPki as Pki
-from dovecot import write_test_pki
 from outbound_oas import BASE, FakeZendesk
 from smtp_server import SmtpTestServer
 
@@ -44,11 +43,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return write_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

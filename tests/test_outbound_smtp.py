@@ -26,11 +26,6 @@ FROM = "pec@pec.example.it"
 TO = "mario.rossi@pec.example.it"
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return write_test_pki(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture(params=["tls", "starttls"])
 def server(request: pytest.FixtureRequest, pki: Pki) -> Iterator[SmtpTestServer]:
     with SmtpTestServer(pki, mode=request.param) as srv:

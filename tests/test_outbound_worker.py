@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import responses
 from dovecot import TestPki as Pki
-from dovecot import write_test_pki
 from outbound_oas import BASE, FILES, T0, FakeZendesk
 from smtp_server import SmtpTestServer
 
@@ -40,11 +39,6 @@ class Clock:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return write_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
