@@ -21,6 +21,7 @@ from connector.errors import BridgeError, ConfigError, FetchError, HostError
 
 if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
+    from connector.outbound.settings import ServiceSettings
     from connector.service.metrics import Metrics
     from connector.service.pipeline import FilterStage, Pipeline
     from connector.store.sqlite import SQLiteStore
@@ -150,8 +151,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         service.stop.set()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    http = None if args.once or dry_run else _start_http(config, parts,
-                                                         [a.name for a in accounts])
+    http = None
+    if service_settings is not None and not (args.once or dry_run):
+        http = _start_http(config, service_settings, parts, [a.name for a in accounts])
     try:
         if args.once:
             summaries = service.run_once()
@@ -173,17 +175,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         store.close()
 
 
-def _start_http(config: Config, parts: Parts, accounts: list[str]):  # noqa: ANN202
-    """With a ``service:`` section: the outbound webhook and worker (when an account sends)
-    and /metrics and /healthz, on one HTTP server."""
+def _start_http(config: Config, service: ServiceSettings, parts: Parts,  # noqa: ANN202
+                accounts: list[str]):
+    """The ``service:`` section's HTTP server: the outbound webhook and worker (when an
+    account sends) and /metrics and /healthz."""
     from connector.outbound.commands import start_outbound
-    from connector.outbound.settings import load_outbound
     from connector.service.http import WsgiServer
     from connector.service.metrics import make_observability_app
 
-    service = load_outbound(config).service
-    if service is None:
-        return None
     observability = make_observability_app(parts.metrics, parts.store, accounts)
     routes = {"/metrics": observability, "/healthz": observability}
     outbound = start_outbound(config, store=parts.store, adapter=parts.host,

@@ -3,7 +3,7 @@ SMTP over TLS from the account's PEC mailbox -> note and tag on the ticket.
 
 Modules, one concern each:
 
-- ``settings``: ``OutboundSettings`` (``accounts[].outbound``), ``WebhookSettings``
+- ``settings``: ``OutboundSettings`` (``accounts[].outbound``), ``ServiceSettings``
   (``service:``), ``load_outbound(config)``.
 - ``signature``: Zendesk webhook signatures.
 - ``queue``: the durable job queue (own tables in the store's SQLite file).

@@ -58,7 +58,7 @@ from connector.outbound.install_objects import (
     without_condition,
 )
 from connector.outbound.queue import OutboundQueue
-from connector.outbound.settings import OutboundConfig, OutboundSettings, WebhookSettings
+from connector.outbound.settings import OutboundConfig, OutboundSettings, ServiceSettings
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def plan_install(api: ZendeskOutboundAPI, config: OutboundConfig, queue: Outboun
     return plan
 
 
-def _plan_category(plan: Plan, existing: _Existing, service: WebhookSettings) -> str:
+def _plan_category(plan: Plan, existing: _Existing, service: ServiceSettings) -> str:
     name = service.category_name
     found = [c for c in existing.categories if c.get("name") == name]
     if found:
@@ -147,7 +147,7 @@ def _plan_category(plan: Plan, existing: _Existing, service: WebhookSettings) ->
 
 def _plan_webhook(plan: Plan, later: list[Change], existing: _Existing, api: ZendeskOutboundAPI,
                   queue: OutboundQueue | None, settings: OutboundSettings,
-                  service: WebhookSettings) -> str:
+                  service: ServiceSettings) -> str:
     wanted = desired_webhook(settings, service)
     name = wanted["name"]
     found = _Existing.find(existing.webhooks, KIND_WEBHOOK, settings.account, "name", name)
@@ -181,7 +181,7 @@ def _plan_webhook(plan: Plan, later: list[Change], existing: _Existing, api: Zen
 
 
 def _plan_secret(plan: Plan, api: ZendeskOutboundAPI, queue: OutboundQueue | None,
-                 settings: OutboundSettings, service: WebhookSettings, webhook_id: str) -> None:
+                 settings: OutboundSettings, service: ServiceSettings, webhook_id: str) -> None:
     secret = api.webhook_signing_secret(webhook_id)
     stored = queue.webhook_secret(settings.account) if queue is not None else None
     if secret is None:
@@ -202,7 +202,7 @@ def _plan_secret(plan: Plan, api: ZendeskOutboundAPI, queue: OutboundQueue | Non
 
 
 def _plan_trigger(plan: Plan, later: list[Change], existing: _Existing,
-                  settings: OutboundSettings, service: WebhookSettings, webhook_id: str,
+                  settings: OutboundSettings, service: ServiceSettings, webhook_id: str,
                   category_id: str) -> None:
     wanted = desired_trigger(settings, service, webhook_id, category_id)
     _plan_titled(plan, later, KIND_TRIGGER, existing.triggers, settings.account, wanted,
@@ -210,7 +210,7 @@ def _plan_trigger(plan: Plan, later: list[Change], existing: _Existing,
 
 
 def _plan_macro(plan: Plan, later: list[Change], existing: _Existing,
-                settings: OutboundSettings, service: WebhookSettings) -> None:
+                settings: OutboundSettings, service: ServiceSettings) -> None:
     _plan_titled(plan, later, KIND_MACRO, existing.macros, settings.account,
                  desired_macro(settings, service), macro_differences)
 
@@ -235,7 +235,7 @@ def _plan_titled(plan: Plan, later: list[Change], kind: str, items: Any, account
         plan.unchanged.append(f"{kind} {title!r} (id {found[0]['id']})")
 
 
-def _plan_notifications(plan: Plan, existing: _Existing, service: WebhookSettings,
+def _plan_notifications(plan: Plan, existing: _Existing, service: ServiceSettings,
                         suppress: bool) -> None:
     condition = suppression_condition(service)
     for trigger in existing.triggers:
@@ -409,7 +409,7 @@ def _replacement(change: Change) -> bool:
 
 
 def _check_new_secret(api: ZendeskOutboundAPI, queue: OutboundQueue | None, account: str,
-                      webhook_id: str, service: WebhookSettings | None, out: TextIO) -> None:
+                      webhook_id: str, service: ServiceSettings | None, out: TextIO) -> None:
     """Zendesk may ignore the secret we asked for; then the bridge must accept Zendesk's."""
     if service is None:
         return

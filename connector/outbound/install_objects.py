@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from connector.outbound.settings import OutboundSettings, WebhookSettings
+from connector.outbound.settings import OutboundSettings, ServiceSettings
 
 MARKER = "managed-by=postmaster-bridge"
 WEBHOOK_NAME_PREFIX = "postmaster-bridge"
@@ -46,7 +46,7 @@ CATEGORY_PLACEHOLDER = "{{pmb:category}}"
 
 # -- what we want -------------------------------------------------------------------------------
 
-def desired_webhook(settings: OutboundSettings, service: WebhookSettings) -> dict[str, Any]:
+def desired_webhook(settings: OutboundSettings, service: ServiceSettings) -> dict[str, Any]:
     return {
         "name": f"{WEBHOOK_NAME_PREFIX} PEC reply ({settings.account})",
         "description": f"PEC replies sent by postmaster-bridge from {settings.from_address}. "
@@ -67,7 +67,7 @@ def webhook_body_template(settings: OutboundSettings) -> str:
                        "message": settings.message_template}, ensure_ascii=False)
 
 
-def desired_trigger(settings: OutboundSettings, service: WebhookSettings, webhook_id: str,
+def desired_trigger(settings: OutboundSettings, service: ServiceSettings, webhook_id: str,
                     category_id: str) -> dict[str, Any]:
     return {
         "title": f"Reply by PEC Connector [{settings.account}]",
@@ -90,7 +90,7 @@ def desired_trigger(settings: OutboundSettings, service: WebhookSettings, webhoo
     }
 
 
-def desired_macro(settings: OutboundSettings, service: WebhookSettings) -> dict[str, Any]:
+def desired_macro(settings: OutboundSettings, service: ServiceSettings) -> dict[str, Any]:
     return {
         "title": f"Reply by PEC ({settings.account})",
         "description": f"Send this ticket's reply by PEC from {settings.from_address}. "
@@ -101,7 +101,7 @@ def desired_macro(settings: OutboundSettings, service: WebhookSettings) -> dict[
     }
 
 
-def suppression_condition(service: WebhookSettings) -> dict[str, Any]:
+def suppression_condition(service: ServiceSettings) -> dict[str, Any]:
     return {"field": "current_tags", "operator": "not_includes", "value": service.suppress_tag}
 
 

@@ -226,7 +226,7 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
 
 
 @dataclass(frozen=True)
-class WebhookSettings:
+class ServiceSettings:
     """The ``service:`` section: the WSGI server (/metrics, /healthz and the webhook endpoint
     Zendesk calls), the outbound sweep, and how `run` uses the machine's cores."""
 
@@ -250,7 +250,7 @@ class WebhookSettings:
         return f"{self.public_url}/hooks/zendesk/{account}"
 
     @classmethod
-    def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path) -> WebhookSettings:
+    def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path) -> ServiceSettings:
         r = _Reader(data if data is not None else {}, path, key, base_dir)
         # Needed only when an account sends (checked by outbound_from_raw): a service section
         # for /metrics and /healthz alone has no webhook for Zendesk to call.
@@ -300,7 +300,7 @@ class OutboundConfig:
     """Every account's outbound settings, and the service section when there is one."""
 
     accounts: tuple[OutboundSettings, ...] = ()
-    service: WebhookSettings | None = None
+    service: ServiceSettings | None = None
 
     @property
     def enabled_accounts(self) -> tuple[OutboundSettings, ...]:
@@ -334,7 +334,7 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> Ou
         accounts.append(settings)
     service = None
     if data.get("service") is not None:
-        service = WebhookSettings.from_mapping(data["service"], path=where, key="service",
+        service = ServiceSettings.from_mapping(data["service"], path=where, key="service",
                                                base_dir=base_dir)
     elif any(a.enabled for a in accounts):
         raise ConfigError("is required when an account has outbound enabled (public_url and "
