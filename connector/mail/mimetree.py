@@ -139,11 +139,11 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
         return part
     if depth >= MAX_DEPTH or budget.parts >= MAX_PARTS:
         return part  # kept as one opaque body: the parse stage files it as an attachment
-    ranges, closed = _split(raw, body_start, end, boundary.encode("utf-8", "surrogateescape"))
+    ranges, closed, preamble_end = _split(raw, body_start, end,
+                                          boundary.encode("utf-8", "surrogateescape"))
     if ranges is None:
         part.defects.append(errors.StartBoundaryNotFoundDefect())
-        if closed:  # only a close delimiter: the body is what came before it (the preamble)
-            part.body_end = _preamble_end(raw, body_start, end, boundary)
+        part.body_end = preamble_end  # as the stdlib: the body is what came before a delimiter
         return part
     if not closed:
         part.defects.append(errors.CloseBoundaryNotFoundDefect())
@@ -156,13 +156,6 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
                                 budget))
     part._payload = children
     return part
-
-
-def _preamble_end(raw: bytes, start: int, end: int, boundary: str) -> int:
-    delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
-    for line_start, _after, _is_close in _delimiters(raw, start, end, delimiter):
-        return _before_line_break(raw, line_start, start)
-    return end
 
 
 def _header_block(raw: bytes, start: int, end: int) -> tuple[int, int, bool]:
@@ -183,15 +176,18 @@ def _header_block(raw: bytes, start: int, end: int) -> tuple[int, int, bool]:
 
 
 def _split(raw: bytes, start: int, end: int, boundary: bytes
-           ) -> tuple[list[tuple[int, int]] | None, bool]:
-    """Ranges of the parts between delimiter lines, and whether the close delimiter was seen.
-    None when not even the first delimiter is there."""
+           ) -> tuple[list[tuple[int, int]] | None, bool, int]:
+    """Ranges of the parts between delimiter lines, whether the close delimiter was seen, and
+    where the preamble ends. Ranges are None when no opening delimiter is there."""
     ranges: list[tuple[int, int]] = []
     part_start: int | None = None
     previous_end = -1
+    preamble_end = end
     for line_start, after, is_close in _delimiters(raw, start, end, b"--" + boundary):
-        if part_start is None and is_close:
-            return None, True  # a close delimiter before any opening one: no parts at all
+        if part_start is None:
+            preamble_end = _before_line_break(raw, line_start, start)
+            if is_close:  # a close delimiter before any opening one: no parts, a preamble
+                return None, True, preamble_end
         if line_start == previous_end and not is_close:
             # Delimiter lines in a row make no empty parts (the stdlib reads RFC 2046 so too).
             part_start = previous_end = after
@@ -199,16 +195,16 @@ def _split(raw: bytes, start: int, end: int, boundary: bytes
         if part_start is not None:
             ranges.append((part_start, _before_line_break(raw, line_start, part_start)))
         if is_close:
-            return ranges, True
+            return ranges, True, preamble_end
         part_start = previous_end = after
     if part_start is None:
-        return None, False
+        return None, False, preamble_end
     # Unterminated: the last part runs to the end of its parent. At the very end of the data
     # the last line break goes, as the stdlib drops it too; a parent that ended at its own
     # delimiter has already given its line break to that delimiter.
     last_end = _before_line_break(raw, end, part_start) if end == len(raw) else end
     ranges.append((part_start, last_end))
-    return ranges, False
+    return ranges, False, preamble_end
 
 
 def _delimiters(raw: bytes, start: int, end: int, delimiter: bytes
