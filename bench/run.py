@@ -244,6 +244,7 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
                                                         / max(tx_times[2], 1), 3)},
         "folders_after": counts,
         "profile": profile,
+        "lean": lean,
     }
     if report:
         result["report"] = report
@@ -268,14 +269,16 @@ def _print_e2e(result: dict[str, Any]) -> None:
     print(f"  CPU seconds: bridge {cpu['bridge']}, parse workers ({result['parse_workers']}) "
           f"{cpu.get('parse_workers', 0.0)}, dovecot {cpu['dovecot']}, host double "
           f"{cpu['host']}  (of {2 * result['wall_s']:.1f} available on 2 cores)")
-    print(f"  bridge wall split: {result['bridge_time_s']}")
-    print(f"  SQLite statements per mail: {result['sql_per_mail']}")
-    print(f"  IMAP commands: {result['imap_commands']}")
+    if not result.get("lean"):  # --lean measures none of these
+        print(f"  bridge wall split: {result['bridge_time_s']}")
+        print(f"  SQLite statements per mail: {result['sql_per_mail']}")
+        print(f"  IMAP commands: {result['imap_commands']}")
     print(f"  host requests ({result['host_requests_per_mail']}/mail): "
           f"{result['host_requests']}")
-    print(f"  host request wall time as the bridge sees it (ms): "
-          f"{result['host_client_ms_per_request']}")
-    print(f"  store write transactions: {result['store_transactions']}")
+    if not result.get("lean"):
+        print(f"  host request wall time as the bridge sees it (ms): "
+              f"{result['host_client_ms_per_request']}")
+        print(f"  store write transactions: {result['store_transactions']}")
     print(f"  folders after: {result['folders_after']}")
     if result.get("report"):
         print(result["report"])
