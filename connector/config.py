@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from connector.errors import ConfigError
+from connector.hosts.ratelimit import Rate
 
 T = TypeVar("T")
 
@@ -118,6 +119,9 @@ class HostConfig:
     ca_file: str | None = None
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
+    # The plan's request budget and the ticket-update budget (None: follow the host's headers).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
 
 @dataclass(frozen=True)
@@ -424,6 +428,15 @@ def _account(r: _Reader, index: int) -> AccountConfig:
     return account
 
 
+def _rate(r: _Reader, name: str) -> Rate | None:
+    if not r.has(name):
+        return None
+    try:
+        return Rate.parse(r.get(name, (int, float, str)))
+    except ValueError as exc:
+        raise r.error(name, str(exc)) from None
+
+
 def _host(r: _Reader) -> HostConfig:
     host_type = r.choice("type", ("zendesk", "dry-run"), required=True)
     if host_type == "dry-run" and not r.has("url"):
@@ -466,6 +479,8 @@ def _host(r: _Reader) -> HostConfig:
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
+        rate_limit=_rate(r, "rate_limit"),
+        ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
     )
     r.finish()
     return cfg
