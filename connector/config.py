@@ -46,6 +46,9 @@ class TicketDefaults:
     ticket_type: str | None = None
     tags: tuple[str, ...] = ()
     custom_fields: tuple[tuple[int, Any], ...] = ()
+    brand_id: int | None = None
+    # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
+    brands: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,8 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
         ticket_type=r.choice("type", TICKET_TYPES),
         tags=r.str_list("tags"),
         custom_fields=tuple(fields),
+        brand_id=r.get("brand_id", int),
+        brands={address.lower(): brand for address, brand in r.int_map("brands").items()},
     )
     r.finish()
     return defaults

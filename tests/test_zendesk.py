@@ -200,6 +200,22 @@ def test_adapter_implements_the_protocol(ft: FakeTime) -> None:
     assert isinstance(make(ft), HostAdapter)
 
 
+def test_create_names_the_recipient_address_and_brand(rsps, ft) -> None:
+    """Replies and notifications go out from the address the customer wrote to."""
+    mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
+    mock(rsps, "POST", "/api/v2/tickets", 201, created(),
+         headers={"x-idempotency-lookup": "miss"})
+
+    make(ft).create_ticket(NewTicket(subject="Fattura", requester_email="a@example.it",
+                                     requester_name="A", body_text="ciao",
+                                     recipient="billing@acme.example", brand_id=360001))
+
+    body = sent_json(calls(rsps, "POST", "/api/v2/tickets")[0])
+    validate_request("POST", "/api/v2/tickets", body)  # both are writable on create
+    assert body["ticket"]["recipient"] == "billing@acme.example"
+    assert body["ticket"]["brand_id"] == 360001
+
+
 def test_create_uploads_files_rewrites_inline_image_and_sends_key(rsps, ft) -> None:
     mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
     mock_uploads(rsps)

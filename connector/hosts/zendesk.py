@@ -613,6 +613,7 @@ class ZendeskAdapter:
             "type": ticket.ticket_type,
             "group_id": ticket.group_id,
             "brand_id": ticket.brand_id,
+            "recipient": ticket.recipient,
             "external_id": ticket.external_id,
             "via_followup_source_id": ticket.via_followup_source_id,
         }

@@ -713,6 +713,7 @@ class Pipeline:
             ticket_type=decision.ticket_type,
             group_id=decision.group_id,
             brand_id=decision.brand_id,
+            recipient=decision.recipient,
             custom_fields=decision.custom_fields,
             email_ccs=decision.email_ccs,
             external_id=key[:64],
