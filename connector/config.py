@@ -58,6 +58,9 @@ class FollowUpPolicy:
     status: str | None = "open"
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
+    # Quoted history and signatures cut from follow-up comments, the whole original kept:
+    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
+    quoted_text: str = "attach"
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,9 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
     return defaults
 
 
+QUOTED_TEXT = ("attach", "collapse", "keep")
+
+
 def _follow_up(r: _Reader) -> FollowUpPolicy:
     # An explicit `status: null` means "leave the ticket's status alone".
     r.used.add("status")
@@ -320,6 +326,7 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
     )
     r.finish()
     return policy
