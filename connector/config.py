@@ -134,6 +134,8 @@ class HostConfig:
 class StoreConfig:
     path: Path
     log_retention_days: float = 30.0  # communication log entries older than this are purged
+    # Finished mails older than this keep only what later mails need (see apply_retention).
+    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -538,11 +540,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
+    ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
     validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
-                  store=StoreConfig(path=store_path, log_retention_days=retention),
+                  store=StoreConfig(path=store_path, log_retention_days=retention,
+                                    retention_days=ledger_retention),
                   raw=dict(root.data))
