@@ -1,4 +1,4 @@
-"""Real third-party messages (tests/data/realworld, ../shared/pec-samples) through the parser.
+"""Real third-party messages (tests/data/realworld, tests/data/pec-samples) through the parser.
 
 Each one must parse without crashing, keep its bytes, decode every header to clean text, and
 account for every file it carries: an independent walk with the stdlib parser says which
