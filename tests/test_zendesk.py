@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -560,7 +561,9 @@ def test_a_429_pauses_the_next_requests_of_every_caller(rsps, ft) -> None:
         adapter.get_ticket(4711)  # deferred: Retry-After beyond max_backoff
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
-    adapter.get_ticket(4711)  # another worker, a moment later, waits the pause out
+    other = threading.Thread(target=adapter.get_ticket, args=(4711,))
+    other.start()  # another worker, a moment later, waits the pause out
+    other.join()
     assert ft.sleeps == [pytest.approx(45.0)]
 
 

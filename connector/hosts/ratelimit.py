@@ -103,6 +103,9 @@ class RequestPacer:
         self._lock = threading.Lock()
         self._tat = 0.0  # theoretical arrival time of the next request at the full rate
         self._not_before = 0.0  # a host-imposed pause (Retry-After, budget used up)
+        # The thread that met a 429 waits its Retry-After in its own retry loop; the pause is
+        # for the others (its next slot must not wait the same seconds a second time).
+        self._retry_after: tuple[int, float] | None = None
         self.waited = 0.0  # seconds callers spent waiting, for metrics and the bench
         self.requests = 0
 
@@ -131,6 +134,9 @@ class RequestPacer:
             rate = self.rate
             burst = interval * max(1.0, rate.limit * BURST_SHARE) if rate else 0.0
             start = max(now, self._tat - burst, self._not_before)
+            if self._retry_after is not None and self._retry_after[0] == threading.get_ident():
+                start = max(now, self._tat - burst, self._retry_after[1])
+                self._retry_after = None
             self._tat = max(self._tat, start) + interval
             self.requests += 1
         wait = start - now
@@ -146,9 +152,12 @@ class RequestPacer:
         return wait
 
     def pause(self, seconds: float) -> None:
-        """No request starts for ``seconds`` (a 429's Retry-After)."""
+        """No request of another thread starts for ``seconds`` (a 429's Retry-After); the
+        calling thread waits it out in its retry loop."""
         with self._lock:
+            held = self._not_before
             self._not_before = max(self._not_before, self._clock() + max(0.0, seconds))
+            self._retry_after = (threading.get_ident(), held)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adjust to the host's rate-limit headers (names are case-insensitive in requests)."""
