@@ -209,6 +209,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     from connector.service.pipeline import Outcome
     from connector.service.runner import AccountSummary
 
+    if args.history:
+        return cmd_import_history(args, out)
     config = _config(args)
     account = _account_for(config, args.account)
     parts = _build(config, out)
@@ -224,6 +226,37 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         store.make_durable()  # the ledger was written without fsyncs: on disk before "done"
     finally:
         store.close()
+    print(summary.line(), file=out)
+    return EX_FAILURE if summary.counts["failed"] or summary.counts["retry"] else EX_OK
+
+
+def cmd_import_history(args: argparse.Namespace, out: TextIO) -> int:
+    """``import --history``: old mail as tickets with their own dates (the host's import API),
+    with a progress bar on a terminal and plain lines elsewhere (on stderr)."""
+    from dataclasses import replace
+
+    from connector.fetch.files import iter_files
+    from connector.service.history import import_history
+    from connector.service.progress import progress_for
+
+    config = _config(args)
+    account = _account_for(config, args.account)
+    policy = replace(account.history, **{k: v for k, v in (("status", args.status),
+                                                          ("archive", args.archive or None))
+                                         if v is not None})
+    if policy.archive and policy.status != "closed":
+        print("postmaster-bridge: --archive needs the tickets imported as closed "
+              "(--status closed)", file=sys.stderr)
+        return EX_USAGE
+    parts = _build(config, out)
+    try:
+        summary = import_history(
+            parts.pipeline(account), iter_files([Path(p) for p in args.paths]),
+            policy, progress=lambda total: progress_for(
+                sys.stderr, total, label=f"history {account.name}",
+                interval=args.progress_interval))
+    finally:
+        parts.store.close()
     print(summary.line(), file=out)
     return EX_FAILURE if summary.counts["failed"] or summary.counts["retry"] else EX_OK
 
@@ -466,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ingest .eml files, mbox files or Maildirs")
     p.add_argument("paths", nargs="+")
     p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.add_argument("--history", action="store_true",
+                   help="old mail: the helpdesk's import API, original dates, no triggers or "
+                   "notifications; a conversation's replies become its ticket's comments")
+    p.add_argument("--status", choices=("new", "open", "pending", "hold", "solved", "closed"),
+                   help="with --history: the status of every imported ticket")
+    p.add_argument("--archive", action="store_true",
+                   help="with --history --status closed: straight to the helpdesk's archive")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="with --history, when not on a terminal: seconds between progress "
+                   "lines (default 10)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("deliver", parents=[common],

@@ -64,6 +64,16 @@ class FollowUpPolicy:
 
 
 @dataclass(frozen=True)
+class HistoryPolicy:
+    """How old mail is imported (``import --history``, ``initial_sync: import_existing``):
+    ``status`` every imported ticket gets (None: as decided, e.g. ``closed`` for finished
+    mail); ``archive``: tickets imported as closed go straight to the helpdesk's archive."""
+
+    status: str | None = None
+    archive: bool = False
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     name: str
     protocol: str
@@ -79,12 +89,13 @@ class AccountConfig:
     error_folder: str = "Error"
     delete_after_processing: bool = False
     poll_interval: float = 5.0  # minutes
-    initial_sync: str = "all"  # all | skip_existing
+    initial_sync: str = "all"  # all | skip_existing | import_existing
     max_size: int = 32 * 1024 * 1024
     batch_size: int = 200
     timeout: float = 60.0
     new_ticket: TicketDefaults = TicketDefaults()
     follow_up: FollowUpPolicy = FollowUpPolicy()
+    history: HistoryPolicy = HistoryPolicy()
     allow_unknown_senders: bool = True
     email_ccs: bool = True
     attach_original_eml: bool = False
@@ -319,6 +330,16 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
 QUOTED_TEXT = ("attach", "collapse", "keep")
 
 
+def _history(r: _Reader) -> HistoryPolicy:
+    policy = HistoryPolicy(status=r.choice("status", (*STATUSES, "closed")),
+                           archive=r.get("archive", bool, False))
+    if policy.archive and policy.status != "closed":
+        raise r.error("archive", "only tickets imported as closed can go to the archive: "
+                      "set status: closed")
+    r.finish()
+    return policy
+
+
 def _follow_up(r: _Reader) -> FollowUpPolicy:
     # An explicit `status: null` means "leave the ticket's status alone".
     r.used.add("status")
@@ -375,7 +396,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         raise r.error("port", f"must be a TCP port, got {port}")
     # PEC: like the Zendesk PEC connector, mail already in the box is not ingested on first
     # activation, and providers are polled every 4 minutes when IDLE is not available.
-    initial_sync = r.choice("initial_sync", ("all", "skip_existing"),
+    initial_sync = r.choice("initial_sync", ("all", "skip_existing", "import_existing"),
                             "skip_existing" if pec else "all")
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
@@ -415,6 +436,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         timeout=r.positive("timeout", float, 60.0),
         new_ticket=_ticket_defaults(r.child("new_ticket")),
         follow_up=_follow_up(r.child("follow_up")),
+        history=_history(r.child("history")),
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),

@@ -70,7 +70,7 @@ SPEC_PATH = _spec_path()
 #: Exchanges of the fakes that could not be checked against the OAS (reported by conftest).
 UNCHECKED_EXCHANGES: list[str] = []
 _SPEC_URI = "urn:zendesk:support-api"
-_ERRATA_VERSION = "1"
+_ERRATA_VERSION = "2"
 
 #: Ticket error bodies are not described in the OAS (no 4xx responses on ticket operations).
 #: Zendesk documents two shapes: the classic ``{"error", "description", "details"}`` (Ticketing
@@ -121,9 +121,25 @@ def _fix_custom_fields(spec: dict[str, Any]) -> None:
     }
 
 
+def _fix_import_comment_dates(spec: dict[str, Any]) -> None:
+    # TicketImportInput.comments reuses TicketCommentObject, where created_at is readOnly (it
+    # is, for live comments). The Ticket Import page says an import "can also set the
+    # comment's created_at time stamp", and the operation's own request example sends it; so
+    # within an import the comment's created_at is writable.
+    schemas = spec["components"]["schemas"]
+    comment = copy.deepcopy(schemas["TicketCommentObject"])
+    del comment["properties"]["created_at"]["readOnly"]
+    schemas["TicketImportCommentObject"] = comment
+    items = schemas["TicketImportInput"]["properties"]["comments"]["items"]["allOf"]
+    for i, part in enumerate(items):
+        if part.get("$ref") == "#/components/schemas/TicketCommentObject":
+            items[i] = {"$ref": "#/components/schemas/TicketImportCommentObject"}
+
+
 #: (name, patch) pairs applied to the parsed spec; see each function for the reason.
 ERRATA: tuple[tuple[str, Callable[[dict[str, Any]], None]], ...] = (
     ("TicketUpdateInput.custom_fields items are {id, value}", _fix_custom_fields),
+    ("an imported comment's created_at is writable", _fix_import_comment_dates),
 )
 
 

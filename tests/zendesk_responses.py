@@ -5,7 +5,10 @@ end-to-end ingest tests (tests/test_ingest_*.py).
 kept in memory, every call the bridge makes: ``POST /oauth/tokens``, ``GET /api/v2/users/me``,
 ``GET /api/v2/users/search``, ``POST /api/v2/uploads``, ``POST /api/v2/tickets`` (honouring
 ``Idempotency-Key`` as Zendesk documents it), ``GET /api/v2/tickets?external_id=``,
-``GET|PUT /api/v2/tickets/{id}`` and ``GET /api/v2/tickets/{id}/audits``.
+``GET|PUT /api/v2/tickets/{id}``, ``GET /api/v2/tickets/{id}/audits``, and for history
+``POST /api/v2/users/create_or_update``, ``POST /api/v2/imports/tickets``,
+``POST /api/v2/imports/tickets/create_many`` (a background job: queued, working, completed)
+and ``GET /api/v2/job_statuses/{id}``.
 
 Every request body the bridge sends is checked against Zendesk's OpenAPI description
 (tests/zendesk_oas.py; on a bare clone without it the exchange passes unchecked and is counted,
@@ -35,6 +38,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from http import HTTPStatus
 from pathlib import Path
@@ -147,6 +151,7 @@ class FakeZendesk:
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self.faults: list[Fault] = []
+        self.jobs: dict[str, dict[str, Any]] = {}  # background jobs by id (job statuses)
         #: Called with each new ticket, right after Zendesk "created" it (to time disturbances).
         self.on_ticket_created: Callable[[dict[str, Any]], None] | None = None
         self.users[INTEGRATION_USER_ID] = {"id": INTEGRATION_USER_ID, "name": "Bridge Integration",
@@ -279,6 +284,14 @@ class FakeZendesk:
             return 201, self._upload(call), {}
         if path == "/api/v2/tickets" and call.method == "POST":
             return self._create(call)
+        if path == "/api/v2/users/create_or_update" and call.method == "POST":
+            return self._create_or_update_user(call)
+        if path == "/api/v2/imports/tickets" and call.method == "POST":
+            return 201, self._import_one(call), {}
+        if path == "/api/v2/imports/tickets/create_many" and call.method == "POST":
+            return 200, self._import_many(call), {}
+        if path.startswith("/api/v2/job_statuses/") and call.method == "GET":
+            return 200, self._job_status(path.rsplit("/", 1)[1]), {}
         if path == "/api/v2/tickets" and call.method == "GET":
             return 200, self._list_tickets(call), {}
         match = _TICKET.match(path)
@@ -512,12 +525,122 @@ class FakeZendesk:
     def _list_tickets(self, call: Call) -> dict[str, Any]:
         if "external_id" not in call.query:
             self._violation(call, "listing all tickets instead of looking one up by external_id")
+        # Zendesk's list endpoints do not show archived tickets.
         found = [t for t in self.ticket_list()
-                 if t.get("external_id") == call.query.get("external_id")]
+                 if t.get("external_id") == call.query.get("external_id")
+                 and not t.get("archived")]
         out = self._page([ticket_resource(t, self.base_url) for t in found], "tickets")
         if call.query.get("include") == "users":
             out["users"] = self._sideload(found)
         return out
+
+    # -- users and the Ticket Import API ------------------------------------------------------
+    def _create_or_update_user(self, call: Call) -> tuple[int, Any, dict[str, str]]:
+        req = self._checked(call, "POST", "/api/v2/users/create_or_update")["user"]
+        email = req.get("email")
+        if not email:
+            self._violation(call, "create_or_update without an email: a duplicate user")
+            raise ApiError(422, error_body("RecordInvalid", "Record validation errors"))
+        known = any(u["email"].lower() == email.lower() for u in self.users.values())
+        user = self._find_or_create_user(email, req.get("name"))
+        if not req.get("skip_verify_email"):
+            user["verification_mail_sent"] = True
+        headers = {"Location": f"{self.base_url}/api/v2/users/{user['id']}.json"}
+        return (200 if known else 201), {"user": user_resource(user, self.base_url)}, headers
+
+    def _import_one(self, call: Call) -> dict[str, Any]:
+        body = self._checked(call, "POST", "/api/v2/imports/tickets")
+        archive = call.query.get("archive_immediately") == "true"
+        ticket = self._import_ticket(call, body["ticket"], archive)
+        return {"ticket": ticket_resource(ticket, self.base_url)}
+
+    def _import_many(self, call: Call) -> dict[str, Any]:
+        body = self._checked(call, "POST", "/api/v2/imports/tickets/create_many")
+        tickets = body.get("tickets") or []
+        if not 1 <= len(tickets) <= 100:
+            raise ApiError(400, error_body("InvalidValue", "between 1 and 100 tickets"))
+        archive = call.query.get("archive_immediately") == "true"
+        # Zendesk does the work in a background job; here it is done now, and the job shows
+        # queued in this answer and completed to whoever polls it.
+        results = [{"id": self._import_ticket(call, t, archive)["id"], "index": i}
+                   for i, t in enumerate(tickets)]
+        job_id = hashlib.sha256(f"job{self._new_id()}".encode()).hexdigest()[:32]
+        self.jobs[job_id] = {"id": job_id, "results": results, "looks": 0,
+                             "job_type": "bulk_import_tickets"}
+        return {"job_status": self._job_out(self.jobs[job_id], "queued")}
+
+    def _job_status(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, error_body("RecordNotFound", "Not found"))
+        job["looks"] += 1
+        return {"job_status": self._job_out(job, "completed")}
+
+    def _job_out(self, job: Mapping[str, Any], status: str) -> dict[str, Any]:
+        total = len(job["results"])
+        done = {"queued": 0, "working": total // 2, "completed": total}[status]
+        out: dict[str, Any] = {
+            "id": job["id"], "job_type": job["job_type"], "status": status, "total": total,
+            "progress": done, "url": f"{self.base_url}/api/v2/job_statuses/{job['id']}.json",
+            "message": "Completed" if status == "completed" else None,
+            "results": list(job["results"]) if status == "completed" else None}
+        return out
+
+    def _import_ticket(self, call: Call, req: Mapping[str, Any],
+                       archive: bool) -> dict[str, Any]:
+        """A ticket as the Ticket Import API makes it: dates as given, no triggers."""
+        requester_id = req.get("requester_id")
+        if requester_id not in self.users:
+            self._violation(call, f"imported ticket's requester_id {requester_id!r} is no user")
+            raise ApiError(422, error_body("RecordInvalid", "Record validation errors"))
+        comments = req.get("comments") or []
+        if not comments:
+            self._violation(call, "an imported ticket without comments")
+            raise ApiError(422, error_body("RecordInvalid", "Record validation errors"))
+        self._touch(None)
+        created = self._import_time(call, req.get("created_at"))
+        status = req.get("status") or "open"
+        ticket: dict[str, Any] = {
+            "id": self._new_id(), "subject": req.get("subject", ""), "status": status,
+            "priority": req.get("priority"), "type": req.get("type"),
+            "group_id": req.get("group_id"), "brand_id": req.get("brand_id"),
+            "external_id": req.get("external_id"), "requester_id": requester_id,
+            "submitter_id": requester_id, "tags": _tags(req.get("tags")),
+            "custom_fields": list(req.get("custom_fields") or []),
+            "email_cc_ids": [self._find_or_create_user(cc["user_email"], None)["id"]
+                             for cc in req.get("email_ccs") or []],
+            "created_at": created,
+            "updated_at": self._import_time(call, req.get("updated_at") or req.get("created_at")),
+            "solved_at": req.get("solved_at"), "comments": [], "audits": [],
+            "is_public": False, "imported": True,
+            "archived": archive and status == "closed",
+        }
+        for comment in comments:
+            author = comment.get("author_id", INTEGRATION_USER_ID)
+            if author not in self.users:
+                self._violation(call, f"comment author_id {author!r} is no user")
+                raise ApiError(422, error_body("RecordInvalid", "Record validation errors"))
+            self._comment(ticket, comment, author, None)
+            ticket["comments"][-1]["created_at"] = self._import_time(call,
+                                                                     comment.get("created_at"))
+        ticket["description"] = ticket["comments"][0]["plain"]
+        self.tickets[ticket["id"]] = ticket
+        if self.on_ticket_created is not None:
+            self.on_ticket_created(ticket)
+        return ticket
+
+    def _import_time(self, call: Call, value: Any) -> float:
+        if value is None:
+            return self.now
+        try:
+            stamp = datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            self._violation(call, f"import time stamp {value!r} is not ISO 8601 UTC")
+            raise ApiError(422, error_body("RecordInvalid", "Record validation errors")) \
+                from None
+        if stamp.year < 1970:
+            self._violation(call, f"import time stamp {value!r} before 1970")
+        return stamp.timestamp()
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Protocol, runtime_checkable
 
@@ -129,3 +130,51 @@ class HostAdapter(Protocol):
     def add_tags(self, ticket_id: int, tags: list[str]) -> None: ...
 
     def remove_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+
+
+# -- history import -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatedComment:
+    """A comment of an imported ticket, dated as its mail was (``created_at``, aware UTC)."""
+
+    comment: Comment
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ImportTicket:
+    """A whole conversation of old mail for a helpdesk's import API: the first mail as the
+    ticket (``ticket``, dated ``created_at``), its replies as ``comments`` with their own dates.
+    Imported tickets keep their dates and run no triggers and send no notifications."""
+
+    ticket: NewTicket
+    created_at: datetime
+    comments: tuple[DatedComment, ...] = ()
+
+    @property
+    def updated_at(self) -> datetime:
+        return max([self.created_at, *(c.created_at for c in self.comments)])
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What became of one ImportTicket: its ticket id, or why it was not imported."""
+
+    ticket_id: int | None
+    error: str | None = None
+
+
+@runtime_checkable
+class TicketImporter(Protocol):
+    """A host that can import history (Zendesk: the Ticket Import API)."""
+
+    #: How many tickets one import call takes at most.
+    import_batch_size: int
+
+    def import_tickets(self, tickets: list[ImportTicket], *,
+                       archive_closed: bool = False) -> list[ImportResult]:
+        """Import ``tickets`` (at most ``import_batch_size``); one result per ticket, in order.
+        Raises TransientHostError when the outcome is unknown (look up by external_id)."""
+        ...

@@ -20,7 +20,16 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from connector.hosts.base import Comment, CreatedTicket, HostAdapter, NewTicket, TicketInfo, Upload
+from connector.hosts.base import (
+    Comment,
+    CreatedTicket,
+    HostAdapter,
+    ImportResult,
+    ImportTicket,
+    NewTicket,
+    TicketInfo,
+    Upload,
+)
 
 _PREVIEW_CHARS = 120
 
@@ -191,6 +200,53 @@ class DryRunAdapter:
     def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
         self._emit("DELETE", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
         self._retag(ticket_id, (), tags)
+
+    # -- history import --------------------------------------------------------------------------
+
+    import_batch_size = 100
+
+    def import_tickets(self, tickets: list[ImportTicket], *,
+                       archive_closed: bool = False) -> list[ImportResult]:
+        """One line per import call, as the Zendesk adapter would make it (create_many for
+        more than one ticket); the tickets are remembered like created ones."""
+        results: list[ImportResult] = []
+        summaries: list[dict[str, Any]] = []
+        for item in tickets:
+            ticket = item.ticket
+            for upload in (*ticket.uploads, *(u for d in item.comments for u in d.comment.uploads)):
+                self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
+            created = self._remember_ticket(ticket)
+            results.append(ImportResult(created))
+            summaries.append({
+                "id": created,
+                "subject": ticket.subject,
+                "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
+                "created_at": item.created_at.isoformat(),
+                "updated_at": item.updated_at.isoformat(),
+                "status": ticket.status,
+                "tags": list(ticket.tags),
+                "external_id": ticket.external_id,
+                "comments": [{"created_at": item.created_at.isoformat(), "public": ticket.public,
+                              "author_email": ticket.requester_email,
+                              "body_text": _text_summary(ticket.body_text)}]
+                + [{"created_at": d.created_at.isoformat(), "public": d.comment.public,
+                    "author_email": d.comment.author_email,
+                    "body_text": _text_summary(d.comment.body_text)} for d in item.comments],
+            })
+        path = "/api/v2/imports/tickets" + ("/create_many" if len(tickets) > 1 else "")
+        self._emit("POST", path, query={"archive_immediately": "true"} if archive_closed
+                   else None, tickets=summaries)
+        return results
+
+    def _remember_ticket(self, ticket: NewTicket) -> int:
+        with self._lock:
+            ticket_id = self._next_id
+            self._next_id -= 1
+            self._tickets[ticket_id] = _FakeTicket(TicketInfo(
+                id=ticket_id, status=ticket.status or "new", subject=ticket.subject,
+                requester_email=ticket.requester_email, cc_emails=tuple(ticket.email_ccs),
+                tags=tuple(dict.fromkeys(ticket.tags)), external_id=ticket.external_id))
+        return ticket_id
 
     # -- bookkeeping -----------------------------------------------------------------------------
 

@@ -48,7 +48,15 @@ from connector.errors import (
     TicketClosedError,
     TransientHostError,
 )
-from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
+from connector.hosts.base import (
+    Comment,
+    CreatedTicket,
+    ImportResult,
+    ImportTicket,
+    NewTicket,
+    TicketInfo,
+    Upload,
+)
 from connector.hosts.ratelimit import Rate, RequestPacer
 from connector.hosts.retry import (
     RetryPolicy,
@@ -57,6 +65,7 @@ from connector.hosts.retry import (
     parse_retry_after,
 )
 from connector.hosts.transport import HostTransport
+from connector.hosts.zendesk_import import IMPORT_BATCH_SIZE, TicketImport
 
 if TYPE_CHECKING:
     from connector.config import HostConfig
@@ -482,6 +491,19 @@ class ZendeskAdapter:
 
     def user_exists(self, email: str) -> bool:
         return self._user_id(email) is not None
+
+    # -- history (Ticket Import API: connector/hosts/zendesk_import.py) ------------------------
+
+    import_batch_size = IMPORT_BATCH_SIZE
+
+    def import_tickets(self, tickets: list[ImportTicket], *,
+                       archive_closed: bool = False) -> list[ImportResult]:
+        """Old conversations as tickets with their own dates, no triggers, no notifications."""
+        return TicketImport(self).import_tickets(tickets, archive_closed=archive_closed)
+
+    def _remember_user(self, email: str, user_id: int) -> None:
+        with self._cache_lock:
+            self._user_ids[email.strip().lower()] = (user_id, self._clock())
 
     def add_tags(self, ticket_id: int, tags: list[str]) -> None:
         if tags:

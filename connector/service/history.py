@@ -1,0 +1,489 @@
+"""History import: old mail as tickets that keep their dates, through the host's import API.
+
+``import --history`` and an account's ``initial_sync: import_existing`` run mail through the
+same understanding as live mail (parse, PEC unwrap, filters, decide; see Pipeline), in the
+order the mail was written, with one difference: a reply whose conversation started earlier
+in the same import is decided against that conversation's ticket-to-be. Each conversation then
+becomes one imported ticket: the first mail as the ticket, every reply as a comment with its
+own date and author (Zendesk: the Ticket Import API, in batches of up to 100; no triggers and
+no notifications for old mail). Mail that answers a ticket already on the helpdesk is added to
+it as live mail is; ignored mail and duplicates are recorded as live mail would be.
+
+Crash safety follows the pipeline's rule: before a batch is sent, every mail in it is recorded
+as PUSHING (durably) with its conversation's external_id. A later run resolves such mail
+before anything else: a ticket found by external_id means the batch arrived (the mail is
+done, nothing is sent again); none found means it did not, and the mail is imported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+from connector.config import HistoryPolicy
+from connector.decide import Action, Decider, Decision
+from connector.errors import HostError, ParseError, PermanentHostError, TransientHostError
+from connector.fetch.base import RemoteMessage
+from connector.hosts.base import (
+    Comment,
+    DatedComment,
+    ImportResult,
+    ImportTicket,
+    NewTicket,
+    TicketImporter,
+    TicketInfo,
+)
+from connector.service.pipeline import (
+    Job,
+    MessageContext,
+    Outcome,
+    Pipeline,
+    Result,
+    StoreThreadLookup,
+    outcome_of,
+)
+from connector.service.progress import NoProgress, Progress
+from connector.service.runner import AccountSummary
+from connector.store.base import MessageState
+
+log = logging.getLogger("connector.history")
+
+#: What a conversation's records carry while their import call is under way.
+PENDING_KEY = "history_import"
+
+
+class HistoryError(HostError):
+    """The host cannot import history."""
+
+
+# -- ordering: every mail after the mail it answers, otherwise by date ---------------------------
+
+_ID = re.compile(r"<([^<>\s]+)>")
+
+
+@dataclass
+class _Input:
+    ref: str
+    raw: bytes | None
+    size: int
+    date: datetime
+    message_id: str | None
+    parents: tuple[str, ...]
+
+
+def _header_facts(raw: bytes | None) -> tuple[datetime | None, str | None, tuple[str, ...]]:
+    """Date, Message-ID and the ids it answers, from the headers alone (cheap)."""
+    if raw is None:
+        return None, None, ()
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    date = None
+    try:
+        value = headers.get("Date")
+        date = parsedate_to_datetime(str(value)) if value else None
+    except (TypeError, ValueError, IndexError):
+        date = None
+    if date is not None and date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    own = _ID.findall(str(headers.get("Message-ID") or ""))
+    parents = _ID.findall(f"{headers.get('In-Reply-To') or ''} {headers.get('References') or ''}")
+    return date, (own[0].lower() if own else None), tuple(p.lower() for p in parents)
+
+
+def conversation_order(items: Sequence[_Input]) -> list[_Input]:
+    """By date (undated mail last, input order breaking ties), but never before a mail of the
+    same import that it answers: a reply sent from a clock that was wrong still finds its
+    conversation's ticket."""
+    latest = datetime.max.replace(tzinfo=UTC)
+    by_date = sorted(range(len(items)), key=lambda i: (items[i].date or latest, i))
+    index = {it.message_id: i for i, it in enumerate(items) if it.message_id}
+    placed: set[int] = set()
+    order: list[_Input] = []
+    for start in by_date:
+        stack = [(start, False)]
+        visiting: set[int] = set()
+        while stack:
+            i, expanded = stack.pop()
+            if i in placed:
+                continue
+            if expanded:
+                placed.add(i)
+                order.append(items[i])
+                continue
+            if i in visiting:  # a cycle of References: break it here
+                continue
+            visiting.add(i)
+            stack.append((i, True))
+            for parent in items[i].parents:
+                j = index.get(parent)
+                if j is not None and j not in placed and j not in visiting:
+                    stack.append((j, False))
+    return order
+
+
+# -- the conversations being built ----------------------------------------------------------------
+
+
+@dataclass
+class _Mail:
+    """One understood mail of a conversation, with its request already built."""
+
+    ctx: MessageContext
+    record_id: int
+    raw: bytes
+    date: datetime
+    action: str  # new_ticket | follow_up | internal_note
+    thread_ids: tuple[str, ...]
+
+
+@dataclass
+class _Conversation:
+    placeholder: int
+    ticket: NewTicket
+    created_at: datetime
+    mails: list[_Mail] = field(default_factory=list)
+    comments: list[DatedComment] = field(default_factory=list)
+
+    @property
+    def external_id(self) -> str:
+        return self.ticket.external_id or ""
+
+    def to_import(self) -> ImportTicket:
+        return ImportTicket(self.ticket, self.created_at, tuple(self.comments))
+
+
+class HistoryLookup:
+    """Decide's view during an import: the ledger and the helpdesk, plus the conversations of
+    this import, each under a placeholder ticket id (negative, never a real one)."""
+
+    def __init__(self, base: StoreThreadLookup) -> None:
+        self.base = base
+        self.placeholders: dict[int, TicketInfo] = {}
+        self.by_message_id: dict[str, int] = {}
+
+    def open(self, placeholder: int, decision: Decision) -> None:
+        self.placeholders[placeholder] = TicketInfo(
+            id=placeholder, status="open", subject=decision.subject,
+            requester_email=decision.requester.email if decision.requester else None,
+            cc_emails=tuple(decision.email_ccs), tags=tuple(decision.tags))
+
+    def join(self, placeholder: int, message_ids: Iterable[str]) -> None:
+        for mid in message_ids:
+            if mid:
+                self.by_message_id.setdefault(mid, placeholder)
+
+    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+        if ticket_id < 0:
+            return self.placeholders.get(ticket_id)
+        return self.base.get_ticket(ticket_id)
+
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+        for mid in message_ids:
+            if mid in self.by_message_id:
+                return self.by_message_id[mid]
+            found = self.base.ticket_for_message_ids([mid])
+            if found is not None:
+                return found
+        return None
+
+    def user_exists(self, email: str) -> bool:
+        return self.base.user_exists(email)
+
+    def cached(self, ticket_id: int) -> TicketInfo | None:
+        if ticket_id < 0:
+            return self.placeholders.get(ticket_id)
+        return self.base.cached(ticket_id)
+
+    def forget(self) -> None:
+        self.base.forget()
+
+
+# -- the import -------------------------------------------------------------------------------
+
+
+class HistoryImport:
+    """Imports one account's old mail. ``run`` may be called again after a crash or Ctrl-C:
+    what is recorded is not sent again."""
+
+    def __init__(self, pipeline: Pipeline, settings: HistoryPolicy | None = None, *,
+                 progress: Callable[[int], Progress] | None = None,
+                 batch_size: int | None = None) -> None:
+        host = pipeline.host
+        if not isinstance(host, TicketImporter):
+            raise HistoryError(f"the {getattr(host, 'name', 'configured')} host cannot import "
+                               "history")
+        self.pipeline = pipeline
+        self.host: TicketImporter = host
+        self.settings = settings or pipeline.account.history
+        self.make_progress = progress or (lambda total: NoProgress())
+        self.progress: Progress = NoProgress()
+        self.batch_size = min(batch_size or host.import_batch_size, host.import_batch_size)
+        self.store = pipeline.store
+        self.account = pipeline.account
+        self.summary = AccountSummary(pipeline.account.name)
+        self._next_placeholder = -1
+
+    # -- entry point ------------------------------------------------------------------------
+    def run(self, messages: Iterable[RemoteMessage]) -> AccountSummary:
+        """Import ``messages``; ``progress`` (called with their number once they are read)
+        counts each mail as it reaches its end for this run."""
+        received = list(messages)
+        self.progress = self.make_progress(len(received))
+        self.progress.describe("reading")
+        inputs = self._collect(received)
+        self._resolve_interrupted(inputs)
+        pipeline = self.pipeline
+        saved = pipeline.lookup, pipeline.decider
+        lookup = HistoryLookup(pipeline.lookup)
+        pipeline.lookup = lookup  # type: ignore[assignment]
+        pipeline.decider = Decider(self.account, pipeline.host_config, lookup)
+        try:
+            self.progress.describe("understanding")
+            conversations = self._understand(conversation_order(inputs), lookup)
+            self.progress.describe("importing")
+            self._import(conversations)
+        finally:
+            pipeline.lookup, pipeline.decider = saved
+            self.store.make_durable()
+            self.progress.close()
+        return self.summary
+
+    # -- reading ----------------------------------------------------------------------------
+    def _collect(self, messages: list[RemoteMessage]) -> list[_Input]:
+        """The mail still to import; mail recorded earlier only counts."""
+        inputs: list[_Input] = []
+        for message in messages:
+            existing = self.store.get_message(self.account.name, message.ref)
+            if existing is not None and existing.state.terminal:
+                self.summary.add(outcome_of(existing), already_recorded=True)
+                self.progress.advance()
+                continue
+            date, mid, parents = _header_facts(message.raw)
+            inputs.append(_Input(message.ref, message.raw, message.size, date or _now(), mid,
+                                 parents))
+        return inputs
+
+    def _resolve_interrupted(self, inputs: list[_Input]) -> None:
+        """Mail left PUSHING by an import call whose answer never got recorded (a crash, a
+        Ctrl-C): its conversation's ticket, looked up by external_id, decides whether it is
+        done. Nothing is sent before this look."""
+        pending: dict[str, list[tuple[int, dict[str, object]]]] = {}
+        for item in inputs:
+            record = self.store.get_message(self.account.name, item.ref)
+            if record is None or record.state != MessageState.PUSHING or not record.pending:
+                continue
+            data = record.pending
+            if not data.get(PENDING_KEY):
+                continue
+            pending.setdefault(str(data.get("external_id") or ""), []).append((record.id, data))
+        if not pending:
+            return
+        log.warning("account=%s: %d conversation(s) of an interrupted import: looking them up "
+                    "before anything is sent again", self.account.name, len(pending))
+        done_refs: set[str] = set()
+        for external_id, records in pending.items():
+            found = self.pipeline.host.find_tickets_by_external_id(external_id) \
+                if external_id else []
+            if not found:
+                continue
+            ticket_id = min(t.id for t in found)
+            for record_id, data in records:
+                action = str(data.get("action") or "new_ticket")
+                ids = [str(i) for i in data.get("thread_ids") or []]  # type: ignore[union-attr]
+                self.store.finish_message(record_id, MessageState.DONE, action=action,
+                                          ticket_id=ticket_id, thread_ids=ids, durable=False)
+                record = self.store.get_message_by_id(record_id)
+                if record is not None:
+                    done_refs.add(record.ref)
+                    self.summary.add(outcome_of(record))
+                    self.progress.advance()
+            log.info("account=%s: conversation %s had reached the helpdesk as ticket #%s",
+                     self.account.name, external_id, ticket_id)
+        self.store.make_durable()
+        inputs[:] = [i for i in inputs if i.ref not in done_refs]
+
+    # -- understanding ----------------------------------------------------------------------
+    def _understand(self, inputs: list[_Input], lookup: HistoryLookup) -> list[_Conversation]:
+        conversations: dict[int, _Conversation] = {}
+        for item in inputs:
+            result = self._understand_one(item, lookup, conversations)
+            if result is not None:
+                self._count(item, result)
+        return sorted(conversations.values(), key=lambda c: (c.created_at, -c.placeholder))
+
+    def _count(self, item: _Input, result: Outcome) -> None:
+        self.summary.add(result)
+        self.progress.advance()
+
+    def _understand_one(self, item: _Input, lookup: HistoryLookup,
+                        conversations: dict[int, _Conversation]) -> Outcome | None:
+        """Decide one mail; None when it joined a conversation to import (counted then)."""
+        pipeline = self.pipeline
+        if item.raw is None:
+            return pipeline.process(item.ref, None, item.size).outcome
+        ctx = MessageContext(self.account.name, item.ref)
+        record = self.store.begin_message(self.account.name, item.ref,
+                                          sha256=hashlib.sha256(item.raw).hexdigest(),
+                                          durable=False)
+        try:
+            pipeline._archive(ctx, item.raw)
+            job = pipeline._job(ctx, record, item.raw)
+            if job.holder is not None and job.holder != record.id:
+                other = self.store.get_message_by_id(job.holder)
+                self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
+                                          ticket_id=other.ticket_id if other else None,
+                                          error=f"duplicate of record {job.holder}",
+                                          durable=False)
+                return Outcome.DUPLICATE
+            decision = pipeline._decide(job)
+        except TransientHostError as exc:
+            self.store.record_failure(record.id, f"transient: {exc}", durable=False)
+            log.warning("%s: helpdesk unavailable while deciding, left for the next run: %s",
+                        ctx, exc)
+            return Outcome.RETRY
+        except (ParseError, PermanentHostError) as exc:
+            failed = pipeline._fail(ctx, record, f"{type(exc).__name__}: {exc}", item.raw)
+            pipeline._log_outcome(ctx, failed)
+            return failed.outcome
+        date = _mail_date(job, item.date)
+        if decision.action == Action.NEW_TICKET:
+            placeholder = self._next_placeholder
+            self._next_placeholder -= 1
+            ticket = pipeline._new_ticket_request(job, decision)
+            if self.settings.status:
+                ticket = _with_status(ticket, self.settings.status)
+            conversation = _Conversation(placeholder, ticket, date)
+            conversations[placeholder] = conversation
+            lookup.open(placeholder, decision)
+            self._join(conversation, lookup, ctx, record.id, item.raw, date, "new_ticket", job)
+            return None
+        if decision.ticket_id is not None and decision.ticket_id < 0 \
+                and decision.action in (Action.FOLLOW_UP, Action.INTERNAL_NOTE):
+            conversation = conversations[decision.ticket_id]
+            comment = pipeline._comment_request(job, decision)
+            if self.settings.status:
+                comment = _with_status(comment, None)
+            conversation.comments.append(DatedComment(comment, date))
+            self._join(conversation, lookup, ctx, record.id, item.raw, date,
+                       decision.action.value, job)
+            return None
+        # Ignored mail, or mail for a ticket already on the helpdesk: as live mail.
+        result = pipeline._guarded(job, lambda: pipeline._execute(job, decision))
+        pipeline._log_outcome(ctx, result)
+        return result.outcome
+
+    def _join(self, conversation: _Conversation, lookup: HistoryLookup, ctx: MessageContext,
+              record_id: int, raw: bytes, date: datetime, action: str, job: Job) -> None:
+        ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None:
+            ids += list(job.plan.thread_ids)
+        thread_ids = tuple(dict.fromkeys(i for i in ids if i))
+        lookup.join(conversation.placeholder, thread_ids)
+        conversation.mails.append(_Mail(ctx, record_id, raw, date, action, thread_ids))
+
+    # -- importing --------------------------------------------------------------------------
+    def _import(self, conversations: list[_Conversation]) -> None:
+        for start in range(0, len(conversations), self.batch_size):
+            self._import_batch(conversations[start:start + self.batch_size])
+
+    def _import_batch(self, batch: list[_Conversation]) -> None:
+        for conversation in batch:
+            for mail in conversation.mails:
+                self.store.set_pending(mail.record_id, mail.action, {
+                    PENDING_KEY: True, "action": mail.action,
+                    "external_id": conversation.external_id,
+                    "thread_ids": list(mail.thread_ids)})
+        try:
+            results = self.host.import_tickets([c.to_import() for c in batch],
+                                               archive_closed=self.settings.archive)
+        except TransientHostError as exc:
+            log.warning("account=%s: import of %d conversation(s) unanswered: %s",
+                        self.account.name, len(batch), exc)
+            results = [ImportResult(None, f"transient: {exc}")] * len(batch)
+        except PermanentHostError as exc:
+            if len(batch) > 1:
+                log.warning("account=%s: the helpdesk refused a batch (%s); importing its %d "
+                            "conversations one by one", self.account.name, exc, len(batch))
+                for conversation in batch:
+                    self._import_batch([conversation])
+                return
+            results = [ImportResult(None, f"{type(exc).__name__}: {exc}")]
+        for conversation, result in zip(batch, results, strict=True):
+            self._finish(conversation, result)
+        self.store.make_durable()
+
+    def _finish(self, conversation: _Conversation, result: ImportResult) -> None:
+        ticket_id = result.ticket_id
+        transient = result.error is not None and result.error.startswith("transient:")
+        if ticket_id is None:
+            try:  # the call may have created it all the same
+                found = self.pipeline.host.find_tickets_by_external_id(conversation.external_id)
+            except HostError as exc:
+                log.warning("account=%s: cannot look up %s: %s", self.account.name,
+                            conversation.external_id, exc)
+                found, transient = [], True
+            if found:
+                ticket_id = min(t.id for t in found)
+        for mail in conversation.mails:
+            if ticket_id is not None:
+                self.store.finish_message(mail.record_id, MessageState.DONE, action=mail.action,
+                                          ticket_id=ticket_id, thread_ids=mail.thread_ids,
+                                          durable=False)
+                outcome = {"new_ticket": Outcome.TICKETED, "follow_up": Outcome.FOLLOWED_UP
+                           }.get(mail.action, Outcome.NOTED)
+                self.pipeline._log_outcome(mail.ctx, _imported(outcome, mail, ticket_id))
+            elif transient:
+                # Still PUSHING: the next run looks the conversation up before sending it.
+                self.store.record_failure(mail.record_id, result.error or "", durable=False)
+                outcome = Outcome.RETRY
+            else:
+                record = self.store.get_message_by_id(mail.record_id)
+                assert record is not None
+                outcome = self.pipeline._fail(mail.ctx, record, f"history import refused: "
+                                              f"{result.error}", mail.raw).outcome
+            self.summary.add(outcome)
+            self.progress.advance()
+
+
+def _imported(outcome: Outcome, mail: _Mail, ticket_id: int) -> Result:
+    return Result(outcome, mail.record_id, ticket_id, "imported with its date "
+                  f"{mail.date.isoformat()}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _mail_date(job: Job, fallback: datetime) -> datetime:
+    """When the mail was written: the shown message's Date, else the envelope's, else the
+    header read at collection (else now)."""
+    for message in (job.content, job.message):
+        if message.date is not None:
+            date = message.date
+            return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+    return fallback
+
+
+_Request = TypeVar("_Request", NewTicket, Comment)
+
+
+def _with_status(request: _Request, status: str | None) -> _Request:
+    return replace(request, status=status)
+
+
+def import_history(pipeline: Pipeline, messages: Iterable[RemoteMessage],
+                   settings: HistoryPolicy | None = None, *,
+                   progress: Callable[[int], Progress] | None = None,
+                   batch_size: int | None = None) -> AccountSummary:
+    """Import ``messages`` (old mail of ``pipeline``'s account) as dated tickets."""
+    return HistoryImport(pipeline, settings, progress=progress,
+                         batch_size=batch_size).run(messages)
+
+

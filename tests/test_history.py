@@ -1,0 +1,80 @@
+"""History import (``import --history``, ``initial_sync: import_existing``): old mail becomes
+tickets through Zendesk's Ticket Import API, with the mails' own dates, a conversation's replies
+as comments of its ticket, in batches of up to 100, resumable without duplicates. Zendesk is the
+OAS-validated fake of tests/zendesk_responses.py."""
+
+from __future__ import annotations
+
+import mailbox
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+from bridge_cli import run_cli as run
+from dovecot import DovecotServer, MailUser
+from zendesk_responses import FakeZendesk, account, customer_mail, write_config
+
+from connector.cli import EX_OK
+
+IMPORTS = r"^/api/v2/imports/tickets"
+T0 = datetime(2024, 3, 4, 9, 30, tzinfo=UTC)
+
+
+def dated(raw: bytes, when: datetime) -> bytes:
+    """``raw`` with its Date header set to ``when``."""
+    return re.sub(rb"(?m)^Date: [^\r\n]*", b"Date: " + format_datetime(when).encode(), raw,
+                  count=1)
+
+
+def mbox_of(path: Path, mails: list[bytes]) -> Path:
+    box = mailbox.mbox(path)
+    for raw in mails:
+        box.add(raw)
+    box.close()
+    return path
+
+
+def epoch(when: datetime) -> float:
+    return when.timestamp()
+
+
+def test_history_import_keeps_dates_and_makes_replies_comments(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    first = T0
+    reply = T0 + timedelta(days=2, hours=3)
+    other = T0 + timedelta(days=1)
+    # The reply comes first in the file: the import orders by date and conversation.
+    path = mbox_of(tmp_path / "old.mbox", [
+        dated(customer_mail("Re: Fattura", "h2@example.org", in_reply_to="h1@example.org",
+                            text="Grazie, ricevuto.\n"), reply),
+        dated(customer_mail("Fattura", "h1@example.org"), first),
+        dated(customer_mail("Contratto", "h3@example.org",
+                            sender="Anna Bianchi <anna@example.net>"), other),
+    ])
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+
+    code, lines = run("-c", str(config), "import", "--history", str(path))
+
+    assert code == EX_OK, lines
+    assert lines == ["support: fetched=3 ticketed=2 followed-up=1 noted=0 ignored=0 failed=0 "
+                     "retry=0"]
+    invoice, contract = zendesk.ticket_list()
+    assert invoice["subject"] == "Fattura" and contract["subject"] == "Contratto"
+    assert invoice["imported"] and contract["imported"]
+    assert invoice["created_at"] == epoch(first)
+    assert invoice["updated_at"] == epoch(reply)
+    assert [c["created_at"] for c in invoice["comments"]] == [epoch(first), epoch(reply)]
+    assert invoice["comments"][1]["plain"] == "Grazie, ricevuto."
+    requester = zendesk.user(invoice["requester_id"])
+    assert requester["email"] == "mario.rossi@example.org"
+    assert {c["author_id"] for c in invoice["comments"]} == {invoice["requester_id"]}
+    assert zendesk.user(contract["requester_id"])["email"] == "anna@example.net"
+    assert contract["comments"][0]["created_at"] == epoch(other)
+    # Two conversations: one create_many, polled to completion; nothing live.
+    assert [c.path for c in zendesk.calls_to("POST", IMPORTS)] == [
+        "/api/v2/imports/tickets/create_many"]
+    assert zendesk.calls_to("GET", r"^/api/v2/job_statuses/")
+    assert not zendesk.calls_to("POST", r"^/api/v2/tickets$")
+    assert not zendesk.calls_to("PUT", r"^/api/v2/tickets/")
