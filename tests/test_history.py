@@ -78,3 +78,44 @@ def test_history_import_keeps_dates_and_makes_replies_comments(
     assert zendesk.calls_to("GET", r"^/api/v2/job_statuses/")
     assert not zendesk.calls_to("POST", r"^/api/v2/tickets$")
     assert not zendesk.calls_to("PUT", r"^/api/v2/tickets/")
+
+
+def test_initial_sync_import_existing_imports_the_mailbox_then_runs_live(
+    dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk, make_bridge,  # noqa: ANN001
+) -> None:
+    dovecot.append(mailbox_user, [
+        dated(customer_mail("Ordine 7", "o7@example.org"), T0),
+        dated(customer_mail("Re: Ordine 7", "o7b@example.org", in_reply_to="o7@example.org",
+                            text="Ancora una domanda.\n"), T0 + timedelta(hours=5)),
+        dated(customer_mail("Reso", "r1@example.org"), T0 + timedelta(days=3)),
+    ])
+    bridge = make_bridge([account(dovecot, mailbox_user, "support",
+                                  initial_sync="import_existing")])
+
+    summary = bridge.poll()
+
+    assert (summary.counts["ticketed"], summary.counts["followed_up"]) == (2, 1)
+    order, refund = zendesk.ticket_list()
+    assert order["imported"] and refund["imported"]
+    assert [c["created_at"] for c in order["comments"]] == [epoch(T0),
+                                                           epoch(T0 + timedelta(hours=5))]
+    assert refund["created_at"] == epoch(T0 + timedelta(days=3))
+    assert not zendesk.calls_to("POST", r"^/api/v2/tickets$")
+    assert dovecot.list_folder(mailbox_user, "INBOX") == []
+    assert len(dovecot.list_folder(mailbox_user, "Processed")) == 3
+
+    # From now on, live: a reply to the imported conversation is a comment on its ticket, a
+    # new mail a new ticket, both through the ordinary API.
+    dovecot.append(mailbox_user, [
+        customer_mail("Re: Ordine 7", "o7c@example.org", in_reply_to="o7b@example.org",
+                      text="Risolto, grazie.\n"),
+        customer_mail("Nuova richiesta", "n1@example.org"),
+    ])
+
+    summary = bridge.poll()
+
+    assert (summary.counts["ticketed"], summary.counts["followed_up"]) == (1, 1)
+    assert len(zendesk.calls_to("POST", IMPORTS)) == 1
+    assert len(zendesk.calls_to("POST", r"^/api/v2/tickets$")) == 1
+    assert zendesk.tickets[order["id"]]["comments"][-1]["plain"] == "Risolto, grazie."
+    assert len(zendesk.ticket_list()) == 3

@@ -233,6 +233,13 @@ class AccountPoller:
             log.info("account=%s: initial_sync skip_existing: %d existing messages left "
                      "alone; only mail arriving from now on is ingested", name, len(state.refs))
             return
+        if (self.account.initial_sync == "import_existing" and not self.dry_run
+                and (mark is None or not mark.baseline_taken)):
+            if not self._import_existing(mailbox, summary):
+                return  # some mail could not be imported yet: the next pass imports again
+            self.store.set_mailbox_mark(name, folder, uidvalidity=state.uidvalidity,
+                                        baseline_taken=True)
+            mark = self.store.get_mailbox_mark(name, folder)
         if not self.dry_run and (mark is None or mark.uidvalidity != state.uidvalidity):
             self.store.set_mailbox_mark(name, folder, uidvalidity=state.uidvalidity,
                                         baseline_taken=mark.baseline_taken if mark else False)
@@ -281,6 +288,28 @@ class AccountPoller:
         finally:
             fetched.close()  # cancels what was submitted ahead and not processed
         moves.flush()
+
+    def _import_existing(self, mailbox: Mailbox, summary: AccountSummary) -> bool:
+        """``initial_sync: import_existing``: the mail already in the folder goes through the
+        history import (original dates, no triggers, no notifications); the pass that follows
+        moves it like processed mail. False while some of it must be tried again."""
+        from connector.service.history import import_history
+        from connector.service.progress import PlainProgress
+
+        name = self.account.name
+        listed = mailbox.list_new(lambda ref: False)
+        log.info("account=%s: initial_sync import_existing: importing %d existing messages "
+                 "with their dates", name, len(listed))
+
+        def progress(total: int) -> PlainProgress:
+            return PlainProgress(total, lambda line: log.info("account=%s: %s", name, line),
+                                 label="history import")
+
+        result = import_history(self.pipeline, mailbox.fetch(listed), progress=progress)
+        for key, count in result.counts.items():
+            summary.counts[key] += count
+        self.store.make_durable()
+        return not result.counts["retry"]
 
     @staticmethod
     def _message_ids(mailbox: Mailbox, refs: Collection[str]) -> dict[str, str | None]:
