@@ -119,3 +119,46 @@ def test_initial_sync_import_existing_imports_the_mailbox_then_runs_live(
     assert len(zendesk.calls_to("POST", r"^/api/v2/tickets$")) == 1
     assert zendesk.tickets[order["id"]]["comments"][-1]["plain"] == "Risolto, grazie."
     assert len(zendesk.ticket_list()) == 3
+
+
+def test_history_import_sends_batches_of_at_most_100_tickets(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    mails = [dated(customer_mail(f"Pratica {i}", f"p{i}@example.org"), T0 + timedelta(hours=i))
+             for i in range(130)]
+    # One reply, for a conversation of the first batch, dated after every other mail.
+    mails.append(dated(customer_mail("Re: Pratica 3", "p3b@example.org",
+                                     in_reply_to="p3@example.org", text="Seguito.\n"),
+                       T0 + timedelta(days=30)))
+    path = mbox_of(tmp_path / "old.mbox", mails)
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+
+    code, lines = run("-c", str(config), "import", "--history", str(path))
+
+    assert code == EX_OK, lines
+    assert lines == ["support: fetched=131 ticketed=130 followed-up=1 noted=0 ignored=0 "
+                     "failed=0 retry=0"]
+    batches = [len(c.json["tickets"]) for c in zendesk.calls_to("POST", IMPORTS)]
+    assert batches == [100, 30]
+    tickets = zendesk.ticket_list()
+    assert [t["subject"] for t in tickets] == [f"Pratica {i}" for i in range(130)]
+    assert [c["plain"] for c in tickets[3]["comments"]][1] == "Seguito."
+    assert len({t["external_id"] for t in tickets}) == 130
+
+
+def test_history_import_as_closed_archived_tickets(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    path = mbox_of(tmp_path / "old.mbox", [dated(customer_mail("Vecchio", "v1@example.org"), T0)])
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+
+    code, lines = run("-c", str(config), "import", "--history", "--status", "closed",
+                      "--archive", str(path))
+
+    assert code == EX_OK, lines
+    [call] = zendesk.calls_to("POST", IMPORTS)
+    assert call.path == "/api/v2/imports/tickets" and call.query == {
+        "archive_immediately": "true"}
+    [ticket] = zendesk.ticket_list()
+    assert ticket["status"] == "closed" and ticket["archived"]
+    assert call.json["ticket"]["solved_at"] == "2024-03-04T09:30:00Z"
