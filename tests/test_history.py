@@ -5,17 +5,20 @@ OAS-validated fake of tests/zendesk_responses.py."""
 
 from __future__ import annotations
 
+import io
 import mailbox
 import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 from bridge_cli import run_cli as run
 from dovecot import DovecotServer, MailUser
 from zendesk_responses import FakeZendesk, account, customer_mail, write_config
 
 from connector.cli import EX_OK
+from connector.service.progress import BarProgress, PlainProgress, progress_for
 
 IMPORTS = r"^/api/v2/imports/tickets"
 T0 = datetime(2024, 3, 4, 9, 30, tzinfo=UTC)
@@ -162,3 +165,66 @@ def test_history_import_as_closed_archived_tickets(
     [ticket] = zendesk.ticket_list()
     assert ticket["status"] == "closed" and ticket["archived"]
     assert call.json["ticket"]["solved_at"] == "2024-03-04T09:30:00Z"
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def test_progress_lines_when_not_on_a_terminal() -> None:
+    lines: list[str] = []
+    now = [0.0]
+    progress = PlainProgress(200, lines.append, label="history support", interval=10.0,
+                             clock=lambda: now[0])
+    progress.describe("importing")
+    for _ in range(50):
+        now[0] += 0.125  # 50 mails in 6.25 s: no line yet
+        progress.advance()
+    assert lines == []
+    now[0] += 3.75
+    progress.advance(50)  # 100 mails in 10 s: a line
+    progress.close()
+    assert lines == [
+        "history support [importing]: 100/200 mails (50%), 10.0 mails/s, ETA 0:00:10",
+        "history support [importing]: 100/200 mails (50%), 10.0 mails/s, ETA 0:00:10",
+    ]
+
+
+def test_progress_bar_on_a_terminal_shows_rate_and_eta() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = progress_for(screen, 40, label="history support")
+    assert isinstance(progress, BarProgress)
+    progress.bar.start_t -= 4.0  # as if the bar had been running for 4 s: 20 mails in 4 s
+    progress.describe("importing")
+    progress.advance(20)
+    progress.bar.refresh()
+    text = screen.getvalue().split("\r")[-1]
+    assert "history support [importing]" in text
+    assert "20/40" in text and " 50%" in text
+    rate = progress.bar.format_dict
+    assert rate["n"] == 20 and rate["total"] == 40
+    assert re.search(r"<00:0[3-5], +\d+(\.\d+)?mail/s", text), text
+    progress.close()
+
+
+def test_import_history_prints_progress_lines_on_stderr_when_piped(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = mbox_of(tmp_path / "old.mbox", [
+        dated(customer_mail(f"Pratica {i}", f"q{i}@example.org"), T0 + timedelta(hours=i))
+        for i in range(3)])
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+
+    code, _ = run("-c", str(config), "import", "--history", "--progress-interval", "0",
+                  str(path))
+
+    assert code == EX_OK
+    lines = capsys.readouterr().err.splitlines()
+    progress_lines = [line for line in lines if line.startswith("history support")]
+    assert len(progress_lines) >= 3, lines
+    assert re.fullmatch(r"history support \[importing\]: 3/3 mails \(100%\), [\d.]+ mails/s, "
+                        r"ETA 0:00:00", progress_lines[-1]), progress_lines[-1]
