@@ -239,6 +239,19 @@ def _empty_state() -> dict[str, Any]:
     }
 
 
+def _import_stamp(value: Any, default: float) -> float:
+    """An import's ISO 8601 UTC stamp as epoch seconds."""
+    if value is None:
+        return default
+    try:
+        stamp = datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise ApiError(422, error_body("RecordInvalid", "Record validation errors", {
+            "created_at": [{"description": f"{value!r} is not a time", "error": "InvalidValue"}]
+        })) from None
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
 class DoubleConfig:
     def __init__(self, args: argparse.Namespace) -> None:
         self.client_id: str = args.client_id
@@ -570,6 +583,52 @@ class ZendeskState:
             self.data["tickets"][str(source_id)].setdefault("followup_ids", []).append(tid)
         return 201, {"ticket": ticket_resource(t, base_url), "audit": self._audit_out(audit)}
 
+    def import_ticket(self, req: Any, base_url: str, archive: bool) -> dict[str, Any]:
+        """The Ticket Import API: a ticket and all its comments with the dates given, made
+        without triggers; ``archive`` puts a closed one in the archive (not listed)."""
+        if not isinstance(req, dict) or not req.get("comments"):
+            raise ApiError(422, error_body("RecordInvalid", "Record validation errors", {
+                "comments": [{"description": "Comments: cannot be blank",
+                              "error": "BlankValue"}]}))
+        comments = [dict(c) for c in req["comments"]]
+        dates = [_import_stamp(c.pop("created_at", None), self.now()) for c in comments]
+        ticket = {k: v for k, v in req.items()
+                  if k not in ("comments", "created_at", "updated_at", "solved_at")}
+        _, answer = self._create_ticket({"ticket": {**ticket, "comment": comments[0]}},
+                                        base_url)
+        t = self.data["tickets"][str(answer["ticket"]["id"])]
+        t["comments"][0]["created_at"] = dates[0]
+        for comment, date in zip(comments[1:], dates[1:], strict=True):
+            added, _ = self._add_comment(t, comment, INTEGRATION_USER_ID, self.new_id())
+            added["created_at"] = date
+        t["created_at"] = _import_stamp(req.get("created_at"), dates[0])
+        t["updated_at"] = _import_stamp(req.get("updated_at"), t["created_at"])
+        t["imported"] = True
+        t["archived"] = archive and t["status"] == "closed"
+        return t
+
+    def import_many(self, body: Any, base_url: str, archive: bool) -> dict[str, Any]:
+        tickets = body.get("tickets") if isinstance(body, dict) else None
+        if not isinstance(tickets, list) or not 1 <= len(tickets) <= 100:
+            raise ApiError(400, error_body("InvalidValue", "between 1 and 100 tickets"))
+        results = [{"id": self.import_ticket(t, base_url, archive)["id"], "index": i}
+                   for i, t in enumerate(tickets)]
+        job_id = hashlib.sha256(f"job{self.new_id()}".encode()).hexdigest()[:32]
+        self.data.setdefault("jobs", {})[job_id] = {"results": results}
+        return self.job_status(job_id, base_url, "queued")
+
+    def job_status(self, job_id: str, base_url: str, status: str = "completed") -> dict[str, Any]:
+        job = self.data.get("jobs", {}).get(job_id)
+        if job is None:
+            raise ApiError(404, error_body("RecordNotFound", "Not found"))
+        done = status == "completed"
+        return {"job_status": {
+            "id": job_id, "job_type": "bulk_import_tickets", "status": status,
+            "total": len(job["results"]), "progress": len(job["results"]) if done else 0,
+            "message": "Completed" if done else None,
+            "results": job["results"] if done else None,
+            "url": f"{base_url}/api/v2/job_statuses/{job_id}.json"}}
+
     def _consume_check(self, comment: Mapping[str, Any]) -> None:
         # Validate tokens before anything is created, so a refused create changes nothing.
         now = self.now()
@@ -897,14 +956,29 @@ class Handler(BaseHTTPRequestHandler):
         if m and method == "DELETE":
             state.delete_upload(m.group(1))
             return 204, None, {}
+        archive = q.get("archive_immediately") == "true"
+        if path == "/api/v2/users/create_or_update" and method == "POST":
+            req = (self._json_body(raw) or {}).get("user") or {}
+            known = state.user_by_email(str(req.get("email") or "")) is not None
+            user = state.find_or_create_user(str(req["email"]), req.get("name"))
+            return (200 if known else 201), {"user": user_resource(user, base)}, {}
+        if path == "/api/v2/imports/tickets" and method == "POST":
+            t = state.import_ticket((self._json_body(raw) or {}).get("ticket"), base, archive)
+            return 201, {"ticket": ticket_resource(t, base)}, {}
+        if path == "/api/v2/imports/tickets/create_many" and method == "POST":
+            return 200, state.import_many(self._json_body(raw), base, archive), {}
+        m = re.fullmatch(r"/api/v2/job_statuses/([0-9a-f]+)", path)
+        if m and method == "GET":
+            return 200, state.job_status(m.group(1), base), {}
         if path == "/api/v2/tickets":
             if method == "POST":
                 return state.create_ticket(self._json_body(raw), raw,
                                            self.headers.get("Idempotency-Key"), base)
             if method == "GET":
                 tickets = sorted(state.data["tickets"].values(), key=lambda t: t["id"])
-                if "external_id" in q:
-                    tickets = [t for t in tickets if t.get("external_id") == q["external_id"]]
+                if "external_id" in q:  # archived tickets are not listed
+                    tickets = [t for t in tickets if t.get("external_id") == q["external_id"]
+                               and not t.get("archived")]
                 out = state.page([ticket_resource(t, base) for t in tickets], "tickets", query,
                                  base + path)
                 if q.get("include") == "users":
