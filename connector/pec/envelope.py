@@ -76,6 +76,14 @@ def find_pec(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, context: str = "
     return nested or top
 
 
+def with_trust(info: PecInfo, trust: TrustStore) -> PecInfo:
+    """``info`` with its signature judged against ``trust`` (a parse worker judged it with
+    the shipped anchors; an account may configure others)."""
+    fallback = info.daticert.certified_at if info.daticert else None
+    signature = judge_trust(info.signature, trust, fallback_time=fallback)
+    return info if signature is info.signature else replace(info, signature=signature)
+
+
 def _search_nested(part: PecPart, *, depth: int, max_depth: int, context: str,
                    trust: TrustStore) -> PecInfo | None:
     for node in part.walk():

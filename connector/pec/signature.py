@@ -83,6 +83,7 @@ class SignatureVerdict:
     certificates: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
     trust_anchor: str | None = None  # the anchor the signer chains to (VALID only)
     trust_checked: bool = False  # judge_trust has run (integrity alone says nothing of trust)
+    judged_with: str | None = None  # the description of the trust store that judged it
 
     @property
     def is_valid(self) -> bool:
@@ -99,12 +100,17 @@ def judge_trust(verdict: SignatureVerdict, store: TrustStore, *,
                 fallback_time: datetime | None = None,
                 now: datetime | None = None) -> SignatureVerdict:
     """An intact signature stays VALID only when its signer chains to ``store`` at the signing
-    time (else ``fallback_time``, the certified time, else now); otherwise UNTRUSTED. Other
+    time (else ``fallback_time``, the certified time, else now); otherwise UNTRUSTED. A
+    verdict judged by another store is judged again; broken, missing and undecodable
     verdicts are returned as they are."""
-    if verdict.status is not SignatureStatus.VALID or verdict.trust_checked:
+    if not verdict.is_intact:
         return verdict
+    if verdict.trust_checked and verdict.judged_with == store.description:
+        return verdict
+    verdict = replace(verdict, trust_checked=True, judged_with=store.description,
+                      trust_anchor=None)
     if not verdict.certificates:
-        return replace(verdict, status=SignatureStatus.UNTRUSTED, trust_checked=True,
+        return replace(verdict, status=SignatureStatus.UNTRUSTED,
                        detail="the signed bytes are intact, but the signer's certificate "
                               "is not available to check")
     try:
@@ -116,16 +122,16 @@ def judge_trust(verdict: SignatureVerdict, store: TrustStore, *,
             except ValueError:
                 continue  # an unreadable extra certificate cannot help a chain
     except ValueError as exc:
-        return replace(verdict, status=SignatureStatus.UNTRUSTED, trust_checked=True,
+        return replace(verdict, status=SignatureStatus.UNTRUSTED,
                        detail=f"the signed bytes are intact, but the signer's certificate "
                               f"cannot be read: {exc}")
     at = judgement_time(verdict.signing_time, fallback_time, now)
     chain = build_chain(signer, pool, store, at, now=now)
     if chain.trusted:
-        return replace(verdict, trust_checked=True, trust_anchor=chain.anchor,
+        return replace(verdict, status=SignatureStatus.VALID, trust_anchor=chain.anchor,
                        detail=f"signature verifies; the signer {chain.reason} "
                               f"(judged at {at.isoformat()})")
-    return replace(verdict, status=SignatureStatus.UNTRUSTED, trust_checked=True,
+    return replace(verdict, status=SignatureStatus.UNTRUSTED,
                    detail=f"the signed bytes are intact, but the signer is not a trusted PEC "
                           f"provider: {chain.reason}")
 
