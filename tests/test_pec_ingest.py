@@ -33,6 +33,7 @@ import requests
 import yaml
 from bridge_cli import cli_output as run_cli
 from dovecot import DovecotServer, MailUser
+from pec_provider import make_circuit
 from test_pec_samples import SAMPLES
 from zendesk_double import ZendeskDouble
 
@@ -70,6 +71,17 @@ SERVICE_PART_NAMES = {"daticert.xml", "smime.p7s", "smime.p7m"}
 def sample(name: str) -> bytes:
     """A sample as an IMAP server holds it: CRLF line ends, otherwise unchanged."""
     return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+
+
+#: A test PEC circuit (tests/pec_provider.py) whose CA every config here trusts: mail the
+#: tests build, and the anonymised samples whose signature is a placeholder, are signed by its
+#: provider to stand for genuine provider output.
+CIRCUIT = make_circuit()
+
+
+def signed_sample(name: str) -> bytes:
+    """A sample with a placeholder signature, signed again by the test provider."""
+    return CIRCUIT.sign(sample(name))
 
 
 # -- the Zendesk double ---------------------------------------------------------------------------
@@ -132,6 +144,7 @@ def write_config(tmp_path: Path, dovecot: DovecotServer, user: MailUser, zd: Zen
     against the fixture's CA unless ``account`` says otherwise), the double as Zendesk."""
     (tmp_path / "imap-password").write_text(user.password)
     (tmp_path / "zendesk-token").write_text(zd.api_token)
+    (tmp_path / "test-pec-ca.pem").write_bytes(CIRCUIT.ca_pem)
     settings: dict[str, Any] = {
         "name": ACCOUNT, "pec": True, "host": "127.0.0.1", "port": dovecot.imaps_port,
         "security": "tls", "ca_file": dovecot.ca_file, "username": user.name,
@@ -145,6 +158,7 @@ def write_config(tmp_path: Path, dovecot: DovecotServer, user: MailUser, zd: Zen
                  "auth": {"type": "api_token", "email": zd.email,
                           "api_token_file": str(tmp_path / "zendesk-token")}},
         "accounts": [{k: v for k, v in settings.items() if v is not None}],
+        "pec": {"trust_anchors": [str(tmp_path / "test-pec-ca.pem")]},
     }
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -431,7 +445,7 @@ def test_receipts_become_internal_notes_on_the_ticket_that_sent_the_message(
     # What the outbound side records when it sends a reply from this ticket.
     bridge.store.map_message_ids(ticket_id, [recorded], direction="out",
                                  account=bridge.account_name)
-    acceptance, failure = sample(SENT_ACCEPTANCE), sample(SENT_FAILURE)
+    acceptance, failure = signed_sample(SENT_ACCEPTANCE), signed_sample(SENT_FAILURE)
 
     dovecot.append(mailbox_user, acceptance)
     assert bridge.poll().counts["noted"] == 1
@@ -472,8 +486,9 @@ def test_failure_receipt_matches_on_its_x_riferimento_header_alone(
     riferimento = SENT_MSGID.replace("@fakepec.it", "@pec.it")
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
-    bridge.store.map_message_ids(ticket_id, [riferimento], direction="out")
-    failure = sample(SENT_FAILURE)
+    bridge.store.map_message_ids(ticket_id, [riferimento], direction="out",
+                                 account=bridge.account_name)
+    failure = signed_sample(SENT_FAILURE)
     dovecot.append(mailbox_user, failure)
 
     assert bridge.poll().counts["noted"] == 1
@@ -488,11 +503,12 @@ def test_delivery_receipt_tags_the_ticket_delivered(
         bridge_for: Callable[[Path], Bridge]) -> None:
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
-    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="out")
-    receipt = delivery_receipt(sender="helpdesk@pec.example.it",
+    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="out",
+                                 account=bridge.account_name)
+    receipt = CIRCUIT.sign(delivery_receipt(sender="helpdesk@pec.example.it",
                                recipient="cliente@pec.example.it", subject="Preventivo",
                                identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
-                               msgid="reply-77@helpdesk.example.it")
+                               msgid="reply-77@helpdesk.example.it"))
     dovecot.append(mailbox_user, receipt)
 
     assert bridge.poll().counts["noted"] == 1
@@ -516,9 +532,10 @@ def test_receipt_for_a_closed_ticket_is_not_lost(
     # receipt note (linked with via_followup_source_id), the mail processed.
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     closed = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
-    bridge.store.map_message_ids(closed, [SENT_MSGID], direction="out")
+    bridge.store.map_message_ids(closed, [SENT_MSGID], direction="out",
+                                 account=bridge.account_name)
     zd.set_status(closed, "closed")
-    failure = sample(SENT_FAILURE)
+    failure = signed_sample(SENT_FAILURE)
     dovecot.append(mailbox_user, failure)
 
     bridge.poll()
@@ -618,14 +635,14 @@ def test_replies_thread_on_the_identificativo_and_on_the_senders_message_id(
         message_id="reply-2@pec.it", body="Risposta che cita il Message-ID del mittente.",
         references=ARUBA_MSGID)
     # On a PEC mailbox replies arrive certified: the original inside answers I.
-    certified_reply = transport_envelope(
+    certified_reply = CIRCUIT.sign(transport_envelope(
         ordinary_mail(sender="thinkstudio@pec.it", to="l.battistini@pec.it",
                       subject="Re: archetipo (3)", message_id="reply-3@pec.it",
                       body="Risposta certificata.", in_reply_to=ARUBA_IDENTIFICATIVO),
         sender="thinkstudio@pec.it", recipient="l.battistini@pec.it",
         subject="Re: archetipo (3)",
         identificativo="opec275.20141110100000.00001.01.1.1@pec.aruba.it",
-        msgid="reply-3@pec.it")
+        msgid="reply-3@pec.it"))
     dovecot.append(mailbox_user, [by_identificativo, by_msgid, certified_reply])
     summary = bridge.poll()
     assert summary.counts["followed_up"] == 3, summary.line()
@@ -648,8 +665,9 @@ def test_reply_citing_the_identificativo_of_a_message_the_bridge_sent_follows_up
     # ticket the receipt matched (never onto a catch-all or unmatched-receipt ticket).
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
-    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out")
-    dovecot.append(mailbox_user, sample(SENT_ACCEPTANCE))
+    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out",
+                                 account=bridge.account_name)
+    dovecot.append(mailbox_user, signed_sample(SENT_ACCEPTANCE))
     assert bridge.poll().counts["noted"] == 1
 
     reply = ordinary_mail(sender="rec@fakepec.it", to="sender@fakepec.it",
@@ -701,9 +719,9 @@ def test_anomaly_envelope_opens_a_flagged_ticket_with_the_raw_attached(
     original = ordinary_mail(sender="mario.rossi@example.com", to="helpdesk@pec.example.it",
                              subject="Richiesta preventivo", message_id="preventivo-1@example.com",
                              body="Buongiorno, vorrei un preventivo per 3 licenze.")
-    anomaly = anomaly_envelope(original, sender="mario.rossi@example.com",
-                               recipient="helpdesk@pec.example.it",
-                               subject="Richiesta preventivo")
+    anomaly = CIRCUIT.sign(anomaly_envelope(original, sender="mario.rossi@example.com",
+                                            recipient="helpdesk@pec.example.it",
+                                            subject="Richiesta preventivo"))
     dovecot.append(mailbox_user, anomaly)
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     assert bridge.poll().counts["ticketed"] == 1
@@ -754,13 +772,15 @@ def test_receipts_of_one_pass_share_one_update(
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
     other_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
-    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out")
-    bridge.store.map_message_ids(other_id, ["reply-77@helpdesk.example.it"], direction="out")
-    acceptance, failure = sample(SENT_ACCEPTANCE), sample(SENT_FAILURE)
-    delivered = delivery_receipt(
+    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out",
+                                 account=bridge.account_name)
+    bridge.store.map_message_ids(other_id, ["reply-77@helpdesk.example.it"], direction="out",
+                                 account=bridge.account_name)
+    acceptance, failure = signed_sample(SENT_ACCEPTANCE), signed_sample(SENT_FAILURE)
+    delivered = CIRCUIT.sign(delivery_receipt(
         sender="helpdesk@pec.example.it", recipient="cliente@pec.example.it",
         subject="Preventivo", identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
-        msgid="reply-77@helpdesk.example.it")
+        msgid="reply-77@helpdesk.example.it"))
     dovecot.append(mailbox_user, [acceptance, failure, delivered])
     zd.clear_requests()
 

@@ -477,6 +477,18 @@ class SQLiteStore(SQLiteFile):
                 return int(by_id[mid])
         return None
 
+    def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
+                                    account: str) -> int | None:
+        ids = [m for m in message_ids if m]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT message_id, ticket_id FROM message_ids WHERE message_id IN ({marks}) "
+            "AND direction = 'out' AND account = ?", [*ids, account])
+        by_id = {r["message_id"]: r["ticket_id"] for r in rows}
+        return next((int(by_id[mid]) for mid in ids if mid in by_id), None)
+
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None:
