@@ -836,3 +836,144 @@ def test_pec_custom_fields_name_known_facts_only(tmp_path: Path, dovecot: Doveco
         load_config(path)
     assert info.value.key == "accounts[0].pec_custom_fields"
     assert "identificativo" in str(info.value)
+
+
+# -- 8. forged evidence (issue 12, attacks 1 and 2) ------------------------------------------------
+
+
+def test_forged_unsigned_receipt_on_an_ordinary_account_never_touches_the_victims_ticket(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # Attack 1: an ordinary unsigned mail with X-Ricevuta and a hand-written daticert, sent to
+    # a non-PEC account, citing a Message-ID the bridge had received on the victim's ticket.
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd, pec=False,
+                                     protocol="imap", initial_sync="all"))
+    customer = ordinary_mail(sender="cliente@example.com", to="support@example.it",
+                             subject="Ordine 4711", message_id="ordine-4711@example.com",
+                             body="Dov'e' il mio ordine?")
+    dovecot.append(mailbox_user, customer)
+    assert bridge.poll().counts["ticketed"] == 1
+    [victim] = zd.tickets()
+    forged = delivery_receipt(sender="support@example.it", recipient="cliente@example.com",
+                              subject="Ordine 4711",
+                              identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
+                              msgid="ordine-4711@example.com")
+    failure = forged.replace(b"X-Ricevuta: avvenuta-consegna",
+                             b"X-Ricevuta: errore-consegna").replace(b".61@pec", b".62@pec")
+    dovecot.append(mailbox_user, [forged, failure])
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 2 and summary.counts["noted"] == 0, summary.line()
+    victim_after = zd.ticket(victim["id"])
+    assert victim_after["comments"] == victim["comments"]
+    assert set(victim_after["tags"]) == set(victim["tags"])
+    legal = {"pec_accepted", "pec_delivered", "pec_delivery_failed", "pec_delivery_warning",
+             "pec_taken_in_charge"}
+    for ticket in zd.tickets():
+        assert not legal & set(ticket["tags"]), ticket["tags"]
+        if ticket["id"] != victim["id"]:
+            assert "pec_receipt_unverified" in ticket["tags"]
+            [note] = internal_notes(ticket)
+            assert "is not one" in note["plain_body"]
+            assert "ordinary (non-PEC) mailbox" in note["plain_body"]
+
+
+@pytest.mark.parametrize("how", ["unsigned", "untrusted-signer", "altered"])
+def test_a_receipt_that_is_not_certified_on_a_pec_account_is_ordinary_mail(
+        how: str, tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
+        zd: ZendeskDouble, bridge_for: Callable[[Path], Bridge]) -> None:
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
+    ticket_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
+    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="out",
+                                 account=bridge.account_name)
+    receipt = delivery_receipt(sender="helpdesk@pec.example.it",
+                               recipient="cliente@pec.example.it", subject="Preventivo",
+                               identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
+                               msgid="reply-77@helpdesk.example.it")
+    if how == "untrusted-signer":  # a provider certificate from a CA nobody configured
+        receipt = make_circuit().sign(receipt)
+    elif how == "altered":  # signed by the trusted provider, then edited on the way
+        receipt = CIRCUIT.sign(receipt).replace(b'filename="daticert.xml"',
+                                                b'filename="daticert.xml"; size=1', 1)
+    dovecot.append(mailbox_user, receipt)
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 1 and summary.counts["noted"] == 0, summary.line()
+    ours = zd.ticket(ticket_id)
+    assert len(ours["comments"]) == 1 and "pec_delivered" not in ours["tags"]
+    [other] = [t for t in zd.tickets() if t["id"] != ticket_id]
+    assert "pec_receipt_unverified" in other["tags"]
+    assert "pec_delivered" not in other["tags"]
+    expected = {"unsigned": "missing", "untrusted-signer": "untrusted",
+                "altered": "invalid"}[how]
+    assert f"signature is {expected}" in internal_notes(other)[0]["plain_body"]
+
+
+def test_genuine_receipt_for_mail_another_account_sent_follows_the_unmatched_policy(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # A receipt certifies mail sent from the mailbox that receives it: an id the bridge
+    # received, or sent from another account, is no match.
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_unmatched_receipts="ignore"))
+    ticket_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
+    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="in",
+                                 account=bridge.account_name)
+    bridge.store.map_message_ids(ticket_id, ["reply-78@helpdesk.example.it"], direction="out",
+                                 account="another-account")
+    receipts = [CIRCUIT.sign(delivery_receipt(
+        sender="helpdesk@pec.example.it", recipient="cliente@pec.example.it",
+        subject="Preventivo", identificativo=f"opec275.2014111709150{n}.1.1.1@pec.aruba.it",
+        msgid=f"reply-7{n}@helpdesk.example.it")) for n in (7, 8)]
+    dovecot.append(mailbox_user, receipts)
+
+    summary = bridge.poll()
+
+    assert summary.counts["ignored"] == 2, summary.line()
+    assert len(zd.ticket(ticket_id)["comments"]) == 1
+    assert "pec_delivered" not in zd.ticket(ticket_id)["tags"]
+
+
+def test_forged_unsigned_envelope_opens_an_uncertified_ticket_that_says_so(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # Attack 2: an unsigned PEC envelope with a forged daticert in someone else's name, citing
+    # the identificativo of an existing certified conversation.
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields={"identificativo": 101,
+                                                        "certified_at": 102, "msgid": 103,
+                                                        "signature": 104}))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+    assert bridge.poll().counts["ticketed"] == 1
+    [genuine] = zd.tickets()
+    original = ordinary_mail(sender="sindaco@comune.example.it", to="l.battistini@pec.it",
+                             subject="Revoca", message_id="revoca-1@comune.example.it",
+                             body="Revochiamo l'incarico.")
+    forged = transport_envelope(original, sender="sindaco@comune.example.it",
+                                recipient="l.battistini@pec.it", subject="Revoca",
+                                identificativo=ARUBA_IDENTIFICATIVO.replace("17@", "18@"),
+                                msgid=ARUBA_MSGID)
+    dovecot.append(mailbox_user, forged)
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 1, summary.line()
+    assert len(zd.ticket(genuine["id"])["comments"]) == len(genuine["comments"])
+    [ticket] = [t for t in zd.tickets() if t["id"] != genuine["id"]]
+    assert requester_email(zd, ticket) == "sindaco@comune.example.it"  # the claim, flagged
+    assert "pec_signature_not_valid" in ticket["tags"]
+    fields = {f["id"]: f["value"] for f in ticket.get("custom_fields", [])}
+    assert fields.get(104) == "missing"
+    assert not {101, 102, 103} & {k for k, v in fields.items() if v}
+    [note] = internal_notes(ticket)
+    text = note["plain_body"]
+    assert "NOT CERTIFIED" in text and "unverified" in text
+    assert "PEC message received" not in text and "Certified at" not in text
+    assert "legal proof" not in text.replace("not legal proof", "")
+    assert eml_attachments(ticket, "pec-unverified") and not eml_attachments(ticket,
+                                                                               "pec-envelope")
+    # Its claimed ids belong to no ticket: a reply citing them cannot be captured.
+    assert bridge.store.ticket_for_message_ids(
+        [ARUBA_IDENTIFICATIVO.replace("17@", "18@")]) is None
