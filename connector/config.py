@@ -102,6 +102,7 @@ class AccountConfig:
     # authserv-ids of the receiving MTA whose Authentication-Results headers are believed
     # (RFC 8601: any other instance's results may be forged by the sender).
     authserv_ids: tuple[str, ...] = ()
+    verify_dkim: bool = True  # the bridge checks staff senders' DKIM signatures itself (DNS)
 
     @property
     def tag(self) -> str:
@@ -445,6 +446,7 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         pec_custom_fields=pec_fields,
         pec_trust=trust or shipped_trust_store(),
         authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
+        verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
