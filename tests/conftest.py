@@ -55,3 +55,18 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """A test CA and a server certificate for 127.0.0.1 (the SMTP test servers use it)."""
     return write_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(autouse=True)
+def no_dns_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the network: the bridge's own DKIM checks must get an injected DNS
+    lookup (``make_filter_stage(..., dnsfunc=...)``). A test that would query real DNS fails."""
+    asked: list[bytes] = []
+
+    def refuse(name: bytes, timeout: float = 5) -> bytes | None:
+        asked.append(name)
+        return None
+
+    monkeypatch.setattr("connector.service.filtering.dns_txt", refuse)
+    yield
+    assert not asked, f"the test asked DNS for {asked}: inject a dnsfunc"
