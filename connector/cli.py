@@ -98,6 +98,18 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         print(f"ok    outbound: {', '.join(a.account for a in sending)}", file=out)
     print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
           "file(s)", file=out)
+    from datetime import UTC, datetime
+
+    from connector.pec.trust import describe_store
+
+    if any(a.pec for a in config.accounts) or config.raw.get("pec"):
+        # All anchors expired: new PEC mail can no longer be certified (only older mail).
+        trust = config.pec_trust
+        store_line, *anchors = describe_store(trust)
+        current = len(trust.expired(datetime.now(UTC))) < len(trust.anchors)
+        print(f"{'ok  ' if current else 'WARN'}  {store_line}", file=out)
+        for line in anchors:
+            print(f"      {line}", file=out)
     failures = 0
     for account in config.accounts:
         try:

@@ -75,9 +75,23 @@ class TrustStore:
     anchors: tuple[TrustAnchor, ...]
     description: str
 
-    def expiring(self, now: datetime) -> list[TrustAnchor]:
+    def expired(self, now: datetime) -> list[TrustAnchor]:
         """Anchors already expired at ``now`` (they still judge mail signed before)."""
         return [a for a in self.anchors if a.not_after < now]
+
+
+def describe_store(store: TrustStore, now: datetime | None = None) -> list[str]:
+    """What ``check`` prints: the store, then each anchor with its expiry, soonest first."""
+    now = now or datetime.now(UTC)
+    valid = [a for a in store.anchors if a.not_after >= now]
+    lines = [f"PEC trust store: {store.description}; {len(valid)} of {len(store.anchors)} "
+             "certificates valid today"]
+    for anchor in sorted(store.anchors, key=lambda a: a.not_after):
+        state = ("EXPIRED (still judges mail signed before)" if anchor.not_after < now
+                 else "expires")
+        lines.append(f"{anchor.subject} [{anchor.source}] {state} "
+                     f"{anchor.not_after.date().isoformat()}")
+    return lines
 
 
 @dataclass(frozen=True)
