@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from connector.pec.trust import TrustAnchor, TrustStore
+
 SIGNED_BOUNDARY = "----pec-test-signed-0001"
 _CONTENT_HEADERS = (b"content-type", b"content-transfer-encoding", b"mime-version")
 
@@ -157,6 +159,11 @@ class TestPecCircuit:
 
     def sign(self, raw: bytes) -> bytes:
         return sign_message(raw, self.provider)
+
+    def trust_store(self) -> TrustStore:
+        """The store an AccountConfig built in a test gets (``pec_trust=``)."""
+        der = self.ca[0].public_bytes(serialization.Encoding.DER)
+        return TrustStore((TrustAnchor(der, "test:ca"),), "the test PEC CA")
 
 
 def make_circuit() -> TestPecCircuit:
