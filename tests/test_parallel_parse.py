@@ -23,7 +23,7 @@ import pytest
 import requests
 from dovecot import DovecotServer, MailUser
 from pec_provider import make_circuit
-from test_pec_samples import SAMPLES
+from shared_material import pec_sample
 from zendesk_responses import (
     Bridge,
     FakeZendesk,
@@ -71,7 +71,7 @@ def signed_receipts() -> tuple[bytes, bytes]:
 
 
 def sample(name: str) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
 
 
 def first_pass(marks: dict[int, bytes] | None = None) -> list[bytes]:

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from pec_provider import make_ca, make_circuit, make_signer, pem
-from shared_material import shared_path
+from shared_material import pec_sample
 from test_pec_signature import DATICERT, envelope, signed_content
 
 from connector.config import config_from_mapping
@@ -156,7 +156,7 @@ def test_sha1_signed_certificates_still_verify() -> None:
 
     from connector.pec.cms import parse_signed_data
 
-    raw = (shared_path("pec-samples") / "aruba-accettazione-2014-01.eml").read_bytes()
+    raw = pec_sample("aruba-accettazione-2014-01.eml").read_bytes()
     [p7s] = [p for p in message_from_bytes(raw).walk() if p.get_filename() == "smime.p7s"]
     provider, digitpa = (x509.load_der_x509_certificate(der) for der in
                          parse_signed_data(p7s.get_payload(decode=True)).certificates)
@@ -175,7 +175,7 @@ REAL = {"aruba-accettazione-2014-01.eml": "DigitPA CA1",
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_provider_signatures_chain_to_the_shipped_agid_anchors(name: str) -> None:
-    pec = analyze_pec((shared_path("pec-samples") / name).read_bytes())
+    pec = analyze_pec(pec_sample(name).read_bytes())
     assert pec.signature.status is SignatureStatus.VALID, pec.signature.detail
     assert pec.signature.is_valid
     assert REAL[name] in pec.signature.detail
@@ -186,7 +186,7 @@ def test_real_provider_signatures_chain_to_the_shipped_agid_anchors(name: str) -
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_signatures_are_intact_but_untrusted_without_the_agid_anchors(name: str) -> None:
     other = store_of(make_ca()[0])
-    pec = analyze_pec((shared_path("pec-samples") / name).read_bytes(), trust=other)
+    pec = analyze_pec(pec_sample(name).read_bytes(), trust=other)
     assert pec.signature.status is SignatureStatus.UNTRUSTED
     assert pec.signature.is_intact and not pec.signature.is_valid
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from pec_provider import make_circuit
-from test_pec_samples import SAMPLES
+from shared_material import pec_sample
 
 from connector.config import AccountConfig, HostConfig
 from connector.errors import (
@@ -48,7 +48,7 @@ HOST = HostConfig(type="dry-run")
 
 
 def sample(name: str) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
 
 
 def provider_sample(name: str) -> bytes:
