@@ -948,9 +948,11 @@ def test_forged_unsigned_envelope_opens_an_uncertified_ticket_that_says_so(
     dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
     assert bridge.poll().counts["ticketed"] == 1
     [genuine] = zd.tickets()
+    # Its original answers the genuine envelope (In-Reply-To its identificativo), and it claims
+    # the genuine msgid: either would have grafted it onto the certified conversation.
     original = ordinary_mail(sender="sindaco@comune.example.it", to="l.battistini@pec.it",
                              subject="Revoca", message_id="revoca-1@comune.example.it",
-                             body="Revochiamo l'incarico.")
+                             body="Revochiamo l'incarico.", in_reply_to=ARUBA_IDENTIFICATIVO)
     forged = transport_envelope(original, sender="sindaco@comune.example.it",
                                 recipient="l.battistini@pec.it", subject="Revoca",
                                 identificativo=ARUBA_IDENTIFICATIVO.replace("17@", "18@"),
@@ -974,6 +976,9 @@ def test_forged_unsigned_envelope_opens_an_uncertified_ticket_that_says_so(
     assert "legal proof" not in text.replace("not legal proof", "")
     assert eml_attachments(ticket, "pec-unverified") and not eml_attachments(ticket,
                                                                                "pec-envelope")
+    assert "not added to any existing ticket" in text
     # Its claimed ids belong to no ticket: a reply citing them cannot be captured.
     assert bridge.store.ticket_for_message_ids(
         [ARUBA_IDENTIFICATIVO.replace("17@", "18@")]) is None
+    assert bridge.store.ticket_for_message_ids(["revoca-1@comune.example.it"]) is None
+    assert bridge.store.ticket_for_message_ids([ARUBA_IDENTIFICATIVO]) == genuine["id"]

@@ -11,7 +11,9 @@ signature verdict VALID: intact, and the signer chains to a PEC trust anchor).
 - An envelope that is not certified (signature broken, missing, undecodable, or from a signer
   no trusted CA issued) may still open a ticket for the sender its daticert names, a claim no
   stronger than a From line: tagged ``pec_signature_not_valid``, its note says so, no PEC
-  fact but the verdict goes into custom fields, and it never threads through PEC ids.
+  fact but the verdict goes into custom fields, and it opens its own ticket (``standalone``):
+  its PEC ids, and the ids its original cites, are claims that could graft it onto a real
+  certified conversation.
 - A receipt is a receipt only when it reached a PEC account with a certified signature: it
   carries the delivery tags and becomes an internal note on the ticket of the message it
   certifies. Anything else that looks like a receipt is ordinary mail tagged
@@ -58,6 +60,12 @@ class PecPlan:
     facts: dict[str, str] = field(default_factory=dict)  # for mapped custom fields
     certified: bool = False  # signed by a trusted PEC provider (and, for a receipt, on PEC)
     standalone: bool = False  # opens its own ticket: never threads onto an existing one
+
+    @property
+    def ids_are_claims(self) -> bool:
+        """An uncertified envelope: neither its own Message-ID (the identificativo it claims)
+        nor its original's may be mapped to the ticket it opens."""
+        return not self.certified and self.kind is not PecKind.RECEIPT
 
     @property
     def is_receipt(self) -> bool:
@@ -186,12 +194,13 @@ def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
     if not account_is_pec:
         heading += " on an ordinary mailbox"
     if not certified:
-        # Its PEC ids are claims: mapping them would let a forgery capture the replies and
+        # Its ids are claims: mapping them would let a forgery capture the replies and
         # receipts of a real conversation, and looking them up would thread it into one.
         note = "\n".join([heading, UNVERIFIED_WARNING, *_facts(pec),
-                          "The envelope is attached as received."])
+                          "The envelope is attached as received; it was not added to any "
+                          "existing ticket."])
         return PecPlan(pec.kind, content, tuple(tags), (), (), note, pec_trace(pec),
-                       pec_facts(pec))
+                       pec_facts(pec), standalone=True)
     ids = tuple(dict.fromkeys(i for i in (*pec.thread_keys, content.message_id) if i))
     attached = ("The signed envelope is attached as received (legal proof of delivery)."
                 if pec.kind is PecKind.TRANSPORT else

@@ -611,9 +611,9 @@ class Pipeline:
         return self._finish(job, ticket_id, action, decision)
 
     def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
-        thread_ids = [job.content.message_id]
-        if job.plan is None or job.plan.certified:  # an uncertified envelope's id is a claim
-            thread_ids.append(job.message.message_id)
+        thread_ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None and job.plan.ids_are_claims:
+            thread_ids = []
         if job.plan is not None:
             thread_ids += job.plan.thread_ids
             if (job.is_receipt and action == "new_ticket" and decision is not None
