@@ -31,6 +31,7 @@ from shared_material import (  # noqa: E402
     shared_path,
     shared_required,
 )
+from zendesk_double import ZendeskDouble  # noqa: E402
 from zendesk_oas import unchecked_summary  # noqa: E402
 from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  # noqa: E402
 
@@ -83,6 +84,20 @@ def zendesk() -> Iterator[FakeZendesk]:
     """Zendesk behind `responses`, validated against its OpenAPI description."""
     with fake_zendesk() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
+    """The Zendesk double (tests/zendesk_double.py, its own process), one per test module."""
+    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
+        yield double
+
+
+@pytest.fixture
+def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
+    """The module's double, emptied for this test."""
+    zd_server.reset()
+    return zd_server
 
 
 @pytest.fixture

@@ -87,19 +87,6 @@ def signed_sample(name: str) -> bytes:
 # -- the Zendesk double ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
-    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
-        yield double
-
-
-@pytest.fixture
-def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
-    """The module's double, emptied for this test."""
-    zd_server.reset()
-    return zd_server
-
-
 def requester_email(zd: ZendeskDouble, ticket: dict[str, Any]) -> str:
     return zd.state()["users"][str(ticket["requester_id"])]["email"]
 

@@ -182,18 +182,6 @@ CUSTOMER = "cliente@cliente.example.it"
 VICTIM = "terzo@altro.example.org"
 
 
-@pytest.fixture(scope="module")
-def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
-    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
-        yield double
-
-
-@pytest.fixture
-def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
-    zd_server.reset()
-    return zd_server
-
-
 @dataclass
 class Bridge:
     config: Config
