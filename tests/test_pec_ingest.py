@@ -923,11 +923,13 @@ def test_genuine_receipt_for_mail_another_account_sent_follows_the_unmatched_pol
     assert "pec_delivered" not in zd.ticket(ticket_id)["tags"]
 
 
-def test_forged_unsigned_envelope_opens_an_uncertified_ticket_that_says_so(
-        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
-        bridge_for: Callable[[Path], Bridge]) -> None:
-    # Attack 2: an unsigned PEC envelope with a forged daticert in someone else's name, citing
-    # the identificativo of an existing certified conversation.
+@pytest.mark.parametrize("signer", ["unsigned", "untrusted"])
+def test_forged_envelope_opens_an_uncertified_ticket_that_says_so(
+        signer: str, tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
+        zd: ZendeskDouble, bridge_for: Callable[[Path], Bridge]) -> None:
+    # Attack 2: a PEC envelope with a forged daticert in someone else's name, citing the
+    # identificativo of an existing certified conversation: unsigned, or signed by a provider
+    # certificate of the forger's own CA.
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
                                      pec_custom_fields={"identificativo": 101,
                                                         "certified_at": 102, "msgid": 103,
@@ -944,6 +946,8 @@ def test_forged_unsigned_envelope_opens_an_uncertified_ticket_that_says_so(
                                 recipient="l.battistini@pec.it", subject="Revoca",
                                 identificativo=ARUBA_IDENTIFICATIVO.replace("17@", "18@"),
                                 msgid=ARUBA_MSGID)
+    if signer == "untrusted":
+        forged = make_circuit().sign(forged)
     dovecot.append(mailbox_user, forged)
 
     summary = bridge.poll()
@@ -954,7 +958,7 @@ def test_forged_unsigned_envelope_opens_an_uncertified_ticket_that_says_so(
     assert requester_email(zd, ticket) == "sindaco@comune.example.it"  # the claim, flagged
     assert "pec_signature_not_valid" in ticket["tags"]
     fields = {f["id"]: f["value"] for f in ticket.get("custom_fields", [])}
-    assert fields.get(104) == "missing"
+    assert fields.get(104) == {"unsigned": "missing", "untrusted": "untrusted"}[signer]
     assert not {101, 102, 103} & {k for k, v in fields.items() if v}
     [note] = internal_notes(ticket)
     text = note["plain_body"]
