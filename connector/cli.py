@@ -124,6 +124,11 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         except FetchError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
+        if (stage.settings[account.name].staff and not account.trusted
+                and not account.authserv_ids and not account.verify_dkim):
+            print(f"WARN  account {account.name}: staff commands and forwards can never act: "
+                  "nothing authenticates a sender (set authserv_id, verify_dkim or trusted)",
+                  file=out)
     try:
         who = make_host(config.host, out=io.StringIO()).check_credentials()
         print(f"ok    host {config.host.type}: {who}", file=out)

@@ -307,3 +307,21 @@ def test_the_same_staff_mail_proven_does_act(
     [forwarded] = [t for t in zd.tickets() if t["id"] != ticket["id"]]
     assert zd.state()["users"][str(forwarded["requester_id"])]["email"] == VICTIM
     assert bool(dns.asked) is (proof == "dkim")  # type: ignore[attr-defined]
+
+
+def test_check_warns_when_nothing_can_authenticate_staff(tmp_path: Path) -> None:
+    from bridge_cli import cli_output as run_cli
+
+    (tmp_path / "pw").write_text("secret")
+    base = {"name": "support", "protocol": "imap", "host": "127.0.0.1", "port": 9,
+            "security": "none", "username": "u", "password_file": str(tmp_path / "pw"),
+            "timeout": 1}
+    for extra, warned in (({"verify_dkim": False}, True), ({}, False),
+                          ({"verify_dkim": False, "authserv_id": MTA}, False)):
+        path = tmp_path / "bridge.yaml"
+        path.write_text(yaml.safe_dump({"host": {"type": "dry-run"},
+                                        "filters": {"staff": ["@example.com"]},
+                                        "accounts": [{**base, **extra}]}))
+        _, out = run_cli("--config", str(path), "check")
+        assert ("WARN  account support: staff commands and forwards can never act" in out) \
+            is warned, out
