@@ -43,7 +43,7 @@ from connector.mail.html import html_to_text
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.mail.quoting import new_text
-from connector.pec import find_pec
+from connector.pec import find_pec, with_trust
 from connector.service.metrics import Metrics
 from connector.service.parsing import Prepared
 from connector.service.parsing import may_be_pec as _may_be_pec
@@ -471,7 +471,7 @@ class Pipeline:
             return None
         ahead = prepared if prepared is not None and prepared.pec is not None else None
         if ahead is None:
-            info = find_pec(raw, context=str(ctx))
+            info = find_pec(raw, context=str(ctx), trust=self.account.pec_trust)
             return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
 
         def parse(original_raw: bytes) -> ParsedMessage:
@@ -480,13 +480,16 @@ class Pipeline:
             return parse_message(original_raw)
 
         assert ahead.pec is not None
-        return plan_pec(message, ahead.pec, account_is_pec=self.account.pec, parse=parse)
+        return plan_pec(message, with_trust(ahead.pec, self.account.pec_trust),
+                        account_is_pec=self.account.pec, parse=parse)
 
     def _decide(self, job: Job) -> Decision:
         if job.plan is not None and job.plan.is_receipt:
             return self._receipt_decision(job)
         lookup_ids = job.plan.lookup_ids if job.plan is not None else ()
-        decision = self.decider.decide(job.content, job.verdict, lookup_ids)
+        standalone = job.plan is not None and job.plan.standalone
+        decision = self.decider.decide(job.content, job.verdict, lookup_ids,
+                                       thread=not standalone)
         if job.plan is not None and decision.action != Action.IGNORE:
             decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
                                                                   job.plan.tags)))
@@ -502,11 +505,13 @@ class Pipeline:
         return decision
 
     def _receipt_decision(self, job: Job) -> Decision:
-        """A PEC receipt: an internal note on the ticket of the message it certifies."""
+        """A certified PEC receipt: an internal note on the ticket of the message it certifies,
+        when this account sent it (a receipt certifies mail sent from the mailbox that
+        receives it); otherwise what pec_unmatched_receipts says."""
         plan = job.plan
         assert plan is not None
         tags = tuple(dict.fromkeys((self.account.tag, *plan.tags)))
-        ticket_id = self.store.ticket_for_message_ids(plan.lookup_ids)
+        ticket_id = self.store.ticket_for_sent_message_ids(plan.lookup_ids, self.account.name)
         ticket = self.lookup.get_ticket(ticket_id) if ticket_id is not None else None
         if ticket is not None and not ticket.closed:
             # The provider's identificativo (and msgid) now belong to that ticket too:
@@ -614,6 +619,8 @@ class Pipeline:
 
     def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
         thread_ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None and job.plan.ids_are_claims:
+            thread_ids = []
         if job.plan is not None:
             thread_ids += job.plan.thread_ids
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -690,8 +697,10 @@ class Pipeline:
                            known_sha256=a.sha256)
                     for a in message.inline_images]
         if job.plan is not None:
-            # The whole signed envelope, byte-exact: the legal proof of delivery.
-            uploads.append(_eml_upload("pec-envelope", job.message))
+            # The whole signed envelope, byte-exact: the legal proof of delivery (when the
+            # signature is certified; otherwise the evidence of what was received).
+            prefix = "pec-envelope" if job.plan.certified else "pec-unverified"
+            uploads.append(_eml_upload(prefix, job.message))
         elif original:
             uploads.append(_eml_upload("original", job.message))
         return tuple(uploads)
