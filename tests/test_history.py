@@ -228,3 +228,83 @@ def test_import_history_prints_progress_lines_on_stderr_when_piped(
     assert len(progress_lines) >= 3, lines
     assert re.fullmatch(r"history support \[importing\]: 3/3 mails \(100%\), [\d.]+ mails/s, "
                         r"ETA 0:00:00", progress_lines[-1]), progress_lines[-1]
+
+
+def test_history_mail_is_understood_as_live_mail(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    """An auto-reply in a conversation is an internal note of its ticket, one that matches
+    nothing is ignored, and a reply to a ticket already on the helpdesk is added to it live."""
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+    live = mbox_of(tmp_path / "live.mbox", [customer_mail("Già aperto", "live1@example.org")])
+    assert run("-c", str(config), "import", str(live))[0] == EX_OK
+    [existing] = zendesk.ticket_list()
+    auto = [("Auto-Submitted", "auto-replied")]
+    path = mbox_of(tmp_path / "old.mbox", [
+        dated(customer_mail("Domanda", "d1@example.org"), T0),
+        dated(customer_mail("Risposta automatica: Domanda", "d2@example.org",
+                            in_reply_to="d1@example.org", headers=auto,
+                            text="Sono fuori ufficio.\n"), T0 + timedelta(hours=1)),
+        dated(customer_mail("Risposta automatica", "d3@example.org", headers=auto,
+                            text="Sono fuori ufficio.\n"), T0 + timedelta(hours=2)),
+        dated(customer_mail("Re: Già aperto", "live2@example.org",
+                            in_reply_to="live1@example.org", text="Ecco il seguito.\n"),
+              T0 + timedelta(hours=3)),
+    ])
+
+    code, lines = run("-c", str(config), "import", "--history", str(path))
+
+    assert code == EX_OK, lines
+    assert lines == ["support: fetched=4 ticketed=1 followed-up=1 noted=1 ignored=1 failed=0 "
+                     "retry=0"]
+    imported = next(t for t in zendesk.ticket_list() if t.get("imported"))
+    assert [c["public"] for c in imported["comments"]] == [True, False]
+    assert "Sono fuori ufficio." in imported["comments"][1]["plain"]
+    assert zendesk.tickets[existing["id"]]["comments"][-1]["plain"] == "Ecco il seguito."
+    assert len(zendesk.calls_to("PUT", rf"^/api/v2/tickets/{existing['id']}$")) == 1
+
+
+def test_a_refused_batch_is_imported_one_by_one_and_the_bad_mail_goes_to_errors(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    path = mbox_of(tmp_path / "old.mbox", [
+        dated(customer_mail(f"Pratica {i}", f"b{i}@example.org"), T0 + timedelta(hours=i))
+        for i in range(3)])
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+    zendesk.fail("POST", r"/imports/tickets/create_many$", status=422)
+    zendesk.fail("POST", r"/imports/tickets$", status=422)  # the first ticket, alone
+
+    code, lines = run("-c", str(config), "import", "--history", str(path))
+
+    assert lines == ["support: fetched=3 ticketed=2 followed-up=0 noted=0 ignored=0 failed=1 "
+                     "retry=0"]
+    assert [t["subject"] for t in zendesk.ticket_list()] == ["Pratica 1", "Pratica 2"]
+    code, lines = run("-c", str(config), "errors", "list")
+    assert any("history import refused" in line for line in lines), lines
+
+
+def test_import_existing_stopped_by_a_shutdown_resumes_on_the_next_start(
+    dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk, make_bridge,  # noqa: ANN001
+) -> None:
+    dovecot.append(mailbox_user, [
+        dated(customer_mail(f"Pratica {i}", f"s{i}@example.org"), T0 + timedelta(hours=i))
+        for i in range(3)])
+    bridge = make_bridge([account(dovecot, mailbox_user, "support",
+                                  initial_sync="import_existing")])
+    poller = bridge.poller()
+    checks = iter([False, True])  # SIGTERM arrives after the first mail
+    poller.stop.is_set = lambda: next(checks, True)  # type: ignore[method-assign]
+
+    summary = poller.poll()
+
+    assert summary.counts["retry"] == 3  # the first was understood, none was imported
+    assert zendesk.ticket_list() == []
+    assert len(dovecot.list_folder(mailbox_user, "INBOX")) == 3  # nothing moved
+    poller.close()
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 3
+    assert len(zendesk.ticket_list()) == 3
+    assert len(zendesk.calls_to("POST", IMPORTS)) == 1
+    assert dovecot.list_folder(mailbox_user, "INBOX") == []

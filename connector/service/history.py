@@ -217,7 +217,8 @@ class HistoryImport:
 
     def __init__(self, pipeline: Pipeline, settings: HistoryPolicy | None = None, *,
                  progress: Callable[[int], Progress] | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None,
+                 stop: Callable[[], bool] = lambda: False) -> None:
         host = pipeline.host
         if not isinstance(host, TicketImporter):
             raise HistoryError(f"the {getattr(host, 'name', 'configured')} host cannot import "
@@ -231,6 +232,7 @@ class HistoryImport:
         self.store = pipeline.store
         self.account = pipeline.account
         self.summary = AccountSummary(pipeline.account.name)
+        self.stop = stop
         self._next_placeholder = -1
 
     # -- entry point ------------------------------------------------------------------------
@@ -316,7 +318,11 @@ class HistoryImport:
     # -- understanding ----------------------------------------------------------------------
     def _understand(self, inputs: list[_Input], lookup: HistoryLookup) -> list[_Conversation]:
         conversations: dict[int, _Conversation] = {}
-        for item in inputs:
+        for position, item in enumerate(inputs):
+            if self.stop():
+                self._stopped(len(inputs) - position + sum(len(c.mails) for c in
+                                                             conversations.values()))
+                return []
             result = self._understand_one(item, lookup, conversations)
             if result is not None:
                 self._count(item, result)
@@ -395,7 +401,17 @@ class HistoryImport:
     # -- importing --------------------------------------------------------------------------
     def _import(self, conversations: list[_Conversation]) -> None:
         for start in range(0, len(conversations), self.batch_size):
+            if self.stop():
+                self._stopped(sum(len(c.mails) for c in conversations[start:]))
+                return
             self._import_batch(conversations[start:start + self.batch_size])
+
+    def _stopped(self, left: int) -> None:
+        """A shutdown: what is not imported yet stays unfinished for the next run."""
+        log.info("account=%s: stopping the history import; %d mail(s) wait for the next run",
+                 self.account.name, left)
+        for _ in range(left):
+            self.summary.add(Outcome.RETRY)
 
     def _import_batch(self, batch: list[_Conversation]) -> None:
         for conversation in batch:
@@ -497,9 +513,11 @@ def _with_status(request: _Request, status: str | None) -> _Request:
 def import_history(pipeline: Pipeline, messages: Iterable[RemoteMessage],
                    settings: HistoryPolicy | None = None, *,
                    progress: Callable[[int], Progress] | None = None,
-                   batch_size: int | None = None) -> AccountSummary:
-    """Import ``messages`` (old mail of ``pipeline``'s account) as dated tickets."""
-    return HistoryImport(pipeline, settings, progress=progress,
-                         batch_size=batch_size).run(messages)
+                   batch_size: int | None = None,
+                   stop: Callable[[], bool] = lambda: False) -> AccountSummary:
+    """Import ``messages`` (old mail of ``pipeline``'s account) as dated tickets; ``stop``
+    ends it early between mails and between batches (what is left waits for the next run)."""
+    return HistoryImport(pipeline, settings, progress=progress, batch_size=batch_size,
+                         stop=stop).run(messages)
 
 

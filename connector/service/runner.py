@@ -305,7 +305,8 @@ class AccountPoller:
             return PlainProgress(total, lambda line: log.info("account=%s: %s", name, line),
                                  label="history import")
 
-        result = import_history(self.pipeline, mailbox.fetch(listed), progress=progress)
+        result = import_history(self.pipeline, mailbox.fetch(listed), progress=progress,
+                                stop=self.stop.is_set)
         for key, count in result.counts.items():
             summary.counts[key] += count
         self.store.make_durable()
