@@ -70,12 +70,13 @@ def write_inputs(tmp_path: Path, zd: ZendeskDouble) -> tuple[Path, Path]:
     return config, tmp_path / "archive.mbox"
 
 
-def spawn_import(config: Path, mbox: Path, log: Path) -> subprocess.Popen[bytes]:
+def spawn_import(config: Path, mbox: Path, log: Path,
+                 *extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "--config", str(config), "import",
-             "--history", "--progress-interval", "0", str(mbox)],
+             "--history", "--progress-interval", "0", *extra, str(mbox)],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -144,6 +145,50 @@ def test_history_import_resumes_without_duplicates(tmp_path: Path, how: str) -> 
             assert t["created_at"] == min(c["created_at"] for c in t["comments"])
         # One import done in all: the first run's (found by external_id, not sent again), or
         # the second run's (nothing had arrived).
+        done = [r for r in zd.requests_log()
+                if r["path"].startswith("/api/v2/imports/") and r.get("status") == 200]
+        assert len(done) == 1
+        with sqlite3.connect(db) as conn:
+            states = dict(conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state"))
+        assert states == {MessageState.DONE.value: CONVERSATIONS * (REPLIES + 1)}
+
+
+def recorded_jobs(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        try:
+            rows = conn.execute("SELECT pending FROM messages WHERE pending IS NOT NULL"
+                                ).fetchall()
+        except sqlite3.OperationalError:  # the schema is still being created
+            return set()
+    return {json.loads(p).get("job") for (p,) in rows} - {None}
+
+
+def test_archived_history_killed_while_its_job_runs_asks_the_job(tmp_path: Path) -> None:
+    """Tickets imported as closed into the archive are not listed by external_id: a crash
+    while the import job runs is resolved from the job's results, recorded by its id."""
+    archive = ("--status", "closed", "--archive")
+    with ZendeskDouble(tmp_path / "zendesk.json") as zd:
+        config, mbox = write_inputs(tmp_path, zd)
+        db = tmp_path / "ledger.sqlite3"
+        log = tmp_path / "bridge.log"
+        fault = zd.inject(r"^/api/v2/job_statuses/", None, method="GET", when="after",
+                          delay=HOLD_SECONDS)
+        proc = spawn_import(config, mbox, log, *archive)
+        wait_for("the job's id recorded", lambda: db.exists() and bool(recorded_jobs(db)),
+                 proc, log)
+        wait_for("the job polled",
+                 lambda: any(f["id"] == fault["id"] and f["hits"] for f in zd.faults()),
+                 proc, log)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        zd.clear_faults()
+        tickets = zd.tickets()
+        assert len(tickets) == CONVERSATIONS and all(t["archived"] for t in tickets)
+
+        again = spawn_import(config, mbox, log, *archive)
+        assert again.wait(timeout=60) == 0, log.read_text()
+
+        assert len(zd.tickets()) == CONVERSATIONS, log.read_text()
         done = [r for r in zd.requests_log()
                 if r["path"].startswith("/api/v2/imports/") and r.get("status") == 200]
         assert len(done) == 1

@@ -8,6 +8,7 @@ its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``Perman
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -173,8 +174,15 @@ class TicketImporter(Protocol):
     #: How many tickets one import call takes at most.
     import_batch_size: int
 
-    def import_tickets(self, tickets: list[ImportTicket], *,
-                       archive_closed: bool = False) -> list[ImportResult]:
+    def import_tickets(self, tickets: list[ImportTicket], *, archive_closed: bool = False,
+                       on_job: Callable[[str], None] | None = None) -> list[ImportResult]:
         """Import ``tickets`` (at most ``import_batch_size``); one result per ticket, in order.
-        Raises TransientHostError when the outcome is unknown (look up by external_id)."""
+        A host that imports in a background job calls ``on_job`` with the job's id as soon as
+        it has one. Raises TransientHostError when the outcome is unknown (then look the
+        tickets up by external_id)."""
+        ...
+
+    def import_results(self, job_id: str, count: int) -> list[ImportResult] | None:
+        """The results of the import job ``job_id`` (of ``count`` tickets), or None when the
+        host no longer knows it."""
         ...

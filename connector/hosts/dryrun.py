@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -205,8 +206,11 @@ class DryRunAdapter:
 
     import_batch_size = 100
 
-    def import_tickets(self, tickets: list[ImportTicket], *,
-                       archive_closed: bool = False) -> list[ImportResult]:
+    def import_results(self, job_id: str, count: int) -> list[ImportResult] | None:
+        return None  # a dry run starts no job
+
+    def import_tickets(self, tickets: list[ImportTicket], *, archive_closed: bool = False,
+                       on_job: Callable[[str], None] | None = None) -> list[ImportResult]:
         """One line per import call, as the Zendesk adapter would make it (create_many for
         more than one ticket); the tickets are remembered like created ones."""
         results: list[ImportResult] = []

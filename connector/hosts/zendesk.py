@@ -496,10 +496,14 @@ class ZendeskAdapter:
 
     import_batch_size = IMPORT_BATCH_SIZE
 
-    def import_tickets(self, tickets: list[ImportTicket], *,
-                       archive_closed: bool = False) -> list[ImportResult]:
+    def import_tickets(self, tickets: list[ImportTicket], *, archive_closed: bool = False,
+                       on_job: Callable[[str], None] | None = None) -> list[ImportResult]:
         """Old conversations as tickets with their own dates, no triggers, no notifications."""
-        return TicketImport(self).import_tickets(tickets, archive_closed=archive_closed)
+        return TicketImport(self).import_tickets(tickets, archive_closed=archive_closed,
+                                                 on_job=on_job)
+
+    def import_results(self, job_id: str, count: int) -> list[ImportResult] | None:
+        return TicketImport(self).import_results(job_id, count)
 
     def _remember_user(self, email: str, user_id: int) -> None:
         with self._cache_lock:

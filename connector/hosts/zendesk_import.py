@@ -61,8 +61,8 @@ class TicketImport:
         self.adapter = adapter
         self.now = now
 
-    def import_tickets(self, tickets: list[ImportTicket], *,
-                       archive_closed: bool = False) -> list[ImportResult]:
+    def import_tickets(self, tickets: list[ImportTicket], *, archive_closed: bool = False,
+                       on_job: Callable[[str], None] | None = None) -> list[ImportResult]:
         if not tickets:
             return []
         if len(tickets) > IMPORT_BATCH_SIZE:
@@ -71,7 +71,18 @@ class TicketImport:
         params = {"archive_immediately": "true"} if archive_closed else None
         if len(tickets) == 1:
             return [self._import_one(bodies[0], params)]
-        return self._import_many(bodies, params)
+        return self._import_many(bodies, params, on_job)
+
+    def import_results(self, job_id: str, count: int) -> list[ImportResult] | None:
+        """The results of an earlier create_many job (waited for if still running), or None
+        when Zendesk no longer knows the job (results are kept one day)."""
+        op = f"import job {job_id}"
+        resp = self.adapter.request("GET", f"/api/v2/job_statuses/{job_id}", operation=op,
+                                    allow={404})
+        if resp.status_code == 404:
+            return None
+        job = self._wait_for(self.adapter._json(resp, op).get("job_status") or {}, op)
+        return _job_results(job, count, op)
 
     # -- requests ---------------------------------------------------------------------------
     def _import_one(self, body: dict[str, Any], params: dict[str, str] | None) -> ImportResult:
@@ -85,14 +96,16 @@ class TicketImport:
             raise TransientHostError(f"{op}: answer without a ticket id", status=resp.status_code)
         return ImportResult(ticket_id=ticket["id"])
 
-    def _import_many(self, bodies: list[dict[str, Any]],
-                     params: dict[str, str] | None) -> list[ImportResult]:
+    def _import_many(self, bodies: list[dict[str, Any]], params: dict[str, str] | None,
+                     on_job: Callable[[str], None] | None) -> list[ImportResult]:
         op = f"import {len(bodies)} tickets"
         resp = self.adapter.request(
             "POST", "/api/v2/imports/tickets/create_many", params=params,
             data=_json({"tickets": bodies}), headers={"Content-Type": "application/json"},
             operation=op, retry_ambiguous=False)
         job = self.adapter._json(resp, op).get("job_status") or {}
+        if on_job is not None and isinstance(job.get("id"), str):
+            on_job(job["id"])  # recorded: a crash while the job runs asks the job, not again
         job = self._wait_for(job, op)
         return _job_results(job, len(bodies), op)
 

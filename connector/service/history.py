@@ -294,12 +294,14 @@ class HistoryImport:
         log.warning("account=%s: %d conversation(s) of an interrupted import: looking them up "
                     "before anything is sent again", self.account.name, len(pending))
         done_refs: set[str] = set()
+        jobs: dict[str, list[ImportResult] | None] = {}
         for external_id, records in pending.items():
-            found = self.pipeline.host.find_tickets_by_external_id(external_id) \
-                if external_id else []
-            if not found:
+            ticket_id = self._ticket_of_job(records[0][1], jobs)
+            if ticket_id is None and external_id:
+                found = self.pipeline.host.find_tickets_by_external_id(external_id)
+                ticket_id = min(t.id for t in found) if found else None
+            if ticket_id is None:
                 continue
-            ticket_id = min(t.id for t in found)
             for record_id, data in records:
                 action = str(data.get("action") or "new_ticket")
                 ids = [str(i) for i in data.get("thread_ids") or []]  # type: ignore[union-attr]
@@ -314,6 +316,21 @@ class HistoryImport:
                      self.account.name, external_id, ticket_id)
         self.store.make_durable()
         inputs[:] = [i for i in inputs if i.ref not in done_refs]
+
+    def _ticket_of_job(self, pending: dict[str, object],
+                       jobs: dict[str, list[ImportResult] | None]) -> int | None:
+        """The ticket an interrupted import job made for this conversation, when the job's id
+        was recorded and the host still knows it (Zendesk: one day). Archived tickets are
+        found only this way."""
+        job, index, count = pending.get("job"), pending.get("index"), pending.get("count")
+        if not (isinstance(job, str) and isinstance(index, int) and isinstance(count, int)):
+            return None
+        if job not in jobs:
+            jobs[job] = self.host.import_results(job, count)
+        results = jobs[job]
+        if results is None or not 0 <= index < len(results):
+            return None
+        return results[index].ticket_id
 
     # -- understanding ----------------------------------------------------------------------
     def _understand(self, inputs: list[_Input], lookup: HistoryLookup) -> list[_Conversation]:
@@ -416,13 +433,20 @@ class HistoryImport:
     def _import_batch(self, batch: list[_Conversation]) -> None:
         for conversation in batch:
             for mail in conversation.mails:
-                self.store.set_pending(mail.record_id, mail.action, {
-                    PENDING_KEY: True, "action": mail.action,
-                    "external_id": conversation.external_id,
-                    "thread_ids": list(mail.thread_ids)})
+                self.store.set_pending(mail.record_id, mail.action,
+                                       _pending(conversation, mail))
+
+        def record_job(job_id: str) -> None:
+            for index, conversation in enumerate(batch):
+                for mail in conversation.mails:
+                    self.store.set_pending(mail.record_id, mail.action, {
+                        **_pending(conversation, mail), "job": job_id, "index": index,
+                        "count": len(batch)})
+
         try:
             results = self.host.import_tickets([c.to_import() for c in batch],
-                                               archive_closed=self.settings.archive)
+                                               archive_closed=self.settings.archive,
+                                               on_job=record_job)
         except TransientHostError as exc:
             log.warning("account=%s: import of %d conversation(s) unanswered: %s",
                         self.account.name, len(batch), exc)
@@ -470,6 +494,12 @@ class HistoryImport:
                                               f"{result.error}", mail.raw).outcome
             self.summary.add(outcome)
             self.progress.advance()
+
+
+def _pending(conversation: _Conversation, mail: _Mail) -> dict[str, object]:
+    """What a mail's record holds while its conversation's import is under way."""
+    return {PENDING_KEY: True, "action": mail.action, "external_id": conversation.external_id,
+            "thread_ids": list(mail.thread_ids)}
 
 
 def _imported(outcome: Outcome, mail: _Mail, ticket_id: int) -> Result:
