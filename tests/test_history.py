@@ -6,6 +6,7 @@ OAS-validated fake of tests/zendesk_responses.py."""
 from __future__ import annotations
 
 import io
+import json
 import mailbox
 import re
 from datetime import UTC, datetime, timedelta
@@ -308,3 +309,28 @@ def test_import_existing_stopped_by_a_shutdown_resumes_on_the_next_start(
     assert len(zendesk.ticket_list()) == 3
     assert len(zendesk.calls_to("POST", IMPORTS)) == 1
     assert dovecot.list_folder(mailbox_user, "INBOX") == []
+
+
+def test_history_dry_run_shows_the_import_calls_and_changes_nothing(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path,
+) -> None:
+    path = mbox_of(tmp_path / "old.mbox", [
+        dated(customer_mail("Fattura", "y1@example.org"), T0),
+        dated(customer_mail("Re: Fattura", "y2@example.org", in_reply_to="y1@example.org",
+                            text="Grazie.\n"), T0 + timedelta(hours=2)),
+        dated(customer_mail("Contratto", "y3@example.org"), T0 + timedelta(hours=1)),
+    ])
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")],
+                          host={"type": "dry-run"})
+
+    code, lines = run("-c", str(config), "import", "--history", str(path))
+
+    assert code == EX_OK, lines
+    calls = [json.loads(line) for line in lines if line.startswith("{")]
+    [many] = [c for c in calls if c["path"].startswith("/api/v2/imports/")]
+    assert many["path"] == "/api/v2/imports/tickets/create_many" and many["dry_run"]
+    first, second = many["tickets"]
+    assert first["subject"] == "Fattura" and second["subject"] == "Contratto"
+    assert [c["created_at"] for c in first["comments"]] == [
+        T0.isoformat(), (T0 + timedelta(hours=2)).isoformat()]
+    assert not (tmp_path / "ledger.sqlite3").exists()
