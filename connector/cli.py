@@ -267,8 +267,11 @@ def cmd_import_history(args: argparse.Namespace, out: TextIO) -> int:
         return EX_USAGE
     parts = _build(config, out)
     try:
+        # The same refs as a plain import, so either recognises what the other recorded.
+        messages = (replace(m, ref=f"file:{m.ref}")
+                    for m in iter_files([Path(p) for p in args.paths]))
         summary = import_history(
-            parts.pipeline(account), iter_files([Path(p) for p in args.paths]),
+            parts.pipeline(account), messages,
             policy, progress=lambda total: progress_for(
                 sys.stderr, total, label=f"history {account.name}",
                 interval=args.progress_interval))

@@ -52,6 +52,7 @@ from connector.service.pipeline import (
     Result,
     StoreThreadLookup,
     outcome_of,
+    ticket_thread_ids,
 )
 from connector.service.progress import NoProgress, Progress
 from connector.service.runner import AccountSummary
@@ -408,10 +409,7 @@ class HistoryImport:
 
     def _join(self, conversation: _Conversation, lookup: HistoryLookup, ctx: MessageContext,
               record_id: int, raw: bytes, date: datetime, action: str, job: Job) -> None:
-        ids = [job.content.message_id, job.message.message_id]
-        if job.plan is not None:
-            ids += list(job.plan.thread_ids)
-        thread_ids = tuple(dict.fromkeys(i for i in ids if i))
+        thread_ids = tuple(ticket_thread_ids(job))
         lookup.join(conversation.placeholder, thread_ids)
         conversation.mails.append(_Mail(ctx, record_id, raw, date, action, thread_ids))
 

@@ -187,6 +187,17 @@ def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
 
 
+def ticket_thread_ids(job: Job) -> list[str]:
+    """The Message-IDs that lead later mail to this mail's ticket: its own (the envelope's
+    and the shown message's, unless PEC certified none of them) and the PEC plan's."""
+    ids = [job.content.message_id, job.message.message_id]
+    if job.plan is not None and job.plan.ids_are_claims:
+        ids = []
+    if job.plan is not None:
+        ids += job.plan.thread_ids
+    return list(dict.fromkeys(i for i in ids if i))
+
+
 def _paragraphs_html(text: str) -> str:
     """Plain text as HTML paragraphs, escaped (for a trimmed reply shown above its quote)."""
     blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
@@ -618,11 +629,8 @@ class Pipeline:
         return self._finish(job, ticket_id, action, decision)
 
     def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
-        thread_ids = [job.content.message_id, job.message.message_id]
-        if job.plan is not None and job.plan.ids_are_claims:
-            thread_ids = []
+        thread_ids = ticket_thread_ids(job)
         if job.plan is not None:
-            thread_ids += job.plan.thread_ids
             if (job.is_receipt and action == "new_ticket" and decision is not None
                     and decision.followup_of_closed is not None):
                 # The sent message's ids now point at the follow-up, so its next receipts
@@ -632,8 +640,7 @@ class Pipeline:
                                            durable=False)
         self.store.finish_message(job.record.id, MessageState.DONE, action=action,
                                   ticket_id=ticket_id,
-                                  thread_ids=list(dict.fromkeys(i for i in thread_ids if i)),
-                                  durable=False)
+                                  thread_ids=thread_ids, durable=False)
         outcome = _ACTION_OUTCOME.get(action, Outcome.NOTED)
         return Result(outcome, job.record.id, ticket_id, decision=decision)
 
