@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from bridge_cli import run_cli as run
 from dovecot import DovecotServer, MailUser
-from zendesk_responses import FakeZendesk, account, customer_mail, write_config
+from zendesk_responses import FakeZendesk, account, customer_mail, fake_zendesk, write_config
 
 from connector.cli import EX_OK
 from connector.service.progress import BarProgress, PlainProgress, progress_for
+from connector.store.sqlite import SQLiteStore
 
 IMPORTS = r"^/api/v2/imports/tickets"
 T0 = datetime(2024, 3, 4, 9, 30, tzinfo=UTC)
@@ -334,3 +335,28 @@ def test_history_dry_run_shows_the_import_calls_and_changes_nothing(
     assert [c["created_at"] for c in first["comments"]] == [
         T0.isoformat(), (T0 + timedelta(hours=2)).isoformat()]
     assert not (tmp_path / "ledger.sqlite3").exists()
+
+
+def test_history_and_live_import_decide_every_sample_mail_alike(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path,
+) -> None:
+    """The same understanding: every .eml in tests/data (real-world mail, PEC samples) ends
+    in the same state and action whether imported live or as history."""
+    data = Path(__file__).parent / "data"
+    files = sorted(str(p) for d in ("realworld", "mail", "pec-samples")
+                   for p in (data / d).rglob("*.eml"))
+    assert len(files) > 40
+    outcomes = {}
+    for name, extra in (("live", ()), ("history", ("--history",))):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config = write_config(workdir, [account(dovecot, mailbox_user, "support")])
+        with fake_zendesk():
+            code, lines = run("-c", str(config), "import", *extra, *files)
+        store = SQLiteStore(workdir / "ledger.sqlite3")
+        outcomes[name] = {r.ref: (r.state.value, r.action) for r in store.messages()}
+        store.close()
+    assert len(outcomes["live"]) == len(files)
+    differ = {ref: (live, outcomes["history"].get(ref))
+              for ref, live in outcomes["live"].items() if outcomes["history"].get(ref) != live}
+    assert differ == {}
