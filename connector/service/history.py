@@ -21,6 +21,7 @@ import copy
 import hashlib
 import logging
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -73,10 +74,33 @@ class HistoryError(HostError):
 _ID = re.compile(r"<([^<>\s]+)>")
 
 
+class _Spool:
+    """The mails of one import on disk (an unnamed temporary file), not in memory: an import
+    holds one batch of parsed mail at a time, however large the archive."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="pmb-history-")
+        self._end = 0
+
+    def put(self, raw: bytes) -> tuple[int, int]:
+        self._file.seek(self._end)
+        self._file.write(raw)
+        where = (self._end, len(raw))
+        self._end += len(raw)
+        return where
+
+    def get(self, where: tuple[int, int]) -> bytes:
+        self._file.seek(where[0])
+        return self._file.read(where[1])
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class _Input:
     ref: str
-    raw: bytes | None
+    spooled: tuple[int, int] | None  # None: too large, not downloaded
     size: int
     date: datetime
     message_id: str | None
@@ -137,30 +161,27 @@ def conversation_order(items: Sequence[_Input]) -> list[_Input]:
 
 @dataclass
 class _Mail:
-    """One understood mail of a conversation, with its request already built."""
+    """One understood mail of a conversation: what was decided for it. Its request is built
+    from the spooled bytes when its batch is sent."""
 
     ctx: MessageContext
     record_id: int
-    raw: bytes
+    spooled: tuple[int, int]
     date: datetime
-    action: str  # new_ticket | follow_up | internal_note
+    decision: Decision
     thread_ids: tuple[str, ...]
+
+    @property
+    def action(self) -> str:  # new_ticket | follow_up | internal_note
+        return self.decision.action.value
 
 
 @dataclass
 class _Conversation:
     placeholder: int
-    ticket: NewTicket
+    external_id: str
     created_at: datetime
     mails: list[_Mail] = field(default_factory=list)
-    comments: list[DatedComment] = field(default_factory=list)
-
-    @property
-    def external_id(self) -> str:
-        return self.ticket.external_id or ""
-
-    def to_import(self) -> ImportTicket:
-        return ImportTicket(self.ticket, self.created_at, tuple(self.comments))
 
 
 class HistoryLookup:
@@ -240,10 +261,16 @@ class HistoryImport:
     def run(self, messages: Iterable[RemoteMessage]) -> AccountSummary:
         """Import ``messages``; ``progress`` (called with their number once they are read)
         counts each mail as it reaches its end for this run."""
-        received = list(messages)
-        self.progress = self.make_progress(len(received))
-        self.progress.describe("reading")
-        inputs = self._collect(received)
+        self.spool = _Spool()
+        try:
+            return self._run(messages)
+        finally:
+            self.spool.close()
+
+    def _run(self, messages: Iterable[RemoteMessage]) -> AccountSummary:
+        inputs, known = self._collect(messages)
+        self.progress = self.make_progress(len(inputs) + known)
+        self.progress.advance(known)
         self._resolve_interrupted(inputs)
         pipeline = self.pipeline
         saved = pipeline.lookup, pipeline.decider, pipeline.filter_stage
@@ -263,19 +290,21 @@ class HistoryImport:
         return self.summary
 
     # -- reading ----------------------------------------------------------------------------
-    def _collect(self, messages: list[RemoteMessage]) -> list[_Input]:
-        """The mail still to import; mail recorded earlier only counts."""
+    def _collect(self, messages: Iterable[RemoteMessage]) -> tuple[list[_Input], int]:
+        """The mail still to import, spooled, and how many were recorded earlier (counted)."""
         inputs: list[_Input] = []
+        known = 0
         for message in messages:
             existing = self.store.get_message(self.account.name, message.ref)
             if existing is not None and existing.state.terminal:
                 self.summary.add(outcome_of(existing), already_recorded=True)
-                self.progress.advance()
+                known += 1
                 continue
             date, mid, parents = _header_facts(message.raw)
-            inputs.append(_Input(message.ref, message.raw, message.size, date or _now(), mid,
+            spooled = self.spool.put(message.raw) if message.raw is not None else None
+            inputs.append(_Input(message.ref, spooled, message.size, date or _now(), mid,
                                  parents))
-        return inputs
+        return inputs, known
 
     def _resolve_interrupted(self, inputs: list[_Input]) -> None:
         """Mail left PUSHING by an import call whose answer never got recorded (a crash, a
@@ -354,15 +383,16 @@ class HistoryImport:
                         conversations: dict[int, _Conversation]) -> Outcome | None:
         """Decide one mail; None when it joined a conversation to import (counted then)."""
         pipeline = self.pipeline
-        if item.raw is None:
+        if item.spooled is None:
             return pipeline.process(item.ref, None, item.size).outcome
+        raw = self.spool.get(item.spooled)
         ctx = MessageContext(self.account.name, item.ref)
         record = self.store.begin_message(self.account.name, item.ref,
-                                          sha256=hashlib.sha256(item.raw).hexdigest(),
+                                          sha256=hashlib.sha256(raw).hexdigest(),
                                           durable=False)
         try:
-            pipeline._archive(ctx, item.raw)
-            job = pipeline._job(ctx, record, item.raw)
+            pipeline._archive(ctx, raw)
+            job = pipeline._job(ctx, record, raw)
             if job.holder is not None and job.holder != record.id:
                 other = self.store.get_message_by_id(job.holder)
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
@@ -377,30 +407,24 @@ class HistoryImport:
                         ctx, exc)
             return Outcome.RETRY
         except (ParseError, PermanentHostError) as exc:
-            failed = pipeline._fail(ctx, record, f"{type(exc).__name__}: {exc}", item.raw)
+            failed = pipeline._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
             pipeline._log_outcome(ctx, failed)
             return failed.outcome
         date = _mail_date(job, item.date)
         if decision.action == Action.NEW_TICKET:
             placeholder = self._next_placeholder
             self._next_placeholder -= 1
-            ticket = pipeline._new_ticket_request(job, decision)
-            if self.settings.status:
-                ticket = _with_status(ticket, self.settings.status)
-            conversation = _Conversation(placeholder, ticket, date)
+            # The external_id a live create would use (the adapter's lookups rely on it).
+            external_id = pipeline._new_ticket_request(job, decision).external_id or ""
+            conversation = _Conversation(placeholder, external_id, date)
             conversations[placeholder] = conversation
             lookup.open(placeholder, decision)
-            self._join(conversation, lookup, ctx, record.id, item.raw, date, "new_ticket", job)
+            self._join(conversation, lookup, ctx, record.id, item.spooled, date, decision, job)
             return None
         if decision.ticket_id is not None and decision.ticket_id < 0 \
                 and decision.action in (Action.FOLLOW_UP, Action.INTERNAL_NOTE):
-            conversation = conversations[decision.ticket_id]
-            comment = pipeline._comment_request(job, decision)
-            if self.settings.status:
-                comment = _with_status(comment, None)
-            conversation.comments.append(DatedComment(comment, date))
-            self._join(conversation, lookup, ctx, record.id, item.raw, date,
-                       decision.action.value, job)
+            self._join(conversations[decision.ticket_id], lookup, ctx, record.id,
+                       item.spooled, date, decision, job)
             return None
         # Ignored mail, or mail for a ticket already on the helpdesk: as live mail.
         result = pipeline._guarded(job, lambda: pipeline._execute(job, decision))
@@ -408,10 +432,33 @@ class HistoryImport:
         return result.outcome
 
     def _join(self, conversation: _Conversation, lookup: HistoryLookup, ctx: MessageContext,
-              record_id: int, raw: bytes, date: datetime, action: str, job: Job) -> None:
+              record_id: int, spooled: tuple[int, int], date: datetime, decision: Decision,
+              job: Job) -> None:
         thread_ids = tuple(ticket_thread_ids(job))
         lookup.join(conversation.placeholder, thread_ids)
-        conversation.mails.append(_Mail(ctx, record_id, raw, date, action, thread_ids))
+        conversation.mails.append(_Mail(ctx, record_id, spooled, date, decision, thread_ids))
+
+    def _to_import(self, conversation: _Conversation) -> ImportTicket:
+        """The conversation's import request, built from its spooled mails as the live
+        pipeline builds a create and its comments (bodies, uploads, trimmed replies)."""
+        first, *replies = conversation.mails
+        ticket = self.pipeline._new_ticket_request(self._job_of(first), first.decision)
+        if self.settings.status:
+            ticket = _with_status(ticket, self.settings.status)
+        comments = []
+        for mail in replies:
+            comment = self.pipeline._comment_request(self._job_of(mail), mail.decision)
+            if self.settings.status:
+                comment = _with_status(comment, None)  # the ticket's status is set once
+            comments.append(DatedComment(comment, mail.date))
+        return ImportTicket(ticket, conversation.created_at, tuple(comments))
+
+    def _job_of(self, mail: _Mail) -> Job:
+        """The mail understood again from its spooled bytes (parse, PEC, filters: the same
+        answers; only the decision made in conversation order is kept)."""
+        record = self.store.get_message_by_id(mail.record_id)
+        assert record is not None
+        return self.pipeline._job(mail.ctx, record, self.spool.get(mail.spooled))
 
     # -- importing --------------------------------------------------------------------------
     def _import(self, conversations: list[_Conversation]) -> None:
@@ -442,8 +489,8 @@ class HistoryImport:
                         "count": len(batch)})
 
         try:
-            results = self.host.import_tickets([c.to_import() for c in batch],
-                                               archive_closed=self.settings.archive,
+            requests = [self._to_import(c) for c in batch]
+            results = self.host.import_tickets(requests, archive_closed=self.settings.archive,
                                                on_job=record_job)
         except TransientHostError as exc:
             log.warning("account=%s: import of %d conversation(s) unanswered: %s",
@@ -489,7 +536,8 @@ class HistoryImport:
                 record = self.store.get_message_by_id(mail.record_id)
                 assert record is not None
                 outcome = self.pipeline._fail(mail.ctx, record, f"history import refused: "
-                                              f"{result.error}", mail.raw).outcome
+                                              f"{result.error}",
+                                              self.spool.get(mail.spooled)).outcome
             self.summary.add(outcome)
             self.progress.advance()
 
