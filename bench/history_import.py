@@ -10,10 +10,11 @@ bench/history_import.py --count 2000 --scale 0.05`` (a minute or two); 127.0.0.1
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import mailbox
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +29,6 @@ for _path in (REPO, REPO / "tests", REPO / "bench"):
 import yaml  # noqa: E402
 from corpus import generate  # noqa: E402
 from zendesk_double import ZendeskDouble  # noqa: E402
-
-from connector.cli import main  # noqa: E402
 
 ROUTES = (("POST", "/api/v2/imports/tickets/create_many"), ("POST", "/api/v2/imports/tickets"),
           ("GET", "/api/v2/job_statuses/"), ("POST", "/api/v2/tickets"),
@@ -64,14 +63,25 @@ def config_for(workdir: Path, zd: ZendeskDouble, name: str) -> Path:
     return path
 
 
+#: Runs the command in a child process and prints its peak RSS (kB) last on stderr.
+_CHILD = ("import resource, runpy, sys\n"
+          "try:\n    runpy.run_module('connector.cli', run_name='__main__')\n"
+          "finally:\n    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+          " file=sys.stderr)\n")
+
+
 def measure(zd: ZendeskDouble, config: Path, mbox: Path, mails: int, *extra: str,
             latency: float) -> dict[str, object]:
     zd.reset()
     started = time.monotonic()
-    out = io.StringIO()
-    with contextlib.redirect_stderr(io.StringIO()):
-        code = main(["-q", "--config", str(config), "import", *extra, str(mbox)], out=out)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", _CHILD, "-q", "--config", str(config),
+                           "import", *extra, str(mbox)], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
+    code = done.returncode
+    rss = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("maxrss")]
+    out = io.StringIO(done.stdout)
     log = zd.requests_log()
     routes = Counter(route(e) for e in log)
     polls = routes.get("GET /api/v2/job_statuses/", 0)
@@ -80,7 +90,8 @@ def measure(zd: ZendeskDouble, config: Path, mbox: Path, mails: int, *extra: str
     return {"command": " ".join(["import", *extra]), "exit": code, "summary": out.getvalue()
             .strip(), "mails": mails, "requests": len(log),
             "requests_per_mail": round(len(log) / mails, 3), "wall_s": round(wall, 1),
-            "tickets": len(zd.tickets()),
+            "tickets": len(zd.tickets()), "peak_rss_mb": round(int(rss[-1]) / 1024)
+            if rss else None, "mbox_mb": round(mbox.stat().st_size / 2**20),
             f"projected_at_{int(latency * 1000)}ms_s": round(projected, 1),
             "routes": dict(sorted(routes.items()))}
 
