@@ -87,6 +87,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     from connector.pec.providers import auth_failure_hint
     from connector.service.filtering import FilterStage
     from connector.store.sqlite import SQLiteStore
+    from connector.tls import certificate_failure, describe_certificate_failure
 
     config = _config(args)
     print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
@@ -112,6 +113,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         except FetchError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
+            failure = certificate_failure(exc)
+            if failure is not None:
+                print("      " + describe_certificate_failure(
+                    failure, f"{account.host}:{account.port}"), file=out)
     try:
         who = make_host(config.host, out=io.StringIO()).check_credentials()
         print(f"ok    host {config.host.type}: {who}", file=out)

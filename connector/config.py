@@ -6,17 +6,18 @@ are never taken literally from the file: ``password: ${ENV_NAME}`` or ``password
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
 from connector.errors import ConfigError
+from connector.tls import INSECURE_KEY, is_loopback, unverified_refusal
 
 T = TypeVar("T")
 
@@ -67,6 +68,7 @@ class AccountConfig:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
@@ -115,6 +117,7 @@ class HostConfig:
     timeout: float = 30.0
     max_attempts: int = 5
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     ca_file: str | None = None
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
@@ -273,12 +276,17 @@ class _Reader:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
+
+
+def _verify_tls(r: _Reader, host: str) -> tuple[bool, bool]:
+    """(verify_tls, insecure_tls_i_understand): off only for loopback or when acknowledged."""
+    verify = r.get("verify_tls", bool, True)
+    insecure = r.get(INSECURE_KEY, bool, False)
+    refusal = unverified_refusal(host, verify, insecure)
+    if refusal:
+        raise r.error("verify_tls", refusal)
+    return verify, insecure
 
 
 def _ticket_defaults(r: _Reader) -> TicketDefaults:
@@ -376,6 +384,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
             raise r.error("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
         raise r.error("subject_ticket_pattern", f"is not a valid regex: {exc}") from None
+    verify_tls, insecure_tls = _verify_tls(r, host)
     account = AccountConfig(
         name=name,
         protocol=protocol,
@@ -385,7 +394,8 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         username=r.get("username", str, required=True),
         password=r.secret("password", required=True),
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
         processed_folder=r.get("processed_folder", str, "Processed"),
         error_folder=r.get("error_folder", str, "Error"),
@@ -451,6 +461,7 @@ def _host(r: _Reader) -> HostConfig:
         email = auth.get("email", str, required=True)
         api_token = auth.secret("api_token", required=True)
     auth.finish()
+    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
@@ -462,7 +473,8 @@ def _host(r: _Reader) -> HostConfig:
         api_token=api_token,
         timeout=r.positive("timeout", float, 30.0),
         max_attempts=r.positive("max_attempts", int, 5),
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),

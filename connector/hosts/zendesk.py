@@ -43,6 +43,7 @@ from urllib3.exceptions import NewConnectionError
 
 from connector.errors import (
     ConfigError,
+    HostCertificateError,
     HostError,
     PermanentHostError,
     TicketClosedError,
@@ -56,6 +57,7 @@ from connector.hosts.retry import (
     parse_retry_after,
 )
 from connector.hosts.transport import HostTransport
+from connector.tls import certificate_failure, describe_certificate_failure, warn_unverified
 
 if TYPE_CHECKING:
     from connector.config import HostConfig
@@ -128,7 +130,7 @@ class ZendeskSettings:
     max_attempts: int = 5
     max_backoff: float = 60.0
     upload_max_bytes: int = 50 * 1024 * 1024
-    verify_tls: bool = True
+    verify_tls: bool = True  # False only for loopback or with insecure_tls_i_understand
     ca_file: str | None = None  # a CA bundle to verify the host with, instead of the system's
 
     def __post_init__(self) -> None:
@@ -363,6 +365,9 @@ class ZendeskAdapter:
             verify=settings.ca_file or settings.verify_tls,
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
         )
+        self._host_name = urlsplit(settings.base_url).hostname or ""
+        self._insecure_connections = 0  # connections opened without verification, warned
+        warn_unverified(self._host_name, settings.verify_tls, "helpdesk")
         self._basic_auth: str | None = None
         if isinstance(settings.auth, ApiTokenAuth):
             raw = f"{settings.auth.email}/token:{settings.auth.api_token}".encode()
@@ -964,6 +969,13 @@ class ZendeskAdapter:
     ) -> requests.Response:
         try:
             resp = self._transport.send(method, url, params=params, body=data, headers=headers)
+        except requests.exceptions.SSLError as exc:
+            failure = certificate_failure(exc)
+            if failure is not None:
+                raise HostCertificateError(
+                    f"{operation}: {describe_certificate_failure(failure, self._host_name)}"
+                ) from exc
+            raise TransientHostError(f"{operation}: TLS failed: {type(exc).__name__}") from exc
         except requests.ConnectTimeout as exc:
             raise TransientHostError(f"{operation}: connect timed out", status=None) from exc
         except requests.Timeout as exc:
@@ -978,7 +990,20 @@ class ZendeskAdapter:
             raise TransientHostError(f"{operation}: {type(exc).__name__}: {exc}") from exc
         if self.on_response is not None:
             self.on_response(resp.request.method or method, resp.status_code)
+        if not self.settings.verify_tls:
+            self._warn_new_connections(url)
         return resp
+
+    def _warn_new_connections(self, url: str) -> None:
+        """``insecure_tls_i_understand``: one warning per connection the pool opened."""
+        try:
+            pool = self._session.get_adapter(url).poolmanager.connection_from_url(url)
+            opened = int(pool.num_connections)
+        except (AttributeError, TypeError, ValueError):  # a test double's adapter
+            return
+        if opened > self._insecure_connections:
+            self._insecure_connections = opened
+            warn_unverified(self._host_name, False, "helpdesk")
 
     def _json(self, resp: requests.Response, operation: str) -> dict[str, Any]:
         try:

@@ -32,7 +32,12 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Protocol
 
-from connector.errors import HostError, PermanentHostError, TransientHostError
+from connector.errors import (
+    HostCertificateError,
+    HostError,
+    PermanentHostError,
+    TransientHostError,
+)
 from connector.outbound.compose import (
     ComposeError,
     OutgoingAttachment,
@@ -214,7 +219,7 @@ class OutboundWorker:
         except TransientHostError as exc:
             self._retry_or_fail(job, settings, str(exc), exc.retry_after)
             return
-        except (PermanentHostError, ComposeError) as exc:
+        except (PermanentHostError, HostCertificateError, ComposeError) as exc:
             log.error("%s: cannot send: %s", ctx, exc)
             self.queue.mark_failed(job.id, self.owner, str(exc))
             self._report_now(job.id, settings)

@@ -33,8 +33,10 @@ from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan, plan_pec
 from connector.errors import (
+    CertificateError,
     ParseError,
     PermanentHostError,
+    StoreCorruptError,
     TicketClosedError,
     TransientHostError,
 )
@@ -245,6 +247,10 @@ class Pipeline:
             result = Result(Outcome.RETRY, record.id, reason=str(exc))
         except (ParseError, PermanentHostError) as exc:
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
+        except (CertificateError, StoreCorruptError):
+            # Not this mail's fault and the same for every mail: the account stops (the
+            # runner says why); the record stays unfinished and the mail in the inbox.
+            raise
         except Exception as exc:  # a bug must not lose the mail nor stop the loop
             log.exception("%s: unexpected error", ctx)
             if record.attempts >= MAX_UNEXPECTED_ATTEMPTS:

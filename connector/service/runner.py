@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from connector.config import AccountConfig
-from connector.errors import FetchError
+from connector.errors import CertificateError, FetchError
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
 from connector.store.base import MessageState
 from connector.store.sqlite import SQLiteStore
+from connector.tls import certificate_failure, describe_certificate_failure
 
 log = logging.getLogger("connector.runner")
 
@@ -143,10 +145,16 @@ class AccountPoller:
             self._poll(mailbox, summary)
             if self.account.protocol == "pop3":
                 self.close()
-        except FetchError as exc:
+        except (FetchError, CertificateError) as exc:
             self.close()
             summary.error = str(exc)
-            self._failed(str(exc), time.monotonic() - started)
+            failure = certificate_failure(exc)
+            if failure is not None:
+                self._certificate_failed(exc, failure, time.monotonic() - started)
+            elif isinstance(exc, CertificateError):
+                raise
+            else:
+                self._failed(str(exc), time.monotonic() - started)
             return summary
         if not self.dry_run:
             self.store.record_success(self.account.name, backlog=summary.counts["retry"])
@@ -168,6 +176,21 @@ class AccountPoller:
             log.error("account=%s: %s. Fix the cause, then re-enable it with "
                       "'postmaster-bridge accounts enable %s'", self.account.name, reason,
                       self.account.name)
+
+    def _certificate_failed(self, exc: BaseException, failure: ssl.SSLCertVerificationError,
+                            duration: float) -> None:
+        """A certificate that does not verify is no passing outage: the account is disabled
+        at once with the reason (``accounts`` shows it) instead of being retried."""
+        reason = (f"helpdesk: {exc}" if isinstance(exc, CertificateError) else
+                  describe_certificate_failure(failure, f"{self.account.host}:"
+                                                        f"{self.account.port}"))
+        log.error("account=%s: %s ('postmaster-bridge accounts enable %s' once fixed)",
+                  self.account.name, reason, self.account.name)
+        if self.dry_run:
+            return
+        self.store.record_connection_failure(self.account.name, reason)
+        self.store.set_account_enabled(self.account.name, False, reason)
+        self._log("error", "account disabled", reason, duration)
 
     def wait(self, seconds: float) -> bool:
         """Wait for the next pass: IMAP IDLE when offered (returns early on new mail),
