@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from connector import __version__
 from connector.config import AccountConfig, Config, load_config
-from connector.errors import BridgeError, ConfigError, FetchError, HostError
+from connector.errors import BridgeError, ConfigError, FetchError, HostError, StoreCorruptError
+from connector.store import commands as store_commands
 
 if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
@@ -166,6 +167,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 print(summary.line(), file=out)
             return EX_FAILURE if any(s.error for s in summaries) else EX_OK
         if not service.run_forever():
+            if service.fatal is not None:
+                raise service.fatal
             log.error("every account worker ended unexpectedly; exiting so a supervisor "
                       "restarts the bridge")
             return EX_FAILURE
@@ -243,9 +246,9 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
         message = read_stdin_message(account=account.name)
         parts = _build(config, out)
         store = parts.store
-    except (ConfigError, FetchError) as exc:
+    except (ConfigError, FetchError, StoreCorruptError) as exc:
         print(f"postmaster-bridge: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL  # a broken config must not bounce the customer's mail
+        return EX_TEMPFAIL  # a broken config or ledger must not bounce the customer's mail
     try:
         pipeline = parts.pipeline(account)
         result = pipeline.process(message.ref, message.raw, message.size)
@@ -538,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
         q = osub.add_parser(verb, parents=[common])
         q.add_argument("job_id", type=int)
     p.set_defaults(func=cmd_outbound)
+
+    store_commands.register(sub, common)
 
     p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
     fsub = p.add_subparsers(dest="filters_command", required=True)
