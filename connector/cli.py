@@ -34,6 +34,7 @@ EX_FAILURE = 1
 EX_USAGE = 2
 EX_CONFIG = 78  # sysexits EX_CONFIG
 EX_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the MTA keeps the mail and retries
+EX_DATAERR = 65  # sysexits EX_DATAERR: the MTA bounces the mail to its sender
 
 
 def _setup_logging(verbosity: int, stream: TextIO) -> None:
@@ -222,7 +223,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     store, pipeline = parts.store, parts.pipeline(account)
     summary = AccountSummary(account.name)
     try:
-        for message in iter_files([Path(p) for p in args.paths]):
+        for message in iter_files([Path(p) for p in args.paths], max_size=account.max_size):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
             summary.add(result.outcome, already_recorded=result.already_recorded)
             if result.outcome in (Outcome.FAILED, Outcome.RETRY):
@@ -243,7 +244,7 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     try:
         config = _config(args)
         account = _account_for(config, args.account)
-        message = read_stdin_message(account=account.name)
+        message = read_stdin_message(account=account.name, max_size=account.max_size)
         parts = _build(config, out)
         store = parts.store
     except (ConfigError, FetchError, StoreCorruptError) as exc:
@@ -265,6 +266,11 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
                                                    else ""), file=out)
     if result.outcome == Outcome.RETRY:
         return EX_TEMPFAIL
+    if message.raw is None:
+        # Over max_size and not kept: the MTA bounces it to the sender with this reason
+        # (as a mailbox over its size limit does) instead of dropping it.
+        print(f"postmaster-bridge: {result.reason}", file=sys.stderr)
+        return EX_DATAERR
     # FAILED is recorded too (with the raw bytes in the archive, if configured); the MTA has
     # nothing better to do with it than we do.
     return EX_OK

@@ -119,6 +119,8 @@ class HostConfig:
     verify_tls: bool = True
     insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     ca_file: str | None = None
+    max_uploads_per_mail: int = 20  # attachments uploaded one by one; the rest in one archive
+    max_ccs_per_mail: int = 20  # Cc addresses made the ticket's CCs; the rest listed
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
 
@@ -476,6 +478,8 @@ def _host(r: _Reader) -> HostConfig:
         verify_tls=verify_tls,
         insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_uploads_per_mail=r.positive("max_uploads_per_mail", int, 20),
+        max_ccs_per_mail=r.positive("max_ccs_per_mail", int, 20),
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
     )

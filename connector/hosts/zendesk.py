@@ -50,6 +50,7 @@ from connector.errors import (
     TransientHostError,
 )
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
+from connector.hosts.bounded import bound_ccs, bound_uploads, cc_note
 from connector.hosts.retry import (
     RetryPolicy,
     SlidingWindowLimiter,
@@ -130,6 +131,8 @@ class ZendeskSettings:
     max_attempts: int = 5
     max_backoff: float = 60.0
     upload_max_bytes: int = 50 * 1024 * 1024
+    max_uploads_per_mail: int = 20  # the rest in one ZIP archive (connector.hosts.bounded)
+    max_ccs_per_mail: int = 20  # the rest listed in the ticket, not added as CCs
     verify_tls: bool = True  # False only for loopback or with insecure_tls_i_understand
     ca_file: str | None = None  # a CA bundle to verify the host with, instead of the system's
 
@@ -161,6 +164,8 @@ class ZendeskSettings:
             max_attempts=cfg.max_attempts,
             verify_tls=cfg.verify_tls,
             ca_file=cfg.ca_file,
+            max_uploads_per_mail=cfg.max_uploads_per_mail,
+            max_ccs_per_mail=cfg.max_ccs_per_mail,
         )
 
 
@@ -268,6 +273,17 @@ def _safe_filename(upload: Upload) -> str:
         return name
     ext = mimetypes.guess_extension(upload.content_type or "") or ".bin"
     return f"attachment{ext}"
+
+
+def _with_notes(body_text: str, body_html: str | None,
+                notes: list[str | None]) -> tuple[str, str | None]:
+    """The comment with a bracketed line per note appended (text and HTML)."""
+    for note in notes:
+        if note:
+            body_text = f"{body_text}\n\n[{note}]"
+            if body_html is not None:
+                body_html = f"{body_html}\n<p>[{html.escape(note)}]</p>"
+    return body_text, body_html
 
 
 def _human_size(size: int) -> str:
@@ -611,8 +627,14 @@ class ZendeskAdapter:
             body["tags"] = list(ticket.tags)
         if ticket.custom_fields:
             body["custom_fields"] = [{"id": fid, "value": val} for fid, val in ticket.custom_fields]
-        if ticket.email_ccs:
-            body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ticket.email_ccs]
+        ccs, listed_only = bound_ccs(ticket.email_ccs, self.settings.max_ccs_per_mail)
+        if ccs:
+            body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ccs]
+        if listed_only:
+            text, html_body = _with_notes(comment.get("body", ""), comment.get("html_body"),
+                                          [cc_note(listed_only)])
+            comment.update({"html_body": html_body} if html_body is not None else
+                           {"body": text})
         return body
 
     def _post_ticket(self, prepared: PreparedRequest) -> CreatedTicket:
@@ -677,7 +699,14 @@ class ZendeskAdapter:
         skipped: list[str] = []
         urls_by_cid: dict[str, str] = {}
         limit = self.settings.upload_max_bytes
-        for upload in uploads:
+        bounded = bound_uploads(uploads, self.settings.max_uploads_per_mail, max_bytes=limit,
+                                filename=_safe_filename)
+        if bounded.archive is not None or bounded.left_out:
+            log.warning("%s: %d attachments over the limit of %d per mail %s", label,
+                        len(bounded.packed or bounded.left_out),
+                        self.settings.max_uploads_per_mail,
+                        "packed into one archive" if bounded.archive else "listed only")
+        for upload in bounded.uploads:
             filename = _safe_filename(upload)
             if len(upload.data) > limit:
                 log.warning(
@@ -692,14 +721,11 @@ class ZendeskAdapter:
                 urls_by_cid[upload.content_id.strip("<>")] = content_url
         if body_html is not None:
             body_html = rewrite_cid_references(body_html, urls_by_cid)
+        notes = [bounded.note()]
         if skipped:
-            note = (
-                "Not attached, over the Zendesk upload limit of "
-                f"{_human_size(limit)}: " + ", ".join(skipped)
-            )
-            body_text = f"{body_text}\n\n[{note}]"
-            if body_html is not None:
-                body_html = f"{body_html}\n<p>[{html.escape(note)}]</p>"
+            notes.append("Not attached, over the Zendesk upload limit of "
+                         f"{_human_size(limit)}: " + ", ".join(skipped))
+        body_text, body_html = _with_notes(body_text, body_html, notes)
         return _UploadedComment(tuple(tokens), body_text, body_html, tuple(skipped))
 
     def _upload(self, upload: Upload, filename: str, label: str) -> tuple[str, str | None]:

@@ -32,16 +32,34 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-__all__ = ["MimePart", "build_headers", "build_tree"]
+__all__ = ["HeadersTruncatedDefect", "MimePart", "TooManyPartsDefect", "build_headers",
+           "build_tree"]
 
 # Deeper than anything the parse stage walks (it stops at 40 and keeps the rest opaque); the
 # limit only keeps a hostile message from exhausting the stack or building millions of parts.
 MAX_DEPTH = 64
 MAX_PARTS = 10_000
+# Bounded work per mail: a header block is read up to MAX_HEADER_BYTES and MAX_HEADERS
+# fields; past either, the rest of the block is skipped (the body is still found) and the part
+# carries a HeadersTruncatedDefect. Real mail stays far below (a long Received chain is a few
+# tens of kB); a hostile one cannot make the parser build millions of header tuples.
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_HEADERS = 2_000
+
+
+class TooManyPartsDefect(errors.MessageDefect):
+    """More than MAX_PARTS MIME parts: the parts past the limit are not in the tree (the
+    pipeline then attaches the original message, so nothing is lost)."""
+
+
+class HeadersTruncatedDefect(errors.MessageDefect):
+    """A header block over MAX_HEADER_BYTES or MAX_HEADERS: the fields past it are skipped."""
+
 
 # A line that continues the header block, as the stdlib's feedparser.headerRE decides.
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
 _PLAIN_ENCODINGS = ("", "7bit", "8bit", "binary")
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 class MimePart(Message):
@@ -108,8 +126,17 @@ def build_headers(raw: bytes, start: int = 0, end: int | None = None, *,
 def _leaf(raw: bytes, start: int, end: int, parser: _HeaderParser,
           default_type: str) -> MimePart:
     header_end, body_start, separator_missing = _header_block(raw, start, end)
+    truncated = header_end - start > MAX_HEADER_BYTES
+    if truncated:
+        header_end = raw.rfind(b"\n", start, start + MAX_HEADER_BYTES) + 1 or \
+            start + MAX_HEADER_BYTES
     part = parser.parsebytes(raw[start:header_end], headersonly=True)
     assert isinstance(part, MimePart)
+    if len(part._headers) > MAX_HEADERS:
+        del part._headers[MAX_HEADERS:]
+        truncated = True
+    if truncated:
+        part.defects.append(HeadersTruncatedDefect())
     if default_type != "text/plain":
         part.set_default_type(default_type)
     part._payload = None
@@ -151,6 +178,7 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
     children: list[Message] = []
     for child_start, child_end in ranges:
         if budget.parts >= MAX_PARTS:
+            part.defects.append(TooManyPartsDefect())
             break
         children.append(_entity(raw, child_start, child_end, parser, child_type, depth + 1,
                                 budget))
@@ -165,6 +193,13 @@ def _header_block(raw: bytes, start: int, end: int) -> tuple[int, int, bool]:
     line that is neither a header, a continuation nor a "From " envelope line."""
     pos = start
     while pos < end:
+        if pos - start > MAX_HEADER_BYTES:
+            # Past the cap, only the end of the block matters: found by one search, not
+            # line by line (_leaf keeps the first MAX_HEADER_BYTES).
+            blank = _BLANK_LINE.search(raw, pos - 1, end)
+            if blank is None:
+                return end, end, False
+            return blank.start() + 1, blank.end(), False
         newline = raw.find(b"\n", pos, end)
         line_end = end if newline < 0 else newline + 1
         if raw[pos:pos + 1] == b"\n" or raw[pos:pos + 2] == b"\r\n":

@@ -40,8 +40,10 @@ from connector.errors import (
     TicketClosedError,
     TransientHostError,
 )
+from connector.fetch.base import is_too_large
 from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
 from connector.mail.html import html_to_text
+from connector.mail.mimetree import TooManyPartsDefect
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import find_pec
@@ -188,10 +190,17 @@ def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
 
 
+def _incomplete(message: ParsedMessage) -> bool:
+    """True when the parse left parts of the mail out (over the MIME part limit): the
+    original is then attached so nothing is lost."""
+    return TooManyPartsDefect.__name__ in message.defects
+
+
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
     name = f"{prefix}-{message.message_id or message.sha256[:16]}"
     safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)[:110]
-    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256)
+    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256,
+                  pinned=True)
 
 
 class Pipeline:
@@ -369,6 +378,12 @@ class Pipeline:
         if raw is None:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
                               f"is {self.account.max_size} bytes; it was not downloaded")
+        if is_too_large(len(raw), self.account.max_size):
+            # Every entry point (import, deliver, errors replay) obeys max_size, not only the
+            # mailbox fetchers, which never download such mail. Not parsed, nor copied into
+            # the ledger: it is still where it came from (the file, the quarantine).
+            return self._fail(ctx, record, f"message too large: {len(raw)} bytes, account "
+                              f"max_size is {self.account.max_size} bytes; not processed", None)
         self._archive(ctx, raw)
         job = self._job(ctx, record, raw, prepared)
         if record.state == MessageState.PUSHING and record.pending:
@@ -712,7 +727,8 @@ class Pipeline:
             body_text=text,
             body_html=html,
             public=decision.public,
-            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut
+                                 or _incomplete(job.content)),
             tags=decision.tags,
             priority=decision.priority,
             status=decision.status,
@@ -749,7 +765,8 @@ class Pipeline:
             public=decision.public,
             author_email=message.from_.email if message.from_ and decision.public else None,
             author_name=message.from_.name if message.from_ else None,
-            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut
+                                 or _incomplete(job.content)),
             status=decision.status,
             priority=decision.priority,
             add_tags=add_tags,
