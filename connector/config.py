@@ -83,6 +83,7 @@ class AccountConfig:
     allow_unknown_senders: bool = True
     email_ccs: bool = True
     attach_original_eml: bool = False
+    allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
     archive_dir: Path | None = None
     own_addresses: tuple[str, ...] = ()
     subject_ticket_pattern: str = r"\[#(\d+)\]"
@@ -412,6 +413,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
+        allow_remote_content=r.get("allow_remote_content", bool, False),
         archive_dir=r.path_value("archive_dir"),
         own_addresses=tuple(a.lower() for a in r.str_list("own_addresses")),
         subject_ticket_pattern=pattern,

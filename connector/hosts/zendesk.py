@@ -58,6 +58,7 @@ from connector.hosts.retry import (
     parse_retry_after,
 )
 from connector.hosts.transport import HostTransport
+from connector.mail.filenames import safe_filename
 from connector.tls import certificate_failure, describe_certificate_failure, warn_unverified
 
 if TYPE_CHECKING:
@@ -267,8 +268,7 @@ def rewrite_cid_references(body_html: str, urls_by_cid: Mapping[str, str]) -> st
 
 
 def _safe_filename(upload: Upload) -> str:
-    name = re.split(r"[\\/]", upload.filename or "")[-1]
-    name = "".join(ch for ch in name if ch >= " " and ch != "\x7f").strip()
+    name = safe_filename(upload.filename or "")
     if name:
         return name
     ext = mimetypes.guess_extension(upload.content_type or "") or ".bin"

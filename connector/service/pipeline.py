@@ -42,7 +42,7 @@ from connector.errors import (
 )
 from connector.fetch.base import is_too_large
 from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
-from connector.mail.html import html_to_text
+from connector.mail.html import html_to_text, sanitize_html
 from connector.mail.mimetree import TooManyPartsDefect
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
@@ -681,7 +681,10 @@ class Pipeline:
     # -- request building -----------------------------------------------------------------
     def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
         """Text and sanitized HTML for the host; True when the body had to be shortened."""
-        html = message.safe_html  # cached: usually computed by a parse-ahead worker
+        if self.account.allow_remote_content and message.html_body:
+            html: str | None = sanitize_html(message.html_body, remote_content=True)
+        else:
+            html = message.safe_html  # cached: usually computed by a parse-ahead worker
         text = message.text_body or (html_to_text(html) if html else "")
         if not text.strip() and not html:
             text = "(this message has no text)"
