@@ -65,16 +65,19 @@ class Parts:
                         metrics=self.metrics)
 
 
-def _build(config: Config, out: TextIO, stop: threading.Event | None = None) -> Parts:
+def _build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
+           checked_within: float = 0.0) -> Parts:
     """Store, host adapter and filter stage for a config. Dry-run never writes the store.
-    With ``stop``, a shutdown cuts short the waits between helpdesk retries."""
+    With ``stop``, a shutdown cuts short the waits between helpdesk retries;
+    ``checked_within`` skips the ledger's quick_check when one passed that recently."""
     from connector.hosts.factory import make_host
     from connector.service.filtering import make_filter_stage
     from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
     dry_run = config.host.type == "dry-run"
-    store = SQLiteStore(":memory:" if dry_run else config.store.path)
+    store = SQLiteStore(":memory:" if dry_run else config.store.path,
+                        checked_within=checked_within)
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
@@ -240,12 +243,14 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     """One message on stdin (MTA pipe): 0 once recorded, 75 on a temporary failure."""
     from connector.fetch.files import read_stdin_message
     from connector.service.pipeline import Outcome
+    from connector.service.runner import INTEGRITY_CHECK_SECONDS
 
     try:
         config = _config(args)
         account = _account_for(config, args.account)
         message = read_stdin_message(account=account.name, max_size=account.max_size)
-        parts = _build(config, out)
+        # Once per mail: the full-file quick_check at most every INTEGRITY_CHECK_SECONDS.
+        parts = _build(config, out, checked_within=INTEGRITY_CHECK_SECONDS)
         store = parts.store
     except (ConfigError, FetchError, StoreCorruptError) as exc:
         print(f"postmaster-bridge: {exc}", file=sys.stderr)

@@ -181,11 +181,14 @@ class SQLiteFile:
     otherwise. The store and the outbound queue each keep their own tables in the same file
     through one of these."""
 
-    def __init__(self, path: str | Path, schema: str, *, uri: bool = False) -> None:
+    def __init__(self, path: str | Path, schema: str, *, uri: bool = False,
+                 checked_within: float = 0.0) -> None:
         """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the file read-only).
 
         A file is checked with ``PRAGMA quick_check`` first: a damaged ledger raises
-        :class:`StoreCorruptError` before anything relies on it."""
+        :class:`StoreCorruptError` before anything relies on it. The check reads the whole
+        file (about 0.3 s for a 110 MB ledger of 200,000 mails); ``checked_within`` seconds
+        (``deliver``, started once per mail) skip it when a check passed that recently."""
         self.path = Path(path)
         self.in_memory = str(path) == ":memory:"
         if not self.in_memory and not uri:
@@ -197,8 +200,9 @@ class SQLiteFile:
         self.read_only = uri and "mode=ro" in str(path)
         try:
             self._open(schema)
-            if not self.in_memory:
+            if not self.in_memory and not self._checked_recently(checked_within):
                 self._raise_if_damaged(None)
+                self._record_check()
         except StoreCorruptError:
             self._db.close()
             raise
@@ -244,6 +248,27 @@ class SQLiteFile:
             return integrity_problems(db)
         finally:
             db.close()
+
+    def _checked_recently(self, seconds: float) -> bool:
+        if seconds <= 0:
+            return False
+        rows = self._query("SELECT value FROM meta WHERE key = 'integrity_checked_at'") \
+            if self._has_meta() else []
+        try:
+            return bool(rows) and time.time() - float(rows[0][0]) < seconds
+        except ValueError:
+            return False
+
+    def _has_meta(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'meta'"))
+
+    def _record_check(self) -> None:
+        if self.read_only or not self._has_meta():
+            return
+        with self._tx(durable=False) as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                       "('integrity_checked_at', ?)", (str(time.time()),))
 
     def _raise_if_damaged(self, cause: BaseException | None) -> None:
         problems = self.quick_check()
@@ -304,8 +329,9 @@ class SQLiteFile:
 class SQLiteStore(SQLiteFile):
     """The default store: one SQLite file."""
 
-    def __init__(self, path: str | Path, *, uri: bool = False) -> None:
-        super().__init__(path, _SCHEMA, uri=uri)
+    def __init__(self, path: str | Path, *, uri: bool = False,
+                 checked_within: float = 0.0) -> None:
+        super().__init__(path, _SCHEMA, uri=uri, checked_within=checked_within)
         self._log_db = self._db
         if self.read_only:
             return
