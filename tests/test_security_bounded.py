@@ -226,3 +226,22 @@ def test_errors_replay_obeys_max_size(dovecot: DovecotServer, mailbox_user: Mail
         bridge.close()
     assert result.outcome == Outcome.FAILED and "message too large" in (result.reason or "")
     assert zendesk.ticket_list() == []
+
+
+def test_a_dry_run_shows_the_bounded_calls(dovecot: DovecotServer, mailbox_user: MailUser,
+                                           tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "many.eml"
+    raw = many_attachments(30).replace(
+        b"Subject: Allegati", b"Cc: " + b", ".join(b"p%d@example.net" % i for i in range(50))
+        + b"\r\nSubject: Allegati")
+    path.write_bytes(raw)
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")],
+                          host={"type": "dry-run"})
+    code, text = cli_output("-q", "-c", str(config), "import", str(path))
+    calls = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    uploads = [c for c in calls if c["path"] == "/api/v2/uploads"]
+    create = next(c for c in calls if c["path"] == "/api/v2/tickets")
+    assert len(uploads) == 20 and uploads[-1]["upload"]["filename"] == "more-attachments-11.zip"
+    assert len(create["ticket"]["email_ccs"]) == 20

@@ -87,14 +87,16 @@ def test_an_unverified_remote_connection_logs_a_warning_every_time(
     assert "imap.example.com" in warnings[0].getMessage()
 
 
-def test_imap_certificate_failure_disables_the_account_at_once(
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_certificate_failure_disables_the_account_at_once(
         dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, pki: Pki,
-        zendesk: FakeZendesk) -> None:
+        zendesk: FakeZendesk, protocol: str) -> None:
     """Dovecot's certificate comes from a CA the account does not trust: the first pass
     disables the account with the reason (shown by ``accounts``); no second login attempt."""
     dovecot.append(mailbox_user, customer_mail("Hello", "tls-1@example.com"))
-    entry = account(dovecot, mailbox_user, "support", security="tls",
-                    port=dovecot.imaps_port, ca_file=str(pki.ca_file))
+    port = dovecot.imaps_port if protocol == "imap" else dovecot.pop3s_port
+    entry = account(dovecot, mailbox_user, "support", protocol, security="tls",
+                    port=port, ca_file=str(pki.ca_file))
     config_path = write_config(tmp_path, [entry])
     bridge = Bridge(config_path)
     try:
