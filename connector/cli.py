@@ -44,7 +44,11 @@ def _setup_logging(verbosity: int, stream: TextIO) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    from connector.mail.mimetree import set_limits
+
+    config = load_config(args.config)
+    set_limits(config.limits)  # every parse of this process, parse-ahead workers included
+    return config
 
 
 @dataclass

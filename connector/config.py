@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from connector.errors import ConfigError
+from connector.mail.mimetree import ParseLimits
 from connector.tls import INSECURE_KEY, is_loopback, unverified_refusal
 
 T = TypeVar("T")
@@ -139,6 +140,7 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
 
     def account(self, name: str) -> AccountConfig:
         for acc in self.accounts:
@@ -530,10 +532,17 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
     store_reader.finish()
+    limits_reader = root.child("limits")
+    limits = ParseLimits(
+        mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
+        headers=limits_reader.positive("headers", int, ParseLimits.headers),
+        header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
+    )
+    limits_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
     validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention),
-                  raw=dict(root.data))
+                  raw=dict(root.data), limits=limits)

@@ -245,3 +245,42 @@ def test_a_dry_run_shows_the_bounded_calls(dovecot: DovecotServer, mailbox_user:
     create = next(c for c in calls if c["path"] == "/api/v2/tickets")
     assert len(uploads) == 20 and uploads[-1]["upload"]["filename"] == "more-attachments-11.zip"
     assert len(create["ticket"]["email_ccs"]) == 20
+
+
+def test_the_parser_limits_are_configurable(tmp_path: Path, dovecot: DovecotServer,
+                                            mailbox_user: MailUser) -> None:
+    from connector.config import load_config
+    from connector.mail.mimetree import ParseLimits, current_limits, set_limits
+    from connector.mail.parse import parse_message
+
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")],
+                          limits={"mime_parts": 50, "headers": 100, "header_bytes": "64KB"})
+    limits = load_config(config).limits
+    assert limits == ParseLimits(mime_parts=50, headers=100, header_bytes=64 * 1024)
+    try:
+        set_limits(limits)
+        message = parse_message(many_attachments(200))
+        assert len(message.attachments) == 50 - 2
+        assert "TooManyPartsDefect" in message.defects
+        headers = b"".join(b"X-H-%d: v\r\n" % i for i in range(150))
+        assert "HeadersTruncatedDefect" in parse_message(
+            b"From: a@example.org\r\n" + headers + b"\r\nbody").defects
+    finally:
+        set_limits(ParseLimits())
+    assert current_limits() == ParseLimits()
+
+
+def test_parse_ahead_workers_use_the_configured_limits() -> None:
+    from connector.mail.mimetree import ParseLimits, set_limits
+    from connector.service.parsing import ParsePool
+
+    set_limits(ParseLimits(mime_parts=30))
+    try:
+        with ParsePool(1) as pool:
+            pending = pool.submit(many_attachments(100), account_is_pec=False, account="a",
+                                  ref="1")
+            assert pending is not None
+            prepared = pending.result()
+    finally:
+        set_limits(ParseLimits())
+    assert prepared is not None and len(prepared.message.attachments) == 30 - 2

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email import errors
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-__all__ = ["HeadersTruncatedDefect", "MimePart", "TooManyPartsDefect", "build_headers",
-           "build_tree"]
+__all__ = ["HeadersTruncatedDefect", "MimePart", "ParseLimits", "TooManyPartsDefect",
+           "build_headers", "build_tree", "current_limits", "set_limits"]
 
 # Deeper than anything the parse stage walks (it stops at 40 and keeps the rest opaque); the
 # limit only keeps a hostile message from exhausting the stack or building millions of parts.
@@ -45,6 +46,30 @@ MAX_PARTS = 10_000
 # tens of kB); a hostile one cannot make the parser build millions of header tuples.
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_HEADERS = 2_000
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """The parser's bounds (the config's ``limits:`` section); the defaults above."""
+
+    mime_parts: int = MAX_PARTS
+    headers: int = MAX_HEADERS
+    header_bytes: int = MAX_HEADER_BYTES
+
+
+# Process-wide, like the parser's other constants: set once from the configuration at start
+# (and in each parse-ahead worker by its initializer), read by every parse.
+_limits = ParseLimits()
+
+
+def set_limits(limits: ParseLimits) -> None:
+    """Use ``limits`` for every parse in this process from now on."""
+    global _limits
+    _limits = limits
+
+
+def current_limits() -> ParseLimits:
+    return _limits
 
 
 class TooManyPartsDefect(errors.MessageDefect):
@@ -126,14 +151,14 @@ def build_headers(raw: bytes, start: int = 0, end: int | None = None, *,
 def _leaf(raw: bytes, start: int, end: int, parser: _HeaderParser,
           default_type: str) -> MimePart:
     header_end, body_start, separator_missing = _header_block(raw, start, end)
-    truncated = header_end - start > MAX_HEADER_BYTES
+    limit = _limits.header_bytes
+    truncated = header_end - start > limit
     if truncated:
-        header_end = raw.rfind(b"\n", start, start + MAX_HEADER_BYTES) + 1 or \
-            start + MAX_HEADER_BYTES
+        header_end = raw.rfind(b"\n", start, start + limit) + 1 or start + limit
     part = parser.parsebytes(raw[start:header_end], headersonly=True)
     assert isinstance(part, MimePart)
-    if len(part._headers) > MAX_HEADERS:
-        del part._headers[MAX_HEADERS:]
+    if len(part._headers) > _limits.headers:
+        del part._headers[_limits.headers:]
         truncated = True
     if truncated:
         part.defects.append(HeadersTruncatedDefect())
@@ -164,7 +189,7 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
     if boundary is None:
         part.defects.append(errors.NoBoundaryInMultipartDefect())
         return part
-    if depth >= MAX_DEPTH or budget.parts >= MAX_PARTS:
+    if depth >= MAX_DEPTH or budget.parts >= _limits.mime_parts:
         return part  # kept as one opaque body: the parse stage files it as an attachment
     ranges, closed, preamble_end = _split(raw, body_start, end,
                                           boundary.encode("utf-8", "surrogateescape"))
@@ -177,7 +202,7 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
     child_type = "message/rfc822" if part.get_content_subtype() == "digest" else "text/plain"
     children: list[Message] = []
     for child_start, child_end in ranges:
-        if budget.parts >= MAX_PARTS:
+        if budget.parts >= _limits.mime_parts:
             part.defects.append(TooManyPartsDefect())
             break
         children.append(_entity(raw, child_start, child_end, parser, child_type, depth + 1,
@@ -193,9 +218,9 @@ def _header_block(raw: bytes, start: int, end: int) -> tuple[int, int, bool]:
     line that is neither a header, a continuation nor a "From " envelope line."""
     pos = start
     while pos < end:
-        if pos - start > MAX_HEADER_BYTES:
+        if pos - start > _limits.header_bytes:
             # Past the cap, only the end of the block matters: found by one search, not
-            # line by line (_leaf keeps the first MAX_HEADER_BYTES).
+            # line by line (_leaf keeps the first header_bytes).
             blank = _BLANK_LINE.search(raw, pos - 1, end)
             if blank is None:
                 return end, end, False
