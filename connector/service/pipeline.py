@@ -377,7 +377,7 @@ class Pipeline:
                  size: int | None, prepared: Prepared | None = None) -> Result:
         if raw is None:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
-                              f"is {self.account.max_size} bytes; it was not downloaded")
+                              f"is {self.account.max_size} bytes; it was not downloaded or read")
         if is_too_large(len(raw), self.account.max_size):
             # Every entry point (import, deliver, errors replay) obeys max_size, not only the
             # mailbox fetchers, which never download such mail. Not parsed, nor copied into
