@@ -275,6 +275,15 @@ def _safe_filename(upload: Upload) -> str:
     return f"attachment{ext}"
 
 
+def certificate_error(exc: BaseException, operation: str,
+                      host: str) -> HostCertificateError | None:
+    """The permanent error for a call whose TLS certificate did not verify, else None."""
+    failure = certificate_failure(exc)
+    if failure is None:
+        return None
+    return HostCertificateError(f"{operation}: {describe_certificate_failure(failure, host)}")
+
+
 def _with_notes(body_text: str, body_html: str | None,
                 notes: list[str | None]) -> tuple[str, str | None]:
     """The comment with a bracketed line per note appended (text and HTML)."""
@@ -996,11 +1005,9 @@ class ZendeskAdapter:
         try:
             resp = self._transport.send(method, url, params=params, body=data, headers=headers)
         except requests.exceptions.SSLError as exc:
-            failure = certificate_failure(exc)
-            if failure is not None:
-                raise HostCertificateError(
-                    f"{operation}: {describe_certificate_failure(failure, self._host_name)}"
-                ) from exc
+            permanent = certificate_error(exc, operation, self._host_name)
+            if permanent is not None:
+                raise permanent from exc
             raise TransientHostError(f"{operation}: TLS failed: {type(exc).__name__}") from exc
         except requests.ConnectTimeout as exc:
             raise TransientHostError(f"{operation}: connect timed out", status=None) from exc
