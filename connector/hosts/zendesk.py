@@ -51,6 +51,7 @@ from connector.errors import (
 )
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
 from connector.hosts.bounded import bound_ccs, bound_uploads, cc_note
+from connector.hosts.ratelimit import Rate, RequestPacer
 from connector.hosts.retry import (
     RetryPolicy,
     SlidingWindowLimiter,
@@ -136,6 +137,10 @@ class ZendeskSettings:
     max_ccs_per_mail: int = 20  # the rest listed in the ticket, not added as CCs
     verify_tls: bool = True  # False only for loopback or with insecure_tls_i_understand
     ca_file: str | None = None  # a CA bundle to verify the host with, instead of the system's
+    # The plan's requests per minute (None: the X-Rate-Limit the host announces) and the
+    # account-wide ticket-update budget (None: not paced; 429s are waited out).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -167,6 +172,8 @@ class ZendeskSettings:
             ca_file=cfg.ca_file,
             max_uploads_per_mail=cfg.max_uploads_per_mail,
             max_ccs_per_mail=cfg.max_ccs_per_mail,
+            rate_limit=cfg.rate_limit,
+            ticket_update_rate_limit=cfg.ticket_update_rate_limit,
         )
 
 
@@ -405,6 +412,14 @@ class ZendeskAdapter:
         self._limiter = SlidingWindowLimiter(
             TICKET_UPDATE_LIMIT, TICKET_UPDATE_WINDOW, clock=clock, sleep=sleep
         )
+        # Pacing shares the retry loop's sleep, so a shutdown interrupts a wait for a slot too.
+        self.pacer = RequestPacer(settings.rate_limit, name="zendesk requests", clock=clock,
+                                  sleep=sleep)
+        self.update_pacer = (
+            RequestPacer(settings.ticket_update_rate_limit, name="zendesk ticket updates",
+                         clock=clock, sleep=sleep)
+            if settings.ticket_update_rate_limit else None
+        )
         self._origin = urlsplit(settings.base_url)[:2]
         self._token: str | None = None
         self._token_renew_at = 0.0
@@ -628,6 +643,7 @@ class ZendeskAdapter:
             "type": ticket.ticket_type,
             "group_id": ticket.group_id,
             "brand_id": ticket.brand_id,
+            "recipient": ticket.recipient,
             "external_id": ticket.external_id,
             "via_followup_source_id": ticket.via_followup_source_id,
         }
@@ -1002,6 +1018,10 @@ class ZendeskAdapter:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
+        self.pacer.acquire()
+        if (self.update_pacer is not None and method == "PUT"
+                and _ticket_id_of(urlsplit(url).path) is not None):
+            self.update_pacer.acquire()
         try:
             resp = self._transport.send(method, url, params=params, body=data, headers=headers)
         except requests.exceptions.SSLError as exc:
@@ -1021,6 +1041,10 @@ class ZendeskAdapter:
             raise PermanentHostError(f"{operation}: bad URL {url}") from exc
         except requests.RequestException as exc:
             raise TransientHostError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        self.pacer.observe(resp.headers)
+        if resp.status_code == 429:
+            # Every worker of this adapter waits, not only the one that met the limit.
+            self.pacer.pause(parse_retry_after(resp.headers.get("Retry-After")) or 1.0)
         if self.on_response is not None:
             self.on_response(resp.request.method or method, resp.status_code)
         if not self.settings.verify_tls:
