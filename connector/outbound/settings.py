@@ -111,6 +111,9 @@ class OutboundSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
+    # Every public reply an agent writes on a PEC ticket of this account goes out by PEC (the
+    # channel app's behaviour); off: only the macro sends.
+    public_reply: bool = True
 
     @property
     def slug(self) -> str:
@@ -176,6 +179,7 @@ class OutboundSettings:
             max_message_bytes=r.size("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
             blocked_extensions=extensions,
             ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
+            public_reply=r.get("public_reply", bool, True),
         )
         r.finish()
         return settings
