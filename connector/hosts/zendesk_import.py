@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.errors import TransientHostError
 from connector.hosts.base import ImportResult, ImportTicket
+from connector.hosts.bounded import bound_ccs, cc_note
 
 if TYPE_CHECKING:
     from connector.hosts.zendesk import ZendeskAdapter
@@ -167,8 +168,15 @@ class TicketImport:
             body["tags"] = tags
         if ticket.custom_fields:
             body["custom_fields"] = [{"id": fid, "value": val} for fid, val in ticket.custom_fields]
-        if ticket.email_ccs:
-            body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ticket.email_ccs]
+        ccs, listed_only = bound_ccs(ticket.email_ccs, self.adapter.settings.max_ccs_per_mail)
+        if ccs:
+            body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ccs]
+        if listed_only:
+            from connector.hosts.zendesk import _with_notes
+
+            text, html_body = _with_notes(first.get("body", ""), first.get("html_body"),
+                                          [cc_note(listed_only)])
+            first.update({"html_body": html_body} if html_body is not None else {"body": text})
         return body
 
     def _comment_body(self, label: str, text: str, html: str | None, uploads: tuple[Any, ...],
