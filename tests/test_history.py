@@ -360,3 +360,21 @@ def test_history_and_live_import_decide_every_sample_mail_alike(
     differ = {ref: (live, outcomes["history"].get(ref))
               for ref, live in outcomes["live"].items() if outcomes["history"].get(ref) != live}
     assert differ == {}
+
+
+def test_the_same_mail_twice_or_already_ticketed_is_one_ticket(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
+    known = dated(customer_mail("Già importato", "k1@example.org"), T0)
+    assert run("-c", str(config), "import", str(mbox_of(tmp_path / "a.mbox", [known])))[0] \
+        == EX_OK
+    twice = dated(customer_mail("Due volte", "k2@example.org"), T0 + timedelta(hours=1))
+    path = mbox_of(tmp_path / "b.mbox", [known, twice, twice])
+
+    code, lines = run("-c", str(config), "import", "--history", str(path))
+
+    assert code == EX_OK, lines
+    assert lines == ["support: fetched=3 ticketed=1 followed-up=0 noted=0 ignored=2 failed=0 "
+                     "retry=0"]
+    assert sorted(t["subject"] for t in zendesk.ticket_list()) == ["Due volte", "Già importato"]

@@ -256,6 +256,7 @@ class HistoryImport:
         self.summary = AccountSummary(pipeline.account.name)
         self.stop = stop
         self._next_placeholder = -1
+        self._refs: set[str] = set()
 
     # -- entry point ------------------------------------------------------------------------
     def run(self, messages: Iterable[RemoteMessage]) -> AccountSummary:
@@ -269,6 +270,7 @@ class HistoryImport:
 
     def _run(self, messages: Iterable[RemoteMessage]) -> AccountSummary:
         inputs, known = self._collect(messages)
+        self._refs = {i.ref for i in inputs}
         self.progress = self.make_progress(len(inputs) + known)
         self.progress.advance(known)
         self._resolve_interrupted(inputs)
@@ -386,6 +388,11 @@ class HistoryImport:
         if item.spooled is None:
             return pipeline.process(item.ref, None, item.size).outcome
         raw = self.spool.get(item.spooled)
+        earlier = self.store.get_message(self.account.name, item.ref)
+        if earlier is not None and earlier.state == MessageState.PUSHING and \
+                not (earlier.pending or {}).get(PENDING_KEY):
+            # A live host call interrupted earlier: resumed the live way (look, then repeat).
+            return pipeline.process(item.ref, raw, item.size).outcome
         ctx = MessageContext(self.account.name, item.ref)
         record = self.store.begin_message(self.account.name, item.ref,
                                           sha256=hashlib.sha256(raw).hexdigest(),
@@ -395,6 +402,11 @@ class HistoryImport:
             job = pipeline._job(ctx, record, raw)
             if job.holder is not None and job.holder != record.id:
                 other = self.store.get_message_by_id(job.holder)
+                if other is not None and other.ref not in self._refs and other.state not in (
+                        MessageState.DONE, MessageState.IGNORED):
+                    # A copy outside this import still on its way: the live rules wait for
+                    # it or take its work over.
+                    return pipeline.process(item.ref, raw, item.size).outcome
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
                                           ticket_id=other.ticket_id if other else None,
                                           error=f"duplicate of record {job.holder}",
