@@ -378,3 +378,25 @@ def test_the_same_mail_twice_or_already_ticketed_is_one_ticket(
     assert lines == ["support: fetched=3 ticketed=1 followed-up=0 noted=0 ignored=2 failed=0 "
                      "retry=0"]
     assert sorted(t["subject"] for t in zendesk.ticket_list()) == ["Due volte", "Già importato"]
+
+
+def test_import_existing_in_a_dry_run_shows_the_import_and_moves_nothing(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path,
+) -> None:
+    dovecot.append(mailbox_user, [
+        dated(customer_mail("Ordine 8", "o8@example.org"), T0),
+        dated(customer_mail("Re: Ordine 8", "o8b@example.org", in_reply_to="o8@example.org"),
+              T0 + timedelta(hours=1)),
+    ])
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support",
+                                             initial_sync="import_existing")],
+                          host={"type": "dry-run"})
+
+    code, lines = run("-c", str(config), "run", "--once")
+
+    assert code == EX_OK, lines
+    calls = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [c["path"] for c in calls if c["method"] == "POST"] == ["/api/v2/imports/tickets"]
+    [ticket] = next(c for c in calls if c["path"] == "/api/v2/imports/tickets")["tickets"]
+    assert len(ticket["comments"]) == 2
+    assert len(dovecot.list_folder(mailbox_user, "INBOX")) == 2

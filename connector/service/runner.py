@@ -259,13 +259,15 @@ class AccountPoller:
             log.info("account=%s: initial_sync skip_existing: %d existing messages left "
                      "alone; only mail arriving from now on is ingested", name, len(state.refs))
             return
-        if (self.account.initial_sync == "import_existing" and not self.dry_run
+        if (self.account.initial_sync == "import_existing"
                 and (mark is None or not mark.baseline_taken)):
+            # A dry run shows the import calls too (its ledger is in memory).
             if not self._import_existing(mailbox, summary):
                 return  # some mail could not be imported yet: the next pass imports again
-            self.store.set_mailbox_mark(name, folder, uidvalidity=state.uidvalidity,
-                                        baseline_taken=True)
-            mark = self.store.get_mailbox_mark(name, folder)
+            if not self.dry_run:
+                self.store.set_mailbox_mark(name, folder, uidvalidity=state.uidvalidity,
+                                            baseline_taken=True)
+                mark = self.store.get_mailbox_mark(name, folder)
         if not self.dry_run and (mark is None or mark.uidvalidity != state.uidvalidity):
             self.store.set_mailbox_mark(name, folder, uidvalidity=state.uidvalidity,
                                         baseline_taken=mark.baseline_taken if mark else False)
