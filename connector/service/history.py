@@ -57,7 +57,7 @@ from connector.service.pipeline import (
 )
 from connector.service.progress import NoProgress, Progress
 from connector.service.runner import AccountSummary
-from connector.store.base import MessageState
+from connector.store.base import MessageRecord, MessageState
 
 log = logging.getLogger("connector.history")
 
@@ -274,22 +274,39 @@ class HistoryImport:
         self.progress = self.make_progress(len(inputs) + known)
         self.progress.advance(known)
         self._resolve_interrupted(inputs)
-        pipeline = self.pipeline
-        saved = pipeline.lookup, pipeline.decider, pipeline.filter_stage
-        lookup = HistoryLookup(pipeline.lookup)
-        pipeline.lookup = lookup  # type: ignore[assignment]
-        pipeline.decider = Decider(self.account, pipeline.host_config, lookup)
-        pipeline.filter_stage = without_sender_cap(pipeline.filter_stage, self.account.name)
+        lookup, restore = self._overlay()
         try:
             self.progress.describe("understanding")
             conversations = self._understand(conversation_order(inputs), lookup)
             self.progress.describe("importing")
             self._import(conversations)
         finally:
-            pipeline.lookup, pipeline.decider, pipeline.filter_stage = saved
+            restore()
             self.store.make_durable()
             self.progress.close()
         return self.summary
+
+    # -- the pipeline's understanding, seen through this import ---------------------------
+    def _overlay(self) -> tuple[HistoryLookup, Callable[[], None]]:
+        """Point the pipeline's decisions at this import's conversations (and lift the
+        per-sender cap) until the returned function puts it back."""
+        pipeline = self.pipeline
+        saved = pipeline.lookup, pipeline.decider, pipeline.filter_stage
+        lookup = HistoryLookup(pipeline.lookup)
+        pipeline.lookup = lookup  # type: ignore[assignment]
+        pipeline.decider = Decider(self.account, pipeline.host_config, lookup)
+        pipeline.filter_stage = without_sender_cap(pipeline.filter_stage, self.account.name)
+
+        def restore() -> None:
+            pipeline.lookup, pipeline.decider, pipeline.filter_stage = saved
+
+        return lookup, restore
+
+    def _understood(self, ctx: MessageContext, record: MessageRecord,
+                    raw: bytes) -> tuple[Job, Decision]:
+        """The mail understood as live mail is (parse, PEC, filters, decision), recorded."""
+        job = self.pipeline._job(ctx, record, raw)
+        return job, self.pipeline._decide(job)
 
     # -- reading ----------------------------------------------------------------------------
     def _collect(self, messages: Iterable[RemoteMessage]) -> tuple[list[_Input], int]:
@@ -399,7 +416,7 @@ class HistoryImport:
                                           durable=False)
         try:
             pipeline._archive(ctx, raw)
-            job = pipeline._job(ctx, record, raw)
+            job, decision = self._understood(ctx, record, raw)
             if job.holder is not None and job.holder != record.id:
                 other = self.store.get_message_by_id(job.holder)
                 if other is not None and other.ref not in self._refs and other.state not in (
@@ -412,7 +429,6 @@ class HistoryImport:
                                           error=f"duplicate of record {job.holder}",
                                           durable=False)
                 return Outcome.DUPLICATE
-            decision = pipeline._decide(job)
         except TransientHostError as exc:
             self.store.record_failure(record.id, f"transient: {exc}", durable=False)
             log.warning("%s: helpdesk unavailable while deciding, left for the next run: %s",
