@@ -76,6 +76,8 @@ def test_history_import_keeps_dates_and_makes_replies_comments(
     assert requester["email"] == "mario.rossi@example.org"
     assert {c["author_id"] for c in invoice["comments"]} == {invoice["requester_id"]}
     assert zendesk.user(contract["requester_id"])["email"] == "anna@example.net"
+    # Old correspondents are created without Zendesk's verification mail.
+    assert not any(u.get("verification_mail_sent") for u in zendesk.users.values())
     assert contract["comments"][0]["created_at"] == epoch(other)
     # Two conversations: one create_many, polled to completion; nothing live.
     assert [c.path for c in zendesk.calls_to("POST", IMPORTS)] == [
@@ -252,18 +254,22 @@ def test_history_mail_is_understood_as_live_mail(
         dated(customer_mail("Re: Già aperto", "live2@example.org",
                             in_reply_to="live1@example.org", text="Ecco il seguito.\n"),
               T0 + timedelta(hours=3)),
+        dated(customer_mail(f"Ancora [#{existing['id']}]", "live3@example.org",
+                            text="Per riferimento.\n"), T0 + timedelta(hours=4)),
     ])
 
     code, lines = run("-c", str(config), "import", "--history", str(path))
 
     assert code == EX_OK, lines
-    assert lines == ["support: fetched=4 ticketed=1 followed-up=1 noted=1 ignored=1 failed=0 "
+    assert lines == ["support: fetched=5 ticketed=1 followed-up=2 noted=1 ignored=1 failed=0 "
                      "retry=0"]
     imported = next(t for t in zendesk.ticket_list() if t.get("imported"))
     assert [c["public"] for c in imported["comments"]] == [True, False]
     assert "Sono fuori ufficio." in imported["comments"][1]["plain"]
-    assert zendesk.tickets[existing["id"]]["comments"][-1]["plain"] == "Ecco il seguito."
-    assert len(zendesk.calls_to("PUT", rf"^/api/v2/tickets/{existing['id']}$")) == 1
+    # By In-Reply-To, and by the ticket reference in the subject.
+    assert [c["plain"] for c in zendesk.tickets[existing["id"]]["comments"]][1:] == [
+        "Ecco il seguito.", "Per riferimento."]
+    assert len(zendesk.calls_to("PUT", rf"^/api/v2/tickets/{existing['id']}$")) == 2
 
 
 def test_a_refused_batch_is_imported_one_by_one_and_the_bad_mail_goes_to_errors(
