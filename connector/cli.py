@@ -244,6 +244,10 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.history:
         return cmd_import_history(args, out)
+    if args.status or args.archive:
+        print("postmaster-bridge: --status and --archive apply to --history only",
+              file=sys.stderr)
+        return EX_USAGE
     config = _config(args)
     account = _account_for(config, args.account)
     parts = _build(config, out)
