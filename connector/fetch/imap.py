@@ -164,7 +164,12 @@ class ImapMailbox:
                                     ssl_context=context, timeout=s.timeout)
         enable_keepalive(client.socket(), s.tcp_keepalive_seconds)
         if s.security == "starttls":
-            client.starttls(context)
+            try:
+                client.starttls(context)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+                raise
         return client
 
     def _login(self, client: IMAPClient) -> None:
