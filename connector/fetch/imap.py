@@ -267,9 +267,7 @@ class ImapMailbox:
             line = client._imap._get_line()
             event = describe_idle_line(line)
             if line.upper().startswith(b"* BYE"):
-                self._client = None  # the server is closing it: no DONE
-                with contextlib.suppress(Exception):
-                    client.shutdown()
+                # The server is closing it: no DONE; _errors drops the connection.
                 raise imaplib.IMAP4.abort(f"server said {event}")
             if on_event is not None:
                 on_event(event)

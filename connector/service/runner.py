@@ -233,16 +233,18 @@ class AccountPoller:
         Neither kind of wait wakes to look around: IDLE blocks in ``poll()`` on the socket
         and the stop event, a sleep in ``Event.wait``."""
         mailbox = self.mailbox
+        pacer = self.pacing.for_server(self.account.host, self.account.port)
+        if mailbox is not None and pacer.crowded():
+            # Others wait for a connection to this server: give this one up until the next
+            # pass, so the cap rotates between accounts instead of starving some.
+            self.close()
+            mailbox = None
+            log.info("account=%s: %s has no free connection; polling instead of keeping one "
+                     "open", self.account.name, pacer.server)
         if (self.account.idle and mailbox is not None and self.account.protocol == "imap"
                 and getattr(mailbox, "connected", False)):
-            pacer = self.pacing.for_server(self.account.host, self.account.port)
             try:
-                if pacer.crowded():
-                    # Others wait for a connection of this server: give it up and poll.
-                    self.close()
-                    log.info("account=%s: %s has no free connection; polling instead of "
-                             "IDLE", self.account.name, pacer.server)
-                elif mailbox.has_capability("IDLE"):
+                if mailbox.has_capability("IDLE"):
                     return self._idle(mailbox, seconds)
             except FetchError as exc:
                 self._connection_lost(str(exc))
