@@ -293,7 +293,9 @@ class DovecotServer:
 
     ``drop_imap_capabilities`` removes names from the advertised post-login capabilities
     (e.g. ``("MOVE",)``) so clients take their fallback paths; Dovecot still understands the
-    commands, clients just must not use them.
+    commands, clients just must not use them. ``extra_config`` is appended to the generated
+    configuration (Dovecot merges a second ``service x { }`` block into the first), e.g. the
+    process and client limits of the many-accounts benchmark.
     """
 
     def __init__(
@@ -301,8 +303,10 @@ class DovecotServer:
         root: Path | None = None,
         *,
         drop_imap_capabilities: Iterable[str] = (),
+        extra_config: str = "",
     ) -> None:
         self._own_root = root is None
+        self.extra_config = extra_config
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-")) if root is None else root
         dropped = {name.upper() for name in drop_imap_capabilities}
         self.imap_capabilities = [c for c in DEFAULT_IMAP_CAPABILITIES if c not in dropped]
@@ -351,6 +355,7 @@ class DovecotServer:
                     self.ports,
                     self.imap_capabilities if self._custom_capabilities else None,
                 )
+                + self.extra_config
             )
         # A master.pid left by a killed run makes Dovecot think it is still running.
         (self.root / "run" / "master.pid").unlink(missing_ok=True)
