@@ -6,6 +6,7 @@ wait), never on how long something took."""
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -402,3 +403,30 @@ def test_accounts_and_metrics_show_state_last_server_event_and_reconnects(
     [connection] = [line for line in lines if "connection:" in line]
     assert "connection: stopped since" in connection or "not running" in connection
     assert "reconnects in the last hour: 1" in connection
+
+
+def test_an_idle_that_breaks_right_after_each_reconnection_backs_off(
+    restartable: DovecotServer, zendesk: FakeZendesk, make_bridge: Callable[..., Bridge],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+
+    def recorded(failures: int, rng: Any = None) -> float:
+        asked.append(failures)
+        return 0.01
+
+    monkeypatch.setattr(runner, "backoff_delay", recorded)
+
+    class BrokenIdle(QuietIMAPClient):
+        def idle(self) -> Any:
+            raise imaplib.IMAP4.abort("socket error: EOF")
+
+    user = restartable.add_user()
+    bridge = make_bridge([account(restartable, user, "broken", poll_interval=HOUR_MINUTES)])
+    service = Service([bridge.poller(
+        "broken", mailbox_factory=lambda acc: ImapMailbox(acc, client_class=BrokenIdle))])
+    with running(service):
+        wait_until(lambda: len(asked) >= 3, "three reconnections")
+    # The first loss reconnects after a short jitter; each further one waits longer.
+    assert asked[:3] == [1, 2, 3]
+    assert len(events(bridge, "broken", "reconnected")) >= 3

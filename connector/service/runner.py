@@ -71,6 +71,9 @@ BACKOFF_MAX_SECONDS = 30 * 60.0
 #: a restarted server do not all come back in the same instant (the login pacer spreads the
 #: rest).
 RECONNECT_JITTER_SECONDS = 2.0
+#: An IDLE connection lost after at least this long was healthy: its loss is a first one.
+#: Lost sooner, again and again, the reconnections back off like failures.
+HEALTHY_IDLE_SECONDS = 60.0
 
 
 def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
@@ -107,6 +110,8 @@ class AccountPoller:
         self._slot: ConnectionSlot | None = None
         #: Why the last connection was lost, until the next login succeeds (a reconnection).
         self._lost: str | None = None
+        #: IDLE connections lost in a row, each soon after the one before.
+        self._idle_losses = 0
 
     # -- connection ------------------------------------------------------------------------
     def _log(self, level: str, event: str, detail: str | None = None,
@@ -243,13 +248,23 @@ class AccountPoller:
                      "open", self.account.name, pacer.server)
         if (self.account.idle and mailbox is not None and self.account.protocol == "imap"
                 and getattr(mailbox, "connected", False)):
+            started = time.monotonic()
             try:
                 if mailbox.has_capability("IDLE"):
-                    return self._idle(mailbox, seconds)
+                    pushed = self._idle(mailbox, seconds)
+                    self._idle_losses = 0
+                    return pushed
             except FetchError as exc:
                 self._connection_lost(str(exc))
-                self._state(ConnectionState.BACKING_OFF, "reconnecting")
-                self.stop.wait(random.uniform(0, RECONNECT_JITTER_SECONDS))
+                # A connection that dies again right after each reconnection (a server that
+                # accepts logins but breaks IDLE) must not become a reconnection loop.
+                lasted = time.monotonic() - started
+                self._idle_losses = 1 if lasted >= HEALTHY_IDLE_SECONDS else \
+                    self._idle_losses + 1
+                delay = (random.uniform(0, RECONNECT_JITTER_SECONDS) if self._idle_losses == 1
+                         else backoff_delay(self._idle_losses - 1))
+                self._state(ConnectionState.BACKING_OFF, f"reconnecting in {delay:.0f} s")
+                self.stop.wait(delay)
                 return True
         self._state(ConnectionState.WAITING)
         self.stop.wait(seconds)
