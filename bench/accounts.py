@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import email.policy
-import json
 import os
 import secrets
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -49,6 +47,7 @@ from typing import Any
 from dovecot import DovecotServer, MailUser
 from harness import REPO, SUPPORT_ADDRESS
 from host_double import HostDouble, process_cpu_seconds
+from idle import creates_by_token, percentile, stop_bridge
 
 POLL_MINUTES = 30.0
 PASSWORD = "bench-accounts-password"
@@ -160,19 +159,6 @@ def _proc_status(pid: int) -> dict[str, int]:
     return found
 
 
-def _creates(host: Any) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for arrived, subject in host.stats()["creates"]:
-        if "(ref " in subject:
-            found[subject.rsplit("(ref ", 1)[1].rstrip(")")] = arrived
-    return found
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def _wait(predicate: Any, timeout: float, step: float = 0.1) -> float | None:
     """Seconds until ``predicate()`` held, or None after ``timeout``."""
     start = time.monotonic()
@@ -183,7 +169,7 @@ def _wait(predicate: Any, timeout: float, step: float = 0.1) -> float | None:
     return None
 
 
-def run_accounts(args: argparse.Namespace) -> int:
+def run_accounts(args: argparse.Namespace) -> dict[str, Any]:
     count = args.count
     inotify = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
     if inotify < count + 10:
@@ -241,7 +227,7 @@ def run_accounts(args: argparse.Namespace) -> int:
         if latencies:
             result.update({"mails": len(latencies),
                            "p50_ms": round(1000 * statistics.median(latencies), 1),
-                           "p95_ms": round(1000 * _percentile(latencies, 0.95), 1)})
+                           "p95_ms": round(1000 * percentile(latencies, 0.95), 1)})
             print(f"  APPEND -> ticket: {len(latencies)} mails, p50 {result['p50_ms']} ms, "
                   f"p95 {result['p95_ms']} ms", flush=True)
 
@@ -256,22 +242,12 @@ def run_accounts(args: argparse.Namespace) -> int:
         result["peak_rss_mb"] = round(status["VmHWM"] / 1024, 1)
         print(f"  peak RSS {result['peak_rss_mb']} MB", flush=True)
     finally:
-        if bridge is not None and bridge.poll() is None:
-            bridge.send_signal(signal.SIGTERM)
-            try:
-                bridge.wait(60)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-                bridge.wait(5)
+        if bridge is not None:
+            stop_bridge(bridge, 60)
         host.stop()
         dovecot.stop()
         dovecot.kill()
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps({"command": "accounts", **result}) + "\n")
-    return 0
+    return result
 
 
 def _latency(dovecot: DovecotServer, users: list[MailUser], host: Any,
@@ -289,10 +265,10 @@ def _latency(dovecot: DovecotServer, users: list[MailUser], host: Any,
         sent = time.monotonic()
         client.append("INBOX", _mail("Latenza", token))
         client.logout()
-        if _wait(lambda token=token: token in _creates(host), 60, 0.01) is None:
+        if _wait(lambda token=token: token in creates_by_token(host), 60, 0.01) is None:
             print(f"  no ticket for {token} within 60 s", flush=True)
             continue
-        latencies.append(_creates(host)[token] - sent)
+        latencies.append(creates_by_token(host)[token] - sent)
         time.sleep(args.gap)
     return latencies
 
@@ -317,9 +293,9 @@ def _recovery(dovecot: DovecotServer, users: list[MailUser], host: Any, ledger: 
     count = len(users)
     idle_s = _wait(lambda: ledger.idling(back_iso) >= count, args.timeout)
     wanted = set(tokens)
-    done = _wait(lambda: wanted <= set(_creates(host)), args.timeout)
+    done = _wait(lambda: wanted <= set(creates_by_token(host)), args.timeout)
     tickets_s = time.monotonic() - back if done is not None else None
-    created = wanted & set(_creates(host))
+    created = wanted & set(creates_by_token(host))
     return {"outage_s": round(outage, 1),
             "recovery_idle_s": round(idle_s, 1) if idle_s is not None else None,
             "recovery_tickets_s": round(tickets_s, 1) if tickets_s is not None else None,

@@ -460,7 +460,8 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 def cmd_accounts(args: argparse.Namespace) -> int:
     from accounts import run_accounts
 
-    return run_accounts(args)
+    _emit(args, "accounts", run_accounts(args))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

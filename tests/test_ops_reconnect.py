@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from bridge_cli import run_cli, wait_until
-from dovecot import CuttingProxy, DovecotServer
+from dovecot import CuttingProxy, DovecotServer, MailUser
 from zendesk_responses import Bridge, FakeZendesk, account, customer_mail
 
 from connector.config import AccountConfig
@@ -89,6 +89,16 @@ def idling(board: StatusBoard, names: list[str]) -> bool:
                for n in names)
 
 
+def kick_and_reconnect(dovecot: DovecotServer, user: MailUser, bridge: Bridge,
+                       board: StatusBoard, name: str) -> None:
+    """Once ``name`` idles, ``doveadm kick`` its session; until it has reconnected and idles
+    again."""
+    wait_until(lambda: idling(board, [name]), "IDLE")
+    dovecot.kick(user)
+    wait_until(lambda: len(events(bridge, name, "reconnected")) == 1 and idling(board, [name]),
+               "the reconnection")
+
+
 # -- a restarted server ---------------------------------------------------------------------------
 
 
@@ -159,10 +169,7 @@ def test_a_connection_kicked_by_the_server_is_seen_at_once(
     board = StatusBoard()
     service = Service([bridge.poller("kicked", mailbox_factory=spy.factory)], board=board)
     with running(service):
-        wait_until(lambda: idling(board, ["kicked"]), "IDLE")
-        restartable.kick(user)
-        wait_until(lambda: len(events(bridge, "kicked", "reconnected")) == 1
-                   and idling(board, ["kicked"]), "the reconnection")
+        kick_and_reconnect(restartable, user, bridge, board, "kicked")
         restartable.append(user, customer_mail("Dopo il kick", "kick@example.org"))
         wait_until(lambda: len(zendesk.ticket_list()) == 1, "the ticket")
 
@@ -374,10 +381,7 @@ def test_accounts_and_metrics_show_state_last_server_event_and_reconnects(
     service = Service([bridge.poller("watched")], board=board)
     config = tmp_path / "config.yaml"
     with running(service):
-        wait_until(lambda: idling(board, ["watched"]), "IDLE")
-        restartable.kick(user)
-        wait_until(lambda: len(events(bridge, "watched", "reconnected")) == 1
-                   and idling(board, ["watched"]), "the reconnection")
+        kick_and_reconnect(restartable, user, bridge, board, "watched")
         restartable.append(user, customer_mail("Notizia", "event@example.org"))
         wait_until(lambda: len(zendesk.ticket_list()) == 1 and idling(board, ["watched"]),
                    "the ticket")
