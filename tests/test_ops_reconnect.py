@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -309,18 +310,22 @@ def test_presets_and_config_give_each_server_its_limits() -> None:
                                                                            993)
 
 
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
 def test_a_start_up_storm_is_spread_by_the_login_pacer(
     restartable: DovecotServer, zendesk: FakeZendesk, make_bridge: Callable[..., Bridge],
+    protocol: str,
 ) -> None:
     users = [restartable.add_user() for _ in range(6)]
     names = [f"storm{n}" for n in range(len(users))]
-    bridge = make_bridge([account(restartable, user, name, poll_interval=HOUR_MINUTES)
+    bridge = make_bridge([account(restartable, user, name, protocol,
+                                  poll_interval=HOUR_MINUTES)
                           for name, user in zip(names, users, strict=True)])
     pacing = LoginPacing(ServerLimits(login_rate=8, login_burst=1))
     board = StatusBoard()
     service = Service([bridge.poller(n) for n in names], pacing=pacing, board=board)
+    settled = ConnectionState.IDLING if protocol == "imap" else ConnectionState.WAITING
     with running(service):
-        wait_until(lambda: idling(board, names), "every account in IDLE")
+        wait_until(lambda: board.count(settled) == len(names), f"every account {settled}")
     [pacer] = pacing.pacers()
     assert pacer.granted == 6
     assert pacer.delayed >= 5  # all six asked at once: five waited their turn
@@ -331,6 +336,23 @@ def test_a_start_up_storm_is_spread_by_the_login_pacer(
     assert len(waited) >= 5
     for name in names:
         assert len(events(bridge, name, "login")) == 1
+
+
+def test_every_mailbox_socket_has_tcp_keepalive(restartable: DovecotServer) -> None:
+    user = restartable.add_user()
+    restartable.append(user, customer_mail("Keepalive", "keepalive@example.org"))
+    for protocol in ("imap", "pop3"):
+        mailbox = open_mailbox(restartable.account(user, protocol, tcp_keepalive_seconds=45))
+        with mailbox:
+            sock = (mailbox._client.socket() if isinstance(mailbox, ImapMailbox)  # type: ignore[attr-defined]
+                    else mailbox._conn.sock)  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 45
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    off = ImapMailbox(restartable.account(user, tcp_keepalive_seconds=0))
+    with off:
+        assert off._client.socket().getsockopt(  # type: ignore[union-attr]
+            socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
 
 def test_accounts_shows_an_account_waiting_for_a_login_slot(
