@@ -355,14 +355,17 @@ def test_every_mailbox_socket_has_tcp_keepalive(restartable: DovecotServer) -> N
             socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
 
-def test_accounts_shows_an_account_waiting_for_a_login_slot(
+def test_accounts_shows_accounts_waiting_for_a_login_slot(
     restartable: DovecotServer, zendesk: FakeZendesk, make_bridge: Callable[..., Bridge],
     tmp_path: Any,
 ) -> None:
     users = [restartable.add_user() for _ in range(2)]
-    bridge = make_bridge([account(restartable, users[0], "first", poll_interval=0.02),
-                          account(restartable, users[1], "second", poll_interval=0.02)])
+    bridge = make_bridge([account(restartable, u, name, poll_interval=HOUR_MINUTES)
+                          for u, name in zip(users, ("first", "second"), strict=True)])
     pacing = LoginPacing(ServerLimits(max_connections=1))
+    # Someone else holds the server's only connection when the service starts.
+    held = pacing.for_server(restartable.host, restartable.imap_port).acquire(threading.Event())
+    assert held is not None
     board = persisting_board(bridge.store)
     metrics = Metrics()
     metrics.watch_connections(board)
@@ -370,22 +373,27 @@ def test_accounts_shows_an_account_waiting_for_a_login_slot(
                       board=board)
     config = tmp_path / "config.yaml"
     with running(service):
-        wait_until(lambda: board.count(ConnectionState.WAITING_FOR_LOGIN) == 1,
-                   "one account waiting for the only connection")
-        code, lines = run_cli("-c", str(config), "accounts")
+        wait_until(lambda: board.count(ConnectionState.WAITING_FOR_LOGIN) == 2,
+                   "both accounts waiting for the connection")
         exposition = metrics.exposition().decode()
+        code, lines = run_cli("-c", str(config), "accounts")
         for user, name in zip(users, ("first", "second"), strict=True):
             restartable.append(user, customer_mail(f"Per {name}", f"{name}@cap"))
-        # The cap rotates: the holder gives its connection up at its next wait.
-        wait_until(lambda: len(zendesk.ticket_list()) == 2, "both accounts' mail", timeout=30)
+        held.release()
+        # The cap rotates: the first in gives the connection up after its pass, because the
+        # other waits for it.
+        wait_until(lambda: len(zendesk.ticket_list()) == 2, "both accounts' mail")
     assert code == 0
     connection_lines = [line.strip() for line in lines if "connection:" in line]
     assert len(connection_lines) == 2
-    assert sum("waiting for a login slot (127.0.0.1:" in line for line in connection_lines) == 1
+    assert all(line.startswith("connection: waiting for a login slot (127.0.0.1:")
+               for line in connection_lines)
     assert all("reconnects in the last hour: 0" in line for line in connection_lines)
-    assert 'pmb_account_connection_state{account="' in exposition
-    assert 'state="waiting for a login slot"} 1.0' in exposition
-    assert 'pmb_accounts_by_connection_state{state="waiting for a login slot"} 1.0' in exposition
+    assert ('pmb_account_connection_state{account="first",state="waiting for a login slot"} '
+            '1.0') in exposition
+    assert 'pmb_accounts_by_connection_state{state="waiting for a login slot"} 2.0' in exposition
+    [pacer] = pacing.pacers()
+    assert pacer.open_connections <= 1
 
 
 # -- what accounts and /metrics say ---------------------------------------------------------------
@@ -456,3 +464,47 @@ def test_an_idle_that_breaks_right_after_each_reconnection_backs_off(
     # The first loss reconnects after a short jitter; each further one waits longer.
     assert asked[:3] == [1, 2, 3]
     assert len(events(bridge, "broken", "reconnected")) >= 3
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_idle_over_tls_reports_mail_and_a_kick(restartable: DovecotServer,
+                                               security: str) -> None:
+    """TLS keeps bytes of its own (decrypted records) where poll() cannot see them."""
+    user = restartable.add_user()
+    in_idle = threading.Event()
+
+    class Client(QuietIMAPClient):
+        def idle(self) -> Any:
+            answer = super().idle()
+            in_idle.set()
+            return answer
+
+    mailbox = ImapMailbox(restartable.account(user, security=security,
+                                              idle_renew_seconds=3600), client_class=Client)
+    result: dict[str, Any] = {}
+
+    def wait() -> None:
+        try:
+            result["pushed"] = mailbox.wait_for_mail(3600, StopEvent())
+        except FetchError as exc:
+            result["error"] = exc
+
+    with mailbox:
+        for step in ("mail", "kick"):
+            mailbox.list_new(set())  # as a pass does before each wait
+            in_idle.clear()
+            result.clear()
+            waiter = threading.Thread(target=wait, daemon=True)
+            waiter.start()
+            assert in_idle.wait(10), "the wait never entered IDLE"
+            wakeups = mailbox.wakeups
+            if step == "mail":
+                restartable.append(user, customer_mail("Cifrata", f"tls-{security}@x.org"))
+            else:
+                restartable.kick(user)
+            waiter.join(15)
+            assert not waiter.is_alive()
+            assert mailbox.wakeups - wakeups <= 2
+            if step == "mail":
+                assert result == {"pushed": True}
+    assert "connection lost" in str(result.get("error"))
