@@ -508,3 +508,18 @@ def test_idle_over_tls_reports_mail_and_a_kick(restartable: DovecotServer,
             if step == "mail":
                 assert result == {"pushed": True}
     assert "connection lost" in str(result.get("error"))
+
+
+def test_run_once_under_a_connection_cap_of_one_serves_every_account(
+    restartable: DovecotServer, zendesk: FakeZendesk, make_bridge: Callable[..., Bridge],
+) -> None:
+    users = [restartable.add_user() for _ in range(3)]
+    for n, user in enumerate(users):
+        restartable.append(user, customer_mail(f"Una volta {n}", f"once{n}@example.org"))
+    bridge = make_bridge([account(restartable, u, f"once{n}") for n, u in enumerate(users)])
+    pacing = LoginPacing(ServerLimits(max_connections=1))
+    service = Service([bridge.poller(f"once{n}") for n in range(3)], pacing=pacing)
+    summaries = service.run_once()
+    assert [s.counts["ticketed"] for s in summaries] == [1, 1, 1]
+    [pacer] = pacing.pacers()
+    assert (pacer.granted, pacer.open_connections) == (3, 0)

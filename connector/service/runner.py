@@ -452,12 +452,16 @@ class Service:
             poller.board = self.board
 
     def run_once(self) -> list[AccountSummary]:
+        """One pass of every account in turn, each connection closed after its pass (so a
+        server's ``max_connections`` never holds up the next account)."""
         self._purge_log()
-        try:
-            return [poller.poll() for poller in self.pollers]
-        finally:
-            for poller in self.pollers:
+        summaries = []
+        for poller in self.pollers:
+            try:
+                summaries.append(poller.poll())
+            finally:
                 poller.close()
+        return summaries
 
     def run_forever(self) -> bool:
         """Until stopped. False when the workers ended without being asked to (a bug):
