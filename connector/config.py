@@ -6,18 +6,22 @@ are never taken literally from the file: ``password: ${ENV_NAME}`` or ``password
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
 from connector.errors import ConfigError
 from connector.fetch.pacing import KNOWN_SERVERS, ServerLimits
+from connector.hosts.ratelimit import Rate
+from connector.mail.mimetree import ParseLimits
+from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
+from connector.tls import INSECURE_KEY, is_loopback, unverified_refusal
 
 T = TypeVar("T")
 
@@ -36,6 +40,11 @@ PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
 
 
+def account_tag(name: str) -> str:
+    """The tag every ticket opened from account ``name`` carries (``pmb_<name>``)."""
+    return "pmb_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
+
+
 @dataclass(frozen=True)
 class TicketDefaults:
     """Fields every new ticket of an account gets unless a filter says otherwise."""
@@ -46,6 +55,9 @@ class TicketDefaults:
     ticket_type: str | None = None
     tags: tuple[str, ...] = ()
     custom_fields: tuple[tuple[int, Any], ...] = ()
+    brand_id: int | None = None
+    # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
+    brands: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,9 @@ class FollowUpPolicy:
     status: str | None = "open"
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
+    # Quoted history and signatures cut from follow-up comments, the whole original kept:
+    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
+    quoted_text: str = "attach"
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,7 @@ class AccountConfig:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
@@ -82,6 +98,7 @@ class AccountConfig:
     allow_unknown_senders: bool = True
     email_ccs: bool = True
     attach_original_eml: bool = False
+    allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
     archive_dir: Path | None = None
     own_addresses: tuple[str, ...] = ()
     subject_ticket_pattern: str = r"\[#(\d+)\]"
@@ -98,11 +115,18 @@ class AccountConfig:
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
+                                  compare=False)
+    # authserv-ids of the receiving MTA whose Authentication-Results headers are believed
+    # (RFC 8601: any other instance's results may be forged by the sender).
+    authserv_ids: tuple[str, ...] = ()
+    verify_dkim: bool = True  # the bridge checks staff senders' DKIM signatures itself (DNS)
 
     @property
     def tag(self) -> str:
         """The tag every ticket from this account carries."""
-        return "pmb_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        return account_tag(self.name)
 
 
 @dataclass(frozen=True)
@@ -118,15 +142,23 @@ class HostConfig:
     timeout: float = 30.0
     max_attempts: int = 5
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     ca_file: str | None = None
+    max_uploads_per_mail: int = 20  # attachments uploaded one by one; the rest in one archive
+    max_ccs_per_mail: int = 20  # Cc addresses made the ticket's CCs; the rest listed
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
+    # The plan's request budget and the ticket-update budget (None: follow the host's headers).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
     log_retention_days: float = 30.0  # communication log entries older than this are purged
+    # Finished mails older than this keep only what later mails need (see apply_retention).
+    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,8 @@ class Config:
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
     connections: ConnectionsConfig = ConnectionsConfig()
+    limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
 
     def account(self, name: str) -> AccountConfig:
         for acc in self.accounts:
@@ -286,12 +320,17 @@ class _Reader:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
+
+
+def _verify_tls(r: _Reader, host: str) -> tuple[bool, bool]:
+    """(verify_tls, insecure_tls_i_understand): off only for loopback or when acknowledged."""
+    verify = r.get("verify_tls", bool, True)
+    insecure = r.get(INSECURE_KEY, bool, False)
+    refusal = unverified_refusal(host, verify, insecure)
+    if refusal:
+        raise r.error("verify_tls", refusal)
+    return verify, insecure
 
 
 def _ticket_defaults(r: _Reader) -> TicketDefaults:
@@ -310,9 +349,14 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
         ticket_type=r.choice("type", TICKET_TYPES),
         tags=r.str_list("tags"),
         custom_fields=tuple(fields),
+        brand_id=r.get("brand_id", int),
+        brands={address.lower(): brand for address, brand in r.int_map("brands").items()},
     )
     r.finish()
     return defaults
+
+
+QUOTED_TEXT = ("attach", "collapse", "keep")
 
 
 def _follow_up(r: _Reader) -> FollowUpPolicy:
@@ -324,6 +368,7 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
     )
     r.finish()
     return policy
@@ -336,7 +381,29 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
 
 
-def _account(r: _Reader, index: int) -> AccountConfig:
+def _pec_trust(r: _Reader) -> TrustStore:
+    """The top-level ``pec:`` section: ``trust_anchors`` (PEM files or folders) added to the
+    shipped AgID PEC CAs, or replacing them with ``shipped_trust_anchors: false``."""
+    anchors = r.str_list("trust_anchors")
+    include_shipped = r.get("shipped_trust_anchors", bool, True)
+    r.finish()
+    if not anchors and include_shipped:
+        return shipped_trust_store()
+    paths = []
+    for i, item in enumerate(anchors):
+        path = Path(os.path.expanduser(item))
+        path = path if path.is_absolute() else r.base_dir / path
+        if not path.exists():
+            raise ConfigError(f"no such file or folder: {path}", path=r.path,
+                              key=f"{r.sub('trust_anchors')}[{i}]")
+        paths.append(path)
+    try:
+        return load_trust_store(paths, include_shipped=include_shipped)
+    except TrustStoreError as exc:
+        raise r.error("trust_anchors", str(exc)) from None
+
+
+def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
     from connector.pec.providers import PROVIDERS, provider
 
     name = r.get("name", str, required=True)
@@ -389,6 +456,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
             raise r.error("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
         raise r.error("subject_ticket_pattern", f"is not a valid regex: {exc}") from None
+    verify_tls, insecure_tls = _verify_tls(r, host)
     account = AccountConfig(
         name=name,
         protocol=protocol,
@@ -398,7 +466,8 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         username=r.get("username", str, required=True),
         password=r.secret("password", required=True),
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
         processed_folder=r.get("processed_folder", str, "Processed"),
         error_folder=r.get("error_folder", str, "Error"),
@@ -413,6 +482,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
+        allow_remote_content=r.get("allow_remote_content", bool, False),
         archive_dir=r.path_value("archive_dir"),
         own_addresses=tuple(a.lower() for a in r.str_list("own_addresses")),
         subject_ticket_pattern=pattern,
@@ -428,6 +498,9 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_trust=trust or shipped_trust_store(),
+        authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
+        verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
@@ -444,6 +517,15 @@ def _non_negative(r: _Reader, name: str, default: float) -> float:
     if value < 0:
         raise r.error(name, f"must be 0 or more, got {value!r}")
     return float(value)
+
+
+def _rate(r: _Reader, name: str) -> Rate | None:
+    if not r.has(name):
+        return None
+    try:
+        return Rate.parse(r.get(name, (int, float, str)))
+    except ValueError as exc:
+        raise r.error(name, str(exc)) from None
 
 
 def _host(r: _Reader) -> HostConfig:
@@ -473,6 +555,7 @@ def _host(r: _Reader) -> HostConfig:
         email = auth.get("email", str, required=True)
         api_token = auth.secret("api_token", required=True)
     auth.finish()
+    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
@@ -484,10 +567,15 @@ def _host(r: _Reader) -> HostConfig:
         api_token=api_token,
         timeout=r.positive("timeout", float, 30.0),
         max_attempts=r.positive("max_attempts", int, 5),
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_uploads_per_mail=r.positive("max_uploads_per_mail", int, 20),
+        max_ccs_per_mail=r.positive("max_ccs_per_mail", int, 20),
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
+        rate_limit=_rate(r, "rate_limit"),
+        ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
     )
     r.finish()
     return cfg
@@ -554,8 +642,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     accounts_raw = root.get("accounts", list, required=True)
     if not accounts_raw:
         raise root.error("accounts", "needs at least one account")
+    trust = _pec_trust(root.child("pec"))
     accounts = tuple(
-        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i)
+        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i, trust)
         for i, raw in enumerate(accounts_raw)
     )
     names = [a.name for a in accounts]
@@ -567,12 +656,22 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
+    ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
     connections = _connections(root.child("connections"))
+    limits_reader = root.child("limits")
+    limits = ParseLimits(
+        mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
+        headers=limits_reader.positive("headers", int, ParseLimits.headers),
+        header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
+    )
+    limits_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
     validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
-                  store=StoreConfig(path=store_path, log_retention_days=retention),
-                  raw=dict(root.data), connections=connections)
+                  store=StoreConfig(path=store_path, log_retention_days=retention,
+                                    retention_days=ledger_retention),
+                  raw=dict(root.data), limits=limits, pec_trust=trust,
+                  connections=connections)
