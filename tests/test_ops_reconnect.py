@@ -523,3 +523,30 @@ def test_run_once_under_a_connection_cap_of_one_serves_every_account(
     assert [s.counts["ticketed"] for s in summaries] == [1, 1, 1]
     [pacer] = pacing.pacers()
     assert (pacer.granted, pacer.open_connections) == (3, 0)
+
+
+def test_accounts_says_not_running_when_the_service_that_saved_the_state_is_gone(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+    from datetime import UTC, datetime
+
+    from connector.service.connections import connection_report
+    from connector.store.sqlite import SQLiteStore
+
+    finished = subprocess.Popen(["true"])  # its pid belongs to nobody once reaped
+    finished.wait()
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        now = datetime.now(UTC)
+        store.save_connection_status("old", state="idling", detail=None, since=now,
+                                     server_event="IDLE renewed", server_event_at=now,
+                                     pid=finished.pid)
+        report = connection_report(store, ["old", "never"])
+    finally:
+        store.close()
+    assert report["old"]["connection"] == "not running"
+    assert report["old"]["last_server_event"] == "IDLE renewed"
+    assert report["never"] == {"connection": "not running", "connection_since": None,
+                               "connection_detail": None, "last_server_event": None,
+                               "last_server_event_at": None, "reconnects_last_hour": 0}
