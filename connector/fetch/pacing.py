@@ -14,8 +14,11 @@ A server is ``host:port`` as the account names it. Limits come from the ``connec
 section of the config, per server, over presets for providers whose limits are known
 (``KNOWN_SERVERS``), over the defaults.
 
-How a transport uses it (the runner does this around ``Mailbox.connect``; a transport with
-its own loop, e.g. Microsoft Graph, does the same around its token/session setup)::
+A transport that is a ``Mailbox`` (``connector.fetch.open_mailbox`` returns it) gets all of
+this from the runner, which paces ``Mailbox.connect`` by the account's ``host``/``port`` and
+reports the states; a Microsoft Graph mailbox keyed on ``graph.microsoft.com:443`` shares one
+pacer across its accounts that way. A transport with a loop of its own does what the runner
+does, around its token/session setup::
 
     pacer = pacing.for_server(host, port)
     board.set_state(account, ConnectionState.WAITING_FOR_LOGIN)   # shown by `accounts`
