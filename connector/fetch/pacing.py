@@ -96,12 +96,10 @@ class ConnectionSlot:
     def __init__(self, pacer: ServerPacer) -> None:
         self._pacer: ServerPacer | None = pacer
 
-    def release(self, *, refund: bool = False) -> None:
-        """``refund``: the login never reached the server (its TCP connection was refused,
-        which costs a server nothing), so its place in the rate goes back to the others."""
+    def release(self) -> None:
         pacer, self._pacer = self._pacer, None
         if pacer is not None:
-            pacer._release(refund=refund)
+            pacer._release()
 
     @property
     def held(self) -> bool:
@@ -131,7 +129,6 @@ class ServerPacer:
         #: Figures for tests, metrics and the bench.
         self.granted = 0
         self.delayed = 0
-        self.refunded = 0
         self.grant_times: deque[float] = deque(maxlen=10_000)
 
     @property
@@ -188,12 +185,9 @@ class ServerPacer:
         interval = 1.0 / self.limits.login_rate
         return max(now, self._tat - (max(1, self.limits.login_burst) - 1) * interval)
 
-    def _release(self, *, refund: bool = False) -> None:
+    def _release(self) -> None:
         with self._cond:
             self._open = max(0, self._open - 1)
-            if refund and self.limits.login_rate > 0:
-                self._tat = max(self._clock(), self._tat - 1.0 / self.limits.login_rate)
-                self.refunded += 1
             self._cond.notify()
 
     def interrupt(self) -> None:

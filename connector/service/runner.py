@@ -155,8 +155,8 @@ class AccountPoller:
         mailbox = self.mailbox_factory(self.account)
         try:
             mailbox.connect()
-        except BaseException as exc:
-            slot.release(refund=isinstance(exc.__cause__, ConnectionRefusedError))
+        except BaseException:
+            slot.release()
             raise
         self.mailbox, self._slot = mailbox, slot
         self._state(ConnectionState.CONNECTED)
