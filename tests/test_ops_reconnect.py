@@ -550,3 +550,31 @@ def test_accounts_says_not_running_when_the_service_that_saved_the_state_is_gone
     assert report["never"] == {"connection": "not running", "connection_since": None,
                                "connection_detail": None, "last_server_event": None,
                                "last_server_event_at": None, "reconnects_last_hour": 0}
+
+
+def test_a_server_that_stays_away_after_a_loss_gets_the_account_disabled_visibly(
+    restartable: DovecotServer, zendesk: FakeZendesk, make_bridge: Callable[..., Bridge],
+) -> None:
+    user = restartable.add_user()
+    bridge = make_bridge([account(restartable, user, "gone", max_failures=3,
+                                  poll_interval=HOUR_MINUTES)])
+    board = StatusBoard()
+    service = Service([bridge.poller("gone")], board=board)
+    try:
+        with running(service):
+            wait_until(lambda: idling(board, ["gone"]), "IDLE")
+            restartable.stop()  # and it stays away
+            wait_until(lambda: not bridge.store.get_health("gone").enabled, "auto-disable")
+            wait_until(lambda: (s := board.status("gone")) is not None
+                       and s.state == ConnectionState.DISABLED, "the disabled state")
+            failed = len(events(bridge, "gone", "connection failed"))
+    finally:
+        restartable.start()
+    assert len(events(bridge, "gone", "connection lost")) == 1
+    assert failed == 3  # three attempts, backing off, then no more
+    assert events(bridge, "gone", "reconnected") == []
+    [disabled] = events(bridge, "gone", "account disabled")
+    assert "3 consecutive connection failures" in (disabled.detail or "")
+    backoffs = [state for name, state in board.transitions
+                if name == "gone" and state == ConnectionState.BACKING_OFF]
+    assert len(backoffs) >= 3
