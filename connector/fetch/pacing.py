@@ -2,9 +2,8 @@
 
 Mail servers restart, load balancers drop connections, a bridge starts with hundreds of
 accounts: each time, every account wants to log in at the same moment. Providers count
-connections and logins per client IP (Gmail answers "Too many simultaneous connections",
-Dovecot's stock ``process_limit`` and login-process limits refuse or time out the excess), so
-the bridge spreads them out itself:
+connections and logins (Gmail answers "Too many simultaneous connections"; Dovecot's stock
+login-process limit times out the excess of a burst), so the bridge spreads them out itself:
 
 - ``login_rate`` new logins per second per server (a token bucket with ``login_burst``
   tokens, so a handful of accounts still start at once), and
@@ -77,8 +76,8 @@ class ServerLimits:
 #: connections per account ("Too many simultaneous connections"), Exchange Online 20
 #: concurrent IMAP and 20 POP connections per mailbox. The bridge holds one connection per
 #: account, so those matter only when several accounts log in as the same user (one account
-#: per folder). Per-IP login rates are not published by either; both throttle or refuse bursts
-#: of new sessions from one address, so the presets log in more slowly than the default.
+#: per folder). Neither publishes a per-address login rate, so the presets log in more slowly
+#: than the default, to be safe.
 #: Override any of it in ``connections.servers``.
 KNOWN_SERVERS: Mapping[str, ServerLimits] = {
     "imap.gmail.com": ServerLimits(login_rate=2.0, login_burst=5, max_connections=1000,
