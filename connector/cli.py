@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
     from connector.outbound.settings import ServiceSettings
     from connector.service.metrics import Metrics
-    from connector.service.pipeline import FilterStage, Pipeline
+    from connector.service.pipeline import Pipeline
     from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules
 
 log = logging.getLogger("connector.cli")
 
@@ -52,14 +53,14 @@ class Parts:
     config: Config
     store: SQLiteStore
     host: HostAdapter
-    filter_stage: FilterStage
+    rules: Rules
     metrics: Metrics
     dry_run: bool
 
     def pipeline(self, account: AccountConfig) -> Pipeline:
         from connector.service.pipeline import Pipeline
 
-        return Pipeline(account, self.config.host, self.store, self.host, self.filter_stage,
+        return Pipeline(account, self.config.host, self.store, self.host, self.rules,
                         metrics=self.metrics)
 
 
@@ -67,7 +68,7 @@ def _build(config: Config, out: TextIO, stop: threading.Event | None = None) -> 
     """Store, host adapter and filter stage for a config. Dry-run never writes the store.
     With ``stop``, a shutdown cuts short the waits between helpdesk retries."""
     from connector.hosts.factory import make_host
-    from connector.service.filtering import make_filter_stage
+    from connector.service.filtering import load_rules
     from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
@@ -76,7 +77,7 @@ def _build(config: Config, out: TextIO, stop: threading.Event | None = None) -> 
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
-    return Parts(config, store, host, make_filter_stage(config, store), metrics, dry_run)
+    return Parts(config, store, host, load_rules(config), metrics, dry_run)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -85,18 +86,17 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     from connector.fetch import open_mailbox
     from connector.hosts.factory import make_host
     from connector.pec.providers import auth_failure_hint
-    from connector.service.filtering import FilterStage
-    from connector.store.sqlite import SQLiteStore
+    from connector.service.filtering import load_rules
 
     config = _config(args)
     print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
-    stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
+    rules = load_rules(config)  # raises on invalid filter files
     from connector.outbound.settings import load_outbound
 
     sending = load_outbound(config).enabled_accounts
     if sending:
         print(f"ok    outbound: {', '.join(a.account for a in sending)}", file=out)
-    print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
+    print(f"ok    filters: {len(rules.chain.filters)} filter(s) in {len(rules.chain.files)} "
           "file(s)", file=out)
     failures = 0
     for account in config.accounts:
@@ -216,7 +216,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     try:
         for message in iter_files([Path(p) for p in args.paths]):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
-            summary.add(result.outcome, already_recorded=result.already_recorded)
+            summary.add_result(result)
             if result.outcome in (Outcome.FAILED, Outcome.RETRY):
                 print(f"{message.ref}: {result.outcome.value}: {result.reason}",
                       file=sys.stderr)
@@ -276,42 +276,33 @@ def cmd_filters_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the chain and the decision on one mail; nothing is written anywhere."""
-    from connector.decide import Decider
+    """Understand one mail exactly as ``run`` does (parse, PEC, classifiers, filters,
+    requester, decision) and print the trace ``run`` records; nothing is written anywhere."""
     from connector.filters import filters_test, load_chain
     from connector.hosts.factory import make_host
-    from connector.service.filtering import (
-        StoreFilterLookups,
-        filter_dirs,
-        filter_settings,
-        to_verdict,
-    )
-    from connector.service.pipeline import StoreThreadLookup
+    from connector.service.filtering import StoreLookups, filter_dirs, filter_settings
     from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules, understand
 
     config = _config(args)
     account = _account_for(config, args.account)
     _, settings = filter_settings(config)
-    chain = load_chain(filter_dirs(config, settings))
+    rules = Rules(load_chain(filter_dirs(config, settings)), settings, config.host)
     raw = Path(args.mail).read_bytes()
     # Read-only: the ledger is opened only if it exists, the host is only read.
     store_path = config.store.path if config.store.path.exists() else ":memory:"
     store = SQLiteStore(store_path) if store_path == ":memory:" else _readonly_store(store_path)
     host = make_host(config.host, out=sys.stderr)
-    decider = Decider(account, config.host, StoreThreadLookup(store, host))
 
-    def decide(outcome):  # noqa: ANN001, ANN202
-        verdict = to_verdict(outcome)
-        try:
-            return decider.decide(verdict.message or outcome.message, verdict).as_dict()
-        except HostError as exc:
-            return {"action": "unknown", "reason": f"the helpdesk could not be asked: {exc}"}
+    def trace_of(mail: bytes):  # noqa: ANN202
+        return understand(mail, account, rules, StoreLookups(store, host),
+                          evaluate_all=True).trace
 
     try:
-        return filters_test(raw, account=account.name, trusted=account.trusted, chain=chain,
-                            settings=settings[account.name],
-                            lookups=StoreFilterLookups(store), decide=decide,
-                            as_json=args.json, out=out)
+        return filters_test(raw, understand=trace_of, as_json=args.json, out=out)
+    except HostError as exc:
+        print(f"the helpdesk could not be asked: {exc}", file=out)
+        return EX_USAGE
     finally:
         store.close()
 

@@ -52,7 +52,7 @@ def test_new_mail_becomes_a_ticket_and_is_deleted_after_processing(
     summary = bridge.poll()
 
     assert summary.line() == ("legacy-pop: fetched=1 ticketed=1 followed-up=0 noted=0 "
-                              "ignored=0 failed=0 retry=0")
+                              "ignored=0 held=0 failed=0 retry=0")
     [ticket] = zendesk.ticket_list()
     assert ticket["subject"] == "Via POP3"
     assert ticket["tags"] == ["pmb_legacy_pop"]

@@ -220,7 +220,11 @@ def _apply_verdict(classifier: Classifier, verdict: Verdict, overlay: _Overlay) 
         overlay.set(control, value, f"classifier:{classifier.name}")
     for tag in verdict.add_tags:
         overlay.add_tag(tag)
-    if verdict.classification is not None and overlay.classification is None:
+    # The first classification wins, except that a strong one replaces a weak one: a
+    # list's auto-responder (List-Id, then Auto-Submitted) is an auto-reply for sure.
+    current = overlay.classification
+    if verdict.classification is not None and (
+            current is None or (current.weak and not verdict.classification.weak)):
         overlay.classification = verdict.classification
 
 

@@ -63,6 +63,8 @@ class Metrics:
     def __post_init__(self) -> None:
         self.messages = Counter("pmb_messages", "Messages processed, by account and outcome",
                                 ["account", "outcome"], registry=self.registry)
+        self.ignored = Counter("pmb_messages_ignored", "Messages ignored, by account and why",
+                               ["account", "reason"], registry=self.registry)
         self.latency = Histogram("pmb_message_processing_seconds",
                                  "Time from fetch to a recorded outcome, per message",
                                  ["account"], registry=self.registry,
@@ -81,8 +83,11 @@ class Metrics:
         """Report the outbound queue's jobs by state (read at scrape time)."""
         self._collector.queue_depth = queue_depth
 
-    def observe_message(self, account: str, outcome: str, seconds: float) -> None:
+    def observe_message(self, account: str, outcome: str, seconds: float, *,
+                        ignored_as: str | None = None) -> None:
         self.messages.labels(account, outcome).inc()
+        if ignored_as is not None:
+            self.ignored.labels(account, ignored_as).inc()
         self.latency.labels(account).observe(seconds)
 
     def observe_host_response(self, method: str, status: int | str) -> None:

@@ -19,9 +19,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS messages (
     trace       TEXT,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    mail_day    TEXT,  -- the UTC day of the mail's Date (the per-sender cap counts by it)
     UNIQUE (account, ref)
 );
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, created_at);
@@ -215,6 +216,11 @@ class SQLiteStore(SQLiteFile):
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+            if "mail_day" not in columns:  # a ledger written before the cap counted by Date
+                self._db.execute("ALTER TABLE messages ADD COLUMN mail_day TEXT")
+            self._db.execute("CREATE INDEX IF NOT EXISTS messages_sender_day ON messages "
+                             "(sender, mail_day)")
         if str(path) != ":memory:":
             # The communication log is a diary, not a record of effects: its writes go through
             # a second connection without an fsync per entry (WAL keeps them atomic, and a
@@ -329,15 +335,17 @@ class SQLiteStore(SQLiteFile):
 
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
-                         trace: dict[str, Any] | None, durable: bool = True) -> int | None:
+                         trace: Mapping[str, Any] | None, mail_day: date | None = None,
+                         durable: bool = True) -> int | None:
         """Record what the message is and, in the same transaction, claim its dedupe key;
         returns the id of the record holding the key (None without a key)."""
         with self._tx(durable=durable) as db:
             db.execute(
                 "UPDATE messages SET dedupe_key = ?, message_id = ?, sender = ?, subject = ?, "
-                "trace = ?, updated_at = ? WHERE id = ?",
+                "trace = ?, mail_day = ?, updated_at = ? WHERE id = ?",
                 (dedupe_key, message_id, sender, subject,
-                 json.dumps(trace) if trace is not None else None, _now(), record_id))
+                 json.dumps(trace) if trace is not None else None,
+                 mail_day.isoformat() if mail_day is not None else None, _now(), record_id))
             if dedupe_key is None:
                 return None
             db.execute("INSERT OR IGNORE INTO dedupe_claims (dedupe_key, record_id) VALUES (?, ?)",
@@ -448,9 +456,19 @@ class SQLiteStore(SQLiteFile):
              exclude_id or -1))
         return int(rows[0]["n"])
 
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
+        rows = self._query(
+            "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?",
+            (sender.lower(), day.isoformat(), exclude_id or -1))
+        return int(rows[0]["n"])
+
     def failed_messages(self, account: str | None = None) -> list[MessageRecord]:
+        return self.messages_in(MessageState.FAILED, account)
+
+    def messages_in(self, state: MessageState,
+                    account: str | None = None) -> list[MessageRecord]:
         sql = "SELECT * FROM messages WHERE state = ?"
-        params: list[Any] = [MessageState.FAILED.value]
+        params: list[Any] = [state.value]
         if account:
             sql += " AND account = ?"
             params.append(account)
@@ -643,12 +661,12 @@ class SQLiteStore(SQLiteFile):
         out: dict[str, dict[str, Any]] = {}
         for r in self._query(sql, params):
             fig = out.setdefault(r["account"], {"processed": 0, "failed": 0, "ignored": 0,
-                                                "pending": 0, "skipped": 0,
+                                                "held": 0, "pending": 0, "skipped": 0,
                                                 "avg_seconds": None})
             state = MessageState(r["state"])
             key = {MessageState.DONE: "processed", MessageState.FAILED: "failed",
-                   MessageState.IGNORED: "ignored", MessageState.SKIPPED: "skipped"}.get(
-                       state, "pending")
+                   MessageState.IGNORED: "ignored", MessageState.SKIPPED: "skipped",
+                   MessageState.HELD: "held"}.get(state, "pending")
             fig[key] += r["n"]
             if state == MessageState.DONE and r["secs"] is not None:
                 fig["avg_seconds"] = round(float(r["secs"]), 3)
