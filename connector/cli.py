@@ -398,6 +398,41 @@ def cmd_errors(args: argparse.Namespace, out: TextIO) -> int:
     return EX_OK
 
 
+def cmd_held(args: argparse.Namespace, out: TextIO) -> int:
+    """Mail held over the per-sender cap: list it, or release it through the same path."""
+    from connector.fetch import open_mailbox
+    from connector.service import admin
+
+    config = _config(args)
+    if args.held_command == "list":
+        store = _store_for_admin(config)
+        try:
+            admin.held_list(store, out, account=args.account, as_json=args.json)
+        finally:
+            store.close()
+        return EX_OK
+    parts = _build(config, out)
+    if parts.dry_run:
+        print("release needs a real host: a dry run records nothing", file=sys.stderr)
+        parts.store.close()
+        return EX_USAGE
+    failures = 0
+    try:
+        for record_id in args.ids:
+            record = parts.store.get_message_by_id(record_id)
+            if record is None:
+                print(f"{record_id}: no such message", file=out)
+                failures += 1
+                continue
+            account = config.account(record.account)
+            outcome = admin.held_release(parts.store, record_id, account,
+                                         parts.pipeline(account), open_mailbox, out)
+            failures += outcome.value in ("failed", "retry")
+    finally:
+        parts.store.close()
+    return EX_FAILURE if failures else EX_OK
+
+
 def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
     from connector.outbound import commands as oc
 
@@ -498,6 +533,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run failed messages through the pipeline again")
     q.add_argument("ids", type=int, nargs="+")
     p.set_defaults(func=cmd_errors)
+
+    p = sub.add_parser("held", parents=[common], help="mail held over the per-sender daily "
+                       "cap: list, release")
+    hsub = p.add_subparsers(dest="held_command", required=True)
+    q = hsub.add_parser("list", parents=[common])
+    q.add_argument("--account")
+    q.add_argument("--json", action="store_true")
+    q = hsub.add_parser("release", parents=[common],
+                        help="process held messages again, the cap lifted")
+    q.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=cmd_held)
 
     p = sub.add_parser("install", parents=[common],
                        help="create or update the Zendesk webhook, triggers and macros for "

@@ -383,7 +383,8 @@ class Pipeline:
         holder = job.holder
         if holder is not None and holder != record.id:
             other = self.store.get_message_by_id(holder)
-            if other is not None and other.state in (MessageState.DONE, MessageState.IGNORED):
+            settled = (MessageState.DONE, MessageState.IGNORED, MessageState.HELD)
+            if other is not None and other.state in settled:
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
                                           ticket_id=other.ticket_id, durable=False)
                 log.debug("%s: same mail as record %s (ticket %s): not ticketed twice", ctx,
