@@ -146,6 +146,15 @@ def unwrap_pec(raw: bytes, prepared: Prepared, account: AccountConfig,
     return plan_pec(message, info, account_is_pec=account.pec, parse=parse)
 
 
+def pec_controls(plan: PecPlan | None, account: AccountConfig) -> dict[str, str]:
+    """What unwrapping found, for filters to match: filters see the certified original (its
+    sender, subject, body), so the envelope's facts reach them as computed controls."""
+    if plan is None:
+        return {}
+    return {"X-Bridge-PEC": plan.kind.value,
+            "X-Bridge-PEC-Mailbox": "pec" if account.pec else "ordinary"}
+
+
 def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
     """The filter outcome in the terms of the decide stage."""
     message = outcome.effective_message
@@ -175,7 +184,7 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
         settings = replace(settings, sender_cap_per_day=0)
     outcome = run_filters(content, account=account.name, trusted=account.trusted,
                           chain=rules.chain, settings=settings, lookups=lookups,
-                          evaluate_all=evaluate_all)
+                          evaluate_all=evaluate_all, computed=pec_controls(plan, account))
     verdict = to_verdict(outcome)
     shown = verdict.message or content
     decider = Decider(account, rules.host, lookups)

@@ -16,6 +16,7 @@ conditions read, and the outcome is built from it at the end.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -92,8 +93,13 @@ def run_filters(
     settings: FilterSettings,
     lookups: FilterLookups,
     evaluate_all: bool = False,
+    computed: Mapping[str, str] | None = None,
 ) -> FilterOutcome:
     """Run the whole filter stage on one message. Pure apart from ``lookups``.
+
+    ``computed`` are controls the bridge itself established before filtering (what PEC
+    unwrapping found: ``X-Bridge-PEC``...): classifiers and filters match them, nobody sets
+    them, and a mail cannot forge them (the trust step strips the mail's own).
 
     ``evaluate_all`` evaluates every condition even after one failed (for ``filters test``:
     the trace then says why each condition did or did not match); the outcome is the same.
@@ -103,6 +109,10 @@ def run_filters(
     overlay = _Overlay()
     steps: list[dict[str, Any]] = []
     stripped = _apply_trust(message, trusted, overlay, steps)
+    if computed:
+        for control, value in computed.items():
+            overlay.set(control, value, "bridge")
+        steps.append({"stage": "computed", "name": "bridge", "sets": dict(computed)})
     stopped = _run_classifiers(BEFORE_FILTERS, run, overlay, steps)
     budget = RegexBudget(settings.regex_timeout_ms / 1000, settings.match_budget_ms / 1000)
     stop_reason = "the loop classifier fired" if stopped else None

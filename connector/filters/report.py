@@ -40,6 +40,8 @@ def _step(step: Mapping[str, Any]) -> list[str]:
         return _trust(step)
     if stage == "classifier":
         return _classifier(step)
+    if stage == "computed":
+        return [f"bridge: {name} = {value}" for name, value in (step.get("sets") or {}).items()]
     return _filter(step)
 
 
