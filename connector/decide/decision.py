@@ -345,18 +345,18 @@ class Decider:
         if (raw := _control(controls, "Priority")) is not None:
             priority = map_priority(raw) or priority
             if map_priority(raw) is None:
-                problems.append(f"priority {raw!r} has no Zendesk equivalent")
+                problems.append(f"priority {raw!r} has no helpdesk equivalent")
         status = defaults.status
         if (raw := _control(controls, "State")) is not None:
             status = map_state(raw) or status
             if map_state(raw) is None:
-                problems.append(f"state {raw!r} has no Zendesk equivalent")
+                problems.append(f"state {raw!r} has no helpdesk equivalent")
         ticket_type = defaults.ticket_type
         if (raw := _control(controls, "Type")) is not None:
             if raw.lower() in ("problem", "incident", "question", "task"):
                 ticket_type = raw.lower()
             else:
-                problems.append(f"type {raw!r} has no Zendesk equivalent")
+                problems.append(f"type {raw!r} has no helpdesk equivalent")
 
         custom = dict(defaults.custom_fields)
         for name, value in controls.items():

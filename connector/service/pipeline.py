@@ -44,7 +44,7 @@ from connector.errors import (
 )
 from connector.filters import FilterChain, FilterError
 from connector.filters.classifiers.loop import mail_day
-from connector.hosts.base import Comment, HostAdapter, NewTicket, Upload
+from connector.hosts.base import Comment, HostAdapter, NewTicket, ReplayableCreates, Upload
 from connector.mail.html import html_to_text
 from connector.mail.model import ParsedMessage
 from connector.service.filtering import StoreLookups
@@ -54,8 +54,8 @@ from connector.understand import Prepared, Rules, Understanding, understand
 
 log = logging.getLogger("connector.pipeline")
 
-#: Zendesk truncates comment bodies at 64 kB without an error; we cut earlier, say so, and
-#: attach the original message so nothing is lost.
+#: Helpdesks cut long comment bodies (Zendesk at 64 kB, without an error); we cut earlier,
+#: say so, and attach the original message so nothing is lost.
 MAX_BODY_CHARS = 60_000
 #: How long a reply waits for the message it answers to reach the helpdesk.
 PARENT_WAIT_SECONDS = 6 * 3600
@@ -208,6 +208,8 @@ class Pipeline:
         self.host_config = host_config
         self.store = store
         self.host = host
+        # Checked once: a host that prepares creates gets them replayed after a crash.
+        self.replayable = host if isinstance(host, ReplayableCreates) else None
         self.rules = rules if rules is not None else default_rules(host_config)
         self.lookups = StoreLookups(store, host)
         self.decider = Decider(account, host_config, self.lookups)
@@ -227,8 +229,8 @@ class Pipeline:
 
         With ``defer_receipts``, PEC receipts for an existing ticket come back DEFERRED and
         are added by ``flush_deferred()``, one ticket update for all receipts of a ticket:
-        a burst of delivery receipts would otherwise spend Zendesk's 30 updates per ticket
-        per 10 minutes.
+        a burst of delivery receipts would otherwise spend the helpdesk's limit of updates per
+        ticket (Zendesk: 30 per 10 minutes).
         """
         self._defer_receipts = defer_receipts
         ctx = MessageContext(self.account.name, ref)
@@ -502,12 +504,11 @@ class Pipeline:
     def _create(self, job: Job, decision: Decision) -> Result:
         ticket = self._new_ticket_request(job, decision)
         pending: dict[str, Any] = {"external_id": ticket.external_id}
-        prepare = getattr(self.host, "prepare_ticket", None)
-        if prepare is not None:
-            prepared = prepare(ticket)
+        if self.replayable is not None:
+            prepared = self.replayable.prepare_ticket(ticket)
             pending["prepared"] = prepared.to_json()
             self.store.set_pending(job.record.id, "new_ticket", pending)
-            created = self.host.send_prepared(prepared, ticket)  # type: ignore[attr-defined]
+            created = self.replayable.send_prepared(prepared, ticket)
         else:
             self.store.set_pending(job.record.id, "new_ticket", pending)
             created = self.host.create_ticket(ticket)
@@ -595,12 +596,11 @@ class Pipeline:
                 return self._execute(job, decision)
             ticket = self._new_ticket_request(job, decision)
             prepared = pending.get("prepared")
-            from_json = getattr(self.host, "prepared_from_json", None)
-            if prepared is not None and from_json is not None:
-                # The adapter replays byte-identically under the same Idempotency-Key while
-                # Zendesk remembers it, and looks the ticket up by external_id after that.
-                created = self.host.send_prepared(  # type: ignore[attr-defined]
-                    from_json(prepared), ticket)
+            if prepared is not None and self.replayable is not None:
+                # The adapter replays byte-identically under the same idempotency key while
+                # the helpdesk remembers it, and looks the ticket up by external_id after that.
+                created = self.replayable.send_prepared(
+                    self.replayable.prepared_from_json(prepared), ticket)
                 return self._after(job, created.id, "new_ticket", decision)
             found = self.host.find_tickets_by_external_id(ticket.external_id or "")
             if found:
