@@ -338,7 +338,8 @@ def test_accounts_report_shows_state_successes_errors_failures_and_backlog(
     code, lines = cli(config, "accounts")
     assert code == EX_OK
     assert lines[0].startswith("support: enabled; last success 20")
-    assert "; failures in a row 0; backlog 1; processed 1, failed 1, ignored 0; avg " in lines[0]
+    assert ("; failures in a row 0; backlog 1; processed 1, failed 1, ignored 0, held 0; avg "
+            in lines[0])
     assert lines[1].startswith("broken: enabled; last success never; failures in a row 2; "
                                "backlog 0; processed 0, failed 0, ignored 0")
     assert lines[2].startswith("    last error: ") and "cannot connect" in lines[2]

@@ -10,6 +10,7 @@ shown in the ticket), or, with ``unknown_sender: ignore``, the mail is ignored w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from connector.mail.addresses import parse_address_list
@@ -43,11 +44,14 @@ def usable(address: Address | None) -> bool:
     return address is not None and address.valid and bool(address.email)
 
 
-def _candidates(message: ParsedMessage) -> list[tuple[str, Address | None]]:
-    return_path = parse_address_list(message.header("Return-Path") or "")
-    return [("From", message.from_), ("Sender", message.sender),
-            *(("Reply-To", a) for a in message.reply_to),
-            *(("Return-Path", a) for a in return_path)]
+def _candidates(message: ParsedMessage) -> Iterator[tuple[str, Address | None]]:
+    yield "From", message.from_
+    yield "Sender", message.sender
+    for address in message.reply_to:
+        yield "Reply-To", address
+    # Parsed only when asked: nearly every mail has a usable From.
+    for address in parse_address_list(message.header("Return-Path") or ""):
+        yield "Return-Path", address
 
 
 def resolve_requester(message: ParsedMessage, *, override: str | None = None,

@@ -61,7 +61,8 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
             "disabled_reason": health.disabled_reason,
             "backlog": fig.get("pending", 0),
             "processed": fig.get("processed", 0), "failed": fig.get("failed", 0),
-            "ignored": fig.get("ignored", 0), "avg_seconds": fig.get("avg_seconds"),
+            "ignored": fig.get("ignored", 0), "held": fig.get("held", 0),
+            "avg_seconds": fig.get("avg_seconds"),
         })
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
@@ -70,7 +71,8 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
         out.write(f"{row['account']}: {row['state']}; last success "
                   f"{row['last_success'] or 'never'}; failures in a row "
                   f"{row['consecutive_failures']}; backlog {row['backlog']}; processed "
-                  f"{row['processed']}, failed {row['failed']}, ignored {row['ignored']}"
+                  f"{row['processed']}, failed {row['failed']}, ignored {row['ignored']}, "
+                  f"held {row['held']}"
                   + (f"; avg {row['avg_seconds']} s" if row["avg_seconds"] is not None else "")
                   + "\n")
         if row["last_error"]:
