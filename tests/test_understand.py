@@ -133,3 +133,22 @@ def test_account_options_for_senders_weak_signals_and_folders() -> None:
         accounts(weak_signals="drop")
     with pytest.raises(ConfigError, match="held_folder"):
         accounts(held_folder="INBOX")
+
+
+def test_the_pipeline_asks_the_store_only_what_the_store_protocol_declares() -> None:
+    import ast
+    import inspect
+
+    from connector.service import filtering
+    from connector.service import pipeline as pipeline_module
+    from connector.store.base import Store
+
+    used: set[str] = set()
+    for module in (pipeline_module, filtering):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "store"):
+                used.add(node.attr)
+    declared = {name for name, _ in inspect.getmembers(Store) if not name.startswith("_")}
+    assert used and used <= declared, sorted(used - declared)
+    assert "SQLiteStore" not in inspect.getsource(pipeline_module)
