@@ -130,3 +130,19 @@ def test_the_cap_counts_by_the_mails_date_not_by_when_they_are_read(
     summary = bridge.poll()
 
     assert (summary.counts["ticketed"], summary.counts["held"]) == (5, 0)
+
+
+def test_held_mail_is_a_metric_until_released(tmp_path: Path) -> None:
+    from connector.service.metrics import Metrics
+    from connector.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    record = store.begin_message("support", "r1", sha256=None)
+    store.finish_message(record.id, MessageState.HELD, action="hold", error="over the cap")
+    metrics = Metrics()
+    metrics.watch_store(store, ["support"])
+    metrics.observe_message("support", "held", 0.01)
+    text = metrics.exposition().decode()
+    assert 'pmb_messages_held{account="support"} 1.0' in text
+    assert 'pmb_messages_total{account="support",outcome="held"} 1.0' in text
+    store.close()

@@ -21,6 +21,14 @@ def render_text(trace: Mapping[str, Any], decision: Mapping[str, Any] | None = N
     lines.append(f"Subject:    {msg.get('subject') or ''}")
     trust = "trusted" if trace.get("trusted") else "untrusted"
     lines.append(f"Account:    {trace.get('account')} ({trust})")
+    pec = trace.get("pec")
+    if pec:
+        lines.append(f"PEC:        {pec.get('kind')} unwrapped; the filters read the certified "
+                     "message")
+    requester = trace.get("requester")
+    if requester:
+        lines.append(f"Requester:  {requester.get('address') or '(none)'} "
+                     f"(from {requester.get('source')})")
     lines.append("")
     for step in trace.get("steps", []):
         lines.extend(_step(step))

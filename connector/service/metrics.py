@@ -37,7 +37,12 @@ class _StateCollector:
         last_ok = GaugeMetricFamily("pmb_account_last_success_timestamp_seconds",
                                     "Unix time of the last successful fetch",
                                     labels=["account"])
+        held = GaugeMetricFamily("pmb_messages_held",
+                                 "Mail held over the per-sender cap, waiting for `held release`",
+                                 labels=["account"])
+        figures = self.store.account_figures()
         for name in self.accounts:
+            held.add_metric([name], float(figures.get(name, {}).get("held", 0)))
             health = self.store.get_health(name)
             enabled.add_metric([name], 1.0 if health.enabled else 0.0)
             failures.add_metric([name], float(health.consecutive_failures))
@@ -46,6 +51,7 @@ class _StateCollector:
         yield enabled
         yield failures
         yield last_ok
+        yield held
         if self.queue_depth is not None:
             depth = GaugeMetricFamily("pmb_outbound_queue_depth",
                                       "Outbound jobs by state", labels=["state"])
