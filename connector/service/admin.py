@@ -237,7 +237,8 @@ def held_release(store: Store, record_id: int, account: AccountConfig, pipeline:
     if result.outcome == Outcome.FAILED:
         return result.outcome  # its copy stays for `errors replay`
     store.release_quarantine(record_id)
-    _move_server_copy(record_id, account, account.held_folder, mailbox_factory, raw, out)
+    if not record.ref.startswith(("file:", "stdin:")):  # import and deliver left no copy
+        _move_server_copy(record_id, account, account.held_folder, mailbox_factory, raw, out)
     return result.outcome
 
 
