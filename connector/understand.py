@@ -164,6 +164,7 @@ def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
         remove_tags=outcome.remove_tags,
         classification=outcome.classification,
         message=message if message is not outcome.message else None,
+        control_sources=dict(outcome.control_sources),
     )
 
 

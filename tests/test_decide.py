@@ -244,3 +244,16 @@ def test_requester_override() -> None:
     verdict = FilterVerdict(controls={"X-Bridge-Requester": "Boss <boss@example.it>"})
     d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
     assert d.requester is not None and d.requester.email == "boss@example.it"
+
+
+def test_ignores_say_why_and_who() -> None:
+    loop = FilterVerdict(controls={"X-OTOBO-Ignore": "yes"}, classification=Classification(
+        Kind.LOOP, "sent from our own address support@acme.example", "loop"))
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), loop)
+    assert (d.ignored_as, d.reason) == (IgnoredAs.LOOP,
+                                        "sent from our own address support@acme.example")
+    newsletter = FilterVerdict(controls={"X-OTOBO-Ignore": "yes"},
+                               control_sources={"X-OTOBO-Ignore": "filter:newsletter"})
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), newsletter)
+    assert (d.ignored_as, d.reason) == (IgnoredAs.FILTER,
+                                        "X-OTOBO-Ignore set by filter:newsletter")

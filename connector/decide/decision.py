@@ -122,6 +122,7 @@ class FilterVerdict:
     remove_tags: tuple[str, ...] = ()
     classification: Classification | None = None
     message: ParsedMessage | None = None  # what to ticket instead (a staff forward's original)
+    control_sources: Mapping[str, str] = field(default_factory=dict)  # who set each control
 
     @property
     def kind(self) -> Kind | None:
@@ -236,12 +237,14 @@ class Decider:
     def decide(self, message: ParsedMessage, verdict: FilterVerdict,
                extra_thread_ids: Sequence[str] = ()) -> Decision:
         controls = verdict.controls
+        kind = self.deciding_kind(verdict)
+        if kind is Kind.LOOP:  # it sets X-OTOBO-Ignore too; say why
+            return Decision.ignore(verdict.note or "classified as loop", IgnoredAs.LOOP)
         ignore = _control(controls, "Ignore")
         if ignore and ignore.lower() in _TRUE:
-            return Decision.ignore("a filter set X-OTOBO-Ignore", IgnoredAs.FILTER)
-        kind = self.deciding_kind(verdict)
-        if kind is Kind.LOOP:
-            return Decision.ignore(verdict.note or "classified as loop", IgnoredAs.LOOP)
+            source = verdict.control_sources.get("X-OTOBO-Ignore")
+            return Decision.ignore(f"X-OTOBO-Ignore set by {source}" if source else
+                                   "a filter set X-OTOBO-Ignore", IgnoredAs.FILTER)
         if kind is Kind.STORM:
             return Decision(Action.HOLD, verdict.note or "over the per-sender daily cap")
 
