@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from bridge_cli import cli_output
-from shared_material import PEC_SAMPLES
+from shared_material import SHARED_ONLY_PEC_SAMPLES, pec_sample, pec_sample_names
 
 from connector.fetch.files import iter_files
 
@@ -22,13 +22,22 @@ ROOT = TESTS.parent
 GROUPS = {"Billing": 11, "Sales": 12, "PEC": 13}
 
 
-def mails() -> Iterator[tuple[str, Path]]:
+def mails() -> Iterator[tuple[str, str]]:
+    """(account, mail): every mail file under tests/data on the ordinary account (PEC samples
+    there arrive as on an ordinary mailbox), every real PEC sample on the PEC account too."""
     for path in sorted((TESTS / "data").rglob("*")):
         if path.is_file() and path.suffix in (".eml", ".txt", ".msg", ".mbox"):
-            yield "support", path
-    for path in sorted(PEC_SAMPLES.glob("*.eml")):
-        yield "support", path  # a PEC envelope or receipt on an ordinary mailbox
-        yield "pec", path
+            yield "support", str(path.relative_to(TESTS / "data"))
+    for name in SHARED_ONLY_PEC_SAMPLES:
+        yield "support", f"pec-sample:{name}"
+    for name in pec_sample_names():
+        yield "pec", f"pec-sample:{name}"
+
+
+def mail_path(mail: str) -> Path:
+    if mail.startswith("pec-sample:"):
+        return pec_sample(mail.split(":", 1)[1])  # skips when shared material is missing
+    return TESTS / "data" / mail
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +102,16 @@ def via_import(config: Path, account: str, mail: Path) -> dict[str, Any] | None:
 CASES = list(mails())
 
 
-@pytest.mark.parametrize(("account", "path"), CASES,
-                         ids=[f"{a}:{p.relative_to(p.parents[1])}" for a, p in CASES])
-def test_filters_test_and_import_agree(config: Path, account: str, path: Path,
+@pytest.mark.parametrize(("account", "mail"), CASES, ids=[f"{a}:{m}" for a, m in CASES])
+def test_filters_test_and_import_agree(config: Path, account: str, mail: str,
                                        tmp_path: Path) -> None:
+    path = mail_path(mail)
     for number, message in enumerate(iter_files([path])):
         assert message.raw is not None
-        mail = tmp_path / f"{number}.eml"  # the very bytes import reads (no mbox From_ line)
-        mail.write_bytes(message.raw)
-        shown = via_filters_test(config, account, mail)
-        done = via_import(config, account, mail)
+        one = tmp_path / f"{number}.eml"  # the very bytes import reads (no mbox From_ line)
+        one.write_bytes(message.raw)
+        shown = via_filters_test(config, account, one)
+        done = via_import(config, account, one)
         if shown is None or done is None:
             assert shown is done, f"{path}: one of them could not read the mail"
             continue
@@ -112,7 +121,7 @@ def test_filters_test_and_import_agree(config: Path, account: str, path: Path,
 
 
 def test_the_pec_filter_fires_in_filters_test_and_in_import(config: Path) -> None:
-    sample = PEC_SAMPLES / "aruba-posta-certificata-2014-01.eml"
+    sample = pec_sample("aruba-posta-certificata-2014-01.eml")
     shown = via_filters_test(config, "support", sample)
     done = via_import(config, "support", sample)
     assert shown is not None and shown == done
