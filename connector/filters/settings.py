@@ -46,7 +46,7 @@ class FilterSettings:
             dispatch: true
             keywords: true
           own_addresses: [support@example.com]   # the bridge's sending addresses
-          sender_cap_per_day: 40                 # mails per sender per day; 0 = no cap
+          sender_cap_per_day: 40                 # mails per sender per Date day, more are held
           dispatch:                              # system address -> queue/group name
             billing@example.com: Billing
             support+sales@example.com: Sales
