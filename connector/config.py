@@ -445,11 +445,17 @@ def _looks_like_address(text: str) -> bool:
 
 
 def _unknown_sender_default(r: _Reader) -> str:
-    """``unknown-sender@`` the domain of the account's mailbox address (an address the
-    helpdesk can take as a requester and an agent recognises), else of ``.invalid``."""
-    username = r.get("username", str, "") or ""
-    domain = username.rpartition("@")[2] if "@" in username else ""
-    return f"unknown-sender@{domain}" if "." in domain else "unknown-sender@example.invalid"
+    """``unknown-sender@`` the domain of the account's mailbox address or of its first own
+    address (an address the helpdesk takes as a requester and an agent recognises), else
+    ``unknown-sender@example.invalid`` (set ``unknown_sender`` then: a helpdesk may refuse it)."""
+    own = r.data.get("own_addresses")
+    candidates = [r.data.get("username"), *(own if isinstance(own, list) else [own])]
+    for address in candidates:
+        if isinstance(address, str) and "@" in address:
+            domain = address.rpartition("@")[2].strip().lower()
+            if "." in domain:
+                return f"unknown-sender@{domain}"
+    return "unknown-sender@example.invalid"
 
 
 def _host(r: _Reader) -> HostConfig:

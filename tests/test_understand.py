@@ -125,6 +125,8 @@ def test_account_options_for_senders_weak_signals_and_folders() -> None:
     assert (default.weak_signals, default.held_folder, default.ignored_folder) == (
         "tag", "Held", "Processed")
     assert accounts(processed_folder="Done").ignored_folder == "Done"
+    assert accounts(username="help", own_addresses=["Help@Acme.example"]).unknown_sender == (
+        "unknown-sender@acme.example")
     assert accounts(unknown_sender="ignore").unknown_sender == "ignore"
     assert accounts(weak_signals="ignore").weak_signals == "ignore"
     with pytest.raises(ConfigError, match="unknown_sender"):
