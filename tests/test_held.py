@@ -146,3 +146,21 @@ def test_held_mail_is_a_metric_until_released(tmp_path: Path) -> None:
     assert 'pmb_messages_held{account="support"} 1.0' in text
     assert 'pmb_messages_total{account="support",outcome="held"} 1.0' in text
     store.close()
+
+
+def test_retention_keeps_what_a_held_mail_needs_for_its_release(tmp_path: Path) -> None:
+    from connector.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    record = store.begin_message("support", "r1", sha256=None)
+    store.describe_message(record.id, dedupe_key="k1", message_id="m1@example.org",
+                           sender="bot@example.org", subject="x", trace={"decision": "hold"})
+    store.quarantine(record.id, b"raw")
+    store.finish_message(record.id, MessageState.HELD, action="hold", error="over the cap")
+
+    assert store.apply_retention(datetime.now(UTC) + timedelta(days=1)) == 0
+
+    kept = store.get_message_by_id(record.id)
+    assert kept is not None and kept.trace == {"decision": "hold"}
+    assert store.quarantined_raw(record.id) == b"raw"
+    store.close()
