@@ -37,12 +37,12 @@ from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan
 from connector.errors import (
-    ParseError,
     PermanentHostError,
     TicketClosedError,
     TransientHostError,
+    UnreadableMail,
 )
-from connector.filters import FilterChain, FilterError
+from connector.filters import FilterChain
 from connector.filters.classifiers.loop import mail_day
 from connector.hosts.base import Comment, HostAdapter, NewTicket, ReplayableCreates, Upload
 from connector.mail.html import html_to_text
@@ -260,7 +260,7 @@ class Pipeline:
             self.store.record_failure(record.id, f"transient: {exc}", durable=False)
             log.debug("%s: host temporarily unavailable, will retry: %s", ctx, exc)
             result = Result(Outcome.RETRY, record.id, reason=str(exc))
-        except (ParseError, FilterError, PermanentHostError) as exc:
+        except (UnreadableMail, PermanentHostError) as exc:
             # Not a mail, a classifier that cannot read it, or a helpdesk that refuses it: the
             # error folder, at once (trying again would meet the same answer).
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
