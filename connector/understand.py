@@ -76,9 +76,10 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Understanding:
-    """One mail understood. ``message`` is the mail as fetched (the PEC envelope, the staff
-    member's forward), ``content`` what the ticket shows (the certified original, the
-    forwarded mail); ``trace`` is plain JSON: filters, PEC, requester and decision."""
+    """One mail understood. ``message`` is the mail as fetched (the PEC envelope), ``outcome``
+    holds what the classifiers and filters read (``outcome.message``: the certified original,
+    else the mail), ``content`` what the ticket shows (that, or the original a staff member
+    forwarded); ``trace`` is plain JSON: filters, PEC, requester and decision."""
 
     message: ParsedMessage
     content: ParsedMessage
@@ -92,6 +93,11 @@ class Understanding:
     @property
     def is_receipt(self) -> bool:
         return self.plan is not None and self.plan.is_receipt
+
+    @property
+    def filtered(self) -> ParsedMessage:
+        """What the classifiers and filters read (the per-sender cap counted its sender)."""
+        return self.outcome.message
 
 
 def may_be_pec(message: ParsedMessage) -> bool:

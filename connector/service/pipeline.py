@@ -469,13 +469,14 @@ class Pipeline:
         understanding = understand(raw, self.account, self.rules, self.lookups,
                                    prepared=prepared, context=context,
                                    release_held=release_held)
-        message, content = understanding.message, understanding.content
+        message, filtered = understanding.message, understanding.filtered
         ctx.message_id = message.message_id
-        sender = content.from_.normalized if content.from_ and content.from_.email else None
+        # The sender and day the per-sender cap counts (the loop classifier's view).
+        sender = filtered.from_.normalized if filtered.from_ and filtered.from_.email else None
         holder = self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
-            sender=sender, subject=content.subject, trace=understanding.trace,
-            mail_day=mail_day(content), durable=False)
+            sender=sender, subject=filtered.subject, trace=understanding.trace,
+            mail_day=mail_day(filtered), durable=False)
         return Job(ctx, record, understanding, holder)
 
     # -- executing decisions ------------------------------------------------------------
