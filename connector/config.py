@@ -18,6 +18,7 @@ import yaml
 
 from connector.errors import ConfigError
 from connector.hosts.ratelimit import Rate
+from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
 
 T = TypeVar("T")
 
@@ -108,6 +109,13 @@ class AccountConfig:
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
+                                  compare=False)
+    # authserv-ids of the receiving MTA whose Authentication-Results headers are believed
+    # (RFC 8601: any other instance's results may be forged by the sender).
+    authserv_ids: tuple[str, ...] = ()
+    verify_dkim: bool = True  # the bridge checks staff senders' DKIM signatures itself (DNS)
 
     @property
     def tag(self) -> str:
@@ -151,6 +159,7 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
 
     def account(self, name: str) -> AccountConfig:
         for acc in self.accounts:
@@ -347,7 +356,29 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
 
 
-def _account(r: _Reader, index: int) -> AccountConfig:
+def _pec_trust(r: _Reader) -> TrustStore:
+    """The top-level ``pec:`` section: ``trust_anchors`` (PEM files or folders) added to the
+    shipped AgID PEC CAs, or replacing them with ``shipped_trust_anchors: false``."""
+    anchors = r.str_list("trust_anchors")
+    include_shipped = r.get("shipped_trust_anchors", bool, True)
+    r.finish()
+    if not anchors and include_shipped:
+        return shipped_trust_store()
+    paths = []
+    for i, item in enumerate(anchors):
+        path = Path(os.path.expanduser(item))
+        path = path if path.is_absolute() else r.base_dir / path
+        if not path.exists():
+            raise ConfigError(f"no such file or folder: {path}", path=r.path,
+                              key=f"{r.sub('trust_anchors')}[{i}]")
+        paths.append(path)
+    try:
+        return load_trust_store(paths, include_shipped=include_shipped)
+    except TrustStoreError as exc:
+        raise r.error("trust_anchors", str(exc)) from None
+
+
+def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
     from connector.pec.providers import PROVIDERS, provider
 
     name = r.get("name", str, required=True)
@@ -446,6 +477,9 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_trust=trust or shipped_trust_store(),
+        authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
+        verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder", "held_folder", "ignored_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
@@ -561,8 +595,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     accounts_raw = root.get("accounts", list, required=True)
     if not accounts_raw:
         raise root.error("accounts", "needs at least one account")
+    trust = _pec_trust(root.child("pec"))
     accounts = tuple(
-        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i)
+        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i, trust)
         for i, raw in enumerate(accounts_raw)
     )
     names = [a.name for a in accounts]
@@ -583,4 +618,4 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     retention_days=ledger_retention),
-                  raw=dict(root.data))
+                  raw=dict(root.data), pec_trust=trust)

@@ -25,13 +25,14 @@ from connector.decide.certified import certify, decide_receipt
 from connector.decide.decision import Decider, Decision, FilterVerdict, TicketView
 from connector.decide.pec import PecPlan, nested_original, plan_pec
 from connector.decide.sender import Requester
+from connector.filters.authentication import DnsLookup, SenderAuthentication, authenticate_sender
 from connector.filters.chain import FilterChain
 from connector.filters.engine import run_filters
 from connector.filters.outcome import FilterOutcome
 from connector.filters.settings import FilterSettings
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
-from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject
+from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject, with_trust
 
 
 class Lookups(Protocol):
@@ -48,17 +49,23 @@ class Lookups(Protocol):
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None: ...
 
+    def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
+                                    account: str) -> int | None: ...
+
     def user_exists(self, email: str) -> bool: ...
 
 
 @dataclass(frozen=True)
 class Rules:
     """What the configuration says about understanding mail: the YAML filter chain, each
-    account's filter settings and the host's mappings (queues, fields)."""
+    account's filter settings and the host's mappings (queues, fields). ``dnsfunc`` looks up
+    DKIM keys for staff senders the account's MTA results do not vouch for (None: no lookup,
+    as ``filters test`` does; only staff mail acts in its sender's name)."""
 
     chain: FilterChain
     settings: Mapping[str, FilterSettings]
     host: HostConfig
+    dnsfunc: DnsLookup | None = None
 
     def for_account(self, account: AccountConfig) -> FilterSettings:
         return self.settings.get(account.name) or FilterSettings()
@@ -141,7 +148,9 @@ def unwrap_pec(raw: bytes, prepared: Prepared, account: AccountConfig,
         return None
     info = prepared.pec
     if info is None:
-        info = find_pec(raw, context=context(message.message_id))
+        info = find_pec(raw, context=context(message.message_id), trust=account.pec_trust)
+    else:  # a worker judged the signature with the shipped anchors; the account may add its own
+        info = with_trust(info, account.pec_trust)
     ahead = prepared.original
 
     def parse(original_raw: bytes) -> ParsedMessage:
@@ -159,6 +168,18 @@ def pec_controls(plan: PecPlan | None, account: AccountConfig) -> dict[str, str]
         return {}
     return {"X-Bridge-PEC": plan.kind.value,
             "X-Bridge-PEC-Mailbox": "pec" if account.pec else "ordinary"}
+
+
+def authenticate(message: ParsedMessage, account: AccountConfig, settings: FilterSettings,
+                 dnsfunc: DnsLookup | None) -> SenderAuthentication:
+    """What is proven about the From address, once per mail. The bridge checks a DKIM
+    signature itself (a DNS query) only for a staff address: only staff mail acts in its
+    sender's name."""
+    sender = message.from_.email if message.from_ else None
+    check_dkim = account.verify_dkim and settings.is_staff(sender)
+    return authenticate_sender(message, trusted=account.trusted,
+                               authserv_ids=account.authserv_ids,
+                               dnsfunc=dnsfunc if check_dkim else None)
 
 
 def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
@@ -191,7 +212,8 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
         settings = replace(settings, sender_cap_per_day=0)
     outcome = run_filters(content, account=account.name, trusted=account.trusted,
                           chain=rules.chain, settings=settings, lookups=lookups,
-                          evaluate_all=evaluate_all, computed=pec_controls(plan, account))
+                          evaluate_all=evaluate_all, computed=pec_controls(plan, account),
+                          authentication=authenticate(content, account, settings, rules.dnsfunc))
     verdict = to_verdict(outcome)
     shown = verdict.message or content
     decider = Decider(account, rules.host, lookups)
@@ -199,7 +221,10 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
     if plan is not None and plan.is_receipt:
         decision = decide_receipt(plan, message, account, lookups)
     else:
-        decision = decider.decide(shown, verdict, plan.lookup_ids if plan is not None else ())
+        # Mail that only looks like PEC evidence opens its own ticket (never threads).
+        standalone = plan is not None and plan.standalone
+        decision = decider.decide(shown, verdict, plan.lookup_ids if plan is not None else (),
+                                  thread=not standalone)
         if plan is not None:
             decision = certify(decision, plan, shown, account)
     trace: dict[str, Any] = dict(outcome.trace)

@@ -6,7 +6,9 @@ Pure like the rest of decide: the ticket a receipt certifies for is asked throug
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from connector.config import AccountConfig
 from connector.decide.decision import Action, Decision, IgnoredAs, ThreadLookup
@@ -14,11 +16,20 @@ from connector.decide.pec import PecPlan
 from connector.mail.model import ParsedMessage
 
 
+class ReceiptLookup(ThreadLookup, Protocol):
+    def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
+                                    account: str) -> int | None:
+        """The ticket of mail sent from ``account`` with one of ``message_ids``."""
+        ...
+
+
 def decide_receipt(plan: PecPlan, message: ParsedMessage, account: AccountConfig,
-                   lookup: ThreadLookup) -> Decision:
-    """A PEC receipt: an internal note on the ticket of the message it certifies."""
+                   lookup: ReceiptLookup) -> Decision:
+    """A certified PEC receipt: an internal note on the ticket of the message it certifies,
+    when this account sent it (a receipt certifies mail sent from the mailbox that receives
+    it); otherwise what pec_unmatched_receipts says."""
     tags = tuple(dict.fromkeys((account.tag, *plan.tags)))
-    ticket_id = lookup.ticket_for_message_ids(plan.lookup_ids)
+    ticket_id = lookup.ticket_for_sent_message_ids(plan.lookup_ids, account.name)
     ticket = lookup.get_ticket(ticket_id) if ticket_id is not None else None
     if ticket is not None and ticket.status != "closed":
         return Decision(Action.INTERNAL_NOTE, f"PEC receipt for a message of ticket "

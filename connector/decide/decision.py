@@ -243,7 +243,9 @@ class Decider:
 
     # -- the decision ---------------------------------------------------------------------
     def decide(self, message: ParsedMessage, verdict: FilterVerdict,
-               extra_thread_ids: Sequence[str] = ()) -> Decision:
+               extra_thread_ids: Sequence[str] = (), *, thread: bool = True) -> Decision:
+        """``thread=False``: the message may not reach an existing ticket (mail that only
+        looks like PEC evidence); it opens its own or is ignored."""
         controls = verdict.controls
         kind = self.deciding_kind(verdict)
         if kind is Kind.LOOP:  # it sets X-OTOBO-Ignore too; say why
@@ -256,8 +258,9 @@ class Decider:
         if kind is Kind.STORM:
             return Decision(Action.HOLD, verdict.note or "over the per-sender daily cap")
 
-        ticket, why = self.find_ticket(message, extra_thread_ids)
-        if ticket is None and verdict.ticket_hint is not None:
+        ticket, why = self.find_ticket(message, extra_thread_ids) if thread else \
+            (None, "not threaded: it may not touch an existing ticket")
+        if ticket is None and verdict.ticket_hint is not None and thread:
             ticket = self.lookup.get_ticket(verdict.ticket_hint)
             why = f"the {kind or 'classifier'} refers to ticket #{verdict.ticket_hint}"
         requester = self.requester(message, controls)

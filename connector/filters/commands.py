@@ -52,6 +52,7 @@ def filters_test(
     understand: Callable[[bytes], Mapping[str, Any]],
     as_json: bool = False,
     out: TextIO | None = None,
+    authserv_ids: Sequence[str] = (),
 ) -> int:
     """Understand one mail without side effects and print its trace and decision.
 

@@ -29,6 +29,11 @@ def render_text(trace: Mapping[str, Any], decision: Mapping[str, Any] | None = N
     if requester:
         lines.append(f"Requester:  {requester.get('address') or '(none)'} "
                      f"(from {requester.get('source')})")
+    auth = trace.get("authentication")
+    if auth:
+        proven = (f"authenticated ({auth.get('method')})" if auth.get("authenticated")
+                  else "NOT authenticated")
+        lines.append(f"Sender:     {auth.get('address')} {proven}: {auth.get('detail')}")
     lines.append("")
     for step in trace.get("steps", []):
         lines.extend(_step(step))

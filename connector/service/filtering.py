@@ -8,8 +8,11 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import dkim.dnsplug
+
 from connector.config import Config
 from connector.filters import FilterChain, FilterLoadError, FilterSettings, load_chain
+from connector.filters.authentication import DnsLookup
 from connector.hosts.base import HostAdapter, TicketInfo
 from connector.store.base import Store
 from connector.understand import Rules
@@ -52,6 +55,10 @@ class StoreLookups:
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
         return self.store.ticket_for_message_ids(message_ids)
+
+    def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
+                                    account: str) -> int | None:
+        return self.store.ticket_for_sent_message_ids(message_ids, account)
 
     def user_exists(self, email: str) -> bool:
         return self.host is not None and self.host.user_exists(email)
@@ -120,12 +127,18 @@ def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
     return accepts
 
 
-def load_rules(config: Config) -> Rules:
-    """The filter chain, every account's filter settings and the host mappings; raises
-    FilterLoadError when a filter file is invalid or sets what the host cannot take."""
+def dns_txt(name: bytes, timeout: float = 5) -> bytes | None:
+    """DKIM key lookup through DNS (dkimpy's resolver, dnspython)."""
+    return dkim.dnsplug.get_txt(name, timeout=timeout)
+
+
+def load_rules(config: Config, dnsfunc: DnsLookup | None = None) -> Rules:
+    """The filter chain, every account's filter settings, the host mappings and the DKIM key
+    lookup (``dns_txt`` unless another is given); raises FilterLoadError when a filter file is
+    invalid or sets what the host cannot take."""
     _, settings = filter_settings(config)
     chain: FilterChain = load_chain(filter_dirs(config, settings))
     problems = chain.host_errors(host_check(config))
     if problems:
         raise FilterLoadError(problems)
-    return Rules(chain, settings, config.host)
+    return Rules(chain, settings, config.host, dnsfunc if dnsfunc is not None else dns_txt)

@@ -575,6 +575,8 @@ class Pipeline:
 
     def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
         thread_ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None and job.plan.ids_are_claims:
+            thread_ids = []
         if job.plan is not None:
             thread_ids += job.plan.thread_ids
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -650,8 +652,10 @@ class Pipeline:
                            known_sha256=a.sha256)
                     for a in message.inline_images]
         if job.plan is not None:
-            # The whole signed envelope, byte-exact: the legal proof of delivery.
-            uploads.append(_eml_upload("pec-envelope", job.message))
+            # The whole signed envelope, byte-exact: the legal proof of delivery (when the
+            # signature is certified; otherwise the evidence of what was received).
+            prefix = "pec-envelope" if job.plan.certified else "pec-unverified"
+            uploads.append(_eml_upload(prefix, job.message))
         elif original:
             uploads.append(_eml_upload("original", job.message))
         return tuple(uploads)

@@ -483,17 +483,25 @@ class SQLiteStore(SQLiteFile):
 
     # -- threading ------------------------------------------------------------------------
     def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+        return self._first_mapped(message_ids)
+
+    def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
+                                    account: str) -> int | None:
+        return self._first_mapped(message_ids, "AND direction = 'out' AND account = ?",
+                                  (account,))
+
+    def _first_mapped(self, message_ids: Iterable[str], condition: str = "",
+                      params: tuple[str, ...] = ()) -> int | None:
+        """The ticket of the first of ``message_ids`` (in their order) mapped to one."""
         ids = [m for m in message_ids if m]
         if not ids:
             return None
         marks = ",".join("?" * len(ids))
         rows = self._query(
-            f"SELECT message_id, ticket_id FROM message_ids WHERE message_id IN ({marks})", ids)
+            f"SELECT message_id, ticket_id FROM message_ids WHERE message_id IN ({marks}) "
+            f"{condition}", [*ids, *params])
         by_id = {r["message_id"]: r["ticket_id"] for r in rows}
-        for mid in ids:
-            if mid in by_id:
-                return int(by_id[mid])
-        return None
+        return next((int(by_id[mid]) for mid in ids if mid in by_id), None)
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
