@@ -16,18 +16,19 @@ classifier that fails raises :class:`FilterError`; both send the mail to the err
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from connector.config import AccountConfig, HostConfig
-from connector.decide.certified import certify, decide_receipt
-from connector.decide.decision import Decider, Decision, FilterVerdict, TicketView
+from connector.decide.certified import ReceiptLookup, certify, decide_receipt
+from connector.decide.decision import Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan, nested_original, plan_pec
 from connector.decide.sender import Requester
 from connector.filters.authentication import DnsLookup, SenderAuthentication, authenticate_sender
 from connector.filters.chain import FilterChain
 from connector.filters.engine import run_filters
+from connector.filters.lookups import FilterLookups
 from connector.filters.outcome import FilterOutcome
 from connector.filters.settings import FilterSettings
 from connector.mail.model import ParsedMessage
@@ -35,24 +36,10 @@ from connector.mail.parse import parse_message
 from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject, with_trust
 
 
-class Lookups(Protocol):
-    """The read-only questions understanding asks: the filter stage's (own Message-IDs,
-    a sender's mails on a day, known tickets) and the decide stage's (tickets, users)."""
-
-    def is_own_message_id(self, message_id: str) -> bool: ...
-
-    def sender_count_today(self, address: str) -> int: ...
-
-    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None: ...
-
-    def get_ticket(self, ticket_id: int) -> TicketView | None: ...
-
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None: ...
-
-    def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
-                                    account: str) -> int | None: ...
-
-    def user_exists(self, email: str) -> bool: ...
+class Lookups(FilterLookups, ReceiptLookup, Protocol):
+    """The read-only questions understanding asks: the filter stage's (own Message-IDs, a
+    sender's mails on a day, known tickets) and the decide stage's (tickets, users, the
+    ticket of mail this account sent)."""
 
 
 @dataclass(frozen=True)
