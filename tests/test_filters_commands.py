@@ -9,11 +9,12 @@ from pathlib import Path
 from connector.config import AccountConfig, HostConfig
 from connector.filters import (
     FilterSettings,
-    NullLookups,
     filters_check,
     filters_test,
     load_chain,
 )
+from connector.service.filtering import StoreLookups
+from connector.store.sqlite import SQLiteStore
 from connector.understand import Rules, understand
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,21 +63,13 @@ RULES = Rules(load_chain([ROOT / "filters"]), {"support": FilterSettings()},
               HostConfig(type="dry-run", groups={"Billing": 11, "PEC": 12}))
 
 
-class Lookups(NullLookups):
-    """No ledger, no helpdesk: nothing is known."""
-
-    def get_ticket(self, ticket_id: int) -> None:
-        return None
-
-    def ticket_for_message_ids(self, message_ids) -> None:
-        return None
-
-    def user_exists(self, email: str) -> bool:
-        return False
+def lookups() -> StoreLookups:
+    """An empty ledger and no helpdesk: nothing is known."""
+    return StoreLookups(SQLiteStore(":memory:"), None)
 
 
 def trace_of(raw: bytes) -> dict:
-    return dict(understand(raw, ACCOUNT, RULES, Lookups(), evaluate_all=True).trace)
+    return dict(understand(raw, ACCOUNT, RULES, lookups(), evaluate_all=True).trace)
 
 
 def test_test_command_prints_a_human_report_with_the_decision():

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from connector.config import AccountConfig, HostConfig
-from connector.filters import CONTROLS, FilterSettings, NullLookups, load_chain
+from connector.filters import CONTROLS, FilterSettings, load_chain
 from connector.filters.loader import load_text
+from connector.service.filtering import StoreLookups
+from connector.store.sqlite import SQLiteStore
 from connector.understand import Rules, Understanding, understand
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,22 +24,16 @@ ACCOUNT = AccountConfig(name="support", protocol="imap", host="127.0.0.1", port=
                         security="none", username="support@example.com", password="x")
 
 
-class Lookups(NullLookups):
-    def get_ticket(self, ticket_id: int) -> None:
-        return None
-
-    def ticket_for_message_ids(self, message_ids) -> None:
-        return None
-
-    def user_exists(self, email: str) -> bool:
-        return True
+def lookups() -> StoreLookups:
+    """An empty ledger and no helpdesk: nothing is known."""
+    return StoreLookups(SQLiteStore(":memory:"), None)
 
 
 def understood(filename: str, eml: str) -> Understanding:
     chain = load_text((SHIPPED / filename).read_text(encoding="utf-8"), filename)
     rules = Rules(chain, {"support": FilterSettings()},
                   HostConfig(type="dry-run", groups={"PEC": 5, "Billing": 6, "Sales": 7}))
-    return understand((DATA / eml).read_bytes(), ACCOUNT, rules, Lookups())
+    return understand((DATA / eml).read_bytes(), ACCOUNT, rules, lookups())
 
 
 def run_file(filename: str, eml: str):
