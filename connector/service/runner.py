@@ -240,8 +240,10 @@ class AccountPoller:
         if state == MessageState.SKIPPED or self.dry_run:
             return True
         if self.account.protocol == "pop3":
-            # POP3 failed mail stays on the server; processed mail only goes if we delete it.
-            return state == MessageState.FAILED or not self.account.delete_after_processing
+            # POP3 failed and held mail stays on the server; processed mail only goes if we
+            # delete it.
+            return (state in (MessageState.FAILED, MessageState.HELD)
+                    or not self.account.delete_after_processing)
         return False
 
     def _poll(self, mailbox: Mailbox, summary: AccountSummary) -> None:
