@@ -10,8 +10,9 @@ first half (parse and PEC) may run ahead in a worker process (:mod:`connector.se
 hands the result over as :class:`Prepared`).
 
 Classifiers run before anyone asks who the sender is: a bounce from ``<>`` or a bare
-``MAILER-DAEMON`` is a bounce. Only input that is not a mail raises (:class:`ParseError`), and a
-classifier that fails raises :class:`FilterError`; both send the mail to the error folder.
+``MAILER-DAEMON`` is a bounce. Only mail the bridge cannot understand raises
+(:class:`connector.errors.UnreadableMail`: input that is not a mail, a classifier that fails
+on it); the pipeline sends it to the error folder at once.
 """
 
 from __future__ import annotations
