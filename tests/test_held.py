@@ -164,3 +164,33 @@ def test_retention_keeps_what_a_held_mail_needs_for_its_release(tmp_path: Path) 
     assert kept is not None and kept.trace == {"decision": "hold"}
     assert store.quarantined_raw(record.id) == b"raw"
     store.close()
+
+
+def test_a_ledger_from_before_the_date_count_is_migrated_or_read_as_it_is(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from connector.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.sqlite3"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)  # as an older bridge left it: no mail_day column
+    db.execute("DROP INDEX messages_sender_day")
+    db.execute("ALTER TABLE messages DROP COLUMN mail_day")
+    db.execute("INSERT INTO messages (account, ref, state, sender, attempts, created_at, "
+               "updated_at) VALUES ('support', 'r1', 'done', 'bot@example.org', 1, ?, ?)",
+               (datetime.now(UTC).isoformat(), datetime.now(UTC).isoformat()))
+    db.commit()
+    db.close()
+    today = datetime.now(UTC).date()
+
+    readonly = SQLiteStore(f"file:{path}?mode=ro", uri=True)  # filters test: not migrated
+    assert readonly.sender_count_on("bot@example.org", today) == 1
+    readonly.close()
+    store = SQLiteStore(path)  # run: migrated; an old record counts on the day it was recorded
+    assert store.sender_count_on("bot@example.org", today) == 1
+    record = store.begin_message("support", "r2", sha256=None)
+    store.describe_message(record.id, dedupe_key=None, message_id=None,
+                           sender="bot@example.org", subject="x", trace=None, mail_day=today)
+    assert store.sender_count_on("bot@example.org", today) == 2
+    store.close()

@@ -334,14 +334,21 @@ class SQLiteStore(SQLiteFile):
                  checked_within: float = 0.0) -> None:
         super().__init__(path, _SCHEMA, uri=uri, checked_within=checked_within)
         self._log_db = self._db
+        with self._lock:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+        # A ledger written before the cap counted by Date, opened read-only (filters test):
+        # its mails are counted by the day they were recorded instead.
+        self._mail_day = "mail_day" in columns or not self.read_only
         if self.read_only:
             return
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
             if "mail_day" not in columns:  # a ledger written before the cap counted by Date
                 self._db.execute("ALTER TABLE messages ADD COLUMN mail_day TEXT")
+                # Their Date is not known: the day they were recorded stands in for it.
+                self._db.execute("UPDATE messages SET mail_day = substr(created_at, 1, 10) "
+                                 "WHERE sender IS NOT NULL")
             self._db.execute("CREATE INDEX IF NOT EXISTS messages_sender_day ON messages "
                              "(sender, mail_day)")
         if str(path) != ":memory:":
@@ -580,6 +587,9 @@ class SQLiteStore(SQLiteFile):
         return int(rows[0]["n"])
 
     def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
+        if not self._mail_day:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return self.sender_count_since(sender, start, exclude_id)
         rows = self._query(
             "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?",
             (sender.lower(), day.isoformat(), exclude_id or -1))
