@@ -533,6 +533,8 @@ def test_mail_with_no_usable_sender_is_ignored_visibly_when_the_account_says_so(
     assert record.state == MessageState.IGNORED
     assert "no usable sender address (From: postmaster at nowhere)" in (record.error or "")
     assert record.trace is not None and record.trace["decision"]["ignored_as"] == "no_sender"
+    [entry] = bridge.store.log_entries(message="nofrom@example.org")
+    assert entry.event == "ignored" and "no usable sender address" in (entry.detail or "")
     assert raws(dovecot, mailbox_user, "Ignored") == [raw]
     assert zendesk.calls_to("POST", TICKETS) == []
 
