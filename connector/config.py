@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from connector.errors import ConfigError
+from connector.fetch.pacing import KNOWN_SERVERS, ServerLimits
 from connector.hosts.ratelimit import Rate
 from connector.mail.mimetree import ParseLimits
 from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
@@ -96,6 +97,8 @@ class AccountConfig:
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
+    held_folder: str = "Held"  # mail over the per-sender cap waits here for `held release`
+    ignored_folder: str = "Processed"  # where deliberately ignored mail goes
     delete_after_processing: bool = False
     poll_interval: float = 5.0  # minutes
     initial_sync: str = "all"  # all | skip_existing | import_existing
@@ -106,6 +109,10 @@ class AccountConfig:
     follow_up: FollowUpPolicy = FollowUpPolicy()
     history: HistoryPolicy = HistoryPolicy()
     allow_unknown_senders: bool = True
+    # The requester of mail with no usable address in From, Sender, Reply-To or Return-Path
+    # (the original From is shown in the ticket), or "ignore" to ignore such mail visibly.
+    unknown_sender: str = "unknown-sender@example.invalid"
+    weak_signals: str = "tag"  # tag | ignore: what a weak auto-reply/list/bounce sign does
     email_ccs: bool = True
     attach_original_eml: bool = False
     allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
@@ -117,6 +124,8 @@ class AccountConfig:
     idle: bool = True  # IMAP IDLE push when the server offers it; polling otherwise
     auto_disable: bool = True  # disable the account after max_failures connection failures
     max_failures: int = 10
+    tcp_keepalive_seconds: float = 60.0  # TCP keepalive after this much silence; 0: off
+    idle_renew_seconds: float = 290.0  # IMAP IDLE renewed this often (NAT timeouts: 5 min+)
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC provider preset (connector.pec.providers)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
@@ -170,12 +179,22 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionsConfig:
+    """The ``connections:`` section: login pacing per mail server (connector.fetch.pacing).
+    ``servers`` maps ``host`` or ``host:port`` to limits that replace the defaults there."""
+
+    default: ServerLimits = ServerLimits()
+    servers: Mapping[str, ServerLimits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     accounts: tuple[AccountConfig, ...]
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    connections: ConnectionsConfig = ConnectionsConfig()
     limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
 
@@ -458,6 +477,11 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
     if unmatched == "catch_all" and catch_all is None:
         raise r.error("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
                       "catch_all")
+    processed_folder = r.get("processed_folder", str, "Processed")
+    unknown_sender = r.get("unknown_sender", str, _unknown_sender_default(r))
+    if unknown_sender != "ignore" and not _looks_like_address(unknown_sender):
+        raise r.error("unknown_sender", f"must be an e-mail address or 'ignore', not "
+                      f"{unknown_sender!r}")
     pattern = r.get("subject_ticket_pattern", str, r"\[#(\d+)\]")
     try:
         if re.compile(pattern).groups < 1:
@@ -477,8 +501,10 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         verify_tls=verify_tls,
         insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
-        processed_folder=r.get("processed_folder", str, "Processed"),
+        processed_folder=processed_folder,
         error_folder=r.get("error_folder", str, "Error"),
+        held_folder=r.get("held_folder", str, "Held"),
+        ignored_folder=r.get("ignored_folder", str, processed_folder),
         delete_after_processing=r.get("delete_after_processing", bool, False),
         poll_interval=r.positive("poll_interval", float, 4.0 if pec else 5.0),
         initial_sync=initial_sync,
@@ -489,6 +515,8 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         follow_up=_follow_up(r.child("follow_up")),
         history=_history(r.child("history")),
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
+        unknown_sender=unknown_sender,
+        weak_signals=r.choice("weak_signals", ("tag", "ignore"), "tag"),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
         allow_remote_content=r.get("allow_remote_content", bool, False),
@@ -500,6 +528,8 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         idle=r.get("idle", bool, True),
         auto_disable=r.get("auto_disable", bool, True),
         max_failures=r.positive("max_failures", int, 10),
+        tcp_keepalive_seconds=_non_negative(r, "tcp_keepalive_seconds", 60.0),
+        idle_renew_seconds=r.positive("idle_renew_seconds", float, 290.0),
         pec=pec,
         provider=preset.key if preset else None,
         pec_unmatched_receipts=unmatched,
@@ -509,7 +539,7 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
         verify_dkim=r.get("verify_dkim", bool, True),
     )
-    for key in ("processed_folder", "error_folder"):
+    for key in ("processed_folder", "error_folder", "held_folder", "ignored_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
             raise r.error(key, f"must differ from folder ({account.folder!r}): mail moved there "
                           "would be fetched again")
@@ -517,6 +547,32 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
+
+
+def _non_negative(r: _Reader, name: str, default: float) -> float:
+    value = r.get(name, float, default)
+    if value < 0:
+        raise r.error(name, f"must be 0 or more, got {value!r}")
+    return float(value)
+
+
+def _looks_like_address(text: str) -> bool:
+    local, at, domain = text.strip().rpartition("@")
+    return bool(at and local and "." in domain and " " not in text.strip())
+
+
+def _unknown_sender_default(r: _Reader) -> str:
+    """``unknown-sender@`` the domain of the account's mailbox address or of its first own
+    address (an address the helpdesk takes as a requester and an agent recognises), else
+    ``unknown-sender@example.invalid`` (set ``unknown_sender`` then: a helpdesk may refuse it)."""
+    own = r.data.get("own_addresses")
+    candidates = [r.data.get("username"), *(own if isinstance(own, list) else [own])]
+    for address in candidates:
+        if isinstance(address, str) and "@" in address:
+            domain = address.rpartition("@")[2].strip().lower()
+            if "." in domain:
+                return f"unknown-sender@{domain}"
+    return "unknown-sender@example.invalid"
 
 
 def _rate(r: _Reader, name: str) -> Rate | None:
@@ -581,6 +637,40 @@ def _host(r: _Reader) -> HostConfig:
     return cfg
 
 
+def _server_limits(r: _Reader, base: ServerLimits, source: str) -> ServerLimits:
+    limits = _server_limits_keys(r, base, source)
+    r.finish()
+    return limits
+
+
+def _connections(r: _Reader) -> ConnectionsConfig:
+    default = _server_limits_keys(r, ServerLimits(), "connections")
+    servers: dict[str, ServerLimits] = {}
+    listed = r.child("servers")
+    for name in list(listed.data):
+        key = str(name).lower()
+        base = KNOWN_SERVERS.get(key.rsplit(":", 1)[0], default)
+        servers[key] = _server_limits(listed.child(str(name)), base,
+                                      f"connections.servers.{name}")
+    listed.finish()
+    r.finish()
+    return ConnectionsConfig(default=default, servers=servers)
+
+
+def _server_limits_keys(r: _Reader, base: ServerLimits, source: str) -> ServerLimits:
+    """``login_rate`` (0: no pacing), ``login_burst`` and ``max_connections`` (0: no cap) in
+    ``r``, over ``base``; ``source`` names where they came from when any is given."""
+    rate = r.get("login_rate", float, base.login_rate)
+    if rate < 0:
+        raise r.error("login_rate", f"must be 0 (no pacing) or more, got {rate!r}")
+    return ServerLimits(
+        login_rate=float(rate),
+        login_burst=r.positive("login_burst", int, base.login_burst),
+        max_connections=int(_non_negative(r, "max_connections", base.max_connections)),
+        source=source if any(r.has(k) for k in ("login_rate", "login_burst",
+                                                  "max_connections")) else base.source)
+
+
 #: Top-level keys validated by other stages (filters, outbound, service).
 _TOP_EXTENSION_KEYS: tuple[str, ...] = ("filters", "service")
 
@@ -624,6 +714,7 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     retention = store_reader.positive("log_retention_days", float, 30.0)
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
+    connections = _connections(root.child("connections"))
     limits_reader = root.child("limits")
     limits = ParseLimits(
         mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
@@ -638,4 +729,5 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     retention_days=ledger_retention),
-                  raw=dict(root.data), limits=limits, pec_trust=trust)
+                  raw=dict(root.data), limits=limits, pec_trust=trust,
+                  connections=connections)

@@ -17,22 +17,21 @@ done, nothing is sent again); none found means it did not, and the mail is impor
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from connector.config import HistoryPolicy
+from connector.config import AccountConfig, HistoryPolicy
 from connector.decide import Action, Decider, Decision
-from connector.errors import HostError, ParseError, PermanentHostError, TransientHostError
+from connector.errors import HostError, PermanentHostError, TransientHostError, UnreadableMail
 from connector.fetch.base import RemoteMessage
 from connector.hosts.base import (
     Comment,
@@ -43,21 +42,20 @@ from connector.hosts.base import (
     TicketImporter,
     TicketInfo,
 )
-from connector.service.filtering import FilterStage as FilterStageClass
+from connector.service.filtering import StoreLookups
 from connector.service.pipeline import (
-    FilterStage,
     Job,
     MessageContext,
     Outcome,
     Pipeline,
     Result,
-    StoreThreadLookup,
     outcome_of,
     ticket_thread_ids,
 )
 from connector.service.progress import NoProgress, Progress
 from connector.service.runner import AccountSummary
 from connector.store.base import MessageRecord, MessageState
+from connector.understand import Rules
 
 log = logging.getLogger("connector.history")
 
@@ -185,10 +183,11 @@ class _Conversation:
 
 
 class HistoryLookup:
-    """Decide's view during an import: the ledger and the helpdesk, plus the conversations of
-    this import, each under a placeholder ticket id (negative, never a real one)."""
+    """Understanding's view during an import: the ledger and the helpdesk (``base``), plus the
+    conversations of this import, each under a placeholder ticket id (negative, never a real
+    one)."""
 
-    def __init__(self, base: StoreThreadLookup) -> None:
+    def __init__(self, base: StoreLookups) -> None:
         self.base = base
         self.placeholders: dict[int, TicketInfo] = {}
         self.by_message_id: dict[str, int] = {}
@@ -204,6 +203,21 @@ class HistoryLookup:
             if mid:
                 self.by_message_id.setdefault(mid, placeholder)
 
+    def for_record(self, record_id: int | None) -> HistoryLookup:
+        self.base.for_record(record_id)
+        return self
+
+    # -- the filter stage's questions ------------------------------------------------------
+    def is_own_message_id(self, message_id: str) -> bool:
+        return self.base.is_own_message_id(message_id)
+
+    def sender_count_on(self, address: str, day: date) -> int:
+        return self.base.sender_count_on(address, day)
+
+    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+        return self.ticket_for_message_ids(message_ids)
+
+    # -- the decide stage's questions ------------------------------------------------------
     def get_ticket(self, ticket_id: int) -> TicketInfo | None:
         if ticket_id < 0:
             return self.placeholders.get(ticket_id)
@@ -218,6 +232,10 @@ class HistoryLookup:
                 return found
         return None
 
+    def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
+                                    account: str) -> int | None:
+        return self.base.ticket_for_sent_message_ids(message_ids, account)
+
     def user_exists(self, email: str) -> bool:
         return self.base.user_exists(email)
 
@@ -225,9 +243,6 @@ class HistoryLookup:
         if ticket_id < 0:
             return self.placeholders.get(ticket_id)
         return self.base.cached(ticket_id)
-
-    def forget(self) -> None:
-        self.base.forget()
 
 
 # -- the import -------------------------------------------------------------------------------
@@ -291,22 +306,23 @@ class HistoryImport:
         """Point the pipeline's decisions at this import's conversations (and lift the
         per-sender cap) until the returned function puts it back."""
         pipeline = self.pipeline
-        saved = pipeline.lookup, pipeline.decider, pipeline.filter_stage
-        lookup = HistoryLookup(pipeline.lookup)
-        pipeline.lookup = lookup  # type: ignore[assignment]
+        saved = pipeline.lookups, pipeline.decider, pipeline.rules
+        lookup = HistoryLookup(pipeline.lookups)
+        pipeline.lookups = lookup  # type: ignore[assignment]
         pipeline.decider = Decider(self.account, pipeline.host_config, lookup)
-        pipeline.filter_stage = without_sender_cap(pipeline.filter_stage, self.account.name)
+        pipeline.rules = without_sender_cap(pipeline.rules, self.account)
 
         def restore() -> None:
-            pipeline.lookup, pipeline.decider, pipeline.filter_stage = saved
+            pipeline.lookups, pipeline.decider, pipeline.rules = saved
 
         return lookup, restore
 
     def _understood(self, ctx: MessageContext, record: MessageRecord,
                     raw: bytes) -> tuple[Job, Decision]:
         """The mail understood as live mail is (parse, PEC, filters, decision), recorded."""
+        self.pipeline.lookups.for_record(record.id)
         job = self.pipeline._job(ctx, record, raw)
-        return job, self.pipeline._decide(job)
+        return job, job.decision
 
     # -- reading ----------------------------------------------------------------------------
     def _collect(self, messages: Iterable[RemoteMessage]) -> tuple[list[_Input], int]:
@@ -434,7 +450,7 @@ class HistoryImport:
             log.warning("%s: helpdesk unavailable while deciding, left for the next run: %s",
                         ctx, exc)
             return Outcome.RETRY
-        except (ParseError, PermanentHostError) as exc:
+        except (UnreadableMail, PermanentHostError) as exc:
             failed = pipeline._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
             pipeline._log_outcome(ctx, failed)
             return failed.outcome
@@ -581,16 +597,12 @@ def _imported(outcome: Outcome, mail: _Mail, ticket_id: int) -> Result:
                   f"{mail.date.isoformat()}")
 
 
-def without_sender_cap(stage: FilterStage, account: str) -> FilterStage:
-    """The filter stage with the per-sender daily cap lifted for ``account``: the cap stops
-    a live mail storm, and counts the mails recorded today, which in an import of years of
-    one customer's mail are all of them."""
-    if not isinstance(stage, FilterStageClass) or account not in stage.settings:
-        return stage
-    lifted = copy.copy(stage)
-    lifted.settings = {**stage.settings,
-                       account: replace(stage.settings[account], sender_cap_per_day=0)}
-    return lifted
+def without_sender_cap(rules: Rules, account: AccountConfig) -> Rules:
+    """The rules with the per-sender daily cap lifted for ``account``: the cap holds back a
+    live mail storm; an archive holds years of a customer's mail, days of many mails
+    included, and an import is no storm."""
+    settings = replace(rules.for_account(account), sender_cap_per_day=0)
+    return replace(rules, settings={**rules.settings, account.name: settings})
 
 
 def _now() -> datetime:
