@@ -12,11 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connector.auth.settings import OAuth2Settings
 
 T = TypeVar("T")
 
@@ -29,7 +32,8 @@ _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 PRIORITIES = ("low", "normal", "high", "urgent")
 STATUSES = ("new", "open", "pending", "hold", "solved")
 TICKET_TYPES = ("problem", "incident", "question", "task")
-PROTOCOLS = ("imap", "pop3")
+PROTOCOLS = ("imap", "pop3", "graph")
+AUTH_METHODS = ("password", "oauth2")
 #: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
 PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
@@ -65,6 +69,8 @@ class AccountConfig:
     security: str
     username: str
     password: str = field(repr=False)
+    auth: str = "password"  # password | oauth2
+    oauth2: OAuth2Settings | None = None
     ca_file: str | None = None
     verify_tls: bool = True
     folder: str = "INBOX"
@@ -90,7 +96,7 @@ class AccountConfig:
     auto_disable: bool = True  # disable the account after max_failures connection failures
     max_failures: int = 10
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
-    provider: str | None = None  # PEC provider preset (connector.pec.providers)
+    provider: str | None = None  # PEC (connector.pec.providers) or mail preset (auth.presets)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
@@ -123,6 +129,7 @@ class HostConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
+    state_dir: Path | None = None  # OAuth2 refresh tokens (mode 0600); default: path's folder
     log_retention_days: float = 30.0  # communication log entries older than this are purged
 
 
@@ -317,13 +324,15 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
 
 
 _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
-                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
+                  ("graph", "tls"): 443, ("graph", "starttls"): 443, ("graph", "none"): 80}
 
 #: Keys other stages validate themselves (filters, PEC, outbound) and keys to come.
-_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
+_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound", "oauth2")
 
 
 def _account(r: _Reader, index: int) -> AccountConfig:
+    from connector.auth.presets import MAIL_PROVIDERS, mail_provider
     from connector.pec.providers import PROVIDERS, provider
 
     name = r.get("name", str, required=True)
@@ -332,10 +341,11 @@ def _account(r: _Reader, index: int) -> AccountConfig:
                       f"(it becomes a tag), got {name!r}")
     pec = r.get("pec", bool, False)
     preset_key = r.get("provider", str)
-    preset = provider(preset_key) if preset_key else None
-    if preset_key and preset is None:
-        raise r.error("provider", f"unknown PEC provider {preset_key!r}; known: "
-                      f"{', '.join(sorted(PROVIDERS))}")
+    mail_preset = mail_provider(preset_key)
+    preset = provider(preset_key) if preset_key and mail_preset is None else None
+    if preset_key and preset is None and mail_preset is None:
+        raise r.error("provider", f"unknown provider {preset_key!r}; known: "
+                      f"{', '.join(sorted({*PROVIDERS, *MAIL_PROVIDERS}))}")
     if preset is not None:
         if r.has("pec") and not pec:
             raise r.error("pec", f"provider {preset_key!r} is a PEC provider; remove "
@@ -346,12 +356,22 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         raise r.error("protocol", "PEC accounts are IMAP only (receipts and envelopes must "
                       "be kept in folders)")
     security = r.choice("security", SECURITIES, "tls")
-    host = r.get("host", str, preset.imap_host if preset else None, required=preset is None)
+    default_host = preset.imap_host if preset else None
+    if mail_preset is not None:
+        default_host = {"imap": mail_preset.imap_host, "pop3": mail_preset.pop3_host,
+                        "graph": mail_preset.graph_host}[protocol] or None
+        if default_host is None:
+            raise r.error("protocol", f"{mail_preset.name} is not reached with {protocol}")
+    elif protocol == "graph":
+        default_host = "graph.microsoft.com"
+    host = r.get("host", str, default_host, required=default_host is None)
     if security == "none" and not _is_loopback(host):
         raise r.error("security", f"'none' sends the password in clear text; it is allowed only "
                       f"for a loopback host, not {host!r}. Use tls or starttls")
     default_port = preset.imap_port if preset and security == "tls" else \
         _DEFAULT_PORTS[(protocol, security)]
+    if mail_preset is not None and security == "tls" and protocol != "graph":
+        default_port = mail_preset.imap_port if protocol == "imap" else mail_preset.pop3_port
     port = r.get("port", int, default_port)
     if not 0 < port < 65536:
         raise r.error("port", f"must be a TCP port, got {port}")
@@ -376,14 +396,33 @@ def _account(r: _Reader, index: int) -> AccountConfig:
             raise r.error("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
         raise r.error("subject_ticket_pattern", f"is not a valid regex: {exc}") from None
+    username = r.get("username", str, required=True)
+    oauth_default = mail_preset is not None or protocol == "graph"
+    auth = r.choice("auth", AUTH_METHODS, "oauth2" if oauth_default else "password")
+    if protocol == "graph" and auth != "oauth2":
+        raise r.error("auth", "Microsoft Graph takes only OAuth2 tokens (auth: oauth2)")
+    oauth2 = None
+    if auth == "oauth2":
+        from connector.auth.settings import read_oauth2
+
+        if not r.has("oauth2"):
+            raise r.error("oauth2", "is required with auth: oauth2 (provider, client_id ...)")
+        oauth2 = read_oauth2(r.child("oauth2"), account=name, username=username,
+                             protocol=protocol,
+                             default_provider=mail_preset.oauth2_provider if mail_preset
+                             else "microsoft" if protocol == "graph" else None)
+    elif r.has("oauth2"):
+        raise r.error("oauth2", "is used only with auth: oauth2")
     account = AccountConfig(
         name=name,
         protocol=protocol,
         host=host,
         port=port,
         security=security,
-        username=r.get("username", str, required=True),
-        password=r.secret("password", required=True),
+        username=username,
+        password=r.secret("password", required=auth == "password"),
+        auth=auth,
+        oauth2=oauth2,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         verify_tls=r.get("verify_tls", bool, True),
         folder=r.get("folder", str, "INBOX"),
@@ -409,19 +448,33 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         auto_disable=r.get("auto_disable", bool, True),
         max_failures=r.positive("max_failures", int, 10),
         pec=pec,
-        provider=preset.key if preset else None,
+        provider=preset.key if preset else mail_preset.key if mail_preset else None,
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
     )
     for key in ("processed_folder", "error_folder"):
-        if protocol == "imap" and getattr(account, key) == account.folder:
+        if protocol in ("imap", "graph") and getattr(account, key) == account.folder:
             raise r.error(key, f"must differ from folder ({account.folder!r}): mail moved there "
                           "would be fetched again")
     if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
         raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
+
+
+def token_file(state_dir: Path, account: str) -> Path:
+    """Where an account's OAuth2 refresh token lives (mode 0600, never in the config)."""
+    return state_dir / "oauth2" / f"{account}.json"
+
+
+def _with_token_file(account: AccountConfig, state_dir: Path) -> AccountConfig:
+    if account.oauth2 is None:
+        return account
+    from dataclasses import replace
+
+    return replace(account, oauth2=replace(account.oauth2,
+                                           token_file=token_file(state_dir, account.name)))
 
 
 def _host(r: _Reader) -> HostConfig:
@@ -511,11 +564,14 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
+    state_dir = store_reader.path_value("state_dir") or store_path.parent
     store_reader.finish()
+    accounts = tuple(_with_token_file(a, state_dir) for a in accounts)
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
     validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
-                  store=StoreConfig(path=store_path, log_retention_days=retention),
+                  store=StoreConfig(path=store_path, log_retention_days=retention,
+                                    state_dir=state_dir),
                   raw=dict(root.data))

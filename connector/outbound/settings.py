@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from connector.auth.presets import mail_provider
 from connector.config import _is_loopback, _Reader
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
@@ -46,6 +47,7 @@ from connector.pec.providers import PecProvider
 from connector.pec.providers import provider as pec_provider
 
 if TYPE_CHECKING:
+    from connector.auth.settings import OAuth2Settings
     from connector.config import Config
 
 SMTP_SECURITIES = ("tls", "starttls")
@@ -85,6 +87,15 @@ class SmtpSettings:
     ca_file: str | None = None
     verify_tls: bool = True
     timeout: float = 60.0
+    oauth2: OAuth2Settings | None = None  # the account's: AUTH XOAUTH2 instead of a password
+
+
+def account_uses_oauth2(account: Mapping[str, Any]) -> bool:
+    """Whether a raw account mapping logs in with OAuth2 (said, or implied by its preset)."""
+    if account.get("auth") is not None:
+        return account.get("auth") == "oauth2"
+    return mail_provider(str(account.get("provider") or "")) is not None or \
+        account.get("protocol") == "graph"
 
 
 @dataclass(frozen=True)
@@ -192,9 +203,14 @@ def _template(r: _Reader, name: str, default: str) -> str:
 def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], path: str,
           key: str, base_dir: Path, *, required: bool) -> SmtpSettings:
     default_host = preset.smtp_host if preset else None
+    mail_preset = mail_provider(str(account.get("provider") or ""))
+    default_security = "tls"
+    if mail_preset is not None:
+        default_host, default_security = mail_preset.smtp_host, mail_preset.smtp_security
     host = r.get("host", str, default_host, required=required and default_host is None)
-    security = r.choice("security", SMTP_SECURITIES, "tls")
+    security = r.choice("security", SMTP_SECURITIES, default_security)
     port = r.get("port", int, preset.smtp_port if preset and security == "tls"
+                 else mail_preset.smtp_port if mail_preset and security == default_security
                  else (465 if security == "tls" else 587))
     if not 0 < port < 65536:
         raise r.error("port", f"must be a TCP port, got {port}")
@@ -202,6 +218,8 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
     username = r.get("username", str, default_user, required=required and not default_user)
     if r.has("password") or r.has("password_file"):
         password = r.secret("password", required=required)
+    elif account_uses_oauth2(account):
+        password = ""  # load_outbound hands the account's OAuth2 settings to the sender
     else:
         # The PEC mailbox logs in to IMAP and SMTP with the same credentials.
         outer = _Reader(account, path, key.rsplit(".", 1)[0], base_dir)
@@ -356,5 +374,16 @@ def validate_outbound(data: Mapping[str, Any], where: str, base_dir: Path) -> No
 
 
 def load_outbound(config: Config) -> OutboundConfig:
-    """The outbound configuration of a loaded ``Config`` (read from ``config.raw``)."""
-    return outbound_from_raw(config.raw, str(config.path), config.path.resolve().parent)
+    """The outbound configuration of a loaded ``Config`` (read from ``config.raw``); accounts
+    logging in with OAuth2 send with the same token source unless their smtp section has a
+    password of its own."""
+    from dataclasses import replace
+
+    loaded = outbound_from_raw(config.raw, str(config.path), config.path.resolve().parent)
+    accounts = []
+    for settings in loaded.accounts:
+        account = next((a for a in config.accounts if a.name == settings.account), None)
+        if account is not None and account.oauth2 is not None and not settings.smtp.password:
+            settings = replace(settings, smtp=replace(settings.smtp, oauth2=account.oauth2))
+        accounts.append(settings)
+    return replace(loaded, accounts=tuple(accounts))
