@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from connector.config import AccountConfig
-from connector.errors import FetchError
+from connector.errors import FetchError, GrantRevokedError
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
@@ -143,6 +143,11 @@ class AccountPoller:
             self._poll(mailbox, summary)
             if self.account.protocol == "pop3":
                 self.close()
+        except GrantRevokedError as exc:
+            self.close()
+            summary.error = str(exc)
+            self._grant_revoked(exc, time.monotonic() - started)
+            return summary
         except FetchError as exc:
             self.close()
             summary.error = str(exc)
@@ -168,6 +173,17 @@ class AccountPoller:
             log.error("account=%s: %s. Fix the cause, then re-enable it with "
                       "'postmaster-bridge accounts enable %s'", self.account.name, reason,
                       self.account.name)
+
+    def _grant_revoked(self, exc: GrantRevokedError, duration: float) -> None:
+        """An OAuth2 grant that is gone does not come back by retrying: the account is
+        disabled at once, with the issuer's words and what the admin must do."""
+        log.error("account=%s: mailbox unavailable: %s", self.account.name, exc)
+        if self.dry_run:
+            return
+        self.store.record_connection_failure(self.account.name, str(exc))
+        self._log("error", "connection failed", str(exc), duration)
+        self.store.set_account_enabled(self.account.name, False, str(exc))
+        self._log("error", "account disabled", str(exc))
 
     def wait(self, seconds: float) -> bool:
         """Wait for the next pass: IMAP IDLE when offered (returns early on new mail),
