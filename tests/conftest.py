@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki
+from oauth_double import OAuthDouble
 from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config
+
+from connector.auth import forget_sources
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,28 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """A test CA and a server certificate for 127.0.0.1 (the SMTP test servers use it)."""
     return write_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def oauth_server(pki: TestPki) -> Iterator[OAuthDouble]:
+    """The OAuth2 server double (generic, Microsoft and Google routes; HTTP and HTTPS)."""
+    with OAuthDouble(pki) as double:
+        yield double
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(oauth_server: OAuthDouble) -> Iterator[DovecotServer]:
+    """A second Dovecot whose passdb oauth2 validates tokens with the double (started only
+    by the OAuth2 tests, so the main one stays as fast as before)."""
+    if not os.access(DOVECOT, os.X_OK):
+        pytest.fail(f"{DOVECOT} not found: run scripts/install-test-deps.sh")
+    with DovecotServer(oauth2_introspection_url=oauth_server.url + "/introspect") as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_token_sources() -> Iterator[None]:
+    """No token cached from an earlier test (sources are kept per settings process-wide)."""
+    forget_sources()
+    yield
+    forget_sources()

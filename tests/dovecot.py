@@ -236,7 +236,7 @@ def _config_text(
   args = {oauth2_conf}
 }}
 """ if oauth2_conf else ""
-    password_mechanisms = "  mechanisms = plain login\n" if oauth2_conf else ""
+    password_mechanisms = "  mechanisms = plain login" if oauth2_conf else ""
     identity = _identity_settings()
     return f"""\
 # Written by tests/dovecot.py for one test session.
@@ -263,7 +263,8 @@ ssl_key = <{pki.key_file}
 ssl_min_protocol = TLSv1.2
 passdb {{
   driver = passwd-file
-{password_mechanisms}  # One file per user: Dovecot notices a changed passwd-file by mtime (seconds) and size, so
+{password_mechanisms}
+  # One file per user: Dovecot notices a changed passwd-file by mtime (seconds) and size, so
   # two users added in the same second to one file could stay invisible; a new file cannot.
   args = scheme=PLAIN username_format=%u {root}/users/%u.passwd
 }}

@@ -8,18 +8,14 @@ from pathlib import Path
 import pytest
 from dovecot import DovecotServer, MailUser
 from oauth_double import OAuthDouble
-from oauth_fixtures import (  # noqa: F401 - fixtures
-    _fresh_token_sources,
-    generic_settings,
-    oauth_account,
-    oauth_dovecot,
-    oauth_server,
-)
+from oauth_support import generic_settings, oauth_account
 
 from connector.errors import AuthenticationError, GrantRevokedError
 from connector.fetch import open_mailbox
 from connector.service.runner import AccountPoller
 from connector.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.usefixtures("fresh_token_sources")
 
 MESSAGE = b"From: a@example.com\r\nTo: support@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 

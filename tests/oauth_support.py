@@ -1,43 +1,17 @@
-"""Fixtures for the OAuth2 tests: the OAuth2 server double and a Dovecot whose
-``passdb oauth2`` validates tokens against it (started only by the tests that use them, so the
-session's main Dovecot stays as fast as before)."""
+"""Helpers of the OAuth2 tests (their fixtures are in conftest: ``oauth_server``,
+``oauth_dovecot``, ``fresh_token_sources``)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-from dovecot import DOVECOT, DovecotServer, MailUser, TestPki
+from dovecot import DovecotServer, MailUser
 from oauth_double import OAuthDouble
 
-from connector.auth import forget_sources
 from connector.auth.settings import OAuth2Settings
 from connector.config import AccountConfig
-
-
-@pytest.fixture(scope="session")
-def oauth_server(pki: TestPki) -> Iterator[OAuthDouble]:
-    with OAuthDouble(pki) as double:
-        yield double
-
-
-@pytest.fixture(scope="session")
-def oauth_dovecot(oauth_server: OAuthDouble) -> Iterator[DovecotServer]:
-    if not os.access(DOVECOT, os.X_OK):
-        pytest.fail(f"{DOVECOT} not found: run scripts/install-test-deps.sh")
-    with DovecotServer(oauth2_introspection_url=oauth_server.url + "/introspect") as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh_token_sources() -> Iterator[None]:
-    forget_sources()
-    yield
-    forget_sources()
 
 
 def oauth_account(server: DovecotServer, user: MailUser, oauth2: OAuth2Settings,
