@@ -521,8 +521,10 @@ class _Handler(BaseHTTPRequestHandler):
             if client is None or client.public_key_pem is None:
                 raise rfc_error(400, "invalid_grant", "Invalid JWT Signature.")
             try:
+                # Google: the assertion's "aud" is always its own token URI, wherever the
+                # request goes ("Preparing to make an authorized API call").
                 claims = pyjwt.decode(assertion, client.public_key_pem, algorithms=["RS256"],
-                                      audience=f"{self._base()}/google/token")
+                                      audience="https://oauth2.googleapis.com/token")
             except pyjwt.PyJWTError:
                 raise rfc_error(400, "invalid_grant", "Invalid JWT Signature.") from None
             subject = claims.get("sub")

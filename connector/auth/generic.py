@@ -11,6 +11,7 @@ from typing import Any
 import requests
 
 from connector.auth.base import AccessToken, DeviceCode, TokenFile
+from connector.auth.http import make_session
 from connector.auth.jwt import claims, identity_of, scopes_of
 from connector.auth.remedies import remedy
 from connector.auth.settings import OAuth2Settings
@@ -65,8 +66,7 @@ class GenericProvider:
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
-        self._session = session or requests.Session()
-        self._session.verify = settings.ca_file or True
+        self._session = session or make_session(settings.token_url, settings.ca_file)
         self.store = TokenFile(settings.token_file) if settings.token_file else None
 
     def describe(self) -> str:

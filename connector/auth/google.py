@@ -18,10 +18,10 @@ import google.auth.exceptions
 import google.auth.transport.requests
 import google.oauth2.credentials
 import google.oauth2.service_account
-import requests
 
 from connector.auth.base import AccessToken, TokenFile
 from connector.auth.generic import raise_for_error
+from connector.auth.http import make_session
 from connector.auth.settings import OAuth2Settings
 from connector.errors import ConfigError, GrantRevokedError, TokenError
 
@@ -34,8 +34,7 @@ class GoogleProvider:
         self.settings = settings
         self._clock = clock
         self.store = TokenFile(settings.token_file) if settings.token_file else None
-        session = requests.Session()
-        session.verify = settings.ca_file or True
+        session = make_session(settings.token_url, settings.ca_file)
         self._request = google.auth.transport.requests.Request(session)
         self._credentials: Any = None
 

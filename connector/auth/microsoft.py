@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from connector.auth.base import AccessToken, DeviceCode, TokenFile
 from connector.auth.generic import raise_for_error
+from connector.auth.http import make_session
 from connector.auth.jwt import claims, identity_of, scopes_of
 from connector.auth.settings import MICROSOFT_AUTHORITY, OAuth2Settings
 from connector.errors import ConfigError, GrantRevokedError, TokenError
@@ -72,8 +73,7 @@ class MicrosoftProvider:
             return self._app
         s = self.settings
         known = s.authority_host.rstrip("/") == MICROSOFT_AUTHORITY
-        session = requests.Session()
-        session.verify = s.ca_file or True
+        session = make_session(s.authority, s.ca_file)
         options: dict[str, Any] = {
             "authority": s.authority, "http_client": session, "timeout": s.timeout,
             "token_cache": self._cache,
