@@ -104,6 +104,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             with open_mailbox(account) as mailbox:
                 line = mailbox.check()
             print(f"ok    account {account.name}: {line}", file=out)
+            if account.oauth2 is not None:
+                from connector.auth.authorize import check_line
+
+                print(f"ok    oauth2 {account.name}: {check_line(account.oauth2)}", file=out)
         except AuthenticationError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
@@ -353,6 +357,29 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
         store.close()
 
 
+def cmd_accounts_authorize(args: argparse.Namespace, out: TextIO) -> int:
+    """Sign in once for an account's delegated OAuth2 grant (device code)."""
+    from connector.auth.authorize import authorize
+
+    config = _config(args)
+    account = config.account(args.name)
+    if account.oauth2 is None:
+        raise ConfigError(f"account {account.name} logs in with a password (auth: password)",
+                          path=str(config.path), key="accounts")
+    authorize(account.oauth2, out)
+    store = _store_for_admin(config)
+    try:
+        health = store.get_health(account.name)
+        store.log_event(level="notice", kind="connection", account=account.name,
+                        event="oauth2 authorized", detail="device code sign-in")
+    finally:
+        store.close()
+    if not health.enabled:
+        print(f"      the account is disabled ({health.disabled_reason}); enable it with "
+              f"'postmaster-bridge accounts enable {account.name}'", file=out)
+    return EX_OK
+
+
 def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     from connector.service.admin import print_log
 
@@ -481,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
         q = asub.add_parser(verb, parents=[common], help=f"{verb} an account")
         q.add_argument("name")
         q.set_defaults(func=cmd_accounts)
+    q = asub.add_parser("authorize", parents=[common],
+                        help="sign in once for an OAuth2 account (device code)")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_accounts_authorize)
 
     p = sub.add_parser("log", parents=[common], help="the communication log")
     p.add_argument("--account")

@@ -1,0 +1,96 @@
+"""``accounts authorize`` (device code end to end against the Entra double) and what ``check``
+says about the token; the refresh token lives only in the state directory."""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from bridge_cli import cli_output, run_cli
+from dovecot import DovecotServer
+from dovecot import TestPki as Pki
+from oauth_double import OAuthDouble
+
+pytestmark = pytest.mark.usefixtures("fresh_token_sources")
+
+
+def _config(tmp: Path, double: OAuthDouble, server: DovecotServer, pki: Pki,
+            client_id: str) -> Path:
+    data = {
+        "store": {"path": str(tmp / "ledger.sqlite3"), "state_dir": str(tmp / "state")},
+        "host": {"type": "dry-run"},
+        "accounts": [{
+            "name": "m365", "protocol": "imap", "host": server.host, "port": server.imap_port,
+            "security": "none", "username": "supportdesk", "auth": "oauth2",
+            "oauth2": {"provider": "microsoft", "flow": "device_code",
+                       "tenant": "contoso.onmicrosoft.com", "client_id": client_id,
+                       "authority_host": double.tls_url, "ca_file": str(pki.ca_file)}}]}
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _approve(double: OAuthDouble, username: str) -> threading.Thread:
+    def approve() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            codes = double.pending_user_codes()
+            if codes:
+                double.approve_device(codes[-1], username)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=approve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_authorize_then_check_shows_identity_scopes_and_expiry(
+        tmp_path: Path, oauth_server: OAuthDouble, oauth_dovecot: DovecotServer, pki: Pki,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    app = oauth_server.add_client()
+    config = _config(tmp_path, oauth_server, oauth_dovecot, pki, app.client_id)
+
+    _approve(oauth_server, "supportdesk")
+    code, out = run_cli("accounts", "authorize", "m365", "-c", str(config))
+    assert code == 0, out
+    assert "https://microsoft.com/devicelogin" in out[0] and "enter the code" in out[0]
+    assert any(line.startswith("ok    m365: signed in; token for supportdesk") for line in out)
+
+    token_file = tmp_path / "state" / "oauth2" / "m365.json"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    refresh_tokens = [rt for rt, grant in oauth_server.refresh.items()
+                      if grant.username == "supportdesk" and not grant.revoked]
+    assert refresh_tokens and refresh_tokens[0] in token_file.read_text()
+
+    code, text = cli_output("-v", "check", "-c", str(config))
+    assert code == 0, text
+    oauth_line = next(line for line in text.splitlines() if line.startswith("ok    oauth2 m365"))
+    assert "delegated (supportdesk)" in oauth_line and "token for supportdesk" in oauth_line
+    assert "https://outlook.office365.com/IMAP.AccessAsUser.All" in oauth_line
+    assert "expires 20" in oauth_line and "(in 60 min)" in oauth_line
+
+    # The refresh token never appears in the config, the output or the logs.
+    current = [rt for rt, grant in oauth_server.refresh.items()
+               if grant.username == "supportdesk" and not grant.revoked]
+    captured = capfd.readouterr()
+    for rt in refresh_tokens + current:
+        assert rt not in config.read_text()
+        assert rt not in text and rt not in "\n".join(out)
+        assert rt not in captured.err and rt not in captured.out
+
+
+def test_authorize_refuses_an_app_only_account(tmp_path: Path, oauth_server: OAuthDouble,
+                                               oauth_dovecot: DovecotServer, pki: Pki) -> None:
+    config = _config(tmp_path, oauth_server, oauth_dovecot, pki, "app")
+    data = yaml.safe_load(config.read_text())
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    data["accounts"][0]["oauth2"].update(flow="client_credentials", client_secret_file=str(secret))
+    config.write_text(yaml.safe_dump(data))
+    code, text = cli_output("accounts", "authorize", "m365", "-c", str(config))
+    assert code == 78
