@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dovecot import HOST
-from oauth_double import OAuthDouble
+from oauth_double import OAuthDouble, QuietServer
 
 ROOT_ID = "AAMkAGI2TAAA="
 
@@ -97,7 +97,7 @@ class GraphDouble:
         class Handler(_Handler):
             owner = double
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
+        self._server = QuietServer((HOST, 0), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
