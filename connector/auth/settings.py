@@ -115,7 +115,8 @@ def default_scopes(provider: str, flow: str, protocol: str) -> tuple[str, ...]:
 def read_oauth2(r: _Reader, *, account: str, username: str, protocol: str,
                 default_provider: str | None) -> OAuth2Settings:
     """Validate one ``oauth2:`` mapping (``r``) of the account ``account``."""
-    provider = r.choice("provider", PROVIDERS, default_provider, required=True)
+    provider = r.choice("provider", PROVIDERS, default_provider,
+                        required=default_provider is None)
     client_secret = r.secret("client_secret", required=False)
     certificate = r.secret("certificate", required=False)
     service_account = r.secret("service_account", required=False)
