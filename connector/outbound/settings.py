@@ -48,10 +48,11 @@ from connector.pec.providers import provider as pec_provider
 
 if TYPE_CHECKING:
     from connector.auth.settings import OAuth2Settings
-    from connector.config import Config
+    from connector.config import AccountConfig, Config
 
 SMTP_SECURITIES = ("tls", "starttls")
 REPLY_COMMENTS = ("public", "any")
+TRANSPORTS = ("smtp", "graph")
 RECEIPT_TYPES = ("completa", "breve", "sintetica")
 DEFAULT_SUBJECT_TEMPLATE = "{{ticket.title}} [#{{ticket.id}}]"
 DEFAULT_MESSAGE_TEMPLATE = "{{ticket.latest_comment_html}}"
@@ -121,6 +122,7 @@ class OutboundSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
+    transport: str = "smtp"  # smtp | graph (Microsoft Graph sendMail, with the account's token)
 
     @property
     def slug(self) -> str:
@@ -143,7 +145,13 @@ class OutboundSettings:
         # The account's own `provider:` preset applies unless outbound names another.
         provider = r.choice("provider", tuple(PROVIDERS)) or account.get("provider")
         preset = pec_provider(str(provider)) if provider else None
-        smtp = _smtp(r.child("smtp"), preset, account, path, key, base_dir, required=enabled)
+        transport = r.choice("transport", TRANSPORTS,
+                             "graph" if account.get("protocol") == "graph" else "smtp")
+        if transport == "graph" and not account_uses_oauth2(account):
+            raise r.error("transport", "graph sends with the account's OAuth2 token: the "
+                          "account needs auth: oauth2 (provider microsoft)")
+        smtp = _smtp(r.child("smtp"), preset, account, path, key, base_dir,
+                     required=enabled and transport == "smtp")
         default_from = account.get("username")
         from_address = r.get("from_address", str, default_from,
                              required=enabled and not default_from)
@@ -186,6 +194,7 @@ class OutboundSettings:
             max_message_bytes=r.size("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
             blocked_extensions=extensions,
             ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
+            transport=transport,
         )
         r.finish()
         return settings
@@ -373,6 +382,26 @@ def validate_outbound(data: Mapping[str, Any], where: str, base_dir: Path) -> No
     outbound_from_raw(data, where, base_dir)
 
 
+def graph_endpoint(account: AccountConfig) -> SmtpSettings:
+    """Where a ``transport: graph`` account sends: its own Graph host when it reads through
+    Graph, else graph.microsoft.com; a token for Graph (not for Exchange's IMAP/SMTP)."""
+    from dataclasses import replace
+
+    from connector.auth.settings import default_scopes
+
+    assert account.oauth2 is not None
+    oauth2 = account.oauth2
+    if account.protocol != "graph":
+        oauth2 = replace(oauth2, scopes=default_scopes(oauth2.provider, oauth2.flow, "graph"))
+    if account.protocol == "graph":
+        host, port, security = account.host, account.port, account.security
+    else:
+        host, port, security = "graph.microsoft.com", 443, "tls"
+    return SmtpSettings(host=host, port=port, security=security, username=account.username,
+                        password="", ca_file=account.ca_file, verify_tls=account.verify_tls,
+                        timeout=account.timeout, oauth2=oauth2)
+
+
 def load_outbound(config: Config) -> OutboundConfig:
     """The outbound configuration of a loaded ``Config`` (read from ``config.raw``); accounts
     logging in with OAuth2 send with the same token source unless their smtp section has a
@@ -383,7 +412,9 @@ def load_outbound(config: Config) -> OutboundConfig:
     accounts = []
     for settings in loaded.accounts:
         account = next((a for a in config.accounts if a.name == settings.account), None)
-        if account is not None and account.oauth2 is not None and not settings.smtp.password:
+        if account is not None and settings.transport == "graph" and account.oauth2:
+            settings = replace(settings, smtp=graph_endpoint(account))
+        elif account is not None and account.oauth2 is not None and not settings.smtp.password:
             settings = replace(settings, smtp=replace(settings.smtp, oauth2=account.oauth2))
         accounts.append(settings)
     return replace(loaded, accounts=tuple(accounts))

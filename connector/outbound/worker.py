@@ -104,6 +104,15 @@ def _age_seconds(stamp: str, now: float) -> float | None:
     return now - when.timestamp()
 
 
+def make_sender(settings: OutboundSettings) -> SmtpSender:
+    """The account's sender: SMTP submission, or Graph sendMail (``transport: graph``)."""
+    if settings.transport == "graph":
+        from connector.outbound.graph import GraphSender
+
+        return GraphSender(settings.smtp)  # type: ignore[return-value]
+    return SmtpSender(settings.smtp)
+
+
 class OutboundWorker:
     """Processes outbound jobs; one instance per process (it owns its claims)."""
 
@@ -118,7 +127,7 @@ class OutboundWorker:
         self.accounts = {a.account: a for a in config.enabled_accounts}
         self.senders = dict(senders or {})
         for name, settings in self.accounts.items():
-            self.senders.setdefault(name, SmtpSender(settings.smtp))
+            self.senders.setdefault(name, make_sender(settings))
         self.rate = SendRateLimiter({n: a.rate_limit_per_minute for n, a in self.accounts.items()},
                                     clock=clock, sleep=sleep)
         self.clock = clock
