@@ -223,6 +223,7 @@ def _config_text(
     ports: dict[str, int],
     imap_capabilities: list[str] | None,
     oauth2_conf: Path | None = None,
+    separator: str | None = None,
 ) -> str:
     capability_line = (
         f"imap_capability = {' '.join(imap_capabilities)}\n" if imap_capabilities else ""
@@ -237,6 +238,9 @@ def _config_text(
 }}
 """ if oauth2_conf else ""
     password_mechanisms = "  mechanisms = plain login" if oauth2_conf else ""
+    # Gmail's hierarchy separator is "/" ("[Gmail]/All Mail"); Dovecot's maildir default "."
+    namespace = (f"namespace inbox {{\n  inbox = yes\n  separator = {separator}\n}}\n"
+                 if separator else "")
     identity = _identity_settings()
     return f"""\
 # Written by tests/dovecot.py for one test session.
@@ -275,7 +279,7 @@ passdb {{
 mail_location = maildir:~/Maildir
 mail_fsync = never
 pop3_uidl_format = %08Xu%08Xv
-{capability_line}service imap-login {{
+{capability_line}{namespace}service imap-login {{
   inet_listener imap {{
     address = {HOST}
     port = {ports["imap"]}
@@ -314,6 +318,7 @@ class DovecotServer:
         *,
         drop_imap_capabilities: Iterable[str] = (),
         oauth2_introspection_url: str | None = None,
+        separator: str | None = None,
     ) -> None:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-")) if root is None else root
@@ -321,6 +326,7 @@ class DovecotServer:
         self.imap_capabilities = [c for c in DEFAULT_IMAP_CAPABILITIES if c not in dropped]
         self._custom_capabilities = bool(dropped)
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.separator = separator
         self.host = HOST
         self.imap_port = free_port()
         self.imaps_port = free_port()
@@ -378,6 +384,7 @@ class DovecotServer:
                     self.ports,
                     self.imap_capabilities if self._custom_capabilities else None,
                     oauth2_conf,
+                    self.separator,
                 )
             )
         # A master.pid left by a killed run makes Dovecot think it is still running.
