@@ -71,7 +71,7 @@ def test_authorize_then_check_shows_identity_scopes_and_expiry(
     assert code == 0, text
     oauth_line = next(line for line in text.splitlines() if line.startswith("ok    oauth2 m365"))
     assert "delegated (supportdesk)" in oauth_line and "token for supportdesk" in oauth_line
-    assert "https://outlook.office365.com/IMAP.AccessAsUser.All" in oauth_line
+    assert "https://outlook.office.com/IMAP.AccessAsUser.All" in oauth_line
     assert "expires 20" in oauth_line and "(in 60 min)" in oauth_line
 
     # The refresh token never appears in the config, the output or the logs.

@@ -38,10 +38,10 @@ OUTLOOK_APP_SCOPE = "https://outlook.office365.com/.default"
 GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 #: Delegated (one user's mailbox) scopes per protocol; msal adds offline_access itself.
 OUTLOOK_USER_SCOPES = {
-    "imap": ("https://outlook.office365.com/IMAP.AccessAsUser.All",
-             "https://outlook.office365.com/SMTP.Send"),
-    "pop3": ("https://outlook.office365.com/POP.AccessAsUser.All",
-             "https://outlook.office365.com/SMTP.Send"),
+    "imap": ("https://outlook.office.com/IMAP.AccessAsUser.All",
+             "https://outlook.office.com/SMTP.Send"),
+    "pop3": ("https://outlook.office.com/POP.AccessAsUser.All",
+             "https://outlook.office.com/SMTP.Send"),
     "graph": ("https://graph.microsoft.com/Mail.ReadWrite",
               "https://graph.microsoft.com/Mail.Send"),
 }
