@@ -148,7 +148,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     parser = ParsePool(workers) if workers > 0 else None
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
                for a in accounts]
-    service = Service(pollers, log_retention_days=config.store.log_retention_days, stop=stop)
+    service = Service(pollers, log_retention_days=config.store.log_retention_days,
+                      retention_days=config.store.retention_days, stop=stop)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)

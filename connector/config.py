@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from connector.errors import ConfigError
+from connector.hosts.ratelimit import Rate
 
 if TYPE_CHECKING:
     from connector.auth.settings import OAuth2Settings
@@ -49,6 +50,9 @@ class TicketDefaults:
     ticket_type: str | None = None
     tags: tuple[str, ...] = ()
     custom_fields: tuple[tuple[int, Any], ...] = ()
+    brand_id: int | None = None
+    # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
+    brands: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class FollowUpPolicy:
     status: str | None = "open"
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
+    # Quoted history and signatures cut from follow-up comments, the whole original kept:
+    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
+    quoted_text: str = "attach"
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,9 @@ class HostConfig:
     ca_file: str | None = None
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
+    # The plan's request budget and the ticket-update budget (None: follow the host's headers).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,8 @@ class StoreConfig:
     path: Path
     state_dir: Path | None = None  # OAuth2 refresh tokens (mode 0600); default: path's folder
     log_retention_days: float = 30.0  # communication log entries older than this are purged
+    # Finished mails older than this keep only what later mails need (see apply_retention).
+    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -304,9 +316,14 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
         ticket_type=r.choice("type", TICKET_TYPES),
         tags=r.str_list("tags"),
         custom_fields=tuple(fields),
+        brand_id=r.get("brand_id", int),
+        brands={address.lower(): brand for address, brand in r.int_map("brands").items()},
     )
     r.finish()
     return defaults
+
+
+QUOTED_TEXT = ("attach", "collapse", "keep")
 
 
 def _follow_up(r: _Reader) -> FollowUpPolicy:
@@ -318,6 +335,7 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
     )
     r.finish()
     return policy
@@ -477,6 +495,15 @@ def _with_token_file(account: AccountConfig, state_dir: Path) -> AccountConfig:
                                            token_file=token_file(state_dir, account.name)))
 
 
+def _rate(r: _Reader, name: str) -> Rate | None:
+    if not r.has(name):
+        return None
+    try:
+        return Rate.parse(r.get(name, (int, float, str)))
+    except ValueError as exc:
+        raise r.error(name, str(exc)) from None
+
+
 def _host(r: _Reader) -> HostConfig:
     host_type = r.choice("type", ("zendesk", "dry-run"), required=True)
     if host_type == "dry-run" and not r.has("url"):
@@ -519,6 +546,8 @@ def _host(r: _Reader) -> HostConfig:
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
+        rate_limit=_rate(r, "rate_limit"),
+        ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
     )
     r.finish()
     return cfg
@@ -565,6 +594,7 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
     state_dir = store_reader.path_value("state_dir") or store_path.parent
+    ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
     accounts = tuple(_with_token_file(a, state_dir) for a in accounts)
     root.finish(_TOP_EXTENSION_KEYS)
@@ -573,5 +603,5 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
-                                    state_dir=state_dir),
+                                    state_dir=state_dir, retention_days=ledger_retention),
                   raw=dict(root.data))

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.config import AccountConfig, HostConfig
+from connector.decide.recipient import mail_recipient
 from connector.decide.subject import clean_subject, ticket_refs
 from connector.mail.addresses import parse_address_list
 from connector.mail.model import Address, ParsedMessage
@@ -58,6 +59,7 @@ class Decision:
     public: bool = True
     group_id: int | None = None
     brand_id: int | None = None
+    recipient: str | None = None  # the own address the mail reached (replies go out from it)
     priority: str | None = None
     status: str | None = None
     ticket_type: str | None = None
@@ -78,6 +80,7 @@ class Decision:
             "public": self.public,
             "group_id": self.group_id,
             "brand_id": self.brand_id,
+            "recipient": self.recipient,
             "priority": self.priority,
             "status": self.status,
             "type": self.ticket_type,
@@ -157,6 +160,11 @@ class Decider:
         self.account = account
         self.host = host
         self.lookup = lookup
+
+    def _own_addresses(self) -> tuple[str, ...]:
+        """The account's addresses, its own listed first, then its login if that is one."""
+        return tuple(dict.fromkeys((*self.account.own_addresses,
+                                    self.account.username.lower())))
 
     # -- follow-up detection ------------------------------------------------------------
     def find_ticket(self, message: ParsedMessage,
@@ -270,10 +278,13 @@ class Decider:
                 group_id = self.host.groups[queue]
             else:
                 problems.append(f"queue/group {queue!r} is not mapped in host.groups")
+        recipient = mail_recipient(message, self._own_addresses())
         brand = _control(controls, "Brand")
         brand_id = int(brand) if brand and brand.isdigit() else None
         if brand and brand_id is None:
             problems.append(f"brand {brand!r} must be a numeric brand id")
+        if brand_id is None:
+            brand_id = defaults.brands.get(recipient or "", defaults.brand_id)
 
         priority = defaults.priority
         if (raw := _control(controls, "Priority")) is not None:
@@ -307,7 +318,7 @@ class Decider:
         subject = _control(controls, "Title") or clean_subject(message.subject) or "(no subject)"
         ccs: tuple[str, ...] = ()
         if self.account.email_ccs:
-            own = set(self.account.own_addresses) | {self.account.username.lower()}
+            own = set(self._own_addresses())
             seen = {sender.normalized}
             out: list[str] = []
             for addr in message.to + message.cc:
@@ -321,7 +332,8 @@ class Decider:
         all_tags = tuple(t for t in dict.fromkeys((*defaults.tags, *tags))
                          if t not in verdict.remove_tags)
         return Decision(Action.NEW_TICKET, reason, subject=subject, requester=sender,
-                        public=True, group_id=group_id, brand_id=brand_id, priority=priority,
+                        public=True, group_id=group_id, brand_id=brand_id,
+                        recipient=recipient, priority=priority,
                         status=status, ticket_type=ticket_type, tags=all_tags,
                         remove_tags=verdict.remove_tags,
                         custom_fields=tuple(sorted(custom.items())), email_ccs=ccs,

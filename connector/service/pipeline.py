@@ -42,6 +42,7 @@ from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Up
 from connector.mail.html import html_to_text
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
+from connector.mail.quoting import new_text
 from connector.pec import find_pec
 from connector.service.metrics import Metrics
 from connector.service.parsing import Prepared
@@ -184,6 +185,12 @@ ORPHAN_SECONDS = 30 * 60
 
 def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
+
+
+def _paragraphs_html(text: str) -> str:
+    """Plain text as HTML paragraphs, escaped (for a trimmed reply shown above its quote)."""
+    blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    return "".join(f"<p>{escape(b).replace(chr(10), '<br>')}</p>" for b in blocks)
 
 
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
@@ -713,6 +720,7 @@ class Pipeline:
             ticket_type=decision.ticket_type,
             group_id=decision.group_id,
             brand_id=decision.brand_id,
+            recipient=decision.recipient,
             custom_fields=decision.custom_fields,
             email_ccs=decision.email_ccs,
             external_id=key[:64],
@@ -724,6 +732,9 @@ class Pipeline:
         text, html, cut = self._body_of(job)
         message = job.content
         assert decision.ticket_id is not None
+        trimmed = self._quoted_text_trimmed(job, decision, text, html)
+        if trimmed is not None:
+            text, html = trimmed
         if not decision.public and not job.is_receipt:
             sender = str(message.from_) if message.from_ else "unknown sender"
             header = f"Mail from {sender} ({decision.reason})"
@@ -743,13 +754,32 @@ class Pipeline:
             public=decision.public,
             author_email=message.from_.email if message.from_ and decision.public else None,
             author_name=message.from_.name if message.from_ else None,
-            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
+                trimmed is not None and self.account.follow_up.quoted_text == "attach")),
             status=decision.status,
             priority=decision.priority,
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
         )
+
+    def _quoted_text_trimmed(self, job: Job, decision: Decision, text: str,
+                             html: str | None) -> tuple[str, str | None] | None:
+        """A reply's own words for its comment, or None to keep the body whole: only replies
+        (not bounces, auto-replies or receipts), never certified PEC content (what the
+        provider certified is shown as it was), and not when the account keeps quotes."""
+        mode = self.account.follow_up.quoted_text
+        if mode == "keep" or decision.action != Action.FOLLOW_UP or job.plan is not None:
+            return None
+        reply = new_text(text)
+        if reply.unchanged:
+            return None
+        if mode == "collapse":
+            whole = html if html is not None else f"<pre>{escape(text)}</pre>"
+            folded = (f"{_paragraphs_html(reply.text)}<details><summary>Quoted text"
+                      f"</summary>{whole}</details>")
+            return reply.text, folded
+        return reply.text, None  # the original .eml goes beside the comment
 
     # -- archive --------------------------------------------------------------------------
     def _archive(self, ctx: MessageContext, raw: bytes) -> None:

@@ -123,6 +123,15 @@ class Store(Protocol):
     # -- ledger ---------------------------------------------------------------------------
     def get_message(self, account: str, ref: str) -> MessageRecord | None: ...
 
+    def apply_retention(self, older_than: datetime) -> int:
+        """Finished records older than ``older_than`` drop their stored request and trace;
+        what later mails need (dedupe, Message-ID map, sender counts) stays."""
+        ...
+
+    def vacuum(self) -> tuple[int, int]:
+        """Return freed space to the file system; (size before, size after) in bytes."""
+        ...
+
     def get_message_by_id(self, record_id: int) -> MessageRecord | None: ...
 
     def ref_states(self, account: str, refs: Iterable[str]) -> dict[str, MessageState]:

@@ -625,6 +625,38 @@ class SQLiteStore(SQLiteFile):
                          event=r["event"], detail=r["detail"], duration_ms=r["duration_ms"])
                 for r in reversed(rows)]
 
+    def apply_retention(self, older_than: datetime) -> int:
+        """Drop what finished mails no longer need once they are older than ``older_than``:
+        the stored request (``pending``: the create body with upload tokens, ~10 kB a mail) and
+        the decision trace. What later mails need stays: the record (sender and date for the
+        per-sender cap, state, ticket), its dedupe claim and the Message-ID -> ticket map.
+        Failed mails keep everything (an admin may still look at them and replay them).
+        Returns how many records were thinned."""
+        cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
+        finished = [s.value for s in MessageState if s.terminal and s != MessageState.FAILED]
+        marks = ",".join("?" * len(finished))
+        with self._tx(durable=False) as db:
+            cur = db.execute(
+                f"UPDATE messages SET pending = NULL, trace = NULL WHERE updated_at < ? "
+                f"AND state IN ({marks}) AND (pending IS NOT NULL OR trace IS NOT NULL)",
+                (cutoff, *finished))
+        return cur.rowcount
+
+    def vacuum(self) -> tuple[int, int]:
+        """Give the space freed by retention back to the file system (``VACUUM``; it rewrites
+        the file, so it is for a quiet moment). Returns the file size before and after."""
+        before = self._file_size()
+        with self._lock:
+            self.make_durable()
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, self._file_size()
+
+    def _file_size(self) -> int:
+        path = Path(str(self.path))
+        return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal"))
+                   if p.exists())
+
     def purge_log(self, older_than: datetime) -> int:
         with self._tx() as db:
             cur = db.execute("DELETE FROM comm_log WHERE ts < ?",
