@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,3 +30,20 @@ def generic_settings(double: OAuthDouble, user: str, tmp: Path, **values: Any) -
         "token_file": tmp / "state" / "oauth2" / f"oauth-{user}.json", "timeout": 10.0}
     fields.update(values)
     return OAuth2Settings(**fields)
+
+
+def approve_when_shown(double: OAuthDouble, username: str) -> threading.Thread:
+    """The person at the browser: enters the device code as ``username`` once the bridge has
+    asked for one (within 20 s)."""
+    def approve() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            codes = double.pending_user_codes()
+            if codes:
+                double.approve_device(codes[-1], username)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=approve, daemon=True)
+    thread.start()
+    return thread

@@ -4,8 +4,6 @@ says about the token; the refresh token lives only in the state directory."""
 from __future__ import annotations
 
 import stat
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from bridge_cli import cli_output, run_cli
 from dovecot import DovecotServer
 from dovecot import TestPki as Pki
 from oauth_double import OAuthDouble
+from oauth_support import approve_when_shown
 
 pytestmark = pytest.mark.usefixtures("fresh_token_sources")
 
@@ -34,28 +33,13 @@ def _config(tmp: Path, double: OAuthDouble, server: DovecotServer, pki: Pki,
     return path
 
 
-def _approve(double: OAuthDouble, username: str) -> threading.Thread:
-    def approve() -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            codes = double.pending_user_codes()
-            if codes:
-                double.approve_device(codes[-1], username)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=approve, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_authorize_then_check_shows_identity_scopes_and_expiry(
         tmp_path: Path, oauth_server: OAuthDouble, oauth_dovecot: DovecotServer, pki: Pki,
         capfd: pytest.CaptureFixture[str]) -> None:
     app = oauth_server.add_client()
     config = _config(tmp_path, oauth_server, oauth_dovecot, pki, app.client_id)
 
-    _approve(oauth_server, "supportdesk")
+    approve_when_shown(oauth_server, "supportdesk")
     code, out = run_cli("accounts", "authorize", "m365", "-c", str(config))
     assert code == 0, out
     assert "https://microsoft.com/devicelogin" in out[0] and "enter the code" in out[0]
@@ -74,7 +58,7 @@ def test_authorize_then_check_shows_identity_scopes_and_expiry(
     assert "https://outlook.office.com/IMAP.AccessAsUser.All" in oauth_line
     assert "expires 20" in oauth_line and "(in 60 min)" in oauth_line
 
-    # The refresh token never appears in the config, the output or the logs.
+    # The refresh token never appears in the config, the output or the logs (-v: DEBUG).
     current = [rt for rt, grant in oauth_server.refresh.items()
                if grant.username == "supportdesk" and not grant.revoked]
     captured = capfd.readouterr()
@@ -82,6 +66,11 @@ def test_authorize_then_check_shows_identity_scopes_and_expiry(
         assert rt not in config.read_text()
         assert rt not in text and rt not in "\n".join(out)
         assert rt not in captured.err and rt not in captured.out
+    # Nor do access tokens (the SASL exchange is not traced even at -v).
+    access = [t.value for t in oauth_server.tokens.values() if t.username == "supportdesk"]
+    assert access
+    for value in access:
+        assert value not in text and value not in captured.err
 
 
 def test_authorize_refuses_an_app_only_account(tmp_path: Path, oauth_server: OAuthDouble,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from dovecot import DovecotServer, MailUser
 from dovecot import TestPki as Pki
 from oauth_double import OAuthDouble
-from oauth_support import oauth_account
+from oauth_support import approve_when_shown, oauth_account
 
 from connector.auth import make_provider, token_source
 from connector.auth.settings import OAuth2Settings
@@ -138,22 +137,6 @@ def test_microsoft_app_token_logs_in_to_imap(
 
 
 # -- Microsoft: delegated, device code ---------------------------------------------------------
-def _approve_when_shown(double: OAuthDouble, username: str) -> threading.Thread:
-    """The person at the browser: enters the code once the bridge has shown it."""
-    def approve() -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            codes = double.pending_user_codes()
-            if codes:
-                double.approve_device(codes[-1], username)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=approve, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_microsoft_device_code_flow_end_to_end_keeps_the_refresh_token(
         oauth_server: OAuthDouble, pki: Pki, tmp_path: Path) -> None:
     app = oauth_server.add_client()
@@ -165,7 +148,7 @@ def test_microsoft_device_code_flow_end_to_end_keeps_the_refresh_token(
     code = provider.start_device_flow()  # type: ignore[attr-defined]
     assert code.verification_uri == "https://microsoft.com/devicelogin"
     assert code.user_code in code.message
-    _approve_when_shown(oauth_server, "support@contoso.com")
+    approve_when_shown(oauth_server, "support@contoso.com")
     token = provider.finish_device_flow(code)  # type: ignore[attr-defined]
     assert token.identity == "support@contoso.com"
     assert "https://outlook.office365.com/IMAP.AccessAsUser.All" in token.scopes
@@ -269,7 +252,7 @@ def test_generic_device_flow_stores_the_refresh_token_0600(
         token_file=tmp_path / "state" / "oauth2" / "idp.json")
     provider = make_provider(settings)
     code = provider.start_device_flow()  # type: ignore[attr-defined]
-    _approve_when_shown(oauth_server, "support")
+    approve_when_shown(oauth_server, "support")
     token = provider.finish_device_flow(code)  # type: ignore[attr-defined]
     assert token.identity == "support"
     assert settings.token_file is not None

@@ -433,6 +433,30 @@ def check_aimed_kills(kills: list[KillPoint], zd: ZendeskDouble) -> None:
             assert len(audits) == 1, f"run {point.run}: comment written {len(audits)} times"
 
 
+def check_kills(kills: list[KillPoint], tmp_path: Path) -> None:
+    """``run`` never ends by itself: a run that did died of something other than our kill;
+    and at least one kill must have hit a bridge with work in hand."""
+    died = [k.run for k in kills if k.exit_code is not None]
+    assert not died, "bridge runs ended by themselves: " + "; ".join(
+        f"run {n}: {(tmp_path / f'bridge-run{n:02d}.log').read_text()[-1500:]}"
+        for n in died)
+    assert any(k.exit_code is None and (k.inbox or k.states.get("pushing"))
+               for k in kills), "no kill landed while there was work left"
+
+
+def check_outcome(corpus: Corpus, zd: ZendeskDouble, kills: list[KillPoint],
+                  tmp_path: Path) -> dict[str, int]:
+    """Host, ledger and aimed kills after the final passes; returns root key -> ticket id."""
+    ticket_of_root = check_host(corpus, zd)
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        check_ledger(corpus, store.messages(ACCOUNT), ticket_of_root)
+    finally:
+        store.close()
+    check_aimed_kills(kills, zd)
+    return ticket_of_root
+
+
 @pytest.mark.parametrize(
     ("seed", "auth", "security"),
     [pytest.param(20240611, "oauth", "none", id="seed20240611-oauth-imap"),
@@ -450,13 +474,7 @@ def test_sigkill_during_ingest_loses_and_duplicates_nothing(
         rng = random.Random(seed)
         kills = crash_phase(rng, zd, lambda: inbox_count(dovecot, mailbox_user), config,
                             tmp_path)
-        # ``run`` never ends by itself: a run that did died of something other than our kill.
-        died = [k.run for k in kills if k.exit_code is not None]
-        assert not died, "bridge runs ended by themselves: " + "; ".join(
-            f"run {n}: {(tmp_path / f'bridge-run{n:02d}.log').read_text()[-1500:]}"
-            for n in died)
-        assert any(k.exit_code is None and (k.inbox or k.states.get("pushing"))
-                   for k in kills), "no kill landed while there was work left"
+        check_kills(kills, tmp_path)
         final_passes(config, tmp_path, lambda: inbox_count(dovecot, mailbox_user))
 
         assert dovecot.list_folder(mailbox_user, "INBOX") == []
@@ -464,13 +482,7 @@ def test_sigkill_during_ingest_loses_and_duplicates_nothing(
         processed = Counter(m.raw for m in dovecot.list_folder(mailbox_user, "Processed"))
         assert processed == Counter(corpus.raws()), "Processed does not hold every delivery"
 
-        ticket_of_root = check_host(corpus, zd)
-        store = SQLiteStore(tmp_path / "ledger.sqlite3")
-        try:
-            check_ledger(corpus, store.messages(ACCOUNT), ticket_of_root)
-        finally:
-            store.close()
-        check_aimed_kills(kills, zd)
+        ticket_of_root = check_outcome(corpus, zd, kills, tmp_path)
         aimed = sum(1 for k in kills if k.pending_key)
         print(f"seed {seed}: {len(kills)} kills ({aimed} inside a committed-but-unrecorded "
               f"window), {len(ticket_of_root)} tickets, all {len(corpus.deliveries)} "
@@ -548,12 +560,7 @@ def test_sigkill_on_a_graph_account_loses_and_duplicates_nothing(
         rng = random.Random(seed)
         graph.throttle(2, retry_after=1)
         kills = crash_phase(rng, zd, lambda: graph.count("Inbox"), config, tmp_path)
-        died = [k.run for k in kills if k.exit_code is not None]
-        assert not died, "bridge runs ended by themselves: " + "; ".join(
-            f"run {n}: {(tmp_path / f'bridge-run{n:02d}.log').read_text()[-1500:]}"
-            for n in died)
-        assert any(k.exit_code is None and (k.inbox or k.states.get("pushing"))
-                   for k in kills), "no kill landed while there was work left"
+        check_kills(kills, tmp_path)
         final_passes(config, tmp_path, lambda: graph.count("Inbox"))
 
         assert graph.raws("Inbox") == [] and graph.raws("Error") == []
@@ -561,13 +568,7 @@ def test_sigkill_on_a_graph_account_loses_and_duplicates_nothing(
             "Processed does not hold every delivery"
         assert graph.moves_without_immutable == 0
         assert graph.throttle_left == 0, "the bridge never met Graph's throttling"
-        ticket_of_root = check_host(corpus, zd)
-        store = SQLiteStore(tmp_path / "ledger.sqlite3")
-        try:
-            check_ledger(corpus, store.messages(ACCOUNT), ticket_of_root)
-        finally:
-            store.close()
-        check_aimed_kills(kills, zd)
+        ticket_of_root = check_outcome(corpus, zd, kills, tmp_path)
         print(f"graph seed {seed}: {len(kills)} kills, {len(ticket_of_root)} tickets, all "
               f"{len(corpus.deliveries)} deliveries accounted for; {graph.requests} Graph "
               "requests", flush=True)
