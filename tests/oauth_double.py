@@ -101,6 +101,7 @@ class OAuthDouble:
         self.tokens: dict[str, IssuedToken] = {}
         self.refresh: dict[str, RefreshGrant] = {}
         self.devices: dict[str, DeviceRequest] = {}
+        self.auth_codes: dict[str, tuple[str, str, str, str, str]] = {}
         self.tenants = {"contoso.onmicrosoft.com", "11111111-2222-3333-4444-555555555555"}
         self.google_users: set[str] = set()
         self.requests: Counter[str] = Counter()
@@ -277,8 +278,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.owner.tls_url if tls else self.owner.url
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path.strip("/").split("/")
+        parts = urlsplit(self.path)
+        path = parts.path.strip("/").split("/")
         try:
+            if path == ["google", "auth"]:
+                self._google_consent({k: v[0] for k, v in parse_qs(parts.query).items()})
+                return
             if len(path) == 4 and path[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 self._send(200, self._openid(path[0]))
                 return
@@ -522,9 +527,47 @@ class _Handler(BaseHTTPRequestHandler):
                 "client_info": _b64url(json.dumps({"uid": oid, "utid": tid}).encode())}
 
     # -- Google ----------------------------------------------------------------------------
+    def _google_consent(self, query: dict[str, str]) -> None:
+        """The person at Google's sign-in page consents (as ``login_hint``); the browser is
+        sent back to the loopback redirect with a code bound to the PKCE challenge."""
+        owner = self.owner
+        client = owner.clients.get(query.get("client_id", ""))
+        redirect = query.get("redirect_uri", "")
+        if client is None or not redirect.startswith("http://127.0.0.1:") or \
+                query.get("code_challenge_method") != "S256" or \
+                query.get("access_type") != "offline":
+            raise rfc_error(400, "invalid_request", "Error 400: invalid_request")
+        code = "4/0A" + secrets.token_urlsafe(30)
+        with owner.lock:
+            owner.auth_codes[code] = (client.client_id, redirect, query["code_challenge"],
+                                      query.get("login_hint", ""), query.get("scope", ""))
+        target = f"{redirect}?state={query.get('state', '')}&code={code}" \
+                 f"&scope={query.get('scope', '')}"
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _google_token(self, form: dict[str, str]) -> dict[str, Any]:
         owner = self.owner
         grant = form.get("grant_type")
+        if grant == "authorization_code":
+            import hashlib
+
+            bound = owner.auth_codes.pop(form.get("code", ""), None)
+            client = owner.clients.get(form.get("client_id", ""))
+            if client is None or form.get("client_secret") != client.secret:
+                raise rfc_error(401, "invalid_client", "The OAuth client was not found.")
+            verifier = form.get("code_verifier", "")
+            challenge = _b64url(hashlib.sha256(verifier.encode()).digest())
+            if bound is None or bound[0] != client.client_id or \
+                    bound[1] != form.get("redirect_uri") or bound[2] != challenge:
+                raise rfc_error(400, "invalid_grant", "Bad Request")
+            username, scope = bound[3], bound[4]
+            rt = owner.grant_refresh_token(username, client.client_id, scope)
+            token = owner.issue(username, client.client_id, scope, kind="google")
+            return {"access_token": token.value, "expires_in": owner.lifetime,
+                    "refresh_token": rt, "scope": scope, "token_type": "Bearer"}
         if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             assertion = form.get("assertion", "")
             unverified = pyjwt.decode(assertion, options={"verify_signature": False})

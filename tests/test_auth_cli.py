@@ -3,16 +3,23 @@ says about the token; the refresh token lives only in the state directory."""
 
 from __future__ import annotations
 
+import io
 import stat
+import threading
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from bridge_cli import cli_output, run_cli
 from dovecot import DovecotServer
 from dovecot import TestPki as Pki
 from oauth_double import OAuthDouble
 from oauth_support import approve_when_shown
+
+from connector.auth import make_provider
+from connector.auth.authorize import authorize
+from connector.auth.settings import OAuth2Settings
 
 pytestmark = pytest.mark.usefixtures("fresh_token_sources")
 
@@ -83,3 +90,45 @@ def test_authorize_refuses_an_app_only_account(tmp_path: Path, oauth_server: OAu
     config.write_text(yaml.safe_dump(data))
     code, text = cli_output("accounts", "authorize", "m365", "-c", str(config))
     assert code == 78
+
+
+class _Screen(io.StringIO):
+    """What the person at the terminal sees; tells when a URL was printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = threading.Event()
+
+    def write(self, text: str) -> int:
+        if "https://" in text:
+            self.url.set()
+        return super().write(text)
+
+
+def test_google_installed_app_signs_in_through_the_browser(
+        tmp_path: Path, oauth_server: OAuthDouble, pki: Pki) -> None:
+    client = oauth_server.add_client("77-x.apps.googleusercontent.com", secret="GOCSPX-y")
+    settings = OAuth2Settings(
+        account="gw", provider="google", flow="refresh_token", username="support@example.com",
+        client_id=client.client_id, client_secret="GOCSPX-y",
+        token_url=oauth_server.tls_url + "/google/token",
+        authorization_url=oauth_server.tls_url + "/google/auth",
+        scopes=("https://mail.google.com/",), ca_file=str(pki.ca_file),
+        token_file=tmp_path / "state" / "oauth2" / "gw.json", timeout=10.0)
+    screen = _Screen()
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(authorize(settings, screen)))
+    worker.start()
+    assert screen.url.wait(10)
+    url = next(line for line in screen.getvalue().splitlines() if line.startswith("https://"))
+    assert "code_challenge_method=S256" in url and "access_type=offline" in url
+    # The browser: Google's page, then the redirect back to the bridge's loopback port.
+    page = requests.get(url, verify=str(pki.ca_file), timeout=10)
+    assert page.status_code == 200 and "Signed in" in page.text
+    worker.join(10)
+    assert done, screen.getvalue()
+    assert "ok    gw: signed in; token for support@example.com" in screen.getvalue()
+    assert settings.token_file is not None
+    assert stat.S_IMODE(settings.token_file.stat().st_mode) == 0o600
+    # The stored refresh token now gets tokens without anybody.
+    assert make_provider(settings).fetch_token().value.startswith("ya29.")

@@ -1,6 +1,7 @@
 """``postmaster-bridge accounts authorize NAME``: a person signs in once for a delegated grant
-(device code: the bridge shows a URL and a code, the person enters it in any browser), and the
-refresh token lands in the state directory (mode 0600). Also the token line ``check`` prints."""
+(device code: the bridge shows a URL and a code, the person enters it in any browser; Google,
+which has no device flow for Gmail: the browser sign-in of installed apps), and the refresh
+token lands in the state directory (mode 0600). Also the token line ``check`` prints."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ def check_line(settings: OAuth2Settings) -> str:
     return f"{source.provider.describe()}; {token_summary(source.token())}"
 
 
+def _authorize_google(settings: OAuth2Settings, out: TextIO) -> AccessToken:
+    """Google has no device flow for the Gmail scope: the installed-app browser sign-in."""
+    from connector.auth.google import GoogleProvider
+
+    def show(url: str, port: int) -> None:
+        print(f"To sign in, open this URL in a browser and sign in as {settings.username}:\n"
+              f"{url}", file=out)
+        print(f"Google sends the browser back to 127.0.0.1:{port}; on a server without a "
+              f"browser, forward that port first (ssh -L {port}:127.0.0.1:{port} this-host). "
+              "Waiting up to 10 minutes...", file=out, flush=True)
+
+    token = GoogleProvider(settings).authorize_in_browser(show)
+    print(f"ok    {settings.account}: signed in; {token_summary(token)}", file=out)
+    print(f"      the refresh token is kept in {settings.token_file} (mode 0600)", file=out)
+    return token
+
+
 def authorize(settings: OAuth2Settings, out: TextIO) -> AccessToken:
     """Run the device flow for ``settings``; prints the instructions, waits, stores the grant.
     Raises ConfigError when the account's grant is not a delegated one, TokenError when the
@@ -37,10 +55,7 @@ def authorize(settings: OAuth2Settings, out: TextIO) -> AccessToken:
                           "sign in. The tenant admin grants the app's permissions instead "
                           "(README: 'Microsoft 365' / 'Google Workspace')")
     if settings.provider == "google":
-        raise ConfigError(f"account {name}: Google does not offer the device flow for the "
-                          "Gmail scope (https://mail.google.com/). Use a service account with "
-                          "domain-wide delegation, or put an installed app's refresh token in "
-                          "oauth2.refresh_token_file")
+        return _authorize_google(settings, out)
     if settings.provider == "generic" and not settings.device_authorization_url:
         raise ConfigError(f"account {name}: set oauth2.device_authorization_url (the IdP's "
                           "RFC 8628 endpoint) to sign in from here")

@@ -1,4 +1,5 @@
-"""Google Workspace tokens through google-auth.
+"""Google Workspace tokens through google-auth (and ``accounts authorize``'s browser sign-in
+for installed apps, connector.auth.loopback).
 
 ``flow: service_account``: a service account with domain-wide delegation acts as the mailbox
 (``subject``, default the account's username) with scope ``https://mail.google.com/``.
@@ -18,9 +19,10 @@ import google.auth.exceptions
 import google.auth.transport.requests
 import google.oauth2.credentials
 import google.oauth2.service_account
+import requests
 
 from connector.auth.base import AccessToken, TokenFile
-from connector.auth.generic import raise_for_error
+from connector.auth.generic import raise_for_error, token_from_response
 from connector.auth.http import make_session
 from connector.auth.settings import OAuth2Settings
 from connector.errors import ConfigError, GrantRevokedError, TokenError
@@ -34,8 +36,8 @@ class GoogleProvider:
         self.settings = settings
         self._clock = clock
         self.store = TokenFile(settings.token_file) if settings.token_file else None
-        session = make_session(settings.token_url, settings.ca_file)
-        self._request = google.auth.transport.requests.Request(session)
+        self._session = make_session(settings.token_url, settings.ca_file)
+        self._request = google.auth.transport.requests.Request(self._session)
         self._credentials: Any = None
 
     def describe(self) -> str:
@@ -75,6 +77,40 @@ class GoogleProvider:
         return google.oauth2.credentials.Credentials(
             token=None, refresh_token=refresh_token, client_id=s.client_id,
             client_secret=s.client_secret, token_uri=s.token_url, scopes=list(s.scopes))
+
+    def authorize_in_browser(self, show: Callable[[str, int], None]) -> AccessToken:
+        """Installed app: sign in through the browser (loopback redirect, PKCE), redeem the
+        code, keep the refresh token in the token file."""
+        from connector.auth.loopback import sign_in_in_browser
+
+        s = self.settings
+        code, redirect_uri, verifier = sign_in_in_browser(
+            authorization_url=s.authorization_url, client_id=s.client_id, scopes=s.scopes,
+            login_hint=s.username, show=show)
+        try:
+            response = self._session.post(s.token_url, timeout=s.timeout, data={
+                "grant_type": "authorization_code", "code": code,
+                "redirect_uri": redirect_uri, "client_id": s.client_id,
+                "client_secret": s.client_secret, "code_verifier": verifier})
+        except requests.RequestException as exc:
+            raise TokenError(f"account {s.account}: cannot reach {s.token_url}: "
+                             f"{type(exc).__name__}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code != 200 or not isinstance(data, dict):
+            raise_for_error(s, response.status_code, data if isinstance(data, dict) else {},
+                            "code redemption")
+        if not data.get("refresh_token"):
+            raise TokenError(f"account {s.account}: Google granted no refresh token (the "
+                             "request asks for offline access; revoke the app's access in the "
+                             "Google account and sign in again)")
+        if self.store is not None:
+            self.store.update(refresh_token=data["refresh_token"], identity=s.username,
+                              scopes=list(s.scopes), obtained_at=self._clock())
+        self._credentials = None
+        return token_from_response(data, s, self._clock())
 
     def fetch_token(self) -> AccessToken:
         s = self.settings

@@ -33,6 +33,7 @@ MECHANISMS = ("auto", "xoauth2", "oauthbearer")
 
 MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_MAIL_SCOPE = "https://mail.google.com/"
 OUTLOOK_APP_SCOPE = "https://outlook.office365.com/.default"
 GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
@@ -68,6 +69,7 @@ class OAuth2Settings:
     authority_host: str = MICROSOFT_AUTHORITY
     token_url: str = ""
     device_authorization_url: str = ""
+    authorization_url: str = ""  # Google installed apps: the browser sign-in (loopback redirect)
     scopes: tuple[str, ...] = ()
     service_account: str = field(default="", repr=False)  # the JSON key file's text
     subject: str = ""
@@ -143,6 +145,8 @@ def read_oauth2(r: _Reader, *, account: str, username: str, protocol: str,
     token_url = _url(r, "token_url", GOOGLE_TOKEN_URL if provider == "google" else "",
                      required=provider == "generic")
     device_url = _url(r, "device_authorization_url")
+    authorization_url = _url(r, "authorization_url",
+                             GOOGLE_AUTHORIZATION_URL if provider == "google" else "")
     if provider == "microsoft" and flow == "client_credentials" and not (
             client_secret or certificate):
         raise r.error("client_secret", "app-only access (flow client_credentials) needs "
@@ -173,6 +177,7 @@ def read_oauth2(r: _Reader, *, account: str, username: str, protocol: str,
         authority_host=authority_host,
         token_url=token_url,
         device_authorization_url=device_url,
+        authorization_url=authorization_url,
         scopes=tuple(scopes),
         service_account=service_account,
         subject=subject,
