@@ -6,18 +6,21 @@ are never taken literally from the file: ``password: ${ENV_NAME}`` or ``password
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
 from connector.errors import ConfigError
 from connector.hosts.ratelimit import Rate
+from connector.mail.mimetree import ParseLimits
+from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
+from connector.tls import INSECURE_KEY, is_loopback, unverified_refusal
 
 if TYPE_CHECKING:
     from connector.auth.settings import OAuth2Settings
@@ -38,6 +41,11 @@ AUTH_METHODS = ("password", "oauth2")
 #: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
 PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
+
+
+def account_tag(name: str) -> str:
+    """The tag every ticket opened from account ``name`` carries (``pmb_<name>``)."""
+    return "pmb_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class AccountConfig:
     oauth2: OAuth2Settings | None = None
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
@@ -94,6 +103,7 @@ class AccountConfig:
     allow_unknown_senders: bool = True
     email_ccs: bool = True
     attach_original_eml: bool = False
+    allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
     archive_dir: Path | None = None
     own_addresses: tuple[str, ...] = ()
     subject_ticket_pattern: str = r"\[#(\d+)\]"
@@ -108,11 +118,18 @@ class AccountConfig:
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
+                                  compare=False)
+    # authserv-ids of the receiving MTA whose Authentication-Results headers are believed
+    # (RFC 8601: any other instance's results may be forged by the sender).
+    authserv_ids: tuple[str, ...] = ()
+    verify_dkim: bool = True  # the bridge checks staff senders' DKIM signatures itself (DNS)
 
     @property
     def tag(self) -> str:
         """The tag every ticket from this account carries."""
-        return "pmb_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        return account_tag(self.name)
 
 
 @dataclass(frozen=True)
@@ -128,7 +145,10 @@ class HostConfig:
     timeout: float = 30.0
     max_attempts: int = 5
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     ca_file: str | None = None
+    max_uploads_per_mail: int = 20  # attachments uploaded one by one; the rest in one archive
+    max_ccs_per_mail: int = 20  # Cc addresses made the ticket's CCs; the rest listed
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
     # The plan's request budget and the ticket-update budget (None: follow the host's headers).
@@ -152,6 +172,8 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
 
     def account(self, name: str) -> AccountConfig:
         for acc in self.accounts:
@@ -292,12 +314,17 @@ class _Reader:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
+
+
+def _verify_tls(r: _Reader, host: str) -> tuple[bool, bool]:
+    """(verify_tls, insecure_tls_i_understand): off only for loopback or when acknowledged."""
+    verify = r.get("verify_tls", bool, True)
+    insecure = r.get(INSECURE_KEY, bool, False)
+    refusal = unverified_refusal(host, verify, insecure)
+    if refusal:
+        raise r.error("verify_tls", refusal)
+    return verify, insecure
 
 
 def _ticket_defaults(r: _Reader) -> TicketDefaults:
@@ -349,7 +376,29 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound", "oauth2")
 
 
-def _account(r: _Reader, index: int) -> AccountConfig:
+def _pec_trust(r: _Reader) -> TrustStore:
+    """The top-level ``pec:`` section: ``trust_anchors`` (PEM files or folders) added to the
+    shipped AgID PEC CAs, or replacing them with ``shipped_trust_anchors: false``."""
+    anchors = r.str_list("trust_anchors")
+    include_shipped = r.get("shipped_trust_anchors", bool, True)
+    r.finish()
+    if not anchors and include_shipped:
+        return shipped_trust_store()
+    paths = []
+    for i, item in enumerate(anchors):
+        path = Path(os.path.expanduser(item))
+        path = path if path.is_absolute() else r.base_dir / path
+        if not path.exists():
+            raise ConfigError(f"no such file or folder: {path}", path=r.path,
+                              key=f"{r.sub('trust_anchors')}[{i}]")
+        paths.append(path)
+    try:
+        return load_trust_store(paths, include_shipped=include_shipped)
+    except TrustStoreError as exc:
+        raise r.error("trust_anchors", str(exc)) from None
+
+
+def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
     from connector.auth.presets import MAIL_PROVIDERS, mail_provider
     from connector.pec.providers import PROVIDERS, provider
 
@@ -431,6 +480,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
                              else "microsoft" if protocol == "graph" else None)
     elif r.has("oauth2"):
         raise r.error("oauth2", "is used only with auth: oauth2")
+    verify_tls, insecure_tls = _verify_tls(r, host)
     account = AccountConfig(
         name=name,
         protocol=protocol,
@@ -442,7 +492,8 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         auth=auth,
         oauth2=oauth2,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
         processed_folder=r.get("processed_folder", str, "Processed"),
         error_folder=r.get("error_folder", str, "Error"),
@@ -457,6 +508,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
+        allow_remote_content=r.get("allow_remote_content", bool, False),
         archive_dir=r.path_value("archive_dir"),
         own_addresses=tuple(a.lower() for a in r.str_list("own_addresses")),
         subject_ticket_pattern=pattern,
@@ -470,6 +522,9 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_trust=trust or shipped_trust_store(),
+        authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
+        verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder"):
         if protocol in ("imap", "graph") and getattr(account, key) == account.folder:
@@ -531,6 +586,7 @@ def _host(r: _Reader) -> HostConfig:
         email = auth.get("email", str, required=True)
         api_token = auth.secret("api_token", required=True)
     auth.finish()
+    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
@@ -542,8 +598,11 @@ def _host(r: _Reader) -> HostConfig:
         api_token=api_token,
         timeout=r.positive("timeout", float, 30.0),
         max_attempts=r.positive("max_attempts", int, 5),
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_uploads_per_mail=r.positive("max_uploads_per_mail", int, 20),
+        max_ccs_per_mail=r.positive("max_ccs_per_mail", int, 20),
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
         rate_limit=_rate(r, "rate_limit"),
@@ -580,8 +639,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     accounts_raw = root.get("accounts", list, required=True)
     if not accounts_raw:
         raise root.error("accounts", "needs at least one account")
+    trust = _pec_trust(root.child("pec"))
     accounts = tuple(
-        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i)
+        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i, trust)
         for i, raw in enumerate(accounts_raw)
     )
     names = [a.name for a in accounts]
@@ -596,6 +656,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     state_dir = store_reader.path_value("state_dir") or store_path.parent
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
+    limits_reader = root.child("limits")
+    limits = ParseLimits(
+        mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
+        headers=limits_reader.positive("headers", int, ParseLimits.headers),
+        header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
+    )
+    limits_reader.finish()
     accounts = tuple(_with_token_file(a, state_dir) for a in accounts)
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
@@ -604,4 +671,4 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     state_dir=state_dir, retention_days=ledger_retention),
-                  raw=dict(root.data))
+                  raw=dict(root.data), limits=limits, pec_trust=trust)

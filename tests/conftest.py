@@ -32,6 +32,7 @@ from shared_material import (  # noqa: E402
     shared_path,
     shared_required,
 )
+from zendesk_double import ZendeskDouble  # noqa: E402
 from zendesk_oas import unchecked_summary  # noqa: E402
 from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  # noqa: E402
 
@@ -87,6 +88,20 @@ def zendesk() -> Iterator[FakeZendesk]:
         yield fake
 
 
+@pytest.fixture(scope="module")
+def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
+    """The Zendesk double (tests/zendesk_double.py, its own process), one per test module."""
+    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
+        yield double
+
+
+@pytest.fixture
+def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
+    """The module's double, emptied for this test."""
+    zd_server.reset()
+    return zd_server
+
+
 @pytest.fixture
 def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
     """``make_bridge(accounts, **config)``: writes the config and builds the bridge."""
@@ -131,3 +146,18 @@ def fresh_token_sources() -> Iterator[None]:
     forget_sources()
     yield
     forget_sources()
+
+
+@pytest.fixture(autouse=True)
+def no_dns_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the network: the bridge's own DKIM checks must get an injected DNS
+    lookup (``make_filter_stage(..., dnsfunc=...)``). A test that would query real DNS fails."""
+    asked: list[bytes] = []
+
+    def refuse(name: bytes, timeout: float = 5) -> bytes | None:
+        asked.append(name)
+        return None
+
+    monkeypatch.setattr("connector.service.filtering.dns_txt", refuse)
+    yield
+    assert not asked, f"the test asked DNS for {asked}: inject a dnsfunc"

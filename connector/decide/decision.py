@@ -183,7 +183,9 @@ class Decider:
 
     # -- the decision ---------------------------------------------------------------------
     def decide(self, message: ParsedMessage, verdict: FilterVerdict,
-               extra_thread_ids: Sequence[str] = ()) -> Decision:
+               extra_thread_ids: Sequence[str] = (), *, thread: bool = True) -> Decision:
+        """``thread=False``: the message may not reach an existing ticket (mail that only
+        looks like PEC evidence); it opens its own or is ignored."""
         controls = verdict.controls
         ignore = _control(controls, "Ignore")
         if ignore and ignore.lower() in _TRUE:
@@ -192,8 +194,9 @@ class Decider:
             reason = verdict.note or f"classified as {verdict.classification}"
             return Decision(Action.IGNORE, reason)
 
-        ticket, why = self.find_ticket(message, extra_thread_ids)
-        if ticket is None and verdict.ticket_hint is not None:
+        ticket, why = self.find_ticket(message, extra_thread_ids) if thread else \
+            (None, "not threaded: it may not touch an existing ticket")
+        if ticket is None and verdict.ticket_hint is not None and thread:
             ticket = self.lookup.get_ticket(verdict.ticket_hint)
             why = f"the {verdict.classification or 'classifier'} refers to ticket " \
                   f"#{verdict.ticket_hint}"

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from connector.auth.presets import mail_provider
-from connector.config import _is_loopback, _Reader
+from connector.config import _is_loopback, _Reader, _verify_tls
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
@@ -87,6 +87,7 @@ class SmtpSettings:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     timeout: float = 60.0
     oauth2: OAuth2Settings | None = None  # the account's: AUTH XOAUTH2 instead of a password
 
@@ -123,6 +124,9 @@ class OutboundSettings:
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
     transport: str = "smtp"  # smtp | graph (Microsoft Graph sendMail, with the account's token)
+    # Every public reply an agent writes on a PEC ticket of this account goes out by PEC (the
+    # channel app's behaviour); off: only the macro sends.
+    public_reply: bool = True
 
     @property
     def slug(self) -> str:
@@ -195,6 +199,7 @@ class OutboundSettings:
             blocked_extensions=extensions,
             ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
             transport=transport,
+            public_reply=r.get("public_reply", bool, True),
         )
         r.finish()
         return settings
@@ -236,6 +241,7 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
         if required and not password:
             raise r.error("password", "is required (as password: ${ENV_NAME} or "
                           "password_file: PATH), or set on the account")
+    verify_tls, insecure_tls = _verify_tls(r, host or "")
     settings = SmtpSettings(
         host=host or "",
         port=port,
@@ -243,11 +249,10 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
         username=username or "",
         password=password,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         timeout=r.positive("timeout", float, 60.0),
     )
-    if not settings.verify_tls and not _is_loopback(settings.host):
-        raise r.error("verify_tls", "may be false only for a loopback test server")
     r.finish()
     return settings
 

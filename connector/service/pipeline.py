@@ -33,17 +33,21 @@ from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan, plan_pec
 from connector.errors import (
+    CertificateError,
     ParseError,
     PermanentHostError,
+    StoreCorruptError,
     TicketClosedError,
     TransientHostError,
 )
+from connector.fetch.base import is_too_large
 from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
-from connector.mail.html import html_to_text
+from connector.mail.html import html_to_text, sanitize_html
+from connector.mail.mimetree import TooManyPartsDefect
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.mail.quoting import new_text
-from connector.pec import find_pec
+from connector.pec import find_pec, with_trust
 from connector.service.metrics import Metrics
 from connector.service.parsing import Prepared
 from connector.service.parsing import may_be_pec as _may_be_pec
@@ -187,6 +191,12 @@ def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
 
 
+def _incomplete(message: ParsedMessage) -> bool:
+    """True when the parse left parts of the mail out (over the MIME part limit): the
+    original is then attached so nothing is lost."""
+    return TooManyPartsDefect.__name__ in message.defects
+
+
 def _paragraphs_html(text: str) -> str:
     """Plain text as HTML paragraphs, escaped (for a trimmed reply shown above its quote)."""
     blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
@@ -196,7 +206,8 @@ def _paragraphs_html(text: str) -> str:
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
     name = f"{prefix}-{message.message_id or message.sha256[:16]}"
     safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)[:110]
-    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256)
+    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256,
+                  pinned=True)
 
 
 class Pipeline:
@@ -252,6 +263,10 @@ class Pipeline:
             result = Result(Outcome.RETRY, record.id, reason=str(exc))
         except (ParseError, PermanentHostError) as exc:
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
+        except (CertificateError, StoreCorruptError):
+            # Not this mail's fault and the same for every mail: the account stops (the
+            # runner says why); the record stays unfinished and the mail in the inbox.
+            raise
         except Exception as exc:  # a bug must not lose the mail nor stop the loop
             log.exception("%s: unexpected error", ctx)
             if record.attempts >= MAX_UNEXPECTED_ATTEMPTS:
@@ -369,7 +384,13 @@ class Pipeline:
                  size: int | None, prepared: Prepared | None = None) -> Result:
         if raw is None:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
-                              f"is {self.account.max_size} bytes; it was not downloaded")
+                              f"is {self.account.max_size} bytes; it was not downloaded or read")
+        if is_too_large(len(raw), self.account.max_size):
+            # Every entry point (import, deliver, errors replay) obeys max_size, not only the
+            # mailbox fetchers, which never download such mail. Not parsed, nor copied into
+            # the ledger: it is still where it came from (the file, the quarantine).
+            return self._fail(ctx, record, f"message too large: {len(raw)} bytes, account "
+                              f"max_size is {self.account.max_size} bytes; not processed", None)
         self._archive(ctx, raw)
         job = self._job(ctx, record, raw, prepared)
         if record.state == MessageState.PUSHING and record.pending:
@@ -471,7 +492,7 @@ class Pipeline:
             return None
         ahead = prepared if prepared is not None and prepared.pec is not None else None
         if ahead is None:
-            info = find_pec(raw, context=str(ctx))
+            info = find_pec(raw, context=str(ctx), trust=self.account.pec_trust)
             return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
 
         def parse(original_raw: bytes) -> ParsedMessage:
@@ -480,13 +501,16 @@ class Pipeline:
             return parse_message(original_raw)
 
         assert ahead.pec is not None
-        return plan_pec(message, ahead.pec, account_is_pec=self.account.pec, parse=parse)
+        return plan_pec(message, with_trust(ahead.pec, self.account.pec_trust),
+                        account_is_pec=self.account.pec, parse=parse)
 
     def _decide(self, job: Job) -> Decision:
         if job.plan is not None and job.plan.is_receipt:
             return self._receipt_decision(job)
         lookup_ids = job.plan.lookup_ids if job.plan is not None else ()
-        decision = self.decider.decide(job.content, job.verdict, lookup_ids)
+        standalone = job.plan is not None and job.plan.standalone
+        decision = self.decider.decide(job.content, job.verdict, lookup_ids,
+                                       thread=not standalone)
         if job.plan is not None and decision.action != Action.IGNORE:
             decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
                                                                   job.plan.tags)))
@@ -502,11 +526,13 @@ class Pipeline:
         return decision
 
     def _receipt_decision(self, job: Job) -> Decision:
-        """A PEC receipt: an internal note on the ticket of the message it certifies."""
+        """A certified PEC receipt: an internal note on the ticket of the message it certifies,
+        when this account sent it (a receipt certifies mail sent from the mailbox that
+        receives it); otherwise what pec_unmatched_receipts says."""
         plan = job.plan
         assert plan is not None
         tags = tuple(dict.fromkeys((self.account.tag, *plan.tags)))
-        ticket_id = self.store.ticket_for_message_ids(plan.lookup_ids)
+        ticket_id = self.store.ticket_for_sent_message_ids(plan.lookup_ids, self.account.name)
         ticket = self.lookup.get_ticket(ticket_id) if ticket_id is not None else None
         if ticket is not None and not ticket.closed:
             # The provider's identificativo (and msgid) now belong to that ticket too:
@@ -614,6 +640,8 @@ class Pipeline:
 
     def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
         thread_ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None and job.plan.ids_are_claims:
+            thread_ids = []
         if job.plan is not None:
             thread_ids += job.plan.thread_ids
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -667,7 +695,10 @@ class Pipeline:
     # -- request building -----------------------------------------------------------------
     def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
         """Text and sanitized HTML for the host; True when the body had to be shortened."""
-        html = message.safe_html  # cached: usually computed by a parse-ahead worker
+        if self.account.allow_remote_content and message.html_body:
+            html: str | None = sanitize_html(message.html_body, remote_content=True)
+        else:
+            html = message.safe_html  # cached: usually computed by a parse-ahead worker
         text = message.text_body or (html_to_text(html) if html else "")
         if not text.strip() and not html:
             text = "(this message has no text)"
@@ -690,8 +721,10 @@ class Pipeline:
                            known_sha256=a.sha256)
                     for a in message.inline_images]
         if job.plan is not None:
-            # The whole signed envelope, byte-exact: the legal proof of delivery.
-            uploads.append(_eml_upload("pec-envelope", job.message))
+            # The whole signed envelope, byte-exact: the legal proof of delivery (when the
+            # signature is certified; otherwise the evidence of what was received).
+            prefix = "pec-envelope" if job.plan.certified else "pec-unverified"
+            uploads.append(_eml_upload(prefix, job.message))
         elif original:
             uploads.append(_eml_upload("original", job.message))
         return tuple(uploads)
@@ -713,7 +746,8 @@ class Pipeline:
             body_text=text,
             body_html=html,
             public=decision.public,
-            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut
+                                 or _incomplete(job.content)),
             tags=decision.tags,
             priority=decision.priority,
             status=decision.status,
@@ -755,7 +789,8 @@ class Pipeline:
             author_email=message.from_.email if message.from_ and decision.public else None,
             author_name=message.from_.name if message.from_ else None,
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
-                trimmed is not None and self.account.follow_up.quoted_text == "attach")),
+                trimmed is not None and self.account.follow_up.quoted_text == "attach")
+                or _incomplete(job.content)),
             status=decision.status,
             priority=decision.priority,
             add_tags=add_tags,

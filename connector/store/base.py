@@ -183,6 +183,12 @@ class Store(Protocol):
         """The ticket of the first of ``message_ids`` (in order) that we have seen or sent."""
         ...
 
+    def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
+                                    account: str) -> int | None:
+        """Like ticket_for_message_ids, but only ids of mail sent from ``account`` (what a PEC
+        receipt arriving on that account can certify)."""
+        ...
+
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None: ...
