@@ -79,7 +79,8 @@ class GraphMailbox:
         self.account = settings.name
         self.client = client or GraphClient(
             base_url=graph_base_url(settings), mailbox=settings.username, oauth2=oauth2,
-            ca_file=settings.ca_file, timeout=settings.timeout, account=settings.name)
+            ca_file=settings.ca_file, timeout=settings.timeout, account=settings.name,
+            verify_tls=settings.verify_tls)
         self._connected = False
         self._folder_ids: dict[str, str] = {}
         self._present: dict[str, _Present] = {}

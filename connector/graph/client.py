@@ -48,14 +48,14 @@ class GraphClient:
 
     def __init__(self, *, base_url: str, mailbox: str, oauth2: OAuth2Settings,
                  ca_file: str | None, timeout: float, account: str,
-                 session: requests.Session | None = None,
+                 verify_tls: bool = True, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url.rstrip("/")
         self.user_path = f"/users/{quote(mailbox, safe='@')}"
         self.oauth2 = oauth2
         self.timeout = timeout
         self.account = account
-        self.session = session or make_session(self.base_url, ca_file)
+        self.session = session or make_session(self.base_url, ca_file, verify=verify_tls)
         self.sleep = sleep
         self.requests = 0
         self.throttled = 0

@@ -41,7 +41,7 @@ class GraphSender:
         self.client = client or GraphClient(
             base_url=f"{scheme}://{settings.host}{port}/v1.0", mailbox=settings.username,
             oauth2=settings.oauth2, ca_file=settings.ca_file, timeout=settings.timeout,
-            account=settings.oauth2.account)
+            account=settings.oauth2.account, verify_tls=settings.verify_tls)
 
     def describe(self) -> str:
         return f"Microsoft Graph sendMail as {self.settings.username}"
