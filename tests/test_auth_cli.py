@@ -45,6 +45,9 @@ def test_authorize_then_check_shows_identity_scopes_and_expiry(
         capfd: pytest.CaptureFixture[str]) -> None:
     app = oauth_server.add_client()
     config = _config(tmp_path, oauth_server, oauth_dovecot, pki, app.client_id)
+    code, listing = run_cli("accounts", "-c", str(config))
+    assert "nobody signed in yet: 'postmaster-bridge accounts authorize m365'" in \
+        "\n".join(listing)
 
     approve_when_shown(oauth_server, "supportdesk")
     code, out = run_cli("accounts", "authorize", "m365", "-c", str(config))
@@ -57,6 +60,9 @@ def test_authorize_then_check_shows_identity_scopes_and_expiry(
     refresh_tokens = [rt for rt, grant in oauth_server.refresh.items()
                       if grant.username == "supportdesk" and not grant.revoked]
     assert refresh_tokens and refresh_tokens[0] in token_file.read_text()
+
+    code, listing = run_cli("accounts", "-c", str(config))
+    assert code == 0 and "    oauth2: microsoft device_code; signed in" in listing
 
     code, text = cli_output("-v", "check", "-c", str(config))
     assert code == 0, text

@@ -43,6 +43,21 @@ def _when(value: datetime | None) -> str:
 
 
 # -- accounts -----------------------------------------------------------------------------
+def _auth(account: AccountConfig) -> str:
+    """How the account logs in; for a delegated OAuth2 grant, whether someone signed in."""
+    oauth2 = account.oauth2
+    if oauth2 is None:
+        return "password"
+    text = f"oauth2: {oauth2.provider} {oauth2.flow}"
+    if oauth2.delegated:
+        signed_in = bool(oauth2.refresh_token) or bool(
+            oauth2.token_file is not None and oauth2.token_file.exists())
+        text += ("; signed in" if signed_in else
+                 f"; nobody signed in yet: 'postmaster-bridge accounts authorize {account.name}'")
+    return text
+
+
+
 def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json: bool) -> None:
     figures = store.account_figures()
     rows = []
@@ -62,6 +77,7 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
             "backlog": fig.get("pending", 0),
             "processed": fig.get("processed", 0), "failed": fig.get("failed", 0),
             "ignored": fig.get("ignored", 0), "avg_seconds": fig.get("avg_seconds"),
+            "auth": _auth(account),
         })
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
@@ -73,6 +89,8 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
                   f"{row['processed']}, failed {row['failed']}, ignored {row['ignored']}"
                   + (f"; avg {row['avg_seconds']} s" if row["avg_seconds"] is not None else "")
                   + "\n")
+        if row["auth"] != "password":
+            out.write(f"    {row['auth']}\n")
         if row["last_error"]:
             out.write(f"    last error: {row['last_error']}\n")
         if row["disabled_reason"]:
