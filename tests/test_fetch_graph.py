@@ -88,6 +88,11 @@ def test_processed_and_failed_mail_leave_the_inbox_with_the_same_id(
         assert first.ref in graph.messages  # immutable id: unchanged by the move
         assert graph.moves_without_immutable == 0
         assert [m.ref for m in mailbox.list_new(set())] == [third.ref]
+        # The runner asks for state() then list_new(): one delta request for both.
+        before = graph.requests["GET"]
+        assert mailbox.state().refs == {third.ref}
+        assert [m.ref for m in mailbox.list_new(set())] == [third.ref]
+        assert graph.requests["GET"] - before == 1
     assert graph.raws("Inbox/Processed") == [mail(0)]
     assert graph.raws("Helpdesk/Error") == [mail(1)]
     assert graph.raws("Inbox") == [mail(2)]

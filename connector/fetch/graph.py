@@ -85,6 +85,7 @@ class GraphMailbox:
         self._folder_ids: dict[str, str] = {}
         self._present: dict[str, _Present] = {}
         self._delta_link: str | None = None
+        self._just_synced = False  # state() synced; the list_new() right after needs no call
 
     # -- connection ------------------------------------------------------------------------
     @property
@@ -102,6 +103,7 @@ class GraphMailbox:
 
     def close(self) -> None:
         self._connected = False
+        self._just_synced = False
 
     def __enter__(self) -> GraphMailbox:
         self.connect()
@@ -214,6 +216,7 @@ class GraphMailbox:
 
     def state(self) -> MailboxState:
         self._sync()
+        self._just_synced = True
         return MailboxState(account=self.account, folder=self.settings.folder,
                             uidvalidity=None, refs=frozenset(self._present))
 
@@ -221,7 +224,9 @@ class GraphMailbox:
         """Messages in the folder whose ref is not known, oldest first. Size 0: Graph tells
         a message's size only by downloading it."""
         is_known = known_predicate(known)
-        self._sync()
+        if not self._just_synced:
+            self._sync()
+        self._just_synced = False
         present = sorted(self._present.values(), key=lambda p: (p.received, p.id))
         return [ListedMessage(account=self.account, ref=p.id, size=0, folder=self.settings.folder)
                 for p in present if not is_known(p.id)]
