@@ -4,7 +4,7 @@
   ``.../childFolders`` with ``$filter=displayName eq '...'``, folder creation (201; 409
   ``ErrorFolderExists``);
 - ``GET .../mailFolders/{id}/messages/delta``: pages of ``value`` linked by
-  ``@odata.nextLink`` (page size from ``Prefer: odata.maxpagesize``, else ``page_size``), the
+  ``@odata.nextLink`` (``Prefer: odata.maxpagesize`` honoured up to ``page_size``), the
   last page carrying ``@odata.deltaLink``; later rounds report changes only, a message gone
   from the folder as ``{"id": ..., "@removed": {"reason": "deleted"}}``;
 - ``GET .../messages/{id}/$value`` (the MIME), ``POST .../messages/{id}/move`` (201 with the
@@ -347,9 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if len(rest) == 2 and method == "GET":
                     return 200, owner.folder_json(folder), {}
                 if len(rest) == 4 and rest[2:] == ["messages", "delta"] and method == "GET":
+                    # odata.maxpagesize is a preference: the server may send fewer.
                     size = owner.page_size
                     if "odata.maxpagesize=" in prefer:
-                        size = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
+                        asked = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
+                        size = min(size, asked)
                     return 200, owner.delta(folder, query, size, base), {}
                 if rest[2:] != ["childFolders"]:
                     raise _Error(400, "BadRequest", "Unsupported segment.")

@@ -58,7 +58,10 @@ def test_lists_every_page_then_only_changes(graph: GraphDouble, oauth_server: OA
                                             tmp_path: Path) -> None:
     for n in range(25):
         graph.deliver(mail(n))
-    with open_mailbox(account(graph, oauth_server, tmp_path)) as mailbox:
+    mailbox = GraphMailbox(account(graph, oauth_server, tmp_path))
+    mailbox.page_size = 10  # asked for with Prefer: odata.maxpagesize on every page
+    graph.page_size = 1000
+    with mailbox:
         before = graph.requests["GET"]
         listed = mailbox.list_new(set())
         assert graph.requests["GET"] - before == 3  # pages of 10, 10 and 5

@@ -47,6 +47,7 @@ WELL_KNOWN = frozenset({
     "archive", "clutter", "conflicts", "conversationhistory", "deleteditems", "drafts",
     "inbox", "junkemail", "localfailures", "msgfolderroot", "outbox", "recoverableitemsdeletions",
     "scheduled", "searchfolders", "sentitems", "serverfailures", "syncissues"})
+#: Messages per delta page (Graph's default is 10).
 PAGE_SIZE = 100
 _SELECT = "id,receivedDateTime,internetMessageId"
 
@@ -86,6 +87,7 @@ class GraphMailbox:
         self._present: dict[str, _Present] = {}
         self._delta_link: str | None = None
         self._just_synced = False  # state() synced; the list_new() right after needs no call
+        self.page_size = PAGE_SIZE
 
     # -- connection ------------------------------------------------------------------------
     @property
@@ -185,7 +187,7 @@ class GraphMailbox:
         try:
             pages = self.client.pages(
                 link or f"/mailFolders/{folder_id}/messages/delta",
-                None if link else {"$select": _SELECT})
+                None if link else {"$select": _SELECT}, page_size=self.page_size)
             for page in pages:
                 for item in page.get("value") or []:
                     self._apply(item)

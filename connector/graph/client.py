@@ -123,18 +123,22 @@ class GraphClient:
             return _AuthGraphError(text + hint, status=response.status_code, code=code)
         return GraphError(text, status=response.status_code, code=code)
 
-    def get_json(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        data = self.request("GET", path, params=params).json()
+    def get_json(self, path: str, params: Mapping[str, str] | None = None, *,
+                 headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        data = self.request("GET", path, params=params, headers=headers).json()
         return data if isinstance(data, dict) else {}
 
-    def pages(self, path: str, params: Mapping[str, str] | None = None
-              ) -> Iterator[dict[str, Any]]:
+    def pages(self, path: str, params: Mapping[str, str] | None = None, *,
+              page_size: int | None = None) -> Iterator[dict[str, Any]]:
         """Every page of a collection, following ``@odata.nextLink`` (which carries the
-        query itself, so ``params`` go with the first request only)."""
-        page = self.get_json(path, params)
+        query itself, so ``params`` go with the first request only). ``page_size`` asks for
+        that many items a page (``Prefer: odata.maxpagesize``, sent with every page)."""
+        headers = {"Prefer": f"{IMMUTABLE_IDS}, odata.maxpagesize={page_size}"} \
+            if page_size else None
+        page = self.get_json(path, params, headers=headers)
         yield page
         while page.get("@odata.nextLink"):
-            page = self.get_json(str(page["@odata.nextLink"]))
+            page = self.get_json(str(page["@odata.nextLink"]), headers=headers)
             yield page
 
 
