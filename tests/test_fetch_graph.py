@@ -154,3 +154,13 @@ def test_missing_folder_and_unknown_mailbox_are_clear(graph: GraphDouble,
     with pytest.raises(FetchError, match="ErrorInvalidUser"):
         open_mailbox(account(graph, oauth_server, tmp_path, username="nobody@contoso.com")
                      ).connect()
+
+
+def test_links_outside_the_graph_endpoint_never_get_the_token(
+        graph: GraphDouble, oauth_server: OAuthDouble, tmp_path: Path) -> None:
+    settings = account(graph, oauth_server, tmp_path)
+    client = mailbox_with_sleep(settings, []).client
+    assert client.url(f"{graph_base_url(settings)}/users/x/messages?$skiptoken=1")
+    with pytest.raises(FetchError, match="outside"):
+        client.request("GET", "https://graph.example.net/v1.0/users/x/messages")
+    assert graph.requests["GET"] == 0

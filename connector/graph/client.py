@@ -62,7 +62,12 @@ class GraphClient:
 
     def url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):
-            return path  # an @odata.nextLink / deltaLink is a whole URL
+            # An @odata.nextLink / deltaLink is a whole URL; the bearer token goes only to
+            # the Graph endpoint the account names, whatever a response says.
+            if not path.startswith(self.base_url + "/"):
+                raise FetchError(f"{self.account}: Graph sent a link outside "
+                                 f"{self.base_url}: {path.split('?')[0]}")
+            return path
         return f"{self.base_url}{self.user_path}{path}"
 
     def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
