@@ -10,6 +10,7 @@
 - ``GET .../messages/{id}/$value`` (the MIME), ``POST .../messages/{id}/move`` (201 with the
   moved message; a new id unless the request said ``Prefer: IdType="ImmutableId"``),
   ``DELETE .../messages/{id}`` (204), ``POST .../sendMail`` with base64 MIME (202);
+- ``POST /v1.0/$batch`` with up to 20 of those, each answered on its own;
 - errors as ``{"error": {"code", "message", "innerError"}}``; 401
   ``InvalidAuthenticationToken`` unless the bearer token is active at the OAuth2 double; 429
   ``TooManyRequests`` with ``Retry-After`` when a test asks for throttling.
@@ -86,6 +87,7 @@ class GraphDouble:
         self.requests: Counter[str] = Counter()
         self.throttle_left = 0
         self.throttle_seconds = 1
+        self.throttle_batch_items = 0
         self.moves_without_immutable = 0
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
@@ -302,12 +304,18 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _Error(429, "TooManyRequests", "Please retry again later.",
                                  {"Retry-After": str(owner.throttle_seconds)})
                 owner.authorize(self.headers.get("Authorization"))
+                if segments == ["v1.0", "$batch"] and method == "POST":
+                    answer = self._batch(json.loads(body or b"{}"))
+                    self._send(200, answer)
+                    return
                 if segments[:2] != ["v1.0", "users"] or len(segments) < 4:
                     raise _Error(400, "BadRequest", "Resource not found for the segment.")
                 if segments[2].lower() != owner.mailbox:
                     raise _Error(404, "ErrorInvalidUser", f"The requested user "
                                  f"'{segments[2]}' is invalid.")
-                status, answer, extra = self._route(method, segments[3:], query, body)
+                status, answer, extra = self._route(
+                    method, segments[3:], query, body, self.headers.get("Prefer", ""),
+                    self.headers.get("Content-Type", ""))
             if isinstance(answer, bytes):
                 self._send(status, raw=answer)
             else:
@@ -315,13 +323,43 @@ class _Handler(BaseHTTPRequestHandler):
         except _Error as exc:
             self._send(exc.status, exc.body, headers=exc.headers)
 
+    def _batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """JSON batching: each request answered on its own (``id``, ``status``, ``headers``,
+        ``body``); ``throttle_batch_items`` makes that many items answer 429 + Retry-After."""
+        owner = self.owner
+        items = batch.get("requests") or []
+        if len(items) > 20:
+            raise _Error(400, "BadRequest", "The number of requests in a batch exceeds 20.")
+        responses = []
+        for item in items:
+            url = str(item.get("url", ""))
+            segments = [unquote(s) for s in urlsplit(url).path.strip("/").split("/")]
+            headers = item.get("headers") or {}
+            try:
+                if owner.throttle_batch_items > 0:
+                    owner.throttle_batch_items -= 1
+                    raise _Error(429, "ApplicationThrottled", "Application is over its "
+                                 "MailboxConcurrency limit.", {"Retry-After": "1"})
+                if segments[:1] != ["users"] or len(segments) < 3 or \
+                        segments[1].lower() != owner.mailbox:
+                    raise _Error(404, "ErrorInvalidUser", "The requested user is invalid.")
+                body = json.dumps(item["body"]).encode() if "body" in item else b""
+                status, answer, extra = self._route(
+                    str(item.get("method", "GET")), segments[2:], {}, body,
+                    str(headers.get("Prefer", "")), str(headers.get("Content-Type", "")))
+                responses.append({"id": item.get("id"), "status": status, "headers": extra,
+                                  **({"body": answer} if answer is not None else {})})
+            except _Error as exc:
+                responses.append({"id": item.get("id"), "status": exc.status,
+                                  "headers": exc.headers, "body": exc.body})
+        return {"responses": responses}
+
     def _route(self, method: str, rest: list[str], query: dict[str, str],
-               body: bytes) -> tuple[int, Any, dict[str, str]]:
+               body: bytes, prefer: str, content_type: str) -> tuple[int, Any, dict[str, str]]:
         owner = self.owner
         base = f"http://{HOST}:{owner.port}/v1.0"
-        prefer = self.headers.get("Prefer", "")
         if rest[0] == "sendMail" and method == "POST":
-            if not self.headers.get("Content-Type", "").startswith("text/plain"):
+            if not content_type.startswith("text/plain"):
                 raise _Error(400, "ErrorInvalidRequest", "This sample expects MIME.")
             owner.sent.append(base64.b64decode(body))
             return 202, None, {}

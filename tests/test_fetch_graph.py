@@ -164,3 +164,43 @@ def test_links_outside_the_graph_endpoint_never_get_the_token(
     with pytest.raises(FetchError, match="outside"):
         client.request("GET", "https://graph.example.net/v1.0/users/x/messages")
     assert graph.requests["GET"] == 0
+
+
+def test_moves_go_twenty_to_a_batch_and_throttled_items_are_sent_again(
+        graph: GraphDouble, oauth_server: OAuthDouble, tmp_path: Path) -> None:
+    for n in range(45):
+        graph.deliver(mail(n))
+    waits: list[float] = []
+    mailbox = mailbox_with_sleep(account(graph, oauth_server, tmp_path), waits)
+    with mailbox:
+        mailbox.ensure_folders()
+        listed = mailbox.list_new(set())
+        graph.throttle_batch_items = 3
+        before = graph.requests["POST"]
+        mailbox.mark_processed_many(listed[:40])
+        mailbox.mark_failed_many(listed[40:])
+        # 20 + 20 moves, the 3 throttled ones again after Retry-After, then 5 to Error.
+        assert graph.requests["POST"] - before == 4
+        assert waits == [1.0]
+        assert mailbox.list_new(set()) == []
+    assert sorted(graph.raws("Processed")) == sorted(mail(n) for n in range(40))
+    assert sorted(graph.raws("Error")) == sorted(mail(n) for n in range(40, 45))
+
+
+def test_a_batch_item_refused_ends_the_pass_and_a_later_pass_finishes(
+        graph: GraphDouble, oauth_server: OAuthDouble, tmp_path: Path) -> None:
+    for n in range(3):
+        graph.deliver(mail(n))
+    waits: list[float] = []
+    mailbox = mailbox_with_sleep(account(graph, oauth_server, tmp_path), waits)
+    with mailbox:
+        mailbox.ensure_folders()
+        listed = mailbox.list_new(set())
+        graph.throttle_batch_items = 100  # throttled past every retry
+        with pytest.raises(FetchError, match="failed for 3 message"):
+            mailbox.mark_processed_many(listed)
+        assert len(waits) == 5 and graph.count("Inbox") == 3
+        graph.throttle_batch_items = 0
+        graph.messages.pop(listed[1].ref)  # gone meanwhile (a person moved it): not an error
+        mailbox.mark_processed_many(listed)
+    assert sorted(graph.raws("Processed")) == [mail(0), mail(2)]

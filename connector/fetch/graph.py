@@ -38,7 +38,7 @@ from connector.fetch.base import (
     is_too_large,
     known_predicate,
 )
-from connector.graph.client import GraphClient, GraphError
+from connector.graph.client import BATCH_SIZE, GraphClient, GraphError
 
 log = logging.getLogger(__name__)
 
@@ -286,12 +286,51 @@ class GraphMailbox:
         self._move(message, self.settings.error_folder)
 
     def mark_processed_many(self, messages: Sequence[MessageHandle]) -> None:
-        for message in messages:
-            self.mark_processed(message)
+        """Like ``mark_processed`` for several, up to 20 moves (or deletes) a request."""
+        if self.settings.delete_after_processing:
+            self._many(messages, "DELETE", None)
+        else:
+            self._many(messages, "POST", self.settings.processed_folder)
 
     def mark_failed_many(self, messages: Sequence[MessageHandle]) -> None:
+        self._many(messages, "POST", self.settings.error_folder)
+
+    def _many(self, messages: Sequence[MessageHandle], method: str, target: str | None) -> None:
+        """One $batch per BATCH_SIZE messages. A message already gone (404) counts as moved:
+        its effect is recorded and it left the folder before. Any other refusal ends the pass
+        with a FetchError after the rest of the batch was done; the runner moves what is left
+        on the next pass."""
+        if not messages:
+            return
         for message in messages:
-            self.mark_failed(message)
+            self._check_handle(message)
+        destination = self._folder_id(target, create=True) if target else None
+        failures: list[str] = []
+        for start in range(0, len(messages), BATCH_SIZE):
+            chunk = {str(i): m for i, m in enumerate(messages[start:start + BATCH_SIZE])}
+            requests = [
+                {"id": key, "method": method,
+                 "url": f"/messages/{m.ref}" + ("/move" if target else ""),
+                 **({"body": {"destinationId": destination}} if target else {})}
+                for key, m in chunk.items()]
+            answers = self.client.batch(requests)
+            for key, message in chunk.items():
+                status = int((answers.get(key) or {}).get("status", 0))
+                if status in (200, 201, 204, 404):
+                    self._present.pop(message.ref, None)
+                    if status == 404:
+                        log.warning("graph message already gone account=%s ref=%s",
+                                    self.account, message.ref)
+                    continue
+                error = ((answers.get(key) or {}).get("body") or {}).get("error") or {}
+                failures.append(f"{message.ref}: {status} {error.get('code', '')}".strip())
+        done = len(messages) - len(failures)
+        log.info("graph %s account=%s count=%d to=%s", "moved" if target else "deleted",
+                 self.account, done, target or "-")
+        if failures:
+            raise FetchError(f"{describe(self.settings)}: "
+                             f"{'move to ' + target if target else 'delete'} failed for "
+                             f"{len(failures)} message(s): {'; '.join(failures[:5])}")
 
     def _move(self, message: MessageHandle, target: str) -> None:
         self._check_handle(message)
