@@ -81,9 +81,10 @@ def test_processed_and_failed_mail_leave_the_inbox_with_the_same_id(
     for n in range(3):
         graph.deliver(mail(n))
     settings = account(graph, oauth_server, tmp_path, processed_folder="Inbox/Processed",
-                       error_folder="Helpdesk/Error")
+                       error_folder="Helpdesk/Error", ignored_folder="Inbox/Processed")
     with open_mailbox(settings) as mailbox:
-        assert mailbox.ensure_folders() == ["Inbox/Processed", "Helpdesk", "Helpdesk/Error"]
+        assert mailbox.ensure_folders() == ["Inbox/Processed", "Helpdesk", "Helpdesk/Error",
+                                            "Held"]
         assert mailbox.ensure_folders() == []
         first, second, third = mailbox.list_new(set())
         mailbox.mark_processed(first)
@@ -204,3 +205,19 @@ def test_a_batch_item_refused_ends_the_pass_and_a_later_pass_finishes(
         graph.messages.pop(listed[1].ref)  # gone meanwhile (a person moved it): not an error
         mailbox.mark_processed_many(listed)
     assert sorted(graph.raws("Processed")) == [mail(0), mail(2)]
+
+
+def test_held_and_ignored_mail_go_to_their_folders(graph: GraphDouble,
+                                                   oauth_server: OAuthDouble,
+                                                   tmp_path: Path) -> None:
+    for n in range(3):
+        graph.deliver(mail(n))
+    settings = account(graph, oauth_server, tmp_path, held_folder="Held",
+                       ignored_folder="Ignored")
+    with open_mailbox(settings) as mailbox:
+        assert mailbox.ensure_folders() == ["Processed", "Error", "Held", "Ignored"]
+        first, second, third = mailbox.list_new(set())
+        mailbox.mark_held(first)  # type: ignore[attr-defined]
+        mailbox.mark_ignored(second)  # type: ignore[attr-defined]
+    assert graph.raws("Held") == [mail(0)] and graph.raws("Ignored") == [mail(1)]
+    assert graph.raws("Inbox") == [mail(2)]

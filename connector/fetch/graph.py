@@ -130,7 +130,8 @@ class GraphMailbox:
     # -- folders ---------------------------------------------------------------------------
     def ensure_folders(self) -> list[str]:
         created: list[str] = []
-        wanted = (self.settings.processed_folder, self.settings.error_folder)
+        wanted = (self.settings.processed_folder, self.settings.error_folder,
+                  self.settings.held_folder, self.settings.ignored_folder)
         for folder in dict.fromkeys(f for f in wanted if f):
             if self._folder_id(folder, create=True, created=created):
                 continue
@@ -294,6 +295,22 @@ class GraphMailbox:
 
     def mark_failed_many(self, messages: Sequence[MessageHandle]) -> None:
         self._many(messages, "POST", self.settings.error_folder)
+
+    def mark_held(self, message: MessageHandle) -> None:
+        self.mark_held_many([message])
+
+    def mark_held_many(self, messages: Sequence[MessageHandle]) -> None:
+        """Over the per-sender cap: the mail waits in ``held_folder`` for ``held release``."""
+        self._many(messages, "POST", self.settings.held_folder)
+
+    def mark_ignored(self, message: MessageHandle) -> None:
+        self.mark_ignored_many([message])
+
+    def mark_ignored_many(self, messages: Sequence[MessageHandle]) -> None:
+        if self.settings.ignored_folder == self.settings.processed_folder:
+            self.mark_processed_many(messages)
+        else:
+            self._many(messages, "POST", self.settings.ignored_folder)
 
     def _many(self, messages: Sequence[MessageHandle], method: str, target: str | None) -> None:
         """One $batch per BATCH_SIZE messages. A message already gone (404) counts as moved:
