@@ -154,6 +154,8 @@ class HostConfig:
     # The plan's request budget and the ticket-update budget (None: follow the host's headers).
     rate_limit: Rate | None = None
     ticket_update_rate_limit: Rate | None = None
+    # Mails of one account at the helpdesk at once (never two of one conversation).
+    max_in_flight: int = 8
 
 
 @dataclass(frozen=True)
@@ -588,6 +590,7 @@ def _host(r: _Reader) -> HostConfig:
         custom_fields=r.int_map("custom_fields"),
         rate_limit=_rate(r, "rate_limit"),
         ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
+        max_in_flight=r.positive("max_in_flight", int, 8),
     )
     r.finish()
     return cfg
