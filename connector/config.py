@@ -67,8 +67,9 @@ class FollowUpPolicy:
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
     # Quoted history and signatures cut from follow-up comments, the whole original kept:
-    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
-    quoted_text: str = "attach"
+    # collapse (a folded section below the reply; no extra upload) | attach (the .eml beside
+    # the comment) | keep (no trimming).
+    quoted_text: str = "collapse"
 
 
 @dataclass(frozen=True)
@@ -363,7 +364,7 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
-        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "collapse"),
     )
     r.finish()
     return policy
