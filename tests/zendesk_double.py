@@ -748,6 +748,10 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 entry["json"] = None
         fault = None if path.startswith("/_test/") else self._take_fault(method, path)
+        if fault is not None:
+            # Known while the answer is held back: the client may have several requests in
+            # flight, and a test must tell which one the fault holds.
+            entry["fault"] = fault["id"]
         if fault is not None and fault.get("when", "before") == "before":
             if fault.get("delay"):
                 time.sleep(float(fault["delay"]))
