@@ -20,7 +20,11 @@ from connector.errors import ParseError
 from connector.mail import ParsedMessage, parse_message
 
 REALWORLD = Path(__file__).parent / "data" / "realworld"
-CORPUS = sorted(p for p in REALWORLD.rglob("*") if p.is_file() and p.name != "README.md")
+# Messages only: the README, the labels and other parsers' expected JSON are not mail.
+CORPUS = sorted(
+    p for p in REALWORLD.rglob("*")
+    if p.is_file() and p.name not in ("README.md", "labels.tsv") and p.suffix != ".json"
+)
 # Files in the corpus that are not mail at all (a digest's body text, no header).
 NOT_MAIL = {"cpython_email/msg_19.txt"}
 

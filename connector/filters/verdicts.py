@@ -22,6 +22,16 @@ from typing import Any
 from connector.mail.model import Address, ParsedMessage
 
 
+class Strength(StrEnum):
+    """How sure a classification is. A strong signal (Auto-Submitted, a delivery report, a
+    vendor auto-responder header) may drop a mail; a weak one (Precedence: bulk, list headers, a
+    subject phrase) only tags it, and the mail is ticketed unless the account's policy says
+    otherwise."""
+
+    STRONG = "strong"
+    WEAK = "weak"
+
+
 class Kind(StrEnum):
     LOOP = "loop"
     STORM = "storm"
@@ -105,10 +115,12 @@ class Classification:
     reason: str
     classifier: str
     details: Details | None = None
+    strength: Strength = Strength.STRONG
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": str(self.kind),
+            "strength": str(self.strength),
             "reason": self.reason,
             "classifier": self.classifier,
             "details": jsonable(self.details, limit=1000),

@@ -585,9 +585,13 @@ def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
             defects.append("unparseable Date")
             return None
         defects.append("non-standard Date format")
-    if date.tzinfo is None or date.tzinfo.utcoffset(date) is None:
+    try:
+        offset = date.utcoffset() if date.tzinfo is not None else None
+    except ValueError:  # dateutil builds zones of 24 h and more ("+9999"); datetime refuses them
+        offset = timedelta(days=1)
+    if offset is None:
         date = date.replace(tzinfo=UTC)  # "-0000" or no zone: RFC 5322 says read it as UTC
-    if abs(date.utcoffset() or timedelta()) > timedelta(hours=18):
+    elif abs(offset) > timedelta(hours=18):
         defects.append("Date with impossible zone offset")
         date = date.replace(tzinfo=UTC)
     return date

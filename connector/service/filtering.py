@@ -19,6 +19,7 @@ from connector.filters import (
     FilterOutcome,
     FilterSettings,
     Kind,
+    Strength,
     load_chain,
     run_filters,
 )
@@ -74,6 +75,9 @@ def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
     kind: str | None = None
     note: str | None = None
     hint: int | None = None
+    if classification is not None and classification.strength is Strength.WEAK:
+        # A weak signal only tags the mail (the classifier added the tag): it is ticketed.
+        classification = None
     if classification is not None:
         kind = str(classification.kind)
         note = classification.reason

@@ -27,6 +27,7 @@ from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
 from connector.mail.model import ParsedMessage
+from connector.mail.subject import clean_subject
 
 ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -39,9 +40,14 @@ _DAEMON_LOCAL = re.compile(
     r"^(mailer-daemon|mail-daemon|maildaemon|postmaster|mdaemon|mail\.delivery\.system|ndr)$",
     re.IGNORECASE,
 )
+# Gateways that sign their notices with a role in the local part ("E500_SMTP_Mail_Service@",
+# "Symantec_AntiVirus_for_SMTP_Gateways@").
+_DAEMON_LOCAL_WORDS = re.compile(
+    r"(?:^|[._-])(?:smtp|mail[._-]?service|mailer|daemon)(?:$|[._-])", re.IGNORECASE
+)
 _DAEMON_NAME = re.compile(
     r"mail ?delivery|delivery (sub)?system|delivery service|mailer.?daemon|postmaster|"
-    r"mail system|jetmail|lsmtp",
+    r"mail system|jetmail|lsmtp|system administrator",
     re.IGNORECASE,
 )
 _FAIL_SUBJECT = re.compile(
@@ -137,6 +143,9 @@ class BounceReport:
     diagnostic: str | None
     standard: bool
     evidence: tuple[str, ...]
+    # A report (RFC 3464) or a delivery daemon's notice with failure wording: may drop a mail.
+    # False for a daemon sender alone or failure wording alone: those only tag.
+    strong: bool = True
 
     @property
     def permanent(self) -> bool:
@@ -150,7 +159,13 @@ def analyse(raw: bytes, *, subject: str = "", text_body: str = "") -> BounceRepo
     if raw and not _may_be_bounce(raw, subject):
         return None  # most mail: skip parsing the whole message a second time
     msg = email.message_from_bytes(raw, policy=compat32) if raw else Message()
-    report = _standard(msg)
+    from_name, from_addr = parseaddr(_header(msg, "From"))
+    daemon = _is_daemon(from_name, from_addr) or bool(msg.get("X-Failed-Recipients"))
+    if _is_reply_or_forward(subject or _header(msg, "Subject")) and not daemon:
+        return None  # a person answering or forwarding a bounce ("Fwd: Returned mail")
+    # A report inside an attached message counts only when a delivery daemon relays it (a
+    # postmaster passing a DSN on); a person attaching one has sent no report.
+    report = _standard(msg, nested=daemon)
     if report is not None:
         return report
     return _heuristic(msg, subject or _header(msg, "Subject"), text_body)
@@ -187,11 +202,11 @@ def _may_be_bounce(raw: bytes, subject: str) -> bool:
     return bool(_FAIL_SUBJECT.search(subject or _header(headers, "Subject")))
 
 
-def _standard(msg: Message) -> BounceReport | None:
+def _standard(msg: Message, *, nested: bool = False) -> BounceReport | None:
     status_part = next(
         (
             p
-            for p in msg.walk()
+            for p in (msg.walk() if nested else _own_parts(msg))
             if p.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
         ),
         None,
@@ -270,6 +285,12 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     is_bounce = is_bounce or via_wording
     if not is_bounce:
         return None
+    # Strong: a daemon (or no sender at all) with failure wording, or the vendor NDR form of
+    # failure wording in subject and text with the undelivered original returned in it.
+    senderless = _header(msg, "From") == ""
+    strong = bool(failed_header) or ((daemon or senderless) and (subject_fail or text_fail)) or (
+        via_wording and _returns_original(msg)
+    )
     delayed = bool(_DELAY.search(subject)) or (
         bool(_DELAY.search(notice)) and not _has_permanent_words(notice)
     )
@@ -285,7 +306,21 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
         diagnostic=_diagnostic_line(notice),
         standard=False,
         evidence=tuple(evidence),
+        strong=strong,
     )
+
+
+def _own_parts(msg: Message) -> Iterable[Message]:
+    """The message's parts without those of attached messages: a customer who forwards a
+    bounce as an attachment has not sent a delivery report."""
+    yield msg
+    if msg.get_content_type() in ("message/rfc822", "message/global"):
+        return
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        for part in payload:
+            if isinstance(part, Message):
+                yield from _own_parts(part)
 
 
 def _returns_original(msg: Message) -> bool:
@@ -381,11 +416,22 @@ def _has_permanent_words(text: str) -> bool:
 def _is_daemon(name: str, address: str) -> bool:
     local = address.rpartition("@")[0] if "@" in address else address
     local = local.split("=")[-1]  # prvs=...=ndr@ (BATV tagged senders)
-    return bool(_DAEMON_LOCAL.match(local)) or bool(name and _DAEMON_NAME.search(name))
+    return (
+        bool(_DAEMON_LOCAL.match(local))
+        or bool(_DAEMON_LOCAL_WORDS.search(local))
+        or bool(name and _DAEMON_NAME.search(name))
+    )
 
 
 def _is_reply(subject: str) -> bool:
     return bool(re.match(r"\s*(re|aw|sv|r|rif)\s*(\[\d+\])?\s*:", subject, re.IGNORECASE))
+
+
+def _is_reply_or_forward(subject: str) -> bool:
+    """Starts with a reply or forward prefix ("Re:", "Fwd:", "WG:"...) or "[Fwd: ...]"."""
+    return clean_subject(subject) != subject.strip() or bool(
+        re.match(r"\s*\[\s*fwd?\s*:", subject, re.IGNORECASE)
+    )
 
 
 def _excluded(msg: Message) -> set[str]:
