@@ -36,6 +36,7 @@ from connector.filters.verdicts import (  # noqa: E402
     Strength,
 )
 from connector.mail import ParsedMessage, parse_message  # noqa: E402
+from connector.mail.addresses import parse_address  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "realworld"
 LABELS = CORPUS / "labels.tsv"
@@ -65,6 +66,7 @@ class Figures:
     messages: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     refused_for_from: list[str] = field(default_factory=list)
+    no_address: list[str] = field(default_factory=list)  # nothing names anyone: unknown_sender
     unparsed: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     customer: int = 0
@@ -161,7 +163,10 @@ def _score(figures: Figures, label: Label, message: ParsedMessage,
     machine = kind in (Kind.BOUNCE, Kind.AUTO_REPLY)
     strong = machine and found is not None and found.strength is Strength.STRONG
     if not machine and not _requester_usable(message):
-        figures.refused_for_from.append(f"{label.path}: From {message.from_}")
+        if any("@" in (message.header(name) or "") for name in _SENDER_HEADERS):
+            figures.refused_for_from.append(f"{label.path}: From {message.from_}")
+        else:
+            figures.no_address.append(f"{label.path}: From {message.from_}")
     if label.kind in CUSTOMER_KINDS:
         figures.customer += 1
         if machine:
@@ -197,10 +202,14 @@ def _score(figures: Figures, label: Label, message: ParsedMessage,
     _score_fields(figures, label, message)
 
 
+_SENDER_HEADERS = ("From", "Sender", "Reply-To", "Return-Path")
+
+
 def _requester_usable(message: ParsedMessage) -> bool:
-    """Whether a requester can be had from the mail: its From, else Sender, Reply-To."""
-    for address in (message.from_, message.sender, *message.reply_to):
-        if address is not None and address.valid:
+    """Whether a requester can be had from the mail: From, else Sender, Reply-To, Return-Path."""
+    return_path = parse_address(message.header("Return-Path"))
+    for address in (message.from_, message.sender, *message.reply_to, return_path):
+        if address is not None and address.identity:
             return True
     return False
 
@@ -257,8 +266,10 @@ def render(figures: Figures) -> str:
         "",
         "| figure | value | goal |",
         "|---|---|---|",
-        f"| mails refused for their From (no usable requester) | "
+        f"| mails refused for their From (an address is there, none is usable) | "
         f"{got['refused_for_from']} | 0 |",
+        f"| mails with no address in From, Sender, Reply-To or Return-Path (the "
+        f"unknown_sender requester's) | {len(figures.no_address)} | - |",
         f"| customer mail (ordinary, reply, forward) classified as bounce or auto-reply | "
         f"{got['ordinary_misclassified']} of {figures.customer}, "
         f"{got['ordinary_ignored']} with a strong signal (would be ignored) | 0 |",
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure()
     print(render(figures))
     if args.misses:
-        for name in ("refused_for_from", "unparsed", "crashes", "misclassified",
+        for name in ("refused_for_from", "no_address", "unparsed", "crashes", "misclassified",
                      "bounce_missed", "bounce_weak", "recipients_wrong", "permanence_wrong",
                      "auto_reply_missed", "auto_reply_weak", "machine_missed", "fields_wrong",
                      "forward_missed"):

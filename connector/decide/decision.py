@@ -234,7 +234,7 @@ class Decider:
             if parsed and parsed[0].valid:
                 return parsed[0]
         sender = message.from_ or (message.reply_to[0] if message.reply_to else None)
-        if sender is None or not sender.valid:
+        if sender is None or not sender.identity:
             return None
         return sender
 

@@ -362,8 +362,10 @@ def _build(msg: MimePart, raw: bytes, *, nesting: int, skipped_lines: int = 0) -
     from_ = parse_address(first_raw("from"), defects, hint=hint)
     if from_ is None:
         defects.append("missing From")
-    elif not from_.valid:
+    elif not from_.identity:
         defects.append("invalid From address")
+    elif not from_.valid:
+        defects.append("From address is not deliverable from the internet")
     message_id = _message_id(first_raw("message-id"))
     if message_id is None:
         defects.append("missing Message-ID")

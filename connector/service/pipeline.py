@@ -443,7 +443,7 @@ class Pipeline:
         plan = self._pec_plan(ctx, raw, message, prepared)
         content = plan.content if plan is not None else message
         sender = content.from_
-        if sender is None or not sender.valid:
+        if sender is None or not sender.identity:
             shown = str(sender) if sender else "(missing)"
             self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
                                         sender=None, subject=message.subject, trace=None,
