@@ -28,16 +28,23 @@ _LOCAL = re.compile(rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[^"\\\r\n]|\\.)*")\Z')
 _DOMAIN = re.compile(rf"(?:{_ATOM}(?:\.{_ATOM})*|\[[^\[\]\\\s]*\])\Z")
 _COMMENT = re.compile(r"\(([^()]*)\)")
 _LIST_ITEM = re.compile(r'(?:"(?:[^"\\]|\\.)*"|<[^>]*>|\([^)]*\)|[^,"<(])+')
-_GROUP_START = re.compile(r'^[^:<>"@]*:(?!:)')
+_GROUP_START = re.compile(r'^(?:[^:<>"@]*:(?!:))+')
 _ANGLE_ADDR = re.compile(r"<([^<>]*)>")
 
 __all__ = [
+    "getaddresses_safe",
     "is_identity",
     "is_valid_address",
     "parse_address",
     "parse_address_list",
+    "parseaddr_safe",
     "plain_addresses",
 ]
+
+# Past these the stdlib's recursive address parser may hit the recursion limit ("((((...",
+# "g:g:g:..."); such headers are split by the flat reader instead.
+_MAX_NESTING = 32
+_MAX_GROUPS = 64
 
 
 @lru_cache(maxsize=4096)
@@ -133,12 +140,78 @@ def plain_addresses(header_value: str) -> tuple[str, ...]:
     return tuple(a.email for a in parse_address_list(header_value))
 
 
+def getaddresses_safe(values: list[str]) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses`` that never raises and never recurses deeply: hostile
+    nesting is flattened first (comments dropped, groups read flat)."""
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        pairs.extend(_split(str(value)))
+    return pairs
+
+
+def parseaddr_safe(value: str) -> tuple[str, str]:
+    """``email.utils.parseaddr`` on the same terms: ``("", "")`` when nothing is found."""
+    pairs = _split(value)
+    return pairs[0] if pairs else ("", "")
+
+
 def _split(value: str) -> list[tuple[str, str]]:
+    if _nesting(value) > _MAX_NESTING:
+        value = _without_comments(value)
+    if value.count(":") > _MAX_GROUPS:
+        return _split_literally(value)
     try:
         return getaddresses([value])
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, RecursionError):
         # getaddresses is lenient, but a parser of this much history earns a net.
-        return [("", part.strip()) for part in value.split(",")]
+        return _split_literally(value)
+
+
+def _nesting(value: str) -> int:
+    """How deep parentheses nest (outside quotes): one pass, no recursion."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"' and depth == 0:
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")" and depth:
+            depth -= 1
+    return deepest
+
+
+def _without_comments(value: str) -> str:
+    """``value`` with every (nested) comment removed, in one pass."""
+    kept: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                kept.append(char)
+            continue
+        if char == "\\":
+            escaped = True
+        elif char == '"' and depth == 0:
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+            continue
+        elif not quoted and char == ")" and depth:
+            depth -= 1
+            continue
+        if depth == 0:
+            kept.append(char)
+    return "".join(kept)
 
 
 def _split_literally(value: str) -> list[tuple[str, str]]:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
-from email.utils import getaddresses, parseaddr
 
+from connector.mail.addresses import getaddresses_safe as getaddresses
+from connector.mail.addresses import parseaddr_safe as parseaddr
 from connector.mail.model import ParsedMessage
 from connector.mail.subject import clean_subject
 
