@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 from dovecot import DovecotServer, MailUser
-from test_pec_samples import SAMPLES
+from shared_material import pec_sample
 from zendesk_responses import (
     Bridge,
     FakeZendesk,
@@ -59,7 +59,7 @@ def faulty_prepare(raw: bytes, **kwargs: Any) -> Prepared:
 
 
 def sample(name: str) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
 
 
 def first_pass(marks: dict[int, bytes] | None = None) -> list[bytes]:

@@ -6,7 +6,7 @@ comments (public or internal) and their attachments, downloaded back from the do
 compared byte for byte with what the mailbox served, and the tags. The mailbox side is checked
 too: processed mail leaves the inbox for the Processed folder.
 
-The samples are real provider output (/work/shared/pec-samples, see EXPECTED.md). They are
+The samples are real provider output (tests/data/pec-samples, see EXPECTED.md there). They are
 stored with bare LF line ends; an IMAP server holds and serves mail with CRLF, so the tests
 append them with CRLF line ends, and "byte-exact" means equal to what was appended and to what
 Dovecot serves.
@@ -33,7 +33,7 @@ import requests
 import yaml
 from bridge_cli import cli_output as run_cli
 from dovecot import DovecotServer, MailUser
-from test_pec_samples import SAMPLES
+from shared_material import pec_sample
 from zendesk_double import ZendeskDouble
 
 from connector.config import Config, load_config
@@ -69,7 +69,7 @@ SERVICE_PART_NAMES = {"daticert.xml", "smime.p7s", "smime.p7m"}
 
 def sample(name: str) -> bytes:
     """A sample as an IMAP server holds it: CRLF line ends, otherwise unchanged."""
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
 
 
 # -- the Zendesk double ---------------------------------------------------------------------------

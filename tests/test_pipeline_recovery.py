@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pec_samples import SAMPLES
+from shared_material import pec_sample
 
 from connector.config import AccountConfig, HostConfig
 from connector.errors import (
@@ -44,7 +44,7 @@ HOST = HostConfig(type="dry-run")
 
 
 def sample(name: str) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
 
 
 class MemoryHost:

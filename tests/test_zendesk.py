@@ -2,7 +2,9 @@
 
 Every mocked answer goes through ``mock()``, which checks it with tests/zendesk_oas.py first
 (success bodies against the operation's schema, error bodies against Zendesk's error shapes),
-and the JSON bodies the adapter sends are checked against the request schemas.
+and the JSON bodies the adapter sends are checked against the request schemas. Without the OAS
+(bare clone) ``mock()`` lets its answers through unchecked (``check_fake``: they are built by
+the resource builders CI validates) and the tests that check what the adapter sent are skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zendesk_double import (
     ticket_resource,
     user_resource,
 )
-from zendesk_oas import validate_error, validate_request, validate_response
+from zendesk_oas import check_fake, validate_error, validate_request, validate_response
 
 from connector.errors import PermanentHostError, TicketClosedError, TransientHostError
 from connector.hosts.base import Comment, HostAdapter, NewTicket, Upload
@@ -104,9 +106,9 @@ def mock(rsps: responses.RequestsMock, method: str, path: str, status: int, body
     """Register an answer after checking it is one Zendesk could give."""
     template = path.split("?")[0]
     if status >= 400:
-        validate_error(body)
+        check_fake(validate_error, body)
     else:
-        validate_response(method, template, status, body)
+        check_fake(validate_response, method, template, status, body)
     kwargs: dict[str, Any] = {"status": status, "headers": headers or {}, "match": list(match)}
     if body is None:
         kwargs["body"] = b""
