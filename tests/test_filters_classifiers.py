@@ -448,3 +448,39 @@ def test_keywords_add_tags_on_whole_words():
     )
     assert outcome.add_tags == ("billing", "outage", "p1")
     assert run(mail("From: a@b.example\nSubject: invoices\n"), settings=settings).add_tags == ()
+
+
+# --- challenge-response and feedback reports -------------------------------------------
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "From: Boxbe <notify@boxbe.com>\nSubject: Anna Rossi (anna@x.example) is awaiting "
+        "your approval",
+        "From: Bluebottle <noreply@bluebottle.com>\nSubject: Please confirm your message",
+        "From: spamblocker-challenge@earthlink.net\nSubject: Sender verification: Re: order",
+        "From: SpamArrest <verify@spamarrest.com>\nSubject: [SpamArrest] Request to verify",
+    ],
+)
+def test_challenge_response_mail_is_strong_machine_mail(headers):
+    outcome = run(mail(headers))
+    assert outcome.classification.kind is Kind.AUTO_REPLY
+    assert outcome.classification.details.kind == "challenge"
+    assert outcome.classification.strength is Strength.STRONG
+
+
+def test_a_verification_subject_from_a_person_is_only_weak():
+    outcome = run(mail("From: mario@cliente.example\nSubject: Please confirm your message "
+                       "was received"))
+    assert outcome.classification.strength is Strength.WEAK
+
+
+def test_an_arf_feedback_report_is_strong_machine_mail():
+    outcome = run(mail(
+        "From: abuse@isp.example\nSubject: FW: Earn money\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\n',
+        "--b\nContent-Type: text/plain\n\nThis is an email abuse report.\n--b\n"
+        "Content-Type: message/feedback-report\n\nFeedback-Type: abuse\nVersion: 1\n--b--\n",
+    ))
+    assert outcome.classification.details.kind == "feedback_report"
+    assert outcome.classification.strength is Strength.STRONG

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from connector.filters.classifiers.base import ClassifierContext, Verdict
 from connector.filters.verdicts import AutoReplyDetails, Classification, Kind, Strength
+from connector.mail.model import ParsedMessage
 
 # Reply prefixes, and a ticket system's "[queue #123]" tag (RT, OTRS) before the form.
 _REPLY_PREFIX = (
@@ -77,7 +78,20 @@ _AUTO_HEADERS = (
     "X-Vacation",
 )
 _COPIES = ("mirror", "redirect", "forward")
-_KIND_ORDER = ("out_of_office", "receipt", "auto_reply", "list", "bulk")
+_KIND_ORDER = ("challenge", "feedback_report", "out_of_office", "receipt", "auto_reply", "list",
+               "bulk")
+# Challenge-response services: they answer a first mail with "prove you are human" mail of
+# their own, never a person's words.
+_CHALLENGE_DOMAINS = ("boxbe.com", "bluebottle.com", "spamarrest.com", "mailblocks.com",
+                      "choicemail.com", "digiportal.com", "qurb.com")
+_CHALLENGE_SENDERS = re.compile(r"^(?:spamblocker-challenge|challenge|verify|confirm)[-@.+]",
+                                re.IGNORECASE)
+_CHALLENGE_SUBJECT = re.compile(
+    r"please confirm your (?:message|e-?mail)|sender verification|verify your (?:e-?mail|"
+    r"message|address)|(?:approval|verification) (?:required|request)|\(action required\)|"
+    r"is awaiting your (?:approval|verification)|confirm you are (?:a )?(?:human|person)",
+    re.IGNORECASE,
+)
 SUSPECT_TAG = "auto_reply_suspect"
 LIST_TAG = "list_mail"
 
@@ -178,9 +192,13 @@ def signals(ctx: ClassifierContext) -> list[Signal]:
     report = _report_type(message.header("Content-Type") or "")
     if report is not None:
         # Read receipts (RFC 3798), success DSNs, feedback reports (RFC 5965): machine mail.
-        found.append(Signal("receipt", f"multipart/report; report-type={report or '?'}",
+        kind = "feedback_report" if report == "feedback-report" else "receipt"
+        found.append(Signal(kind, f"multipart/report; report-type={report or '?'}",
                             report in ("disposition-notification", "delivery-status",
                                        "feedback-report")))
+    challenge = _challenge(message)
+    if challenge is not None:
+        found.append(challenge)
     subject = message.subject or ""
     form = "out_of_office" if _OOO_SUBJECT.search(subject) else (
         "auto_reply" if _AUTO_SUBJECT.search(subject) else None)
@@ -188,6 +206,22 @@ def signals(ctx: ClassifierContext) -> list[Signal]:
         # The subject alone is weak; with a vendor's corroborating header it is the vendor form.
         found.append(Signal(form, f"subject {subject[:80]!r}", corroborated))
     return found
+
+
+def _challenge(message: ParsedMessage) -> Signal | None:
+    """Challenge-response mail (Boxbe, Bluebottle, SpamArrest...): strong from the services'
+    own domains or a challenge sender with a verification subject; the subject alone is weak."""
+    sender = message.from_.normalized if message.from_ is not None else ""
+    domain = sender.rpartition("@")[2]
+    subject = message.subject or ""
+    by_service = any(domain == d or domain.endswith("." + d) for d in _CHALLENGE_DOMAINS)
+    worded = bool(_CHALLENGE_SUBJECT.search(subject))
+    if by_service:
+        return Signal("challenge", f"challenge-response service {domain}", True)
+    if worded:
+        strong = bool(_CHALLENGE_SENDERS.match(sender))
+        return Signal("challenge", f"verification subject {subject[:80]!r}", strong)
+    return None
 
 
 _REPORT = re.compile(r"multipart/report\b(?:.*?\breport-type\s*=\s*\"?([\w.-]+))?",
