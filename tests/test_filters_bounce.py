@@ -21,6 +21,7 @@ from connector.filters import (
     NullLookups,
     run_filters,
 )
+from connector.filters.classifiers.dsn import analyse
 from connector.mail.parse import parse_message
 
 DATA = Path(__file__).parent / "data"
@@ -217,3 +218,20 @@ def test_human_reply_about_a_bounce_is_not_a_bounce():
 )
 def test_human_failure_wording_is_not_a_bounce(raw):
     assert classify(raw).classification is None
+
+
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("邮件传输失败！", "您的邮件无法投递到以下地址：gone@example.cn"),
+        ("メール配信エラー", "以下のアドレスに配信できませんでした。\ngone@example.jp"),
+        ("메일 전송 실패", "다음 주소로 메일이 전달되지 않았습니다: gone@example.kr"),
+    ],
+)
+def test_cjk_delivery_notices_from_a_daemon(subject: str, text: str) -> None:
+    raw = (f"From: MAILER-DAEMON@mx.example.net\nSubject: {subject}\n"
+           f"Content-Type: text/plain; charset=utf-8\n\n{text}\n").encode()
+    message = parse_message(raw)
+    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    assert report is not None and report.strong
+    assert report.failed_recipients[-1].startswith("gone@")

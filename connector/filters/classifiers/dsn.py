@@ -63,7 +63,10 @@ _FAIL_SUBJECT = re.compile(
     r"unzustellbar|nicht zustellbar|zustellung fehlgeschlagen|"
     r"no se pudo entregar|no se puede entregar|error en la entrega|no entregado|"
     r"niedostarczon|nie można dostarczyć|teslim edilemedi|iletilemedi|"
-    r"non distribuable|échec de (la )?(remise|distribution)|utilisateur non recens",
+    r"non distribuable|échec de (la )?(remise|distribution)|utilisateur non recens|"
+    # Chinese, Japanese (carriers and ISPs), Korean notices.
+    r"退信|投递失败|发送失败|传输失败|無法投遞|傳送失敗|未達|配信不能|配信エラー|送信エラー|"
+    r"宛先不明|届きませんでした|반송|전송 실패|배달 실패",
     re.IGNORECASE,
 )
 _FAIL_TEXT = re.compile(
@@ -81,7 +84,9 @@ _FAIL_TEXT = re.compile(
     r"impossibile (recapitare|consegnare)|non (è|e') stato (recapitato|consegnato)|"
     r"konnte nicht zugestellt|unzustellbar|nicht zugestellt werden|"
     r"no (se )?pudo (ser )?entregar|no se ha podido entregar|"
-    r"nie (można|mogła|została) (dostarczyć|dostarczona)|teslim edilemedi",
+    r"nie (można|mogła|została) (dostarczyć|dostarczona)|teslim edilemedi|"
+    r"无法投递|无法送达|無法投遞|無法送達|配信できませんでした|送信できませんでした|"
+    r"宛先(?:が)?(?:見つかりません|不明)|전달되지 않았습니다|전송하지 못했습니다",
     re.IGNORECASE,
 )
 _DELAY = re.compile(
