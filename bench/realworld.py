@@ -86,6 +86,8 @@ class Figures:
     auto_reply_weak: list[str] = field(default_factory=list)  # found, but only tagged
     machine: int = 0
     machine_missed: list[str] = field(default_factory=list)
+    notifications: int = 0  # automated notifications: no goal, they say what the sender wrote
+    notifications_machine: list[str] = field(default_factory=list)
     fields_checked: int = 0
     fields_wrong: list[str] = field(default_factory=list)
     forwards: int = 0
@@ -195,6 +197,10 @@ def _score(figures: Figures, label: Label, message: ParsedMessage,
         figures.machine += 1
         if not strong:
             figures.machine_missed.append(f"{label.path}: {found.reason if found else '-'}")
+    elif label.kind == "notification":
+        figures.notifications += 1
+        if strong:
+            figures.notifications_machine.append(f"{label.path}: {found.reason if found else ''}")
     if label.kind in ("ordinary", "reply"):
         figures.not_forwards += 1
         if kind is Kind.FORWARDED:
@@ -315,6 +321,8 @@ def render(figures: Figures) -> str:
         f"{figures.permanence_checked - len(figures.permanence_wrong)} of "
         f"{figures.permanence_checked}; machine mail (ARF, challenge) recognised "
         f"{figures.machine - len(figures.machine_missed)} of {figures.machine}; "
+        f"automated notifications the sender marked so (Auto-Submitted...) "
+        f"{len(figures.notifications_machine)} of {figures.notifications}; "
         f"mails the parser refused {len(figures.unparsed)}",
     ]
     return "\n".join(lines)
@@ -378,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.misses:
         for name in ("refused_for_from", "no_address", "unparsed", "crashes", "misclassified",
                      "bounce_missed", "bounce_weak", "recipients_wrong", "permanence_wrong",
-                     "auto_reply_missed", "auto_reply_weak", "machine_missed", "fields_wrong",
+                     "auto_reply_missed", "auto_reply_weak", "machine_missed", "notifications_machine",
+                     "fields_wrong",
                      "forward_missed", "forward_false"):
             items = getattr(figures, name)
             if items:

@@ -68,6 +68,13 @@ _AUTO_SUBJECT = re.compile(
     r")",
     re.IGNORECASE,
 )
+# Read receipts clients write as mail (Outlook's "Read:", often as TNEF), per language.
+_RECEIPT_SUBJECT = re.compile(
+    r"^\s*(?:(?:not |non |no |nicht |niet )?(?:read|letto|lu|le[íi]do|gelesen|gelezen|lida|"
+    r"lido|odczytan[ae]|okundu|p[řr]e[čc]teno|olvasott|luettu|l[äa]st)|"
+    r"read receipt|lesebest[äa]tigung|conferma di lettura|accus[ée] de lecture)\s*:",
+    re.IGNORECASE,
+)
 _AUTO_HEADERS = (
     "X-Autoreply",
     "X-Autorespond",
@@ -199,9 +206,15 @@ def signals(ctx: ClassifierContext) -> list[Signal]:
     challenge = _challenge(message)
     if challenge is not None:
         found.append(challenge)
+    # A null reverse path ("Return-Path: <>") is what RFC 3834 and 3798 ask automatic mail to
+    # use; people's mail always has a sender.
+    return_path = message.header("Return-Path")
+    null_sender = return_path is not None and return_path.strip() in ("<>", "")
+    corroborated = corroborated or null_sender
     subject = message.subject or ""
     form = "out_of_office" if _OOO_SUBJECT.search(subject) else (
-        "auto_reply" if _AUTO_SUBJECT.search(subject) else None)
+        "auto_reply" if _AUTO_SUBJECT.search(subject) else (
+            "receipt" if _RECEIPT_SUBJECT.search(subject) else None))
     if form is not None:
         # The subject alone is weak; with a vendor's corroborating header it is the vendor form.
         found.append(Signal(form, f"subject {subject[:80]!r}", corroborated))

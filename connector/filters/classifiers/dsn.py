@@ -89,6 +89,16 @@ _FAIL_TEXT = re.compile(
     r"宛先(?:が)?(?:見つかりません|不明)|전달되지 않았습니다|전송하지 못했습니다",
     re.IGNORECASE,
 )
+_MTA_TEMPLATE = re.compile(
+    r"this is the qmail-send program|this is the mail system at host|"
+    r"this message was created automatically by mail delivery software|"
+    r"delivery to the following recipients? failed|"
+    r"your message did not reach some or all of the intended recipients|"
+    r"the original message was received at .{0,80}\bfrom\b|"
+    r"----- the following addresses had permanent fatal errors -----|"
+    r"i'm afraid i wasn't able to deliver your message",
+    re.IGNORECASE,
+)
 _DELAY = re.compile(
     r"delayed|has not yet been delivered|not been delivered yet|will (keep|continue) trying|"
     r"still (being )?(retried|trying)|delivery delay|temporar(y|ily) (failure|unavailable)|"
@@ -284,6 +294,8 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     # MAILER-DAEMON sends nothing but delivery reports; other daemon-ish senders need wording.
     mailer_daemon = from_addr.lower().startswith("mailer-daemon@")
     is_bounce = bool(failed_header) or mailer_daemon or (daemon and (subject_fail or text_fail))
+    # The sentences MTAs open their notices with; no person writes them.
+    is_bounce = is_bounce or (bool(_MTA_TEMPLATE.search(notice)) and not _is_reply(subject))
     # Without a daemon sender, wording alone is not enough ("Delivery failure: my parcel could
     # not be delivered" is a customer): the text must speak of mail, or the original be attached.
     via_wording = subject_fail and text_fail and not _is_reply(subject)
@@ -291,12 +303,13 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     is_bounce = is_bounce or via_wording
     if not is_bounce:
         return None
-    # Strong: a daemon (or no sender at all) with failure wording, or the vendor NDR form of
-    # failure wording in subject and text with the undelivered original returned in it.
+    # Strong: a daemon (or no sender at all) with failure wording, an MTA's own notice
+    # template, or the vendor NDR form of failure wording in subject and text with the
+    # undelivered original returned in it.
     senderless = _header(msg, "From") == ""
     strong = bool(failed_header) or ((daemon or senderless) and (subject_fail or text_fail)) or (
         via_wording and _returns_original(msg)
-    )
+    ) or bool(_MTA_TEMPLATE.search(notice))
     delayed = bool(_DELAY.search(subject)) or (
         bool(_DELAY.search(notice)) and not _has_permanent_words(notice)
     )

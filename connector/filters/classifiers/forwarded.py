@@ -114,15 +114,6 @@ class ForwardedClassifier:
         )
 
 
-def _may_be_attached_forward(message: ParsedMessage) -> bool:
-    """An attached message without a forward prefix: not when the mail is a reply ("Re:"), a
-    digest (many messages, multipart/digest) or a report."""
-    if clean_subject(message.subject) != message.subject.strip():
-        return False
-    content_type = (message.header("Content-Type") or "").lower()
-    return "multipart/digest" not in content_type and "multipart/report" not in content_type
-
-
 def _from_attachment(message: ParsedMessage, forwarder: Address) -> ForwardDetails | None:
     for nested in message.nested_messages:
         # The original names someone other than the forwarder (forwarding one's own mail
@@ -143,23 +134,45 @@ def _from_attachment(message: ParsedMessage, forwarder: Address) -> ForwardDetai
 
 
 def _unprefixed_forward(message: ParsedMessage) -> bool:
-    """A forward without the prefix: a separator only forwards write, or, when the mail is
-    not a reply either, an "Original Message" block (old Thunderbird forwards inline so)."""
+    """A forward without the prefix: a separator only forwards write, or an "Original
+    Message" block (replies write those too; old Thunderbird forwards so) whose Subject is the
+    mail's own: a forward keeps the subject, a new mail quoting another has its own."""
     if clean_subject(message.subject) != message.subject.strip():
         return False  # "Re:" and kin: a reply quoting its thread
     lines = message.text_body.splitlines()
     for line in lines:
         if _FORWARD_SEPARATOR.match(line) or _NOTES_SEPARATOR.match(line):
             return True
-    def separates(line: str) -> bool:  # "-----Original Message-----", Outlook's rule
-        return bool(_SEPARATOR.match(line) or _RULE.match(line))
+    own = _comparable(message.subject)
+    for index, line in enumerate(lines):
+        if not (_SEPARATOR.match(line) or _RULE.match(line)):
+            continue
+        start = _block_start(lines[index:])
+        if start is None:
+            continue
+        fields, _ = _read_block(lines, index + start)
+        if own and _comparable(fields.get("subject", "")) == own:
+            return True
+    return False
 
-    if not message.in_reply_to:
-        return any(separates(line) and _block_start(lines[index:]) is not None
-                   for index, line in enumerate(lines))
-    # Threaded to the mail it passes on, but nothing written above the block: still a forward.
-    leading = [line for line in lines if line.strip()][:1]
-    return bool(leading) and separates(leading[0])
+
+def _comparable(subject: str) -> str:
+    return " ".join(clean_subject(subject).split()).casefold()
+
+
+def _may_be_attached_forward(message: ParsedMessage) -> bool:
+    """An attached message without a forward prefix: not when the mail is a reply ("Re:"), a
+    digest or a report, nor when the message is one file among several (a MIME sampler)."""
+    if clean_subject(message.subject) != message.subject.strip():
+        return False
+    content_type = (message.header("Content-Type") or "").lower()
+    if "multipart/digest" in content_type or "multipart/report" in content_type:
+        return False
+    others = [a for a in message.attachments if a.content_type not in _MESSAGE_TYPES]
+    return len(message.nested_messages) == 1 and len(others) <= 1
+
+
+_MESSAGE_TYPES = ("message/rfc822", "message/global")
 
 
 def _from_inline(message: ParsedMessage, forwarder: Address) -> ForwardDetails | None:
