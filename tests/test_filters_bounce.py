@@ -235,3 +235,15 @@ def test_cjk_delivery_notices_from_a_daemon(subject: str, text: str) -> None:
     report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
     assert report is not None and report.strong
     assert report.failed_recipients[-1].startswith("gone@")
+
+
+def test_an_mta_notice_template_is_a_strong_bounce_whoever_sends_it() -> None:
+    raw = (b"From: bn.com.pl@neptun.example.pl\nSubject: failure notice\n\n"
+           b"Hi. This is the qmail-send program at neptun.example.pl.\n"
+           b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+           b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+           b"<gone@example.org>:\nuser does not exist\n")
+    message = parse_message(raw)
+    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    assert report is not None and report.strong
+    assert report.failed_recipients == ("gone@example.org",)

@@ -484,3 +484,13 @@ def test_an_arf_feedback_report_is_strong_machine_mail():
     ))
     assert outcome.classification.details.kind == "feedback_report"
     assert outcome.classification.strength is Strength.STRONG
+
+
+@pytest.mark.parametrize("subject", ["Read: PhD tema", "Gelesen: Ihre Anfrage",
+                                     "Letto: richiesta", "Lu : votre demande"])
+def test_a_read_receipt_subject_with_a_null_sender_is_strong(subject):
+    outcome = run(mail(f"Return-Path: <>\nFrom: mario@cliente.example\nSubject: {subject}\n"))
+    assert outcome.classification.details.kind == "receipt"
+    assert outcome.classification.strength is Strength.STRONG
+    alone = run(mail(f"From: mario@cliente.example\nSubject: {subject}\n"))
+    assert alone.classification.strength is Strength.WEAK
