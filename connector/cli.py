@@ -98,6 +98,18 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         print(f"ok    outbound: {', '.join(a.account for a in sending)}", file=out)
     print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
           "file(s)", file=out)
+    from datetime import UTC, datetime
+
+    from connector.pec.trust import describe_store
+
+    if any(a.pec for a in config.accounts) or config.raw.get("pec"):
+        # All anchors expired: new PEC mail can no longer be certified (only older mail).
+        trust = config.pec_trust
+        store_line, *anchors = describe_store(trust)
+        current = len(trust.expired(datetime.now(UTC))) < len(trust.anchors)
+        print(f"{'ok  ' if current else 'WARN'}  {store_line}", file=out)
+        for line in anchors:
+            print(f"      {line}", file=out)
     failures = 0
     for account in config.accounts:
         try:
@@ -112,6 +124,11 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         except FetchError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
+        if (stage.settings[account.name].staff and not account.trusted
+                and not account.authserv_ids and not account.verify_dkim):
+            print(f"WARN  account {account.name}: staff commands and forwards can never act: "
+                  "nothing authenticates a sender (set authserv_id, verify_dkim or trusted)",
+                  file=out)
     try:
         who = make_host(config.host, out=io.StringIO()).check_credentials()
         print(f"ok    host {config.host.type}: {who}", file=out)
@@ -144,7 +161,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     parser = ParsePool(workers) if workers > 0 else None
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
                for a in accounts]
-    service = Service(pollers, log_retention_days=config.store.log_retention_days, stop=stop)
+    service = Service(pollers, log_retention_days=config.store.log_retention_days,
+                      retention_days=config.store.retention_days, stop=stop)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)
@@ -311,7 +329,7 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
         return filters_test(raw, account=account.name, trusted=account.trusted, chain=chain,
                             settings=settings[account.name],
                             lookups=StoreFilterLookups(store), decide=decide,
-                            as_json=args.json, out=out)
+                            as_json=args.json, out=out, authserv_ids=account.authserv_ids)
     finally:
         store.close()
 

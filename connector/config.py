@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import yaml
 
 from connector.errors import ConfigError
+from connector.hosts.ratelimit import Rate
+from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
 
 T = TypeVar("T")
 
@@ -45,6 +47,9 @@ class TicketDefaults:
     ticket_type: str | None = None
     tags: tuple[str, ...] = ()
     custom_fields: tuple[tuple[int, Any], ...] = ()
+    brand_id: int | None = None
+    # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
+    brands: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class FollowUpPolicy:
     status: str | None = "open"
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
+    # Quoted history and signatures cut from follow-up comments, the whole original kept:
+    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
+    quoted_text: str = "attach"
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,13 @@ class AccountConfig:
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
+                                  compare=False)
+    # authserv-ids of the receiving MTA whose Authentication-Results headers are believed
+    # (RFC 8601: any other instance's results may be forged by the sender).
+    authserv_ids: tuple[str, ...] = ()
+    verify_dkim: bool = True  # the bridge checks staff senders' DKIM signatures itself (DNS)
 
     @property
     def tag(self) -> str:
@@ -118,12 +133,17 @@ class HostConfig:
     ca_file: str | None = None
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
+    # The plan's request budget and the ticket-update budget (None: follow the host's headers).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
     log_retention_days: float = 30.0  # communication log entries older than this are purged
+    # Finished mails older than this keep only what later mails need (see apply_retention).
+    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,7 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
 
     def account(self, name: str) -> AccountConfig:
         for acc in self.accounts:
@@ -297,9 +318,14 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
         ticket_type=r.choice("type", TICKET_TYPES),
         tags=r.str_list("tags"),
         custom_fields=tuple(fields),
+        brand_id=r.get("brand_id", int),
+        brands={address.lower(): brand for address, brand in r.int_map("brands").items()},
     )
     r.finish()
     return defaults
+
+
+QUOTED_TEXT = ("attach", "collapse", "keep")
 
 
 def _follow_up(r: _Reader) -> FollowUpPolicy:
@@ -311,6 +337,7 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
     )
     r.finish()
     return policy
@@ -323,7 +350,29 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
 
 
-def _account(r: _Reader, index: int) -> AccountConfig:
+def _pec_trust(r: _Reader) -> TrustStore:
+    """The top-level ``pec:`` section: ``trust_anchors`` (PEM files or folders) added to the
+    shipped AgID PEC CAs, or replacing them with ``shipped_trust_anchors: false``."""
+    anchors = r.str_list("trust_anchors")
+    include_shipped = r.get("shipped_trust_anchors", bool, True)
+    r.finish()
+    if not anchors and include_shipped:
+        return shipped_trust_store()
+    paths = []
+    for i, item in enumerate(anchors):
+        path = Path(os.path.expanduser(item))
+        path = path if path.is_absolute() else r.base_dir / path
+        if not path.exists():
+            raise ConfigError(f"no such file or folder: {path}", path=r.path,
+                              key=f"{r.sub('trust_anchors')}[{i}]")
+        paths.append(path)
+    try:
+        return load_trust_store(paths, include_shipped=include_shipped)
+    except TrustStoreError as exc:
+        raise r.error("trust_anchors", str(exc)) from None
+
+
+def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
     from connector.pec.providers import PROVIDERS, provider
 
     name = r.get("name", str, required=True)
@@ -413,6 +462,9 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_trust=trust or shipped_trust_store(),
+        authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
+        verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
@@ -422,6 +474,15 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
+
+
+def _rate(r: _Reader, name: str) -> Rate | None:
+    if not r.has(name):
+        return None
+    try:
+        return Rate.parse(r.get(name, (int, float, str)))
+    except ValueError as exc:
+        raise r.error(name, str(exc)) from None
 
 
 def _host(r: _Reader) -> HostConfig:
@@ -466,6 +527,8 @@ def _host(r: _Reader) -> HostConfig:
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
+        rate_limit=_rate(r, "rate_limit"),
+        ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
     )
     r.finish()
     return cfg
@@ -498,8 +561,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     accounts_raw = root.get("accounts", list, required=True)
     if not accounts_raw:
         raise root.error("accounts", "needs at least one account")
+    trust = _pec_trust(root.child("pec"))
     accounts = tuple(
-        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i)
+        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i, trust)
         for i, raw in enumerate(accounts_raw)
     )
     names = [a.name for a in accounts]
@@ -511,11 +575,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
+    ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
     validate_outbound(root.data, where, base_dir)
     return Config(path=Path(where), accounts=accounts, host=host,
-                  store=StoreConfig(path=store_path, log_retention_days=retention),
-                  raw=dict(root.data))
+                  store=StoreConfig(path=store_path, log_retention_days=retention,
+                                    retention_days=ledger_retention),
+                  raw=dict(root.data), pec_trust=trust)

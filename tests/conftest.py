@@ -31,6 +31,7 @@ from shared_material import (  # noqa: E402
     shared_path,
     shared_required,
 )
+from zendesk_double import ZendeskDouble  # noqa: E402
 from zendesk_oas import unchecked_summary  # noqa: E402
 from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  # noqa: E402
 
@@ -85,6 +86,20 @@ def zendesk() -> Iterator[FakeZendesk]:
         yield fake
 
 
+@pytest.fixture(scope="module")
+def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
+    """The Zendesk double (tests/zendesk_double.py, its own process), one per test module."""
+    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
+        yield double
+
+
+@pytest.fixture
+def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
+    """The module's double, emptied for this test."""
+    zd_server.reset()
+    return zd_server
+
+
 @pytest.fixture
 def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
     """``make_bridge(accounts, **config)``: writes the config and builds the bridge."""
@@ -104,3 +119,18 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """A test CA and a server certificate for 127.0.0.1 (the SMTP test servers use it)."""
     return write_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(autouse=True)
+def no_dns_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the network: the bridge's own DKIM checks must get an injected DNS
+    lookup (``make_filter_stage(..., dnsfunc=...)``). A test that would query real DNS fails."""
+    asked: list[bytes] = []
+
+    def refuse(name: bytes, timeout: float = 5) -> bytes | None:
+        asked.append(name)
+        return None
+
+    monkeypatch.setattr("connector.service.filtering.dns_txt", refuse)
+    yield
+    assert not asked, f"the test asked DNS for {asked}: inject a dnsfunc"

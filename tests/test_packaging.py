@@ -47,6 +47,11 @@ def test_the_wheel_carries_the_example_config_and_filters(tmp_path: Path) -> Non
     with zipfile.ZipFile(wheel) as archive:
         inside = {name: archive.read(name) for name in archive.namelist()
                   if name.startswith("connector/_examples/")}
+        anchors = {name for name in archive.namelist()
+                   if name.startswith("connector/pec/trust_anchors/")}
+    # The PEC trust anchors and the README naming their sources travel with the package.
+    assert anchors == {f"connector/pec/trust_anchors/{p.name}"
+                       for p in (REPO / "connector" / "pec" / "trust_anchors").iterdir()}
     expected = {"connector/_examples/config.example.yaml": REPO / "config.example.yaml"}
     for path in sorted((REPO / "filters").glob("*.yaml")):
         expected[f"connector/_examples/filters/{path.name}"] = path

@@ -664,8 +664,11 @@ class Bridge:
         self.sleeps: list[float] = []
         #: Added to the adapter's wall clock, to let hours pass between polls.
         self.wall_offset = 0.0
+        # Recorded sleeps pass on the adapter's monotonic clock too, so its pacing sees the
+        # time a real sleep would have taken.
         self.host = ZendeskAdapter(ZendeskSettings.from_host_config(self.config.host),
                                    sleep=self.sleeps.append,
+                                   clock=lambda: time.monotonic() + sum(self.sleeps),
                                    wall_clock=lambda: time.time() + self.wall_offset)
         self.filter_stage = make_filter_stage(self.config, self.store)
         self._pollers: list[AccountPoller] = []
