@@ -6,7 +6,8 @@
 
 Each labelled message is parsed and run through the built-in classifiers exactly as the filter
 stage runs them (no YAML filters, no store: nothing is ours, no ticket is known), with the
-message's From listed as staff so that a forward can be unwrapped. The labels come from the
+message's From listed as staff and its address proven (as our MTA's DKIM pass would prove
+it), so that a forward can be unwrapped. The labels come from the
 sources' own tests and from reading the messages (see the corpus README), never from this
 code's output. Nothing is timed; nothing touches the network.
 """
@@ -26,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from connector.errors import ParseError  # noqa: E402
+from connector.filters.authentication import AuthMethod, SenderAuthentication  # noqa: E402
 from connector.filters.chain import FilterChain  # noqa: E402
 from connector.filters.engine import run_filters  # noqa: E402
 from connector.filters.lookups import NullLookups  # noqa: E402
@@ -129,12 +131,15 @@ def labels(path: Path = LABELS) -> Iterator[Label]:
 
 
 def classify(message: ParsedMessage) -> Classification | None:
-    """What the built-in classifiers make of a mail, its sender counted as staff."""
-    sender = message.from_.email if message.from_ is not None else ""
-    settings = FilterSettings(staff=(sender.lower(),) if sender else ())
+    """What the built-in classifiers make of a mail, its sender counted as staff whose address
+    is proven (as our MTA's DKIM pass would prove it), so that forwards are unwrapped."""
+    sender = message.from_.normalized if message.from_ is not None else ""
+    settings = FilterSettings(staff=(sender,) if sender else ())
+    proven = SenderAuthentication(sender or None, bool(sender), AuthMethod.DKIM_RESULT,
+                                  "bench: the sender counts as proven staff")
     outcome = run_filters(
         message, account="corpus", trusted=False, chain=FilterChain(), settings=settings,
-        lookups=NullLookups(),
+        lookups=NullLookups(), authentication=proven,
     )
     return outcome.classification
 
@@ -386,9 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.misses:
         for name in ("refused_for_from", "no_address", "unparsed", "crashes", "misclassified",
                      "bounce_missed", "bounce_weak", "recipients_wrong", "permanence_wrong",
-                     "auto_reply_missed", "auto_reply_weak", "machine_missed", "notifications_machine",
-                     "fields_wrong",
-                     "forward_missed", "forward_false"):
+                     "auto_reply_missed", "auto_reply_weak", "machine_missed",
+                     "notifications_machine", "fields_wrong", "forward_missed", "forward_false"):
             items = getattr(figures, name)
             if items:
                 print(f"\n{name} ({len(items)}):")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.filters import FilterChain, FilterSettings, ForwardDetails, Kind, run_filters
+from connector.filters.authentication import AuthMethod, SenderAuthentication
 from connector.filters.lookups import NullLookups
 from connector.mail.parse import parse_message
 
@@ -17,11 +18,20 @@ ORIGINAL = "luigi.bianchi@cliente.example.it"
 REALWORLD = Path(__file__).parent / "data" / "realworld"
 
 
+def proven(message):  # noqa: ANN001, ANN201 - the staff sender, authenticated as DKIM would
+    return SenderAuthentication(message.from_.normalized, True, AuthMethod.DKIM_RESULT,
+                                "test: dkim=pass")
+
+
+def classify(message, settings: FilterSettings = STAFF):  # noqa: ANN001, ANN201
+    return run_filters(message, account="support", trusted=False, chain=FilterChain(),
+                       settings=settings, lookups=NullLookups(), authentication=proven(message))
+
+
 def forward(subject: str, body: str, *, extra: str = ""):  # noqa: ANN201
     raw = (f"From: Anna <anna@staff.example.com>\nTo: support@example.com\nSubject: {subject}\n"
            f"{extra}Content-Type: text/plain; charset=utf-8\n\n{body}").encode()
-    return run_filters(parse_message(raw), account="support", trusted=False, chain=FilterChain(),
-                       settings=STAFF, lookups=NullLookups())
+    return classify(parse_message(raw))
 
 
 BLOCKS = {
@@ -122,8 +132,7 @@ def test_an_attached_message_is_the_forwarded_original() -> None:
     raw = ("From: anna@staff.example.com\nSubject: Stampante guasta\nMIME-Version: 1.0\n"
            'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
            "See attached.\n--b\nContent-Type: message/rfc822\n\n" + attached + "--b--\n").encode()
-    outcome = run_filters(parse_message(raw), account="support", trusted=False,
-                          chain=FilterChain(), settings=STAFF, lookups=NullLookups())
+    outcome = classify(parse_message(raw))
     details = outcome.classification.details
     assert isinstance(details, ForwardDetails)
     assert (details.original_sender.email, details.source) == (ORIGINAL, "attachment")
@@ -143,9 +152,7 @@ def test_an_attached_message_is_the_forwarded_original() -> None:
 def test_real_forwards(path: str, original: str) -> None:
     message = parse_message((REALWORLD / path).read_bytes())
     assert message.from_ is not None
-    settings = FilterSettings(staff=(message.from_.email.lower(),))
-    outcome = run_filters(message, account="support", trusted=False, chain=FilterChain(),
-                          settings=settings, lookups=NullLookups())
+    outcome = classify(message, FilterSettings(staff=(message.from_.email.lower(),)))
     details = outcome.classification.details
     assert isinstance(details, ForwardDetails)
     assert details.original_sender.email.lower() == original
