@@ -247,3 +247,11 @@ def test_an_mta_notice_template_is_a_strong_bounce_whoever_sends_it() -> None:
     report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
     assert report is not None and report.strong
     assert report.failed_recipients == ("gone@example.org",)
+
+
+def test_a_list_manager_refusing_a_post_is_a_bounce() -> None:
+    # mlmmj's notice for a post from a non-subscriber (notmuch's test corpus).
+    path = DATA / "realworld" / "notmuch" / "broken" / "empty-part"
+    message = parse_message(path.read_bytes())
+    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    assert report is not None and report.action == "failed" and report.strong

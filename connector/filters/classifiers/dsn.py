@@ -38,7 +38,10 @@ _DSN_PART = re.compile(rb"(?i)message/(?:global-)?delivery-status")
 MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 
 _DAEMON_LOCAL = re.compile(
-    r"^(mailer-daemon|mail-daemon|maildaemon|postmaster|mdaemon|mail\.delivery\.system|ndr)$",
+    r"^(mailer-daemon|mail-daemon|maildaemon|postmaster|mdaemon|mail\.delivery\.system|ndr|"
+    # List managers' own addresses (mlmmj, Mailman, Majordomo, ezmlm), which send the
+    # notices of posts a list refused.
+    r"owner-.+|.+[+-]owner|.+-bounces|.+-request)$",
     re.IGNORECASE,
 )
 # Gateways that sign their notices with a role in the local part ("E500_SMTP_Mail_Service@",
@@ -76,7 +79,7 @@ _FAIL_TEXT = re.compile(
     r"mailbox (is )?(unavailable|full|not found)|does not exist|doesn't exist|"
     r"unable to deliver|wasn't able to deliver|was unable to deliver|failed to deliver|"
     r"returned to sender|returning (message )?to sender|did not reach|delivery failure|"
-    r"failed addresses|no valid recipients|"
+    r"failed addresses|no valid recipients|unable to be delivered|"
     r"recipient (address )?rejected|address rejected|invalid (recipient|address|mailbox)|"
     r"the following (address|recipient)|not (a )?valid (user|recipient)|quota exceeded|"
     r"has not yet been delivered|delayed|will (keep|continue) trying|still trying|"
