@@ -255,3 +255,35 @@ def test_a_list_manager_refusing_a_post_is_a_bounce() -> None:
     message = parse_message(path.read_bytes())
     report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
     assert report is not None and report.action == "failed" and report.strong
+
+
+def test_a_customer_pasting_a_bounce_into_a_new_mail_is_no_bounce() -> None:
+    raw = (b"From: Mario Rossi <mario@cliente.example>\nSubject: Returned mail\n\n"
+           b"Hello, I tried to write to your sales address and got the message below.\n"
+           b"Can you help? We need the invoice by Friday, and the order number is 4411.\n"
+           b"Thanks, and sorry for the long paste - I don't know what the error means.\n"
+           b"Mario Rossi, Accounting, Cliente S.p.A., Via Roma 1, Milano\n\n"
+           b"This is the mail system at host mx.cliente.example.\n"
+           b"I'm sorry to have to inform you that your message could not\n"
+           b"be delivered to one or more recipients.\n\n<sales@example.com>: user unknown\n")
+    message = parse_message(raw)
+    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    assert report is None or not report.strong
+
+
+@pytest.mark.parametrize("subject", ["Fwd: Undelivered Mail Returned to Sender",
+                                     "Undelivered Mail Returned to Sender"])
+def test_a_customer_forwarding_a_real_bounce_is_no_bounce(subject: str) -> None:
+    # A real Postfix DSN (bounce_email gem's corpus), attached to a customer's own mail.
+    dsn = (DATA / "realworld" / "bounce_email" / "bounces" / "tt_1234175799.txt").read_bytes()
+    raw = (f"From: Mario Rossi <mario@cliente.example>\nSubject: {subject}\nMIME-Version: 1.0\n"
+           'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
+           "My order confirmation to your shop came back, see attached. What is wrong?\n--b\n"
+           "Content-Type: message/rfc822\n\n").encode() + dsn + b"\n--b--\n"
+    message = parse_message(raw)
+    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    assert report is None or not report.strong
+    outcome = run_filters(message, account="support", trusted=False, chain=FilterChain(),
+                          settings=FilterSettings(), lookups=NullLookups())
+    classification = outcome.classification
+    assert classification is None or classification.strength.value == "weak"

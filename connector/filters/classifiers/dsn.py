@@ -297,8 +297,11 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     # MAILER-DAEMON sends nothing but delivery reports; other daemon-ish senders need wording.
     mailer_daemon = from_addr.lower().startswith("mailer-daemon@")
     is_bounce = bool(failed_header) or mailer_daemon or (daemon and (subject_fail or text_fail))
-    # The sentences MTAs open their notices with; no person writes them.
-    is_bounce = is_bounce or (bool(_MTA_TEMPLATE.search(notice)) and not _is_reply(subject))
+    # The sentences MTAs open their notices with, in the notice's first two lines: a customer
+    # who pastes a bounce into a mail of their own writes something above it (a ticket).
+    opening = " ".join([line.strip() for line in notice.splitlines() if line.strip()][:2])
+    template = bool(_MTA_TEMPLATE.search(opening))
+    is_bounce = is_bounce or (template and not _is_reply(subject))
     # Without a daemon sender, wording alone is not enough ("Delivery failure: my parcel could
     # not be delivered" is a customer): the text must speak of mail, or the original be attached.
     via_wording = subject_fail and text_fail and not _is_reply(subject)
@@ -312,7 +315,7 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     senderless = _header(msg, "From") == ""
     strong = bool(failed_header) or ((daemon or senderless) and (subject_fail or text_fail)) or (
         via_wording and _returns_original(msg)
-    ) or bool(_MTA_TEMPLATE.search(notice))
+    ) or template
     delayed = bool(_DELAY.search(subject)) or (
         bool(_DELAY.search(notice)) and not _has_permanent_words(notice)
     )
