@@ -220,6 +220,12 @@ def test_human_failure_wording_is_not_a_bounce(raw):
     assert classify(raw).classification is None
 
 
+def read_report(raw: bytes):  # noqa: ANN201 - the dsn module's BounceReport or None
+    """The bounce reader's report on a mail, as the bounce classifier asks for it."""
+    message = parse_message(raw)
+    return analyse(message.raw, subject=message.subject, text_body=message.text_body)
+
+
 @pytest.mark.parametrize(
     ("subject", "text"),
     [
@@ -231,8 +237,7 @@ def test_human_failure_wording_is_not_a_bounce(raw):
 def test_cjk_delivery_notices_from_a_daemon(subject: str, text: str) -> None:
     raw = (f"From: MAILER-DAEMON@mx.example.net\nSubject: {subject}\n"
            f"Content-Type: text/plain; charset=utf-8\n\n{text}\n").encode()
-    message = parse_message(raw)
-    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    report = read_report(raw)
     assert report is not None and report.strong
     assert report.failed_recipients[-1].startswith("gone@")
 
@@ -243,17 +248,14 @@ def test_an_mta_notice_template_is_a_strong_bounce_whoever_sends_it() -> None:
            b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
            b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
            b"<gone@example.org>:\nuser does not exist\n")
-    message = parse_message(raw)
-    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    report = read_report(raw)
     assert report is not None and report.strong
     assert report.failed_recipients == ("gone@example.org",)
 
 
 def test_a_list_manager_refusing_a_post_is_a_bounce() -> None:
     # mlmmj's notice for a post from a non-subscriber (notmuch's test corpus).
-    path = DATA / "realworld" / "notmuch" / "broken" / "empty-part"
-    message = parse_message(path.read_bytes())
-    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    report = read_report((DATA / "realworld" / "notmuch" / "broken" / "empty-part").read_bytes())
     assert report is not None and report.action == "failed" and report.strong
 
 
@@ -266,8 +268,7 @@ def test_a_customer_pasting_a_bounce_into_a_new_mail_is_no_bounce() -> None:
            b"This is the mail system at host mx.cliente.example.\n"
            b"I'm sorry to have to inform you that your message could not\n"
            b"be delivered to one or more recipients.\n\n<sales@example.com>: user unknown\n")
-    message = parse_message(raw)
-    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    report = read_report(raw)
     assert report is None or not report.strong
 
 
@@ -280,10 +281,9 @@ def test_a_customer_forwarding_a_real_bounce_is_no_bounce(subject: str) -> None:
            'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
            "My order confirmation to your shop came back, see attached. What is wrong?\n--b\n"
            "Content-Type: message/rfc822\n\n").encode() + dsn + b"\n--b--\n"
-    message = parse_message(raw)
-    report = analyse(message.raw, subject=message.subject, text_body=message.text_body)
+    report = read_report(raw)
     assert report is None or not report.strong
-    outcome = run_filters(message, account="support", trusted=False, chain=FilterChain(),
+    outcome = run_filters(parse_message(raw), account="support", trusted=False, chain=FilterChain(),
                           settings=FilterSettings(), lookups=NullLookups())
     classification = outcome.classification
     assert classification is None or classification.strength.value == "weak"
