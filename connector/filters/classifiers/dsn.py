@@ -441,10 +441,12 @@ def _has_permanent_words(text: str) -> bool:
 def _is_daemon(name: str, address: str) -> bool:
     local = address.rpartition("@")[0] if "@" in address else address
     local = local.split("=")[-1]  # prvs=...=ndr@ (BATV tagged senders)
+    quoted = local.strip('"') if local.startswith('"') else ""  # "System Administrator"@
     return (
         bool(_DAEMON_LOCAL.match(local))
         or bool(_DAEMON_LOCAL_WORDS.search(local))
         or bool(name and _DAEMON_NAME.search(name))
+        or bool(quoted and _DAEMON_NAME.search(quoted))
     )
 
 
