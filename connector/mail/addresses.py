@@ -156,7 +156,8 @@ def parseaddr_safe(value: str) -> tuple[str, str]:
 
 
 def _split(value: str) -> list[tuple[str, str]]:
-    if _nesting(value) > _MAX_NESTING:
+    # Counting first keeps the character walk off ordinary headers.
+    if value.count("(") > _MAX_NESTING and _nesting(value) > _MAX_NESTING:
         value = _without_comments(value)
     if value.count(":") > _MAX_GROUPS:
         return _split_literally(value)
