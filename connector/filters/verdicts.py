@@ -23,10 +23,10 @@ from connector.mail.model import Address, ParsedMessage
 
 
 class Strength(StrEnum):
-    """How sure a classification is. A strong signal (Auto-Submitted, a delivery report, a
-    vendor auto-responder header) may drop a mail; a weak one (Precedence: bulk, list headers, a
-    subject phrase) only tags it, and the mail is ticketed unless the account's policy says
-    otherwise."""
+    """How sure a classification is. A STRONG signal (Auto-Submitted other than ``no``,
+    X-Autoreply and kin, an RFC 3464/3798 report, a vendor auto-responder form) may keep a mail
+    from becoming a ticket; a WEAK one (``Precedence: bulk|junk|list``, List-* headers, a
+    subject phrase) only tags it unless the account's ``weak_signals`` policy says ``ignore``."""
 
     STRONG = "strong"
     WEAK = "weak"
@@ -118,12 +118,16 @@ class Classification:
     details: Details | None = None
     strength: Strength = Strength.STRONG
 
+    @property
+    def weak(self) -> bool:
+        return self.strength is Strength.WEAK
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": str(self.kind),
-            "strength": str(self.strength),
             "reason": self.reason,
             "classifier": self.classifier,
+            "strength": str(self.strength),
             "details": jsonable(self.details, limit=1000),
         }
 
