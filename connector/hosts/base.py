@@ -49,12 +49,18 @@ class NewTicket:
     group_id: int | None = None
     brand_id: int | None = None
     recipient: str | None = None  # the support address the mail reached; replies go out from it
-    custom_fields: tuple[tuple[int, object], ...] = ()
+    # Field ids (Zendesk custom fields) or names (OTOBO dynamic fields) with their values.
+    custom_fields: tuple[tuple[int | str, object], ...] = ()
     email_ccs: tuple[str, ...] = ()
     external_id: str | None = None
     idempotency_key: str | None = None
     # First comment as an internal note (PEC receipts that open a ticket, anomalies).
     via_followup_source_id: int | None = None
+    # The filters' control headers (X-OTOBO-*), canonical names: a host that speaks them
+    # natively (OTOBO, Znuny) takes them as they are; others use the mapped fields above.
+    controls: tuple[tuple[str, str], ...] = ()
+    to: tuple[str, ...] = ()  # the mail's To and Cc, for hosts whose articles show them
+    cc: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Comment:
     # A marker the adapter stores with the comment (audit metadata) so a retry after a crash can
     # find out whether the comment already reached the host.
     dedupe_key: str | None = None
+    subject: str | None = None  # the mail's subject, for hosts whose articles have one
+    controls: tuple[tuple[str, str], ...] = ()  # as NewTicket.controls (FollowUp-* apply)
 
 
 @dataclass(frozen=True)

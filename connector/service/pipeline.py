@@ -501,7 +501,8 @@ class Pipeline:
                     if fact in job.plan.facts:
                         fields[field_id] = job.plan.facts[fact]
                 decision = replace(decision, subject=job.content.subject or decision.subject,
-                                   custom_fields=tuple(sorted(fields.items())))
+                                   custom_fields=tuple(sorted(fields.items(),
+                                                              key=lambda kv: str(kv[0]))))
         return decision
 
     def _receipt_decision(self, job: Job) -> Decision:
@@ -735,6 +736,9 @@ class Pipeline:
             external_id=key[:64],
             idempotency_key=key,
             via_followup_source_id=decision.followup_of_closed,
+            controls=decision.controls,
+            to=tuple(a.email for a in job.content.to),
+            cc=tuple(a.email for a in job.content.cc),
         )
 
     def _comment_request(self, job: Job, decision: Decision) -> Comment:
@@ -770,6 +774,8 @@ class Pipeline:
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
+            subject=message.subject or None,
+            controls=decision.controls,
         )
 
     def _quoted_text_trimmed(self, job: Job, decision: Decision, text: str,
