@@ -131,6 +131,7 @@ class OtoboHostConfig:
     message_id_field: str = "PMBMessageID"
     article_key_field: str = "PMBArticleKey"
     tags_field: str | None = None
+    receipt_state_field: str | None = None
     max_length: int = 100_000_000
     ticket_hook: str = "Ticket#"
     states: Mapping[str, str] = field(default_factory=dict)
@@ -591,6 +592,7 @@ def _otobo_host(r: _Reader, host_type: str) -> HostConfig:
         priority=o.get("priority", str, "3 normal"),
         ticket_type=o.get("type", str, None),
         tags_field=o.get("tags_field", str, None),
+        receipt_state_field=o.get("receipt_state_field", str, None),
         max_length=o.size("max_length", 100_000_000),
         ticket_hook=o.get("ticket_hook", str, "Ticket#"),
         states={str(k): str(v) for k, v in o.get("states", dict, {}).items()},

@@ -337,7 +337,7 @@ class Handler(BaseHTTPRequestHandler):
             "DynamicField": [f for f in fields if f["Name"] in ARTICLE_FIELDS],
             "Attachment": [{"Filename": a["Filename"], "ContentType": a["ContentType"],
                             "FilesizeRaw": len(base64.b64decode(a["Content"])),
-                            "ContentID": a.get("ContentID", "")}
+                            "ContentID": a.get("ContentID", ""), "Content": a["Content"]}
                            for a in attachments or []],
             "CreateTime": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         }

@@ -56,6 +56,13 @@ DEFAULT_STATES: Mapping[str, str] = {
 DEFAULT_PRIORITIES: Mapping[str, str] = {
     "low": "2 low", "normal": "3 normal", "high": "4 high", "urgent": "5 very high",
 }
+#: Receipt tags the PEC stage adds -> the delivery state a receipt leaves in
+#: ``receipt_state_field``, with a rank so a late acceptance never hides a delivery or a failure.
+RECEIPT_STATES: Mapping[str, tuple[int, str]] = {
+    "pec_accepted": (1, "accepted"), "pec_taken_in_charge": (2, "taken in charge"),
+    "pec_delivered": (3, "delivered"), "pec_delivery_warning": (3, "delivery warning"),
+    "pec_delivery_failed": (4, "delivery failed"),
+}
 #: TicketGet's ``StateType`` values that make a ticket closed for the bridge.
 CLOSED_STATE_TYPES = frozenset({"closed", "merged", "removed"})
 #: JSON around the attachments of one request (ticket, article, body) besides the body itself.
@@ -74,6 +81,7 @@ class OtoboSettings:
     message_id_field: str = "PMBMessageID"
     article_key_field: str = "PMBArticleKey"
     tags_field: str | None = None
+    receipt_state_field: str | None = None  # where PEC receipts leave the delivery state
     max_length: int = 100_000_000  # the web service's MaxLength (bytes of request body)
     states: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATES))
     priorities: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
@@ -89,7 +97,8 @@ class OtoboSettings:
         return cls(base_url=cfg.url, user=o.user, password=o.password, queue=o.queue,
                    state=o.state, priority=o.priority, ticket_type=o.ticket_type,
                    message_id_field=o.message_id_field, article_key_field=o.article_key_field,
-                   tags_field=o.tags_field, max_length=o.max_length,
+                   tags_field=o.tags_field, receipt_state_field=o.receipt_state_field,
+                   max_length=o.max_length,
                    states={**DEFAULT_STATES, **o.states},
                    priorities={**DEFAULT_PRIORITIES, **o.priorities},
                    timeout=cfg.timeout, max_attempts=cfg.max_attempts, verify=verify)
@@ -271,10 +280,19 @@ class OtoboAdapter:
         fields: dict[str, Any] = dict(native.dynamic_fields)
         if comment.dedupe_key:
             fields[s.article_key_field] = comment.dedupe_key
-        if s.tags_field and (comment.add_tags or comment.remove_tags):
+        receipt = max((RECEIPT_STATES[t] for t in comment.add_tags if t in RECEIPT_STATES),
+                      default=None)
+        wants_tags = bool(s.tags_field and (comment.add_tags or comment.remove_tags))
+        if wants_tags or (receipt is not None and s.receipt_state_field):
             current = self._get_by_id(ticket_id)
-            tags = _tags(current, s.tags_field) if current is not None else []
-            fields[s.tags_field] = _changed(tags, comment.add_tags, comment.remove_tags)
+            if wants_tags and s.tags_field:
+                tags = _tags(current, s.tags_field) if current is not None else []
+                fields[s.tags_field] = _changed(tags, comment.add_tags, comment.remove_tags)
+            if receipt is not None and s.receipt_state_field:
+                now = _dynamic_field(current or {}, s.receipt_state_field)
+                ranks = {state: rank for rank, state in RECEIPT_STATES.values()}
+                if ranks.get(str(now), 0) <= receipt[0]:
+                    fields[s.receipt_state_field] = receipt[1]
         payload: dict[str, Any] = {"Article": article, "DynamicField": dynamic_field_list(fields)}
         if attachments:
             payload["Attachment"] = attachments
