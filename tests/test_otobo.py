@@ -36,7 +36,8 @@ def adapter(double: OtoboDouble, **overrides: object) -> OtoboAdapter:
 def new_ticket(**changes: object) -> NewTicket:
     values: dict[str, object] = {
         "subject": "Richiesta documentazione", "requester_email": "mario@example.it",
-        "requester_name": "Mario Rossi", "body_text": "Buongiorno", "body_html": "<p>Buongiorno</p>",
+        "requester_name": "Mario Rossi", "body_text": "Buongiorno",
+        "body_html": "<p>Buongiorno</p>",
         "external_id": "pmb-acct-abc", "to": ("support@example.org",), "cc": ("a@example.it",),
     }
     values.update(changes)
