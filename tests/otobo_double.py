@@ -235,6 +235,7 @@ class Handler(BaseHTTPRequestHandler):
                 continue
             if fault.get("count", 1) > 0:
                 fault["count"] = fault.get("count", 1) - 1
+            fault["hits"] = fault.get("hits", 0) + 1
             return dict(fault)
         return None
 
@@ -481,8 +482,11 @@ class Handler(BaseHTTPRequestHandler):
             if name == "faults":
                 if method == "DELETE":
                     state.faults.clear()
-                else:
-                    state.faults.append(body)
+                elif method == "POST":
+                    fault = {**body, "id": secrets.randbelow(10**9),
+                             "hits": 0}
+                    state.faults.append(fault)
+                    return 200, fault
                 return 200, state.faults
             if name == "expire_sessions":
                 for session in state.data["sessions"].values():
@@ -513,6 +517,11 @@ class DoubleServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: State) -> None:
         super().__init__(address, Handler)
         self.state = state
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-answer (the crash test's SIGKILLs) is expected, not an error.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -632,8 +641,11 @@ class OtoboDouble:
     def requests_log(self) -> list[dict[str, Any]]:
         return self._call("GET", "requests")
 
-    def inject(self, **fault: Any) -> None:
-        self._call("POST", "faults", fault)
+    def inject(self, **fault: Any) -> dict[str, Any]:
+        return self._call("POST", "faults", fault)
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "faults")
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")
