@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from connector import __version__
 from connector.config import AccountConfig, Config, load_config
-from connector.errors import BridgeError, ConfigError, FetchError, HostError
+from connector.errors import BridgeError, ConfigError, FetchError, HostError, StoreCorruptError
+from connector.store import commands as store_commands
 
 if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
@@ -33,6 +34,7 @@ EX_FAILURE = 1
 EX_USAGE = 2
 EX_CONFIG = 78  # sysexits EX_CONFIG
 EX_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the MTA keeps the mail and retries
+EX_DATAERR = 65  # sysexits EX_DATAERR: the MTA bounces the mail to its sender
 
 
 def _setup_logging(verbosity: int, stream: TextIO) -> None:
@@ -42,7 +44,11 @@ def _setup_logging(verbosity: int, stream: TextIO) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    from connector.mail.mimetree import set_limits
+
+    config = load_config(args.config)
+    set_limits(config.limits)  # every parse of this process, parse-ahead workers included
+    return config
 
 
 @dataclass
@@ -63,16 +69,19 @@ class Parts:
                         metrics=self.metrics)
 
 
-def _build(config: Config, out: TextIO, stop: threading.Event | None = None) -> Parts:
+def _build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
+           checked_within: float = 0.0) -> Parts:
     """Store, host adapter and filter stage for a config. Dry-run never writes the store.
-    With ``stop``, a shutdown cuts short the waits between helpdesk retries."""
+    With ``stop``, a shutdown cuts short the waits between helpdesk retries;
+    ``checked_within`` skips the ledger's quick_check when one passed that recently."""
     from connector.hosts.factory import make_host
     from connector.service.filtering import make_filter_stage
     from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
     dry_run = config.host.type == "dry-run"
-    store = SQLiteStore(":memory:" if dry_run else config.store.path)
+    store = SQLiteStore(":memory:" if dry_run else config.store.path,
+                        checked_within=checked_within)
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
@@ -87,6 +96,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     from connector.pec.providers import auth_failure_hint
     from connector.service.filtering import FilterStage
     from connector.store.sqlite import SQLiteStore
+    from connector.tls import certificate_failure, describe_certificate_failure
 
     config = _config(args)
     print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
@@ -124,6 +134,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         except FetchError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
+            failure = certificate_failure(exc)
+            if failure is not None:
+                print("      " + describe_certificate_failure(
+                    failure, f"{account.host}:{account.port}"), file=out)
         if (stage.settings[account.name].staff and not account.trusted
                 and not account.authserv_ids and not account.verify_dkim):
             print(f"WARN  account {account.name}: staff commands and forwards can never act: "
@@ -179,6 +193,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 print(summary.line(), file=out)
             return EX_FAILURE if any(s.error for s in summaries) else EX_OK
         if not service.run_forever():
+            if service.fatal is not None:
+                raise service.fatal
             log.error("every account worker ended unexpectedly; exiting so a supervisor "
                       "restarts the bridge")
             return EX_FAILURE
@@ -232,7 +248,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     store, pipeline = parts.store, parts.pipeline(account)
     summary = AccountSummary(account.name)
     try:
-        for message in iter_files([Path(p) for p in args.paths]):
+        for message in iter_files([Path(p) for p in args.paths], max_size=account.max_size):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
             summary.add(result.outcome, already_recorded=result.already_recorded)
             if result.outcome in (Outcome.FAILED, Outcome.RETRY):
@@ -249,16 +265,18 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     """One message on stdin (MTA pipe): 0 once recorded, 75 on a temporary failure."""
     from connector.fetch.files import read_stdin_message
     from connector.service.pipeline import Outcome
+    from connector.service.runner import INTEGRITY_CHECK_SECONDS
 
     try:
         config = _config(args)
         account = _account_for(config, args.account)
-        message = read_stdin_message(account=account.name)
-        parts = _build(config, out)
+        message = read_stdin_message(account=account.name, max_size=account.max_size)
+        # Once per mail: the full-file quick_check at most every INTEGRITY_CHECK_SECONDS.
+        parts = _build(config, out, checked_within=INTEGRITY_CHECK_SECONDS)
         store = parts.store
-    except (ConfigError, FetchError) as exc:
+    except (ConfigError, FetchError, StoreCorruptError) as exc:
         print(f"postmaster-bridge: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL  # a broken config must not bounce the customer's mail
+        return EX_TEMPFAIL  # a broken config or ledger must not bounce the customer's mail
     try:
         pipeline = parts.pipeline(account)
         result = pipeline.process(message.ref, message.raw, message.size)
@@ -275,6 +293,11 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
                                                    else ""), file=out)
     if result.outcome == Outcome.RETRY:
         return EX_TEMPFAIL
+    if message.raw is None:
+        # Over max_size and not kept: the MTA bounces it to the sender with this reason
+        # (as a mailbox over its size limit does) instead of dropping it.
+        print(f"postmaster-bridge: {result.reason}", file=sys.stderr)
+        return EX_DATAERR
     # FAILED is recorded too (with the raw bytes in the archive, if configured); the MTA has
     # nothing better to do with it than we do.
     return EX_OK
@@ -551,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
         q = osub.add_parser(verb, parents=[common])
         q.add_argument("job_id", type=int)
     p.set_defaults(func=cmd_outbound)
+
+    store_commands.register(sub, common)
 
     p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
     fsub = p.add_subparsers(dest="filters_command", required=True)

@@ -6,19 +6,21 @@ are never taken literally from the file: ``password: ${ENV_NAME}`` or ``password
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
 from connector.errors import ConfigError
 from connector.hosts.ratelimit import Rate
+from connector.mail.mimetree import ParseLimits
 from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
+from connector.tls import INSECURE_KEY, is_loopback, unverified_refusal
 
 T = TypeVar("T")
 
@@ -75,6 +77,7 @@ class AccountConfig:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
@@ -89,6 +92,7 @@ class AccountConfig:
     allow_unknown_senders: bool = True
     email_ccs: bool = True
     attach_original_eml: bool = False
+    allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
     archive_dir: Path | None = None
     own_addresses: tuple[str, ...] = ()
     subject_ticket_pattern: str = r"\[#(\d+)\]"
@@ -151,7 +155,10 @@ class HostConfig:
     timeout: float = 30.0
     max_attempts: int = 5
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     ca_file: str | None = None
+    max_uploads_per_mail: int = 20  # attachments uploaded one by one; the rest in one archive
+    max_ccs_per_mail: int = 20  # Cc addresses made the ticket's CCs; the rest listed
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
     # The plan's request budget and the ticket-update budget (None: follow the host's headers).
@@ -175,6 +182,7 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
 
     def account(self, name: str) -> AccountConfig:
@@ -327,12 +335,17 @@ class _Reader:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
+
+
+def _verify_tls(r: _Reader, host: str) -> tuple[bool, bool]:
+    """(verify_tls, insecure_tls_i_understand): off only for loopback or when acknowledged."""
+    verify = r.get("verify_tls", bool, True)
+    insecure = r.get(INSECURE_KEY, bool, False)
+    refusal = unverified_refusal(host, verify, insecure)
+    if refusal:
+        raise r.error("verify_tls", refusal)
+    return verify, insecure
 
 
 def _ticket_defaults(r: _Reader) -> TicketDefaults:
@@ -458,6 +471,7 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
             raise r.error("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
         raise r.error("subject_ticket_pattern", f"is not a valid regex: {exc}") from None
+    verify_tls, insecure_tls = _verify_tls(r, host)
     account = AccountConfig(
         name=name,
         protocol=protocol,
@@ -467,7 +481,8 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         username=r.get("username", str, required=True),
         password=r.secret("password", required=True),
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
         processed_folder=r.get("processed_folder", str, "Processed"),
         error_folder=r.get("error_folder", str, "Error"),
@@ -482,6 +497,7 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
+        allow_remote_content=r.get("allow_remote_content", bool, False),
         archive_dir=r.path_value("archive_dir"),
         own_addresses=tuple(a.lower() for a in r.str_list("own_addresses")),
         subject_ticket_pattern=pattern,
@@ -547,6 +563,7 @@ def _host(r: _Reader) -> HostConfig:
         email = auth.get("email", str, required=True)
         api_token = auth.secret("api_token", required=True)
     auth.finish()
+    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
@@ -558,8 +575,11 @@ def _host(r: _Reader) -> HostConfig:
         api_token=api_token,
         timeout=r.positive("timeout", float, 30.0),
         max_attempts=r.positive("max_attempts", int, 5),
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_uploads_per_mail=r.positive("max_uploads_per_mail", int, 20),
+        max_ccs_per_mail=r.positive("max_ccs_per_mail", int, 20),
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
         rate_limit=_rate(r, "rate_limit"),
@@ -668,6 +688,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     retention = store_reader.positive("log_retention_days", float, 30.0)
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
+    limits_reader = root.child("limits")
+    limits = ParseLimits(
+        mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
+        headers=limits_reader.positive("headers", int, ParseLimits.headers),
+        header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
+    )
+    limits_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     from connector.outbound.settings import validate_outbound
 
@@ -675,4 +702,4 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
     return Config(path=Path(where), accounts=accounts, host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     retention_days=ledger_retention),
-                  raw=dict(root.data), pec_trust=trust)
+                  raw=dict(root.data), limits=limits, pec_trust=trust)

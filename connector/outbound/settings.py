@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from connector.config import _is_loopback, _Reader
+from connector.config import _is_loopback, _Reader, _verify_tls
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
@@ -84,6 +84,7 @@ class SmtpSettings:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     timeout: float = 60.0
 
 
@@ -209,6 +210,7 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
         if required and not password:
             raise r.error("password", "is required (as password: ${ENV_NAME} or "
                           "password_file: PATH), or set on the account")
+    verify_tls, insecure_tls = _verify_tls(r, host or "")
     settings = SmtpSettings(
         host=host or "",
         port=port,
@@ -216,11 +218,10 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
         username=username or "",
         password=password,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         timeout=r.positive("timeout", float, 60.0),
     )
-    if not settings.verify_tls and not _is_loopback(settings.host):
-        raise r.error("verify_tls", "may be false only for a loopback test server")
     r.finish()
     return settings
 
