@@ -132,30 +132,30 @@ class OtoboAdapter:
 
     # -- HostAdapter ----------------------------------------------------------------------
     def check_credentials(self) -> str:
-        self._retry("SessionCreate", self.api.session_id)
+        self.retry("SessionCreate", self.api.session_id)
         return f"OTOBO/Znuny agent {self.settings.user} at {self.settings.base_url}"
 
     def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
         """Search first, then create: a retry after an ambiguous failure (timeout, dropped
         answer, a 500 after the ticket was made) finds the ticket instead of duplicating it."""
-        return self._retry("TicketCreate", lambda: self._create_once(ticket))
+        return self.retry("TicketCreate", lambda: self._create_once(ticket))
 
     def add_comment(self, comment: Comment) -> None:
-        self._retry("TicketUpdate", lambda: self._comment_once(comment))
+        self.retry("TicketUpdate", lambda: self._comment_once(comment))
 
     def get_ticket(self, ticket_id: int) -> TicketInfo | None:
-        raw = self._retry("TicketGet", lambda: self._ticket(ticket_id, articles=False))
-        return self._info(raw) if raw is not None else None
+        raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=False))
+        return self.ticket_info(raw) if raw is not None else None
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
         if not external_id:
             return []
-        found = self._retry("TicketSearch", lambda: self._search_external_id(external_id))
-        tickets = [self._get_by_id(tid) for tid in found]
-        return [self._info(t) for t in tickets if t is not None]
+        found = self.retry("TicketSearch", lambda: self._search_external_id(external_id))
+        tickets = [self.get_raw(tid) for tid in found]
+        return [self.ticket_info(t) for t in tickets if t is not None]
 
     def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
-        raw = self._retry("TicketGet", lambda: self._ticket(ticket_id, articles=True))
+        raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=True))
         if raw is None:
             return False
         return any(_dynamic_field(article, self.settings.article_key_field) == dedupe_key
@@ -178,7 +178,7 @@ class OtoboAdapter:
         external_id = ticket.external_id
         if external_id:
             for ticket_id in self._search_external_id(external_id):
-                raw = self._get_by_id(ticket_id, articles=True)
+                raw = self.get_raw(ticket_id, articles=True)
                 if raw is None:
                     continue
                 number = int(raw["TicketNumber"])
@@ -250,7 +250,7 @@ class OtoboAdapter:
     # -- comments -------------------------------------------------------------------------
     def _comment_once(self, comment: Comment) -> None:
         s = self.settings
-        ticket_id = self._ticket_id(comment.ticket_id)
+        ticket_id = self.internal_id(comment.ticket_id)
         if ticket_id is None:
             raise PermanentHostError(f"TicketUpdate: ticket {comment.ticket_id} does not exist")
         native = native_controls(comment.controls, follow_up=True)
@@ -284,7 +284,7 @@ class OtoboAdapter:
                       default=None)
         wants_tags = bool(s.tags_field and (comment.add_tags or comment.remove_tags))
         if wants_tags or (receipt is not None and s.receipt_state_field):
-            current = self._get_by_id(ticket_id)
+            current = self.get_raw(ticket_id)
             if wants_tags and s.tags_field:
                 tags = _tags(current, s.tags_field) if current is not None else []
                 fields[s.tags_field] = _changed(tags, comment.add_tags, comment.remove_tags)
@@ -317,31 +317,31 @@ class OtoboAdapter:
             return
 
         def once() -> None:
-            tid = self._ticket_id(ticket_id)
-            current = self._get_by_id(tid) if tid is not None else None
+            tid = self.internal_id(ticket_id)
+            current = self.get_raw(tid) if tid is not None else None
             if current is None or tid is None:
                 raise PermanentHostError(f"TicketUpdate: ticket {ticket_id} does not exist")
             tags = _changed(_tags(current, s.tags_field or ""), tuple(add), tuple(remove))
             self.api.call("TicketUpdate", "PATCH", f"/Ticket/{tid}", {
                 "TicketID": tid, "DynamicField": [{"Name": s.tags_field, "Value": tags}]})
 
-        self._retry("TicketUpdate", once)
+        self.retry("TicketUpdate", once)
 
     # -- reading --------------------------------------------------------------------------
     def _search_external_id(self, external_id: str) -> list[int]:
         answer = self.api.call("TicketSearch", "POST", "/TicketSearch", {
             f"DynamicField_{self.settings.message_id_field}": {"Equals": external_id},
             "SortBy": "Age", "OrderBy": "Up"})
-        return [int(t) for t in _id_list(answer.get("TicketID"))]
+        return [int(t) for t in id_list(answer.get("TicketID"))]
 
-    def _ticket_id(self, number: int) -> int | None:
+    def internal_id(self, number: int) -> int | None:
         with self._lock:
             known = self._ids.get(number)
         if known is not None:
             return known
         answer = self.api.call("TicketSearch", "POST", "/TicketSearch",
                                {"TicketNumber": str(number)})
-        ids = _id_list(answer.get("TicketID"))
+        ids = id_list(answer.get("TicketID"))
         if not ids:
             return None
         with self._lock:
@@ -349,10 +349,10 @@ class OtoboAdapter:
         return int(ids[0])
 
     def _ticket(self, number: int, *, articles: bool) -> dict[str, Any] | None:
-        ticket_id = self._ticket_id(number)
-        return self._get_by_id(ticket_id, articles=articles) if ticket_id is not None else None
+        ticket_id = self.internal_id(number)
+        return self.get_raw(ticket_id, articles=articles) if ticket_id is not None else None
 
-    def _get_by_id(self, ticket_id: int, *, articles: bool = False) -> dict[str, Any] | None:
+    def get_raw(self, ticket_id: int, *, articles: bool = False) -> dict[str, Any] | None:
         params: dict[str, Any] = {"DynamicFields": 1}
         if articles:
             params["AllArticles"] = 1
@@ -370,7 +370,7 @@ class OtoboAdapter:
             self._ids[int(raw["TicketNumber"])] = int(raw["TicketID"])
         return raw
 
-    def _info(self, raw: Mapping[str, Any]) -> TicketInfo:
+    def ticket_info(self, raw: Mapping[str, Any]) -> TicketInfo:
         closed = str(raw.get("StateType") or "").lower() in CLOSED_STATE_TYPES
         return TicketInfo(
             id=int(raw["TicketNumber"]),
@@ -406,7 +406,7 @@ class OtoboAdapter:
                         "(%s)", len(left), ", ".join(u.filename for u in left))
         return attachment_entries(kept), note
 
-    def _retry(self, operation: str, send: Callable[[], Any]) -> Any:
+    def retry(self, operation: str, send: Callable[[], Any]) -> Any:
         def once() -> Any:
             try:
                 return send()
@@ -451,7 +451,7 @@ def _mailbox(name: str | None, email: str) -> str:
     return email
 
 
-def _id_list(value: Any) -> list[str]:
+def id_list(value: Any) -> list[str]:
     """TicketSearch answers ``{"TicketID": [..]}``, a single id as a scalar once the JSON
     layer flattened a one-element list, and ``{}`` for no match (TicketSearch.pm)."""
     if value is None:
