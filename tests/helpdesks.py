@@ -118,7 +118,7 @@ class Helpdesk:
 
     def tags(self, ticket_id: int) -> set[str]:
         if isinstance(self.double, OtoboDouble):
-            return set(self.ticket(ticket_id).fields.get("PMBTags") or [])
+            return set(str(self.ticket(ticket_id).fields.get("PMBTags") or "").split())
         return set(self.double.ticket(ticket_id)["tags"])
 
     # -- what the test does to the host -----------------------------------------------------------

@@ -191,7 +191,7 @@ def test_the_agents_article_goes_out_by_pec_and_the_result_comes_back_as_a_note(
     assert "Sent by PEC" in note["Body"] and job.message_id in note["Body"]
     fields = {f["Name"]: f["Value"] for f in ticket["DynamicField"]}
     assert fields["PECReply"] == ""  # the request is answered
-    assert "pec_sent" in fields["PMBTags"]
+    assert "pec_sent" in fields["PMBTags"].split()
 
 
 def test_the_invoker_must_present_the_secret_and_the_ticket_must_ask(

@@ -18,8 +18,9 @@ article) is completed with TicketUpdate instead of being created again. Comments
 dedupe key in the article dynamic field ``PMBArticleKey``; ``comment_exists`` reads it back
 with TicketGet.
 
-Tags are a host capability OTOBO lacks: with ``tags_field`` set they go into that multiselect
-dynamic field, otherwise they are not sent (logged at debug).
+Tags are a host capability OTOBO lacks: with ``tags_field`` set they go into that text dynamic
+field, space-separated (a multiselect would need every tag configured in advance), otherwise
+they are not sent (logged at debug).
 """
 
 from __future__ import annotations
@@ -189,21 +190,22 @@ class OtoboAdapter:
                                 "stopped half-way); adding the article", number)
                     self._update(ticket_id, self._article_request(ticket), {})
                 return CreatedTicket(id=number, replayed=True)
-        payload = self._create_payload(ticket)
+        payload = self.create_request(ticket)
         answer = self.api.call("TicketCreate", "POST", "/Ticket", payload)
         number, ticket_id = int(answer["TicketNumber"]), int(answer["TicketID"])
         with self._lock:
             self._ids[number] = ticket_id
         return CreatedTicket(id=number)
 
-    def _create_payload(self, ticket: NewTicket) -> dict[str, Any]:
+    def create_request(self, ticket: NewTicket) -> dict[str, Any]:
+        """TicketCreate's parameters for a ticket (no I/O; the dry run shows them)."""
         s = self.settings
         native = native_controls(ticket.controls, follow_up=False)
         fields = self._fields(ticket.custom_fields, native.dynamic_fields)
         if ticket.external_id:
             fields[s.message_id_field] = ticket.external_id
         if s.tags_field and ticket.tags:
-            fields[s.tags_field] = list(ticket.tags)
+            fields[s.tags_field] = " ".join(ticket.tags)
         body = dict(self._ticket_defaults(ticket))
         body.update(native.ticket)
         article, attachments = self._article_request(ticket)
@@ -249,10 +251,22 @@ class OtoboAdapter:
 
     # -- comments -------------------------------------------------------------------------
     def _comment_once(self, comment: Comment) -> None:
-        s = self.settings
         ticket_id = self.internal_id(comment.ticket_id)
         if ticket_id is None:
             raise PermanentHostError(f"TicketUpdate: ticket {comment.ticket_id} does not exist")
+        s = self.settings
+        needs_current = bool(s.tags_field and (comment.add_tags or comment.remove_tags)) or \
+            bool(s.receipt_state_field and any(t in RECEIPT_STATES for t in comment.add_tags))
+        current = self.get_raw(ticket_id) if needs_current else None
+        payload, changes = self.comment_request(comment, current)
+        self._update(ticket_id, payload, changes)
+
+    def comment_request(self, comment: Comment, current: Mapping[str, Any] | None
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """TicketUpdate's ``Article``/``DynamicField``/``Attachment`` and its ``Ticket``
+        changes for a comment; ``current`` is the ticket as TicketGet shows it (for tags and
+        the receipt state), None when not read. No I/O: the dry run shows it as it is."""
+        s = self.settings
         native = native_controls(comment.controls, follow_up=True)
         text, content_type = _body(comment.body_text, comment.body_html)
         attachments, note = self._attachments(comment.uploads, len(text.encode()))
@@ -280,23 +294,20 @@ class OtoboAdapter:
         fields: dict[str, Any] = dict(native.dynamic_fields)
         if comment.dedupe_key:
             fields[s.article_key_field] = comment.dedupe_key
+        if s.tags_field and (comment.add_tags or comment.remove_tags):
+            tags = _tags(current, s.tags_field)
+            fields[s.tags_field] = " ".join(_changed(tags, comment.add_tags, comment.remove_tags))
         receipt = max((RECEIPT_STATES[t] for t in comment.add_tags if t in RECEIPT_STATES),
                       default=None)
-        wants_tags = bool(s.tags_field and (comment.add_tags or comment.remove_tags))
-        if wants_tags or (receipt is not None and s.receipt_state_field):
-            current = self.get_raw(ticket_id)
-            if wants_tags and s.tags_field:
-                tags = _tags(current, s.tags_field) if current is not None else []
-                fields[s.tags_field] = _changed(tags, comment.add_tags, comment.remove_tags)
-            if receipt is not None and s.receipt_state_field:
-                now = _dynamic_field(current or {}, s.receipt_state_field)
-                ranks = {state: rank for rank, state in RECEIPT_STATES.values()}
-                if ranks.get(str(now), 0) <= receipt[0]:
-                    fields[s.receipt_state_field] = receipt[1]
+        if receipt is not None and s.receipt_state_field:
+            now = _dynamic_field(current or {}, s.receipt_state_field)
+            ranks = {state: rank for rank, state in RECEIPT_STATES.values()}
+            if ranks.get(str(now), 0) <= receipt[0]:
+                fields[s.receipt_state_field] = receipt[1]
         payload: dict[str, Any] = {"Article": article, "DynamicField": dynamic_field_list(fields)}
         if attachments:
             payload["Attachment"] = attachments
-        self._update(ticket_id, payload, changes)
+        return payload, changes
 
     def _update(self, ticket_id: int, request: dict[str, Any] | tuple[dict[str, Any], list[Any]],
                 changes: Mapping[str, Any]) -> None:
@@ -323,7 +334,8 @@ class OtoboAdapter:
                 raise PermanentHostError(f"TicketUpdate: ticket {ticket_id} does not exist")
             tags = _changed(_tags(current, s.tags_field or ""), tuple(add), tuple(remove))
             self.api.call("TicketUpdate", "PATCH", f"/Ticket/{tid}", {
-                "TicketID": tid, "DynamicField": [{"Name": s.tags_field, "Value": tags}]})
+                "TicketID": tid,
+                "DynamicField": [{"Name": s.tags_field, "Value": " ".join(tags)}]})
 
         self.retry("TicketUpdate", once)
 
@@ -474,7 +486,7 @@ def _tags(raw: Mapping[str, Any] | None, name: str) -> list[str]:
     value = _dynamic_field(raw, name)
     if isinstance(value, list):
         return [str(v) for v in value]
-    return [str(value)] if value else []
+    return str(value).split() if value else []
 
 
 def _changed(tags: list[str], add: Iterable[str], remove: Iterable[str]) -> list[str]:

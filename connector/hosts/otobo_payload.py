@@ -142,3 +142,27 @@ def left_out_note(left: Iterable[Upload], max_length: int) -> str:
 
 def dynamic_field_list(fields: Mapping[str, object]) -> list[dict[str, object]]:
     return [{"Name": name, "Value": value} for name, value in fields.items()]
+
+
+def summarized(request: Mapping[str, object]) -> dict[str, object]:
+    """A GenericInterface request as the dry run prints it: bodies as length, hash and preview,
+    attachments as name, type, size and hash, never their bytes."""
+    import hashlib
+
+    out: dict[str, object] = dict(request)
+    article = request.get("Article")
+    if isinstance(article, Mapping):
+        body = str(article.get("Body") or "")
+        out["Article"] = {**article, "Body": {
+            "chars": len(body), "sha256": hashlib.sha256(body.encode("utf-8", "surrogatepass"))
+            .hexdigest(), "preview": " ".join(body.split())[:120]}}
+    files = request.get("Attachment")
+    if isinstance(files, list):
+        summary = []
+        for item in files:
+            data = base64.b64decode(str(item.get("Content") or ""))
+            summary.append({"Filename": item.get("Filename"),
+                            "ContentType": item.get("ContentType"), "size": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest()})
+        out["Attachment"] = summary
+    return out

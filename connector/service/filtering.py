@@ -115,8 +115,13 @@ def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
 
     groups = config.host.groups
     fields = config.host.custom_fields
+    native = config.host.otobo is not None
 
     def accepts(control: str, value: str | None) -> str | None:
+        if native:
+            # OTOBO and Znuny take X-OTOBO values as they are (queue and state names,
+            # dynamic fields): the host checks them and answers InvalidParameter.
+            return None
         name = control.lower()
         for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
             if name.startswith(prefix):
