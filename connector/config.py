@@ -39,6 +39,11 @@ PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
 
 
+def account_tag(name: str) -> str:
+    """The tag every ticket opened from account ``name`` carries (``pmb_<name>``)."""
+    return "pmb_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
+
+
 @dataclass(frozen=True)
 class TicketDefaults:
     """Fields every new ticket of an account gets unless a filter says otherwise."""
@@ -119,7 +124,7 @@ class AccountConfig:
     @property
     def tag(self) -> str:
         """The tag every ticket from this account carries."""
-        return "pmb_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        return account_tag(self.name)
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,9 @@ class OutboundSettings:
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
     ticket_hook: str = "#"  # what a sent subject puts before the id: [#12], [Ticket#2026...]
+    # Every public reply an agent writes on a PEC ticket of this account goes out by PEC (the
+    # channel app's behaviour); off: only the macro sends.
+    public_reply: bool = True
 
     @property
     def slug(self) -> str:
@@ -181,6 +184,7 @@ class OutboundSettings:
                                or (r"\[#(\d+)\]" if ticket_hook == "#"
                                    else otobo_ticket_pattern(ticket_hook))),
             ticket_hook=ticket_hook,
+            public_reply=r.get("public_reply", bool, True),
         )
         r.finish()
         return settings

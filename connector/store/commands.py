@@ -1,10 +1,14 @@
-"""``postmaster-bridge store check|backup``: the ledger, for admins.
+"""``postmaster-bridge store check|backup|vacuum``: the ledger, for admins.
 
 - ``store check`` runs SQLite's full ``PRAGMA integrity_check`` on the ledger (read-only, so
   it is safe while the bridge runs) and exits 1 when the file is damaged.
 - ``store backup FILE`` copies the ledger with SQLite's online backup API, which takes a
   consistent snapshot while the bridge keeps writing (copying the file itself could catch a
   half-written page or miss the ``-wal`` log); the copy is checked before it replaces FILE.
+- ``store vacuum`` applies the retention periods now (``store.retention_days`` for finished
+  mails, ``store.log_retention_days`` for the communication log; ``run`` does the same every
+  minute) and gives the freed space back to the file system with ``VACUUM``. It rewrites the
+  file and waits for the bridge's writers, so it is for a quiet moment.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,16 +40,43 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="consistent copy of the ledger while the bridge runs")
     q.add_argument("file", help="where to write the copy (replaced if it exists)")
     q.set_defaults(func=cmd_store)
+    q = ssub.add_parser("vacuum", parents=[common],
+                        help="apply the retention periods and return the freed space")
+    q.set_defaults(func=cmd_store)
 
 
 def cmd_store(args: argparse.Namespace, out: TextIO) -> int:
-    ledger = load_config(args.config).store.path
+    config = load_config(args.config)
+    ledger = config.store.path
     if not ledger.is_file():
         print(f"FAIL  ledger {ledger}: no such file", file=out)
         return EX_FAILURE
     if args.store_command == "check":
         return check(ledger, out)
+    if args.store_command == "vacuum":
+        return vacuum(ledger, config.store.retention_days, config.store.log_retention_days, out)
     return backup(ledger, Path(args.file), out)
+
+
+def vacuum(ledger: Path, retention_days: float, log_retention_days: float, out: TextIO) -> int:
+    from connector.store.sqlite import SQLiteStore
+
+    now = datetime.now(UTC)
+    store = SQLiteStore(ledger)
+    try:
+        thinned = store.apply_retention(now - timedelta(days=retention_days))
+        purged = store.purge_log(now - timedelta(days=log_retention_days))
+        before, after = store.vacuum()
+    finally:
+        store.close()
+    print(f"ok    ledger {ledger}: {thinned} finished mail(s) past {retention_days:g} days "
+          f"thinned, {purged} log entr{'y' if purged == 1 else 'ies'} purged; "
+          f"{_mb(before)} -> {_mb(after)}", file=out)
+    return EX_OK
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
