@@ -351,4 +351,4 @@ class Decider:
                         custom_fields=tuple(sorted(custom.items())), email_ccs=ccs,
                         followup_of_closed=closed, controls=_native(controls),
                         # OTOBO and Znuny take the controls as they are: nothing to map.
-                        problems=() if self.host.otobo is not None else tuple(problems))
+                        problems=() if self.host.native_controls else tuple(problems))

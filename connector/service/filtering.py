@@ -115,7 +115,7 @@ def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
 
     groups = config.host.groups
     fields = config.host.custom_fields
-    native = config.host.otobo is not None
+    native = config.host.native_controls
 
     def accepts(control: str, value: str | None) -> str | None:
         if native:
