@@ -151,3 +151,12 @@ def test_install_writes_the_web_service_and_fields_and_prints_the_steps(
     code, out = run("--config", str(config), "uninstall", "--host", flavor)
     assert code == 0 and f"{console} Admin::WebService::Delete" in out
     assert "PMBMessageID" in out
+
+
+def test_check_logs_in_as_the_agent(tmp_path: Path, otobo: OtoboDouble) -> None:
+    config = write_config(tmp_path, otobo)
+    code, out = run("--config", str(config), "check")
+    assert "OTOBO/Znuny agent pmb-agent" in out, out
+    (tmp_path / "otobo-pw").write_text("wrong\n")
+    code, out = run("--config", str(config), "check")
+    assert code != 0 and "SessionCreate.AuthFail" in out
