@@ -3,6 +3,19 @@
 Requests are plain dataclasses built by the service from a decision; an adapter turns them into
 its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``PermanentHostError``
 (the message goes to the error folder) from ``connector.errors``.
+
+What is host-neutral and what each host reads:
+
+- Ticket ids are integers the host chooses and the bridge only stores and compares: Zendesk's
+  ticket id, OTOBO's TicketNumber (numeric under every OTOBO number generator; the adapter
+  finds the internal TicketID itself).
+- ``controls`` carries the filters' X-OTOBO-* values as set: OTOBO/Znuny take them natively;
+  Zendesk uses the mapped fields (``group_id``, ``priority`` words, ``custom_fields`` by id).
+- ``custom_fields`` keys are field ids (Zendesk) or dynamic field names (OTOBO).
+- Tags are a capability (``HostConfig.has_tags``): Zendesk tags, OTOBO's optional text field.
+- Exactly-once: ``idempotency_key`` where the host has one (Zendesk), ``external_id`` searched
+  before a create where it does not (OTOBO's ``PMBMessageID``); ``Comment.dedupe_key`` is read
+  back by ``comment_exists`` on both.
 """
 
 from __future__ import annotations
