@@ -184,6 +184,7 @@ def test_tickets_are_known_by_number_and_closed_states_are_closed(otobo: OtoboDo
     assert adapter(otobo).get_ticket(99) is None
     assert [t.id for t in host.find_tickets_by_external_id("pmb-acct-abc")] == [number]
     assert host.find_tickets_by_external_id("nothing") == []
+    assert host.user_exists("mario@example.it") and not host.user_exists("new@example.it")
 
 
 def test_config_reads_an_otobo_host(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ attempted; every create (first try, retry, resume after a crash) first runs Tick
 field. A ticket found without the bridge's article (the create stopped between ticket and
 article) is completed with TicketUpdate instead of being created again. Comments carry their
 dedupe key in the article dynamic field ``PMBArticleKey``; ``comment_exists`` reads it back
-with TicketGet.
+with TicketGet. (TicketUpdate sets an article's dynamic fields after creating the article; an
+update failing inside OTOBO between the two would leave an article without its key, which a
+retry writes again. That window lies inside one OTOBO request, not between the bridge's calls.)
 
 Tags are a host capability OTOBO lacks: with ``tags_field`` set they go into that text dynamic
 field, space-separated (a multiselect would need every tag configured in advance), otherwise
@@ -163,10 +165,19 @@ class OtoboAdapter:
                    for article in raw.get("Article") or [])
 
     def user_exists(self, email: str) -> bool:
-        # TicketCreate accepts any valid address as CustomerUser (it need not be a customer
-        # user in the database: TicketCreate.pm, ValidateCustomer), so every sender is
-        # somebody OTOBO can file a ticket for.
-        return bool(email)
+        """True when OTOBO has a ticket of this customer. The stock GenericInterface has no
+        customer-user look-up, and TicketCreate accepts any valid address as CustomerUser
+        (TicketCreate.pm, ``_TicketCreate``), so "known" means "has written before"
+        (``allow_unknown_senders: false`` then lets only returning customers open tickets)."""
+        if not email:
+            return False
+
+        def search() -> bool:
+            answer = self.api.call("TicketSearch", "POST", "/TicketSearch",
+                                   {"CustomerUserLogin": email, "Limit": 1})
+            return bool(id_list(answer.get("TicketID")))
+
+        return bool(self.retry("TicketSearch", search))
 
     def add_tags(self, ticket_id: int, tags: list[str]) -> None:
         self._retag(ticket_id, add=tags, remove=())
