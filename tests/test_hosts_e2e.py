@@ -57,7 +57,7 @@ def bridge_on(tmp_path: Path, dovecot: DovecotServer,
     Dovecot user and the given host, and the bridge built from it."""
     stores: list[SQLiteStore] = []
 
-    def make(helpdesk: Helpdesk, **account: Any) -> Bridge:
+    def make(helpdesk: Helpdesk, top: dict[str, Any] | None = None, **account: Any) -> Bridge:
         (tmp_path / "imap-password").write_text(mailbox_user.password)
         (tmp_path / "test-pec-ca.pem").write_bytes(CIRCUIT.ca_pem)
         settings: dict[str, Any] = {
@@ -73,7 +73,7 @@ def bridge_on(tmp_path: Path, dovecot: DovecotServer,
         settings.update(account)
         data = {"store": {"path": str(tmp_path / "ledger.sqlite3")},
                 "host": helpdesk.host_section(tmp_path), "accounts": [settings],
-                "pec": {"trust_anchors": [str(tmp_path / "test-pec-ca.pem")]}}
+                "pec": {"trust_anchors": [str(tmp_path / "test-pec-ca.pem")]}, **(top or {})}
         path = tmp_path / "bridge.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         config = load_config(path)
@@ -219,3 +219,135 @@ def test_receipts_become_internal_notes_on_the_ticket_that_sent_the_message(
     assert {"pec_accepted", "pec_delivery_failed"} <= helpdesk.tags(ticket_id)
     if helpdesk.kind == "otobo":
         assert ticket.fields["PECReceiptState"] == "delivery failed"
+
+
+# -- outbound: an agent's reply by PEC, and its receipt back on the ticket -----------------------
+
+PEC_FROM = "assistenza@pec.example.it"
+PEC_SECRET = "e2e-shared-secret-7741"
+
+
+def agent_reply_and_ask(helpdesk: Helpdesk, ticket_id: int, reply_tag: str, text: str) -> None:
+    """What an agent does on each host: writes a public reply, asks for it to go by PEC
+    (Zendesk: the macro's reply tag; OTOBO: the PECReply field)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    double = helpdesk.double
+    if isinstance(double, OtoboDouble):
+        internal = double.ticket_by_number(ticket_id)["TicketID"]
+        for data in ({"Article": {"CommunicationChannel": "Internal", "SenderType": "agent",
+                                  "IsVisibleForCustomer": 1, "From": "Giulia <giulia@x.it>",
+                                  "Subject": "Risposta", "Body": text,
+                                  "ContentType": "text/plain; charset=utf-8"}},
+                     {"DynamicField": [{"Name": "PECReply", "Value": "pec-inbox"}]}):
+            resp = session.patch(f"{double.url}/Ticket/{internal}", timeout=10, json={
+                "UserLogin": double.user, "Password": double.password, "TicketID": internal,
+                **data})
+            assert "Error" not in resp.json(), resp.text
+        return
+    resp = session.put(f"{double.url}/api/v2/tickets/{ticket_id}", timeout=10,
+                       auth=(f"{double.email}/token", double.api_token),
+                       json={"ticket": {"comment": {"body": text, "public": True,
+                                                    "author_id": 100},
+                                        "additional_tags": [reply_tag]}})
+    resp.raise_for_status()
+
+
+def deliver_hook(helpdesk: Helpdesk, app: Any, ticket_id: int) -> int:
+    """The host's call to the bridge's webhook (WSGI, as the server hands it over)."""
+    import base64
+    import io
+    import json
+    from datetime import UTC, datetime
+
+    from connector.outbound.signature import format_timestamp, sign
+
+    if isinstance(helpdesk.double, OtoboDouble):
+        internal = helpdesk.double.ticket_by_number(ticket_id)["TicketID"]
+        body = json.dumps({"Event": "TicketDynamicFieldUpdate_PECReply",
+                           "TicketID": internal}).encode()
+        path = "/hooks/otobo/pec-inbox"
+        auth = base64.b64encode(f"postmaster-bridge:{PEC_SECRET}".encode()).decode()
+        headers = {"HTTP_AUTHORIZATION": f"Basic {auth}"}
+    else:
+        body = json.dumps({"ticket_id": str(ticket_id), "account": "pec-inbox",
+                           "v": 1}).encode()
+        path = "/hooks/zendesk/pec-inbox"
+        ts = format_timestamp(datetime.now(UTC))
+        headers = {"HTTP_X_ZENDESK_WEBHOOK_SIGNATURE": sign(PEC_SECRET, ts, body),
+                   "HTTP_X_ZENDESK_WEBHOOK_SIGNATURE_TIMESTAMP": ts,
+                   "HTTP_X_ZENDESK_WEBHOOK_INVOCATION_ID": "01HE2E0001"}
+    statuses: list[str] = []
+    app({"REQUEST_METHOD": "POST", "PATH_INFO": path, "CONTENT_LENGTH": str(len(body)),
+         "wsgi.input": io.BytesIO(body), "REMOTE_ADDR": "127.0.0.1", **headers},
+        lambda status, _headers: statuses.append(status))
+    return int(statuses[0].split()[0])
+
+
+def test_an_agents_reply_goes_out_by_pec_and_its_receipt_comes_back_as_a_note(
+        helpdesk: Helpdesk, dovecot: DovecotServer, mailbox_user: MailUser,
+        bridge_on: Callable[..., Bridge], tmp_path: Path, pki: Any) -> None:
+    from smtp_server import SmtpTestServer
+    from test_pec_ingest import delivery_receipt
+
+    from connector.outbound.otobo_api import OtoboOutboundAPI
+    from connector.outbound.queue import JobState, OutboundQueue
+    from connector.outbound.settings import load_outbound
+    from connector.outbound.webhook import WebhookApp
+    from connector.outbound.worker import OutboundWorker
+    from connector.outbound.zendesk_api import ZendeskOutboundAPI
+
+    with SmtpTestServer(pki, mode="starttls", username=PEC_FROM, password="pec-pw") as smtp:
+        (tmp_path / "pec-pw").write_text("pec-pw")
+        (tmp_path / "hook-secret").write_text(PEC_SECRET)
+        config_top = {"outbound": {"from_address": PEC_FROM,
+                                   "smtp": {"host": smtp.host, "port": smtp.port,
+                                            "security": "starttls", "username": PEC_FROM,
+                                            "password_file": str(tmp_path / "pec-pw"),
+                                            "ca_file": str(smtp.ca_file), "timeout": 5}}}
+        service = {"public_url": "https://bridge.example.it", "host": "127.0.0.1", "port": 0,
+                   "signing_secret_file": str(tmp_path / "hook-secret")}
+        bridge = bridge_on(helpdesk, {"service": service}, name="pec-inbox", pec=True,
+                           **config_top)
+        config = bridge.config
+        outbound = load_outbound(config)
+        [settings] = outbound.enabled_accounts
+
+        dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+        assert bridge.poll().counts["ticketed"] == 1
+        [ticket] = helpdesk.tickets()
+        agent_reply_and_ask(helpdesk, ticket.id, settings.reply_tag, "Ecco la risposta.")
+
+        queue = OutboundQueue(config.store.path)
+        try:
+            api: Any = (OtoboOutboundAPI(bridge.host, {settings.reply_tag: "pec-inbox"})
+                        if helpdesk.kind == "otobo" else ZendeskOutboundAPI(bridge.host))
+            worker = OutboundWorker(outbound, queue, api, bridge.store)
+            app = WebhookApp(outbound, queue, ticket_number=getattr(api, "ticket_number", None))
+            assert deliver_hook(helpdesk, app, ticket.id) == 202
+            assert worker.run_once() == 1
+            [job] = queue.jobs()
+            assert job.state == JobState.SENT, job.error
+        finally:
+            queue.close()
+        (got,) = smtp.received
+        msg = got.message()
+        assert got.rcpt_tos == ("thinkstudio@pec.it",)
+        assert helpdesk.reference(ticket.id) in msg["Subject"]
+        assert "Ecco la risposta." in msg.get_body(("plain",)).get_content()
+        sent_id = msg["Message-ID"].strip("<>")
+        assert any("Sent by PEC" in note.text and sent_id in note.text
+                   for note in helpdesk.ticket(ticket.id).notes)
+
+        # The provider's delivery receipt for the message the bridge sent: a note on the ticket.
+        receipt = CIRCUIT.sign(delivery_receipt(
+            sender=PEC_FROM, recipient="thinkstudio@pec.it", subject=msg["Subject"],
+            identificativo="opec9.20261202.1.1@pec.aruba.it", msgid=sent_id))
+        dovecot.append(mailbox_user, receipt)
+        assert bridge.poll().counts["noted"] == 1
+        after = helpdesk.ticket(ticket.id)
+        assert any("opec9.20261202.1.1@pec.aruba.it" in note.text for note in after.notes)
+        assert len(helpdesk.tickets()) == 1
+        assert "pec_delivered" in helpdesk.tags(ticket.id)
