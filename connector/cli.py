@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
     from connector.outbound.settings import ServiceSettings
     from connector.service.metrics import Metrics
-    from connector.service.pipeline import FilterStage, Pipeline
+    from connector.service.pipeline import Pipeline
     from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules
 
 log = logging.getLogger("connector.cli")
 
@@ -58,14 +59,14 @@ class Parts:
     config: Config
     store: SQLiteStore
     host: HostAdapter
-    filter_stage: FilterStage
+    rules: Rules
     metrics: Metrics
     dry_run: bool
 
     def pipeline(self, account: AccountConfig) -> Pipeline:
         from connector.service.pipeline import Pipeline
 
-        return Pipeline(account, self.config.host, self.store, self.host, self.filter_stage,
+        return Pipeline(account, self.config.host, self.store, self.host, self.rules,
                         metrics=self.metrics)
 
 
@@ -75,7 +76,7 @@ def _build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
     With ``stop``, a shutdown cuts short the waits between helpdesk retries;
     ``checked_within`` skips the ledger's quick_check when one passed that recently."""
     from connector.hosts.factory import make_host
-    from connector.service.filtering import make_filter_stage
+    from connector.service.filtering import load_rules
     from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
@@ -85,7 +86,7 @@ def _build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
-    return Parts(config, store, host, make_filter_stage(config, store), metrics, dry_run)
+    return Parts(config, store, host, load_rules(config), metrics, dry_run)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -94,19 +95,18 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     from connector.fetch import open_mailbox
     from connector.hosts.factory import make_host
     from connector.pec.providers import auth_failure_hint
-    from connector.service.filtering import FilterStage
-    from connector.store.sqlite import SQLiteStore
+    from connector.service.filtering import load_rules
     from connector.tls import certificate_failure, describe_certificate_failure
 
     config = _config(args)
     print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
-    stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
+    rules = load_rules(config)  # raises on invalid filter files
     from connector.outbound.settings import load_outbound
 
     sending = load_outbound(config).enabled_accounts
     if sending:
         print(f"ok    outbound: {', '.join(a.account for a in sending)}", file=out)
-    print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
+    print(f"ok    filters: {len(rules.chain.filters)} filter(s) in {len(rules.chain.files)} "
           "file(s)", file=out)
     from datetime import UTC, datetime
 
@@ -138,7 +138,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             if failure is not None:
                 print("      " + describe_certificate_failure(
                     failure, f"{account.host}:{account.port}"), file=out)
-        if (stage.settings[account.name].staff and not account.trusted
+        if (rules.for_account(account).staff and not account.trusted
                 and not account.authserv_ids and not account.verify_dkim):
             print(f"WARN  account {account.name}: staff commands and forwards can never act: "
                   "nothing authenticates a sender (set authserv_id, verify_dkim or trusted)",
@@ -250,7 +250,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     try:
         for message in iter_files([Path(p) for p in args.paths], max_size=account.max_size):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
-            summary.add(result.outcome, already_recorded=result.already_recorded)
+            summary.add_result(result)
             if result.outcome in (Outcome.FAILED, Outcome.RETRY):
                 print(f"{message.ref}: {result.outcome.value}: {result.reason}",
                       file=sys.stderr)
@@ -317,48 +317,39 @@ def cmd_filters_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the chain and the decision on one mail; nothing is written anywhere."""
-    from connector.decide import Decider
+    """Understand one mail exactly as ``run`` does (parse, PEC, classifiers, filters,
+    requester, decision) and print the trace ``run`` records; nothing is written anywhere."""
     from connector.filters import filters_test, load_chain
     from connector.hosts.factory import make_host
-    from connector.service.filtering import (
-        StoreFilterLookups,
-        filter_dirs,
-        filter_settings,
-        to_verdict,
-    )
-    from connector.service.pipeline import StoreThreadLookup
+    from connector.service.filtering import StoreLookups, filter_dirs, filter_settings
     from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules, understand
 
     config = _config(args)
     account = _account_for(config, args.account)
     _, settings = filter_settings(config)
-    chain = load_chain(filter_dirs(config, settings))
+    rules = Rules(load_chain(filter_dirs(config, settings)), settings, config.host)
     raw = Path(args.mail).read_bytes()
     # Read-only: the ledger is opened only if it exists, the host is only read.
     store_path = config.store.path if config.store.path.exists() else ":memory:"
     store = SQLiteStore(store_path) if store_path == ":memory:" else _readonly_store(store_path)
     host = make_host(config.host, out=sys.stderr)
-    decider = Decider(account, config.host, StoreThreadLookup(store, host))
 
-    def decide(outcome):  # noqa: ANN001, ANN202
-        verdict = to_verdict(outcome)
-        message = verdict.message or outcome.message
-        try:
-            decision = decider.decide(message, verdict)
-        except HostError as exc:
-            return {"action": "unknown", "reason": f"the helpdesk could not be asked: {exc}"}
-        shown = decision.as_dict()
-        request = _otobo_request(host, decision, message)
-        if request is not None:
-            shown["host_request"] = request
-        return shown
+    def trace_of(mail: bytes):  # noqa: ANN202
+        understood = understand(mail, account, rules, StoreLookups(store, host),
+                                evaluate_all=True)
+        request = _otobo_request(host, understood.decision, understood.content)
+        if request is None or not isinstance(understood.trace.get("decision"), dict):
+            return understood.trace
+        # OTOBO/Znuny: the GenericInterface call as it would be sent, controls landed.
+        return {**understood.trace,
+                "decision": {**understood.trace["decision"], "host_request": request}}
 
     try:
-        return filters_test(raw, account=account.name, trusted=account.trusted, chain=chain,
-                            settings=settings[account.name],
-                            lookups=StoreFilterLookups(store), decide=decide,
-                            as_json=args.json, out=out, authserv_ids=account.authserv_ids)
+        return filters_test(raw, understand=trace_of, as_json=args.json, out=out)
+    except HostError as exc:
+        print(f"the helpdesk could not be asked: {exc}", file=out)
+        return EX_USAGE
     finally:
         store.close()
 
@@ -498,6 +489,41 @@ def _helpdesk(args: argparse.Namespace, config: Any) -> str:
     return "otobo" if config.host.otobo is not None else "zendesk"
 
 
+def cmd_held(args: argparse.Namespace, out: TextIO) -> int:
+    """Mail held over the per-sender cap: list it, or release it through the same path."""
+    from connector.fetch import open_mailbox
+    from connector.service import admin
+
+    config = _config(args)
+    if args.held_command == "list":
+        store = _store_for_admin(config)
+        try:
+            admin.held_list(store, out, account=args.account, as_json=args.json)
+        finally:
+            store.close()
+        return EX_OK
+    parts = _build(config, out)
+    if parts.dry_run:
+        print("release needs a real host: a dry run records nothing", file=sys.stderr)
+        parts.store.close()
+        return EX_USAGE
+    failures = 0
+    try:
+        for record_id in args.ids:
+            record = parts.store.get_message_by_id(record_id)
+            if record is None:
+                print(f"{record_id}: no such message", file=out)
+                failures += 1
+                continue
+            account = config.account(record.account)
+            outcome = admin.held_release(parts.store, record_id, account,
+                                         parts.pipeline(account), open_mailbox, out)
+            failures += outcome.value in ("failed", "retry")
+    finally:
+        parts.store.close()
+    return EX_FAILURE if failures else EX_OK
+
+
 def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
     from connector.outbound import commands as oc
 
@@ -611,6 +637,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run failed messages through the pipeline again")
     q.add_argument("ids", type=int, nargs="+")
     p.set_defaults(func=cmd_errors)
+
+    p = sub.add_parser("held", parents=[common], help="mail held over the per-sender daily "
+                       "cap: list, release")
+    hsub = p.add_subparsers(dest="held_command", required=True)
+    q = hsub.add_parser("list", parents=[common])
+    q.add_argument("--account")
+    q.add_argument("--json", action="store_true")
+    q = hsub.add_parser("release", parents=[common],
+                        help="process held messages again, the cap lifted")
+    q.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=cmd_held)
 
     p = sub.add_parser("install", parents=[common],
                        help="create or update the Zendesk webhook, triggers and macros for "
