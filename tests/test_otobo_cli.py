@@ -160,3 +160,40 @@ def test_check_logs_in_as_the_agent(tmp_path: Path, otobo: OtoboDouble) -> None:
     (tmp_path / "otobo-pw").write_text("wrong\n")
     code, out = run("--config", str(config), "check")
     assert code != 0 and "SessionCreate.AuthFail" in out
+
+
+def test_run_serves_the_otobo_hook_with_the_configured_secret(tmp_path: Path,
+                                                              otobo: OtoboDouble) -> None:
+    """``run`` / ``serve`` wire the OTOBO path: the hook resolves the invoker's TicketID
+    through TicketGet and queues the ticket by its number."""
+    import base64
+    import http.client
+
+    from connector.config import load_config
+    from connector.hosts.base import NewTicket
+    from connector.hosts.otobo import OtoboAdapter
+    from connector.outbound.commands import start_outbound
+
+    config = load_config(write_config(tmp_path, otobo))
+    number = OtoboAdapter(otobo.settings()).create_ticket(NewTicket(
+        subject="s", requester_email="m@example.it", requester_name="m", body_text="b",
+        external_id="pmb-serve-1")).id
+    internal = otobo.ticket_by_number(number)["TicketID"]
+    service = start_outbound(config)
+    assert service is not None
+    try:
+        service.worker.stop_event.set()  # the hook only: nothing is sent in this test
+        for secret, expected in (("wrong", 401), ("shared-secret-for-otobo-0001", 202)):
+            auth = base64.b64encode(f"otobo:{secret}".encode()).decode()
+            conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+            conn.request("POST", "/hooks/otobo/pec-main",
+                         body=json.dumps({"Event": "x", "TicketID": internal}),
+                         headers={"Authorization": f"Basic {auth}",
+                                  "Content-Type": "application/json"})
+            assert conn.getresponse().status == expected
+            conn.close()
+        [job] = service.queue.jobs()
+        assert (job.account, job.ticket_id) == ("pec-main", number)
+    finally:
+        service.stop()
+        service.queue.close()
