@@ -670,12 +670,15 @@ def _otobo_host(r: _Reader, host_type: str) -> HostConfig:
         **names,
     )
     o.finish()
+    # As for Zendesk: unverified TLS only for loopback or when acknowledged.
+    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
         timeout=r.positive("timeout", float, 30.0),
         max_attempts=r.positive("max_attempts", int, 5),
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         otobo=otobo,
     )

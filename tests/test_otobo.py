@@ -207,3 +207,20 @@ def test_config_reads_an_otobo_host(tmp_path: Path) -> None:
 
     assert re.search(cfg.accounts[0].subject_ticket_pattern,
                      "Re: [Ticket#2026112310000012] Richiesta").group(1) == "2026112310000012"  # type: ignore[union-attr]
+
+
+def test_unverified_tls_is_refused_for_a_remote_otobo(tmp_path: Path) -> None:
+    from connector.config import config_from_mapping
+    from connector.errors import ConfigError
+
+    (tmp_path / "pw").write_text("secret\n")
+    data = {
+        "accounts": [{"name": "a", "protocol": "imap", "host": "127.0.0.1", "username": "u",
+                      "password_file": str(tmp_path / "pw"), "security": "none"}],
+        "host": {"type": "otobo", "verify_tls": False,
+                 "url": "https://helpdesk.example.org/otobo/nph-genericinterface.pl/"
+                        "Webservice/PostmasterBridge",
+                 "otobo": {"user": "pmb", "password_file": str(tmp_path / "pw")}},
+    }
+    with pytest.raises(ConfigError, match="verify_tls"):
+        config_from_mapping(data, "cfg.yaml", tmp_path)
