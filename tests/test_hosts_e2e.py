@@ -351,3 +351,29 @@ def test_an_agents_reply_goes_out_by_pec_and_its_receipt_comes_back_as_a_note(
         assert any("opec9.20261202.1.1@pec.aruba.it" in note.text for note in after.notes)
         assert len(helpdesk.tickets()) == 1
         assert "pec_delivered" in helpdesk.tags(ticket.id)
+
+
+def test_otobo_ticket_left_without_its_article_is_completed_on_the_next_pass(
+        otobo_server: OtoboDouble, dovecot: DovecotServer, mailbox_user: MailUser,
+        bridge_on: Callable[..., Bridge]) -> None:
+    """OTOBO's TicketCreate is not atomic: when it keeps failing after the ticket (and its
+    PMBMessageID) exist, the mail stays for the next pass, which completes that ticket."""
+    otobo_server.reset()
+    helpdesk = Helpdesk("otobo", otobo_server)
+    otobo_server.inject(path_regex=r"/Ticket$", method="POST", between="ticket_and_article",
+                        count=-1)
+    otobo_server.inject(path_regex=r"/Ticket/\d+$", method="PATCH", status=503, count=-1)
+    dovecot.append(mailbox_user, customer_mail("Richiesta modulo", "m1@example.org", pdf=True))
+    bridge = bridge_on(helpdesk)
+
+    first = bridge.poll()
+    assert first.counts["ticketed"] == 0 and first.counts["retry"] == 1, first.line()
+    [half] = helpdesk.tickets()
+    assert half.articles == ()
+
+    otobo_server.clear_faults()
+    assert bridge.poll().counts["ticketed"] == 1
+    [ticket] = helpdesk.tickets()
+    [article] = ticket.articles
+    assert article.public and ("modulo.pdf", len(PDF)) in article.attachments
+    assert bridge.store.messages()[0].ticket_id == ticket.id

@@ -154,8 +154,10 @@ class OtoboAdapter:
         if not external_id:
             return []
         found = self.retry("TicketSearch", lambda: self._search_external_id(external_id))
-        tickets = [self.get_raw(tid) for tid in found]
-        return [self.ticket_info(t) for t in tickets if t is not None]
+        tickets = [self.get_raw(tid, articles=True) for tid in found]
+        # A ticket whose create stopped before its article is not done: it is left for
+        # create_ticket, which completes it (a resumed create then finds it there).
+        return [self.ticket_info(t) for t in tickets if t is not None and t.get("Article")]
 
     def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
         raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=True))
