@@ -255,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- Common.pm Auth -----------------------------------------------------------------------
     def _auth(self, op: str, data: dict[str, Any]) -> None:
+        """Kernel/GenericInterface/Operation/Common.pm ``Auth``: SessionID or login."""
         sessions = self.server.state.data["sessions"]
         session = sessions.get(str(data.get("SessionID") or ""))
         if data.get("UserLogin") == AGENT and data.get("Password") == AGENT_PASSWORD:
@@ -264,6 +265,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- operations -----------------------------------------------------------------------------
     def session_create(self, data: dict[str, Any], fault: Any) -> dict[str, Any]:
+        """Kernel/GenericInterface/Operation/Session/SessionCreate.pm."""
         _require(data, "SessionCreate", "UserLogin", "Password")
         if data["UserLogin"] != AGENT or data["Password"] != AGENT_PASSWORD:
             raise OperationError("SessionCreate.AuthFail",
@@ -274,6 +276,7 @@ class Handler(BaseHTTPRequestHandler):
         return {"SessionID": session_id}
 
     def _check_article(self, op: str, article: Any) -> None:
+        """TicketCreate.pm / TicketUpdate.pm ``_CheckArticle``."""
         if not isinstance(article, dict):
             raise OperationError(f"{op}.MissingParameter", f"{op}: Article parameter is missing!")
         _require(article, op, "Subject", "Body", where="Article->")
@@ -346,6 +349,7 @@ class Handler(BaseHTTPRequestHandler):
         return article_id
 
     def ticket_create(self, data: dict[str, Any], fault: Any) -> dict[str, Any]:
+        """Kernel/GenericInterface/Operation/Ticket/TicketCreate.pm (Run, _TicketCreate)."""
         op = "TicketCreate"
         self._auth(op, data)
         ticket_in = data.get("Ticket")
@@ -393,6 +397,7 @@ class Handler(BaseHTTPRequestHandler):
                              f"{op}: Could not get Ticket data!")
 
     def ticket_update(self, data: dict[str, Any], fault: Any) -> dict[str, Any]:
+        """Kernel/GenericInterface/Operation/Ticket/TicketUpdate.pm (Run, _TicketUpdate)."""
         op = "TicketUpdate"
         self._auth(op, data)
         if not data.get("TicketID") and not data.get("TicketNumber"):
@@ -426,6 +431,7 @@ class Handler(BaseHTTPRequestHandler):
         return result
 
     def ticket_get(self, data: dict[str, Any], fault: Any) -> dict[str, Any]:
+        """Kernel/GenericInterface/Operation/Ticket/TicketGet.pm."""
         op = "TicketGet"
         self._auth(op, data)
         _require(data, op, "TicketID")
@@ -446,6 +452,7 @@ class Handler(BaseHTTPRequestHandler):
         return {"Ticket": [ticket]}
 
     def ticket_search(self, data: dict[str, Any], fault: Any) -> dict[str, Any]:
+        """Kernel/GenericInterface/Operation/Ticket/TicketSearch.pm (``{}`` for no match)."""
         op = "TicketSearch"
         self._auth(op, data)
         found = []

@@ -197,3 +197,16 @@ def test_run_serves_the_otobo_hook_with_the_configured_secret(tmp_path: Path,
     finally:
         service.stop()
         service.queue.close()
+
+
+def test_tags_set_by_a_filter_need_a_place_on_otobo(tmp_path: Path, otobo: OtoboDouble) -> None:
+    config = write_config(tmp_path, otobo)
+    (tmp_path / "filters" / "20-tag.yaml").write_text(
+        "- name: tag-it\n  match:\n    - header: Subject\n      contains: x\n"
+        "  set:\n    X-Bridge-Tags: vip\n")
+    code, out = run("--config", str(config), "filters", "check")
+    assert code == 0, out  # tags_field is set: tags are kept
+    text = config.read_text().replace("tags_field: PMBTags", "message_id_field: PMBMessageID")
+    config.write_text(text)
+    code, out = run("--config", str(config), "filters", "check")
+    assert code == 1 and "host.otobo.tags_field" in out
