@@ -933,8 +933,10 @@ class Handler(BaseHTTPRequestHandler):
                                        "audits", query, base + path), {}
             if sub == "/comments" and method == "GET":
                 t = state.ticket(tid)
-                return 200, state.page([comment_resource(c, base) for c in t.get("comments", [])],
-                                       "comments", query, base + path), {}
+                comments = [comment_resource(c, base) for c in t.get("comments", [])]
+                if (query.get("sort_order") or ["asc"])[-1] == "desc":
+                    comments.reverse()  # List Comments: sort_order asc (default) or desc
+                return 200, state.page(comments, "comments", query, base + path), {}
             if sub == "/tags":
                 status, body = state.tags(tid, method, self._json_body(raw))
                 return status, body, {}

@@ -745,6 +745,9 @@ class Pipeline:
             external_id=key[:64],
             idempotency_key=key,
             via_followup_source_id=decision.followup_of_closed,
+            controls=decision.controls,
+            to=tuple(a.email for a in job.content.to),
+            cc=tuple(a.email for a in job.content.cc),
         )
 
     def _comment_request(self, job: Job, decision: Decision) -> Comment:
@@ -781,6 +784,8 @@ class Pipeline:
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
+            subject=message.subject or None,
+            controls=decision.controls,
         )
 
     def _quoted_text_trimmed(self, job: Job, decision: Decision, text: str,
