@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -72,8 +72,9 @@ class FollowUpPolicy:
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
     # Quoted history and signatures cut from follow-up comments, the whole original kept:
-    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
-    quoted_text: str = "attach"
+    # collapse (a folded section below the reply; no extra upload) | attach (the .eml beside
+    # the comment) | keep (no trimming).
+    quoted_text: str = "collapse"
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ class AccountConfig:
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
-    pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
+    pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
     # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
                                   compare=False)
@@ -142,8 +144,28 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class OtoboHostConfig:
+    """``host.otobo``: the agent and the names the shipped web service and fields use."""
+
+    user: str
+    password: str = field(default="", repr=False)
+    queue: str = "Raw"
+    state: str = "new"
+    priority: str = "3 normal"
+    ticket_type: str | None = None
+    message_id_field: str = "PMBMessageID"
+    article_key_field: str = "PMBArticleKey"
+    tags_field: str | None = None
+    receipt_state_field: str | None = None
+    max_length: int = 100_000_000
+    ticket_hook: str = "Ticket#"
+    states: Mapping[str, str] = field(default_factory=dict)
+    priorities: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HostConfig:
-    type: str  # zendesk | dry-run
+    type: str  # zendesk | otobo | dry-run
     url: str = ""
     auth_type: str = ""  # oauth | api_token
     client_id: str = ""
@@ -163,6 +185,20 @@ class HostConfig:
     # The plan's request budget and the ticket-update budget (None: follow the host's headers).
     rate_limit: Rate | None = None
     ticket_update_rate_limit: Rate | None = None
+    # Mails of one account at the helpdesk at once (never two of one conversation).
+    max_in_flight: int = 8
+    otobo: OtoboHostConfig | None = None  # type otobo (and a dry-run reading from OTOBO)
+
+    @property
+    def native_controls(self) -> bool:
+        """The host takes the filters' X-OTOBO values as they are (queue and state names,
+        dynamic fields by name): OTOBO and Znuny. Others need the groups/custom_fields maps."""
+        return self.otobo is not None
+
+    @property
+    def has_tags(self) -> bool:
+        """Tags are a host capability: Zendesk has them, OTOBO only via ``tags_field``."""
+        return self.otobo is None or bool(self.otobo.tags_field)
 
 
 @dataclass(frozen=True)
@@ -324,6 +360,17 @@ class _Reader:
             out[str(k)] = v
         return out
 
+    def field_map(self, name: str) -> dict[str, int | str]:
+        """Names to helpdesk fields: Zendesk's numeric ids or OTOBO's dynamic field names."""
+        value = self.get(name, dict, {})
+        out: dict[str, int | str] = {}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, str)) or v == "":
+                raise ConfigError(f"must be a field id or a dynamic field name, got {v!r}",
+                                  path=self.path, key=f"{self.sub(name)}.{k}")
+            out[str(k)] = v
+        return out
+
     def finish(self, extra_allowed: tuple[str, ...] = ()) -> None:
         unknown = sorted(set(map(str, self.data)) - self.used - set(extra_allowed))
         if unknown:
@@ -381,7 +428,7 @@ def _follow_up(r: _Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
-        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "collapse"),
     )
     r.finish()
     return policy
@@ -468,7 +515,7 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
     catch_all = r.get("pec_catch_all_ticket", int)
-    pec_fields = r.int_map("pec_custom_fields")
+    pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:
         raise r.error("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
@@ -616,7 +663,9 @@ def _rate(r: _Reader, name: str) -> Rate | None:
 
 
 def _host(r: _Reader) -> HostConfig:
-    host_type = r.choice("type", ("zendesk", "dry-run"), required=True)
+    host_type = r.choice("type", ("zendesk", "otobo", "dry-run"), required=True)
+    if host_type == "otobo" or (host_type == "dry-run" and r.has("otobo")):
+        return _otobo_host(r, host_type)
     if host_type == "dry-run" and not r.has("url"):
         cfg = HostConfig(type="dry-run", groups=r.int_map("groups"),
                          custom_fields=r.int_map("custom_fields"))
@@ -663,9 +712,62 @@ def _host(r: _Reader) -> HostConfig:
         custom_fields=r.int_map("custom_fields"),
         rate_limit=_rate(r, "rate_limit"),
         ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
+        max_in_flight=r.positive("max_in_flight", int, 8),
     )
     r.finish()
     return cfg
+
+
+def _otobo_host(r: _Reader, host_type: str) -> HostConfig:
+    """OTOBO / Znuny: ``url`` is the web service's base, up to and including its name."""
+    url = r.get("url", str, required=True).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+/\S*nph-genericinterface\.pl/Webservice(ID)?/[^/\s]+$",
+                    url):
+        raise r.error("url", "must be the web service URL such as https://helpdesk.example.org"
+                      "/otobo/nph-genericinterface.pl/Webservice/PostmasterBridge, "
+                      f"got {url!r}")
+    if url.startswith("http://") and not _is_loopback(url[7:].split("/")[0].split(":")[0]):
+        raise r.error("url", "must use https:// (http:// is allowed only for loopback test hosts)")
+    o = r.child("otobo")
+    names = {}
+    for key, default in (("message_id_field", "PMBMessageID"),
+                         ("article_key_field", "PMBArticleKey")):
+        names[key] = o.get(key, str, default)
+    otobo = OtoboHostConfig(
+        user=o.get("user", str, required=True),
+        password=o.secret("password", required=True),
+        queue=o.get("queue", str, "Raw"),
+        state=o.get("state", str, "new"),
+        priority=o.get("priority", str, "3 normal"),
+        ticket_type=o.get("type", str, None),
+        tags_field=o.get("tags_field", str, None),
+        receipt_state_field=o.get("receipt_state_field", str, None),
+        max_length=o.size("max_length", 100_000_000),
+        ticket_hook=o.get("ticket_hook", str, "Ticket#"),
+        states={str(k): str(v) for k, v in o.get("states", dict, {}).items()},
+        priorities={str(k): str(v) for k, v in o.get("priorities", dict, {}).items()},
+        **names,
+    )
+    o.finish()
+    # As for Zendesk: unverified TLS only for loopback or when acknowledged.
+    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
+    cfg = HostConfig(
+        type=host_type,
+        url=url,
+        timeout=r.positive("timeout", float, 30.0),
+        max_attempts=r.positive("max_attempts", int, 5),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
+        ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        otobo=otobo,
+    )
+    r.finish()
+    return cfg
+
+
+def otobo_ticket_pattern(hook: str) -> str:
+    """OTOBO's subject reference ``[Ticket#2026112310000012]`` for a ``Ticket::Hook``."""
+    return r"\[" + re.escape(hook) + r"\s*(\d+)\]"
 
 
 def _server_limits(r: _Reader, base: ServerLimits, source: str) -> ServerLimits:
@@ -740,6 +842,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
             raise ConfigError(f"duplicate account name {name!r}", path=where,
                               key=f"accounts[{i}].name")
     host = _host(root.child("host"))
+    if host.otobo is not None:
+        # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
+        pattern = otobo_ticket_pattern(host.otobo.ticket_hook)
+        accounts = tuple(
+            a if "subject_ticket_pattern" in (accounts_raw[i] or {})
+            else replace(a, subject_ticket_pattern=pattern)
+            for i, a in enumerate(accounts))
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from connector.auth.presets import mail_provider
-from connector.config import _is_loopback, _Reader, _verify_tls
+from connector.config import _is_loopback, _Reader, _verify_tls, otobo_ticket_pattern
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
@@ -124,6 +124,7 @@ class OutboundSettings:
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
     transport: str = "smtp"  # smtp | graph (Microsoft Graph sendMail, with the account's token)
+    ticket_hook: str = "#"  # what a sent subject puts before the id: [#12], [Ticket#2026...]
     # Every public reply an agent writes on a PEC ticket of this account goes out by PEC (the
     # channel app's behaviour); off: only the macro sends.
     public_reply: bool = True
@@ -139,7 +140,8 @@ class OutboundSettings:
 
     @classmethod
     def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path,
-                     account: Mapping[str, Any] | None = None) -> OutboundSettings:
+                     account: Mapping[str, Any] | None = None,
+                     ticket_hook: str = "#") -> OutboundSettings:
         """Validate one ``outbound:`` mapping. ``account`` is the raw account mapping around it
         (name, login and subject pattern are defaults from there)."""
         r = _Reader(data if data is not None else {}, path, key, base_dir)
@@ -197,7 +199,10 @@ class OutboundSettings:
             receipt_type=r.choice("receipt_type", RECEIPT_TYPES),
             max_message_bytes=r.size("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
             blocked_extensions=extensions,
-            ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
+            ticket_pattern=str(account.get("subject_ticket_pattern")
+                               or (r"\[#(\d+)\]" if ticket_hook == "#"
+                                   else otobo_ticket_pattern(ticket_hook))),
+            ticket_hook=ticket_hook,
             transport=transport,
             public_reply=r.get("public_reply", bool, True),
         )
@@ -351,6 +356,10 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> Ou
     accounts: list[OutboundSettings] = []
     seen_tags: set[str] = set()
     raw_accounts = data.get("accounts") or []
+    # OTOBO/Znuny number their tickets under a hook: subjects carry [Ticket#2026...].
+    host = data.get("host") if isinstance(data.get("host"), Mapping) else {}
+    otobo = host.get("otobo") if isinstance(host.get("otobo"), Mapping) else None
+    hook = str((otobo or {}).get("ticket_hook") or "Ticket#") if otobo is not None else "#"
     for i, raw in enumerate(raw_accounts if isinstance(raw_accounts, list) else []):
         if not isinstance(raw, Mapping) or raw.get("outbound") is None:
             continue
@@ -358,7 +367,7 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> Ou
             continue
         settings = OutboundSettings.from_mapping(
             raw["outbound"], path=where, key=f"accounts[{i}].outbound", base_dir=base_dir,
-            account=raw)
+            account=raw, ticket_hook=hook)
         if settings.reply_tag in seen_tags:
             raise ConfigError(f"reply_tag {settings.reply_tag!r} is used by two accounts",
                               path=where, key=f"accounts[{i}].outbound.reply_tag")

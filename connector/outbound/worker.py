@@ -324,7 +324,7 @@ class OutboundWorker:
                                   display_name=settings.display_name)
         subject = render_subject(settings.subject_template, context)
         subject = ensure_ticket_reference(clean_subject(subject), ticket.id,
-                                          settings.ticket_pattern)
+                                          settings.ticket_pattern, settings.ticket_hook)
         text, html_body = render_bodies(settings.message_template, context)
         attachments = self._attachments(reply, settings)
         in_reply_to, references = self._thread(ticket.id)
