@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from connector import __version__
 from connector.config import AccountConfig, Config, load_config
@@ -126,6 +126,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             with open_mailbox(account) as mailbox:
                 line = mailbox.check()
             print(f"ok    account {account.name}: {line}", file=out)
+            if account.oauth2 is not None:
+                from connector.auth.authorize import check_line
+
+                print(f"ok    oauth2 {account.name}: {check_line(account.oauth2)}", file=out)
         except AuthenticationError as exc:
             failures += 1
             print(f"FAIL  account {account.name}: {exc}", file=out)
@@ -381,8 +385,14 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
     host = make_host(config.host, out=sys.stderr)
 
     def trace_of(mail: bytes):  # noqa: ANN202
-        return understand(mail, account, rules, StoreLookups(store, host),
-                          evaluate_all=True).trace
+        understood = understand(mail, account, rules, StoreLookups(store, host),
+                                evaluate_all=True)
+        request = _otobo_request(host, understood.decision, understood.content)
+        if request is None or not isinstance(understood.trace.get("decision"), dict):
+            return understood.trace
+        # OTOBO/Znuny: the GenericInterface call as it would be sent, controls landed.
+        return {**understood.trace,
+                "decision": {**understood.trace["decision"], "host_request": request}}
 
     try:
         return filters_test(raw, understand=trace_of, as_json=args.json, out=out)
@@ -391,6 +401,43 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
         return EX_USAGE
     finally:
         store.close()
+
+
+def _otobo_request(host: Any, decision: Any, message: Any) -> dict[str, Any] | None:
+    """The GenericInterface call an OTOBO/Znuny host would get for this decision, as sent
+    (bodies and files summarised), so ``filters test`` shows the X-OTOBO controls landing."""
+    from connector.decide.decision import Action
+    from connector.hosts.base import Comment, NewTicket
+    from connector.hosts.otobo import OtoboAdapter
+    from connector.hosts.otobo_payload import summarized
+
+    otobo = host if isinstance(host, OtoboAdapter) else getattr(host, "_reader", None)
+    if not isinstance(otobo, OtoboAdapter) or decision.action == Action.IGNORE:
+        return None
+    text = message.text_body or ""
+    if decision.action == Action.NEW_TICKET and decision.requester is not None:
+        ticket = NewTicket(
+            subject=decision.subject, requester_email=decision.requester.email,
+            requester_name=decision.requester.name or decision.requester.email,
+            body_text=text, public=decision.public, tags=decision.tags,
+            priority=decision.priority, status=decision.status,
+            ticket_type=decision.ticket_type, custom_fields=decision.custom_fields,
+            email_ccs=decision.email_ccs, controls=decision.controls,
+            external_id=f"pmb-{message.dedupe_key}"[:64])
+        return {"method": "POST", "path": "/Ticket", "operation": "TicketCreate",
+                "body": summarized(otobo.create_request(ticket))}
+    if decision.ticket_id is None:
+        return None
+    comment = Comment(ticket_id=decision.ticket_id, body_text=text, public=decision.public,
+                      author_email=message.from_.email if message.from_ else None,
+                      subject=message.subject or None, status=decision.status,
+                      priority=decision.priority, controls=decision.controls,
+                      dedupe_key=f"pmb-{message.dedupe_key}")
+    payload, changes = otobo.comment_request(comment, None)
+    if changes:
+        payload["Ticket"] = changes
+    return {"method": "PATCH", "path": f"/Ticket/<TicketID of {decision.ticket_id}>",
+            "operation": "TicketUpdate", "body": summarized(payload)}
 
 
 def _readonly_store(path: Path):  # noqa: ANN202
@@ -428,6 +475,29 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
         return EX_OK
     finally:
         store.close()
+
+
+def cmd_accounts_authorize(args: argparse.Namespace, out: TextIO) -> int:
+    """Sign in once for an account's delegated OAuth2 grant (device code)."""
+    from connector.auth.authorize import authorize
+
+    config = _config(args)
+    account = config.account(args.name)
+    if account.oauth2 is None:
+        raise ConfigError(f"account {account.name} logs in with a password (auth: password)",
+                          path=str(config.path), key="accounts")
+    authorize(account.oauth2, out)
+    store = _store_for_admin(config)
+    try:
+        health = store.get_health(account.name)
+        store.log_event(level="notice", kind="connection", account=account.name,
+                        event="oauth2 authorized", detail="device code sign-in")
+    finally:
+        store.close()
+    if not health.enabled:
+        print(f"      the account is disabled ({health.disabled_reason}); enable it with "
+              f"'postmaster-bridge accounts enable {account.name}'", file=out)
+    return EX_OK
 
 
 def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
@@ -484,6 +554,13 @@ def cmd_errors(args: argparse.Namespace, out: TextIO) -> int:
     return EX_OK
 
 
+def _helpdesk(args: argparse.Namespace, config: Any) -> str:
+    """``--host`` if given, else what the config's host is (a dry run's url decides nothing)."""
+    if args.host:
+        return str(args.host)
+    return "otobo" if config.host.otobo is not None else "zendesk"
+
+
 def cmd_held(args: argparse.Namespace, out: TextIO) -> int:
     """Mail held over the per-sender cap: list it, or release it through the same path."""
     from connector.fetch import open_mailbox
@@ -522,13 +599,26 @@ def cmd_held(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
     from connector.outbound import commands as oc
 
-    return oc.install(_config(args), args.dry_run, args.suppress_email_notifications, out)
+    config = _config(args)
+    flavor = _helpdesk(args, config)
+    if flavor in ("otobo", "znuny"):
+        from connector.outbound.otobo_install import install_files
+        from connector.outbound.settings import load_outbound
+
+        return install_files(config, load_outbound(config), flavor, Path(args.output), out)
+    return oc.install(config, args.dry_run, args.suppress_email_notifications, out)
 
 
 def cmd_uninstall(args: argparse.Namespace, out: TextIO) -> int:
     from connector.outbound import commands as oc
 
-    return oc.uninstall(_config(args), args.dry_run, out)
+    config = _config(args)
+    flavor = _helpdesk(args, config)
+    if flavor in ("otobo", "znuny"):
+        from connector.outbound.otobo_install import uninstall_steps
+
+        return uninstall_steps(config, flavor, out)
+    return oc.uninstall(config, args.dry_run, out)
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -603,6 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
         q = asub.add_parser(verb, parents=[common], help=f"{verb} an account")
         q.add_argument("name")
         q.set_defaults(func=cmd_accounts)
+    q = asub.add_parser("authorize", parents=[common],
+                        help="sign in once for an OAuth2 account (device code)")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_accounts_authorize)
 
     p = sub.add_parser("log", parents=[common], help="the communication log")
     p.add_argument("--account")
@@ -648,9 +742,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suppress-email-notifications", action="store_true",
                    help="keep Zendesk's default notification triggers from e-mailing PEC "
                    "requesters by ordinary mail")
+    p.add_argument("--host", choices=("zendesk", "otobo", "znuny"),
+                   help="the helpdesk (default: the config's host); otobo/znuny write the "
+                   "web service and dynamic field files and print the import steps")
+    p.add_argument("--output", default="otobo-webservice",
+                   help="otobo/znuny: directory for the files (default: ./otobo-webservice)")
     p.set_defaults(func=cmd_install)
     p = sub.add_parser("uninstall", parents=[common], help="remove exactly what install made")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--host", choices=("zendesk", "otobo", "znuny"),
+                   help="the helpdesk (default: the config's host); otobo/znuny print the "
+                   "removal steps")
     p.set_defaults(func=cmd_uninstall)
     p = sub.add_parser("serve", parents=[common],
                        help="run only the outbound webhook and sender")

@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from connector.config import AccountConfig, HistoryPolicy
-from connector.decide import Action, Decider, Decision
+from connector.decide import Action, Decision
 from connector.errors import HostError, PermanentHostError, TransientHostError, UnreadableMail
 from connector.fetch.base import RemoteMessage
 from connector.hosts.base import (
@@ -306,14 +306,14 @@ class HistoryImport:
         """Point the pipeline's decisions at this import's conversations (and lift the
         per-sender cap) until the returned function puts it back."""
         pipeline = self.pipeline
-        saved = pipeline.lookups, pipeline.decider, pipeline.rules
+        rules = pipeline.rules
         lookup = HistoryLookup(pipeline.lookups)
-        pipeline.lookups = lookup  # type: ignore[assignment]
-        pipeline.decider = Decider(self.account, pipeline.host_config, lookup)
-        pipeline.rules = without_sender_cap(pipeline.rules, self.account)
+        previous = pipeline.swap_lookups(lookup)  # type: ignore[arg-type]
+        pipeline.rules = without_sender_cap(rules, self.account)
 
         def restore() -> None:
-            pipeline.lookups, pipeline.decider, pipeline.rules = saved
+            pipeline.swap_lookups(previous)
+            pipeline.rules = rules
 
         return lookup, restore
 
