@@ -864,6 +864,11 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
             raise ConfigError(f"duplicate account name {name!r}", path=where,
                               key=f"accounts[{i}].name")
     host = _host(root.child("host"))
+    for i, account in enumerate(accounts):
+        if account.initial_sync == "import_existing" and host.otobo is not None:
+            raise ConfigError("import_existing needs a helpdesk with an import API (Zendesk); "
+                              "the OTOBO host has none", path=where,
+                              key=f"accounts[{i}].initial_sync")
     if host.otobo is not None:
         # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
         pattern = otobo_ticket_pattern(host.otobo.ticket_hook)

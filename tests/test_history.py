@@ -22,6 +22,8 @@ from dovecot import DovecotServer, MailUser
 from zendesk_responses import FakeZendesk, account, customer_mail, write_config
 
 from connector.cli import EX_OK
+from connector.config import config_from_mapping
+from connector.errors import ConfigError
 from connector.service.progress import BarProgress, PlainProgress, progress_for
 from connector.store.sqlite import SQLiteStore
 
@@ -426,3 +428,34 @@ def test_import_existing_in_a_dry_run_shows_the_import_and_moves_nothing(
     [ticket] = next(c for c in calls if c["path"] == "/api/v2/imports/tickets")["tickets"]
     assert len(ticket["comments"]) == 2
     assert len(dovecot.list_folder(mailbox_user, "INBOX")) == 2
+
+
+def test_import_existing_is_refused_for_a_host_without_an_import_api(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    data = {
+        "accounts": [{"name": "a", "protocol": "imap", "host": "127.0.0.1", "username": "u",
+                      "password_file": str(tmp_path / "pw"), "security": "none",
+                      "initial_sync": "import_existing"}],
+        "host": {"type": "otobo",
+                 "url": "https://helpdesk.example.org/otobo/nph-genericinterface.pl/"
+                        "Webservice/PostmasterBridge",
+                 "otobo": {"user": "pmb", "password_file": str(tmp_path / "pw"),
+                           "queue": "PEC"}},
+    }
+    with pytest.raises(ConfigError, match="import_existing needs a helpdesk with an import"):
+        config_from_mapping(data, "cfg.yaml", tmp_path)
+
+
+def test_history_policy_archive_needs_closed(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    account_entry = {"name": "a", "protocol": "imap", "host": "127.0.0.1", "username": "u",
+                     "password_file": str(tmp_path / "pw"), "security": "none",
+                     "history": {"archive": True}}
+    with pytest.raises(ConfigError, match="set status: closed"):
+        config_from_mapping({"accounts": [account_entry], "host": {"type": "dry-run"}},
+                            "cfg.yaml", tmp_path)
+    account_entry["history"] = {"status": "closed", "archive": True}
+    config = config_from_mapping({"accounts": [account_entry], "host": {"type": "dry-run"}},
+                                 "cfg.yaml", tmp_path)
+    assert (config.accounts[0].history.status, config.accounts[0].history.archive) == (
+        "closed", True)
