@@ -10,9 +10,12 @@ no notifications for old mail). Mail that answers a ticket already on the helpde
 it as live mail is; ignored mail and duplicates are recorded as live mail would be.
 
 Crash safety follows the pipeline's rule: before a batch is sent, every mail in it is recorded
-as PUSHING (durably) with its conversation's external_id. A later run resolves such mail
-before anything else: a ticket found by external_id means the batch arrived (the mail is
-done, nothing is sent again); none found means it did not, and the mail is imported again.
+as PUSHING (durably) with its conversation's external_id, and the import job's id once the
+host names it. A later run resolves such mail before anything else: the job's results, or a
+ticket found by external_id, mean the batch arrived (the mail is done, nothing is sent
+again); neither means it did not, and the mail is imported again.
+
+The mails wait in an unnamed temporary file: memory holds one batch of parsed mail at a time.
 """
 
 from __future__ import annotations
