@@ -1,0 +1,125 @@
+"""The command line: every command, its options and the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from connector import __version__
+from connector.cli.admin import cmd_accounts, cmd_errors, cmd_log
+from connector.cli.filters import cmd_filters_check, cmd_filters_test
+from connector.cli.ingest import cmd_deliver, cmd_import
+from connector.cli.outbound import cmd_install, cmd_outbound, cmd_serve, cmd_uninstall
+from connector.cli.service import cmd_check, cmd_run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postmaster-bridge",
+        description="Turn mailboxes (IMAP, POP3, PEC) into helpdesk tickets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-c", "--config", default=os.environ.get("PMB_CONFIG", "config.yaml"),
+                        help="config file (default: $PMB_CONFIG or ./config.yaml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help="config file (may also be given before the command)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", parents=[common],
+                       help="validate the config, then try every login")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", parents=[common],
+                       help="process all accounts on their poll intervals")
+    p.add_argument("--once", action="store_true", help="one pass, then a summary and exit")
+    p.add_argument("--account", action="append", help="only this account (repeatable)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("import", parents=[common],
+                       help="ingest .eml files, mbox files or Maildirs")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("deliver", parents=[common],
+                       help="ingest one message from stdin (MTA pipe)")
+    p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("accounts", parents=[common],
+                       help="each account's state; enable or disable one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_accounts)
+    asub = p.add_subparsers(dest="accounts_command")
+    for verb in ("enable", "disable"):
+        q = asub.add_parser(verb, parents=[common], help=f"{verb} an account")
+        q.add_argument("name")
+        q.set_defaults(func=cmd_accounts)
+
+    p = sub.add_parser("log", parents=[common], help="the communication log")
+    p.add_argument("--account")
+    p.add_argument("--level", choices=("debug", "info", "notice", "warning", "error"),
+                   help="this level and above")
+    p.add_argument("--since", help="e.g. 2h, 30m, 7d or an ISO time")
+    p.add_argument("--message", help="a Message-ID, a message ref or a log id")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("errors", parents=[common], help="messages that failed: list, show, "
+                       "export, replay")
+    esub = p.add_subparsers(dest="errors_command", required=True)
+    q = esub.add_parser("list", parents=[common])
+    q.add_argument("--account")
+    q.add_argument("--json", action="store_true")
+    q = esub.add_parser("show", parents=[common])
+    q.add_argument("id", type=int)
+    q = esub.add_parser("export", parents=[common])
+    q.add_argument("id", type=int)
+    q.add_argument("-o", "--output", default=".", help="file or directory (default: .)")
+    q = esub.add_parser("replay", parents=[common],
+                        help="run failed messages through the pipeline again")
+    q.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=cmd_errors)
+
+    p = sub.add_parser("install", parents=[common],
+                       help="create or update the Zendesk webhook, triggers and macros for "
+                       "outbound PEC replies (idempotent)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change")
+    p.add_argument("--suppress-email-notifications", action="store_true",
+                   help="keep Zendesk's default notification triggers from e-mailing PEC "
+                   "requesters by ordinary mail")
+    p.set_defaults(func=cmd_install)
+    p = sub.add_parser("uninstall", parents=[common], help="remove exactly what install made")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_uninstall)
+    p = sub.add_parser("serve", parents=[common],
+                       help="run only the outbound webhook and sender")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("outbound", parents=[common], help="outbound jobs: list, show, retry")
+    osub = p.add_subparsers(dest="outbound_command", required=True)
+    q = osub.add_parser("list", parents=[common])
+    q.add_argument("--state", choices=("queued", "working", "sending", "sent", "failed",
+                                       "skipped", "uncertain"))
+    q.add_argument("--account")
+    q.add_argument("--limit", type=int, default=50)
+    for verb in ("show", "retry"):
+        q = osub.add_parser(verb, parents=[common])
+        q.add_argument("job_id", type=int)
+    p.set_defaults(func=cmd_outbound)
+
+    p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
+    fsub = p.add_subparsers(dest="filters_command", required=True)
+    q = fsub.add_parser("check", parents=[common],
+                        help="validate every filter file (file:line errors)")
+    q.add_argument("dirs", nargs="*", help="filter directories (default: from the config)")
+    q.set_defaults(func=cmd_filters_check)
+    q = fsub.add_parser("test", parents=[common],
+                        help="run the filters and the decision on one mail, changing nothing")
+    q.add_argument("mail", help="an .eml file")
+    q.add_argument("--account", help="account whose settings apply (default: the first)")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_filters_test)
+    return parser
