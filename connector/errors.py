@@ -20,6 +20,14 @@ class ConfigError(BridgeError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class NotFoundError(BridgeError):
+    """A message, job or file the admin named on the command line does not exist."""
+
+
+class UsageError(BridgeError):
+    """An option's value is malformed (the command line, not the configuration)."""
+
+
 class ParseError(BridgeError):
     """A message cannot be turned into the normalized model (or fails validation)."""
 

@@ -18,7 +18,8 @@ from connector.cli.common import (
     setup_logging,
 )
 from connector.cli.parser import build_parser
-from connector.errors import BridgeError, ConfigError
+from connector.errors import BridgeError, ConfigError, NotFoundError, UsageError
+from connector.exitcodes import EX_INTERRUPTED, EX_NOINPUT
 
 #: ``bench/run.py`` assembles its pipeline exactly as ``run`` does, through this name.
 _build = build
@@ -27,18 +28,32 @@ __all__ = ["EX_CONFIG", "EX_FAILURE", "EX_OK", "EX_TEMPFAIL", "EX_USAGE", "Parts
            "build_parser", "main"]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """Machine-readable output (``--json``, the dry-run host's calls) goes to ``out``;
+    summaries, progress and errors for a person go to ``err``."""
     out = out or sys.stdout
+    err = err or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose, sys.stderr)
     try:
-        return int(args.func(args, out))
+        return int(args.func(args, out, err))
     except ConfigError as exc:
-        print(f"postmaster-bridge: configuration error: {exc}", file=sys.stderr)
+        problems = getattr(exc, "problems", None) or [exc]
+        head = "configuration error" if len(problems) == 1 else \
+            f"{len(problems)} configuration errors"
+        print(f"postmaster-bridge: {head}:" + (f" {problems[0]}" if len(problems) == 1 else
+              "".join(f"\n  {p}" for p in problems)), file=err)
         return EX_CONFIG
+    except NotFoundError as exc:
+        print(f"postmaster-bridge: {exc}", file=err)
+        return EX_NOINPUT
+    except UsageError as exc:
+        print(f"postmaster-bridge: {exc}", file=err)
+        return EX_USAGE
     except BridgeError as exc:
-        print(f"postmaster-bridge: {exc}", file=sys.stderr)
+        print(f"postmaster-bridge: {exc}", file=err)
         return EX_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED

@@ -10,7 +10,7 @@ from typing import TextIO
 from connector.cli.common import EX_FAILURE, EX_OK, EX_USAGE, admin_store, build, load
 
 
-def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_accounts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.service.admin import accounts_report
 
     config = load(args)
@@ -34,7 +34,7 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
         store.close()
 
 
-def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.service.admin import print_log
 
     config = load(args)
@@ -47,7 +47,7 @@ def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     return EX_OK
 
 
-def cmd_errors(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_errors(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.fetch import open_mailbox
     from connector.service import admin
 

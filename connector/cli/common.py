@@ -19,11 +19,19 @@ if TYPE_CHECKING:
     from connector.service.pipeline import FilterStage, Pipeline
     from connector.store.sqlite import SQLiteStore
 
-EX_OK = 0
-EX_FAILURE = 1
-EX_USAGE = 2
-EX_CONFIG = 78  # sysexits EX_CONFIG
-EX_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the MTA keeps the mail and retries
+from connector.exitcodes import (  # noqa: F401  (the commands' vocabulary, re-exported)
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_FAILURE,
+    EX_NOINPUT,
+    EX_OK,
+    EX_OSERR,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+)
 
 
 def setup_logging(verbosity: int, stream: TextIO) -> None:

@@ -11,7 +11,7 @@ from connector.cli.common import EX_OK, account_for, load, readonly_store
 from connector.errors import HostError
 
 
-def cmd_filters_check(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_filters_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.filters import filters_check
     from connector.service.filtering import filter_dirs, filter_settings, host_check
 
@@ -24,7 +24,7 @@ def cmd_filters_check(args: argparse.Namespace, out: TextIO) -> int:
     return filters_check(dirs, out=out, host_check=host_check(config))
 
 
-def cmd_filters_test(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run the chain and the decision on one mail; nothing is written anywhere."""
     from connector.decide import Decider
     from connector.filters import filters_test, load_chain

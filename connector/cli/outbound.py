@@ -8,25 +8,25 @@ from typing import TextIO
 from connector.cli.common import load
 
 
-def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_install(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound import commands as oc
 
     return oc.install(load(args), args.dry_run, args.suppress_email_notifications, out)
 
 
-def cmd_uninstall(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_uninstall(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound import commands as oc
 
     return oc.uninstall(load(args), args.dry_run, out)
 
 
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound import commands as oc
 
     return oc.serve(load(args), out)
 
 
-def cmd_outbound(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_outbound(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound import commands as oc
 
     config = load(args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from typing import NoReturn
 
 from connector import __version__
 from connector.cli.admin import cmd_accounts, cmd_errors, cmd_log
@@ -11,10 +13,19 @@ from connector.cli.filters import cmd_filters_check, cmd_filters_test
 from connector.cli.ingest import cmd_deliver, cmd_import
 from connector.cli.outbound import cmd_install, cmd_outbound, cmd_serve, cmd_uninstall
 from connector.cli.service import cmd_check, cmd_run
+from connector.exitcodes import EX_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, exiting with sysexits' EX_USAGE (64) on a wrong command line instead of 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="postmaster-bridge",
         description="Turn mailboxes (IMAP, POP3, PEC) into helpdesk tickets.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -29,23 +40,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common],
                        help="validate the config, then try every login")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", parents=[common],
                        help="process all accounts on their poll intervals")
     p.add_argument("--once", action="store_true", help="one pass, then a summary and exit")
     p.add_argument("--account", action="append", help="only this account (repeatable)")
+    p.add_argument("--json", action="store_true",
+                   help="with --once: the summary as one JSON document on stdout")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import", parents=[common],
                        help="ingest .eml files, mbox files or Maildirs")
     p.add_argument("paths", nargs="+")
     p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.add_argument("--calls", action="store_true",
+                   help="dry run: print the helpdesk calls as JSON lines on stdout (also -v)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON document on stdout: every mail, its outcome and (dry run) "
+                   "its calls")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("deliver", parents=[common],
                        help="ingest one message from stdin (MTA pipe)")
     p.add_argument("--account", help="account whose settings apply (default: the first)")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="exit 0, not 65, for a mail that failed for good (kept in 'errors "
+                   "list'): the MTA then never bounces it to a possibly forged sender")
     p.set_defaults(func=cmd_deliver)
 
     p = sub.add_parser("accounts", parents=[common],

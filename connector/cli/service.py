@@ -6,74 +6,98 @@ import argparse
 import io
 import logging
 import signal
-import sys
 import threading
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from connector.cli.common import EX_CONFIG, EX_FAILURE, EX_OK, Parts, build, load
+from connector.cli.common import (
+    EX_CONFIG,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_UNAVAILABLE,
+    Parts,
+    build,
+    load,
+)
+from connector.cli.report import dump, summary_document
 from connector.config import Config
 from connector.errors import FetchError, HostError
+from connector.exitcodes import for_mail, worst
 
 if TYPE_CHECKING:
     from connector.outbound.settings import ServiceSettings
+    from connector.service.runner import AccountSummary
 
 log = logging.getLogger("connector.cli")
 
 
-def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The config, the filters, every account's login and the helpdesk's: one line each, or
+    with ``--json`` one document. 78 for a config error, 69 when a login failed."""
     from connector.errors import AuthenticationError
     from connector.fetch import open_mailbox
     from connector.hosts.factory import make_host
+    from connector.outbound.settings import load_outbound
     from connector.pec.providers import auth_failure_hint
     from connector.service.filtering import FilterStage
     from connector.store.sqlite import SQLiteStore
 
     config = load(args)
-    print(f"ok    config {config.path}: {len(config.accounts)} account(s)", file=out)
-    stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
-    from connector.outbound.settings import load_outbound
+    checks: list[dict[str, Any]] = []
 
+    def report(check: str, name: str | None, ok: bool, detail: str,
+               hint: str | None = None) -> None:
+        checks.append({"check": check, "name": name, "ok": ok, "detail": detail, "hint": hint})
+        if args.json:
+            return
+        label = f"{check} {name}" if name else check
+        print(f"{'ok  ' if ok else 'FAIL'}  {label}: {detail}", file=out)
+        if hint:
+            print(f"      hint: {hint}", file=out)
+
+    report("config", str(config.path), True, f"{len(config.accounts)} account(s)")
+    stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
     sending = load_outbound(config).enabled_accounts
     if sending:
-        print(f"ok    outbound: {', '.join(a.account for a in sending)}", file=out)
-    print(f"ok    filters: {len(stage.chain.filters)} filter(s) in {len(stage.chain.files)} "
-          "file(s)", file=out)
-    failures = 0
+        report("outbound", None, True, ", ".join(a.account for a in sending))
+    report("filters", None, True, f"{len(stage.chain.filters)} filter(s) in "
+           f"{len(stage.chain.files)} file(s)")
     for account in config.accounts:
         try:
             with open_mailbox(account) as mailbox:
                 line = mailbox.check()
-            print(f"ok    account {account.name}: {line}", file=out)
+            report("account", account.name, True, line)
         except AuthenticationError as exc:
-            failures += 1
-            print(f"FAIL  account {account.name}: {exc}", file=out)
-            if account.pec:
-                print(f"      hint: {auth_failure_hint(account.provider)}", file=out)
+            report("account", account.name, False, str(exc),
+                   auth_failure_hint(account.provider) if account.pec else None)
         except FetchError as exc:
-            failures += 1
-            print(f"FAIL  account {account.name}: {exc}", file=out)
+            report("account", account.name, False, str(exc))
     try:
         who = make_host(config.host, out=io.StringIO()).check_credentials()
-        print(f"ok    host {config.host.type}: {who}", file=out)
+        report("host", config.host.type, True, who)
     except HostError as exc:
-        failures += 1
-        print(f"FAIL  host {config.host.type}: {exc}", file=out)
-    return EX_OK if failures == 0 else EX_FAILURE
+        report("host", config.host.type, False, str(exc))
+    code = EX_OK if all(c["ok"] for c in checks) else EX_UNAVAILABLE
+    if args.json:
+        dump({"command": "check", "config": str(config.path), "exit_code": code,
+              "checks": checks}, out)
+    return code
 
 
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound.settings import load_outbound
     from connector.service.parsing import ParsePool, default_workers
     from connector.service.runner import AccountPoller, Service
 
     config = load(args)
     stop = threading.Event()
-    parts = build(config, out, stop)
+    # The dry-run host's calls are JSON lines on stdout, unless stdout carries --json's
+    # document: then they go with the human output.
+    parts = build(config, err if args.json else out, stop)
     store, dry_run = parts.store, parts.dry_run
     accounts = [a for a in config.accounts if a.enabled
                 and (not args.account or a.name in args.account)]
     if not accounts:
-        print("no enabled account to run", file=sys.stderr)
+        print("no enabled account to run", file=err)
         return EX_CONFIG
     parts.metrics.watch_store(store, [a.name for a in accounts])
     # Shared by every account; its workers start only when a pass has a backlog to parse.
@@ -96,14 +120,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         http = _start_http(config, service_settings, parts, [a.name for a in accounts])
     try:
         if args.once:
-            summaries = service.run_once()
-            for summary in summaries:
-                print(summary.line(), file=out)
-            return EX_FAILURE if any(s.error for s in summaries) else EX_OK
+            return _report_pass(service.run_once(), dry_run, args.json, out, err)
+        if args.json:
+            print("--json needs --once (run without it reports to the log)", file=err)
         if not service.run_forever():
             log.error("every account worker ended unexpectedly; exiting so a supervisor "
                       "restarts the bridge")
-            return EX_FAILURE
+            return EX_SOFTWARE
         return EX_OK
     finally:
         if http is not None:
@@ -113,6 +136,21 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         if parser is not None:
             parser.close()
         store.close()
+
+
+def _report_pass(summaries: list[AccountSummary], dry_run: bool, as_json: bool, out: TextIO,
+                 err: TextIO) -> int:
+    """``run --once``: a line per account on ``err`` or one document on ``out``; the exit
+    code says whether any account was unreachable, any mail failed or was held back."""
+    code = worst(for_mail(failed=s.counts["failed"], held=s.counts["retry"],
+                          unreachable=s.error is not None) for s in summaries)
+    if as_json:
+        dump({"command": "run", "dry_run": dry_run, "exit_code": code,
+              "accounts": [summary_document(s) for s in summaries]}, out)
+    else:
+        for summary in summaries:
+            print(summary.line(), file=err)
+    return code
 
 
 def _start_http(config: Config, service: ServiceSettings, parts: Parts,  # noqa: ANN202
