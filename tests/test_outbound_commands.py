@@ -18,6 +18,7 @@ from outbound_oas import BASE, FakeZendesk
 
 from connector.config import Config, HostConfig, StoreConfig
 from connector.errors import ConfigError
+from connector.exitcodes import EX_NOINPUT
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
 from connector.outbound import commands
 from connector.outbound.queue import JobState, OutboundQueue, process_owner
@@ -87,7 +88,7 @@ def test_show_one_job(tmp_path: Path, jobs: dict[str, int]) -> None:
     assert re.search(r"^message-id:\s+<pmb.1@pec.example.it>$", out, re.M)
     assert re.search(r"^provider answer:\s+250 2.0.0 Ok: queued as Q1$", out, re.M)
     assert re.search(r"^request subject:\s+Oggetto sent$", out, re.M)
-    assert run(commands.outbound_show, make_config(tmp_path), 999)[0] == 1
+    assert run(commands.outbound_show, make_config(tmp_path), 999)[0] == EX_NOINPUT
 
 
 def test_retry(tmp_path: Path, jobs: dict[str, int]) -> None:
@@ -99,7 +100,7 @@ def test_retry(tmp_path: Path, jobs: dict[str, int]) -> None:
     code, out = run(commands.outbound_retry, config, jobs["sent"])
     assert code == 1 and "was sent" in out
     assert run(commands.outbound_retry, config, jobs["queued"])[0] == 1
-    assert run(commands.outbound_retry, config, 999)[0] == 1
+    assert run(commands.outbound_retry, config, 999)[0] == EX_NOINPUT
 
 
 def test_configuration_problems(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.errors import ParseError
+from connector.exitcodes import EX_CONFIG, EX_DATAERR, EX_OK
 from connector.filters.chain import FilterChain, HostCheck
 from connector.filters.engine import run_filters
 from connector.filters.loader import FilterLoadError, load_chain
@@ -20,9 +21,9 @@ from connector.filters.report import render_json, render_text
 from connector.filters.settings import FilterSettings
 from connector.mail.parse import parse_message
 
-EXIT_OK = 0
-EXIT_INVALID = 1  # filter files have errors
-EXIT_UNPROCESSABLE = 2  # the test mail cannot be parsed or filtered
+EXIT_OK = EX_OK
+EXIT_INVALID = EX_CONFIG  # filter files have errors
+EXIT_UNPROCESSABLE = EX_DATAERR  # the test mail cannot be parsed or filtered
 
 
 def filters_check(
