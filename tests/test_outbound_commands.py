@@ -81,6 +81,21 @@ def test_list_shows_jobs_newest_first(tmp_path: Path, jobs: dict[str, int]) -> N
         run(commands.outbound_list, make_config(tmp_path), state="lost")
 
 
+def test_list_json_is_one_document_with_every_job_and_the_counts(
+    tmp_path: Path, jobs: dict[str, int],
+) -> None:
+    code, out = run(commands.outbound_list, make_config(tmp_path), as_json=True)
+    assert code == 0
+    document = json.loads(out)
+    assert document["counts"] == {"failed": 1, "queued": 1, "sent": 1}
+    assert [(j["id"], j["state"]) for j in document["jobs"]] == [
+        (jobs["queued"], "queued"), (jobs["failed"], "failed"), (jobs["sent"], "sent")]
+    assert all(tuple(j) == commands.JOB_KEYS for j in document["jobs"])
+    sent = document["jobs"][2]
+    assert (sent["recipient"], sent["smtp_reply"]) == ("mario@pec.example.it",
+                                                       "250 2.0.0 Ok: queued as Q1")
+
+
 def test_show_one_job(tmp_path: Path, jobs: dict[str, int]) -> None:
     code, out = run(commands.outbound_show, make_config(tmp_path), jobs["sent"])
     assert code == 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TextIO
 
-from connector.cli.common import EX_FAILURE, EX_OK, EX_USAGE, admin_store, build, load
+from connector.cli.common import EX_NOINPUT, EX_OK, EX_USAGE, admin_store, build, load
+from connector.config import Config
+from connector.exitcodes import for_mail, worst
+from connector.store.base import MessageState
 
 
 def cmd_accounts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -48,41 +50,66 @@ def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_errors(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from connector.fetch import open_mailbox
     from connector.service import admin
 
     config = load(args)
     if args.errors_command == "replay":
-        parts = build(config, out)
-        store = parts.store
-        if parts.dry_run:
-            print("replay needs a real host: a dry run records nothing", file=sys.stderr)
-            store.close()
-            return EX_USAGE
-    else:
-        store = admin_store(config)
+        return _replay(config, args.ids, out, err)
+    store = admin_store(config)
     try:
         if args.errors_command == "list":
-            admin.errors_list(store, out, account=args.account, as_json=args.json)
+            admin.errors_list(store, out, account=args.account, as_json=args.json,
+                              include_dismissed=args.all)
         elif args.errors_command == "show":
-            admin.errors_show(store, out, args.id)
-        elif args.errors_command == "export":
+            admin.messages_show(store, out, args.id, as_json=args.json)
+        elif args.errors_command == "dismiss":
+            admin.errors_dismiss(store, out, args.id, args.reason)
+        else:
             path = admin.errors_export(store, args.id, Path(args.output))
             print(f"wrote {path}", file=out)
-        else:
-            failures = 0
-            for record_id in args.ids:
-                record = store.get_message_by_id(record_id)
-                if record is None:
-                    print(f"{record_id}: no such message", file=out)
-                    failures += 1
-                    continue
-                account = config.account(record.account)
-                pipeline = parts.pipeline(account)
-                outcome = admin.errors_replay(store, record_id, account, pipeline,
-                                              open_mailbox, out)
-                failures += outcome.value in ("failed", "retry")
-            return EX_FAILURE if failures else EX_OK
+    finally:
+        store.close()
+    return EX_OK
+
+
+def _replay(config: Config, ids: list[int], out: TextIO, err: TextIO) -> int:
+    """Each failed message through the pipeline again; the exit code is ``run --once``'s
+    for the lot (66 when an id is not a failed message)."""
+    from connector.fetch import open_mailbox
+    from connector.service import admin
+    from connector.service.pipeline import Outcome
+
+    parts = build(config, out)
+    store = parts.store
+    try:
+        if parts.dry_run:
+            print("replay needs a real host: a dry run records nothing", file=err)
+            return EX_USAGE
+        codes: list[int] = []
+        for record_id in ids:
+            record = store.get_message_by_id(record_id)
+            if record is None or record.state != MessageState.FAILED:
+                print(f"{record_id}: no failed message with this id (see 'errors list')",
+                      file=err)
+                codes.append(EX_NOINPUT)
+                continue
+            account = config.account(record.account)
+            outcome = admin.errors_replay(store, record_id, account, parts.pipeline(account),
+                                          open_mailbox, out)
+            codes.append(for_mail(failed=outcome == Outcome.FAILED,
+                                  held=outcome == Outcome.RETRY))
+        return worst(codes)
+    finally:
+        store.close()
+
+
+def cmd_messages(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``messages show``: any message the bridge processed, by id, Message-ID or ref."""
+    from connector.service import admin
+
+    store = admin_store(load(args))
+    try:
+        admin.messages_show(store, out, args.key, as_json=args.json)
     finally:
         store.close()
     return EX_OK

@@ -32,7 +32,7 @@ def cmd_outbound(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = load(args)
     if args.outbound_command == "list":
         return oc.outbound_list(config, out, state=args.state, account=args.account,
-                                limit=args.limit)
+                                limit=args.limit, as_json=args.json)
     if args.outbound_command == "show":
         return oc.outbound_show(config, args.job_id, out)
     return oc.outbound_retry(config, args.job_id, out)

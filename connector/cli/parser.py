@@ -8,7 +8,7 @@ import sys
 from typing import NoReturn
 
 from connector import __version__
-from connector.cli.admin import cmd_accounts, cmd_errors, cmd_log
+from connector.cli.admin import cmd_accounts, cmd_errors, cmd_log, cmd_messages
 from connector.cli.filters import cmd_filters_check, cmd_filters_test
 from connector.cli.ingest import cmd_deliver, cmd_import
 from connector.cli.outbound import cmd_install, cmd_outbound, cmd_serve, cmd_uninstall
@@ -83,21 +83,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", parents=[common], help="the communication log")
     p.add_argument("--account")
     p.add_argument("--level", choices=("debug", "info", "notice", "warning", "error"),
-                   help="this level and above")
+                   default="info", help="this level and above (default: info; debug adds "
+                   "every helpdesk call and IDLE wake-up)")
     p.add_argument("--since", help="e.g. 2h, 30m, 7d or an ISO time")
     p.add_argument("--message", help="a Message-ID, a message ref or a log id")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_log)
 
+    p = sub.add_parser("messages", parents=[common],
+                       help="any processed message: what it was, what was done, and why")
+    msub = p.add_subparsers(dest="messages_command", required=True)
+    q = msub.add_parser("show", parents=[common],
+                        help="sender, subject, outcome, ticket, helpdesk calls, log and the "
+                        "whole filter/classifier trace")
+    q.add_argument("key", metavar="ID|MESSAGE-ID", help="a ledger id (as in 'errors list'), a "
+                   "Message-ID or a ref")
+    q.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(func=cmd_messages)
+
     p = sub.add_parser("errors", parents=[common], help="messages that failed: list, show, "
-                       "export, replay")
+                       "export, replay, dismiss")
     esub = p.add_subparsers(dest="errors_command", required=True)
     q = esub.add_parser("list", parents=[common])
     q.add_argument("--account")
+    q.add_argument("--all", action="store_true", help="dismissed failures too")
     q.add_argument("--json", action="store_true")
-    q = esub.add_parser("show", parents=[common])
+    q = esub.add_parser("show", parents=[common], help="the same as 'messages show'")
+    q.add_argument("id", metavar="ID|MESSAGE-ID")
+    q.add_argument("--json", action="store_true", help="one JSON document")
+    q = esub.add_parser("dismiss", parents=[common],
+                        help="a failure handled by hand: out of 'errors list' (kept with --all)")
     q.add_argument("id", type=int)
+    q.add_argument("--reason", required=True, help="what was done (kept with the message)")
     q = esub.add_parser("export", parents=[common])
     q.add_argument("id", type=int)
     q.add_argument("-o", "--output", default=".", help="file or directory (default: .)")
@@ -127,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "skipped", "uncertain"))
     q.add_argument("--account")
     q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--json", action="store_true", help="one JSON document")
     for verb in ("show", "retry"):
         q = osub.add_parser(verb, parents=[common])
         q.add_argument("job_id", type=int)

@@ -6,6 +6,7 @@ Each command takes the loaded ``Config`` and an output stream and returns an exi
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -204,15 +205,29 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+#: The keys of each job in ``outbound list --json``.
+JOB_KEYS = ("id", "state", "account", "ticket_id", "source", "attempts", "recipient", "subject",
+            "message_id", "comment_id", "smtp_reply", "error", "reported", "report_error",
+            "created_at", "updated_at", "sent_at")
+
+
 def outbound_list(config: Config, out: TextIO, *, state: str | None = None,
-                  account: str | None = None, limit: int = 50) -> int:
-    """One line per job, newest first."""
+                  account: str | None = None, limit: int = 50, as_json: bool = False) -> int:
+    """One line per job, newest first; or one JSON document (``{"jobs": [...], "counts":
+    {state: n}}``)."""
     if state is not None and state not in {s.value for s in JobState}:
         raise ConfigError(f"unknown state {state!r}; one of "
                           f"{', '.join(s.value for s in JobState)}")
     with _queue(config) as queue:
         jobs = queue.jobs(state=state, account=account, limit=limit)
         counts = queue.counts()
+    if as_json:
+        rows = [{key: getattr(job, key) for key in JOB_KEYS} for job in jobs]
+        for row in rows:
+            row["state"] = row["state"].value
+        out.write(json.dumps({"jobs": rows, "counts": dict(sorted(counts.items()))},
+                             indent=2, ensure_ascii=False) + "\n")
+        return EX_OK
     print(f"{'id':>6}  {'state':<9} {'account':<14} {'ticket':>8} {'try':>3}  "
           f"{'recipient':<28} {'updated':<25} error", file=out)
     for job in jobs:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
@@ -43,6 +43,7 @@ from connector.mail.html import html_to_text
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import find_pec
+from connector.service.hostcalls import HostCallRecorder
 from connector.service.metrics import Metrics
 from connector.service.parsing import Prepared
 from connector.service.parsing import may_be_pec as _may_be_pec
@@ -201,9 +202,11 @@ class Pipeline:
         self.account = account
         self.host_config = host_config
         self.store = store
-        self.host = host
+        # Every helpdesk call is noted, and logged with the message it was made for.
+        self.host_calls = HostCallRecorder(host)
+        self.host = cast(HostAdapter, self.host_calls)
         self.filter_stage = filter_stage
-        self.lookup = StoreThreadLookup(store, host)
+        self.lookup = StoreThreadLookup(store, self.host)
         self.decider = Decider(account, host_config, self.lookup)
         self.metrics = metrics
         self._defer_receipts = False
@@ -223,6 +226,7 @@ class Pipeline:
         per 10 minutes.
         """
         self._defer_receipts = defer_receipts
+        self.host_calls.take()  # calls not logged with an earlier message stay unattributed
         ctx = MessageContext(self.account.name, ref)
         started = time.monotonic()
         existing = self.store.get_message(self.account.name, ref)
@@ -339,6 +343,11 @@ class Pipeline:
                    if result.decision is not None else None)
         ticket = f"ticket #{result.ticket_id}" if result.ticket_id is not None else None
         parts = [p for p in (decided, ticket, result.reason or None) if p]
+        for call in self.host_calls.take():
+            self.store.log_event(level="debug", kind="host", account=ctx.account,
+                                 event=f"{call.operation} {call.target}".strip(),
+                                 detail=call.answer, ref=ctx.ref, message_id=ctx.message_id,
+                                 duration_ms=call.duration_ms)
         self.store.log_event(level=level, kind="message", account=ctx.account,
                              event=result.outcome.value, detail="; ".join(parts) or None,
                              ref=ctx.ref, message_id=ctx.message_id)

@@ -61,6 +61,16 @@ class MessageRecord:
 
 
 @dataclass(frozen=True)
+class Dismissal:
+    """An admin's note that a failed message was handled by hand (``errors dismiss``): it
+    leaves ``errors list`` but stays in the ledger, with who-knows-why in ``reason``."""
+
+    record_id: int
+    reason: str
+    dismissed_at: datetime
+
+
+@dataclass(frozen=True)
 class MailboxMark:
     """What we know about a remote folder (UIDVALIDITY, and whether its baseline was taken)."""
 
@@ -87,7 +97,8 @@ LEVELS = ("debug", "info", "notice", "warning", "error")
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One communication log entry. ``kind`` is ``connection`` or ``message``."""
+    """One communication log entry. ``kind`` is ``connection``, ``message`` or ``host`` (a
+    helpdesk call made for the message, at level debug)."""
 
     id: int
     ts: datetime
@@ -167,7 +178,21 @@ class Store(Protocol):
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int: ...
 
-    def failed_messages(self, account: str | None = None) -> list[MessageRecord]: ...
+    def failed_messages(self, account: str | None = None, *,
+                        include_dismissed: bool = False) -> list[MessageRecord]:
+        """Messages in FAILED state, oldest first; those an admin dismissed only on request."""
+        ...
+
+    def find_messages(self, key: str) -> list[MessageRecord]:
+        """The records of a Message-ID (with or without <>) or a ref, oldest first: one mail
+        fetched by two accounts, or kept twice, has several."""
+        ...
+
+    def dismiss_message(self, record_id: int, reason: str) -> Dismissal:
+        """Record that an admin handled a failed message by hand (a replay later lifts it)."""
+        ...
+
+    def dismissals(self, record_ids: Iterable[int]) -> dict[int, Dismissal]: ...
 
     # -- threading ------------------------------------------------------------------------
     def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:

@@ -27,13 +27,15 @@ from typing import Any
 
 from connector.store.base import (
     AccountHealth,
+    Dismissal,
     LogEntry,
     MailboxMark,
     MessageRecord,
     MessageState,
 )
 
-SCHEMA_VERSION = 1
+#: 2: the ``dismissals`` table (created on open, so older ledgers gain it in place).
+SCHEMA_VERSION = 2
 
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
 _BARRIERS = itertools.count()
@@ -95,6 +97,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
     record_id   INTEGER PRIMARY KEY,
     raw         BLOB NOT NULL,
     created_at  TEXT NOT NULL
+);
+
+-- Failed messages an admin handled by hand (errors dismiss): out of `errors list`, kept here.
+CREATE TABLE IF NOT EXISTS dismissals (
+    record_id    INTEGER PRIMARY KEY,
+    reason       TEXT NOT NULL,
+    dismissed_at TEXT NOT NULL
 );
 
 -- Account health: consecutive connection failures, last success, auto-disable.
@@ -215,6 +224,11 @@ class SQLiteStore(SQLiteFile):
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
+            # Every change so far only adds tables (CREATE IF NOT EXISTS above): moving the
+            # version of an older ledger forward is its whole migration.
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema' "
+                             "AND CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION),
+                                                                 SCHEMA_VERSION))
         if str(path) != ":memory:":
             # The communication log is a diary, not a record of effects: its writes go through
             # a second connection without an fsync per entry (WAL keeps them atomic, and a
@@ -448,13 +462,38 @@ class SQLiteStore(SQLiteFile):
              exclude_id or -1))
         return int(rows[0]["n"])
 
-    def failed_messages(self, account: str | None = None) -> list[MessageRecord]:
+    def failed_messages(self, account: str | None = None, *,
+                        include_dismissed: bool = False) -> list[MessageRecord]:
         sql = "SELECT * FROM messages WHERE state = ?"
         params: list[Any] = [MessageState.FAILED.value]
+        if not include_dismissed:
+            sql += " AND id NOT IN (SELECT record_id FROM dismissals)"
         if account:
             sql += " AND account = ?"
             params.append(account)
         return [self._record(r) for r in self._query(sql + " ORDER BY id", params)]
+
+    def find_messages(self, key: str) -> list[MessageRecord]:
+        key = key.strip()
+        rows = self._query("SELECT * FROM messages WHERE message_id = ? OR ref = ? ORDER BY id",
+                           (key.strip("<>"), key))
+        return [self._record(r) for r in rows]
+
+    def dismiss_message(self, record_id: int, reason: str) -> Dismissal:
+        now = _now()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO dismissals (record_id, reason, dismissed_at) "
+                       "VALUES (?, ?, ?)", (record_id, reason, now))
+        return Dismissal(record_id, reason, _dt(now))
+
+    def dismissals(self, record_ids: Iterable[int]) -> dict[int, Dismissal]:
+        ids = list(record_ids)
+        if not ids:
+            return {}
+        rows = self._query(f"SELECT * FROM dismissals WHERE record_id IN "
+                           f"({','.join('?' * len(ids))})", ids)
+        return {r["record_id"]: Dismissal(r["record_id"], r["reason"], _dt(r["dismissed_at"]))
+                for r in rows}
 
     def messages(self, account: str | None = None) -> list[MessageRecord]:
         sql, params = "SELECT * FROM messages", []
@@ -534,6 +573,7 @@ class SQLiteStore(SQLiteFile):
                        "ELSE ? END, error = NULL, updated_at = ? WHERE id = ?",
                        (MessageState.PUSHING.value, MessageState.RECEIVED.value, _now(),
                         record_id))
+            db.execute("DELETE FROM dismissals WHERE record_id = ?", (record_id,))
 
     def release_quarantine(self, record_id: int) -> None:
         with self._tx() as db:
