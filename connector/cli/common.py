@@ -40,8 +40,9 @@ def setup_logging(verbosity: int, stream: TextIO) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def load(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config named on the command line (``secrets=False``: see ``load_config``)."""
+    return load_config(args.config, secrets=secrets)
 
 
 @dataclass

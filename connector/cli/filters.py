@@ -9,13 +9,14 @@ from typing import TextIO
 
 from connector.cli.common import EX_OK, account_for, load, readonly_store
 from connector.errors import HostError
+from connector.hosts.unavailable import UnavailableHost
 
 
 def cmd_filters_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.filters import filters_check
     from connector.service.filtering import filter_dirs, filter_settings, host_check
 
-    config = load(args)
+    config = load(args, secrets=False)  # nothing here logs in anywhere
     _, settings = filter_settings(config)
     dirs = [Path(p) for p in args.dirs] if args.dirs else filter_dirs(config, settings)
     if not dirs:
@@ -38,7 +39,7 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.service.pipeline import StoreThreadLookup
     from connector.store.sqlite import SQLiteStore
 
-    config = load(args)
+    config = load(args, secrets=False)  # asks the helpdesk only if its secret is at hand
     account = account_for(config, args.account)
     _, settings = filter_settings(config)
     chain = load_chain(filter_dirs(config, settings))
@@ -46,7 +47,8 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # Read-only: the ledger is opened only if it exists, the host is only read.
     store_path = config.store.path if config.store.path.exists() else ":memory:"
     store = SQLiteStore(store_path) if store_path == ":memory:" else readonly_store(store_path)
-    host = make_host(config.host, out=sys.stderr)
+    missing = [m for m in config.missing_secrets if m.startswith("host.")]
+    host = UnavailableHost(missing[0]) if missing else make_host(config.host, out=sys.stderr)
     decider = Decider(account, config.host, StoreThreadLookup(store, host))
 
     def decide(outcome):  # noqa: ANN001, ANN202

@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from connector.config import _is_loopback
+from connector.config_reader import is_loopback
 from connector.errors import HostError, PermanentHostError, TransientHostError
 from connector.hosts.base import Comment
 from connector.hosts.zendesk import ZendeskAdapter
@@ -186,7 +186,7 @@ class ZendeskOutboundAPI:
     def _download_anonymous(self, url: str, op: str, limit: int) -> bytes:
         parts = urlsplit(url)
         if parts.scheme != "https" and not (parts.scheme == "http"
-                                            and _is_loopback(parts.hostname or "")):
+                                            and is_loopback(parts.hostname or "")):
             raise PermanentHostError(f"{op}: refusing to download from {url}")
         settings = self.adapter.settings
         verify: bool | str = settings.ca_file or settings.verify_tls
