@@ -11,6 +11,7 @@ from connector import __version__
 from connector.cli.admin import cmd_accounts, cmd_errors, cmd_log, cmd_messages
 from connector.cli.filters import cmd_filters_check, cmd_filters_test
 from connector.cli.ingest import cmd_deliver, cmd_import
+from connector.cli.init import cmd_init
 from connector.cli.outbound import cmd_install, cmd_outbound, cmd_serve, cmd_uninstall
 from connector.cli.service import cmd_check, cmd_run
 from connector.exitcodes import EX_USAGE
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="config file (may also be given before the command)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write config.yaml and the example filters into DIR for a "
+                       "new install (never overwrites)")
+    p.add_argument("dir", metavar="DIR", help="created if missing")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("check", parents=[common],
                        help="validate the config, then try every login")
