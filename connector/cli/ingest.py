@@ -68,8 +68,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(summary.line(), file=err)
     if parts.dry_run:
         print(f"dry run: nothing was changed; {calls_total} helpdesk call(s) not made"
-              + ("" if show_calls else " (--calls prints them as JSON lines on stdout)"),
-              file=err)
+              + ("" if show_calls else " (--calls prints them)"), file=err)
     return code
 
 
