@@ -23,7 +23,7 @@ def test_the_demo_says_per_mail_what_it_is_what_would_happen_and_why() -> None:
     assert [line.split(":")[0] for line in lines[:len(MAILS)]] == MAILS
     assert lines[0] == ('01-richiesta-assistenza.eml: giulia.bianchi@example.it "Fattura n. '
                         '2024/118: importo IVA errato" -> new ticket #-1 (no existing ticket)')
-    assert lines[1].endswith("-> follow-up on ticket #-1 (In-Reply-To/References point at "
+    assert lines[1].endswith("-> follow-up on #-1 (In-Reply-To/References point at "
                              "ticket #-1)")
     assert "-> new ticket #-2, tags has-attachment (no existing ticket)" in lines[2]
     assert lines[len(MAILS)] == ("demo: fetched=5 ticketed=4 followed-up=1 noted=0 ignored=0 "

@@ -219,7 +219,7 @@ def test_import_of_an_mbox_and_a_maildir(
     assert [line.split(" -> ")[1] for line in lines[:-1]] == [
         f"new ticket #{first['id']} (no existing ticket)",
         f"new ticket #{second['id']} (no existing ticket)",
-        f"follow-up on ticket #{first['id']} (In-Reply-To/References point at ticket "
+        f"follow-up on #{first['id']} (In-Reply-To/References point at ticket "
         f"#{first['id']})"]
     assert (first["subject"], second["subject"]) == ("Archivio 1", "Archivio 2")
     assert [c["plain"] for c in first["comments"]][1] == "Seguito."

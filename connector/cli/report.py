@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 COUNT_KEYS = ("fetched", "ticketed", "followed_up", "noted", "ignored", "duplicate", "failed",
               "retry", "skipped", "already_recorded")
 
-_SUBJECT_CHARS = 48
+_SUBJECT_CHARS = 40
 
 
 def counts(summary: AccountSummary) -> dict[str, int]:
@@ -52,8 +52,8 @@ def message_entry(ref: str, result: Result, record: MessageRecord | None) -> dic
     }
 
 
-_DOING = {"ticketed": "new ticket #{t}", "followed_up": "follow-up on ticket #{t}",
-          "noted": "internal note on ticket #{t}", "ignored": "ignored",
+_DOING = {"ticketed": "new ticket #{t}", "followed_up": "follow-up on #{t}",
+          "noted": "internal note on #{t}", "ignored": "ignored",
           "duplicate": "duplicate of a mail already handled", "failed": "FAILED",
           "retry": "held back, retried next time", "skipped": "skipped",
           "deferred": "held to join one note on ticket #{t}"}
