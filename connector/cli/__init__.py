@@ -7,19 +7,18 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from connector.cli.common import (
+from connector.cli.common import Parts, build, setup_logging
+from connector.cli.parser import build_parser
+from connector.errors import BridgeError, ConfigError, NotFoundError, UsageError
+from connector.exitcodes import (
     EX_CONFIG,
     EX_FAILURE,
+    EX_INTERRUPTED,
+    EX_NOINPUT,
     EX_OK,
     EX_TEMPFAIL,
     EX_USAGE,
-    Parts,
-    build,
-    setup_logging,
 )
-from connector.cli.parser import build_parser
-from connector.errors import BridgeError, ConfigError, NotFoundError, UsageError
-from connector.exitcodes import EX_INTERRUPTED, EX_NOINPUT
 
 #: ``bench/run.py`` assembles its pipeline exactly as ``run`` does, through this name.
 _build = build

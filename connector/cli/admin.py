@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from connector.cli.common import EX_NOINPUT, EX_OK, EX_USAGE, admin_store, build, load
+from connector.cli.common import admin_store, build, load
 from connector.config import Config
-from connector.exitcodes import for_mail, worst
+from connector.exitcodes import EX_NOINPUT, EX_OK, EX_USAGE, for_mail, worst
 from connector.store.base import MessageState
 
 

@@ -19,20 +19,6 @@ if TYPE_CHECKING:
     from connector.service.pipeline import FilterStage, Pipeline
     from connector.store.sqlite import SQLiteStore
 
-from connector.exitcodes import (  # noqa: F401  (the commands' vocabulary, re-exported)
-    EX_CANTCREAT,
-    EX_CONFIG,
-    EX_DATAERR,
-    EX_FAILURE,
-    EX_NOINPUT,
-    EX_OK,
-    EX_OSERR,
-    EX_SOFTWARE,
-    EX_TEMPFAIL,
-    EX_UNAVAILABLE,
-    EX_USAGE,
-)
-
 
 def setup_logging(verbosity: int, stream: TextIO) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG

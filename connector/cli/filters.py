@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from connector.cli.common import EX_OK, account_for, load, readonly_store
+from connector.cli.common import account_for, load, readonly_store
 from connector.errors import HostError
+from connector.exitcodes import EX_OK
 from connector.hosts.unavailable import UnavailableHost
 
 

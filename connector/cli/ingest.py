@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
-from connector.cli.common import EX_OK, EX_TEMPFAIL, account_for, build, load
+from connector.cli.common import account_for, build, load
 from connector.cli.report import (
     CallTap,
     calls_of,
@@ -16,7 +16,7 @@ from connector.cli.report import (
     message_line,
 )
 from connector.errors import ConfigError, FetchError, NotFoundError
-from connector.exitcodes import EX_DATAERR, for_mail
+from connector.exitcodes import EX_DATAERR, EX_OK, EX_TEMPFAIL, for_mail
 
 
 def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -9,19 +9,11 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
-from connector.cli.common import (
-    EX_CONFIG,
-    EX_OK,
-    EX_SOFTWARE,
-    EX_UNAVAILABLE,
-    Parts,
-    build,
-    load,
-)
+from connector.cli.common import Parts, build, load
 from connector.cli.report import dump, summary_document
 from connector.config import Config
 from connector.errors import FetchError, HostError
-from connector.exitcodes import for_mail, worst
+from connector.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, for_mail, worst
 
 if TYPE_CHECKING:
     from connector.outbound.settings import ServiceSettings
