@@ -98,7 +98,8 @@ class BenchEnv:
     """``with BenchEnv() as env: env.load(raws); env.write_config(); ...``"""
 
     def __init__(self, workdir: Path | None = None, *, host: str = "bench",
-                 keep: bool = False) -> None:
+                 keep: bool = False, host_latency_ms: float = 0.0,
+                 host_rate_limit: int = 0) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="pmb-bench-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,8 @@ class BenchEnv:
         self.workdir.chmod(0o755)
         self.keep = keep
         self.host_kind = host
+        self.host_latency_ms = host_latency_ms
+        self.host_rate_limit = host_rate_limit
         self.dovecot = DovecotServer(self.workdir / "dovecot")
         self.user: MailUser | None = None
         self.host: Any = None
@@ -117,7 +120,8 @@ class BenchEnv:
         self.dovecot.start()
         self.user = self.dovecot.add_user("bench", "bench-password")
         if self.host_kind == "bench":
-            self.host = HostDouble().start()
+            self.host = HostDouble(latency_ms=self.host_latency_ms,
+                                   rate_limit=self.host_rate_limit).start()
         else:
             from zendesk_double import ZendeskDouble
 

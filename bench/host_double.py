@@ -13,6 +13,12 @@ received, and for each ticket create the time it arrived (``time.monotonic()``, 
 same clock in every process on Linux) and its subject, for the IDLE latency measurement.
 ``POST /_bench/reset`` forgets everything.
 
+``--latency-ms`` delays every answer (a real Zendesk answers in 100-300 ms); the connection's
+thread sleeps, so concurrent requests overlap as they do at a real host. ``--rate-limit N``
+enforces N requests per 60-second sliding window as Zendesk's plan limit does: over it, 429 with
+``Retry-After`` and the ``X-Rate-Limit``/``ratelimit-*`` headers on every answer; the stats count
+the 429s.
+
 Loopback only. Run by hand: ``python bench/host_double.py --port 8099``.
 """
 
@@ -30,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -40,7 +46,9 @@ import requests
 STAMP = "2024-06-03T08:00:00Z"
 _TICKET = re.compile(r"^/api/v2/tickets/(\d+)(/tags|/audits|/comments)?$")
 _NUMBER = re.compile(r"/\d+")
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found"}
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found",
+            429: "Too Many Requests"}
+_WINDOW = 60.0
 
 
 class _State:
@@ -55,6 +63,7 @@ class _State:
         self.routes: Counter[str] = Counter()
         self.bytes_in = 0
         self.creates: list[tuple[float, str]] = []
+        self.window: deque[float] = deque()  # request arrivals of the last minute
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -122,13 +131,37 @@ class _Handler(socketserver.StreamRequestHandler):
         split = urlsplit(target)
         query = parse_qs(split.query)
         state = self.server.state
+        extra = ""
+        limited = split.path.startswith("/api/") and self.server.rate_limit
         with state.lock:
             state.bytes_in += len(body)
-            status, answer = self._route(method, split.path, query, body, arrived)
+            if limited:
+                window = state.window
+                while window and window[0] <= arrived - _WINDOW:
+                    window.popleft()
+                remaining = self.server.rate_limit - len(window)
+                reset = int(window[0] + _WINDOW - arrived) + 1 if window else int(_WINDOW)
+                extra = (f"X-Rate-Limit: {self.server.rate_limit}\r\n"
+                         f"X-Rate-Limit-Remaining: {max(0, remaining - 1)}\r\n"
+                         f"ratelimit-limit: {self.server.rate_limit}\r\n"
+                         f"ratelimit-remaining: {max(0, remaining - 1)}\r\n"
+                         f"ratelimit-reset: {reset}\r\n")
+            if limited and remaining <= 0:
+                state.routes["429"] += 1
+                status, answer = 429, {"error": "APIRateLimitExceeded",
+                                       "description": "Number of allowed API requests per "
+                                                      "minute exceeded"}
+                extra += f"Retry-After: {reset}\r\n"
+            else:
+                if limited:
+                    state.window.append(arrived)
+                status, answer = self._route(method, split.path, query, body, arrived)
+        if self.server.latency and split.path.startswith("/api/"):
+            time.sleep(max(0.0, arrived + self.server.latency - time.monotonic()))
         data = json.dumps(answer).encode()
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
                 "Content-Type: application/json; charset=utf-8\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode("latin-1")
+                f"{extra}Content-Length: {len(data)}\r\n\r\n").encode("latin-1")
         self.wfile.write(head + data)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
@@ -212,17 +245,23 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], *, latency: float = 0.0,
+                 rate_limit: int = 0) -> None:
         super().__init__(address, _Handler)
         self.state = _State()
+        self.latency = latency
+        self.rate_limit = rate_limit
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Zero-latency Zendesk stand-in (loopback).")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", type=Path)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--rate-limit", type=int, default=0, help="requests per minute")
     args = parser.parse_args(argv)
-    server = _Server(("127.0.0.1", args.port))
+    server = _Server(("127.0.0.1", args.port), latency=args.latency_ms / 1000.0,
+                     rate_limit=args.rate_limit)
     if args.port_file:
         tmp = args.port_file.with_name(args.port_file.name + ".tmp")
         tmp.write_text(str(server.server_address[1]))
@@ -244,7 +283,9 @@ def process_cpu_seconds(pid: int) -> float:
 class HostDouble:
     """The stand-in in a subprocess: ``with HostDouble() as host: host.url ...``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, latency_ms: float = 0.0, rate_limit: int = 0) -> None:
+        self.latency_ms = latency_ms
+        self.rate_limit = rate_limit
         self._proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._http = requests.Session()
@@ -253,7 +294,8 @@ class HostDouble:
     def start(self, timeout: float = 10.0) -> HostDouble:
         port_file = Path(tempfile.mkdtemp(prefix="bench-host-")) / "port"
         self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port-file", str(port_file)],
+            [sys.executable, str(Path(__file__).resolve()), "--port-file", str(port_file),
+             "--latency-ms", str(self.latency_ms), "--rate-limit", str(self.rate_limit)],
             stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not port_file.exists():

@@ -291,7 +291,9 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    with BenchEnv(Path(args.workdir) if args.workdir else None, host=args.host) as env:
+    with BenchEnv(Path(args.workdir) if args.workdir else None, host=args.host,
+                  host_latency_ms=args.host_latency_ms,
+                  host_rate_limit=args.host_rate_limit) as env:
         log_path = _setup_logging(env.workdir, args.log_level)
         start = time.perf_counter()
         env.load(m.raw for m in mails)
@@ -467,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--workdir", help="keep Dovecot, ledger and logs here (default: a "
                         "temporary directory, removed at the end)")
     common.add_argument("--out", help="directory for results.jsonl and profiles")
+    common.add_argument("--host-latency-ms", type=float, default=0.0,
+                        help="the bench host double answers after this delay (real Zendesk: "
+                             "100-300 ms)")
+    common.add_argument("--host-rate-limit", type=int, default=0,
+                        help="the bench host double enforces this many requests per minute "
+                             "(429 over it) and announces it in its headers")
     common.add_argument("--host", choices=("bench", "zendesk-double"), default="bench",
                         help="bench: bench/host_double.py (default); zendesk-double: "
                         "tests/zendesk_double.py")

@@ -18,8 +18,10 @@ import yaml
 from connector.config_reader import Problems, Reader, is_loopback
 from connector.errors import ConfigError
 from connector.filters.settings import FilterSettings
+from connector.hosts.ratelimit import Rate
 from connector.outbound.settings import validate_outbound
 from connector.pec.providers import PROVIDERS, provider
+from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
 
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -42,6 +44,9 @@ class TicketDefaults:
     ticket_type: str | None = None
     tags: tuple[str, ...] = ()
     custom_fields: tuple[tuple[int, Any], ...] = ()
+    brand_id: int | None = None
+    # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
+    brands: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class FollowUpPolicy:
     status: str | None = "open"
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
+    # Quoted history and signatures cut from follow-up comments, the whole original kept:
+    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
+    quoted_text: str = "attach"
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,13 @@ class AccountConfig:
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
+                                  compare=False)
+    # authserv-ids of the receiving MTA whose Authentication-Results headers are believed
+    # (RFC 8601: any other instance's results may be forged by the sender).
+    authserv_ids: tuple[str, ...] = ()
+    verify_dkim: bool = True  # the bridge checks staff senders' DKIM signatures itself (DNS)
 
     @property
     def tag(self) -> str:
@@ -115,12 +130,17 @@ class HostConfig:
     ca_file: str | None = None
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
+    # The plan's request budget and the ticket-update budget (None: follow the host's headers).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
     log_retention_days: float = 30.0  # communication log entries older than this are purged
+    # Finished mails older than this keep only what later mails need (see apply_retention).
+    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,7 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
     #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
     missing_secrets: tuple[str, ...] = ()
 
@@ -156,9 +177,14 @@ def _ticket_defaults(r: Reader) -> TicketDefaults:
         ticket_type=r.choice("type", TICKET_TYPES),
         tags=r.str_list("tags"),
         custom_fields=tuple(fields),
+        brand_id=r.get("brand_id", int),
+        brands={address.lower(): brand for address, brand in r.int_map("brands").items()},
     )
     r.finish()
     return defaults
+
+
+QUOTED_TEXT = ("attach", "collapse", "keep")
 
 
 def _follow_up(r: Reader) -> FollowUpPolicy:
@@ -170,6 +196,7 @@ def _follow_up(r: Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
     )
     r.finish()
     return policy
@@ -182,7 +209,29 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
 
 
-def _account(r: Reader, index: int) -> AccountConfig:
+def _pec_trust(r: Reader) -> TrustStore:
+    """The top-level ``pec:`` section: ``trust_anchors`` (PEM files or folders) added to the
+    shipped AgID PEC CAs, or replacing them with ``shipped_trust_anchors: false``."""
+    anchors = r.str_list("trust_anchors")
+    include_shipped = r.get("shipped_trust_anchors", bool, True)
+    r.finish()
+    if not anchors and include_shipped:
+        return shipped_trust_store()
+    paths = []
+    for i, item in enumerate(anchors):
+        path = Path(os.path.expanduser(item))
+        path = path if path.is_absolute() else r.base_dir / path
+        if not path.exists():
+            raise ConfigError(f"no such file or folder: {path}", path=r.path,
+                              key=f"{r.sub('trust_anchors')}[{i}]")
+        paths.append(path)
+    try:
+        return load_trust_store(paths, include_shipped=include_shipped)
+    except TrustStoreError as exc:
+        raise r.error("trust_anchors", str(exc)) from None
+
+
+def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
     name = r.get("name", str, required=True)
     if name and not _ACCOUNT_NAME.match(name):
         r.problem("name", "must be lower-case letters, digits, '.', '_' or '-' "
@@ -271,6 +320,9 @@ def _account(r: Reader, index: int) -> AccountConfig:
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_trust=trust or shipped_trust_store(),
+        authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
+        verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
@@ -282,9 +334,20 @@ def _account(r: Reader, index: int) -> AccountConfig:
     return account
 
 
+def _rate(r: Reader, name: str) -> Rate | None:
+    if not r.has(name):
+        return None
+    try:
+        return Rate.parse(r.get(name, (int, float, str)))
+    except ValueError as exc:
+        r.problem(name, str(exc))
+        return None
+
+
 #: The keys of the zendesk host type that a dry run without a url does not read: switching
 #: host.type to dry-run and back leaves them in place.
-_ZENDESK_ONLY_KEYS = ("auth", "timeout", "max_attempts", "verify_tls", "ca_file")
+_ZENDESK_ONLY_KEYS = ("auth", "timeout", "max_attempts", "verify_tls", "ca_file", "rate_limit",
+                      "ticket_update_rate_limit")
 
 
 def _host(r: Reader) -> HostConfig:
@@ -333,6 +396,8 @@ def _host(r: Reader) -> HostConfig:
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
+        rate_limit=_rate(r, "rate_limit"),
+        ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
     )
     r.finish()
     return cfg
@@ -375,12 +440,15 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     accounts_raw = root.get("accounts", list, required=True) or []
     if root.has("accounts") and isinstance(root.data["accounts"], list) and not accounts_raw:
         root.problem("accounts", "needs at least one account")
+    trust = shipped_trust_store()
+    with problems.collect():
+        trust = _pec_trust(root.child("pec"))
     accounts: list[AccountConfig] = []
     for i, raw in enumerate(accounts_raw):
         with problems.collect():
             accounts.append(_account(Reader(raw, where, f"accounts[{i}]", base_dir,
                                             problems=problems, secrets=secrets,
-                                            missing_secrets=missing), i))
+                                            missing_secrets=missing), i, trust))
     names = [a.name for a in accounts]
     for i, name in enumerate(names):
         if name and name in names[:i]:
@@ -392,14 +460,16 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
+    ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     validate_outbound(root.data, where, base_dir, secrets=secrets, problems=problems)
     _validate_filter_sections(root.data, where, problems)
     problems.raise_if_any()
     return Config(path=Path(where), accounts=tuple(accounts), host=host,
-                  store=StoreConfig(path=store_path, log_retention_days=retention),
-                  raw=dict(root.data), missing_secrets=tuple(missing))
+                  store=StoreConfig(path=store_path, log_retention_days=retention,
+                                    retention_days=ledger_retention),
+                  raw=dict(root.data), pec_trust=trust, missing_secrets=tuple(missing))
 
 
 def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:

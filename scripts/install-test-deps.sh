@@ -1,12 +1,15 @@
 #!/bin/sh
 # Install what the test suite needs: Dovecot (IMAP + POP3; the tests start their own private
 # instance on 127.0.0.1, the system service is not used), strace (the durability tests watch
-# the ledger's fsyncs at the system-call level) and the project with its test extras.
+# the ledger's fsyncs at the system-call level), systemd (only `systemd-analyze`, which checks
+# contrib/systemd/postmaster-bridge.service; nothing is started), curl and jq (the README's
+# local try-out is run as written) and the project with its test extras.
 # Idempotent, quiet and non-interactive: safe to run on every CI job.
 set -eu
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+PACKAGES="dovecot-imapd dovecot-pop3d strace systemd curl jq"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 test_packages_installed() {
-    for package in dovecot-imapd dovecot-pop3d strace; do
+    for package in $PACKAGES; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null \
             | grep -q 'install ok installed' || return 1
     done
@@ -23,7 +26,7 @@ test_packages_installed() {
 if ! test_packages_installed; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     $SUDO env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends dovecot-imapd dovecot-pop3d strace \
+        apt-get install -y -qq --no-install-recommends $PACKAGES \
         >/dev/null
 fi
 

@@ -1,17 +1,67 @@
 """Shared fixtures. Dovecot: one real server for the whole session, a fresh user per test;
 Zendesk: the `responses` fake, and the bridge assembled around it (tests/zendesk_responses.py).
-Test modules with a Zendesk fake of their own (outbound install) override ``zendesk``."""
+Test modules with a Zendesk fake of their own (outbound install) override ``zendesk``.
+
+The checkout these tests live in comes first on ``sys.path``, so a clone's tests always test
+that clone's ``connector``, whatever else is installed (an editable install of another checkout,
+a wheel); the tests' subprocesses get the same checkout through ``PYTHONPATH``. Shared material
+that is missing (tests/shared_material.py) is named in the header and, with
+``PMB_REQUIRE_SHARED=1``, stops the run before any test.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import sys
 from pathlib import Path
-from typing import Any
 
-import pytest
-from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki
-from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config
+REPO = Path(__file__).resolve().parents[1]
+if sys.path[:1] != [str(REPO)]:
+    sys.path.insert(0, str(REPO))
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki  # noqa: E402
+from shared_material import (  # noqa: E402
+    REQUIRE_ENV,
+    missing_material,
+    missing_reason,
+    shared_path,
+    shared_required,
+)
+from zendesk_double import ZendeskDouble  # noqa: E402
+from zendesk_oas import unchecked_summary  # noqa: E402
+from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  # noqa: E402
+
+import connector  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tested = Path(connector.__file__).resolve().parents[1]
+    if tested != REPO:
+        raise pytest.UsageError(f"the tests in {REPO} would test the connector package of "
+                                f"{tested}; run them from their own checkout")
+    missing = missing_material()
+    if missing and shared_required():
+        raise pytest.UsageError(f"{REQUIRE_ENV}=1 and the suite "
+                                + "; ".join(missing_reason(name) for name in missing))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"connector under test: {REPO / 'connector'}"]
+    for name in ("zendesk-oas", "pec-samples"):
+        path = shared_path(name)
+        lines.append(f"shared/{name}: {path}" if path else
+                     f"shared/{name}: missing, the tests that need it are skipped")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    summary = unchecked_summary()
+    if summary:
+        terminalreporter.write_line(summary, yellow=True)
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +86,20 @@ def zendesk() -> Iterator[FakeZendesk]:
         yield fake
 
 
+@pytest.fixture(scope="module")
+def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
+    """The Zendesk double (tests/zendesk_double.py, its own process), one per test module."""
+    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
+        yield double
+
+
+@pytest.fixture
+def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
+    """The module's double, emptied for this test."""
+    zd_server.reset()
+    return zd_server
+
+
 @pytest.fixture
 def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
     """``make_bridge(accounts, **config)``: writes the config and builds the bridge."""
@@ -55,3 +119,18 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """A test CA and a server certificate for 127.0.0.1 (the SMTP test servers use it)."""
     return write_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(autouse=True)
+def no_dns_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the network: the bridge's own DKIM checks must get an injected DNS
+    lookup (``make_filter_stage(..., dnsfunc=...)``). A test that would query real DNS fails."""
+    asked: list[bytes] = []
+
+    def refuse(name: bytes, timeout: float = 5) -> bytes | None:
+        asked.append(name)
+        return None
+
+    monkeypatch.setattr("connector.service.filtering.dns_txt", refuse)
+    yield
+    assert not asked, f"the test asked DNS for {asked}: inject a dnsfunc"

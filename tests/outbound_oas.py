@@ -36,14 +36,14 @@ from zendesk_double import (
     user_resource,
 )
 from zendesk_oas import (
-    SPEC_PATH,
     OASValidationError,
+    check_fake,
+    spec_dir,
     validate_error,
     validate_request,
     validate_response,
 )
 
-WEBHOOKS_SPEC_PATH = SPEC_PATH.parent / "webhooks-api.yaml"
 _WEBHOOKS_URI = "urn:zendesk:webhooks-api"
 BASE = "https://acme.zendesk.com"
 FILES = "https://files.zdusercontent.example"
@@ -53,7 +53,7 @@ T0 = 1_790_000_000
 @functools.cache
 def load_webhooks_spec() -> dict[str, Any]:
     """The Webhooks API description (small; parsed once per run, no errata needed)."""
-    with WEBHOOKS_SPEC_PATH.open("rb") as fh:
+    with (spec_dir() / "webhooks-api.yaml").open("rb") as fh:
         return yaml.safe_load(fh)
 
 
@@ -191,23 +191,23 @@ class FakeZendesk:
             webhook = parts.path.startswith("/api/v2/webhooks")
             if body is not None:
                 if webhook:
-                    validate_webhook_request(method, parts.path, body)
+                    check_fake(validate_webhook_request, method, parts.path, body)
                 else:
-                    validate_request(method, parts.path, body)
+                    check_fake(validate_request, method, parts.path, body)
             for f_method, f_regex, f_status, f_body in list(self.faults):
                 if f_method == method and re.search(f_regex, parts.path):
                     self.faults.remove((f_method, f_regex, f_status, f_body))
-                    validate_error(f_body)
+                    check_fake(validate_error, f_body)
                     return f_status, {"Content-Type": "application/json"}, \
                         json.dumps(f_body).encode()
             args = re.findall(r"/(\d+|[A-Z0-9]{20,})(?=/|$)", parts.path)
             status, answer = handler(*args, query=parse_qs(parts.query), body=body)
             if webhook:
-                validate_webhook_response(method, parts.path, status, answer)
+                check_fake(validate_webhook_response, method, parts.path, status, answer)
             elif status >= 400:
-                validate_error(answer)
+                check_fake(validate_error, answer)
             else:
-                validate_response(method, parts.path, status, answer)
+                check_fake(validate_response, method, parts.path, status, answer)
             data = json.dumps(answer).encode() if answer is not None else b""
             return status, {"Content-Type": "application/json"}, data
 

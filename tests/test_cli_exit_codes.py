@@ -181,7 +181,9 @@ def test_check_json_lists_every_check_and_exits_69_for_a_refused_login(
     assert [(c["check"], c["name"], c["ok"]) for c in document["checks"]] == [
         ("config", str(config), True), ("filters", None, True), ("account", "support", True),
         ("account", "locked", False), ("host", "zendesk", True)]
-    assert set(document["checks"][0]) == {"check", "name", "ok", "detail", "hint"}
+    assert set(document["checks"][0]) == {"check", "name", "ok", "status", "detail", "hint",
+                                          "lines"}
+    assert [c["status"] for c in document["checks"]] == ["ok", "ok", "ok", "fail", "ok"]
     assert "not-the-password" not in out
 
 

@@ -41,3 +41,29 @@ def test_filters_test_json_shows_the_decision_and_changes_nothing(tmp_path: Path
     text = json.dumps(report)
     assert "has-attachment" in text and "new_ticket" in text
     assert not (tmp_path / "var").exists()  # no ledger written
+
+
+def test_filters_test_shows_whether_a_staff_command_would_act(tmp_path: Path) -> None:
+    # As `run`: the account's authserv_id results authenticate the staff sender; without
+    # them the #close# is ordinary mail tagged staff_unverified.
+    config = demo(tmp_path)
+    text = config.read_text().replace(
+        "    filters:\n      filter_dirs: [../filters]",
+        "    authserv_id: mx.example.com\n    filters:\n      filter_dirs: [../filters]\n"
+        "      staff: ['@example.com']")
+    config.write_text(text)
+    head = ("From: Anna <anna@example.com>\r\nTo: assistenza@example.com\r\n"
+            "Subject: Re: Printer #close#\r\nMessage-ID: <c1@example.com>\r\n")
+    for name, extra, expected in (
+        ("spoofed", "", "staff_unverified"),
+        ("proven", "Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n",
+         "anna@example.com issued close"),
+    ):
+        mail = tmp_path / f"{name}.eml"
+        mail.write_bytes((extra + head + "\r\nDone.\r\n").encode())
+        code, out = run("--config", str(config), "filters", "test", str(mail),
+                        "--account", "demo")
+        assert code == 0, out
+        assert expected in out, out
+        assert ("NOT authenticated" in out) is (name == "spoofed"), out
+        assert ("staff_unverified" in out) is (name == "spoofed"), out

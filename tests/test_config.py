@@ -182,3 +182,18 @@ def test_every_package_directory_is_a_package() -> None:
                if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
                and not (d / "__init__.py").exists()]
     assert missing == []
+
+
+def test_host_rate_limits_are_read_as_rates(tmp_path: Path) -> None:
+    from connector.hosts.ratelimit import Rate
+
+    cfg = load_config(write(tmp_path, BASE + "  rate_limit: 700/min\n"
+                                            "  ticket_update_rate_limit: 100\n"))
+    assert cfg.host.rate_limit == Rate(700, 60)
+    assert cfg.host.ticket_update_rate_limit == Rate(100, 60)
+    assert load_config(write(tmp_path, BASE)).host.rate_limit is None
+
+
+def test_a_rate_limit_that_is_not_a_rate_names_its_key(tmp_path: Path) -> None:
+    err = error_of(tmp_path, BASE + "  rate_limit: as fast as it goes\n")
+    assert err.key == "host.rate_limit" and "700/min" in str(err)

@@ -175,3 +175,49 @@ def test_requester_override() -> None:
     verdict = FilterVerdict(controls={"X-Bridge-Requester": "Boss <boss@example.it>"})
     d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
     assert d.requester is not None and d.requester.email == "boss@example.it"
+
+
+# -- recipient and brand -----------------------------------------------------------------------
+
+MULTI = replace(ACCOUNT, own_addresses=("support@acme.example", "billing@acme.example",
+                                        "vendite@acme.example"),
+                new_ticket=TicketDefaults(brand_id=10, brands={"billing@acme.example": 20}))
+
+
+def test_the_recipient_is_the_own_address_the_mail_reached() -> None:
+    msg = message(to=(Address("Anna", "anna@example.it"), Address("", "Billing@ACME.example")))
+    d = Decider(MULTI, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.recipient == "billing@acme.example"
+    assert d.brand_id == 20  # mapped by the recipient
+
+
+def test_delivered_to_wins_over_the_visible_to_and_plus_tags_count_as_their_base() -> None:
+    msg = message(to=(Address("", "support@acme.example"),),
+                  delivered_to=("vendite+offerte@acme.example",))
+    d = Decider(MULTI, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.recipient == "vendite@acme.example"
+    assert d.brand_id == 10  # no mapping for this address: the account's brand
+
+
+def test_mail_through_an_unlisted_alias_gets_the_mailbox_address() -> None:
+    msg = message(to=(Address("", "info@acme.example"),), cc=())
+    d = Decider(MULTI, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.recipient == "support@acme.example"
+
+
+def test_a_brand_control_header_beats_the_mapping() -> None:
+    msg = message(to=(Address("", "billing@acme.example"),))
+    d = Decider(MULTI, HOST, Lookup()).decide(msg, FilterVerdict(controls={"X-OTOBO-Brand": "30"}))
+    assert d.brand_id == 30
+
+
+def test_delivered_to_headers_of_a_real_mail_name_the_recipient() -> None:
+    from pathlib import Path
+
+    from connector.mail.parse import parse_message
+
+    raw = (Path(__file__).parent / "data" / "mail" / "delivered_to.eml").read_bytes()
+    account = replace(ACCOUNT, username="mailbox", own_addresses=("team@example.com",
+                                                                  "sales@example.com"))
+    d = Decider(account, HOST, Lookup()).decide(parse_message(raw), FilterVerdict())
+    assert d.recipient == "team@example.com"  # Delivered-To: <Team+Sales@Example.com>

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from shared_material import PEC_SAMPLES as SAMPLES
+from shared_material import pec_sample
 
 from connector.decide.pec import nested_original, plan_pec
 from connector.mail import ParsedMessage, parse_message
@@ -21,7 +20,7 @@ def _no_second_parse(raw: bytes) -> ParsedMessage:
 @pytest.mark.parametrize("name", ["aruba-posta-certificata-2014-01.eml",
                                   "sogei-sdi-posta-certificata-invio-file-2018.eml"])
 def test_the_original_is_the_envelopes_nested_message(name: str) -> None:
-    raw = (Path(SAMPLES) / name).read_bytes()
+    raw = pec_sample(name).read_bytes()
     message = parse_message(raw)
     pec = find_pec(raw)
     assert pec.original_raw
@@ -39,7 +38,7 @@ def test_the_original_is_the_envelopes_nested_message(name: str) -> None:
 
 
 def test_an_original_that_is_no_nested_message_is_parsed() -> None:
-    raw = (Path(SAMPLES) / "aruba-posta-certificata-2014-01.eml").read_bytes()
+    raw = pec_sample("aruba-posta-certificata-2014-01.eml").read_bytes()
     message = replace(parse_message(raw), nested_messages=())
     pec = find_pec(raw)
     parsed: list[bytes] = []
@@ -53,7 +52,7 @@ def test_an_original_that_is_no_nested_message_is_parsed() -> None:
 
 
 def test_a_forwarded_envelope_is_found_one_level_deeper() -> None:
-    envelope = (Path(SAMPLES) / "aruba-posta-certificata-2014-01.eml").read_bytes()
+    envelope = pec_sample("aruba-posta-certificata-2014-01.eml").read_bytes()
     forward = (b'From: staff@example.com\r\nSubject: Fwd\r\nContent-Type: multipart/mixed; '
                b'boundary="f"\r\n\r\n--f\r\nContent-Type: text/plain\r\n\r\nsee below\r\n--f\r\n'
                b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"

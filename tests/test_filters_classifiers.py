@@ -17,6 +17,7 @@ from connector.filters import (
     NullLookups,
     run_filters,
 )
+from connector.filters.authentication import AuthMethod, SenderAuthentication
 from connector.mail.parse import parse_message
 
 STAFF = FilterSettings(
@@ -49,7 +50,12 @@ class Lookups(NullLookups):
         return None
 
 
-def run(message, *, settings=STAFF, lookups=None, trusted=False):
+def run(message, *, settings=STAFF, lookups=None, trusted=False, proven=False):
+    """``proven``: the From is authenticated (as our MTA's DKIM pass would prove it)."""
+    authentication = None
+    if proven:
+        authentication = SenderAuthentication(message.from_.normalized, True,
+                                              AuthMethod.DKIM_RESULT, "test: dkim=pass")
     return run_filters(
         message,
         account="support",
@@ -57,6 +63,7 @@ def run(message, *, settings=STAFF, lookups=None, trusted=False):
         chain=FilterChain(),
         settings=settings,
         lookups=lookups or Lookups(),
+        authentication=authentication,
     )
 
 
@@ -267,7 +274,8 @@ Begin forwarded message:
 def test_staff_inline_forward_opens_the_ticket_for_the_original_sender(
     sender, subject, body, text
 ):
-    outcome = run(mail(f"From: {sender}\nTo: support@example.com\nSubject: {subject}\n", body))
+    outcome = run(mail(f"From: {sender}\nTo: support@example.com\nSubject: {subject}\n", body),
+                  proven=True)
     assert outcome.classification.kind is Kind.FORWARDED
     details = outcome.classification.details
     assert isinstance(details, ForwardDetails)
@@ -281,7 +289,8 @@ def test_staff_inline_forward_opens_the_ticket_for_the_original_sender(
 
 
 def test_gmail_forward_keeps_what_staff_wrote_above_it():
-    outcome = run(mail("From: anna@example.com\nSubject: Fwd: Stampante guasta\n", GMAIL_FORWARD))
+    outcome = run(mail("From: anna@example.com\nSubject: Fwd: Stampante guasta\n", GMAIL_FORWARD),
+                  proven=True)
     assert outcome.classification.details.forwarder_text == (
         "Can you take care of this customer? Thanks, Anna"
     )
@@ -297,7 +306,7 @@ def test_staff_forward_as_attachment_uses_the_attached_message():
         b"Message-ID: <orig-1@kunde.example.de>\r\n\r\nDer Drucker druckt nicht.\r\n"
         b"--B--\r\n"
     )
-    outcome = run(parse_message(raw))
+    outcome = run(parse_message(raw), proven=True)
     details = outcome.classification.details
     assert details.source == "attachment"
     assert details.original_sender.email == "karl@kunde.example.de"
@@ -318,7 +327,8 @@ def test_forward_from_a_non_staff_sender_is_an_ordinary_mail():
 # --- commands --------------------------------------------------------------------------
 
 def test_staff_subject_commands():
-    outcome = run(mail("From: anna@example.com\nSubject: Re: [#123] Printer #close#\n"))
+    outcome = run(mail("From: anna@example.com\nSubject: Re: [#123] Printer #close#\n"),
+                  proven=True)
     details = outcome.classification.details
     assert outcome.classification.kind is Kind.COMMAND
     assert isinstance(details, CommandDetails)
@@ -328,7 +338,7 @@ def test_staff_subject_commands():
 
 def test_commands_at_the_top_of_the_text_are_removed_from_it():
     body = "#tech# #unsub#\n#CLOSE# fixed the toner\n\nmore text\n> #close# quoted\n"
-    outcome = run(mail("From: mario@staff.example.com\nSubject: Re: Printer\n", body))
+    outcome = run(mail("From: mario@staff.example.com\nSubject: Re: Printer\n", body), proven=True)
     details = outcome.classification.details
     assert details.commands == ("tech", "unsubscribe", "close")
     assert details.text_body == "fixed the toner\n\nmore text\n> #close# quoted"

@@ -10,6 +10,7 @@ raise or die: their messages are parsed in the main thread and nothing is lost.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 import requests
 from dovecot import DovecotServer, MailUser
-from test_pec_samples import SAMPLES
+from pec_provider import make_circuit
+from shared_material import pec_sample
 from zendesk_responses import (
     Bridge,
     FakeZendesk,
@@ -46,6 +48,10 @@ RAISE = b"X-Test-Worker-Fault: raise"
 SENT_ACCEPTANCE = "anon-aruba-accettazione-2024-placeholder-sig.eml"
 SENT_FAILURE = "anon-aruba-errore-consegna-2024-placeholder-sig.eml"
 SENT_MSGID = "SN05IE$951DEC16C1CFD3E4FD8FF1B1D24A99AE@fakepec.it"
+#: The receipts' placeholder signatures are replaced by this test provider's, whose CA the
+#: config trusts (tests/pec_provider.py): workers judge with the shipped anchors, the main
+#: thread again with the account's.
+CIRCUIT = make_circuit()
 ENVELOPE = "aruba-posta-certificata-2014-01.eml"
 
 
@@ -58,8 +64,14 @@ def faulty_prepare(raw: bytes, **kwargs: Any) -> Prepared:
     return prepare(raw, **kwargs)
 
 
+@functools.cache
+def signed_receipts() -> tuple[bytes, bytes]:
+    """Signed once: ECDSA signatures differ each time, and both runs must see the same bytes."""
+    return CIRCUIT.sign(sample(SENT_ACCEPTANCE)), CIRCUIT.sign(sample(SENT_FAILURE))
+
+
 def sample(name: str) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
 
 
 def first_pass(marks: dict[int, bytes] | None = None) -> list[bytes]:
@@ -93,8 +105,12 @@ def run_corpus(tmp_path: Path, dovecot: DovecotServer, user: MailUser,
     the ledger and the mailbox show, and the order the pipeline saw the mail in."""
     dovecot.append(user, mails)
     tmp_path.mkdir()
+    (tmp_path / "test-pec-ca.pem").write_bytes(CIRCUIT.ca_pem)
     with fake_zendesk() as zd:
-        bridge = Bridge(write_config(tmp_path, [account(dovecot, user, ACCOUNT, batch_size=4)]))
+        # A PEC account: receipts count only there (elsewhere they are look-alikes).
+        mailbox = account(dovecot, user, ACCOUNT, batch_size=4, pec=True, initial_sync="all")
+        bridge = Bridge(write_config(tmp_path, [mailbox],
+                                     pec={"trust_anchors": [str(tmp_path / "test-pec-ca.pem")]}))
         try:
             acc = bridge.config.accounts[0]
             poller = AccountPoller(acc, bridge.store, bridge.pipeline(acc), parser=parser)
@@ -117,7 +133,7 @@ def run_corpus(tmp_path: Path, dovecot: DovecotServer, user: MailUser,
             [m2] = [t for t in zd.ticket_list() if t["subject"] == "Accesso negato"]
             bridge.store.map_message_ids(m2["id"], [SENT_MSGID], direction="out",
                                          account=ACCOUNT)
-            dovecot.append(user, [sample(SENT_ACCEPTANCE), sample(SENT_FAILURE)])
+            dovecot.append(user, list(signed_receipts()))
             second = poller.poll()
             third = poller.poll()  # the reply waited for the copy of its parent
             poller.close()

@@ -1,4 +1,4 @@
-"""Real third-party messages (tests/data/realworld, ../shared/pec-samples) through the parser.
+"""Real third-party messages (tests/data/realworld, tests/data/pec-samples) through the parser.
 
 Each one must parse without crashing, keep its bytes, decode every header to clean text, and
 account for every file it carries: an independent walk with the stdlib parser says which
@@ -14,7 +14,7 @@ from email.policy import compat32
 from pathlib import Path
 
 import pytest
-from shared_material import PEC_SAMPLES
+from shared_material import pec_sample, pec_sample_names
 
 from connector.errors import ParseError
 from connector.mail import ParsedMessage, parse_message
@@ -131,15 +131,13 @@ def test_corpus_is_there() -> None:
     assert len(CORPUS) > 150
 
 
-def test_pec_samples() -> None:
-    samples = sorted(PEC_SAMPLES.glob("*.eml"))
-    assert samples, "no PEC sample found"
-    for path in samples:
-        raw = path.read_bytes()
-        msg = parse_message(raw)
-        check_message(raw, msg)
-        assert msg.subject, path.name
-        assert msg.from_ is not None, path.name
+@pytest.mark.parametrize("name", pec_sample_names())
+def test_pec_samples(name: str) -> None:
+    raw = pec_sample(name).read_bytes()
+    msg = parse_message(raw)
+    check_message(raw, msg)
+    assert msg.subject
+    assert msg.from_ is not None
 
 
 def test_bounce_corpus_keeps_the_returned_message() -> None:

@@ -6,7 +6,7 @@ comments (public or internal) and their attachments, downloaded back from the do
 compared byte for byte with what the mailbox served, and the tags. The mailbox side is checked
 too: processed mail leaves the inbox for the Processed folder.
 
-The samples are real provider output (/work/shared/pec-samples, see EXPECTED.md). They are
+The samples are real provider output (tests/data/pec-samples, see EXPECTED.md there). They are
 stored with bare LF line ends; an IMAP server holds and serves mail with CRLF, so the tests
 append them with CRLF line ends, and "byte-exact" means equal to what was appended and to what
 Dovecot serves.
@@ -33,7 +33,8 @@ import requests
 import yaml
 from bridge_cli import cli_streams
 from dovecot import DovecotServer, MailUser
-from test_pec_samples import SAMPLES
+from pec_provider import make_circuit
+from shared_material import pec_sample
 from zendesk_double import ZendeskDouble
 
 from connector.config import Config, load_config
@@ -69,23 +70,21 @@ SERVICE_PART_NAMES = {"daticert.xml", "smime.p7s", "smime.p7m"}
 
 def sample(name: str) -> bytes:
     """A sample as an IMAP server holds it: CRLF line ends, otherwise unchanged."""
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
+
+
+#: A test PEC circuit (tests/pec_provider.py) whose CA every config here trusts: mail the
+#: tests build, and the anonymised samples whose signature is a placeholder, are signed by its
+#: provider to stand for genuine provider output.
+CIRCUIT = make_circuit()
+
+
+def signed_sample(name: str) -> bytes:
+    """A sample with a placeholder signature, signed again by the test provider."""
+    return CIRCUIT.sign(sample(name))
 
 
 # -- the Zendesk double ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def zd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZendeskDouble]:
-    with ZendeskDouble(tmp_path_factory.mktemp("zendesk") / "state.json") as double:
-        yield double
-
-
-@pytest.fixture
-def zd(zd_server: ZendeskDouble) -> ZendeskDouble:
-    """The module's double, emptied for this test."""
-    zd_server.reset()
-    return zd_server
 
 
 def requester_email(zd: ZendeskDouble, ticket: dict[str, Any]) -> str:
@@ -132,6 +131,7 @@ def write_config(tmp_path: Path, dovecot: DovecotServer, user: MailUser, zd: Zen
     against the fixture's CA unless ``account`` says otherwise), the double as Zendesk."""
     (tmp_path / "imap-password").write_text(user.password)
     (tmp_path / "zendesk-token").write_text(zd.api_token)
+    (tmp_path / "test-pec-ca.pem").write_bytes(CIRCUIT.ca_pem)
     settings: dict[str, Any] = {
         "name": ACCOUNT, "pec": True, "host": "127.0.0.1", "port": dovecot.imaps_port,
         "security": "tls", "ca_file": dovecot.ca_file, "username": user.name,
@@ -145,6 +145,7 @@ def write_config(tmp_path: Path, dovecot: DovecotServer, user: MailUser, zd: Zen
                  "auth": {"type": "api_token", "email": zd.email,
                           "api_token_file": str(tmp_path / "zendesk-token")}},
         "accounts": [{k: v for k, v in settings.items() if v is not None}],
+        "pec": {"trust_anchors": [str(tmp_path / "test-pec-ca.pem")]},
     }
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -431,7 +432,7 @@ def test_receipts_become_internal_notes_on_the_ticket_that_sent_the_message(
     # What the outbound side records when it sends a reply from this ticket.
     bridge.store.map_message_ids(ticket_id, [recorded], direction="out",
                                  account=bridge.account_name)
-    acceptance, failure = sample(SENT_ACCEPTANCE), sample(SENT_FAILURE)
+    acceptance, failure = signed_sample(SENT_ACCEPTANCE), signed_sample(SENT_FAILURE)
 
     dovecot.append(mailbox_user, acceptance)
     assert bridge.poll().counts["noted"] == 1
@@ -472,8 +473,9 @@ def test_failure_receipt_matches_on_its_x_riferimento_header_alone(
     riferimento = SENT_MSGID.replace("@fakepec.it", "@pec.it")
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
-    bridge.store.map_message_ids(ticket_id, [riferimento], direction="out")
-    failure = sample(SENT_FAILURE)
+    bridge.store.map_message_ids(ticket_id, [riferimento], direction="out",
+                                 account=bridge.account_name)
+    failure = signed_sample(SENT_FAILURE)
     dovecot.append(mailbox_user, failure)
 
     assert bridge.poll().counts["noted"] == 1
@@ -488,11 +490,12 @@ def test_delivery_receipt_tags_the_ticket_delivered(
         bridge_for: Callable[[Path], Bridge]) -> None:
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
-    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="out")
-    receipt = delivery_receipt(sender="helpdesk@pec.example.it",
+    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="out",
+                                 account=bridge.account_name)
+    receipt = CIRCUIT.sign(delivery_receipt(sender="helpdesk@pec.example.it",
                                recipient="cliente@pec.example.it", subject="Preventivo",
                                identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
-                               msgid="reply-77@helpdesk.example.it")
+                               msgid="reply-77@helpdesk.example.it"))
     dovecot.append(mailbox_user, receipt)
 
     assert bridge.poll().counts["noted"] == 1
@@ -516,9 +519,10 @@ def test_receipt_for_a_closed_ticket_is_not_lost(
     # receipt note (linked with via_followup_source_id), the mail processed.
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     closed = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
-    bridge.store.map_message_ids(closed, [SENT_MSGID], direction="out")
+    bridge.store.map_message_ids(closed, [SENT_MSGID], direction="out",
+                                 account=bridge.account_name)
     zd.set_status(closed, "closed")
-    failure = sample(SENT_FAILURE)
+    failure = signed_sample(SENT_FAILURE)
     dovecot.append(mailbox_user, failure)
 
     bridge.poll()
@@ -618,14 +622,14 @@ def test_replies_thread_on_the_identificativo_and_on_the_senders_message_id(
         message_id="reply-2@pec.it", body="Risposta che cita il Message-ID del mittente.",
         references=ARUBA_MSGID)
     # On a PEC mailbox replies arrive certified: the original inside answers I.
-    certified_reply = transport_envelope(
+    certified_reply = CIRCUIT.sign(transport_envelope(
         ordinary_mail(sender="thinkstudio@pec.it", to="l.battistini@pec.it",
                       subject="Re: archetipo (3)", message_id="reply-3@pec.it",
                       body="Risposta certificata.", in_reply_to=ARUBA_IDENTIFICATIVO),
         sender="thinkstudio@pec.it", recipient="l.battistini@pec.it",
         subject="Re: archetipo (3)",
         identificativo="opec275.20141110100000.00001.01.1.1@pec.aruba.it",
-        msgid="reply-3@pec.it")
+        msgid="reply-3@pec.it"))
     dovecot.append(mailbox_user, [by_identificativo, by_msgid, certified_reply])
     summary = bridge.poll()
     assert summary.counts["followed_up"] == 3, summary.line()
@@ -648,8 +652,9 @@ def test_reply_citing_the_identificativo_of_a_message_the_bridge_sent_follows_up
     # ticket the receipt matched (never onto a catch-all or unmatched-receipt ticket).
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
-    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out")
-    dovecot.append(mailbox_user, sample(SENT_ACCEPTANCE))
+    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out",
+                                 account=bridge.account_name)
+    dovecot.append(mailbox_user, signed_sample(SENT_ACCEPTANCE))
     assert bridge.poll().counts["noted"] == 1
 
     reply = ordinary_mail(sender="rec@fakepec.it", to="sender@fakepec.it",
@@ -701,9 +706,9 @@ def test_anomaly_envelope_opens_a_flagged_ticket_with_the_raw_attached(
     original = ordinary_mail(sender="mario.rossi@example.com", to="helpdesk@pec.example.it",
                              subject="Richiesta preventivo", message_id="preventivo-1@example.com",
                              body="Buongiorno, vorrei un preventivo per 3 licenze.")
-    anomaly = anomaly_envelope(original, sender="mario.rossi@example.com",
-                               recipient="helpdesk@pec.example.it",
-                               subject="Richiesta preventivo")
+    anomaly = CIRCUIT.sign(anomaly_envelope(original, sender="mario.rossi@example.com",
+                                            recipient="helpdesk@pec.example.it",
+                                            subject="Richiesta preventivo"))
     dovecot.append(mailbox_user, anomaly)
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     assert bridge.poll().counts["ticketed"] == 1
@@ -754,13 +759,15 @@ def test_receipts_of_one_pass_share_one_update(
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
     ticket_id = open_ticket(bridge.host, "Test PEC", "rec@fakepec.it")
     other_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
-    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out")
-    bridge.store.map_message_ids(other_id, ["reply-77@helpdesk.example.it"], direction="out")
-    acceptance, failure = sample(SENT_ACCEPTANCE), sample(SENT_FAILURE)
-    delivered = delivery_receipt(
+    bridge.store.map_message_ids(ticket_id, [SENT_MSGID], direction="out",
+                                 account=bridge.account_name)
+    bridge.store.map_message_ids(other_id, ["reply-77@helpdesk.example.it"], direction="out",
+                                 account=bridge.account_name)
+    acceptance, failure = signed_sample(SENT_ACCEPTANCE), signed_sample(SENT_FAILURE)
+    delivered = CIRCUIT.sign(delivery_receipt(
         sender="helpdesk@pec.example.it", recipient="cliente@pec.example.it",
         subject="Preventivo", identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
-        msgid="reply-77@helpdesk.example.it")
+        msgid="reply-77@helpdesk.example.it"))
     dovecot.append(mailbox_user, [acceptance, failure, delivered])
     zd.clear_requests()
 
@@ -816,3 +823,153 @@ def test_pec_custom_fields_name_known_facts_only(tmp_path: Path, dovecot: Doveco
         load_config(path)
     assert info.value.key == "accounts[0].pec_custom_fields"
     assert "identificativo" in str(info.value)
+
+
+# -- 8. forged evidence (issue 12, attacks 1 and 2) ------------------------------------------------
+
+
+def test_forged_unsigned_receipt_on_an_ordinary_account_never_touches_the_victims_ticket(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # Attack 1: an ordinary unsigned mail with X-Ricevuta and a hand-written daticert, sent to
+    # a non-PEC account, citing a Message-ID the bridge had received on the victim's ticket.
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd, pec=False,
+                                     protocol="imap", initial_sync="all"))
+    customer = ordinary_mail(sender="cliente@example.com", to="support@example.it",
+                             subject="Ordine 4711", message_id="ordine-4711@example.com",
+                             body="Dov'e' il mio ordine?")
+    dovecot.append(mailbox_user, customer)
+    assert bridge.poll().counts["ticketed"] == 1
+    [victim] = zd.tickets()
+    forged = delivery_receipt(sender="support@example.it", recipient="cliente@example.com",
+                              subject="Ordine 4711",
+                              identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
+                              msgid="ordine-4711@example.com")
+    failure = forged.replace(b"X-Ricevuta: avvenuta-consegna",
+                             b"X-Ricevuta: errore-consegna").replace(b".61@pec", b".62@pec")
+    dovecot.append(mailbox_user, [forged, failure])
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 2 and summary.counts["noted"] == 0, summary.line()
+    victim_after = zd.ticket(victim["id"])
+    assert victim_after["comments"] == victim["comments"]
+    assert set(victim_after["tags"]) == set(victim["tags"])
+    legal = {"pec_accepted", "pec_delivered", "pec_delivery_failed", "pec_delivery_warning",
+             "pec_taken_in_charge"}
+    for ticket in zd.tickets():
+        assert not legal & set(ticket["tags"]), ticket["tags"]
+        if ticket["id"] != victim["id"]:
+            assert "pec_receipt_unverified" in ticket["tags"]
+            [note] = internal_notes(ticket)
+            assert "is not one" in note["plain_body"]
+            assert "ordinary (non-PEC) mailbox" in note["plain_body"]
+
+
+@pytest.mark.parametrize("how", ["unsigned", "untrusted-signer", "altered"])
+def test_a_receipt_that_is_not_certified_on_a_pec_account_is_ordinary_mail(
+        how: str, tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
+        zd: ZendeskDouble, bridge_for: Callable[[Path], Bridge]) -> None:
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd))
+    ticket_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
+    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="out",
+                                 account=bridge.account_name)
+    receipt = delivery_receipt(sender="helpdesk@pec.example.it",
+                               recipient="cliente@pec.example.it", subject="Preventivo",
+                               identificativo="opec275.20141117091500.04241.01.1.60@pec.aruba.it",
+                               msgid="reply-77@helpdesk.example.it")
+    if how == "untrusted-signer":  # a provider certificate from a CA nobody configured
+        receipt = make_circuit().sign(receipt)
+    elif how == "altered":  # signed by the trusted provider, then edited on the way
+        receipt = CIRCUIT.sign(receipt).replace(b'filename="daticert.xml"',
+                                                b'filename="daticert.xml"; size=1', 1)
+    dovecot.append(mailbox_user, receipt)
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 1 and summary.counts["noted"] == 0, summary.line()
+    ours = zd.ticket(ticket_id)
+    assert len(ours["comments"]) == 1 and "pec_delivered" not in ours["tags"]
+    [other] = [t for t in zd.tickets() if t["id"] != ticket_id]
+    assert "pec_receipt_unverified" in other["tags"]
+    assert "pec_delivered" not in other["tags"]
+    expected = {"unsigned": "missing", "untrusted-signer": "untrusted",
+                "altered": "invalid"}[how]
+    assert f"signature is {expected}" in internal_notes(other)[0]["plain_body"]
+
+
+def test_genuine_receipt_for_mail_another_account_sent_follows_the_unmatched_policy(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # A receipt certifies mail sent from the mailbox that receives it: an id the bridge
+    # received, or sent from another account, is no match.
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_unmatched_receipts="ignore"))
+    ticket_id = open_ticket(bridge.host, "Preventivo", "cliente@pec.example.it")
+    bridge.store.map_message_ids(ticket_id, ["reply-77@helpdesk.example.it"], direction="in",
+                                 account=bridge.account_name)
+    bridge.store.map_message_ids(ticket_id, ["reply-78@helpdesk.example.it"], direction="out",
+                                 account="another-account")
+    receipts = [CIRCUIT.sign(delivery_receipt(
+        sender="helpdesk@pec.example.it", recipient="cliente@pec.example.it",
+        subject="Preventivo", identificativo=f"opec275.2014111709150{n}.1.1.1@pec.aruba.it",
+        msgid=f"reply-7{n}@helpdesk.example.it")) for n in (7, 8)]
+    dovecot.append(mailbox_user, receipts)
+
+    summary = bridge.poll()
+
+    assert summary.counts["ignored"] == 2, summary.line()
+    assert len(zd.ticket(ticket_id)["comments"]) == 1
+    assert "pec_delivered" not in zd.ticket(ticket_id)["tags"]
+
+
+@pytest.mark.parametrize("signer", ["unsigned", "untrusted"])
+def test_forged_envelope_opens_an_uncertified_ticket_that_says_so(
+        signer: str, tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
+        zd: ZendeskDouble, bridge_for: Callable[[Path], Bridge]) -> None:
+    # Attack 2: a PEC envelope with a forged daticert in someone else's name, citing the
+    # identificativo of an existing certified conversation: unsigned, or signed by a provider
+    # certificate of the forger's own CA.
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields={"identificativo": 101,
+                                                        "certified_at": 102, "msgid": 103,
+                                                        "signature": 104}))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+    assert bridge.poll().counts["ticketed"] == 1
+    [genuine] = zd.tickets()
+    # Its original answers the genuine envelope (In-Reply-To its identificativo), and it claims
+    # the genuine msgid: either would have grafted it onto the certified conversation.
+    original = ordinary_mail(sender="sindaco@comune.example.it", to="l.battistini@pec.it",
+                             subject="Revoca", message_id="revoca-1@comune.example.it",
+                             body="Revochiamo l'incarico.", in_reply_to=ARUBA_IDENTIFICATIVO)
+    forged = transport_envelope(original, sender="sindaco@comune.example.it",
+                                recipient="l.battistini@pec.it", subject="Revoca",
+                                identificativo=ARUBA_IDENTIFICATIVO.replace("17@", "18@"),
+                                msgid=ARUBA_MSGID)
+    if signer == "untrusted":
+        forged = make_circuit().sign(forged)
+    dovecot.append(mailbox_user, forged)
+
+    summary = bridge.poll()
+
+    assert summary.counts["ticketed"] == 1, summary.line()
+    assert len(zd.ticket(genuine["id"])["comments"]) == len(genuine["comments"])
+    [ticket] = [t for t in zd.tickets() if t["id"] != genuine["id"]]
+    assert requester_email(zd, ticket) == "sindaco@comune.example.it"  # the claim, flagged
+    assert "pec_signature_not_valid" in ticket["tags"]
+    fields = {f["id"]: f["value"] for f in ticket.get("custom_fields", [])}
+    assert fields.get(104) == {"unsigned": "missing", "untrusted": "untrusted"}[signer]
+    assert not {101, 102, 103} & {k for k, v in fields.items() if v}
+    [note] = internal_notes(ticket)
+    text = note["plain_body"]
+    assert "NOT CERTIFIED" in text and "unverified" in text
+    assert "PEC message received" not in text and "Certified at" not in text
+    assert "legal proof" not in text.replace("not legal proof", "")
+    assert eml_attachments(ticket, "pec-unverified") and not eml_attachments(ticket,
+                                                                               "pec-envelope")
+    assert "not added to any existing ticket" in text
+    # Its claimed ids belong to no ticket: a reply citing them cannot be captured.
+    assert bridge.store.ticket_for_message_ids(
+        [ARUBA_IDENTIFICATIVO.replace("17@", "18@")]) is None
+    assert bridge.store.ticket_for_message_ids(["revoca-1@comune.example.it"]) is None
+    assert bridge.store.ticket_for_message_ids([ARUBA_IDENTIFICATIVO]) == genuine["id"]

@@ -1,8 +1,13 @@
-"""Every real PEC sample in ../shared/pec-samples parsed, with every field EXPECTED.md lists."""
+"""Every real PEC sample parsed, with every field EXPECTED.md lists.
+
+The samples are in tests/data/pec-samples, except the one without a redistribution license,
+which is read from shared/pec-samples (tests/shared_material.py); its tests skip without it.
+"""
 
 from __future__ import annotations
 
 import email
+import hashlib
 import os
 import random
 import shutil
@@ -12,7 +17,12 @@ from email.policy import compat32
 from pathlib import Path
 
 import pytest
-from shared_material import PEC_SAMPLES
+from shared_material import (
+    PEC_SAMPLES,
+    need_shared,
+    pec_sample,
+    pec_sample_names,
+)
 
 from connector.pec import (
     PecInfo,
@@ -27,11 +37,9 @@ from connector.pec import (
 )
 from connector.pec.parts import parse_part
 
-SAMPLES = PEC_SAMPLES
-
 
 def raw(name: str) -> bytes:
-    return (SAMPLES / name).read_bytes()
+    return pec_sample(name).read_bytes()
 
 
 def info(name: str) -> PecInfo:
@@ -43,8 +51,21 @@ def iso(value: datetime | None) -> str | None:
 
 
 def test_every_sample_is_covered_here() -> None:
-    names = {p.name for p in SAMPLES.glob("*.eml")}
-    assert names == set(EXPECTED_SIGNATURES)
+    assert set(pec_sample_names()) == set(EXPECTED_SIGNATURES)
+
+
+def test_the_shared_folder_has_no_sample_we_miss() -> None:
+    shared = need_shared("pec-samples")
+    assert {p.name for p in shared.glob("*.eml")} == set(EXPECTED_SIGNATURES)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PEC_SAMPLES.glob("*.eml")))
+def test_the_copies_are_the_shared_bytes(name: str) -> None:
+    """tests/data/pec-samples holds the upstream bytes unchanged (README there)."""
+    shared = need_shared("pec-samples") / name
+    copied = PEC_SAMPLES / name
+    assert hashlib.sha256(copied.read_bytes()).digest() == hashlib.sha256(
+        shared.read_bytes()).digest()
 
 
 EXPECTED_SIGNATURES = {
@@ -70,7 +91,7 @@ def test_openssl_agrees_on_integrity(name: str) -> None:
     openssl = shutil.which("openssl")
     assert openssl, "the openssl CLI is needed for this cross-check"
     result = subprocess.run(
-        [openssl, "smime", "-verify", "-noverify", "-in", str(SAMPLES / name), "-out",
+        [openssl, "smime", "-verify", "-noverify", "-in", str(pec_sample(name)), "-out",
          os.devnull],
         capture_output=True,
         check=False,

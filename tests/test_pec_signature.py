@@ -1,5 +1,8 @@
 """S/MIME integrity verdicts on envelopes built here with real signatures (cryptography's PKCS7
-builder), cross-checked with the openssl CLI."""
+builder), cross-checked with the openssl CLI.
+
+The test identities are self-signed and pinned as the only trust anchors here, so "valid" means
+intact; whether a signer is trusted has its own tests (test_pec_trust.py)."""
 
 from __future__ import annotations
 
@@ -18,15 +21,17 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from connector.pec import (
+    PecInfo,
     PecKind,
     ReceiptKind,
     SignatureStatus,
-    analyze_pec,
-    find_pec,
     verify_detached,
 )
+from connector.pec import analyze_pec as analyze_pec_with
+from connector.pec import find_pec as find_pec_with
 from connector.pec.der import DerError, read_tlv
 from connector.pec.signature import canonical_crlf
+from connector.pec.trust import TrustAnchor, TrustStore
 
 PROVIDER = "posta-certificata@pec.example.it"
 BOUNDARY = "----SIGNEDBOUNDARY0123"
@@ -49,7 +54,7 @@ def make_identity(kind: str = "rsa") -> tuple[x509.Certificate, object]:
         .issuer_name(name)
         .public_key(key.public_key())  # type: ignore[attr-defined]
         .serial_number(424242)
-        .not_valid_before(now - timedelta(days=1))
+        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))  # before the daticert times
         .not_valid_after(now + timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(PROVIDER)]), False)
         .sign(key, hashes.SHA256())  # type: ignore[arg-type]
@@ -57,14 +62,28 @@ def make_identity(kind: str = "rsa") -> tuple[x509.Certificate, object]:
     return cert, key
 
 
+RSA_IDENTITY = make_identity("rsa")
+EC_IDENTITY = make_identity("ec")
+TRUST = TrustStore(tuple(TrustAnchor(cert.public_bytes(serialization.Encoding.DER), "test")
+                         for cert, _ in (RSA_IDENTITY, EC_IDENTITY)), "the test identities")
+
+
+def analyze_pec(raw: bytes, **options: object) -> PecInfo:
+    return analyze_pec_with(raw, trust=TRUST, **options)  # type: ignore[arg-type]
+
+
+def find_pec(raw: bytes, **options: object) -> PecInfo:
+    return find_pec_with(raw, trust=TRUST, **options)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def rsa_identity() -> tuple[x509.Certificate, object]:
-    return make_identity("rsa")
+    return RSA_IDENTITY
 
 
 @pytest.fixture(scope="module")
 def ec_identity() -> tuple[x509.Certificate, object]:
-    return make_identity("ec")
+    return EC_IDENTITY
 
 
 DATICERT = (

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pec_samples import SAMPLES
+from pec_provider import make_circuit
+from shared_material import pec_sample
 
 from connector.config import AccountConfig, HostConfig
 from connector.errors import (
@@ -37,14 +38,21 @@ from connector.store.sqlite import SQLiteStore
 PLAIN = (b"From: Anna <anna@example.com>\r\nTo: support@example.com\r\nSubject: hi\r\n"
          b"Message-ID: <p1@example.com>\r\n\r\nhello\r\n")
 SENT_MSGID = "SN05IE$951DEC16C1CFD3E4FD8FF1B1D24A99AE@fakepec.it"
+#: Receipts count only when a trusted provider signed them: the placeholder-signed samples are
+#: signed again by a test provider whose CA the account trusts (tests/pec_provider.py).
+CIRCUIT = make_circuit()
 ACCOUNT = AccountConfig(name="pec", protocol="imap", host="127.0.0.1", port=993,
                         security="tls", username="u@example.com", password="p", pec=True,
-                        idle=False)
+                        idle=False, pec_trust=CIRCUIT.trust_store())
 HOST = HostConfig(type="dry-run")
 
 
 def sample(name: str) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", (SAMPLES / name).read_bytes())
+    return re.sub(rb"\r?\n", b"\r\n", pec_sample(name).read_bytes())
+
+
+def provider_sample(name: str) -> bytes:
+    return CIRCUIT.sign(sample(name))
 
 
 class MemoryHost:
@@ -166,9 +174,10 @@ def test_held_receipts_of_a_failed_pass_are_not_added_twice(tmp_path: Path) -> N
     store.map_message_ids(42, [SENT_MSGID], direction="out", account="pec")
     host = MemoryHost()
     pipeline = Pipeline(ACCOUNT, HOST, store, host)  # type: ignore[arg-type]
-    box = MemoryMailbox({"r1": sample("anon-aruba-accettazione-2024-placeholder-sig.eml"),
-                         "r2": sample("anon-aruba-errore-consegna-2024-placeholder-sig.eml"),
-                         "r3": PLAIN}, fail_after=2)
+    box = MemoryMailbox(
+        {"r1": provider_sample("anon-aruba-accettazione-2024-placeholder-sig.eml"),
+         "r2": provider_sample("anon-aruba-errore-consegna-2024-placeholder-sig.eml"),
+         "r3": PLAIN}, fail_after=2)
     poller = AccountPoller(ACCOUNT, store, pipeline, mailbox_factory=lambda a: box)
     assert poller.poll().error  # the connection drops after the two receipts were held
     box.fail_after = None
@@ -185,10 +194,10 @@ def test_receipts_for_a_closed_ticket_share_one_follow_up(tmp_path: Path) -> Non
     store.map_message_ids(42, [SENT_MSGID], direction="out", account="pec")
     host = MemoryHost(closed=[42])
     pipeline = Pipeline(ACCOUNT, HOST, store, host)  # type: ignore[arg-type]
-    box = MemoryMailbox({"r1": sample("anon-aruba-accettazione-2024-placeholder-sig.eml")})
+    box = MemoryMailbox({"r1": provider_sample("anon-aruba-accettazione-2024-placeholder-sig.eml")})
     poller = AccountPoller(ACCOUNT, store, pipeline, mailbox_factory=lambda a: box)
     poller.poll()
-    box.messages = {"r2": sample("anon-aruba-errore-consegna-2024-placeholder-sig.eml")}
+    box.messages = {"r2": provider_sample("anon-aruba-errore-consegna-2024-placeholder-sig.eml")}
 
     poller.poll()
 

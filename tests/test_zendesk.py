@@ -2,7 +2,9 @@
 
 Every mocked answer goes through ``mock()``, which checks it with tests/zendesk_oas.py first
 (success bodies against the operation's schema, error bodies against Zendesk's error shapes),
-and the JSON bodies the adapter sends are checked against the request schemas.
+and the JSON bodies the adapter sends are checked against the request schemas. Without the OAS
+(bare clone) ``mock()`` lets its answers through unchecked (``check_fake``: they are built by
+the resource builders CI validates) and the tests that check what the adapter sent are skipped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,10 +29,11 @@ from zendesk_double import (
     ticket_resource,
     user_resource,
 )
-from zendesk_oas import validate_error, validate_request, validate_response
+from zendesk_oas import check_fake, validate_error, validate_request, validate_response
 
 from connector.errors import PermanentHostError, TicketClosedError, TransientHostError
 from connector.hosts.base import Comment, HostAdapter, NewTicket, Upload
+from connector.hosts.ratelimit import Rate
 from connector.hosts.retry import RetriesExhausted, SlidingWindowLimiter, parse_retry_after
 from connector.hosts.zendesk import (
     DEDUPE_METADATA_KEY,
@@ -104,9 +108,9 @@ def mock(rsps: responses.RequestsMock, method: str, path: str, status: int, body
     """Register an answer after checking it is one Zendesk could give."""
     template = path.split("?")[0]
     if status >= 400:
-        validate_error(body)
+        check_fake(validate_error, body)
     else:
-        validate_response(method, template, status, body)
+        check_fake(validate_response, method, template, status, body)
     kwargs: dict[str, Any] = {"status": status, "headers": headers or {}, "match": list(match)}
     if body is None:
         kwargs["body"] = b""
@@ -197,6 +201,22 @@ def created(tid: int = 4711) -> dict[str, Any]:
 
 def test_adapter_implements_the_protocol(ft: FakeTime) -> None:
     assert isinstance(make(ft), HostAdapter)
+
+
+def test_create_names_the_recipient_address_and_brand(rsps, ft) -> None:
+    """Replies and notifications go out from the address the customer wrote to."""
+    mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
+    mock(rsps, "POST", "/api/v2/tickets", 201, created(),
+         headers={"x-idempotency-lookup": "miss"})
+
+    make(ft).create_ticket(NewTicket(subject="Fattura", requester_email="a@example.it",
+                                     requester_name="A", body_text="ciao",
+                                     recipient="billing@acme.example", brand_id=360001))
+
+    body = sent_json(calls(rsps, "POST", "/api/v2/tickets")[0])
+    validate_request("POST", "/api/v2/tickets", body)  # both are writable on create
+    assert body["ticket"]["recipient"] == "billing@acme.example"
+    assert body["ticket"]["brand_id"] == 360001
 
 
 def test_create_uploads_files_rewrites_inline_image_and_sends_key(rsps, ft) -> None:
@@ -514,6 +534,50 @@ def test_429_waits_the_retry_after_seconds(rsps, ft) -> None:
 
     assert make(ft).get_ticket(4711).id == 4711
     assert ft.sleeps == [7.0]
+
+
+def test_requests_are_paced_to_the_rate_zendesk_announces(rsps, ft) -> None:
+    mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
+    for _ in range(12):
+        mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()},
+             headers={"X-Rate-Limit": "120", "X-Rate-Limit-Remaining": "100"})
+    adapter = make(ft)
+
+    for _ in range(12):
+        adapter.get_ticket(4711)
+    assert adapter.pacer.rate == Rate(120)
+    # The first answer announces 120/min: the 11 calls after it take slots 0.515 s apart (97 %
+    # of the plan), less the burst allowance (1.2 slots at 1 % of 120) a quiet pacer grants.
+    interval = 60 / (120 * 0.97)
+    assert sum(ft.sleeps) == pytest.approx((11 - 1 - 1.2) * interval, rel=0.01)
+
+
+def test_a_429_pauses_the_next_requests_of_every_caller(rsps, ft) -> None:
+    mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
+    mock(rsps, "GET", "/api/v2/tickets/4711", 429,
+         error_body("APIRateLimitExceeded", "Rate limit exceeded"), headers={"Retry-After": "45"})
+    adapter = make(ft, oauth_settings(max_backoff=30.0))
+    with pytest.raises(TransientHostError):
+        adapter.get_ticket(4711)  # deferred: Retry-After beyond max_backoff
+    mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
+
+    other = threading.Thread(target=adapter.get_ticket, args=(4711,))
+    other.start()  # another worker, a moment later, waits the pause out
+    other.join()
+    assert ft.sleeps == [pytest.approx(45.0)]
+
+
+def test_ticket_updates_have_their_own_budget(rsps, ft) -> None:
+    mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
+    for _ in range(4):
+        mock(rsps, "PUT", "/api/v2/tickets/4711", 200, update_answer())
+    adapter = make(ft, oauth_settings(ticket_update_rate_limit=Rate(100)))
+
+    for n in range(4):
+        adapter.add_comment(Comment(ticket_id=4711, body_text=f"reply {n}"))
+    assert adapter.pacer.rate is None  # no general budget announced or configured
+    # The first two go at once (the burst allowance), the others 0.62 s apart.
+    assert sum(ft.sleeps) == pytest.approx(2 * 60 / (100 * 0.97), rel=0.01)
 
 
 def test_503_retry_after_is_honoured_too(rsps, ft) -> None:

@@ -4,7 +4,8 @@ Run it as::
 
     python tests/zendesk_double.py --port 0 --state /tmp/zd.json --port-file /tmp/zd.port
 
-or from pytest through :class:`ZendeskDouble` (start/stop/kill/restart, ``.url``, ``.tickets()``,
+(``--background``: return once it listens, leaving it running; README "Try it locally"), or
+from pytest through :class:`ZendeskDouble` (start/stop/kill/restart, ``.url``, ``.tickets()``,
 ``.inject(...)``). State (users, tickets, comments, audits, uploads, idempotency keys, OAuth
 tokens) is written to the ``--state`` JSON file after every change, so the double survives
 restarts of the bridge and of itself. Uploaded bytes go to ``<state>.blobs/``.
@@ -1019,6 +1020,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--port-file", type=Path)
+    p.add_argument("--background", action="store_true",
+                   help="start the double in its own process and return once it listens")
+    p.add_argument("--pid-file", type=Path, help="with --background: where to write its pid")
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     p.add_argument("--email", default=DEFAULT_EMAIL)
@@ -1030,18 +1034,54 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _start_in_background(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the double in a child process of its own, wait until it listens, tell how to use
+    it and return: a shell can go on with the next command at once."""
+    port_file = Path(tempfile.mkdtemp(prefix="zd-port-")) / "port"
+    child_argv = [a for a in argv if a != "--background"] + ["--port-file", str(port_file)]
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *child_argv],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if child.poll() is not None:
+            print(f"the Zendesk double exited with {child.returncode}", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            child.kill()
+            print("the Zendesk double did not start", file=sys.stderr)
+            return 1
+        time.sleep(0.02)
+    port = int(port_file.read_text())
+    port_file.unlink()
+    port_file.parent.rmdir()
+    if args.pid_file:
+        _write_atomically(args.pid_file, f"{child.pid}\n")
+    print(f"Zendesk double on http://{args.host}:{port} (pid {child.pid}); OAuth client "
+          f"{args.client_id!r} secret {args.client_secret!r}; API token "
+          f"{args.email}/token:{args.api_token}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         print("the double serves loopback only", file=sys.stderr)
         return 2
+    if args.background:
+        return _start_in_background(args, argv)
     state = ZendeskState(args.state, DoubleConfig(args))
     server = DoubleServer((args.host, args.port), state)
     port = server.server_address[1]
     if args.port_file:
-        tmp = args.port_file.with_name(args.port_file.name + ".tmp")
-        tmp.write_text(str(port))
-        os.replace(tmp, args.port_file)
+        _write_atomically(args.port_file, str(port))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever(poll_interval=0.1)

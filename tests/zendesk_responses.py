@@ -8,7 +8,8 @@ kept in memory, every call the bridge makes: ``POST /oauth/tokens``, ``GET /api/
 ``GET|PUT /api/v2/tickets/{id}`` and ``GET /api/v2/tickets/{id}/audits``.
 
 Every request body the bridge sends is checked against Zendesk's OpenAPI description
-(tests/zendesk_oas.py) or, where the OAS has no JSON schema (OAuth, uploads), against the
+(tests/zendesk_oas.py; on a bare clone without it the exchange passes unchecked and is counted,
+see ``check_fake`` there) or, where the OAS has no JSON schema (OAuth, uploads), against the
 documented form; every answer is built with the resource builders of tests/zendesk_double.py
 and validated before it goes out. A request that breaks the rules, or one to an endpoint the
 fake does not know, is recorded in ``violations`` and leaving the ``with`` block fails the test:
@@ -51,7 +52,7 @@ from zendesk_double import (
     ticket_resource,
     user_resource,
 )
-from zendesk_oas import validate_error, validate_request, validate_response
+from zendesk_oas import check_fake, validate_error, validate_request, validate_response
 
 from connector.config import AccountConfig, Config, load_config
 from connector.fetch import open_mailbox
@@ -166,7 +167,7 @@ class FakeZendesk:
             phrase = HTTPStatus(status).phrase
             body = error_body(phrase.replace(" ", ""), phrase)
         if body is not None:
-            validate_error(body)
+            check_fake(validate_error, body)
         fault = Fault(method, path_regex, status, body, dict(headers or {}), exception, count,
                       after)
         self.faults.append(fault)
@@ -239,9 +240,9 @@ class FakeZendesk:
         """A wrong answer is the fake's bug; recorded too, since the bridge would swallow it."""
         try:
             if 200 <= status < 300:
-                validate_response(call.method, call.path, status, answer)
+                check_fake(validate_response, call.method, call.path, status, answer)
             else:
-                validate_error(answer)
+                check_fake(validate_error, answer)
         except AssertionError as exc:
             self._violation(call, f"the fake's own answer is not Zendesk's: {exc}")
             raise
@@ -256,7 +257,7 @@ class FakeZendesk:
                             "is not application/json")
         try:
             body = call.json
-            validate_request(method, template, body)
+            check_fake(validate_request, method, template, body)
         except (ValueError, AssertionError) as exc:
             self._violation(call, str(exc))
             raise ApiError(400, error_body("InvalidParameter", str(exc)[:200])) from None
@@ -663,8 +664,11 @@ class Bridge:
         self.sleeps: list[float] = []
         #: Added to the adapter's wall clock, to let hours pass between polls.
         self.wall_offset = 0.0
+        # Recorded sleeps pass on the adapter's monotonic clock too, so its pacing sees the
+        # time a real sleep would have taken.
         self.host = ZendeskAdapter(ZendeskSettings.from_host_config(self.config.host),
                                    sleep=self.sleeps.append,
+                                   clock=lambda: time.monotonic() + sum(self.sleeps),
                                    wall_clock=lambda: time.time() + self.wall_offset)
         self.filter_stage = make_filter_stage(self.config, self.store)
         self._pollers: list[AccountPoller] = []

@@ -63,6 +63,6 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return filters_test(raw, account=account.name, trusted=account.trusted, chain=chain,
                             settings=settings[account.name],
                             lookups=StoreFilterLookups(store), decide=decide,
-                            as_json=args.json, out=out)
+                            as_json=args.json, out=out, authserv_ids=account.authserv_ids)
     finally:
         store.close()

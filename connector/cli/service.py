@@ -7,6 +7,7 @@ import io
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from connector.cli.common import Parts, build, load
@@ -30,21 +31,28 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.hosts.factory import make_host
     from connector.outbound.settings import load_outbound
     from connector.pec.providers import auth_failure_hint
+    from connector.pec.trust import describe_store
     from connector.service.filtering import FilterStage
     from connector.store.sqlite import SQLiteStore
 
     config = load(args)
     checks: list[dict[str, Any]] = []
 
-    def report(check: str, name: str | None, ok: bool, detail: str,
-               hint: str | None = None) -> None:
-        checks.append({"check": check, "name": name, "ok": ok, "detail": detail, "hint": hint})
+    def report(check: str, name: str | None, ok: bool, detail: str, hint: str | None = None,
+               *, warn: bool = False, lines: list[str] | None = None,
+               labelled: bool = True) -> None:
+        """``warn``: worth a look, but nothing fails (the exit code stays 0). ``labelled``:
+        the line names the check (the trust store's line says what it is itself)."""
+        status = "warn" if warn else "ok" if ok else "fail"
+        checks.append({"check": check, "name": name, "ok": ok, "status": status,
+                       "detail": detail, "hint": hint, "lines": lines or []})
         if args.json:
             return
-        label = f"{check} {name}" if name else check
-        print(f"{'ok  ' if ok else 'FAIL'}  {label}: {detail}", file=out)
-        if hint:
-            print(f"      hint: {hint}", file=out)
+        label = (f"{check} {name}" if name else check) if labelled else ""
+        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[status]
+        print(f"{mark}  {label}: {detail}" if label else f"{mark}  {detail}", file=out)
+        for line in (lines or []) + ([f"hint: {hint}"] if hint else []):
+            print(f"      {line}", file=out)
 
     report("config", str(config.path), True, f"{len(config.accounts)} account(s)")
     stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
@@ -53,6 +61,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report("outbound", None, True, ", ".join(a.account for a in sending))
     report("filters", None, True, f"{len(stage.chain.filters)} filter(s) in "
            f"{len(stage.chain.files)} file(s)")
+    if any(a.pec for a in config.accounts) or config.raw.get("pec"):
+        # All anchors expired: new PEC mail can no longer be certified (only older mail).
+        trust = config.pec_trust
+        store_line, *anchors = describe_store(trust)
+        current = len(trust.expired(datetime.now(UTC))) < len(trust.anchors)
+        report("pec_trust", None, True, store_line, warn=not current, lines=anchors,
+               labelled=False)
     for account in config.accounts:
         try:
             with open_mailbox(account) as mailbox:
@@ -63,6 +78,11 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                    auth_failure_hint(account.provider) if account.pec else None)
         except FetchError as exc:
             report("account", account.name, False, str(exc))
+        if (stage.settings[account.name].staff and not account.trusted
+                and not account.authserv_ids and not account.verify_dkim):
+            report("account", account.name, True, "staff commands and forwards can never act: "
+                   "nothing authenticates a sender (set authserv_id, verify_dkim or trusted)",
+                   warn=True)
     try:
         who = make_host(config.host, out=io.StringIO()).check_credentials()
         report("host", config.host.type, True, who)
@@ -100,7 +120,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     parser = ParsePool(workers) if workers > 0 else None
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
                for a in accounts]
-    service = Service(pollers, log_retention_days=config.store.log_retention_days, stop=stop)
+    service = Service(pollers, log_retention_days=config.store.log_retention_days,
+                      retention_days=config.store.retention_days, stop=stop)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.config import AccountConfig, HostConfig
+from connector.decide.recipient import mail_recipient
 from connector.decide.subject import clean_subject, ticket_refs
 from connector.mail.addresses import parse_address_list
 from connector.mail.model import Address, ParsedMessage
@@ -58,6 +59,7 @@ class Decision:
     public: bool = True
     group_id: int | None = None
     brand_id: int | None = None
+    recipient: str | None = None  # the own address the mail reached (replies go out from it)
     priority: str | None = None
     status: str | None = None
     ticket_type: str | None = None
@@ -78,6 +80,7 @@ class Decision:
             "public": self.public,
             "group_id": self.group_id,
             "brand_id": self.brand_id,
+            "recipient": self.recipient,
             "priority": self.priority,
             "status": self.status,
             "type": self.ticket_type,
@@ -158,6 +161,11 @@ class Decider:
         self.host = host
         self.lookup = lookup
 
+    def _own_addresses(self) -> tuple[str, ...]:
+        """The account's addresses, its own listed first, then its login if that is one."""
+        return tuple(dict.fromkeys((*self.account.own_addresses,
+                                    self.account.username.lower())))
+
     # -- follow-up detection ------------------------------------------------------------
     def find_ticket(self, message: ParsedMessage,
                     extra_ids: Sequence[str] = ()) -> tuple[TicketView | None, str]:
@@ -175,7 +183,9 @@ class Decider:
 
     # -- the decision ---------------------------------------------------------------------
     def decide(self, message: ParsedMessage, verdict: FilterVerdict,
-               extra_thread_ids: Sequence[str] = ()) -> Decision:
+               extra_thread_ids: Sequence[str] = (), *, thread: bool = True) -> Decision:
+        """``thread=False``: the message may not reach an existing ticket (mail that only
+        looks like PEC evidence); it opens its own or is ignored."""
         controls = verdict.controls
         ignore = _control(controls, "Ignore")
         if ignore and ignore.lower() in _TRUE:
@@ -184,8 +194,9 @@ class Decider:
             reason = verdict.note or f"classified as {verdict.classification}"
             return Decision(Action.IGNORE, reason)
 
-        ticket, why = self.find_ticket(message, extra_thread_ids)
-        if ticket is None and verdict.ticket_hint is not None:
+        ticket, why = self.find_ticket(message, extra_thread_ids) if thread else \
+            (None, "not threaded: it may not touch an existing ticket")
+        if ticket is None and verdict.ticket_hint is not None and thread:
             ticket = self.lookup.get_ticket(verdict.ticket_hint)
             why = f"the {verdict.classification or 'classifier'} refers to ticket " \
                   f"#{verdict.ticket_hint}"
@@ -270,10 +281,13 @@ class Decider:
                 group_id = self.host.groups[queue]
             else:
                 problems.append(f"queue/group {queue!r} is not mapped in host.groups")
+        recipient = mail_recipient(message, self._own_addresses())
         brand = _control(controls, "Brand")
         brand_id = int(brand) if brand and brand.isdigit() else None
         if brand and brand_id is None:
             problems.append(f"brand {brand!r} must be a numeric brand id")
+        if brand_id is None:
+            brand_id = defaults.brands.get(recipient or "", defaults.brand_id)
 
         priority = defaults.priority
         if (raw := _control(controls, "Priority")) is not None:
@@ -307,7 +321,7 @@ class Decider:
         subject = _control(controls, "Title") or clean_subject(message.subject) or "(no subject)"
         ccs: tuple[str, ...] = ()
         if self.account.email_ccs:
-            own = set(self.account.own_addresses) | {self.account.username.lower()}
+            own = set(self._own_addresses())
             seen = {sender.normalized}
             out: list[str] = []
             for addr in message.to + message.cc:
@@ -321,7 +335,8 @@ class Decider:
         all_tags = tuple(t for t in dict.fromkeys((*defaults.tags, *tags))
                          if t not in verdict.remove_tags)
         return Decision(Action.NEW_TICKET, reason, subject=subject, requester=sender,
-                        public=True, group_id=group_id, brand_id=brand_id, priority=priority,
+                        public=True, group_id=group_id, brand_id=brand_id,
+                        recipient=recipient, priority=priority,
                         status=status, ticket_type=ticket_type, tags=all_tags,
                         remove_tags=verdict.remove_tags,
                         custom_fields=tuple(sorted(custom.items())), email_ccs=ccs,

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from connector.errors import ParseError
 from connector.exitcodes import EX_CONFIG, EX_DATAERR, EX_OK
+from connector.filters.authentication import authenticate_sender
 from connector.filters.chain import FilterChain, HostCheck
 from connector.filters.engine import run_filters
 from connector.filters.loader import FilterLoadError, load_chain
@@ -62,8 +63,10 @@ def filters_test(
     decide: Callable[[FilterOutcome], Mapping[str, Any]] | None = None,
     as_json: bool = False,
     out: TextIO | None = None,
+    authserv_ids: Sequence[str] = (),
 ) -> int:
     """Run the whole chain on one mail without side effects and print what happened.
+    The sender is authenticated as ``run`` does it, except that no DKIM key is looked up.
 
     ``decide`` renders the final decision (new ticket with which fields, follow-up to which
     ticket, internal note, ignore) from the outcome; it must not have side effects either.
@@ -83,6 +86,8 @@ def filters_test(
             settings=settings,
             lookups=lookups,
             evaluate_all=True,
+            authentication=authenticate_sender(message, trusted=trusted,
+                                               authserv_ids=authserv_ids),
         )
     except FilterError as exc:
         print(f"filtering failed in {exc.stage}: {exc}", file=out)

@@ -4,6 +4,8 @@ Order (fixed, documented in :mod:`connector.filters.classifiers`):
 
 1. Trust: on an untrusted account every X-OTOBO-*, X-OTRS-* and X-Bridge-* header of the mail
    is dropped (and listed in the outcome); on a trusted one the known controls are taken in.
+   Then what is proven about the sender (:mod:`connector.filters.authentication`), once: the
+   classifiers that act in the sender's name read it from their context.
 2. Built-in classifiers before the filters (loop, attachments, bounce, auto_reply, forwarded,
    commands, dispatch). When ``loop`` fires, nothing else runs.
 3. YAML filters in order; a filter applies when all its conditions hold; ``stop_after_match``
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from connector.filters.authentication import SenderAuthentication, authenticate_sender
 from connector.filters.chain import Filter, FilterChain
 from connector.filters.classifiers import AFTER_FILTERS, BEFORE_FILTERS
 from connector.filters.classifiers.base import Classifier, ClassifierContext, Verdict
@@ -51,6 +54,7 @@ class _Run:
     trusted: bool
     settings: FilterSettings
     lookups: FilterLookups
+    authentication: SenderAuthentication
 
 
 @dataclass
@@ -92,14 +96,19 @@ def run_filters(
     settings: FilterSettings,
     lookups: FilterLookups,
     evaluate_all: bool = False,
+    authentication: SenderAuthentication | None = None,
 ) -> FilterOutcome:
     """Run the whole filter stage on one message. Pure apart from ``lookups``.
 
     ``evaluate_all`` evaluates every condition even after one failed (for ``filters test``:
     the trace then says why each condition did or did not match); the outcome is the same.
-    Raises :class:`FilterError` when a built-in classifier fails on the message.
+    ``authentication`` is what the caller proved about the sender (without it, only a
+    ``trusted`` account proves it). Raises :class:`FilterError` when a built-in classifier
+    fails on the message.
     """
-    run = _Run(message, account, trusted, settings, lookups)
+    if authentication is None:
+        authentication = authenticate_sender(message, trusted=trusted)
+    run = _Run(message, account, trusted, settings, lookups, authentication)
     overlay = _Overlay()
     steps: list[dict[str, Any]] = []
     stripped = _apply_trust(message, trusted, overlay, steps)
@@ -116,7 +125,8 @@ def run_filters(
             stop_reason = f"stop_after_match of {flt.name!r}"
     if not stopped:
         _run_classifiers(AFTER_FILTERS, run, overlay, steps)
-    trace = _trace(message, account, trusted, stripped, steps, overlay)
+    trace = {**_trace(message, account, trusted, stripped, steps, overlay),
+             "authentication": authentication.as_dict()}
     return FilterOutcome(
         message=message,
         controls=overlay.snapshot(),
@@ -184,6 +194,7 @@ def _run_classifiers(
             trusted=run.trusted,
             settings=run.settings,
             lookups=run.lookups,
+            authentication=run.authentication,
             controls=overlay.snapshot(),
             classification=overlay.classification,
         )

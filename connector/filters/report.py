@@ -21,6 +21,11 @@ def render_text(trace: Mapping[str, Any], decision: Mapping[str, Any] | None = N
     lines.append(f"Subject:    {msg.get('subject') or ''}")
     trust = "trusted" if trace.get("trusted") else "untrusted"
     lines.append(f"Account:    {trace.get('account')} ({trust})")
+    auth = trace.get("authentication")
+    if auth:
+        proven = (f"authenticated ({auth.get('method')})" if auth.get("authenticated")
+                  else "NOT authenticated")
+        lines.append(f"Sender:     {auth.get('address')} {proven}: {auth.get('detail')}")
     lines.append("")
     for step in trace.get("steps", []):
         lines.extend(_step(step))

@@ -48,6 +48,7 @@ class NewTicket:
     ticket_type: str | None = None  # problem | incident | question | task
     group_id: int | None = None
     brand_id: int | None = None
+    recipient: str | None = None  # the support address the mail reached; replies go out from it
     custom_fields: tuple[tuple[int, object], ...] = ()
     email_ccs: tuple[str, ...] = ()
     external_id: str | None = None

@@ -117,6 +117,7 @@ class DryRunAdapter:
                 "type": ticket.ticket_type,
                 "group_id": ticket.group_id,
                 "brand_id": ticket.brand_id,
+                "recipient": ticket.recipient,
                 "custom_fields": [{"id": fid, "value": v} for fid, v in ticket.custom_fields],
                 "email_ccs": list(ticket.email_ccs),
                 "external_id": ticket.external_id,

@@ -49,6 +49,7 @@ from connector.errors import (
     TransientHostError,
 )
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
+from connector.hosts.ratelimit import Rate, RequestPacer
 from connector.hosts.retry import (
     RetryPolicy,
     SlidingWindowLimiter,
@@ -130,6 +131,10 @@ class ZendeskSettings:
     upload_max_bytes: int = 50 * 1024 * 1024
     verify_tls: bool = True
     ca_file: str | None = None  # a CA bundle to verify the host with, instead of the system's
+    # The plan's requests per minute (None: the X-Rate-Limit the host announces) and the
+    # account-wide ticket-update budget (None: not paced; 429s are waited out).
+    rate_limit: Rate | None = None
+    ticket_update_rate_limit: Rate | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -159,6 +164,8 @@ class ZendeskSettings:
             max_attempts=cfg.max_attempts,
             verify_tls=cfg.verify_tls,
             ca_file=cfg.ca_file,
+            rate_limit=cfg.rate_limit,
+            ticket_update_rate_limit=cfg.ticket_update_rate_limit,
         )
 
 
@@ -374,6 +381,14 @@ class ZendeskAdapter:
         self._policy = RetryPolicy(settings.max_attempts, settings.max_backoff)
         self._limiter = SlidingWindowLimiter(
             TICKET_UPDATE_LIMIT, TICKET_UPDATE_WINDOW, clock=clock, sleep=sleep
+        )
+        # Pacing shares the retry loop's sleep, so a shutdown interrupts a wait for a slot too.
+        self.pacer = RequestPacer(settings.rate_limit, name="zendesk requests", clock=clock,
+                                  sleep=sleep)
+        self.update_pacer = (
+            RequestPacer(settings.ticket_update_rate_limit, name="zendesk ticket updates",
+                         clock=clock, sleep=sleep)
+            if settings.ticket_update_rate_limit else None
         )
         self._origin = urlsplit(settings.base_url)[:2]
         self._token: str | None = None
@@ -598,6 +613,7 @@ class ZendeskAdapter:
             "type": ticket.ticket_type,
             "group_id": ticket.group_id,
             "brand_id": ticket.brand_id,
+            "recipient": ticket.recipient,
             "external_id": ticket.external_id,
             "via_followup_source_id": ticket.via_followup_source_id,
         }
@@ -962,6 +978,10 @@ class ZendeskAdapter:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
+        self.pacer.acquire()
+        if (self.update_pacer is not None and method == "PUT"
+                and _ticket_id_of(urlsplit(url).path) is not None):
+            self.update_pacer.acquire()
         try:
             resp = self._transport.send(method, url, params=params, body=data, headers=headers)
         except requests.ConnectTimeout as exc:
@@ -976,6 +996,10 @@ class ZendeskAdapter:
             raise PermanentHostError(f"{operation}: bad URL {url}") from exc
         except requests.RequestException as exc:
             raise TransientHostError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        self.pacer.observe(resp.headers)
+        if resp.status_code == 429:
+            # Every worker of this adapter waits, not only the one that met the limit.
+            self.pacer.pause(parse_retry_after(resp.headers.get("Retry-After")) or 1.0)
         if self.on_response is not None:
             self.on_response(resp.request.method or method, resp.status_code)
         return resp

@@ -20,11 +20,12 @@ from connector.pec.daticert import (
     RecipientType,
     parse_daticert,
 )
-from connector.pec.envelope import analyze_pec, find_pec
+from connector.pec.envelope import analyze_pec, find_pec, with_trust
 from connector.pec.ids import normalize_msgid
 from connector.pec.model import PecInfo, ServicePart, ServiceRole
 from connector.pec.receipts import Receipt
 from connector.pec.signature import SignatureStatus, SignatureVerdict, verify_detached
+from connector.pec.trust import TrustStore
 
 __all__ = [
     "Daticert",
@@ -40,6 +41,7 @@ __all__ = [
     "ServiceRole",
     "SignatureStatus",
     "SignatureVerdict",
+    "TrustStore",
     "analyze_pec",
     "classify_headers",
     "find_pec",
@@ -49,4 +51,5 @@ __all__ = [
     "strip_pec_prefix",
     "strip_service_prefix",
     "verify_detached",
+    "with_trust",
 ]

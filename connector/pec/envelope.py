@@ -33,9 +33,11 @@ from connector.pec.signature import (
     OPAQUE_TYPES,
     SIGNATURE_TYPES,
     SignatureVerdict,
+    judge_trust,
     opaque_content,
     verify_entity,
 )
+from connector.pec.trust import TrustStore, shipped_trust_store
 
 log = logging.getLogger(__name__)
 
@@ -51,39 +53,53 @@ class _Parts:
     postacert: PecPart | None
 
 
-def analyze_pec(raw: bytes, *, context: str = "") -> PecInfo:
+def analyze_pec(raw: bytes, *, context: str = "", trust: TrustStore | None = None) -> PecInfo:
     """Analyse ``raw`` as one message (no search inside attached messages; see find_pec).
-    ``context`` (e.g. "account=x uid=7") is added to log lines."""
-    return _analyze(parse_part(raw), depth=0, context=context)
+    ``context`` (e.g. "account=x uid=7") is added to log lines. The signature is judged
+    against ``trust`` (the shipped AgID PEC CAs when None)."""
+    return _analyze(parse_part(raw), depth=0, context=context,
+                    trust=trust or shipped_trust_store())
 
 
-def find_pec(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, context: str = "") -> PecInfo:
+def find_pec(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, context: str = "",
+             trust: TrustStore | None = None) -> PecInfo:
     """Like analyze_pec, but when the message itself is ordinary, look for a PEC inside it: an
     envelope or receipt forwarded as an attachment (message/rfc822 or a .eml file), up to
     ``max_depth`` levels down. What sits inside a PEC envelope's postacert is never searched:
     it is content (a forwarded or forged PEC), not something the provider delivered."""
+    store = trust or shipped_trust_store()
     root = parse_part(raw)
-    top = _analyze(root, depth=0, context=context)
+    top = _analyze(root, depth=0, context=context, trust=store)
     if top.is_pec or max_depth <= 0:
         return top
-    nested = _search_nested(root, depth=1, max_depth=max_depth, context=context)
+    nested = _search_nested(root, depth=1, max_depth=max_depth, context=context, trust=store)
     return nested or top
 
 
-def _search_nested(part: PecPart, *, depth: int, max_depth: int, context: str) -> PecInfo | None:
+def with_trust(info: PecInfo, trust: TrustStore) -> PecInfo:
+    """``info`` with its signature judged against ``trust`` (a parse worker judged it with
+    the shipped anchors; an account may configure others)."""
+    fallback = info.daticert.certified_at if info.daticert else None
+    signature = judge_trust(info.signature, trust, fallback_time=fallback)
+    return info if signature is info.signature else replace(info, signature=signature)
+
+
+def _search_nested(part: PecPart, *, depth: int, max_depth: int, context: str,
+                   trust: TrustStore) -> PecInfo | None:
     for node in part.walk():
         if not _is_embedded_message(node):
             continue
         inner = node.embedded()
         if inner is None:
             continue
-        info = _analyze(inner, depth=depth, context=context)
+        info = _analyze(inner, depth=depth, context=context, trust=trust)
         if info.is_pec:
             note = (f"PEC found inside an attached message (part {node.path}, depth {depth}): "
                     "forwarded or list-wrapped, not delivered here by the provider")
             return replace(info, path=node.path, notes=info.notes + (note,))
         if depth < max_depth:
-            found = _search_nested(inner, depth=depth + 1, max_depth=max_depth, context=context)
+            found = _search_nested(inner, depth=depth + 1, max_depth=max_depth, context=context,
+                                   trust=trust)
             if found is not None:
                 return found
     return None
@@ -96,7 +112,7 @@ def _is_embedded_message(part: PecPart) -> bool:
                 and not part.is_multipart)
 
 
-def _analyze(root: PecPart, *, depth: int, context: str) -> PecInfo:
+def _analyze(root: PecPart, *, depth: int, context: str, trust: TrustStore) -> PecInfo:
     notes: list[str] = []
     headers = root.headers
     header_class = classify_headers((k, str(v)) for k, v in headers.items())
@@ -126,7 +142,8 @@ def _analyze(root: PecPart, *, depth: int, context: str) -> PecInfo:
         else:
             notes.append("a daticert.xml is attached but nothing else marks a PEC: ordinary mail")
 
-    signature = verify_entity(signed, context=ident)
+    signature = judge_trust(verify_entity(signed, context=ident), trust,
+                            fallback_time=daticert.certified_at if daticert else None)
     subject = header_text(headers, "Subject") or ""
     if kind is PecKind.ORDINARY:
         return _ordinary(headers, message_id, subject, signature, depth, notes)

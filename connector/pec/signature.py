@@ -1,13 +1,17 @@
-"""Integrity of the provider's S/MIME signature, judged as ``openssl smime -verify -noverify``
-would: the content digest must match the signed messageDigest and the signature over the signed
-attributes must verify with the signer certificate's key. No chain or trust check; the verdict
-is information for the agent and never blocks a message.
+"""The provider's S/MIME signature, judged in two steps.
+
+Integrity, as ``openssl smime -verify -noverify`` would: the content digest must match the
+signed messageDigest and the signature over the signed attributes must verify with the signer
+certificate's key. Then trust (``judge_trust``, connector.pec.trust): the signer certificate
+must chain to a PEC trust anchor at the signing time. Only both make the verdict VALID; intact
+bytes from a signer nobody certified are UNTRUSTED. The verdict never blocks a message: it
+decides whether the message counts as certified evidence.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -16,6 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from connector.pec.cms import (
     AlgorithmId,
@@ -28,6 +33,7 @@ from connector.pec.der import DerError, decode_integer, decode_oid, read_tlv
 from connector.pec.parts import PecPart
 from connector.pec.signed_content import SignedContent
 from connector.pec.signed_content import canonical_crlf as canonical_crlf  # re-exported
+from connector.pec.trust import TrustStore, build_chain, judgement_time
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +61,9 @@ _OID_MGF1 = "1.2.840.113549.1.1.8"
 
 
 class SignatureStatus(StrEnum):
-    VALID = "valid"  # digest and signature match: the signed bytes are intact
-    INVALID = "invalid"  # decodable, but the content or the signature does not match
+    VALID = "valid"  # intact, and the signer chains to a trusted PEC provider CA
+    UNTRUSTED = "untrusted"  # intact, but the signer is not a trusted PEC provider
+    INVALID = "invalid"  # decodable, but the content or the signature does not match (broken)
     MISSING = "missing"  # not signed, or the signature part is absent (truncated message)
     UNDECODABLE = "undecodable"  # a signature part is there but cannot be read or checked
 
@@ -71,10 +78,62 @@ class SignatureVerdict:
     signer_email: str | None = None  # first rfc822Name of the certificate, else emailAddress
     signing_time: datetime | None = None
     digest_algorithm: str | None = None
+    # DER of the signer's certificate, then the other certificates the signature carries:
+    # what judge_trust builds the chain from.
+    certificates: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+    trust_anchor: str | None = None  # the anchor the signer chains to (VALID only)
+    trust_checked: bool = False  # judge_trust has run (integrity alone says nothing of trust)
+    judged_with: str | None = None  # the description of the trust store that judged it
 
     @property
     def is_valid(self) -> bool:
-        return self.status is SignatureStatus.VALID
+        """Certified: intact and signed by a trusted PEC provider."""
+        return self.status is SignatureStatus.VALID and self.trust_checked
+
+    @property
+    def is_intact(self) -> bool:
+        """The signed bytes are unchanged, whoever signed them."""
+        return self.status in (SignatureStatus.VALID, SignatureStatus.UNTRUSTED)
+
+
+def judge_trust(verdict: SignatureVerdict, store: TrustStore, *,
+                fallback_time: datetime | None = None,
+                now: datetime | None = None) -> SignatureVerdict:
+    """An intact signature stays VALID only when its signer chains to ``store`` at the signing
+    time (else ``fallback_time``, the certified time, else now); otherwise UNTRUSTED. A
+    verdict judged by another store is judged again; broken, missing and undecodable
+    verdicts are returned as they are."""
+    if not verdict.is_intact:
+        return verdict
+    if verdict.trust_checked and verdict.judged_with == store.description:
+        return verdict
+    verdict = replace(verdict, trust_checked=True, judged_with=store.description,
+                      trust_anchor=None)
+    if not verdict.certificates:
+        return replace(verdict, status=SignatureStatus.UNTRUSTED,
+                       detail="the signed bytes are intact, but the signer's certificate "
+                              "is not available to check")
+    try:
+        signer = x509.load_der_x509_certificate(verdict.certificates[0])
+        pool = []
+        for der in verdict.certificates[1:]:
+            try:
+                pool.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                continue  # an unreadable extra certificate cannot help a chain
+    except ValueError as exc:
+        return replace(verdict, status=SignatureStatus.UNTRUSTED,
+                       detail=f"the signed bytes are intact, but the signer's certificate "
+                              f"cannot be read: {exc}")
+    at = judgement_time(verdict.signing_time, fallback_time, now)
+    chain = build_chain(signer, pool, store, at, now=now)
+    if chain.trusted:
+        return replace(verdict, status=SignatureStatus.VALID, trust_anchor=chain.anchor,
+                       detail=f"signature verifies; the signer {chain.reason} "
+                              f"(judged at {at.isoformat()})")
+    return replace(verdict, status=SignatureStatus.UNTRUSTED,
+                   detail=f"the signed bytes are intact, but the signer is not a trusted PEC "
+                          f"provider: {chain.reason}")
 
 
 def verify_entity(entity: PecPart | None, *, context: str = "") -> SignatureVerdict:
@@ -184,6 +243,9 @@ def _verify_signer(signed: SignedData, signer: SignerInfo,
                                 "the signer's certificate is not in the signature",
                                 digest_algorithm=digest_name, signing_time=signer.signing_time)
     base = _describe(cert, signer, digest_name)
+    signer_der = cert.public_bytes(Encoding.DER)
+    base = replace(base, certificates=(signer_der, *(d for d in signed.certificates
+                                                     if d != signer_der)))
     if digest_name is None:
         return _with(base, SignatureStatus.UNDECODABLE,
                      f"unsupported digest algorithm {signer.digest_algorithm.oid}")

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dkim.dnsplug
+
 from connector.config import AccountConfig, Config
 from connector.decide import FilterVerdict
 from connector.filters import (
@@ -22,6 +24,7 @@ from connector.filters import (
     load_chain,
     run_filters,
 )
+from connector.filters.authentication import DnsLookup, authenticate_sender
 from connector.mail.model import ParsedMessage
 from connector.store.sqlite import SQLiteStore
 
@@ -140,10 +143,21 @@ def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
     return accepts
 
 
-class FilterStage:
-    """Callable the pipeline runs for each message."""
+def dns_txt(name: bytes, timeout: float = 5) -> bytes | None:
+    """DKIM key lookup through DNS (dkimpy's resolver, dnspython)."""
+    return dkim.dnsplug.get_txt(name, timeout=timeout)
 
-    def __init__(self, config: Config, store: SQLiteStore) -> None:
+
+class FilterStage:
+    """Callable the pipeline runs for each message.
+
+    The sender is authenticated once per mail before the filters run. The bridge checks a
+    DKIM signature itself (a DNS query) only for a staff address the account's MTA results
+    do not already prove: only staff mail acts in its sender's name."""
+
+    def __init__(self, config: Config, store: SQLiteStore,
+                 dnsfunc: DnsLookup | None = None) -> None:
+        self.dnsfunc: DnsLookup = dnsfunc if dnsfunc is not None else dns_txt
         self.store = store
         self.global_settings, self.settings = filter_settings(config)
         self.chain: FilterChain = load_chain(filter_dirs(config, self.settings))
@@ -153,11 +167,19 @@ class FilterStage:
 
     def __call__(self, message: ParsedMessage, account: AccountConfig,
                  record_id: int | None = None) -> tuple[FilterVerdict, dict[str, Any]]:
+        settings = self.settings[account.name]
+        sender = message.from_.email if message.from_ else None
+        check_dkim = account.verify_dkim and settings.is_staff(sender)
+        authentication = authenticate_sender(
+            message, trusted=account.trusted, authserv_ids=account.authserv_ids,
+            dnsfunc=self.dnsfunc if check_dkim else None)
         outcome = run_filters(message, account=account.name, trusted=account.trusted,
-                              chain=self.chain, settings=self.settings[account.name],
-                              lookups=StoreFilterLookups(self.store, record_id))
+                              chain=self.chain, settings=settings,
+                              lookups=StoreFilterLookups(self.store, record_id),
+                              authentication=authentication)
         return to_verdict(outcome), dict(outcome.trace)
 
 
-def make_filter_stage(config: Config, store: SQLiteStore) -> FilterStage:
-    return FilterStage(config, store)
+def make_filter_stage(config: Config, store: SQLiteStore,
+                      dnsfunc: DnsLookup | None = None) -> FilterStage:
+    return FilterStage(config, store, dnsfunc)

@@ -42,7 +42,8 @@ from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Up
 from connector.mail.html import html_to_text
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
-from connector.pec import find_pec
+from connector.mail.quoting import new_text
+from connector.pec import find_pec, with_trust
 from connector.service.hostcalls import HostCallRecorder
 from connector.service.metrics import Metrics
 from connector.service.parsing import Prepared
@@ -185,6 +186,12 @@ ORPHAN_SECONDS = 30 * 60
 
 def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
+
+
+def _paragraphs_html(text: str) -> str:
+    """Plain text as HTML paragraphs, escaped (for a trimmed reply shown above its quote)."""
+    blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    return "".join(f"<p>{escape(b).replace(chr(10), '<br>')}</p>" for b in blocks)
 
 
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
@@ -473,7 +480,7 @@ class Pipeline:
             return None
         ahead = prepared if prepared is not None and prepared.pec is not None else None
         if ahead is None:
-            info = find_pec(raw, context=str(ctx))
+            info = find_pec(raw, context=str(ctx), trust=self.account.pec_trust)
             return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
 
         def parse(original_raw: bytes) -> ParsedMessage:
@@ -482,13 +489,16 @@ class Pipeline:
             return parse_message(original_raw)
 
         assert ahead.pec is not None
-        return plan_pec(message, ahead.pec, account_is_pec=self.account.pec, parse=parse)
+        return plan_pec(message, with_trust(ahead.pec, self.account.pec_trust),
+                        account_is_pec=self.account.pec, parse=parse)
 
     def _decide(self, job: Job) -> Decision:
         if job.plan is not None and job.plan.is_receipt:
             return self._receipt_decision(job)
         lookup_ids = job.plan.lookup_ids if job.plan is not None else ()
-        decision = self.decider.decide(job.content, job.verdict, lookup_ids)
+        standalone = job.plan is not None and job.plan.standalone
+        decision = self.decider.decide(job.content, job.verdict, lookup_ids,
+                                       thread=not standalone)
         if job.plan is not None and decision.action != Action.IGNORE:
             decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
                                                                   job.plan.tags)))
@@ -504,11 +514,13 @@ class Pipeline:
         return decision
 
     def _receipt_decision(self, job: Job) -> Decision:
-        """A PEC receipt: an internal note on the ticket of the message it certifies."""
+        """A certified PEC receipt: an internal note on the ticket of the message it certifies,
+        when this account sent it (a receipt certifies mail sent from the mailbox that
+        receives it); otherwise what pec_unmatched_receipts says."""
         plan = job.plan
         assert plan is not None
         tags = tuple(dict.fromkeys((self.account.tag, *plan.tags)))
-        ticket_id = self.store.ticket_for_message_ids(plan.lookup_ids)
+        ticket_id = self.store.ticket_for_sent_message_ids(plan.lookup_ids, self.account.name)
         ticket = self.lookup.get_ticket(ticket_id) if ticket_id is not None else None
         if ticket is not None and not ticket.closed:
             # The provider's identificativo (and msgid) now belong to that ticket too:
@@ -616,6 +628,8 @@ class Pipeline:
 
     def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
         thread_ids = [job.content.message_id, job.message.message_id]
+        if job.plan is not None and job.plan.ids_are_claims:
+            thread_ids = []
         if job.plan is not None:
             thread_ids += job.plan.thread_ids
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -692,8 +706,10 @@ class Pipeline:
                            known_sha256=a.sha256)
                     for a in message.inline_images]
         if job.plan is not None:
-            # The whole signed envelope, byte-exact: the legal proof of delivery.
-            uploads.append(_eml_upload("pec-envelope", job.message))
+            # The whole signed envelope, byte-exact: the legal proof of delivery (when the
+            # signature is certified; otherwise the evidence of what was received).
+            prefix = "pec-envelope" if job.plan.certified else "pec-unverified"
+            uploads.append(_eml_upload(prefix, job.message))
         elif original:
             uploads.append(_eml_upload("original", job.message))
         return tuple(uploads)
@@ -722,6 +738,7 @@ class Pipeline:
             ticket_type=decision.ticket_type,
             group_id=decision.group_id,
             brand_id=decision.brand_id,
+            recipient=decision.recipient,
             custom_fields=decision.custom_fields,
             email_ccs=decision.email_ccs,
             external_id=key[:64],
@@ -733,6 +750,9 @@ class Pipeline:
         text, html, cut = self._body_of(job)
         message = job.content
         assert decision.ticket_id is not None
+        trimmed = self._quoted_text_trimmed(job, decision, text, html)
+        if trimmed is not None:
+            text, html = trimmed
         if not decision.public and not job.is_receipt:
             sender = str(message.from_) if message.from_ else "unknown sender"
             header = f"Mail from {sender} ({decision.reason})"
@@ -752,13 +772,32 @@ class Pipeline:
             public=decision.public,
             author_email=message.from_.email if message.from_ and decision.public else None,
             author_name=message.from_.name if message.from_ else None,
-            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
+                trimmed is not None and self.account.follow_up.quoted_text == "attach")),
             status=decision.status,
             priority=decision.priority,
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
         )
+
+    def _quoted_text_trimmed(self, job: Job, decision: Decision, text: str,
+                             html: str | None) -> tuple[str, str | None] | None:
+        """A reply's own words for its comment, or None to keep the body whole: only replies
+        (not bounces, auto-replies or receipts), never certified PEC content (what the
+        provider certified is shown as it was), and not when the account keeps quotes."""
+        mode = self.account.follow_up.quoted_text
+        if mode == "keep" or decision.action != Action.FOLLOW_UP or job.plan is not None:
+            return None
+        reply = new_text(text)
+        if reply.unchanged:
+            return None
+        if mode == "collapse":
+            whole = html if html is not None else f"<pre>{escape(text)}</pre>"
+            folded = (f"{_paragraphs_html(reply.text)}<details><summary>Quoted text"
+                      f"</summary>{whole}</details>")
+            return reply.text, folded
+        return reply.text, None  # the original .eml goes beside the comment
 
     # -- archive --------------------------------------------------------------------------
     def _archive(self, ctx: MessageContext, raw: bytes) -> None:

@@ -350,10 +350,12 @@ class Service:
 
     def __init__(self, pollers: list[AccountPoller], *,
                  log_retention_days: float | None = None,
+                 retention_days: float | None = None,
                  stop: threading.Event | None = None) -> None:
         self.pollers = pollers
         self.stop = stop or threading.Event()
         self.log_retention_days = log_retention_days
+        self.retention_days = retention_days
         for poller in pollers:
             poller.stop = self.stop
 
@@ -385,10 +387,16 @@ class Service:
         return clean
 
     def _purge_log(self) -> None:
-        if self.log_retention_days is None or not self.pollers:
+        """Housekeeping: the communication log and the ledger's finished records, each after
+        its retention period."""
+        if not self.pollers:
             return
-        cutoff = datetime.now(UTC) - timedelta(days=self.log_retention_days)
-        self.pollers[0].store.purge_log(cutoff)
+        store = self.pollers[0].store
+        now = datetime.now(UTC)
+        if self.log_retention_days is not None:
+            store.purge_log(now - timedelta(days=self.log_retention_days))
+        if self.retention_days is not None:
+            store.apply_retention(now - timedelta(days=self.retention_days))
 
     def _loop(self, poller: AccountPoller) -> None:
         """An account's worker. Nothing that goes wrong in a pass ends it: the store, the

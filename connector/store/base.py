@@ -134,6 +134,15 @@ class Store(Protocol):
     # -- ledger ---------------------------------------------------------------------------
     def get_message(self, account: str, ref: str) -> MessageRecord | None: ...
 
+    def apply_retention(self, older_than: datetime) -> int:
+        """Finished records older than ``older_than`` drop their stored request and trace;
+        what later mails need (dedupe, Message-ID map, sender counts) stays."""
+        ...
+
+    def vacuum(self) -> tuple[int, int]:
+        """Return freed space to the file system; (size before, size after) in bytes."""
+        ...
+
     def get_message_by_id(self, record_id: int) -> MessageRecord | None: ...
 
     def ref_states(self, account: str, refs: Iterable[str]) -> dict[str, MessageState]:
@@ -197,6 +206,12 @@ class Store(Protocol):
     # -- threading ------------------------------------------------------------------------
     def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
         """The ticket of the first of ``message_ids`` (in order) that we have seen or sent."""
+        ...
+
+    def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
+                                    account: str) -> int | None:
+        """Like ticket_for_message_ids, but only ids of mail sent from ``account`` (what a PEC
+        receipt arriving on that account can certify)."""
         ...
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,

@@ -504,17 +504,25 @@ class SQLiteStore(SQLiteFile):
 
     # -- threading ------------------------------------------------------------------------
     def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+        return self._first_mapped(message_ids)
+
+    def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
+                                    account: str) -> int | None:
+        return self._first_mapped(message_ids, "AND direction = 'out' AND account = ?",
+                                  (account,))
+
+    def _first_mapped(self, message_ids: Iterable[str], condition: str = "",
+                      params: tuple[str, ...] = ()) -> int | None:
+        """The ticket of the first of ``message_ids`` (in their order) mapped to one."""
         ids = [m for m in message_ids if m]
         if not ids:
             return None
         marks = ",".join("?" * len(ids))
         rows = self._query(
-            f"SELECT message_id, ticket_id FROM message_ids WHERE message_id IN ({marks})", ids)
+            f"SELECT message_id, ticket_id FROM message_ids WHERE message_id IN ({marks}) "
+            f"{condition}", [*ids, *params])
         by_id = {r["message_id"]: r["ticket_id"] for r in rows}
-        for mid in ids:
-            if mid in by_id:
-                return int(by_id[mid])
-        return None
+        return next((int(by_id[mid]) for mid in ids if mid in by_id), None)
 
     def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
@@ -664,6 +672,38 @@ class SQLiteStore(SQLiteFile):
                          account=r["account"], ref=r["ref"], message_id=r["message_id"],
                          event=r["event"], detail=r["detail"], duration_ms=r["duration_ms"])
                 for r in reversed(rows)]
+
+    def apply_retention(self, older_than: datetime) -> int:
+        """Drop what finished mails no longer need once they are older than ``older_than``:
+        the stored request (``pending``: the create body with upload tokens, ~10 kB a mail) and
+        the decision trace. What later mails need stays: the record (sender and date for the
+        per-sender cap, state, ticket), its dedupe claim and the Message-ID -> ticket map.
+        Failed mails keep everything (an admin may still look at them and replay them).
+        Returns how many records were thinned."""
+        cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
+        finished = [s.value for s in MessageState if s.terminal and s != MessageState.FAILED]
+        marks = ",".join("?" * len(finished))
+        with self._tx(durable=False) as db:
+            cur = db.execute(
+                f"UPDATE messages SET pending = NULL, trace = NULL WHERE updated_at < ? "
+                f"AND state IN ({marks}) AND (pending IS NOT NULL OR trace IS NOT NULL)",
+                (cutoff, *finished))
+        return cur.rowcount
+
+    def vacuum(self) -> tuple[int, int]:
+        """Give the space freed by retention back to the file system (``VACUUM``; it rewrites
+        the file, so it is for a quiet moment). Returns the file size before and after."""
+        before = self._file_size()
+        with self._lock:
+            self.make_durable()
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, self._file_size()
+
+    def _file_size(self) -> int:
+        path = Path(str(self.path))
+        return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal"))
+                   if p.exists())
 
     def purge_log(self, older_than: datetime) -> int:
         with self._tx() as db:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from connector.filters.authentication import SenderAuthentication
 from connector.filters.lookups import FilterLookups
 from connector.filters.settings import FilterSettings
 from connector.filters.verdicts import Classification
@@ -24,8 +25,17 @@ class ClassifierContext:
     trusted: bool
     settings: FilterSettings
     lookups: FilterLookups
+    authentication: SenderAuthentication  # what is proven about the From address
     controls: Mapping[str, str]
     classification: Classification | None
+
+    @property
+    def authenticated_sender(self) -> str | None:
+        """The From address when it is proven (trusted account, our MTA's DKIM/DMARC pass,
+        or a DKIM signature the bridge verified), else None: acting in a sender's name
+        (staff commands and forwards, silencing a sender) needs this."""
+        auth = self.authentication
+        return auth.address if auth.authenticated else None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Forwarded mail from staff: open the ticket for the original sender (Jitbit's "extract the
 original sender", guarded the same way: only listed staff addresses may do it, otherwise
-anyone could open tickets in someone else's name).
+anyone could open tickets in someone else's name). A staff From line alone proves nothing: the
+sender must be authenticated (connector.filters.authentication), else the forward stays the
+ordinary mail of that address, tagged ``staff_unverified``.
 
 A forward is recognised by a forward prefix in the subject (Fwd:, Fw:, I:, Inoltro:, WG:,
 TR:, RV:, PD:, İLT:) or an attached ``message/rfc822``. The original comes from the attached
@@ -14,6 +16,7 @@ import dataclasses
 import re
 from typing import ClassVar
 
+from connector.filters.authentication import TAG_STAFF_UNVERIFIED
 from connector.filters.classifiers.base import ClassifierContext, Verdict
 from connector.filters.verdicts import Classification, ForwardDetails, Kind
 from connector.mail.model import Address, ParsedMessage
@@ -73,6 +76,10 @@ class ForwardedClassifier:
         if forwarder is None or not ctx.settings.is_staff(forwarder.email):
             who = forwarder.email if forwarder else "unknown sender"
             return Verdict.quiet(f"looks forwarded, but {who} is not listed as staff")
+        if ctx.authenticated_sender is None:
+            reason = (f"looks forwarded by staff, but {forwarder.email} is not authenticated "
+                      f"({ctx.authentication.detail}): ordinary mail")
+            return Verdict(True, reason, add_tags=(TAG_STAFF_UNVERIFIED,))
         details = _from_attachment(message, forwarder) or _from_inline(message, forwarder)
         if details is None:
             return Verdict.quiet("forwarded by staff, but the original sender was not found")

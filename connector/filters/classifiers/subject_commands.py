@@ -6,6 +6,10 @@ commands (or starting with them) before any other text. Quoted history (lines st
 ``>``, anything after the first ordinary line) is never read, so a customer quoting an
 agent's ``#close#`` mail cannot close anything, and neither can a staff reply that merely
 quotes one. Commands are removed from the subject and text handed on.
+
+A staff From line alone proves nothing: commands run only for an authenticated sender
+(connector.filters.authentication); mail from an unproven staff address stays ordinary mail,
+tagged ``staff_unverified``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import ClassVar
 
+from connector.filters.authentication import TAG_STAFF_UNVERIFIED
 from connector.filters.classifiers.base import ClassifierContext, Verdict
 from connector.filters.verdicts import Classification, CommandDetails, Kind
 
@@ -42,6 +47,10 @@ class SubjectCommandClassifier:
         if sender is None or not ctx.settings.is_staff(sender.email):
             who = sender.email if sender else "unknown sender"
             return Verdict.quiet(f"commands {', '.join(found)} ignored: {who} is not staff")
+        if ctx.authenticated_sender is None:
+            reason = (f"commands {', '.join(found)} ignored: the staff sender {sender.email} "
+                      f"is not authenticated ({ctx.authentication.detail})")
+            return Verdict(True, reason, add_tags=(TAG_STAFF_UNVERIFIED,))
         if ctx.classification is not None:
             return Verdict.quiet(
                 f"commands {', '.join(found)} ignored: already classified as "

@@ -1,0 +1,91 @@
+"""The new text of a reply: quoted history and signatures trimmed from follow-up comments.
+
+Every reply repeats the thread below it; on a ticket that is the same text again in every
+comment. The reply's own words are what an agent needs, so follow-ups are trimmed to them, with
+the whole original kept beside the comment (the attached .eml, or a folded section; the pipeline
+decides which by the account's ``follow_up.quoted_text``).
+
+Two libraries, measured on real replies whose new text their source's tests state
+(bench/reply_trimming.py; figures in bench/RESULTS.md), each better at one thing:
+mail-parser-reply knows quote headers ("On ... wrote:", "Il giorno ... ha scritto:", Outlook's
+"Von:/Gesendet:" block, "-----Original Message-----") and signature separators in 13 languages;
+quotequail finds ">" quote blocks and English intros that the first leaves alone. So the first
+answers, and the second only where the first kept the text whole.
+
+Trimming never does harm: a first message is never trimmed (the caller's rule), a reply is never
+trimmed to nothing, and a cut that would keep only a sliver of a long text is not made (the
+"quote" was more likely the message itself, e.g. a forwarded mail with a note).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import quotequail
+from mailparser_reply import EmailReplyParser
+from mailparser_reply.constants import MAIL_LANGUAGES
+
+#: Languages whose quote headers and signatures are recognised (``david`` is a test entry).
+LANGUAGES = tuple(code for code in MAIL_LANGUAGES if len(code) == 2)
+#: Below this share of a long text, the "new text" is more likely a note on top of a forward.
+_MIN_KEPT_SHARE = 0.02
+_LONG_TEXT = 2_000
+_WORD = re.compile(r"\w", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class TrimmedReply:
+    """``text`` is what the sender wrote; ``trimmed`` says whether anything was cut."""
+
+    text: str
+    trimmed: bool
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.trimmed
+
+
+@lru_cache(maxsize=1)
+def _parser() -> EmailReplyParser:
+    return EmailReplyParser(languages=list(LANGUAGES))
+
+
+def new_text(body: str) -> TrimmedReply:
+    """The reply's own text, without the quoted thread and the signature below it."""
+    stripped = body.strip()
+    if not stripped:
+        return TrimmedReply(body, False)
+    kept = _trimmed_by_headers(body)
+    if _normalized(kept) == _normalized(stripped):
+        kept = _trimmed_by_quote_marks(body)
+    if not _WORD.search(kept):
+        return TrimmedReply(body, False)  # never trim to nothing
+    if len(stripped) > _LONG_TEXT and len(kept) < _MIN_KEPT_SHARE * len(stripped):
+        return TrimmedReply(body, False)
+    if _normalized(kept) == _normalized(stripped):
+        return TrimmedReply(body, False)
+    return TrimmedReply(kept, True)
+
+
+def _trimmed_by_headers(body: str) -> str:
+    try:
+        return _parser().parse_reply(text=body).strip()
+    except (RecursionError, re.error, IndexError, ValueError):
+        # The libraries are heuristics; on input they cannot read, the whole text is the answer.
+        return body.strip()
+
+
+def _trimmed_by_quote_marks(body: str) -> str:
+    try:
+        parts = quotequail.quote(body, quote_intro_line=True)
+    except (RecursionError, re.error, IndexError, ValueError):
+        return body.strip()
+    if not parts or not parts[0][0]:
+        return body.strip()  # it starts with a quote: an inline reply, keep it whole
+    return parts[0][1].strip()
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
