@@ -32,6 +32,7 @@ def test_calls_are_noted_with_target_answer_and_time_then_taken_once() -> None:
         ("add_comment", f"ticket #{created.id}", "done", True),
         ("get_ticket", "ticket #999", "not found", True)]
     assert all(c.duration_ms >= 0 for c in calls)
+    assert [c.started_at for c in calls] == sorted(c.started_at for c in calls)
     assert recorder.take() == []
     assert recorder.name == "dry-run"  # everything else passes through untouched
 

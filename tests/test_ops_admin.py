@@ -450,6 +450,8 @@ def test_messages_show_explains_a_ticketed_message_by_message_id_or_id(
         "ticketed", ticket["id"], "new_ticket")
     assert document["trace"]["message"]["message_id"] == "log1@example.org"
     assert all(set(c) == {"ts", "call", "answer", "duration_ms"} for c in document["host_calls"])
+    # Each call at the time it was made, before the outcome that followed it.
+    assert max(c["ts"] for c in document["host_calls"]) <= document["log"][-1]["ts"]
 
     assert cli(config, "messages", "show", "nobody@example.org") == (EX_NOINPUT, [])
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from connector.hosts.base import CreatedTicket, HostAdapter, TicketInfo
@@ -25,6 +26,7 @@ RECORDED = frozenset({
 
 @dataclass(frozen=True)
 class HostCall:
+    started_at: datetime
     operation: str  # the adapter method, e.g. create_ticket
     target: str  # what it was about: "ticket #12", "external_id pmb-…", a subject
     answer: str  # what came back, or the error
@@ -85,19 +87,20 @@ class HostCallRecorder:
     def _recording(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def recorded(*args: Any, **kwargs: Any) -> Any:
             started = time.monotonic()
+            at = datetime.now(UTC)
             try:
                 result = call(*args, **kwargs)
             except Exception as exc:
-                self._note(operation, args, f"{type(exc).__name__}: {exc}", False, started)
+                self._note(at, operation, args, f"{type(exc).__name__}: {exc}", False, started)
                 raise
-            self._note(operation, args, _answer(operation, result), True, started)
+            self._note(at, operation, args, _answer(operation, result), True, started)
             return result
 
         return recorded
 
-    def _note(self, operation: str, args: tuple[Any, ...], answer: str, ok: bool,
+    def _note(self, at: datetime, operation: str, args: tuple[Any, ...], answer: str, ok: bool,
               started: float) -> None:
         if not hasattr(self._local, "calls"):
             self._local.calls = []
-        self._local.calls.append(HostCall(operation, _target(operation, args), answer, ok,
+        self._local.calls.append(HostCall(at, operation, _target(operation, args), answer, ok,
                                           (time.monotonic() - started) * 1000))

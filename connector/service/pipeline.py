@@ -350,14 +350,13 @@ class Pipeline:
                    if result.decision is not None else None)
         ticket = f"ticket #{result.ticket_id}" if result.ticket_id is not None else None
         parts = [p for p in (decided, ticket, result.reason or None) if p]
-        for call in self.host_calls.take():
-            self.store.log_event(level="debug", kind="host", account=ctx.account,
-                                 event=f"{call.operation} {call.target}".strip(),
-                                 detail=call.answer, ref=ctx.ref, message_id=ctx.message_id,
-                                 duration_ms=call.duration_ms)
-        self.store.log_event(level=level, kind="message", account=ctx.account,
-                             event=result.outcome.value, detail="; ".join(parts) or None,
-                             ref=ctx.ref, message_id=ctx.message_id)
+        identity = {"account": ctx.account, "ref": ctx.ref, "message_id": ctx.message_id}
+        self.store.log_events([
+            *({"ts": call.started_at, "level": "debug", "kind": "host",
+               "event": f"{call.operation} {call.target}".strip(), "detail": call.answer,
+               "duration_ms": call.duration_ms, **identity} for call in self.host_calls.take()),
+            {"level": level, "kind": "message", "event": result.outcome.value,
+             "detail": "; ".join(parts) or None, **identity}])
         why = "; ".join(p for p in (decided, result.reason or None) if p)
         log.log(_LOG_LEVELS.get(result.outcome, logging.INFO), "%s: %s%s%s", ctx,
                 result.outcome.value, f", {ticket}" if ticket else "", f" ({why})" if why else "")

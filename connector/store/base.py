@@ -15,7 +15,7 @@ outside the store acts on it. (SQLite: ``synchronous=NORMAL`` in WAL mode; Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -220,6 +220,17 @@ class Store(Protocol):
 
     def is_own_message_id(self, message_id: str) -> bool:
         """True for Message-IDs of mail the bridge itself sent."""
+        ...
+
+    # -- communication log ------------------------------------------------------------------
+    def log_event(self, *, level: str, kind: str, account: str | None, event: str,
+                  detail: str | None = None, ref: str | None = None,
+                  message_id: str | None = None, duration_ms: float | None = None) -> None:
+        """One entry; a diary, not a record of effects: written without an fsync."""
+        ...
+
+    def log_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Several entries (``log_event``'s keywords, ``ts`` optional) in one write."""
         ...
 
     # -- mailbox state --------------------------------------------------------------------

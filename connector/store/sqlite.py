@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -646,6 +646,24 @@ class SQLiteStore(SQLiteFile):
                 "INSERT INTO comm_log (ts, level, kind, account, ref, message_id, event, "
                 "detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_now(), level, kind, account, ref, message_id, event, detail, duration_ms))
+
+    def log_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Several entries (``log_event``'s keywords, ``ts`` optional) in one transaction:
+        a message's helpdesk calls and its outcome cost one commit, not one each."""
+        rows = [((e["ts"].astimezone(UTC).isoformat(timespec="microseconds") if e.get("ts")
+                  else _now()), e["level"], e["kind"], e.get("account"), e.get("ref"),
+                 e.get("message_id"), e["event"], e.get("detail"), e.get("duration_ms"))
+                for e in entries]
+        with self._lock:
+            self._log_db.execute("BEGIN")
+            try:
+                self._log_db.executemany(
+                    "INSERT INTO comm_log (ts, level, kind, account, ref, message_id, event, "
+                    "detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._log_db.execute("ROLLBACK")
+                raise
+            self._log_db.execute("COMMIT")
 
     def log_entries(self, *, account: str | None = None, min_level: str | None = None,
                     since: datetime | None = None, message: str | None = None,
