@@ -51,6 +51,21 @@ def test_a_copied_example_reports_every_missing_secret_in_one_run(example: Path)
         "set"]
 
 
+def test_json_commands_put_the_problems_in_their_document(example: Path) -> None:
+    code, out, err = cli_streams("-q", "-c", str(example), "check", "--json")
+
+    assert code == EX_CONFIG
+    document = json.loads(out)
+    assert (document["command"], document["exit_code"]) == ("check", EX_CONFIG)
+    assert [(p["file"], p["key"]) for p in document["config_errors"]] == [
+        (str(example), "accounts[0].password"), (str(example), "accounts[1].password_file"),
+        (str(example), "accounts[2].password"), (str(example), "host.auth.client_secret"),
+        (str(example), "service.signing_secret")]
+    assert document["config_errors"][0]["problem"] == ("environment variable "
+                                                       "SUPPORT_IMAP_PASSWORD is not set")
+    assert err.startswith("postmaster-bridge: 5 configuration errors:")
+
+
 def test_every_kind_of_problem_in_every_section_comes_in_one_error(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(textwrap.dedent("""

@@ -9,6 +9,7 @@ from typing import TextIO
 
 from connector.cli.common import Parts, build, setup_logging
 from connector.cli.parser import build_parser
+from connector.cli.report import dump
 from connector.errors import BridgeError, ConfigError, NotFoundError, UsageError
 from connector.exitcodes import (
     EX_CONFIG,
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
             f"{len(problems)} configuration errors"
         print(f"postmaster-bridge: {head}:" + (f" {problems[0]}" if len(problems) == 1 else
               "".join(f"\n  {p}" for p in problems)), file=err)
+        if getattr(args, "json", False):  # a script reading the document learns why too
+            dump({"command": args.command, "exit_code": EX_CONFIG, "config_errors": [
+                {"file": p.path, "key": p.key, "problem": p.reason} for p in problems]}, out)
         return EX_CONFIG
     except NotFoundError as exc:
         print(f"postmaster-bridge: {exc}", file=err)
