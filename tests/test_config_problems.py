@@ -14,7 +14,7 @@ from bridge_cli import cli_streams
 
 from connector.config import load_config
 from connector.errors import ConfigError, ConfigErrors
-from connector.exitcodes import EX_CONFIG, EX_OK
+from connector.exitcodes import EX_CONFIG, EX_NOINPUT, EX_OK
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SECRETS = ("SUPPORT_IMAP_PASSWORD", "ARUBA_PEC_APP_PASSWORD", "ZENDESK_CLIENT_SECRET",
@@ -182,6 +182,19 @@ def test_filters_check_and_test_need_no_secret(example: Path, tmp_path: Path) ->
     assert decision["reason"] == (
         "the helpdesk could not be asked: not asked: host.auth.client_secret: environment "
         "variable ZENDESK_CLIENT_SECRET is not set")
+
+
+def test_commands_that_only_read_the_ledger_or_queue_need_no_secret(example: Path) -> None:
+    for command in (["accounts", "--json"], ["log"], ["errors", "list"],
+                    ["outbound", "list", "--json"]):
+        code, out, err = cli_streams("-q", "-c", str(example), *command)
+        assert (code, err) == (EX_OK, ""), command
+    assert json.loads(cli_streams("-q", "-c", str(example), "accounts", "--json")[1])[0][
+        "account"] == "support"
+    code, _, err = cli_streams("-q", "-c", str(example), "messages", "show", "1")
+    assert code == EX_NOINPUT and "no message with id" in err
+    # What logs in still needs them.
+    assert cli_streams("-q", "-c", str(example), "errors", "replay", "1")[0] == EX_CONFIG
 
 
 def test_outbound_settings_do_not_import_the_config_module() -> None:

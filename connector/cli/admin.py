@@ -15,7 +15,7 @@ from connector.store.base import MessageState
 def cmd_accounts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.service.admin import accounts_report
 
-    config = load(args)
+    config = load(args, secrets=False)  # the ledger only
     store = admin_store(config)
     try:
         action = getattr(args, "accounts_command", None)
@@ -39,7 +39,7 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.service.admin import print_log
 
-    config = load(args)
+    config = load(args, secrets=False)  # the ledger only
     store = admin_store(config)
     try:
         print_log(store, out, account=args.account, level=args.level, since=args.since,
@@ -52,7 +52,8 @@ def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_errors(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.service import admin
 
-    config = load(args)
+    # Only a replay logs in anywhere; the rest reads and writes the ledger.
+    config = load(args, secrets=args.errors_command == "replay")
     if args.errors_command == "replay":
         return _replay(config, args.ids, out, err)
     store = admin_store(config)
@@ -107,7 +108,7 @@ def cmd_messages(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``messages show``: any message the bridge processed, by id, Message-ID or ref."""
     from connector.service import admin
 
-    store = admin_store(load(args))
+    store = admin_store(load(args, secrets=False))
     try:
         admin.messages_show(store, out, args.key, as_json=args.json)
     finally:

@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_outbound(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound import commands as oc
 
-    config = load(args)
+    config = load(args, secrets=False)  # the queue only: the running service sends
     if args.outbound_command == "list":
         return oc.outbound_list(config, out, state=args.state, account=args.account,
                                 limit=args.limit, as_json=args.json)
