@@ -12,16 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
-from connector.config_reader import Problems, Reader, is_loopback
+from connector.config_reader import Problems, Reader
 from connector.errors import ConfigError
 from connector.filters.settings import FilterSettings
 from connector.hosts.ratelimit import Rate
+from connector.mail.mimetree import ParseLimits
 from connector.outbound.settings import validate_outbound
 from connector.pec.providers import PROVIDERS, provider
 from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
+from connector.tls import is_loopback
 
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -32,6 +35,11 @@ PROTOCOLS = ("imap", "pop3")
 #: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
 PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
+
+
+def account_tag(name: str) -> str:
+    """The tag every ticket opened from account ``name`` carries (``pmb_<name>``)."""
+    return "pmb_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class AccountConfig:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
@@ -86,6 +95,7 @@ class AccountConfig:
     allow_unknown_senders: bool = True
     email_ccs: bool = True
     attach_original_eml: bool = False
+    allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
     archive_dir: Path | None = None
     own_addresses: tuple[str, ...] = ()
     subject_ticket_pattern: str = r"\[#(\d+)\]"
@@ -111,7 +121,7 @@ class AccountConfig:
     @property
     def tag(self) -> str:
         """The tag every ticket from this account carries."""
-        return "pmb_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        return account_tag(self.name)
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,10 @@ class HostConfig:
     timeout: float = 30.0
     max_attempts: int = 5
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     ca_file: str | None = None
+    max_uploads_per_mail: int = 20  # attachments uploaded one by one; the rest in one archive
+    max_ccs_per_mail: int = 20  # Cc addresses made the ticket's CCs; the rest listed
     groups: Mapping[str, int] = field(default_factory=dict)  # X-OTOBO-Queue name -> group id
     custom_fields: Mapping[str, int] = field(default_factory=dict)  # DynamicField name -> id
     # The plan's request budget and the ticket-update budget (None: follow the host's headers).
@@ -150,6 +163,7 @@ class Config:
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
     #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
     missing_secrets: tuple[str, ...] = ()
@@ -283,6 +297,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
             r.problem("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
         r.problem("subject_ticket_pattern", f"is not a valid regex: {exc}")
+    verify_tls, insecure_tls = r.verify_tls(host or "")
     account = AccountConfig(
         name=name,
         protocol=protocol,
@@ -292,7 +307,8 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         username=r.get("username", str, required=True),
         password=r.secret("password", required=True),
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
         processed_folder=r.get("processed_folder", str, "Processed"),
         error_folder=r.get("error_folder", str, "Error"),
@@ -307,6 +323,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
+        allow_remote_content=r.get("allow_remote_content", bool, False),
         archive_dir=r.path_value("archive_dir"),
         own_addresses=tuple(a.lower() for a in r.str_list("own_addresses")),
         subject_ticket_pattern=pattern,
@@ -346,8 +363,9 @@ def _rate(r: Reader, name: str) -> Rate | None:
 
 #: The keys of the zendesk host type that a dry run without a url does not read: switching
 #: host.type to dry-run and back leaves them in place.
-_ZENDESK_ONLY_KEYS = ("auth", "timeout", "max_attempts", "verify_tls", "ca_file", "rate_limit",
-                      "ticket_update_rate_limit")
+_ZENDESK_ONLY_KEYS = ("auth", "timeout", "max_attempts", "verify_tls",
+                      "insecure_tls_i_understand", "ca_file", "max_uploads_per_mail",
+                      "max_ccs_per_mail", "rate_limit", "ticket_update_rate_limit")
 
 
 def _host(r: Reader) -> HostConfig:
@@ -381,6 +399,7 @@ def _host(r: Reader) -> HostConfig:
     else:  # noted: which keys belong depends on the type
         auth.ignore(*map(str, auth.data))
     auth.finish()
+    verify_tls, insecure_tls = r.verify_tls(urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
@@ -392,8 +411,11 @@ def _host(r: Reader) -> HostConfig:
         api_token=api_token,
         timeout=r.positive("timeout", float, 30.0),
         max_attempts=r.positive("max_attempts", int, 5),
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_uploads_per_mail=r.positive("max_uploads_per_mail", int, 20),
+        max_ccs_per_mail=r.positive("max_ccs_per_mail", int, 20),
         groups=r.int_map("groups"),
         custom_fields=r.int_map("custom_fields"),
         rate_limit=_rate(r, "rate_limit"),
@@ -462,6 +484,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     retention = store_reader.positive("log_retention_days", float, 30.0)
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
+    limits_reader = root.child("limits")
+    limits = ParseLimits(
+        mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
+        headers=limits_reader.positive("headers", int, ParseLimits.headers),
+        header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
+    )
+    limits_reader.finish()
     root.finish(_TOP_EXTENSION_KEYS)
     validate_outbound(root.data, where, base_dir, secrets=secrets, problems=problems)
     _validate_filter_sections(root.data, where, problems)
@@ -469,7 +498,8 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     return Config(path=Path(where), accounts=tuple(accounts), host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     retention_days=ledger_retention),
-                  raw=dict(root.data), pec_trust=trust, missing_secrets=tuple(missing))
+                  raw=dict(root.data), limits=limits, pec_trust=trust,
+                  missing_secrets=tuple(missing))
 
 
 def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:

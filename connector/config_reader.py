@@ -10,7 +10,6 @@ be checked; ``Problems.raise_if_any()`` then refuses the whole file. Shared by
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from connector.errors import ConfigError, ConfigErrors
+from connector.tls import INSECURE_KEY, unverified_refusal
 
 T = TypeVar("T")
 
@@ -28,15 +28,6 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, 
                "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 #: What a required value reads as once its absence is noted (the rest of the section goes on).
 _NEUTRAL: dict[type, Any] = {str: "", int: 0, float: 0.0, bool: False, list: [], dict: {}}
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Problems:
@@ -233,6 +224,16 @@ class Reader:
                 continue
             out[str(k)] = v
         return out
+
+    def verify_tls(self, host: str) -> tuple[bool, bool]:
+        """(verify_tls, insecure_tls_i_understand): off only for loopback or when
+        acknowledged."""
+        verify = self.get("verify_tls", bool, True)
+        insecure = self.get(INSECURE_KEY, bool, False)
+        refusal = unverified_refusal(host, verify, insecure)
+        if refusal:
+            self.problem("verify_tls", refusal)
+        return verify, insecure
 
     def ignore(self, *names: str) -> None:
         """Keys that are right in this file but not read here (another host type's)."""

@@ -53,6 +53,17 @@ class AuthenticationError(FetchError):
     """The mailbox refused the credentials."""
 
 
+class CertificateError(BridgeError):
+    """A server's TLS certificate did not verify (connector.tls). Permanent: every retry fails
+    the same way until an admin fixes the certificate or ``ca_file``, so the account stops
+    with this error instead of retrying."""
+
+
+class StoreCorruptError(BridgeError):
+    """The ledger database is damaged (``PRAGMA quick_check`` failed). Processing stops and
+    no mail is moved: the ledger is what says which mail was already ticketed."""
+
+
 class HostError(BridgeError):
     """The helpdesk API failed. ``status`` is the HTTP status when there was one."""
 
@@ -79,6 +90,11 @@ class TransientHostError(HostError):
 
 class PermanentHostError(HostError):
     """Retrying will not help (4xx other than 409/429): the message goes to the error folder."""
+
+
+class HostCertificateError(CertificateError, HostError):
+    """The helpdesk's TLS certificate did not verify. Not the message's fault: it stays in
+    the inbox and the account stops until the certificate is fixed."""
 
 
 class MessageTooLarge(BridgeError):

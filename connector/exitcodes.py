@@ -19,6 +19,7 @@ EX_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: an account or the helpdesk could
 EX_SOFTWARE = 70  # sysexits EX_SOFTWARE: the service's workers ended without being asked to
 EX_OSERR = 71  # sysexits EX_OSERR: the HTTP port cannot be opened
 EX_CANTCREAT = 73  # sysexits EX_CANTCREAT: a file to write exists already or cannot be written
+EX_IOERR = 74  # sysexits EX_IOERR: the ledger is damaged (store check says where)
 EX_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: held back; the same command later will retry it
 EX_CONFIG = 78  # sysexits EX_CONFIG: the configuration (or a filter file) is invalid
 EX_INTERRUPTED = 130  # Ctrl-C outside `run` (128 + SIGINT)
@@ -41,16 +42,17 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "object the helpdesk refused)"),
     ExitCode(EX_USAGE, "EX_USAGE", "all",
              "wrong command line: unknown option, bad `--since`, `errors replay` on a dry-run "
-             "host"),
+             "host, `store backup` onto the ledger itself"),
     ExitCode(EX_DATAERR, "EX_DATAERR", "`run --once`, `import`, `deliver`, `errors replay`, "
              "`filters test`",
              "a mail failed for good: it is in `errors list` (and the account's error folder); "
              "`deliver`: the MTA returns it to the sender with the reason; `filters test`: the "
              "mail cannot be parsed"),
     ExitCode(EX_NOINPUT, "EX_NOINPUT", "`import`, `messages show`, `errors show`, `errors "
-             "export`, `errors replay`, `errors dismiss`, `outbound show`, `outbound retry`",
-             "a file, message or job named on the command line does not exist (or `errors "
-             "export`: its copy is gone)"),
+             "export`, `errors replay`, `errors dismiss`, `outbound show`, `outbound retry`, "
+             "`store`",
+             "a file, message or job named on the command line does not exist (`errors "
+             "export`: its copy is gone; `store`: there is no ledger yet)"),
     ExitCode(EX_UNAVAILABLE, "EX_UNAVAILABLE", "`check`, `run --once`, `install`, "
              "`uninstall`",
              "an account or the helpdesk could not be reached or refused the login; with "
@@ -61,6 +63,10 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(EX_OSERR, "EX_OSERR", "`serve`", "the webhook's port cannot be opened"),
     ExitCode(EX_CANTCREAT, "EX_CANTCREAT", "`init`",
              "a file to write exists already (nothing was written) or cannot be written"),
+    ExitCode(EX_IOERR, "EX_IOERR", "`run`, `import`, `errors replay`, `store check`, `store "
+             "backup`",
+             "the ledger is damaged: nothing more was processed and no mail moved; `store "
+             "check` lists the damage, restore a backup (`deliver` exits 75 instead)"),
     ExitCode(EX_TEMPFAIL, "EX_TEMPFAIL", "`run --once`, `import`, `deliver`, `errors replay`",
              "a mail was held back (the helpdesk was unreachable or asked to wait): the next "
              "pass, the same import, or the MTA's next delivery attempt retries it; `deliver` "

@@ -138,7 +138,47 @@ def test_install_creates_the_channel(tmp_path: Path, zendesk: FakeZendesk,
     assert "warning  trigger 'Notify requester and CCs of comment update'" in out
     assert "Notify requester of new proactive ticket" in out
     assert "Notify assignee" not in out and "Old, inactive" not in out
-    assert "installed: 7 change(s)" in out
+    assert "installed: 9 change(s)" in out
+
+
+def test_install_creates_the_public_reply_trigger(tmp_path: Path, zendesk: FakeZendesk,
+                                                  adapter: ZendeskAdapter) -> None:
+    """Every public reply an agent writes on a PEC ticket of the account goes out by PEC;
+    the bridge's own API updates (customers' follow-ups) never do."""
+    code, out = install(make_config(tmp_path), adapter)
+    assert code == 0, out
+    hook = ours(zendesk.webhooks, "webhook")["pec-main"]
+    public = ours(zendesk.triggers, "public_reply_trigger")
+    assert set(public) == {"pec-main", "pec-legal"}
+    trigger = public["pec-main"]
+    assert trigger["title"] == "Public reply by PEC [pec-main]"
+    assert trigger["conditions"] == {"all": [
+        {"field": "update_type", "operator": "is", "value": "Change"},
+        {"field": "comment_is_public", "operator": "is", "value": "true"},
+        {"field": "role", "operator": "is", "value": "agent"},
+        {"field": "current_via_id", "operator": "is_not", "value": "5"},
+        {"field": "current_tags", "operator": "includes", "value": "pmb_pec_main"},
+        {"field": "current_tags", "operator": "includes", "value": "pec_connector"},
+    ], "any": []}
+    call, add = trigger["actions"]
+    assert call["field"] == "notification_webhook" and call["value"][0] == hook["id"]
+    assert json.loads(call["value"][1])["account"] == "pec-main"
+    # The pending tag is what the worker's re-read of the ticket looks for before sending.
+    assert add == {"field": "current_tags",
+                   "value": "pec_connector_reply_pec_main_pending pec_connector"}
+
+
+def test_public_reply_off_removes_only_that_trigger(tmp_path: Path, zendesk: FakeZendesk,
+                                                    adapter: ZendeskAdapter) -> None:
+    install(make_config(tmp_path), adapter)
+    config = make_config(tmp_path)
+    config.raw["accounts"][0]["outbound"]["public_reply"] = False
+    code, out = install(config, adapter)
+    assert code == 0, out
+    assert "delete   public reply trigger 'Public reply by PEC [pec-main]'" in out
+    assert set(ours(zendesk.triggers, "public_reply_trigger")) == {"pec-legal"}
+    assert set(ours(zendesk.triggers, "trigger")) == {"pec-main", "pec-legal"}
+    assert "nothing to change" in install(config, adapter)[1]
 
 
 def test_second_install_changes_nothing(tmp_path: Path, zendesk: FakeZendesk,
@@ -160,7 +200,8 @@ def test_dry_run_writes_nothing(tmp_path: Path, zendesk: FakeZendesk,
     assert "create   trigger 'Reply by PEC Connector [pec-legal]'" in out
     assert "create   macro 'Reply by PEC (pec-main)'" in out
     assert "update   notification trigger 'Notify requester and CCs of comment update'" in out
-    assert "dry run: 9 change(s) not made" in out
+    assert "create   public reply trigger 'Public reply by PEC [pec-main]'" in out
+    assert "dry run: 11 change(s) not made" in out
     assert not (tmp_path / "bridge.sqlite3").exists()  # a dry run creates no store either
 
 
@@ -177,7 +218,8 @@ def test_changed_settings_become_updates(tmp_path: Path, zendesk: FakeZendesk,
     code, out = install(changed, adapter)
     assert code == 0, out
     writes = [(c.method, c.path) for c in zendesk.writes()[before:]]
-    assert sorted(m for m, _ in writes) == ["PATCH", "PATCH", "PUT"]  # 2 endpoints, 1 trigger
+    # 2 endpoints; the reply trigger and the public-reply trigger both carry the subject
+    assert sorted(m for m, _ in writes) == ["PATCH", "PATCH", "PUT", "PUT"]
     hook = ours(zendesk.webhooks, "webhook")["pec-main"]
     assert hook["endpoint"] == "https://pec-bridge.example.it/hooks/zendesk/pec-main"
     trigger = ours(zendesk.triggers, "trigger")["pec-main"]

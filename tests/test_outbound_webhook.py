@@ -231,3 +231,76 @@ def test_enqueue_wakes_the_worker(tmp_path: Path, queue: OutboundQueue) -> None:
     call(app, body=body, headers=signed(body))
     call(app, body=body, headers=signed(body))
     assert woken == [True]
+
+
+# -- issue 12: the account is verified, bad ids and bodies get 400 -----------------------------
+
+def two_account_app(tmp_path: Path, queue: OutboundQueue) -> WebhookApp:
+    raw = {
+        "accounts": [{"name": name, "username": f"{name}@pec.example.it",
+                      "password_file": str(tmp_path / "pw"), "outbound": {"provider": "aruba"}}
+                     for name in ("pec-main", "pec-legal")],
+        "service": {"public_url": "https://bridge.example.it", "signing_secret_file":
+                    str(tmp_path / "secret"), "max_body_bytes": 2048},
+    }
+    (tmp_path / "pw").write_text("pw")
+    (tmp_path / "secret").write_text(SECRET)
+    cfg = outbound_from_raw(raw, str(tmp_path / "config.yaml"), tmp_path)
+    return WebhookApp(cfg, queue, clock=lambda: NOW.timestamp())
+
+
+def test_a_delivery_signed_for_one_account_cannot_be_replayed_to_another(
+        tmp_path: Path, queue: OutboundQueue) -> None:
+    """Zendesk signs the body, not the URL: the signed body names the account, and a request
+    whose URL names another one is refused, so a captured delivery cannot make another
+    account send."""
+    app = two_account_app(tmp_path, queue)
+    body = body_for()  # account pec-main
+    status, answer = call(app, path="/hooks/zendesk/pec-legal", body=body, headers=signed(body))
+    assert (status, answer) == (400, {"error": "account mismatch"})
+    assert queue.jobs() == []
+    status, _ = call(app, path="/hooks/zendesk/pec-main", body=body, headers=signed(body))
+    assert status == 202
+
+
+def test_a_signed_body_without_its_account_is_refused(app: WebhookApp,
+                                                      queue: OutboundQueue) -> None:
+    body = json.dumps({"ticket_id": "4711", "v": 1}).encode()
+    status, answer = call(app, body=body, headers=signed(body))
+    assert (status, answer) == (400, {"error": "account missing or invalid"})
+    assert queue.jobs() == []
+
+
+@pytest.mark.parametrize("ticket_id", ["1" * 30, 10**30, "9223372036854775808", "-5", "0",
+                                       "12a", 4.5, True, "٤٧", None, [], {"id": 1}])
+def test_bad_ticket_ids_get_400_never_5xx(app: WebhookApp, queue: OutboundQueue,
+                                          ticket_id: Any) -> None:
+    """A 30-digit ticket_id used to give 503, which Zendesk retries for ever."""
+    body = body_for(ticket_id)
+    status, answer = call(app, body=body, headers=signed(body))
+    assert status == 400, answer
+    assert queue.jobs() == []
+
+
+@pytest.mark.parametrize("body", [
+    b'{"ticket_id": "111111111111111111111111111111", "account": "pec-main", "message": "a"b"}',
+    b"[" * 1020 + b"]" * 1020,  # deeper than the JSON parser recurses, under the size cap
+    b"\xff\xfe\x00garbage",
+    b'"just a string"',
+    b"",
+    b'{"ticket_id": "4711", "account": "PEC-MAIN"}',
+    b'{"ticket_id": "4711", "account": ["pec-main"]}',
+], ids=["broken-json-30-digits", "deep-nesting", "not-utf8", "json-string", "empty",
+        "upper-case-account", "account-list"])
+def test_bad_bodies_get_400_never_5xx(app: WebhookApp, queue: OutboundQueue,
+                                      body: bytes) -> None:
+    status, _ = call(app, body=body, headers=signed(body))
+    assert status == 400
+    assert queue.jobs() == []
+
+
+def test_the_largest_ticket_id_is_accepted(app: WebhookApp, queue: OutboundQueue) -> None:
+    body = body_for(str(2**63 - 1))
+    status, answer = call(app, body=body, headers=signed(body))
+    assert status == 202
+    assert queue.job(answer["job"]).ticket_id == 2**63 - 1

@@ -277,7 +277,7 @@ def test_attachments_can_be_left_out(env: Env) -> None:
 
 def test_webhook_and_sweep_for_one_comment_send_once(env: Env) -> None:
     env.webhook_job(key="inv:1")
-    env.webhook_job(key="inv:2")  # the agent's request arrived twice under two invocations
+    env.webhook_job(key="inv:2")  # the request arrived twice under two invocations
     env.queue.enqueue("pec-main", 4711, source="sweep", dedupe_key="sweep:x")
     env.worker.run_once()
     assert len(env.smtp.received) == 1
@@ -285,7 +285,33 @@ def test_webhook_and_sweep_for_one_comment_send_once(env: Env) -> None:
     assert states == ["sent", "skipped", "skipped"]
     notes = [n["plain_body"] for n in env.zendesk.notes(4711)]
     assert sum("Sent by PEC" in n for n in notes) == 1
-    assert sum("not sent again" in n for n in notes) == 1  # the second webhook, not the sweep
+    # The report removed the tags: the late copies are not requests any more.
+    assert sum("not sent again" in n for n in notes) == 0
+
+
+def test_an_agent_asking_again_for_a_sent_comment_is_told_on_the_ticket(env: Env) -> None:
+    env.webhook_job(key="inv:1")
+    env.worker.run_once()
+    env.zendesk.tickets[4711]["tags"].append(PENDING_TAG)  # the macro applied once more
+    env.webhook_job(key="inv:2")
+    env.worker.run_once()
+    assert len(env.smtp.received) == 1
+    notes = [n["plain_body"] for n in env.zendesk.notes(4711)]
+    assert sum("not sent again" in n for n in notes) == 1
+
+
+def test_a_signed_webhook_for_a_ticket_without_the_accounts_tag_sends_nothing(
+        env: Env) -> None:
+    """Issue 12: a webhook call for a ticket never tagged for that account's replies was sent
+    by PEC. The worker re-reads the ticket; without this account's reply or pending tag (here:
+    another account's tag) the job is skipped and nothing is sent."""
+    env.zendesk.tickets[4711]["tags"] = ["pmb_pec_main", "pec_connector_reply_other_pending"]
+    job_id = env.webhook_job()
+    env.worker.run_once()
+    assert env.smtp.received == []
+    job = env.queue.job(job_id)
+    assert job is not None and job.state.value == "skipped"
+    assert "pec_connector_reply_pec_main" in (job.error or "")
 
 
 def test_sweep_finds_lost_requests(env: Env) -> None:

@@ -8,6 +8,7 @@ retention and ``VACUUM`` the ledger holds at most 1.5 kB per mail, and what late
 from __future__ import annotations
 
 import mailbox
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -69,3 +70,28 @@ def test_finished_mails_shrink_to_what_later_mails_need(
     code, _ = run("-c", str(config), "import", str(tmp_path / "backlog.mbox"))
     assert code == 0
     assert len(zendesk.ticket_list()) == MAILS
+
+
+def test_store_vacuum_applies_retention_and_shrinks_the_file(
+    dovecot: DovecotServer, mailbox_user: MailUser, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    box = mailbox.mbox(tmp_path / "backlog.mbox")
+    for n in range(40):
+        box.add(customer_mail(f"Stampante {n}", f"v{n}@example.org", text=BODY, html=PAGE))
+    box.close()
+    config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")],
+                          store={"path": str(tmp_path / "ledger.sqlite3"),
+                                 "retention_days": 0.000001})
+    assert run("-c", str(config), "import", str(tmp_path / "backlog.mbox"))[0] == 0
+    time.sleep(0.2)  # every record is now older than the 0.09 s retention period
+
+    code, lines = run("-c", str(config), "store", "vacuum")
+
+    assert code == 0, lines
+    (line,) = [x for x in lines if x.startswith("ok")]
+    assert "40 finished mail(s) past" in line and " MB -> " in line
+    store = SQLiteStore(load_config(config).store.path)
+    try:
+        assert all(r.pending is None and r.trace is None for r in store.messages())
+    finally:
+        store.close()

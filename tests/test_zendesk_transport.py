@@ -26,7 +26,7 @@ import requests
 from dovecot import write_test_pki
 
 from connector.config import HostConfig
-from connector.errors import PermanentHostError, TransientHostError
+from connector.errors import HostCertificateError, PermanentHostError, TransientHostError
 from connector.hosts.base import Comment, NewTicket
 from connector.hosts.factory import make_host
 from connector.hosts.retry import RetriesExhausted, RetryPolicy, call_with_retries
@@ -436,8 +436,10 @@ def tls_server(pki) -> Iterator[Recorder]:
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_tls_is_verified_with_the_configured_ca(tls_server: Recorder, pki) -> None:
     token_adapter(tls_server.url, ca_file=str(pki.ca_file)).check_credentials()
-    with pytest.raises(TransientHostError, match="SSLError"):
-        token_adapter(tls_server.url, max_attempts=1).check_credentials()
+    # A certificate that does not verify is permanent: no retry (issue 12), whatever
+    # max_attempts says.
+    with pytest.raises(HostCertificateError, match="not trusted"):
+        token_adapter(tls_server.url, max_attempts=3).check_credentials()
     token_adapter(tls_server.url, verify_tls=False).check_credentials()
     assert len(tls_server.seen) == 2  # the refused handshake never got to a request
 

@@ -10,11 +10,18 @@ from typing import TextIO
 from connector.cli.common import Parts, build, setup_logging
 from connector.cli.parser import build_parser
 from connector.cli.report import dump
-from connector.errors import BridgeError, ConfigError, NotFoundError, UsageError
+from connector.errors import (
+    BridgeError,
+    ConfigError,
+    NotFoundError,
+    StoreCorruptError,
+    UsageError,
+)
 from connector.exitcodes import (
     EX_CONFIG,
     EX_FAILURE,
     EX_INTERRUPTED,
+    EX_IOERR,
     EX_NOINPUT,
     EX_OK,
     EX_TEMPFAIL,
@@ -49,6 +56,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
             dump({"command": args.command, "exit_code": EX_CONFIG, "config_errors": [
                 {"file": p.path, "key": p.key, "problem": p.reason} for p in problems]}, out)
         return EX_CONFIG
+    except StoreCorruptError as exc:
+        print(f"postmaster-bridge: {exc}", file=err)
+        return EX_IOERR
     except NotFoundError as exc:
         print(f"postmaster-bridge: {exc}", file=err)
         return EX_NOINPUT

@@ -27,8 +27,13 @@ def setup_logging(verbosity: int, stream: TextIO) -> None:
 
 
 def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
-    """The config named on the command line (``secrets=False``: see ``load_config``)."""
-    return load_config(args.config, secrets=secrets)
+    """The config named on the command line (``secrets=False``: see ``load_config``); its
+    ``limits:`` bound every parse of this process, parse-ahead workers included."""
+    from connector.mail.mimetree import set_limits
+
+    config = load_config(args.config, secrets=secrets)
+    set_limits(config.limits)
+    return config
 
 
 @dataclass
@@ -49,16 +54,19 @@ class Parts:
                         metrics=self.metrics)
 
 
-def build(config: Config, out: TextIO, stop: threading.Event | None = None) -> Parts:
+def build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
+          checked_within: float = 0.0) -> Parts:
     """Store, host adapter and filter stage for a config. Dry-run never writes the store.
-    With ``stop``, a shutdown cuts short the waits between helpdesk retries."""
+    With ``stop``, a shutdown cuts short the waits between helpdesk retries;
+    ``checked_within`` skips the ledger's quick_check when one passed that recently."""
     from connector.hosts.factory import make_host
     from connector.service.filtering import make_filter_stage
     from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
     dry_run = config.host.type == "dry-run"
-    store = SQLiteStore(":memory:" if dry_run else config.store.path)
+    store = SQLiteStore(":memory:" if dry_run else config.store.path,
+                        checked_within=checked_within)
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)

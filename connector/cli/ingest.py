@@ -15,7 +15,7 @@ from connector.cli.report import (
     message_entry,
     message_line,
 )
-from connector.errors import ConfigError, FetchError, NotFoundError
+from connector.errors import ConfigError, FetchError, NotFoundError, StoreCorruptError
 from connector.exitcodes import EX_DATAERR, EX_OK, EX_TEMPFAIL, for_mail
 
 
@@ -39,7 +39,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     entries: list[dict[str, Any]] = []
     calls_total = 0
     try:
-        for message in iter_files(paths):
+        for message in iter_files(paths, max_size=account.max_size):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
             summary.add(result.outcome, already_recorded=result.already_recorded)
             record = store.get_message_by_id(result.record_id) if result.record_id else None
@@ -78,16 +78,18 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     sender) when it failed for good, unless ``--keep-failed``."""
     from connector.fetch.files import read_stdin_message
     from connector.service.pipeline import Outcome
+    from connector.service.runner import INTEGRITY_CHECK_SECONDS
 
     try:
         config = load(args)
         account = account_for(config, args.account)
-        message = read_stdin_message(account=account.name)
-        parts = build(config, out)
+        message = read_stdin_message(account=account.name, max_size=account.max_size)
+        # Once per mail: the full-file quick_check at most every INTEGRITY_CHECK_SECONDS.
+        parts = build(config, out, checked_within=INTEGRITY_CHECK_SECONDS)
         store = parts.store
-    except (ConfigError, FetchError) as exc:
+    except (ConfigError, FetchError, StoreCorruptError) as exc:
         print(f"postmaster-bridge: {exc}", file=err)
-        return EX_TEMPFAIL  # a broken config must not bounce the customer's mail
+        return EX_TEMPFAIL  # a broken config or ledger must not bounce the customer's mail
     try:
         pipeline = parts.pipeline(account)
         result = pipeline.process(message.ref, message.raw, message.size)
@@ -104,6 +106,11 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                                                    else ""), file=err)
     if result.outcome == Outcome.RETRY:
         return EX_TEMPFAIL
+    if message.raw is None:
+        # Over max_size and not kept: the MTA bounces it to the sender with this reason
+        # (as a mailbox over its size limit does) instead of dropping it, --keep-failed or not.
+        print(f"postmaster-bridge: {result.reason}", file=err)
+        return EX_DATAERR
     if result.outcome == Outcome.FAILED:
         # Recorded, with its raw bytes in `errors list`. The MTA bounces it on 65 and the
         # sender learns it did not reach the helpdesk; --keep-failed spares forged senders

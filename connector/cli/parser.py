@@ -15,6 +15,7 @@ from connector.cli.init import cmd_init
 from connector.cli.outbound import cmd_install, cmd_outbound, cmd_serve, cmd_uninstall
 from connector.cli.service import cmd_check, cmd_run
 from connector.exitcodes import EX_USAGE
+from connector.store import commands as store_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         q = osub.add_parser(verb, parents=[common])
         q.add_argument("job_id", type=int)
     p.set_defaults(func=cmd_outbound)
+
+    store_commands.register(sub, common)
 
     p = sub.add_parser("filters", parents=[common], help="check or try the postmaster filters")
     fsub = p.add_subparsers(dest="filters_command", required=True)

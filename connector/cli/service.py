@@ -34,6 +34,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.pec.trust import describe_store
     from connector.service.filtering import FilterStage
     from connector.store.sqlite import SQLiteStore
+    from connector.tls import certificate_failure, describe_certificate_failure
 
     config = load(args)
     checks: list[dict[str, Any]] = []
@@ -77,7 +78,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             report("account", account.name, False, str(exc),
                    auth_failure_hint(account.provider) if account.pec else None)
         except FetchError as exc:
-            report("account", account.name, False, str(exc))
+            failure = certificate_failure(exc)
+            report("account", account.name, False, str(exc), lines=[
+                describe_certificate_failure(failure, f"{account.host}:{account.port}")]
+                if failure is not None else None)
         if (stage.settings[account.name].staff and not account.trusted
                 and not account.authserv_ids and not account.verify_dkim):
             report("account", account.name, True, "staff commands and forwards can never act: "
@@ -137,6 +141,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.json:
             print("--json needs --once (run without it reports to the log)", file=err)
         if not service.run_forever():
+            if service.fatal is not None:
+                raise service.fatal
             log.error("every account worker ended unexpectedly; exiting so a supervisor "
                       "restarts the bridge")
             return EX_SOFTWARE

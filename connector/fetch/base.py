@@ -31,6 +31,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from connector.tls import client_context
+
 Security = Literal["tls", "starttls", "none"]
 
 #: What ``list_new`` accepts to tell which refs were already handled: a set of refs or a
@@ -201,16 +203,12 @@ def is_too_large(size: int, max_size: int) -> bool:
 
 
 def make_ssl_context(settings: MailboxSettings) -> ssl.SSLContext:
-    """Client TLS context: verified against the system CAs or ``ca_file``, TLS 1.2 at least.
-
-    ``verify_tls=False`` turns off certificate and host name checks (and nothing else).
-    """
-    context = ssl.create_default_context(cafile=settings.ca_file or None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not settings.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    """Client TLS context for one connection (connector.tls: verified against the system CAs
+    or ``ca_file``, TLS 1.2 at least; ``verify_tls=False`` only as configuration allows, with
+    a warning per connection to a non-loopback host)."""
+    return client_context(host=settings.host, ca_file=settings.ca_file,
+                          verify_tls=settings.verify_tls,
+                          who=f"account={settings.name} {settings.protocol}")
 
 
 def describe(settings: MailboxSettings) -> str:

@@ -24,6 +24,9 @@ class Upload:
     # SHA-256 of ``data`` when the caller has it already (the parsed message hashes its
     # attachments for the dedupe key); computed on first use otherwise.
     known_sha256: str | None = field(default=None, repr=False, compare=False)
+    # Evidence (the signed PEC envelope, the original message): always attached on its own,
+    # never packed into an archive by the per-mail attachment limit (connector.hosts.bounded).
+    pinned: bool = False
 
     @cached_property
     def sha256(self) -> str:

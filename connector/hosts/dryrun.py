@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from connector.hosts.base import Comment, CreatedTicket, HostAdapter, NewTicket, TicketInfo, Upload
+from connector.hosts.bounded import bound_ccs, bound_uploads
 
 _PREVIEW_CHARS = 120
 
@@ -58,9 +59,14 @@ class DryRunAdapter:
 
     name = "dry-run"
 
-    def __init__(self, out: TextIO, *, reader: HostAdapter | None = None) -> None:
+    def __init__(self, out: TextIO, *, reader: HostAdapter | None = None,
+                 max_uploads_per_mail: int = 0, max_ccs_per_mail: int = 0) -> None:
         self._out = out
         self._reader = reader
+        # The per-mail limits the real adapter applies (connector.hosts.bounded), so the dry
+        # run shows the calls the real run would make.
+        self._max_uploads = max_uploads_per_mail
+        self._max_ccs = max_ccs_per_mail
         self._lock = threading.Lock()
         self._tickets: dict[int, _FakeTicket] = {}
         self._next_id = -1
@@ -83,9 +89,15 @@ class DryRunAdapter:
             return f"dry run (reads as {self._reader.check_credentials()})"
         return "dry run: nothing is sent to any helpdesk"
 
-    def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
-        for upload in ticket.uploads:
+    def _uploads(self, uploads: tuple[Upload, ...]) -> tuple[Upload, ...]:
+        bounded = bound_uploads(uploads, self._max_uploads, max_bytes=2**62).uploads
+        for upload in bounded:
             self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
+        return bounded
+
+    def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
+        uploads = self._uploads(ticket.uploads)
+        ccs, _listed = bound_ccs(ticket.email_ccs, self._max_ccs)
         with self._lock:
             ticket_id = self._next_id
             self._next_id -= 1
@@ -95,7 +107,7 @@ class DryRunAdapter:
                     status=ticket.status or "new",
                     subject=ticket.subject,
                     requester_email=ticket.requester_email,
-                    cc_emails=tuple(ticket.email_ccs),
+                    cc_emails=ccs,
                     tags=tuple(dict.fromkeys(ticket.tags)),
                     external_id=ticket.external_id,
                 )
@@ -110,7 +122,7 @@ class DryRunAdapter:
                 "public": ticket.public,
                 "body_text": _text_summary(ticket.body_text),
                 "body_html": _text_summary(ticket.body_html),
-                "uploads": len(ticket.uploads),
+                "uploads": len(uploads),
                 "tags": list(ticket.tags),
                 "priority": ticket.priority,
                 "status": ticket.status,
@@ -119,7 +131,7 @@ class DryRunAdapter:
                 "brand_id": ticket.brand_id,
                 "recipient": ticket.recipient,
                 "custom_fields": [{"id": fid, "value": v} for fid, v in ticket.custom_fields],
-                "email_ccs": list(ticket.email_ccs),
+                "email_ccs": list(ccs),
                 "external_id": ticket.external_id,
                 "via_followup_source_id": ticket.via_followup_source_id,
             },
@@ -128,8 +140,7 @@ class DryRunAdapter:
         return CreatedTicket(id=ticket_id, replayed=False)
 
     def add_comment(self, comment: Comment) -> None:
-        for upload in comment.uploads:
-            self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
+        uploads = self._uploads(comment.uploads)
         self._emit(
             "PUT",
             f"/api/v2/tickets/{comment.ticket_id}",
@@ -139,7 +150,7 @@ class DryRunAdapter:
                 "author_name": comment.author_name,
                 "body_text": _text_summary(comment.body_text),
                 "body_html": _text_summary(comment.body_html),
-                "uploads": len(comment.uploads),
+                "uploads": len(uploads),
                 "dedupe_key": comment.dedupe_key,
             },
             status=comment.status,

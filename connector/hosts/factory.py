@@ -30,7 +30,9 @@ def make_host(config: HostConfig, *, out: TextIO | None = None,
         # With a url, the dry run reads from that helpdesk (tickets, users) to decide as the
         # real run would, and still writes nothing.
         reader = _zendesk(config, observer, sleep) if config.url else None
-        return DryRunAdapter(out or sys.stdout, reader=reader)
+        return DryRunAdapter(out or sys.stdout, reader=reader,
+                             max_uploads_per_mail=config.max_uploads_per_mail,
+                             max_ccs_per_mail=config.max_ccs_per_mail)
     if config.type == "zendesk":
         return _zendesk(config, observer, sleep)
     raise ConfigError(f"unknown host type {config.type!r}", key="host.type")

@@ -43,12 +43,14 @@ from urllib3.exceptions import NewConnectionError
 
 from connector.errors import (
     ConfigError,
+    HostCertificateError,
     HostError,
     PermanentHostError,
     TicketClosedError,
     TransientHostError,
 )
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
+from connector.hosts.bounded import bound_ccs, bound_uploads, cc_note
 from connector.hosts.ratelimit import Rate, RequestPacer
 from connector.hosts.retry import (
     RetryPolicy,
@@ -57,6 +59,8 @@ from connector.hosts.retry import (
     parse_retry_after,
 )
 from connector.hosts.transport import HostTransport
+from connector.mail.filenames import safe_filename
+from connector.tls import certificate_failure, describe_certificate_failure, warn_unverified
 
 if TYPE_CHECKING:
     from connector.config import HostConfig
@@ -129,7 +133,9 @@ class ZendeskSettings:
     max_attempts: int = 5
     max_backoff: float = 60.0
     upload_max_bytes: int = 50 * 1024 * 1024
-    verify_tls: bool = True
+    max_uploads_per_mail: int = 20  # the rest in one ZIP archive (connector.hosts.bounded)
+    max_ccs_per_mail: int = 20  # the rest listed in the ticket, not added as CCs
+    verify_tls: bool = True  # False only for loopback or with insecure_tls_i_understand
     ca_file: str | None = None  # a CA bundle to verify the host with, instead of the system's
     # The plan's requests per minute (None: the X-Rate-Limit the host announces) and the
     # account-wide ticket-update budget (None: not paced; 429s are waited out).
@@ -164,6 +170,8 @@ class ZendeskSettings:
             max_attempts=cfg.max_attempts,
             verify_tls=cfg.verify_tls,
             ca_file=cfg.ca_file,
+            max_uploads_per_mail=cfg.max_uploads_per_mail,
+            max_ccs_per_mail=cfg.max_ccs_per_mail,
             rate_limit=cfg.rate_limit,
             ticket_update_rate_limit=cfg.ticket_update_rate_limit,
         )
@@ -267,12 +275,31 @@ def rewrite_cid_references(body_html: str, urls_by_cid: Mapping[str, str]) -> st
 
 
 def _safe_filename(upload: Upload) -> str:
-    name = re.split(r"[\\/]", upload.filename or "")[-1]
-    name = "".join(ch for ch in name if ch >= " " and ch != "\x7f").strip()
+    name = safe_filename(upload.filename or "")
     if name:
         return name
     ext = mimetypes.guess_extension(upload.content_type or "") or ".bin"
     return f"attachment{ext}"
+
+
+def certificate_error(exc: BaseException, operation: str,
+                      host: str) -> HostCertificateError | None:
+    """The permanent error for a call whose TLS certificate did not verify, else None."""
+    failure = certificate_failure(exc)
+    if failure is None:
+        return None
+    return HostCertificateError(f"{operation}: {describe_certificate_failure(failure, host)}")
+
+
+def _with_notes(body_text: str, body_html: str | None,
+                notes: list[str | None]) -> tuple[str, str | None]:
+    """The comment with a bracketed line per note appended (text and HTML)."""
+    for note in notes:
+        if note:
+            body_text = f"{body_text}\n\n[{note}]"
+            if body_html is not None:
+                body_html = f"{body_html}\n<p>[{html.escape(note)}]</p>"
+    return body_text, body_html
 
 
 def _human_size(size: int) -> str:
@@ -370,6 +397,9 @@ class ZendeskAdapter:
             verify=settings.ca_file or settings.verify_tls,
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
         )
+        self._host_name = urlsplit(settings.base_url).hostname or ""
+        self._insecure_connections = 0  # connections opened without verification, warned
+        warn_unverified(self._host_name, settings.verify_tls, "helpdesk")
         self._basic_auth: str | None = None
         if isinstance(settings.auth, ApiTokenAuth):
             raw = f"{settings.auth.email}/token:{settings.auth.api_token}".encode()
@@ -622,8 +652,14 @@ class ZendeskAdapter:
             body["tags"] = list(ticket.tags)
         if ticket.custom_fields:
             body["custom_fields"] = [{"id": fid, "value": val} for fid, val in ticket.custom_fields]
-        if ticket.email_ccs:
-            body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ticket.email_ccs]
+        ccs, listed_only = bound_ccs(ticket.email_ccs, self.settings.max_ccs_per_mail)
+        if ccs:
+            body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ccs]
+        if listed_only:
+            text, html_body = _with_notes(comment.get("body", ""), comment.get("html_body"),
+                                          [cc_note(listed_only)])
+            comment.update({"html_body": html_body} if html_body is not None else
+                           {"body": text})
         return body
 
     def _post_ticket(self, prepared: PreparedRequest) -> CreatedTicket:
@@ -688,7 +724,14 @@ class ZendeskAdapter:
         skipped: list[str] = []
         urls_by_cid: dict[str, str] = {}
         limit = self.settings.upload_max_bytes
-        for upload in uploads:
+        bounded = bound_uploads(uploads, self.settings.max_uploads_per_mail, max_bytes=limit,
+                                filename=_safe_filename)
+        if bounded.archive is not None or bounded.left_out:
+            log.warning("%s: %d attachments over the limit of %d per mail %s", label,
+                        len(bounded.packed or bounded.left_out),
+                        self.settings.max_uploads_per_mail,
+                        "packed into one archive" if bounded.archive else "listed only")
+        for upload in bounded.uploads:
             filename = _safe_filename(upload)
             if len(upload.data) > limit:
                 log.warning(
@@ -703,14 +746,11 @@ class ZendeskAdapter:
                 urls_by_cid[upload.content_id.strip("<>")] = content_url
         if body_html is not None:
             body_html = rewrite_cid_references(body_html, urls_by_cid)
+        notes = [bounded.note()]
         if skipped:
-            note = (
-                "Not attached, over the Zendesk upload limit of "
-                f"{_human_size(limit)}: " + ", ".join(skipped)
-            )
-            body_text = f"{body_text}\n\n[{note}]"
-            if body_html is not None:
-                body_html = f"{body_html}\n<p>[{html.escape(note)}]</p>"
+            notes.append("Not attached, over the Zendesk upload limit of "
+                         f"{_human_size(limit)}: " + ", ".join(skipped))
+        body_text, body_html = _with_notes(body_text, body_html, notes)
         return _UploadedComment(tuple(tokens), body_text, body_html, tuple(skipped))
 
     def _upload(self, upload: Upload, filename: str, label: str) -> tuple[str, str | None]:
@@ -984,6 +1024,11 @@ class ZendeskAdapter:
             self.update_pacer.acquire()
         try:
             resp = self._transport.send(method, url, params=params, body=data, headers=headers)
+        except requests.exceptions.SSLError as exc:
+            permanent = certificate_error(exc, operation, self._host_name)
+            if permanent is not None:
+                raise permanent from exc
+            raise TransientHostError(f"{operation}: TLS failed: {type(exc).__name__}") from exc
         except requests.ConnectTimeout as exc:
             raise TransientHostError(f"{operation}: connect timed out", status=None) from exc
         except requests.Timeout as exc:
@@ -1002,7 +1047,20 @@ class ZendeskAdapter:
             self.pacer.pause(parse_retry_after(resp.headers.get("Retry-After")) or 1.0)
         if self.on_response is not None:
             self.on_response(resp.request.method or method, resp.status_code)
+        if not self.settings.verify_tls:
+            self._warn_new_connections(url)
         return resp
+
+    def _warn_new_connections(self, url: str) -> None:
+        """``insecure_tls_i_understand``: one warning per connection the pool opened."""
+        try:
+            pool = self._session.get_adapter(url).poolmanager.connection_from_url(url)
+            opened = int(pool.num_connections)
+        except (AttributeError, TypeError, ValueError):  # a test double's adapter
+            return
+        if opened > self._insecure_connections:
+            self._insecure_connections = opened
+            warn_unverified(self._host_name, False, "helpdesk")
 
     def _json(self, resp: requests.Response, operation: str) -> dict[str, Any]:
         try:

@@ -66,6 +66,16 @@ _ATTRIBUTE_NAME = re.compile(r"^[a-zA-Z_:][-a-zA-Z0-9_:.]*$")
 _DANGEROUS_STYLE = re.compile(
     r"expression\s*\(|javascript:|vbscript:|behavior\s*:|-moz-binding|@import", re.IGNORECASE
 )
+# Attributes whose URL the browser fetches on its own when the HTML is shown.
+_LOADING_ATTRIBUTES = frozenset(
+    {"src", "srcset", "background", "lowsrc", "dynsrc", "poster", "ping", "data", "codebase",
+     "profile", "manifest", "imagesrcset"}
+)
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.DOTALL)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.DOTALL)
+# CSS that fetches: url() and its image functions, @import, and the IE-era behaviours.
+_CSS_LOADS = re.compile(r"url\(|image(?:-set)?\(|src\(|cross-fade\(|element\(|@import|"
+                        r"behavior|binding")
 _VOID = frozenset(
     {
         "area",
@@ -87,15 +97,21 @@ _VOID = frozenset(
 )
 
 
-def sanitize_html(html: str) -> str:
-    """``html`` without anything that runs, submits, redirects or loads active content.
+def sanitize_html(html: str, *, remote_content: bool = False) -> str:
+    """``html`` without anything that runs, submits, redirects or loads content by itself.
 
     Removes script/style/iframe/object/embed/form (and kin), ``on*`` handler attributes,
     URLs whose scheme is not http(s)/mailto/cid/tel/ftp (so javascript:, vbscript: and data:
     go; ``data:image/...`` stays in ``<img src>``), ``<meta http-equiv>`` (refresh and the
     like), comments and declarations. Ordinary formatting and ``cid:`` image references stay.
+
+    Unless ``remote_content`` is True, nothing loads from elsewhere when the HTML is shown (a
+    tracking pixel tells the sender who read the mail, when and from where): an ``<img>``
+    with a remote ``src`` becomes a link to it (``[image: alt]``), and ``srcset``,
+    ``background``, ``poster``, other loading attributes with a remote URL and the CSS
+    declarations that load (``url()``, ``image-set()``, ``@import``) are removed.
     """
-    sanitizer = _Sanitizer()
+    sanitizer = _Sanitizer(remote_content=remote_content)
     sanitizer.feed(html)
     sanitizer.close()
     return "".join(sanitizer.out)
@@ -142,9 +158,32 @@ def _srcset_is_safe(tag: str, value: str) -> bool:
     return True
 
 
+def _is_local(value: str) -> bool:
+    """A URL that loads nothing from the network: ``cid:`` (an attachment of the mail) or an
+    inline ``data:image``."""
+    cleaned = _INVISIBLE.sub("", value).lower()
+    return cleaned.startswith("cid:") or (cleaned.startswith("data:image/")
+                                          and not cleaned.startswith("data:image/svg"))
+
+
+def _css_plain(value: str) -> str:
+    """CSS as a browser reads it for matching: comments gone, escapes decoded, lower case."""
+    value = _CSS_COMMENT.sub("", value)
+    value = _CSS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) and
+                            int(m.group(1), 16) < 0x110000 else (m.group(2) or ""), value)
+    return _INVISIBLE.sub("", value).lower()
+
+
+def _style_without_loads(value: str) -> str:
+    """The declarations of a style attribute that load nothing."""
+    kept = [d for d in value.split(";") if d.strip() and not _CSS_LOADS.search(_css_plain(d))]
+    return "; ".join(d.strip() for d in kept)
+
+
 class _Sanitizer(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, *, remote_content: bool = False) -> None:
         super().__init__(convert_charrefs=True)
+        self.remote_content = remote_content
         self.out: list[str] = []
         # Names of the dropped elements we are inside of; their content is skipped.
         self.skipping: list[str] = []
@@ -168,9 +207,27 @@ class _Sanitizer(HTMLParser):
             return
         if tag == "meta" and any(name == "http-equiv" for name, _ in attrs):
             return
+        if tag == "img" and not self.remote_content and self._remote_image(attrs):
+            return
         kept = self._safe_attributes(tag, attrs)
         ending = " /" if self_closing else ""
         self.out.append(f"<{tag}{kept}{ending}>")
+
+    def _remote_image(self, attrs: list[tuple[str, str | None]]) -> bool:
+        """An ``<img>`` whose ``src`` loads from elsewhere: written as a link the agent may
+        follow instead (True), or left to the attribute rules (False)."""
+        src = next((v for k, v in attrs if k == "src" and v), None)
+        if src is None or _is_local(src):
+            return False
+        alt = next((v for k, v in attrs if k in ("alt", "title") and v and v.strip()), "")
+        label = escape(f"[image: {alt.strip()}]" if alt else "[image]", quote=False)
+        if _url_is_safe("a", "href", src) and _SCHEME.match(_INVISIBLE.sub("", src).lower()):
+            href = escape(src, quote=True)
+            self.out.append(f'<a href="{href}" rel="noopener noreferrer nofollow" '
+                            f'target="_blank">{label}</a>')
+        else:
+            self.out.append(label)
+        return True
 
     def _safe_attributes(self, tag: str, attrs: list[tuple[str, str | None]]) -> str:
         parts: list[str] = []
@@ -180,6 +237,11 @@ class _Sanitizer(HTMLParser):
             if value is None:
                 parts.append(f" {name}")
                 continue
+            if not self.remote_content and name in _LOADING_ATTRIBUTES and \
+                    not (name != "srcset" and _is_local(value)):
+                continue  # loads by itself when shown (srcset: never needed for cid/data)
+            if not self.remote_content and name == "xlink:href" and tag != "a":
+                continue
             if name in _URL_ATTRIBUTES and not _url_is_safe(tag, name, value):
                 continue
             if _SCRIPT_SCHEME.match(_INVISIBLE.sub("", value).lower()):
@@ -188,6 +250,10 @@ class _Sanitizer(HTMLParser):
                 continue
             if name == "style" and _DANGEROUS_STYLE.search(value):
                 continue
+            if name == "style" and not self.remote_content:
+                value = _style_without_loads(value)
+                if not value:
+                    continue
             parts.append(f' {name}="{escape(value, quote=True)}"')
         return "".join(parts)
 

@@ -27,21 +27,64 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email import errors
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-__all__ = ["MimePart", "build_headers", "build_tree"]
+__all__ = ["HeadersTruncatedDefect", "MimePart", "ParseLimits", "TooManyPartsDefect",
+           "build_headers", "build_tree", "current_limits", "set_limits"]
 
 # Deeper than anything the parse stage walks (it stops at 40 and keeps the rest opaque); the
 # limit only keeps a hostile message from exhausting the stack or building millions of parts.
 MAX_DEPTH = 64
 MAX_PARTS = 10_000
+# Bounded work per mail: a header block is read up to MAX_HEADER_BYTES and MAX_HEADERS
+# fields; past either, the rest of the block is skipped (the body is still found) and the part
+# carries a HeadersTruncatedDefect. Real mail stays far below (a long Received chain is a few
+# tens of kB); a hostile one cannot make the parser build millions of header tuples.
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_HEADERS = 2_000
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """The parser's bounds (the config's ``limits:`` section); the defaults above."""
+
+    mime_parts: int = MAX_PARTS
+    headers: int = MAX_HEADERS
+    header_bytes: int = MAX_HEADER_BYTES
+
+
+# Process-wide, like the parser's other constants: set once from the configuration at start
+# (and in each parse-ahead worker by its initializer), read by every parse.
+_limits = ParseLimits()
+
+
+def set_limits(limits: ParseLimits) -> None:
+    """Use ``limits`` for every parse in this process from now on."""
+    global _limits
+    _limits = limits
+
+
+def current_limits() -> ParseLimits:
+    return _limits
+
+
+class TooManyPartsDefect(errors.MessageDefect):
+    """More than MAX_PARTS MIME parts: the parts past the limit are not in the tree (the
+    pipeline then attaches the original message, so nothing is lost)."""
+
+
+class HeadersTruncatedDefect(errors.MessageDefect):
+    """A header block over MAX_HEADER_BYTES or MAX_HEADERS: the fields past it are skipped."""
+
 
 # A line that continues the header block, as the stdlib's feedparser.headerRE decides.
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
 _PLAIN_ENCODINGS = ("", "7bit", "8bit", "binary")
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 class MimePart(Message):
@@ -108,8 +151,17 @@ def build_headers(raw: bytes, start: int = 0, end: int | None = None, *,
 def _leaf(raw: bytes, start: int, end: int, parser: _HeaderParser,
           default_type: str) -> MimePart:
     header_end, body_start, separator_missing = _header_block(raw, start, end)
+    limit = _limits.header_bytes
+    truncated = header_end - start > limit
+    if truncated:
+        header_end = raw.rfind(b"\n", start, start + limit) + 1 or start + limit
     part = parser.parsebytes(raw[start:header_end], headersonly=True)
     assert isinstance(part, MimePart)
+    if len(part._headers) > _limits.headers:
+        del part._headers[_limits.headers:]
+        truncated = True
+    if truncated:
+        part.defects.append(HeadersTruncatedDefect())
     if default_type != "text/plain":
         part.set_default_type(default_type)
     part._payload = None
@@ -137,7 +189,7 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
     if boundary is None:
         part.defects.append(errors.NoBoundaryInMultipartDefect())
         return part
-    if depth >= MAX_DEPTH or budget.parts >= MAX_PARTS:
+    if depth >= MAX_DEPTH or budget.parts >= _limits.mime_parts:
         return part  # kept as one opaque body: the parse stage files it as an attachment
     ranges, closed, preamble_end = _split(raw, body_start, end,
                                           boundary.encode("utf-8", "surrogateescape"))
@@ -150,7 +202,8 @@ def _entity(raw: bytes, start: int, end: int, parser: _HeaderParser, default_typ
     child_type = "message/rfc822" if part.get_content_subtype() == "digest" else "text/plain"
     children: list[Message] = []
     for child_start, child_end in ranges:
-        if budget.parts >= MAX_PARTS:
+        if budget.parts >= _limits.mime_parts:
+            part.defects.append(TooManyPartsDefect())
             break
         children.append(_entity(raw, child_start, child_end, parser, child_type, depth + 1,
                                 budget))
@@ -165,6 +218,13 @@ def _header_block(raw: bytes, start: int, end: int) -> tuple[int, int, bool]:
     line that is neither a header, a continuation nor a "From " envelope line."""
     pos = start
     while pos < end:
+        if pos - start > _limits.header_bytes:
+            # Past the cap, only the end of the block matters: found by one search, not
+            # line by line (_leaf keeps the first header_bytes).
+            blank = _BLANK_LINE.search(raw, pos - 1, end)
+            if blank is None:
+                return end, end, False
+            return blank.start() + 1, blank.end(), False
         newline = raw.find(b"\n", pos, end)
         line_end = end if newline < 0 else newline + 1
         if raw[pos:pos + 1] == b"\n" or raw[pos:pos + 2] == b"\r\n":

@@ -39,9 +39,11 @@ from connector.mail.decode import (
     unescape_8bit,
     unflow,
 )
+from connector.mail.filenames import safe_filename
 from connector.mail.html import html_to_text, text_to_html
 from connector.mail.mimetree import MimePart, build_tree
 from connector.mail.model import Attachment, ParsedMessage
+from connector.mail.subject import one_line
 
 __all__ = ["parse_message"]
 
@@ -74,7 +76,6 @@ _CID_REF = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
 _BOUNDARY_LINE = re.compile(rb"^--([^\r\n\"]{1,70}?)[ \t]*\r?$", re.MULTILINE)
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+\-]*/[a-z0-9][a-z0-9!#$&^_.+\-]*")
-_FILENAME_JUNK = re.compile(r"[\x00-\x1f\x7f]+")
 _MIMETYPES = mimetypes.MimeTypes(filenames=())  # built-in table only: same on every machine
 _EXTENSIONS = {
     "text/plain": ".txt",
@@ -372,7 +373,7 @@ def _build(msg: MimePart, raw: bytes, *, nesting: int, skipped_lines: int = 0) -
     return ParsedMessage(
         raw=raw,
         headers=tuple(headers),
-        subject=decoded_first.get("subject", ""),
+        subject=one_line(decoded_first.get("subject", "")),
         from_=from_,
         sender=parse_address(first_raw("sender"), defects, hint=hint),
         to=parse_address_list(all_raw("to"), defects, hint=hint),
@@ -490,13 +491,8 @@ def _declared_charset(msg: Message) -> str | None:
 
 
 def _clean_filename(name: str) -> str:
-    # Senders' paths ("C:\\Users\\x\\a.pdf") are not ours to keep, nor control characters.
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _FILENAME_JUNK.sub("", name).strip().strip(".").strip()
-    if len(name) > 200:
-        stem, dot, ext = name.rpartition(".")
-        name = (stem[: 200 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:200]
-    return name
+    # Paths, control and bidi characters, HTML-unsafe characters, over 255 bytes: filenames.py
+    return safe_filename(name)
 
 
 def _content_id(part: Message) -> str | None:

@@ -1,7 +1,7 @@
-"""Reply and forward prefixes at the start of a subject ("Re: AW: Fwd:").
+"""Subjects: one line of text, and the reply and forward prefixes at their start.
 
-One list for every stage that needs a subject without them: the decide stage (a new ticket's
-title) and the forwarded-mail classifier (the forwarded mail's own subject).
+One list of prefixes for every stage that needs a subject without them: the decide stage (a
+new ticket's title) and the forwarded-mail classifier (the forwarded mail's own subject).
 """
 
 from __future__ import annotations
@@ -30,3 +30,13 @@ def clean_subject(subject: str) -> str:
         previous = text
         text = _PREFIX.sub("", text, count=1).strip()
     return text
+
+
+_LINE_BREAKS = re.compile(r"[\r\n\t\v\f\x85\u2028\u2029]+")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def one_line(subject: str) -> str:
+    """The subject as one line: line breaks (an RFC 2047 word can decode to CR LF) become a
+    space, NUL and other control characters go, before any helpdesk or mail header sees it."""
+    return _CONTROLS.sub("", _LINE_BREAKS.sub(" ", subject)).strip()

@@ -38,12 +38,15 @@ from connector.outbound.install_objects import (
     KIND_CATEGORY,
     KIND_MACRO,
     KIND_NOTIFICATION,
+    KIND_PUBLIC_REPLY,
     KIND_SECRET,
     KIND_TRIGGER,
     KIND_WEBHOOK,
     PLACEHOLDER_RE,
+    TRIGGER_KINDS,
     WEBHOOK_NAME_PREFIX,
     desired_macro,
+    desired_public_reply_trigger,
     desired_trigger,
     desired_webhook,
     has_condition,
@@ -207,6 +210,16 @@ def _plan_trigger(plan: Plan, later: list[Change], existing: _Existing,
     wanted = desired_trigger(settings, service, webhook_id, category_id)
     _plan_titled(plan, later, KIND_TRIGGER, existing.triggers, settings.account, wanted,
                  trigger_differences)
+    public = desired_public_reply_trigger(settings, service, webhook_id, category_id)
+    if settings.public_reply:
+        _plan_titled(plan, later, KIND_PUBLIC_REPLY, existing.triggers, settings.account,
+                     public, trigger_differences)
+        return
+    for found in _Existing.find(existing.triggers, KIND_PUBLIC_REPLY, settings.account,
+                                "title", public["title"]):
+        later.append(Change(KIND_PUBLIC_REPLY, "delete", settings.account,
+                            str(found.get("title")), str(found["id"]),
+                            details=("outbound.public_reply is off",)))
 
 
 def _plan_macro(plan: Plan, later: list[Change], existing: _Existing,
@@ -264,11 +277,13 @@ def plan_uninstall(api: ZendeskOutboundAPI, config: OutboundConfig,
     service = config.service
     records = queue.installed() if queue is not None else []
     accounts = {a.account for a in config.accounts}
-    accounts |= {r.key for r in records if r.kind in (KIND_WEBHOOK, KIND_TRIGGER, KIND_MACRO)}
+    accounts |= {r.key for r in records
+                 if r.kind in (KIND_WEBHOOK, *TRIGGER_KINDS, KIND_MACRO)}
     existing = _Existing(api)
     plan = Plan()
     ours_in_category: set[str] = set()
     for kind, items, name_key in ((KIND_TRIGGER, existing.triggers, "title"),
+                                  (KIND_PUBLIC_REPLY, existing.triggers, "title"),
                                   (KIND_MACRO, existing.macros, "title"),
                                   (KIND_WEBHOOK, existing.webhooks, "name")):
         for item in items:
@@ -277,7 +292,7 @@ def plan_uninstall(api: ZendeskOutboundAPI, config: OutboundConfig,
                 continue
             plan.changes.append(Change(kind, "delete", str(mark[1]), str(item.get(name_key)),
                                        str(item["id"])))
-            if kind == KIND_TRIGGER:
+            if kind in TRIGGER_KINDS:
                 ours_in_category.add(str(item["id"]))
     if queue is not None:
         for record in queue.installed(KIND_SECRET):
@@ -366,10 +381,10 @@ def apply(plan: Plan, api: ZendeskOutboundAPI, queue: OutboundQueue | None,
                 api.delete_webhook(remote)
                 if queue is not None and not _replacement(change):
                     queue.forget_installed(KIND_WEBHOOK, change.key)
-        elif change.kind in (KIND_TRIGGER, KIND_MACRO):
+        elif change.kind in (*TRIGGER_KINDS, KIND_MACRO):
             create, update, delete = (
                 (api.create_trigger, api.update_trigger, api.delete_trigger)
-                if change.kind == KIND_TRIGGER else
+                if change.kind in TRIGGER_KINDS else
                 (api.create_macro, api.update_macro, api.delete_macro))
             if change.action == "create":
                 remote = str(create(body or {}).get("id"))

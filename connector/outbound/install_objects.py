@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from connector.config import account_tag
+from connector.decide.pec import TAG_PEC
 from connector.outbound.settings import OutboundSettings, ServiceSettings
 
 MARKER = "managed-by=postmaster-bridge"
@@ -23,6 +25,12 @@ _REQUESTER_TARGETS = frozenset({"requester_id", "requester_and_ccs"})
 KIND_WEBHOOK = "webhook"
 KIND_CATEGORY = "trigger_category"
 KIND_TRIGGER = "trigger"
+KIND_PUBLIC_REPLY = "public_reply_trigger"
+#: Both are Zendesk triggers.
+TRIGGER_KINDS = (KIND_TRIGGER, KIND_PUBLIC_REPLY)
+#: Zendesk's "Update via" value for the Web service (API): the bridge's own public comments
+#: (a customer's follow-up, written as the customer through the API) must not be sent back.
+VIA_API = "5"
 KIND_MACRO = "macro"
 KIND_NOTIFICATION = "notification_trigger"
 KIND_SECRET = "signing_secret"
@@ -85,6 +93,40 @@ def desired_trigger(settings: OutboundSettings, service: ServiceSettings, webhoo
             {"field": "notification_webhook",
              "value": [webhook_id, webhook_body_template(settings)]},
             {"field": "remove_tags", "value": settings.reply_tag},
+            {"field": "current_tags", "value": f"{settings.pending_tag} {service.suppress_tag}"},
+        ],
+    }
+
+
+def desired_public_reply_trigger(settings: OutboundSettings, service: ServiceSettings,
+                                 webhook_id: str, category_id: str) -> dict[str, Any]:
+    """Every public comment an agent adds to a PEC ticket of this account is sent by PEC, as
+    the channel app does: tickets the account opened from PEC mail carry its account tag and
+    ``pec_connector`` (which the notification triggers' suppression condition also reads, so
+    Zendesk itself does not mail the requester). The bridge's own updates come through the API
+    and are left out; replies from the agent interface, mobile apps and agents' e-mail count."""
+    return {
+        "title": f"Public reply by PEC [{settings.account}]",
+        "description": f"A public reply by an agent on a PEC ticket of {settings.account} is sent "
+                       f"by PEC from {settings.from_address} (postmaster-bridge). "
+                       + marker(KIND_PUBLIC_REPLY, settings.account),
+        "active": True,
+        "category_id": category_id,
+        "conditions": {
+            "all": [
+                {"field": "update_type", "operator": "is", "value": "Change"},
+                {"field": "comment_is_public", "operator": "is", "value": "true"},
+                {"field": "role", "operator": "is", "value": "agent"},
+                {"field": "current_via_id", "operator": "is_not", "value": VIA_API},
+                {"field": "current_tags", "operator": "includes",
+                 "value": account_tag(settings.account)},
+                {"field": "current_tags", "operator": "includes", "value": TAG_PEC},
+            ],
+            "any": [],
+        },
+        "actions": [
+            {"field": "notification_webhook",
+             "value": [webhook_id, webhook_body_template(settings)]},
             {"field": "current_tags", "value": f"{settings.pending_tag} {service.suppress_tag}"},
         ],
     }

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from connector.config_reader import Problems, Reader, is_loopback
+from connector.config_reader import Problems, Reader
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
 from connector.pec.providers import PROVIDERS as PEC_PROVIDERS
 from connector.pec.providers import PecProvider
 from connector.pec.providers import provider as pec_provider
+from connector.tls import is_loopback
 
 SMTP_SECURITIES = ("tls", "starttls")
 REPLY_COMMENTS = ("public", "any")
@@ -83,6 +84,7 @@ class SmtpSettings:
     password: str = field(repr=False)
     ca_file: str | None = None
     verify_tls: bool = True
+    insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     timeout: float = 60.0
 
 
@@ -109,6 +111,9 @@ class OutboundSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
+    # Every public reply an agent writes on a PEC ticket of this account goes out by PEC (the
+    # channel app's behaviour); off: only the macro sends.
+    public_reply: bool = True
 
     @property
     def slug(self) -> str:
@@ -175,6 +180,7 @@ class OutboundSettings:
             max_message_bytes=r.size("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
             blocked_extensions=extensions,
             ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
+            public_reply=r.get("public_reply", bool, True),
         )
         r.finish()
         return settings
@@ -210,6 +216,7 @@ def _smtp(r: Reader, preset: PecProvider | None, account: Mapping[str, Any], pat
         if required and not (password or outer.has("password") or outer.has("password_file")):
             raise r.error("password", "is required (as password: ${ENV_NAME} or "
                           "password_file: PATH), or set on the account")
+    verify_tls, insecure_tls = r.verify_tls(host or "")
     settings = SmtpSettings(
         host=host or "",
         port=port,
@@ -217,11 +224,10 @@ def _smtp(r: Reader, preset: PecProvider | None, account: Mapping[str, Any], pat
         username=username or "",
         password=password,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
-        verify_tls=r.get("verify_tls", bool, True),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
         timeout=r.positive("timeout", float, 60.0),
     )
-    if not settings.verify_tls and not is_loopback(settings.host):
-        raise r.error("verify_tls", "may be false only for a loopback test server")
     r.finish()
     return settings
 

@@ -30,6 +30,7 @@ from email.message import EmailMessage
 
 from connector.hosts.retry import SlidingWindowLimiter
 from connector.outbound.settings import SmtpSettings
+from connector.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,8 @@ def _by_code(stage: str, code: int, message: bytes | str) -> SendError:
 
 
 def make_tls_context(settings: SmtpSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.ca_file or None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not settings.verify_tls:  # loopback test servers only (settings enforce it)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(host=settings.host, ca_file=settings.ca_file,
+                          verify_tls=settings.verify_tls, who=f"smtp {settings.username}")
 
 
 def dot_stuffed(data: bytes) -> bytes:

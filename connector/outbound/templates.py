@@ -98,10 +98,11 @@ class TemplateContext:
     def html(self, name: str) -> str:
         """The value of ``name`` as HTML: comment bodies as sanitized markup, the rest escaped."""
         if name == "ticket.latest_comment_html":
-            return sanitize_html(self.reply.html) if self.reply.html else _escape(self.reply.text)
+            return _comment_html(self.reply.html) if self.reply.html else \
+                _escape(self.reply.text)
         if name == "ticket.latest_public_comment_html":
             comment = self.latest_public
-            return sanitize_html(comment.html) if comment.html else _escape(comment.text)
+            return _comment_html(comment.html) if comment.html else _escape(comment.text)
         if name in ("ticket.latest_comment", "ticket.latest_public_comment"):
             return _escape(self.text(name))
         return html.escape(self.text(name), quote=True)
@@ -146,3 +147,9 @@ def render_bodies(template: str, ctx: TemplateContext) -> tuple[str, str]:
     parts.append(tail if markup else _escape(tail))
     html_body = "".join(parts)
     return html_to_text(html_body), html_body
+
+
+def _comment_html(html: str) -> str:
+    # An agent's reply going out by mail: its images (Zendesk attachment URLs) stay; the
+    # remote-content rule protects agents' browsers from what customers send.
+    return sanitize_html(html, remote_content=True)

@@ -24,6 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 _ROUTE = re.compile(r"^(?:/.*)?/hooks/zendesk/([a-z0-9][a-z0-9_.-]{0,62})/?$")
-_TICKET_ID = re.compile(r'"ticket_id"\s*:\s*"?\s*(\d{1,19})')
+_TICKET_ID = re.compile(r'"ticket_id"\s*:\s*"?\s*(\d+)')
+_ACCOUNT = re.compile(r'"account"\s*:\s*"([^"\\]{0,100})"')
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _INVOCATION = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _STATUS = {200: "200 OK", 202: "202 Accepted", 400: "400 Bad Request", 401: "401 Unauthorized",
            404: "404 Not Found", 405: "405 Method Not Allowed", 411: "411 Length Required",
@@ -145,20 +148,25 @@ class WebhookApp:
             log.warning("webhook account=%s from %s: unauthorized: %s", account, client, reason)
             return self._reply(start_response, 401, {"error": "unauthorized"})
         assert isinstance(timestamp, str)
-        ticket_id, payload = _parse(body)
-        if ticket_id is None:
-            log.warning("webhook account=%s from %s: signed request without a ticket_id",
-                        account, client)
-            return self._reply(start_response, 400, {"error": "ticket_id missing"})
-        if payload.get("account") not in (None, "", account):
-            log.warning("webhook account=%s from %s: body names account %r", account, client,
-                        payload.get("account"))
+        request = parse_request(body)
+        if request.problem is not None:
+            log.warning("webhook account=%s from %s: signed request refused: %s", account,
+                        client, request.problem)
+            return self._reply(start_response, 400, {"error": request.problem})
+        ticket_id, payload = request.ticket_id, request.payload
+        # Zendesk signs the body, not the URL: the account that sends is the one the signed
+        # body names (install writes it into each account's trigger), and the URL must agree.
+        if request.account != account:
+            log.warning("webhook account=%s from %s: the signed body names account %r", account,
+                        client, request.account)
             return self._reply(start_response, 400, {"error": "account mismatch"})
+        assert ticket_id is not None
         invocation = str(environ.get("HTTP_X_ZENDESK_WEBHOOK_INVOCATION_ID") or "").strip()
         digest = delivery_digest(timestamp, body)
         key = f"inv:{invocation}" if _INVOCATION.match(invocation) else f"sig:{digest}"
         record = {k: v for k, v in payload.items() if k in ("v", "ticket_id", "subject",
-                                                            "message", "account")}
+                                                            "message", "account")
+                  and isinstance(v, str | int | float | bool)}
         record["invocation_id"] = invocation or None
         record["webhook_id"] = environ.get("HTTP_X_ZENDESK_WEBHOOK_ID")
         try:
@@ -180,19 +188,43 @@ class WebhookApp:
                                                  "duplicate": not result.created})
 
 
-def _parse(body: bytes) -> tuple[int | None, dict[str, Any]]:
-    """(ticket id, the JSON object) of a delivery; lenient when the JSON is broken."""
+#: Zendesk ticket ids are positive 64-bit integers; anything longer is not an id.
+MAX_TICKET_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """What a signed delivery asks for; ``problem`` says why it cannot be queued (a 400)."""
+
+    ticket_id: int | None = None
+    account: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def parse_request(body: bytes) -> HookRequest:
+    """Ticket id, account and the JSON object of a delivery; lenient when the JSON is broken
+    (Zendesk does not always escape placeholder output), strict about the values."""
     text = body.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except ValueError:
-        match = _TICKET_ID.search(text)
-        return (int(match.group(1)) if match else None), {}
+        data: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        id_match, account_match = _TICKET_ID.search(text), _ACCOUNT.search(text)
+        return _checked(id_match.group(1) if id_match else None,
+                        account_match.group(1) if account_match else None, {})
     if not isinstance(data, dict):
-        return None, {}
-    raw = data.get("ticket_id")
-    try:
-        ticket_id = int(str(raw).strip())
-    except (TypeError, ValueError):
-        return None, data
-    return (ticket_id if ticket_id > 0 else None), data
+        return HookRequest(problem="the body is not a JSON object")
+    return _checked(data.get("ticket_id"), data.get("account"), data)
+
+
+def _checked(raw_id: Any, raw_account: Any, payload: dict[str, Any]) -> HookRequest:
+    if raw_id is None:
+        return HookRequest(problem="ticket_id missing")
+    text = str(raw_id).strip() if isinstance(raw_id, str | int) and \
+        not isinstance(raw_id, bool) else ""
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or \
+            not 0 < int(text) <= MAX_TICKET_ID:
+        return HookRequest(problem="ticket_id is not a ticket id")
+    if not isinstance(raw_account, str) or not _ACCOUNT_NAME.match(raw_account):
+        return HookRequest(problem="account missing or invalid")
+    return HookRequest(int(text), raw_account, payload)

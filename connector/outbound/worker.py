@@ -32,7 +32,12 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Protocol
 
-from connector.errors import HostError, PermanentHostError, TransientHostError
+from connector.errors import (
+    HostCertificateError,
+    HostError,
+    PermanentHostError,
+    TransientHostError,
+)
 from connector.outbound.compose import (
     ComposeError,
     OutgoingAttachment,
@@ -88,6 +93,13 @@ class PreparedSend:
 class Skip:
     reason: str
     holder: int | None = None  # the job that sends (or sent) the same comment
+
+
+def asked_to_send(ticket: TicketView, settings: OutboundSettings) -> bool:
+    """True when the ticket, as read from the helpdesk now, asks ``settings.account`` to send
+    its reply: the account's reply tag (macro applied, trigger not yet run) or pending tag
+    (the trigger ran and called the webhook)."""
+    return ticket.has_tag(settings.reply_tag) or ticket.has_tag(settings.pending_tag)
 
 
 def backoff(settings: OutboundSettings, attempts: int) -> float:
@@ -214,7 +226,7 @@ class OutboundWorker:
         except TransientHostError as exc:
             self._retry_or_fail(job, settings, str(exc), exc.retry_after)
             return
-        except (PermanentHostError, ComposeError) as exc:
+        except (PermanentHostError, HostCertificateError, ComposeError) as exc:
             log.error("%s: cannot send: %s", ctx, exc)
             self.queue.mark_failed(job.id, self.owner, str(exc))
             self._report_now(job.id, settings)
@@ -264,7 +276,9 @@ class OutboundWorker:
         self.queue.retry_later(job.id, self.owner, error, self.clock() + delay)
 
     def _skip(self, job: Job, settings: OutboundSettings, skip: Skip, ctx: str) -> None:
-        log.info("%s: not sent: %s", ctx, skip.reason)
+        level = logging.WARNING if job.source == "webhook" and skip.holder is None \
+            else logging.INFO
+        log.log(level, "%s: not sent (%s request): %s", ctx, job.source, skip.reason)
         if job.source == "webhook" and skip.holder is not None:
             # An agent asked again for a comment that already went out: say so on the ticket.
             holder = self.queue.job(skip.holder)
@@ -285,9 +299,12 @@ class OutboundWorker:
     # -- reading the helpdesk and building the message -----------------------------------------
     def _prepare(self, job: Job, settings: OutboundSettings) -> PreparedSend | Skip:
         ticket = self.api.ticket(job.ticket_id)
-        asked = ticket.has_tag(settings.reply_tag) or ticket.has_tag(settings.pending_tag)
-        if job.source == "sweep" and not job.forced and not asked:
-            return Skip("the ticket no longer carries the reply or pending tag")
+        if not job.forced and not asked_to_send(ticket, settings):
+            # A signed webhook is only the signal: the ticket itself must say that an agent
+            # asked this account to send (its macro's tag, turned into the pending tag by the
+            # trigger). Another account's tag, or none, sends nothing.
+            return Skip(f"the ticket carries neither {settings.reply_tag} nor "
+                        f"{settings.pending_tag}: no reply by this account was asked for")
         reply, latest_public = self._pick_comments(job.ticket_id, settings)
         holder = self.queue.claim_send(job, reply.id)
         if holder is not None:

@@ -20,11 +20,11 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from connector.config_reader import is_loopback
 from connector.errors import HostError, PermanentHostError, TransientHostError
 from connector.hosts.base import Comment
-from connector.hosts.zendesk import ZendeskAdapter
+from connector.hosts.zendesk import ZendeskAdapter, certificate_error
 from connector.outbound.model import AttachmentRef, CommentView, TaggedTicket, TicketView
+from connector.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ class ZendeskOutboundAPI:
                     chunks.append(chunk)
                 return b"".join(chunks)
         except requests.RequestException as exc:
+            permanent = certificate_error(exc, op, parts.hostname or "")
+            if permanent is not None:
+                raise permanent from exc
             raise TransientHostError(f"{op}: {type(exc).__name__}") from exc
 
     def tagged_tickets(self, tag: str) -> list[TaggedTicket]:

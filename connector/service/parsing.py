@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from connector.decide.pec import nested_original
+from connector.mail.mimetree import ParseLimits, current_limits, set_limits
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject
@@ -122,11 +123,13 @@ class _Collect(logging.Handler):
 _COLLECT = _Collect()
 
 
-def _init_worker(level: int, bridge_pid: int) -> None:
+def _init_worker(level: int, bridge_pid: int, limits: ParseLimits | None = None) -> None:
     # The main process decides when to stop (it shuts the pool down); a Ctrl-C or a SIGTERM
     # sent to the whole process group must not kill workers under a message being parsed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if limits is not None:
+        set_limits(limits)  # the bridge's configured parser limits, not the defaults
     root = logging.getLogger()
     root.handlers[:] = [_COLLECT]
     root.setLevel(level)
@@ -278,7 +281,8 @@ class ParsePool:
                 level = logging.getLogger("connector").getEffectiveLevel()
                 self._executor = ProcessPoolExecutor(self._workers, mp_context=context,
                                                      initializer=_init_worker,
-                                                     initargs=(level, os.getpid()))
+                                                     initargs=(level, os.getpid(),
+                                                               current_limits()))
                 log.info("parsing ahead in %d worker process(es)", self._workers)
             return self._executor
 

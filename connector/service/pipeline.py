@@ -33,13 +33,17 @@ from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan, plan_pec
 from connector.errors import (
+    CertificateError,
     ParseError,
     PermanentHostError,
+    StoreCorruptError,
     TicketClosedError,
     TransientHostError,
 )
+from connector.fetch.base import is_too_large
 from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
-from connector.mail.html import html_to_text
+from connector.mail.html import html_to_text, sanitize_html
+from connector.mail.mimetree import TooManyPartsDefect
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.mail.quoting import new_text
@@ -188,6 +192,12 @@ def _orphaned(record: MessageRecord) -> bool:
     return (datetime.now(UTC) - record.updated_at).total_seconds() > ORPHAN_SECONDS
 
 
+def _incomplete(message: ParsedMessage) -> bool:
+    """True when the parse left parts of the mail out (over the MIME part limit): the
+    original is then attached so nothing is lost."""
+    return TooManyPartsDefect.__name__ in message.defects
+
+
 def _paragraphs_html(text: str) -> str:
     """Plain text as HTML paragraphs, escaped (for a trimmed reply shown above its quote)."""
     blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
@@ -197,7 +207,8 @@ def _paragraphs_html(text: str) -> str:
 def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
     name = f"{prefix}-{message.message_id or message.sha256[:16]}"
     safe = "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)[:110]
-    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256)
+    return Upload(f"{safe}.eml", "message/rfc822", message.raw, known_sha256=message.sha256,
+                  pinned=True)
 
 
 class Pipeline:
@@ -256,6 +267,10 @@ class Pipeline:
             result = Result(Outcome.RETRY, record.id, reason=str(exc))
         except (ParseError, PermanentHostError) as exc:
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
+        except (CertificateError, StoreCorruptError):
+            # Not this mail's fault and the same for every mail: the account stops (the
+            # runner says why); the record stays unfinished and the mail in the inbox.
+            raise
         except Exception as exc:  # a bug must not lose the mail nor stop the loop
             log.exception("%s: unexpected error", ctx)
             if record.attempts >= MAX_UNEXPECTED_ATTEMPTS:
@@ -377,7 +392,13 @@ class Pipeline:
                  size: int | None, prepared: Prepared | None = None) -> Result:
         if raw is None:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
-                              f"is {self.account.max_size} bytes; it was not downloaded")
+                              f"is {self.account.max_size} bytes; it was not downloaded or read")
+        if is_too_large(len(raw), self.account.max_size):
+            # Every entry point (import, deliver, errors replay) obeys max_size, not only the
+            # mailbox fetchers, which never download such mail. Not parsed, nor copied into
+            # the ledger: it is still where it came from (the file, the quarantine).
+            return self._fail(ctx, record, f"message too large: {len(raw)} bytes, account "
+                              f"max_size is {self.account.max_size} bytes; not processed", None)
         self._archive(ctx, raw)
         job = self._job(ctx, record, raw, prepared)
         if record.state == MessageState.PUSHING and record.pending:
@@ -682,7 +703,10 @@ class Pipeline:
     # -- request building -----------------------------------------------------------------
     def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
         """Text and sanitized HTML for the host; True when the body had to be shortened."""
-        html = message.safe_html  # cached: usually computed by a parse-ahead worker
+        if self.account.allow_remote_content and message.html_body:
+            html: str | None = sanitize_html(message.html_body, remote_content=True)
+        else:
+            html = message.safe_html  # cached: usually computed by a parse-ahead worker
         text = message.text_body or (html_to_text(html) if html else "")
         if not text.strip() and not html:
             text = "(this message has no text)"
@@ -730,7 +754,8 @@ class Pipeline:
             body_text=text,
             body_html=html,
             public=decision.public,
-            uploads=self._uploads(job, original=self.account.attach_original_eml or cut),
+            uploads=self._uploads(job, original=self.account.attach_original_eml or cut
+                                 or _incomplete(job.content)),
             tags=decision.tags,
             priority=decision.priority,
             status=decision.status,
@@ -772,7 +797,8 @@ class Pipeline:
             author_email=message.from_.email if message.from_ and decision.public else None,
             author_name=message.from_.name if message.from_ else None,
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
-                trimmed is not None and self.account.follow_up.quoted_text == "attach")),
+                trimmed is not None and self.account.follow_up.quoted_text == "attach")
+                or _incomplete(job.content)),
             status=decision.status,
             priority=decision.priority,
             add_tags=add_tags,

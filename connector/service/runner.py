@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from connector.config import AccountConfig
-from connector.errors import FetchError
+from connector.errors import CertificateError, FetchError, StoreCorruptError
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
 from connector.store.base import MessageState
-from connector.store.sqlite import SQLiteStore
+from connector.store.sqlite import SQLiteStore, damaged_message
+from connector.tls import certificate_failure, describe_certificate_failure
 
 log = logging.getLogger("connector.runner")
 
@@ -57,6 +59,9 @@ class AccountSummary:
 
 MailboxFactory = Callable[[AccountConfig], Mailbox]
 
+
+#: How often a running service checks the ledger with ``PRAGMA quick_check``.
+INTEGRITY_CHECK_SECONDS = 15 * 60.0
 
 #: Connection failures back off exponentially with jitter: 30 s, 60 s, 120 s ... capped.
 BACKOFF_BASE_SECONDS = 30.0
@@ -143,10 +148,16 @@ class AccountPoller:
             self._poll(mailbox, summary)
             if self.account.protocol == "pop3":
                 self.close()
-        except FetchError as exc:
+        except (FetchError, CertificateError) as exc:
             self.close()
             summary.error = str(exc)
-            self._failed(str(exc), time.monotonic() - started)
+            failure = certificate_failure(exc)
+            if failure is not None:
+                self._certificate_failed(exc, failure, time.monotonic() - started)
+            elif isinstance(exc, CertificateError):
+                raise
+            else:
+                self._failed(str(exc), time.monotonic() - started)
             return summary
         if not self.dry_run:
             self.store.record_success(self.account.name, backlog=summary.counts["retry"])
@@ -168,6 +179,21 @@ class AccountPoller:
             log.error("account=%s: %s. Fix the cause, then re-enable it with "
                       "'postmaster-bridge accounts enable %s'", self.account.name, reason,
                       self.account.name)
+
+    def _certificate_failed(self, exc: BaseException, failure: ssl.SSLCertVerificationError,
+                            duration: float) -> None:
+        """A certificate that does not verify is no passing outage: the account is disabled
+        at once with the reason (``accounts`` shows it) instead of being retried."""
+        reason = (f"helpdesk: {exc}" if isinstance(exc, CertificateError) else
+                  describe_certificate_failure(failure, f"{self.account.host}:"
+                                                        f"{self.account.port}"))
+        log.error("account=%s: %s ('postmaster-bridge accounts enable %s' once fixed)",
+                  self.account.name, reason, self.account.name)
+        if self.dry_run:
+            return
+        self.store.record_connection_failure(self.account.name, reason)
+        self.store.set_account_enabled(self.account.name, False, reason)
+        self._log("error", "account disabled", reason, duration)
 
     def wait(self, seconds: float) -> bool:
         """Wait for the next pass: IMAP IDLE when offered (returns early on new mail),
@@ -270,6 +296,10 @@ class AccountPoller:
             for ref, result in self.pipeline.flush_deferred():
                 summary.add(result.outcome)
                 moves.add(held[ref], result.outcome)
+        except StoreCorruptError:
+            # The ledger cannot be trusted to say what was done: nothing leaves the inbox.
+            self.pipeline.drop_deferred()
+            raise
         except BaseException:
             # Every outcome so far is committed to the ledger: move what can be moved; what
             # cannot, the next pass moves (it sees the terminal records). Held receipts are
@@ -355,6 +385,8 @@ class Service:
         self.pollers = pollers
         self.stop = stop or threading.Event()
         self.log_retention_days = log_retention_days
+        #: Set when the ledger was found damaged: every worker stopped, ``run`` fails.
+        self.fatal: StoreCorruptError | None = None
         self.retention_days = retention_days
         for poller in pollers:
             poller.stop = self.stop
@@ -374,17 +406,39 @@ class Service:
                                     daemon=True) for p in self.pollers]
         for thread in threads:
             thread.start()
+        next_check = time.monotonic() + INTEGRITY_CHECK_SECONDS
         try:
             while not self.stop.is_set() and any(t.is_alive() for t in threads):
                 with contextlib.suppress(Exception):
                     self._purge_log()
+                if time.monotonic() >= next_check:
+                    self.check_ledger()
+                    next_check = time.monotonic() + INTEGRITY_CHECK_SECONDS
                 self.stop.wait(60.0)
-            clean = self.stop.is_set()
+            clean = self.stop.is_set() and self.fatal is None
         finally:
             self.stop.set()
             for thread in threads:
                 thread.join()
         return clean
+
+    def check_ledger(self) -> bool:
+        """``PRAGMA quick_check`` of the ledger (through a connection of its own): a damage
+        that happened under the running bridge, in pages its cache still holds, is noticed
+        here rather than never. False (and every worker stopped) when it is damaged."""
+        if not self.pollers:
+            return True
+        store = self.pollers[0].store
+        problems = store.quick_check()
+        if problems:
+            self._stop_for(StoreCorruptError(damaged_message(store.path, problems)))
+        return not problems
+
+    def _stop_for(self, error: StoreCorruptError) -> None:
+        if self.fatal is None:
+            self.fatal = error
+            log.critical("%s", error)
+        self.stop.set()
 
     def _purge_log(self) -> None:
         """Housekeeping: the communication log and the ledger's finished records, each after
@@ -419,6 +473,9 @@ class Service:
                         self.stop.wait(backoff_delay(failures))
                     else:
                         poller.wait(max(0.0, interval - (time.monotonic() - started)))
+                except StoreCorruptError as exc:
+                    self._stop_for(exc)
+                    return
                 except Exception as exc:
                     errors_in_a_row += 1
                     log.exception("account=%s: pass failed", poller.account.name)

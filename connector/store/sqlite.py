@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connector.errors import StoreCorruptError
 from connector.store.base import (
     AccountHealth,
     Dismissal,
@@ -33,6 +35,8 @@ from connector.store.base import (
     MessageRecord,
     MessageState,
 )
+
+log = logging.getLogger("connector.store")
 
 #: 2: the ``dismissals`` table (created on open, so older ledgers gain it in place).
 SCHEMA_VERSION = 2
@@ -138,6 +142,40 @@ CREATE INDEX IF NOT EXISTS comm_log_account ON comm_log (account, ts);
 """
 
 
+#: SQLite primary result codes that may mean a damaged file: IOERR, CORRUPT, NOTADB.
+_DAMAGE_CODES = (10, 11, 26)
+
+
+def _may_be_damage(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # raised by the sqlite3 module itself, or an older Python
+        return "malformed" in str(exc) or "not a database" in str(exc)
+    return code & 0xFF in _DAMAGE_CODES
+
+
+def integrity_problems(db: sqlite3.Connection, *, full: bool = False,
+                       limit: int = 20) -> list[str]:
+    """What ``PRAGMA quick_check`` (``full``: the slower ``integrity_check``, which also
+    compares every index with its table) finds, at most ``limit`` lines; [] when sound."""
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        rows = db.execute(f"PRAGMA {pragma}({int(limit)})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    problems = [str(row[0]) for row in rows]
+    return [] if problems == ["ok"] else problems
+
+
+def damaged_message(path: Path, problems: list[str]) -> str:
+    """What an admin reads when the ledger is damaged, and what to do."""
+    shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)"
+                                       if len(problems) > 3 else "")
+    return (f"the ledger {path} is damaged ({shown}); processing stopped and no mail was "
+            "moved. Stop the bridge, restore the ledger from a backup ('postmaster-bridge "
+            "store backup FILE' makes one) or try sqlite3's .recover, and check it with "
+            "'postmaster-bridge store check'")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -152,15 +190,38 @@ class SQLiteFile:
     otherwise. The store and the outbound queue each keep their own tables in the same file
     through one of these."""
 
-    def __init__(self, path: str | Path, schema: str, *, uri: bool = False) -> None:
-        """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the file read-only)."""
+    def __init__(self, path: str | Path, schema: str, *, uri: bool = False,
+                 checked_within: float = 0.0) -> None:
+        """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the file read-only).
+
+        A file is checked with ``PRAGMA quick_check`` first: a damaged ledger raises
+        :class:`StoreCorruptError` before anything relies on it. The check reads the whole
+        file (about 0.3 s for a 110 MB ledger of 200,000 mails); ``checked_within`` seconds
+        (``deliver``, started once per mail) skip it when a check passed that recently."""
         self.path = Path(path)
-        if str(path) != ":memory:" and not uri:
+        self.in_memory = str(path) == ":memory:"
+        if not self.in_memory and not uri:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                    timeout=30.0, uri=uri)
         self._db.row_factory = sqlite3.Row
+        self.read_only = uri and "mode=ro" in str(path)
+        try:
+            self._open(schema)
+            if not self.in_memory and not self._checked_recently(checked_within):
+                self._raise_if_damaged(None)
+                self._record_check()
+        except StoreCorruptError:
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if not _may_be_damage(exc):
+                raise
+            raise StoreCorruptError(damaged_message(self.path, [str(exc)])) from exc
+
+    def _open(self, schema: str) -> None:
         self._db.execute("PRAGMA synchronous=FULL")
         self._sync_full = True  # the connection's current synchronous setting
         # True while commits made without an fsync may not be on disk yet. It starts True: a
@@ -170,13 +231,65 @@ class SQLiteFile:
         self._unsynced = True
         self._seen_version = -1  # PRAGMA data_version at the last barrier
         self._db.execute("PRAGMA foreign_keys=ON")
-        self.read_only = uri and "mode=ro" in str(path)
         if self.read_only:
             return
         self._db.execute("PRAGMA journal_mode=WAL")
         # executescript commits on its own, so it runs outside an explicit transaction.
         with self._lock:
             self._db.executescript(schema)
+
+    # -- integrity -------------------------------------------------------------------------
+    def quick_check(self) -> list[str]:
+        """``PRAGMA quick_check`` of the file: the problems found (at most 20), ``[]`` when
+        it is sound; an error while checking is itself a problem. A file is read through a
+        connection of its own, since this one's page cache may still hold the pages as they
+        were before the damage (and a check through it would say "ok")."""
+        if self.in_memory:
+            with self._lock:
+                return integrity_problems(self._db)
+        target = str(self.path) if self.read_only or "?" in str(self.path) else \
+            f"file:{self.path}?mode=ro"
+        try:
+            db = sqlite3.connect(target, uri=True, timeout=30.0)
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        try:
+            return integrity_problems(db)
+        finally:
+            db.close()
+
+    def _checked_recently(self, seconds: float) -> bool:
+        if seconds <= 0:
+            return False
+        rows = self._query("SELECT value FROM meta WHERE key = 'integrity_checked_at'") \
+            if self._has_meta() else []
+        try:
+            return bool(rows) and time.time() - float(rows[0][0]) < seconds
+        except ValueError:
+            return False
+
+    def _has_meta(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'meta'"))
+
+    def _record_check(self) -> None:
+        if self.read_only or not self._has_meta():
+            return
+        with self._tx(durable=False) as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                       "('integrity_checked_at', ?)", (str(time.time()),))
+
+    def _raise_if_damaged(self, cause: BaseException | None) -> None:
+        problems = self.quick_check()
+        if problems:
+            log.critical("ledger %s is damaged: %s", self.path, "; ".join(problems[:3]))
+            raise StoreCorruptError(damaged_message(self.path, problems)) from cause
+
+    def _after_error(self, exc: sqlite3.DatabaseError) -> None:
+        """After an I/O or corruption error: is the file damaged? Raises StoreCorruptError
+        when it is; otherwise the caller re-raises the original error."""
+        if _may_be_damage(exc) and not self.in_memory:
+            self._raise_if_damaged(exc)
 
     def close(self) -> None:
         with self._lock:
@@ -196,13 +309,18 @@ class SQLiteFile:
                 self._db.execute("PRAGMA synchronous=FULL" if durable
                                  else "PRAGMA synchronous=NORMAL")
                 self._sync_full = durable
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._after_error(exc)
                 raise
-            self._db.execute("COMMIT")
             if not durable:
                 # Not cleared by a durable commit: one that changed no page writes no frame
                 # and syncs nothing, so only the barrier below may say "all on disk".
@@ -210,14 +328,19 @@ class SQLiteFile:
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(params)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._after_error(exc)
+                raise
 
 
 class SQLiteStore(SQLiteFile):
     """The default store: one SQLite file."""
 
-    def __init__(self, path: str | Path, *, uri: bool = False) -> None:
-        super().__init__(path, _SCHEMA, uri=uri)
+    def __init__(self, path: str | Path, *, uri: bool = False,
+                 checked_within: float = 0.0) -> None:
+        super().__init__(path, _SCHEMA, uri=uri, checked_within=checked_within)
         self._log_db = self._db
         if self.read_only:
             return

@@ -1,0 +1,141 @@
+"""``postmaster-bridge store check|backup|vacuum``: the ledger, for admins.
+
+- ``store check`` runs SQLite's full ``PRAGMA integrity_check`` on the ledger (read-only, so
+  it is safe while the bridge runs) and exits 74 when the file is damaged.
+- ``store backup FILE`` copies the ledger with SQLite's online backup API, which takes a
+  consistent snapshot while the bridge keeps writing (copying the file itself could catch a
+  half-written page or miss the ``-wal`` log); the copy is checked before it replaces FILE.
+- ``store vacuum`` applies the retention periods now (``store.retention_days`` for finished
+  mails, ``store.log_retention_days`` for the communication log; ``run`` does the same every
+  minute) and gives the freed space back to the file system with ``VACUUM``. It rewrites the
+  file and waits for the bridge's writers, so it is for a quiet moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from connector.config import load_config
+from connector.exitcodes import EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE
+
+#: Pages copied per backup step; between steps the bridge's writers get the file.
+BACKUP_STEP_PAGES = 1024
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``store`` and its subcommands to the CLI's subparsers."""
+    p = sub.add_parser("store", parents=[common], help="the ledger: check it, back it up")
+    ssub = p.add_subparsers(dest="store_command", required=True)
+    q = ssub.add_parser("check", parents=[common],
+                        help="full integrity check of the ledger (exit 1 when damaged)")
+    q.set_defaults(func=cmd_store)
+    q = ssub.add_parser("backup", parents=[common],
+                        help="consistent copy of the ledger while the bridge runs")
+    q.add_argument("file", help="where to write the copy (replaced if it exists)")
+    q.set_defaults(func=cmd_store)
+    q = ssub.add_parser("vacuum", parents=[common],
+                        help="apply the retention periods and return the freed space")
+    q.set_defaults(func=cmd_store)
+
+
+def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int:
+    config = load_config(args.config, secrets=False)  # the ledger only: no login anywhere
+    ledger = config.store.path
+    if not ledger.is_file():
+        print(f"FAIL  ledger {ledger}: no such file", file=out)
+        return EX_NOINPUT
+    if args.store_command == "check":
+        return check(ledger, out)
+    if args.store_command == "vacuum":
+        return vacuum(ledger, config.store.retention_days, config.store.log_retention_days, out)
+    return backup(ledger, Path(args.file), out)
+
+
+def vacuum(ledger: Path, retention_days: float, log_retention_days: float, out: TextIO) -> int:
+    from connector.store.sqlite import SQLiteStore
+
+    now = datetime.now(UTC)
+    store = SQLiteStore(ledger)
+    try:
+        thinned = store.apply_retention(now - timedelta(days=retention_days))
+        purged = store.purge_log(now - timedelta(days=log_retention_days))
+        before, after = store.vacuum()
+    finally:
+        store.close()
+    print(f"ok    ledger {ledger}: {thinned} finished mail(s) past {retention_days:g} days "
+          f"thinned, {purged} log entr{'y' if purged == 1 else 'ies'} purged; "
+          f"{_mb(before)} -> {_mb(after)}", file=out)
+    return EX_OK
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+
+
+def _messages(db: sqlite3.Connection) -> str:
+    try:
+        count = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return "?"
+    return str(count)
+
+
+def check(ledger: Path, out: TextIO) -> int:
+    from connector.store.sqlite import integrity_problems
+
+    db = _read_only(ledger)
+    try:
+        problems = integrity_problems(db, full=True, limit=100)
+        if not problems:
+            print(f"ok    ledger {ledger}: integrity ok, {_messages(db)} message record(s)",
+                  file=out)
+            return EX_OK
+    finally:
+        db.close()
+    print(f"FAIL  ledger {ledger}: damaged; stop the bridge and restore a backup", file=out)
+    for problem in problems:
+        print(f"      {problem}", file=out)
+    return EX_IOERR
+
+
+def backup(ledger: Path, target: Path, out: TextIO) -> int:
+    if target.resolve() == ledger.resolve():
+        print(f"FAIL  backup: {target} is the ledger itself", file=out)
+        return EX_USAGE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    from connector.store.sqlite import integrity_problems
+
+    source = _read_only(ledger)
+    copy = sqlite3.connect(partial)
+    try:
+        source.backup(copy, pages=BACKUP_STEP_PAGES)
+        problems = integrity_problems(copy, full=True, limit=100)
+        messages = _messages(copy)
+    except sqlite3.DatabaseError as exc:
+        problems, messages = [str(exc)], "?"
+    finally:
+        copy.close()
+        source.close()
+    if problems:
+        partial.unlink(missing_ok=True)
+        print(f"FAIL  backup of {ledger}: the ledger is damaged, no copy written", file=out)
+        for problem in problems:
+            print(f"      {problem}", file=out)
+        return EX_IOERR
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
+    print(f"ok    backup of {ledger} written to {target}: {messages} message record(s), "
+          "integrity ok", file=out)
+    return EX_OK
