@@ -18,21 +18,28 @@ from connector.errors import (
     UsageError,
 )
 from connector.exitcodes import (
+    EX_CANTCREAT,
     EX_CONFIG,
+    EX_DATAERR,
     EX_FAILURE,
     EX_INTERRUPTED,
     EX_IOERR,
     EX_NOINPUT,
     EX_OK,
+    EX_OSERR,
+    EX_SOFTWARE,
     EX_TEMPFAIL,
+    EX_UNAVAILABLE,
     EX_USAGE,
 )
 
 #: ``bench/run.py`` assembles its pipeline exactly as ``run`` does, through this name.
 _build = build
 
-__all__ = ["EX_CONFIG", "EX_FAILURE", "EX_OK", "EX_TEMPFAIL", "EX_USAGE", "Parts", "build",
-           "build_parser", "main"]
+#: The exit codes (connector/exitcodes.py) are importable from here too.
+__all__ = ["EX_CANTCREAT", "EX_CONFIG", "EX_DATAERR", "EX_FAILURE", "EX_INTERRUPTED", "EX_IOERR",
+           "EX_NOINPUT", "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_TEMPFAIL", "EX_UNAVAILABLE",
+           "EX_USAGE", "Parts", "build", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
