@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from bridge_cli import cli_streams
+from test_packaging import build_wheel
 
 from connector.exitcodes import EX_CANTCREAT, EX_OK
 
@@ -53,6 +58,23 @@ def test_init_refuses_to_overwrite_and_then_writes_nothing(tmp_path: Path) -> No
     assert cli_streams("init", str(tmp_path))[0] == EX_CANTCREAT
     assert not mine.exists()
     assert (tmp_path / "filters" / SHIPPED_FILTERS[0]).read_text() == "[]\n"
+
+
+def test_init_from_the_installed_wheel_writes_the_same_files(tmp_path: Path) -> None:
+    """The wheel's files, not the checkout's symlinks: the package unpacked on its own."""
+    with zipfile.ZipFile(build_wheel(tmp_path)) as archive:
+        archive.extractall(tmp_path / "site")
+    target = tmp_path / "new-install"
+    result = subprocess.run([sys.executable, "-m", "connector.cli", "init", str(target)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == EX_OK, result.stderr
+    assert f"{tmp_path / 'site'}" in subprocess.run(
+        [sys.executable, "-c", "import connector; print(connector.__file__)"], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}, capture_output=True,
+        text=True, check=True).stdout  # the unpacked wheel was the one that ran
+    assert (target / "config.yaml").read_bytes() == (REPO / "config.example.yaml").read_bytes()
+    assert sorted(p.name for p in (target / "filters").iterdir()) == SHIPPED_FILTERS
 
 
 def test_version_is_the_packaged_one(capsys: pytest.CaptureFixture[str]) -> None:
