@@ -142,7 +142,7 @@ def _cpu_stage(raw: bytes) -> tuple[Any, Any]:
     bytes are not sent back (the main process has them)."""
     from connector.mail.parse import parse_message
     from connector.pec import find_pec
-    from connector.service.pipeline import _may_be_pec
+    from connector.understand import may_be_pec as _may_be_pec
 
     message = parse_message(raw)
     pec = find_pec(raw) if _may_be_pec(message) else None
@@ -293,8 +293,9 @@ def filter_stage_cost(mails: list[bytes]) -> dict[str, float]:
     """The filter stage alone on parsed mail (in-memory ledger), as is and with the bounce
     pre-check on the header block only."""
     from connector.config import config_from_mapping
+    from connector.filters import run_filters
     from connector.mail.parse import parse_message
-    from connector.service.filtering import FilterStage
+    from connector.service.filtering import StoreLookups, load_rules
     from connector.store.sqlite import SQLiteStore
 
     config = config_from_mapping({
@@ -303,8 +304,15 @@ def filter_stage_cost(mails: list[bytes]) -> dict[str, float]:
         "accounts": [{"name": "bench", "protocol": "imap", "host": "127.0.0.1",
                       "security": "none", "username": "support@bench.example.com",
                       "password": "${PATH}"}]}, "bench", Path(tempfile.gettempdir()))
-    stage = FilterStage(config, SQLiteStore(":memory:"))
+    rules = load_rules(config)
+    lookups = StoreLookups(SQLiteStore(":memory:"), None)
     account = config.accounts[0]
+    settings = rules.for_account(account)
+
+    def stage(message: Any) -> None:
+        run_filters(message, account=account.name, trusted=account.trusted, chain=rules.chain,
+                    settings=settings, lookups=lookups)
+
     parsed = [parse_message(raw) for raw in mails]
     out: dict[str, float] = {}
     for name, variant in (("as is", contextlib.nullcontext),
@@ -313,7 +321,7 @@ def filter_stage_cost(mails: list[bytes]) -> dict[str, float]:
             gc.collect()
             start = time.perf_counter()
             for message in parsed:
-                stage(message, account, None)
+                stage(message)
             out[f"{name} (ms/mail)"] = round(1000 * (time.perf_counter() - start) / len(parsed),
                                              3)
     return out

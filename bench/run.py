@@ -394,7 +394,7 @@ def _pipeline_job_stage() -> Callable[[bytes], Any]:
     from connector.mail.html import html_to_text, sanitize_html
     from connector.mail.parse import parse_message
     from connector.pec import find_pec
-    from connector.service.pipeline import _may_be_pec
+    from connector.understand import may_be_pec as _may_be_pec
 
     def job(raw: bytes) -> Any:
         message = parse_message(raw)

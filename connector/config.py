@@ -84,6 +84,8 @@ class AccountConfig:
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     error_folder: str = "Error"
+    held_folder: str = "Held"  # mail over the per-sender cap waits here for `held release`
+    ignored_folder: str = "Processed"  # where deliberately ignored mail goes
     delete_after_processing: bool = False
     poll_interval: float = 5.0  # minutes
     initial_sync: str = "all"  # all | skip_existing
@@ -93,6 +95,10 @@ class AccountConfig:
     new_ticket: TicketDefaults = TicketDefaults()
     follow_up: FollowUpPolicy = FollowUpPolicy()
     allow_unknown_senders: bool = True
+    # The requester of mail with no usable address in From, Sender, Reply-To or Return-Path
+    # (the original From is shown in the ticket), or "ignore" to ignore such mail visibly.
+    unknown_sender: str = "unknown-sender@example.invalid"
+    weak_signals: str = "tag"  # tag | ignore: what a weak auto-reply/list/bounce sign does
     email_ccs: bool = True
     attach_original_eml: bool = False
     allow_remote_content: bool = False  # let HTML load remote images in agents' browsers
@@ -291,6 +297,11 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
     if unmatched == "catch_all" and catch_all is None:
         r.problem("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
                       "catch_all")
+    processed_folder = r.get("processed_folder", str, "Processed")
+    unknown_sender = r.get("unknown_sender", str, _unknown_sender_default(r))
+    if unknown_sender != "ignore" and not _looks_like_address(unknown_sender):
+        r.problem("unknown_sender", f"must be an e-mail address or 'ignore', not "
+                  f"{unknown_sender!r}")
     pattern = r.get("subject_ticket_pattern", str, r"\[#(\d+)\]")
     try:
         if re.compile(pattern).groups < 1:
@@ -310,8 +321,10 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         verify_tls=verify_tls,
         insecure_tls_i_understand=insecure_tls,
         folder=r.get("folder", str, "INBOX"),
-        processed_folder=r.get("processed_folder", str, "Processed"),
+        processed_folder=processed_folder,
         error_folder=r.get("error_folder", str, "Error"),
+        held_folder=r.get("held_folder", str, "Held"),
+        ignored_folder=r.get("ignored_folder", str, processed_folder),
         delete_after_processing=r.get("delete_after_processing", bool, False),
         poll_interval=r.positive("poll_interval", float, 4.0 if pec else 5.0),
         initial_sync=initial_sync,
@@ -321,6 +334,8 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         new_ticket=_ticket_defaults(r.child("new_ticket")),
         follow_up=_follow_up(r.child("follow_up")),
         allow_unknown_senders=r.get("allow_unknown_senders", bool, True),
+        unknown_sender=unknown_sender,
+        weak_signals=r.choice("weak_signals", ("tag", "ignore"), "tag"),
         email_ccs=r.get("email_ccs", bool, True),
         attach_original_eml=r.get("attach_original_eml", bool, False),
         allow_remote_content=r.get("allow_remote_content", bool, False),
@@ -341,7 +356,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
         verify_dkim=r.get("verify_dkim", bool, True),
     )
-    for key in ("processed_folder", "error_folder"):
+    for key in ("processed_folder", "error_folder", "held_folder", "ignored_folder"):
         if protocol == "imap" and getattr(account, key) == account.folder:
             r.problem(key, f"must differ from folder ({account.folder!r}): mail moved there "
                           "would be fetched again")
@@ -349,6 +364,25 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         r.problem("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
+
+
+def _looks_like_address(text: str) -> bool:
+    local, at, domain = text.strip().rpartition("@")
+    return bool(at and local and "." in domain and " " not in text.strip())
+
+
+def _unknown_sender_default(r: Reader) -> str:
+    """``unknown-sender@`` the domain of the account's mailbox address or of its first own
+    address (an address the helpdesk takes as a requester and an agent recognises), else
+    ``unknown-sender@example.invalid`` (set ``unknown_sender`` then: a helpdesk may refuse it)."""
+    own = r.data.get("own_addresses")
+    candidates = [r.data.get("username"), *(own if isinstance(own, list) else [own])]
+    for address in candidates:
+        if isinstance(address, str) and "@" in address:
+            domain = address.rpartition("@")[2].strip().lower()
+            if "." in domain:
+                return f"unknown-sender@{domain}"
+    return "unknown-sender@example.invalid"
 
 
 def _rate(r: Reader, name: str) -> Rate | None:

@@ -41,8 +41,13 @@ class UsageError(BridgeError):
     """An option's value is malformed (the command line, not the configuration)."""
 
 
-class ParseError(BridgeError):
-    """A message cannot be turned into the normalized model (or fails validation)."""
+class UnreadableMail(BridgeError):
+    """The bridge cannot understand this mail: permanent, so it goes to the error folder at
+    once (trying again would meet the same bytes). Never raised for its From line."""
+
+
+class ParseError(UnreadableMail):
+    """A message cannot be turned into the normalized model: it is not a mail."""
 
 
 class FetchError(BridgeError):

@@ -36,27 +36,29 @@ class ExitCode:
 EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(EX_OK, "OK", "all",
              "done; for `run --once`, `import`, `deliver` and `errors replay`: every mail "
-             "reached a final state (ticket, follow-up, note, ignored, duplicate, skipped)"),
+             "reached a final state (ticket, follow-up, note, ignored, duplicate, skipped, or "
+             "held over the sender's daily cap: see `held list`)"),
     ExitCode(EX_FAILURE, "FAILURE", "`outbound retry`, `install`, `uninstall`",
              "not done, for the reason printed (a job that cannot be retried, a helpdesk "
              "object the helpdesk refused)"),
     ExitCode(EX_USAGE, "EX_USAGE", "all",
-             "wrong command line: unknown option, bad `--since`, `errors replay` on a dry-run "
-             "host, `store backup` onto the ledger itself"),
+             "wrong command line: unknown option, bad `--since`, `errors replay` or `held "
+             "release` on a dry-run host, `store backup` onto the ledger itself"),
     ExitCode(EX_DATAERR, "EX_DATAERR", "`run --once`, `import`, `deliver`, `errors replay`, "
-             "`filters test`",
+             "`held release`, `filters test`",
              "a mail failed for good: it is in `errors list` (and the account's error folder); "
              "`deliver`: the MTA returns it to the sender with the reason; `filters test`: the "
              "mail cannot be parsed"),
     ExitCode(EX_NOINPUT, "EX_NOINPUT", "`import`, `messages show`, `errors show`, `errors "
-             "export`, `errors replay`, `errors dismiss`, `outbound show`, `outbound retry`, "
-             "`store`",
+             "export`, `errors replay`, `errors dismiss`, `held release`, `outbound show`, "
+             "`outbound retry`, `store`",
              "a file, message or job named on the command line does not exist (`errors "
              "export`: its copy is gone; `store`: there is no ledger yet)"),
     ExitCode(EX_UNAVAILABLE, "EX_UNAVAILABLE", "`check`, `run --once`, `install`, "
-             "`uninstall`",
-             "an account or the helpdesk could not be reached or refused the login; with "
-             "`run --once` this wins over 65 and 75"),
+             "`uninstall`, `filters test`",
+             "an account or the helpdesk could not be reached or refused the login (`filters "
+             "test`: the decision needs the helpdesk and it could not be asked); with `run "
+             "--once` this wins over 65 and 75"),
     ExitCode(EX_SOFTWARE, "EX_SOFTWARE", "`run`, `serve`",
              "the service's workers ended without being asked to (a bug): let the supervisor "
              "restart it"),
@@ -67,7 +69,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "backup`",
              "the ledger is damaged: nothing more was processed and no mail moved; `store "
              "check` lists the damage, restore a backup (`deliver` exits 75 instead)"),
-    ExitCode(EX_TEMPFAIL, "EX_TEMPFAIL", "`run --once`, `import`, `deliver`, `errors replay`",
+    ExitCode(EX_TEMPFAIL, "EX_TEMPFAIL", "`run --once`, `import`, `deliver`, `errors replay`, "
+             "`held release`",
              "a mail was held back (the helpdesk was unreachable or asked to wait): the next "
              "pass, the same import, or the MTA's next delivery attempt retries it; `deliver` "
              "also on any error, configuration errors included, so the MTA keeps the mail"),

@@ -124,7 +124,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 @pytest.fixture(autouse=True)
 def no_dns_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test touches the network: the bridge's own DKIM checks must get an injected DNS
-    lookup (``make_filter_stage(..., dnsfunc=...)``). A test that would query real DNS fails."""
+    lookup (``load_rules(config, dnsfunc=...)``). A test that would query real DNS fails."""
     asked: list[bytes] = []
 
     def refuse(name: bytes, timeout: float = 5) -> bytes | None:

@@ -148,8 +148,7 @@ def test_shipped_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.Mon
     import shutil
 
     from connector.outbound.settings import load_outbound
-    from connector.service.filtering import FilterStage
-    from connector.store.sqlite import SQLiteStore
+    from connector.service.filtering import load_rules
 
     repo = Path(__file__).resolve().parents[1]
     text = (repo / "config.example.yaml").read_text(encoding="utf-8")
@@ -170,7 +169,7 @@ def test_shipped_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.Mon
     outbound = load_outbound(config)
     assert [a.account for a in outbound.enabled_accounts] == ["pec-aruba"]
     assert outbound.enabled_accounts[0].smtp.host == "smtps.pec.aruba.it"
-    assert FilterStage(config, SQLiteStore(":memory:")).chain.filters
+    assert load_rules(config).chain.filters
 
 
 def test_every_package_directory_is_a_package() -> None:

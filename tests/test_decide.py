@@ -9,6 +9,9 @@ import pytest
 
 from connector.config import AccountConfig, FollowUpPolicy, HostConfig, TicketDefaults
 from connector.decide import Action, Decider, FilterVerdict
+from connector.decide.decision import IgnoredAs
+from connector.filters import Classification, CommandDetails, Kind
+from connector.filters.verdicts import Strength
 from connector.mail.model import Address, ParsedMessage
 
 
@@ -149,7 +152,8 @@ def test_ignore_control(value: str) -> None:
 
 
 def test_auto_reply_note_on_ticket_or_ignored() -> None:
-    verdict = FilterVerdict(classification="auto_reply")
+    verdict = FilterVerdict(classification=Classification(Kind.AUTO_REPLY, "auto-reply",
+                                                          "auto_reply"))
     d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
     assert d.action == Action.IGNORE
     lookup = Lookup([Ticket(5)], ids={"root@x": 5})
@@ -166,15 +170,93 @@ def test_unknown_sender_policy() -> None:
     assert d.action == Action.NEW_TICKET
 
 
-def test_invalid_sender_cannot_open_ticket() -> None:
+def test_a_mail_without_a_usable_sender_is_ticketed_for_the_unknown_sender() -> None:
     msg = message(from_=Address("", "not an address", valid=False))
-    assert Decider(ACCOUNT, HOST, Lookup()).decide(msg, FilterVerdict()).action == Action.IGNORE
+    account = replace(ACCOUNT, unknown_sender="nobody@acme.example")
+    d = Decider(account, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.action == Action.NEW_TICKET
+    assert d.requester is not None and d.requester.email == "nobody@acme.example"
+    assert d.original_sender == "not an address"
+    assert "unknown_sender" in d.tags
+
+
+def test_a_mail_without_a_usable_sender_is_ignored_visibly_when_the_account_says_so() -> None:
+    msg = message(from_=Address("", "not an address", valid=False))
+    account = replace(ACCOUNT, unknown_sender="ignore")
+    d = Decider(account, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.action == Action.IGNORE and d.ignored_as is IgnoredAs.NO_SENDER
+    assert "not an address" in d.reason
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("sender", "secretary@example.it"),
+    ("reply_to", "replies@example.it"),
+])
+def test_the_requester_comes_from_sender_or_reply_to_when_from_is_unusable(header, expected):
+    fields = {"sender": Address("", "secretary@example.it"),
+              "reply_to": (Address("", "replies@example.it"),)}
+    msg = message(from_=Address("", "MAILER-DAEMON", valid=False),
+                  **{header: fields[header]})
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.action == Action.NEW_TICKET and d.requester.email == expected
+    assert d.original_sender is None
+
+
+def test_the_requester_comes_from_return_path_last() -> None:
+    msg = message(from_=None, headers=(("Return-Path", "<bounces@lists.example.it>"),))
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(msg, FilterVerdict())
+    assert d.requester.email == "bounces@lists.example.it"
+
+
+def test_a_weak_sign_only_tags_unless_the_account_ignores_weak_signals() -> None:
+    weak = FilterVerdict(add_tags=("list_mail",), classification=Classification(
+        Kind.AUTO_REPLY, "Precedence: list", "auto_reply", strength=Strength.WEAK))
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), weak)
+    assert d.action == Action.NEW_TICKET and "list_mail" in d.tags
+    strict = replace(ACCOUNT, weak_signals="ignore")
+    d = Decider(strict, HOST, Lookup()).decide(message(), weak)
+    assert d.action == Action.IGNORE and d.ignored_as is IgnoredAs.AUTO_REPLY
+
+
+def test_a_storm_is_held_not_ignored() -> None:
+    verdict = FilterVerdict(classification=Classification(Kind.STORM, "over the cap", "loop"))
+    assert Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict).action == Action.HOLD
+
+
+def test_commands_are_read_from_the_typed_classification() -> None:
+    lookup = Lookup([Ticket(5, requester_email="mario@example.it")], ids={"root@x": 5})
+    staff = Address("", "anna@acme.example")
+
+    def command(*commands: str) -> FilterVerdict:
+        details = CommandDetails(commands, "s", "t", staff)
+        return FilterVerdict(classification=Classification(Kind.COMMAND, "cmd", "commands",
+                                                           details))
+    reply = message(in_reply_to=("root@x",), from_=Address("", "mario@example.it"))
+    closed = Decider(ACCOUNT, HOST, lookup).decide(reply, command("close"))
+    assert closed.status == "solved" and closed.public
+    tech = Decider(ACCOUNT, HOST, lookup).decide(reply, command("tech"))
+    assert tech.action == Action.INTERNAL_NOTE and not tech.public
+    both = Decider(ACCOUNT, HOST, lookup).decide(reply, command("close", "tech"))
+    assert both.status == "solved"
 
 
 def test_requester_override() -> None:
     verdict = FilterVerdict(controls={"X-Bridge-Requester": "Boss <boss@example.it>"})
     d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
     assert d.requester is not None and d.requester.email == "boss@example.it"
+
+
+def test_ignores_say_why_and_who() -> None:
+    loop = FilterVerdict(controls={"X-OTOBO-Ignore": "yes"}, classification=Classification(
+        Kind.LOOP, "sent from our own address support@acme.example", "loop"))
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), loop)
+    assert (d.ignored_as, d.reason) == (IgnoredAs.LOOP,
+                                        "sent from our own address support@acme.example")
+    newsletter = FilterVerdict(controls={"X-OTOBO-Ignore": "yes"},
+                               control_sources={"X-OTOBO-Ignore": "filter:newsletter"})
+    d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), newsletter)
+    assert (d.ignored_as, d.reason) == (IgnoredAs.FILTER,
+                                        "X-OTOBO-Ignore set by filter:newsletter")
 
 
 # -- recipient and brand -----------------------------------------------------------------------

@@ -171,16 +171,33 @@ def test_processed_and_failed_messages_move_to_folders_created_on_demand(
     assert dovecot.folders(mailbox_user) == {"INBOX"}
     with open_mailbox(dovecot.account(mailbox_user)) as mailbox:
         assert mailbox.has_capability("MOVE")
-        assert sorted(mailbox.ensure_folders()) == ["Error", "Processed"]
+        assert sorted(mailbox.ensure_folders()) == ["Error", "Held", "Processed"]
         assert mailbox.ensure_folders() == []
         ok, bad, untouched = fetch_all(mailbox)
         mailbox.mark_processed(ok)
         mailbox.mark_failed(bad)
         assert [m.ref for m in mailbox.list_new(set())] == [untouched.ref]
-    assert dovecot.folders(mailbox_user) == {"INBOX", "Processed", "Error"}
+    assert dovecot.folders(mailbox_user) == {"INBOX", "Processed", "Error", "Held"}
     assert [m.raw for m in dovecot.list_folder(mailbox_user)] == [raws[2]]
     assert [m.raw for m in dovecot.list_folder(mailbox_user, "Processed")] == [raws[0]]
     assert [m.raw for m in dovecot.list_folder(mailbox_user, "Error")] == [raws[1]]
+
+
+def test_held_and_ignored_mail_move_to_their_folders(
+    dovecot: DovecotServer, mailbox_user: MailUser
+) -> None:
+    raws = [make_message(n) for n in range(3)]
+    dovecot.append(mailbox_user, raws)
+    settings = dovecot.account(mailbox_user, ignored_folder="Ignored")
+    with open_mailbox(settings) as mailbox:
+        assert sorted(mailbox.ensure_folders()) == ["Error", "Held", "Ignored", "Processed"]
+        held, ignored, processed = fetch_all(mailbox)
+        mailbox.mark_held(held)
+        mailbox.mark_ignored(ignored)
+        mailbox.mark_processed(processed)
+    assert [m.raw for m in dovecot.list_folder(mailbox_user, "Held")] == [raws[0]]
+    assert [m.raw for m in dovecot.list_folder(mailbox_user, "Ignored")] == [raws[1]]
+    assert [m.raw for m in dovecot.list_folder(mailbox_user, "Processed")] == [raws[2]]
 
 
 def test_mark_accepts_a_listing_handle(dovecot: DovecotServer, mailbox_user: MailUser) -> None:

@@ -6,16 +6,17 @@ import io
 import json
 from pathlib import Path
 
+from connector.config import AccountConfig, HostConfig
 from connector.exitcodes import EX_CONFIG, EX_DATAERR
 from connector.filters import (
-    FilterOutcome,
     FilterSettings,
-    Kind,
-    NullLookups,
     filters_check,
     filters_test,
     load_chain,
 )
+from connector.service.filtering import StoreLookups
+from connector.store.sqlite import SQLiteStore
+from connector.understand import Rules, understand
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "filters"
@@ -57,30 +58,25 @@ def test_check_reports_host_mapping_errors(tmp_path):
     assert "queue 'PEC' has no group" in out.getvalue()
 
 
-def decide(outcome: FilterOutcome) -> dict:
-    """A stand-in for the lead's decide callback: no side effects, just a summary."""
-    if outcome.ignored:
-        return {"action": "ignore"}
-    kind = outcome.classification.kind if outcome.classification else None
-    if kind is Kind.BOUNCE:
-        return {"action": "ignore", "why": "bounce of a mail we did not send"}
-    return {"action": "new_ticket", "group": outcome.control("X-OTOBO-Queue"),
-            "tags": list(outcome.add_tags)}
+ACCOUNT = AccountConfig(name="support", protocol="imap", host="127.0.0.1", port=143,
+                        security="none", username="support@example.com", password="x")
+RULES = Rules(load_chain([ROOT / "filters"]), {"support": FilterSettings()},
+              HostConfig(type="dry-run", groups={"Billing": 11, "PEC": 12}))
+
+
+def lookups() -> StoreLookups:
+    """An empty ledger and no helpdesk: nothing is known."""
+    return StoreLookups(SQLiteStore(":memory:"), None)
+
+
+def trace_of(raw: bytes) -> dict:
+    return dict(understand(raw, ACCOUNT, RULES, lookups(), evaluate_all=True).trace)
 
 
 def test_test_command_prints_a_human_report_with_the_decision():
     out = io.StringIO()
     raw = (DATA / "route_billing.eml").read_bytes()
-    code = filters_test(
-        raw,
-        account="support",
-        trusted=False,
-        chain=load_chain([ROOT / "filters"]),
-        settings=FilterSettings(),
-        lookups=NullLookups(),
-        decide=decide,
-        out=out,
-    )
+    code = filters_test(raw, understand=trace_of, out=out)
     text = out.getvalue()
     assert code == 0
     assert "filter route-billing (" in text and ": MATCHED" in text
@@ -90,7 +86,8 @@ def test_test_command_prints_a_human_report_with_the_decision():
     assert "[no]  line 23: recipient is 'support@example.com'" in text
     assert "[no]  line 25: Subject regex" in text
     assert "X-OTOBO-Queue = Billing   (set by filter:route-billing)" in text
-    assert "Decision:\n  action: new_ticket\n  group: Billing" in text
+    assert "Decision:\n  action: new_ticket\n" in text
+    assert "  group_id: 11\n" in text
 
 
 def test_test_command_json_output_and_stripped_headers():
@@ -99,35 +96,21 @@ def test_test_command_json_output_and_stripped_headers():
         b"X-OTOBO-Queue: VIP\r\n\r\nhello\r\n"
     )
     out = io.StringIO()
-    code = filters_test(
-        raw,
-        account="support",
-        trusted=False,
-        chain=load_chain([ROOT / "filters"]),
-        settings=FilterSettings(),
-        lookups=NullLookups(),
-        decide=decide,
-        as_json=True,
-        out=out,
-    )
+    code = filters_test(raw, understand=trace_of, as_json=True, out=out)
     assert code == 0
     data = json.loads(out.getvalue())
     assert data["trace"]["stripped_headers"] == [{"name": "X-OTOBO-Queue", "value": "VIP"}]
-    assert data["decision"] == {"action": "new_ticket", "group": None, "tags": []}
+    assert data["decision"]["action"] == "new_ticket"
+    assert data["decision"]["group_id"] is None
+    assert data["decision"]["requester"] == "eve@customer.example"
+    assert data["trace"]["requester"] == {"address": "eve@customer.example", "source": "From",
+                                          "from": "eve@customer.example"}
     filters = [s for s in data["trace"]["steps"] if s["stage"] == "filter"]
     assert len(filters) == 8 and all(s["matched"] is False for s in filters)
 
 
 def test_test_command_on_something_that_is_not_a_mail():
     out = io.StringIO()
-    code = filters_test(
-        b"",
-        account="support",
-        trusted=False,
-        chain=load_chain([ROOT / "filters"]),
-        settings=FilterSettings(),
-        lookups=NullLookups(),
-        out=out,
-    )
+    code = filters_test(b"", understand=trace_of, out=out)
     assert code == EX_DATAERR
     assert out.getvalue().startswith("cannot parse the mail:")

@@ -251,7 +251,7 @@ def test_classifier_results_are_visible_to_filters():
 
 
 def test_switched_off_classifiers_do_not_run():
-    settings = FilterSettings(classifiers=ClassifierSwitches(attachments=False))
+    settings = FilterSettings(classifiers=ClassifierSwitches(off=frozenset({"attachments"})))
     outcome = run(mail(CUSTOMER_MAIL), settings=settings)
     assert outcome.control("X-OTOBO-AttachmentCount") is None
     step = [s for s in outcome.trace["steps"] if s.get("name") == "attachments"][0]
@@ -279,7 +279,7 @@ def test_trace_is_json_and_explains_every_step():
 # --- errors ----------------------------------------------------------------------------
 
 class ExplodingLookups(NullLookups):
-    def sender_count_today(self, address: str) -> int:
+    def sender_count_on(self, address: str, day) -> int:
         raise RuntimeError("database is locked")
 
 

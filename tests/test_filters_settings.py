@@ -46,7 +46,8 @@ def test_account_block_overrides_the_global_one():
     account = read({"sender_cap_per_day": 0, "classifiers": {"bounce": False}}, base=base)
     assert account.staff == ("@example.com",)
     assert account.sender_cap_per_day == 0
-    assert account.classifiers.keywords is False and account.classifiers.bounce is False
+    assert not account.classifiers.enabled("keywords")
+    assert not account.classifiers.enabled("bounce")
 
 
 def test_absolute_filter_dirs_stay_absolute(tmp_path):

@@ -75,9 +75,9 @@ def test_run_once_prints_one_summary_line_per_account_and_exit_codes(
 
     assert code == EX_UNAVAILABLE
     assert lines[0] == ("support: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 "
-                        "failed=0 retry=0")
+                        "held=0 failed=0 retry=0")
     assert re.fullmatch(r"legacy-pop: fetched=0 ticketed=0 followed-up=0 noted=0 ignored=0 "
-                        r"failed=0 retry=0 error=.*login refused.*", lines[1])
+                        r"held=0 failed=0 retry=0 error=.*login refused.*", lines[1])
     assert not_the_password_anywhere(lines)
     assert len(lines) == 2
     assert len(zendesk.ticket_list()) == 1
@@ -85,8 +85,8 @@ def test_run_once_prints_one_summary_line_per_account_and_exit_codes(
     code, lines = run_report("-c", str(config), "run", "--once", "--account", "support")
 
     assert code == EX_OK
-    assert lines == ["support: fetched=0 ticketed=0 followed-up=0 noted=0 ignored=0 failed=0 "
-                     "retry=0"]
+    assert lines == ["support: fetched=0 ticketed=0 followed-up=0 noted=0 ignored=0 held=0 "
+                     "failed=0 retry=0"]
     assert raws(dovecot, imap_user) == []
 
 
@@ -178,8 +178,8 @@ def test_dry_run_prints_calls_and_changes_nothing(
     calls = [json.loads(line) for line in out.splitlines()]
     summaries = err.splitlines()
     assert summaries == [
-        "support: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 failed=0 retry=0",
-        "legacy-pop: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 failed=0 retry=0"]
+        "support: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 held=0 failed=0 retry=0",
+        "legacy-pop: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 held=0 failed=0 retry=0"]
     assert all(call["dry_run"] is True for call in calls)
     assert [(c["method"], c["path"]) for c in calls] == [
         ("POST", "/api/v2/uploads"), ("POST", "/api/v2/tickets"), ("POST", "/api/v2/tickets")]
@@ -214,7 +214,7 @@ def test_import_of_an_mbox_and_a_maildir(
 
     assert code == EX_OK
     assert lines[-1] == ("support: fetched=3 ticketed=2 followed-up=1 noted=0 ignored=0 "
-                         "failed=0 retry=0")
+                         "held=0 failed=0 retry=0")
     first, second = zendesk.ticket_list()
     assert [line.split(" -> ")[1] for line in lines[:-1]] == [
         f"new ticket #{first['id']} (no existing ticket)",
@@ -247,7 +247,8 @@ def test_import_again_reports_nothing_new(
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
     code, lines = run_report("-c", str(config), "import", str(mbox_path))
     assert (code, lines[-1]) == (
-        EX_OK, "support: fetched=2 ticketed=1 followed-up=1 noted=0 ignored=0 failed=0 retry=0")
+        EX_OK, "support: fetched=2 ticketed=1 followed-up=1 noted=0 ignored=0 held=0 failed=0 "
+        "retry=0")
 
     code, lines = run_report("-c", str(config), "import", str(mbox_path))
 
@@ -342,7 +343,7 @@ def test_run_parses_ahead_as_the_config_says(
 
     assert code == EX_OK, lines
     assert lines == [f"support: fetched={parsing.MIN_MESSAGES} ticketed={parsing.MIN_MESSAGES} "
-                     "followed-up=0 noted=0 ignored=0 failed=0 retry=0"]
+                     "followed-up=0 noted=0 ignored=0 held=0 failed=0 retry=0"]
     wanted = (service or {}).get("parse_workers", "auto")
     if wanted == "auto":
         wanted = parsing.default_workers()  # the cores less one: 1 on the 2-core machines

@@ -102,7 +102,7 @@ def test_new_mail_becomes_one_ticket_and_leaves_the_inbox(
     summary = bridge.poll()
 
     assert summary.line() == ("support: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 "
-                              "failed=0 retry=0")
+                              "held=0 failed=0 retry=0")
     [ticket] = zendesk.ticket_list()
     requester = zendesk.user(ticket["requester_id"])
     assert (requester["email"], requester["name"]) == ("mario.rossi@example.org", "Mario Rossi")
@@ -450,7 +450,7 @@ def test_timeouts_on_every_attempt_leave_the_mail_for_the_next_poll(
     summary = bridge.poll()
 
     assert summary.line() == ("support: fetched=1 ticketed=0 followed-up=0 noted=0 ignored=0 "
-                              "failed=0 retry=1")
+                              "held=0 failed=0 retry=1")
     assert len(zendesk.calls_to("POST", TICKETS)) == 3  # host.max_attempts
     assert zendesk.ticket_list() == []
     assert raws(dovecot, mailbox_user) == [raw]
@@ -497,22 +497,45 @@ def test_comment_timing_out_on_every_attempt_is_added_once_on_the_next_poll(
 # -- mail the bridge cannot take ----------------------------------------------------------------
 
 
-def test_mail_with_an_invalid_sender_goes_to_the_error_folder(
+def test_mail_with_no_usable_sender_becomes_a_ticket_for_the_unknown_sender(
     dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
     make_bridge: Callable[..., Bridge],
 ) -> None:
     raw = customer_mail("Mittente rotto", "nofrom@example.org", sender="postmaster at nowhere")
     dovecot.append(mailbox_user, raw)
-    bridge = make_bridge([account(dovecot, mailbox_user, "support")])
+    bridge = make_bridge([account(dovecot, mailbox_user, "support",
+                                  unknown_sender="nobody@example.org")])
 
     summary = bridge.poll()
 
-    assert summary.counts["failed"] == 1
+    assert (summary.counts["ticketed"], summary.counts["failed"]) == (1, 0)
+    [ticket] = zendesk.ticket_list()
+    assert zendesk.user(ticket["requester_id"])["email"] == "nobody@example.org"
+    assert "unknown_sender" in ticket["tags"]
+    assert ticket["comments"][0]["plain"].startswith("Original sender: postmaster at nowhere")
+    assert raws(dovecot, mailbox_user, "Processed") == [raw]
+
+
+def test_mail_with_no_usable_sender_is_ignored_visibly_when_the_account_says_so(
+    dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    raw = customer_mail("Mittente rotto", "nofrom@example.org", sender="postmaster at nowhere")
+    dovecot.append(mailbox_user, raw)
+    bridge = make_bridge([account(dovecot, mailbox_user, "support", unknown_sender="ignore",
+                                  ignored_folder="Ignored")])
+
+    summary = bridge.poll()
+
+    assert summary.counts["ignored"] == 1 and summary.ignored_as == {"no_sender": 1}
+    assert "ignored=1(no_sender:1)" in summary.line()
     [record] = bridge.records()
-    assert record.state == MessageState.FAILED
-    assert record.error == ("ParseError: invalid or missing From address: "
-                            "postmaster at nowhere")
-    assert raws(dovecot, mailbox_user, "Error") == [raw]
+    assert record.state == MessageState.IGNORED
+    assert "no usable sender address (From: postmaster at nowhere)" in (record.error or "")
+    assert record.trace is not None and record.trace["decision"]["ignored_as"] == "no_sender"
+    [entry] = bridge.store.log_entries(message="nofrom@example.org")
+    assert entry.event == "ignored" and "no usable sender address" in (entry.detail or "")
+    assert raws(dovecot, mailbox_user, "Ignored") == [raw]
     assert zendesk.calls_to("POST", TICKETS) == []
 
 

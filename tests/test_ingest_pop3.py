@@ -52,7 +52,7 @@ def test_new_mail_becomes_a_ticket_and_is_deleted_after_processing(
     summary = bridge.poll()
 
     assert summary.line() == ("legacy-pop: fetched=1 ticketed=1 followed-up=0 noted=0 "
-                              "ignored=0 failed=0 retry=0")
+                              "ignored=0 held=0 failed=0 retry=0")
     [ticket] = zendesk.ticket_list()
     assert ticket["subject"] == "Via POP3"
     assert ticket["tags"] == ["pmb_legacy_pop"]
@@ -155,3 +155,24 @@ def test_mail_over_max_size_is_never_retrieved_and_stays(
     assert len(session_end) == 1
     assert "retr=1/" in session_end[0] and "del=1/" in session_end[0]
     assert bridge.poll().counts["fetched"] == 0  # and it is not tried again
+
+
+def test_held_mail_stays_on_the_pop3_server_and_is_not_fetched_again(
+    dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    first = customer_mail("Prima", "pop-cap1@example.org")
+    second = customer_mail("Seconda", "pop-cap2@example.org")  # same sender, same Date
+    dovecot.append(mailbox_user, [first, second])
+    bridge = make_bridge([account(dovecot, mailbox_user, "legacy-pop", protocol="pop3",
+                                  delete_after_processing=True)],
+                         filters={"sender_cap_per_day": 1})
+
+    summary = bridge.poll()
+
+    assert (summary.counts["ticketed"], summary.counts["held"]) == (1, 1)
+    assert maildrop(dovecot, mailbox_user) == [second]  # held: never deleted
+    assert [r.state for r in bridge.records()] == [MessageState.DONE, MessageState.HELD]
+    again = bridge.poll()
+    assert again.counts["fetched"] == 0  # settled: not fetched nor moved again
+    assert maildrop(dovecot, mailbox_user) == [second]

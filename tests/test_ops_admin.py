@@ -1,7 +1,7 @@
 """Admin commands on real failures (issue 6): the communication log and ``log`` with its filters,
 retention purge, and the quarantine: ``errors list|show|export|replay`` for mails that really
-failed against a real Dovecot (Zendesk 422, an invalid From). Zendesk is faked by `responses`
-(tests/zendesk_responses.py); the commands run through ``connector.cli.main``."""
+failed against a real Dovecot (Zendesk 422, something that is not a mail). Zendesk is faked by
+`responses` (tests/zendesk_responses.py); the commands run through ``connector.cli.main``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ def age_log(db: Path, account: str, hours: float) -> None:
         conn.close()
 
 
+#: What the error folder is for: input that is not a mail (a From line never sends mail there).
+NOT_A_MAIL = b"this is not a mail, only a line of text\r\n"
+
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?P<level>[A-Z]+) +(?P<kind>\w+) +"
                   r"(?P<account>\S+) (?P<rest>.*)$")
 
@@ -71,12 +74,12 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?P<level>[A-Z]+) +(?P<kind>
 @pytest.fixture
 def logged(dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
            make_bridge: Callable[..., Bridge]) -> Bridge:
-    """One ticketed mail, one with an invalid From, and an account at a closed port."""
+    """One ticketed mail, something that is not a mail, and an account at a closed port."""
     bridge = make_bridge([account(dovecot, mailbox_user, "support"),
                           account(dovecot, dovecot.add_user(), "broken", port=free_port())])
     dovecot.append(mailbox_user, [
         customer_mail("Richiesta", "log1@example.org"),
-        customer_mail("Mittente rotto", "log2@example.org", sender="Nessuno <nobody>"),
+        NOT_A_MAIL,
     ])
     assert bridge.poll("support").counts["fetched"] == 2
     assert bridge.poll("broken").error
@@ -94,12 +97,12 @@ def test_communication_log_has_connection_and_message_entries(logged: Bridge,
 
     messages = [e for e in entries if e.kind == "message"]
     assert [(e.event, e.level, e.message_id) for e in messages] == [
-        ("ticketed", "info", "log1@example.org"), ("failed", "error", "log2@example.org")]
+        ("ticketed", "info", "log1@example.org"), ("failed", "error", None)]
     [ticket] = zendesk.ticket_list()
     assert messages[0].detail is not None
     assert messages[0].detail.startswith("decision new_ticket: ")
     assert messages[0].detail.endswith(f"; ticket #{ticket['id']}")
-    assert "invalid or missing From address" in (messages[1].detail or "")
+    assert "not a mail message" in (messages[1].detail or "")
     assert all(e.ref and e.ref.startswith("INBOX") for e in messages)
 
     [failure] = logged.store.log_entries(account="broken")
@@ -134,7 +137,7 @@ def test_log_command_filters_by_account_level_message_and_time(
         assert "<log1@example.org> ticketed: decision new_ticket" in lines[0]
     ref = logged.store.messages("support")[1].ref
     code, lines = cli(config, "log", "--message", ref)
-    assert len(lines) == 1 and f"support {ref} <log2@example.org> failed: " in lines[0]
+    assert len(lines) == 1 and f"support {ref} failed: " in lines[0]
 
     code, lines = cli(config, "log", "--json")
     entries = [json.loads(line) for line in lines]
@@ -213,10 +216,10 @@ def test_run_once_also_applies_log_retention(
 @pytest.fixture
 def failed(dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
            make_bridge: Callable[..., Bridge]) -> dict[str, Any]:
-    """Two mails that failed for good: Zendesk refused one (422), the other has no valid
-    From. Both sit in the Error folder."""
+    """Two mails that failed for good: Zendesk refused one (422), the other is not a mail.
+    Both sit in the Error folder."""
     rejected = customer_mail("Rifiutata da Zendesk", "rejected@example.org", pdf=True)
-    broken = customer_mail("Mittente non valido", "nofrom@example.org", sender="Nessuno <x>")
+    broken = NOT_A_MAIL
     dovecot.append(mailbox_user, [rejected, broken])
     fault = zendesk.fail("POST", TICKETS, 422, body=REJECTION)
     bridge = make_bridge([account(dovecot, mailbox_user, "support")])
@@ -237,13 +240,13 @@ def test_errors_list_and_show(failed: dict[str, Any]) -> None:
     assert re.match(rf"^ *{rid} \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d support "
                     r"mario\.rossi@example\.org 'Rifiutata da Zendesk' attempts=1$", lines[0])
     assert "HTTP 422" in lines[1] and "Requester: Email is not properly formatted" in lines[1]
-    assert re.match(rf"^ *{bid} .* support - 'Mittente non valido' attempts=1$", lines[2])
-    assert "invalid or missing From address" in lines[3]
+    assert re.match(rf"^ *{bid} .* support - '' attempts=1$", lines[2])
+    assert "not a mail message" in lines[3]
 
     code, lines = cli(config, "errors", "list", "--json")
     rows = json.loads("\n".join(lines))
     assert [(r["id"], r["message_id"], r["raw_kept"], r["attempts"]) for r in rows] == [
-        (rid, "rejected@example.org", True, 1), (bid, "nofrom@example.org", True, 1)]
+        (rid, "rejected@example.org", True, 1), (bid, None, True, 1)]
     assert cli(config, "errors", "list", "--account", "sales") == (
         EX_OK, ["no failed messages"])
 
@@ -268,15 +271,14 @@ def test_errors_list_and_show(failed: dict[str, Any]) -> None:
     assert [c["call"] for c in document["host_calls"]] == [
         "create_ticket new ticket 'Rifiutata da Zendesk'"]
 
-    # No usable From: what the mail's headers say instead, and why there is no trace.
+    # Not a mail at all: no sender to show, and why there is no trace.
     code, lines = cli(config, "errors", "show", str(bid))
     assert code == EX_OK
-    assert "from: (no usable address) From: Nessuno <x>" in lines
-    assert "subject: Mittente non valido" in lines
-    assert any(line.startswith("reason: ParseError: invalid or missing From address")
+    assert "from: (unknown)" in lines
+    assert any(line.startswith("reason: ParseError: no header found: not a mail message")
                for line in lines)
     assert lines[-1].startswith("trace: none, the mail failed before the filters ran "
-                                "(ParseError: invalid or missing From address")
+                                "(ParseError: no header found")
 
     assert cli(config, "errors", "show", "999999") == (EX_NOINPUT, [])
 
@@ -344,7 +346,7 @@ def test_errors_replay_that_fails_again_changes_nothing_on_the_server(
     assert code == EX_DATAERR
     assert len(lines) == 2
     assert lines[0].startswith(f"{rid}: still failed: ") and "HTTP 422" in lines[0]
-    assert lines[1].startswith(f"{bid}: still failed: ") and "From address" in lines[1]
+    assert lines[1].startswith(f"{bid}: still failed: ") and "not a mail" in lines[1]
     assert raws(dovecot, mailbox_user, "Error") == [failed["rejected"], failed["broken"]]
     assert raws(dovecot, mailbox_user, "Processed") == []
     assert raws(dovecot, mailbox_user) == []

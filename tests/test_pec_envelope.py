@@ -484,3 +484,32 @@ def test_unknown_receipt_kind_is_kept_as_other() -> None:
     assert pec.receipt is not None
     assert pec.receipt.summary_en.startswith("PEC notice of unknown kind on 2024-02-01")
     assert any("unknown X-Ricevuta value" in n for n in pec.notes)
+
+
+def test_a_daticert_sender_that_is_not_an_address_falls_back_to_the_certified_from() -> None:
+    pec = analyze_pec(build(daticert_xml=daticert(mittente="Mario Rossi"), postacert=POSTACERT))
+    assert pec.original_sender == "mario.rossi@pec.it"  # postacert.eml's own From
+    assert pec.reply_address == "mario.rossi@pec.it"
+    # Without a From in postacert.eml either, the envelope's "Per conto di:" answers.
+    anonymous = POSTACERT.replace(b'From: "Mario Rossi" <mario.rossi@pec.it>\r\n', b"")
+    pec = analyze_pec(build(daticert_xml=daticert(mittente="Mario Rossi"), postacert=anonymous))
+    assert pec.original_sender == "mario.rossi@pec.it"
+    assert any("'Mario Rossi' is not an address: skipped" in n for n in pec.notes)
+    # A receipt's daticert comes first; a name there is skipped, and said so.
+    notice = receipt("avvenuta-consegna", "CONSEGNA: Pratica", mittente="Ufficio Protocollo",
+                     extra_dati="<consegna>x@pec.it</consegna>")
+    assert notice.original_sender != "Ufficio Protocollo"
+    assert any("'Ufficio Protocollo' is not an address: skipped" in n for n in notice.notes)
+
+
+def test_a_receipt_note_never_shows_a_non_address_as_recipient() -> None:
+    named = receipt("avvenuta-consegna", "CONSEGNA: Pratica", oggetto="Pratica",
+                    destinatari='<destinatari tipo="certificato">x@pec.it</destinatari>',
+                    extra_dati="<consegna>Mario Rossi</consegna>")
+    assert named.receipt is not None and named.receipt.recipients == ("x@pec.it",)
+    assert "Mario Rossi" not in named.receipt.summary
+    nothing = receipt("avvenuta-consegna", "CONSEGNA: Pratica", oggetto="Pratica",
+                      destinatari='<destinatari tipo="certificato">Ufficio</destinatari>',
+                      extra_dati="<consegna>Mario Rossi</consegna>")
+    assert nothing.receipt is not None and nothing.receipt.recipients == ()
+    assert "delivered to unknown recipient" in nothing.receipt.summary_en

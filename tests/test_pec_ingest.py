@@ -41,7 +41,7 @@ from connector.config import Config, load_config
 from connector.errors import ConfigError
 from connector.hosts.base import HostAdapter, NewTicket
 from connector.hosts.factory import make_host
-from connector.service.filtering import make_filter_stage
+from connector.service.filtering import load_rules
 from connector.service.pipeline import Pipeline
 from connector.service.runner import AccountPoller, AccountSummary
 from connector.store import MessageState
@@ -164,7 +164,7 @@ class Bridge:
     def __post_init__(self) -> None:
         account = self.config.accounts[0]
         pipeline = Pipeline(account, self.config.host, self.store, self.host,
-                            make_filter_stage(self.config, self.store))
+                            load_rules(self.config))
         self.poller = AccountPoller(account, self.store, pipeline)
 
     @property

@@ -33,7 +33,7 @@ from connector.filters.authentication import (
 )
 from connector.hosts.factory import make_host
 from connector.mail.parse import parse_message
-from connector.service.filtering import make_filter_stage
+from connector.service.filtering import load_rules
 from connector.service.pipeline import Pipeline
 from connector.service.runner import AccountPoller, AccountSummary
 from connector.store.sqlite import SQLiteStore
@@ -191,7 +191,7 @@ class Bridge:
 
     def __post_init__(self) -> None:
         account = self.config.accounts[0]
-        stage = make_filter_stage(self.config, self.store, dnsfunc=self.dnsfunc)
+        stage = load_rules(self.config, dnsfunc=self.dnsfunc)
         pipeline = Pipeline(account, self.config.host, self.store, make_host(self.config.host),
                             stage)
         self.poller = AccountPoller(account, self.store, pipeline)

@@ -56,13 +56,13 @@ def mail(message_id: str, subject: str, *, sender: str | None = "Anna <anna@exam
 
 
 #: One pass's mail: two new conversations, a reply to the first (a comment on its ticket),
-#: one without a From (fails: the error folder), and the first again under another ref
+#: something that is not a mail (fails: the error folder), and the first again under another ref
 #: (a duplicate: no host call).
 MAILS = {
     "r1": mail("d1@example.com", "printer broken"),
     "r2": mail("d2@example.com", "Re: printer broken", in_reply_to="d1@example.com",
                body="still broken"),
-    "r3": mail("d3@example.com", "no sender", sender=None),
+    "r3": b"this is not a mail, only a line of text\r\n",
     "r4": mail("d4@example.com", "invoice question", sender="Bob <bob@example.com>"),
     "r5": mail("d1@example.com", "printer broken"),
 }
@@ -538,4 +538,4 @@ def test_one_info_line_per_mail_with_its_outcome(
                             "ticket #1001 (decision new_ticket: ")
     assert "duplicate, ticket #1001" in by_ref["r5"][0].getMessage()
     assert "failed (" in by_ref["r3"][0].getMessage()
-    assert "From address" in by_ref["r3"][0].getMessage()
+    assert "not a mail" in by_ref["r3"][0].getMessage()

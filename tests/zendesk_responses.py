@@ -57,7 +57,7 @@ from zendesk_oas import check_fake, validate_error, validate_request, validate_r
 from connector.config import AccountConfig, Config, load_config
 from connector.fetch import open_mailbox
 from connector.hosts.zendesk import ZendeskAdapter, ZendeskSettings
-from connector.service.filtering import make_filter_stage
+from connector.service.filtering import load_rules
 from connector.service.pipeline import Pipeline
 from connector.service.runner import AccountPoller, AccountSummary, MailboxFactory, Service
 from connector.store.base import MessageRecord
@@ -655,7 +655,7 @@ def customer_mail(subject: str, message_id: str, *, sender: str = CUSTOMER,
 
 
 class Bridge:
-    """Store, Zendesk adapter, filter stage and one pipeline per account, built from a config
+    """Store, Zendesk adapter, rules and one pipeline per account, built from a config
     file as the CLI builds them; the adapter's sleeps are recorded, never waited."""
 
     def __init__(self, config_path: Path) -> None:
@@ -670,12 +670,12 @@ class Bridge:
                                    sleep=self.sleeps.append,
                                    clock=lambda: time.monotonic() + sum(self.sleeps),
                                    wall_clock=lambda: time.time() + self.wall_offset)
-        self.filter_stage = make_filter_stage(self.config, self.store)
+        self.rules = load_rules(self.config)
         self._pollers: list[AccountPoller] = []
         self._steady: dict[str, AccountPoller] = {}
 
     def pipeline(self, account: AccountConfig) -> Pipeline:
-        return Pipeline(account, self.config.host, self.store, self.host, self.filter_stage)
+        return Pipeline(account, self.config.host, self.store, self.host, self.rules)
 
     def poller(self, name: str | None = None, *, account: AccountConfig | None = None,
                mailbox_factory: MailboxFactory = open_mailbox) -> AccountPoller:

@@ -104,6 +104,43 @@ def _replay(config: Config, ids: list[int], out: TextIO, err: TextIO) -> int:
         store.close()
 
 
+def cmd_held(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Mail held over the per-sender cap: list it, or release it through the same path; the
+    exit code of a release is ``run --once``'s for the lot (66 for an id that is not held)."""
+    from connector.fetch import open_mailbox
+    from connector.service import admin
+    from connector.service.pipeline import Outcome
+
+    if args.held_command == "list":
+        store = admin_store(load(args, secrets=False))
+        try:
+            admin.held_list(store, out, account=args.account, as_json=args.json)
+        finally:
+            store.close()
+        return EX_OK
+    config = load(args)
+    parts = build(config, out)
+    try:
+        if parts.dry_run:
+            print("release needs a real host: a dry run records nothing", file=err)
+            return EX_USAGE
+        codes: list[int] = []
+        for record_id in args.ids:
+            record = parts.store.get_message_by_id(record_id)
+            if record is None or record.state != MessageState.HELD:
+                print(f"{record_id}: no held message with this id (see 'held list')", file=err)
+                codes.append(EX_NOINPUT)
+                continue
+            account = config.account(record.account)
+            outcome = admin.held_release(parts.store, record_id, account,
+                                         parts.pipeline(account), open_mailbox, out)
+            codes.append(for_mail(failed=outcome == Outcome.FAILED,
+                                  held=outcome == Outcome.RETRY))
+        return worst(codes)
+    finally:
+        parts.store.close()
+
+
 def cmd_messages(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``messages show``: any message the bridge processed, by id, Message-ID or ref."""
     from connector.service import admin

@@ -16,8 +16,9 @@ from connector.config import AccountConfig, Config, load_config
 if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
     from connector.service.metrics import Metrics
-    from connector.service.pipeline import FilterStage, Pipeline
+    from connector.service.pipeline import Pipeline
     from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules
 
 
 def setup_logging(verbosity: int, stream: TextIO) -> None:
@@ -43,14 +44,14 @@ class Parts:
     config: Config
     store: SQLiteStore
     host: HostAdapter
-    filter_stage: FilterStage
+    rules: Rules
     metrics: Metrics
     dry_run: bool
 
     def pipeline(self, account: AccountConfig) -> Pipeline:
         from connector.service.pipeline import Pipeline
 
-        return Pipeline(account, self.config.host, self.store, self.host, self.filter_stage,
+        return Pipeline(account, self.config.host, self.store, self.host, self.rules,
                         metrics=self.metrics)
 
 
@@ -60,7 +61,7 @@ def build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
     With ``stop``, a shutdown cuts short the waits between helpdesk retries;
     ``checked_within`` skips the ledger's quick_check when one passed that recently."""
     from connector.hosts.factory import make_host
-    from connector.service.filtering import make_filter_stage
+    from connector.service.filtering import load_rules
     from connector.service.metrics import Metrics
     from connector.store.sqlite import SQLiteStore
 
@@ -70,7 +71,7 @@ def build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
-    return Parts(config, store, host, make_filter_stage(config, store), metrics, dry_run)
+    return Parts(config, store, host, load_rules(config), metrics, dry_run)
 def account_for(config: Config, name: str | None) -> AccountConfig:
     if name:
         return config.account(name)

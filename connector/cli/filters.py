@@ -9,7 +9,7 @@ from typing import TextIO
 
 from connector.cli.common import account_for, load, readonly_store
 from connector.errors import HostError
-from connector.exitcodes import EX_OK
+from connector.exitcodes import EX_OK, EX_UNAVAILABLE
 from connector.hosts.unavailable import UnavailableHost
 
 
@@ -27,42 +27,33 @@ def cmd_filters_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 
 def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run the chain and the decision on one mail; nothing is written anywhere."""
-    from connector.decide import Decider
+    """Understand one mail exactly as ``run`` does (parse, PEC, classifiers, filters,
+    requester, decision) and print the trace ``run`` records; nothing is written anywhere."""
     from connector.filters import filters_test, load_chain
     from connector.hosts.factory import make_host
-    from connector.service.filtering import (
-        StoreFilterLookups,
-        filter_dirs,
-        filter_settings,
-        to_verdict,
-    )
-    from connector.service.pipeline import StoreThreadLookup
+    from connector.service.filtering import StoreLookups, filter_dirs, filter_settings
     from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules, understand
 
     config = load(args, secrets=False)  # asks the helpdesk only if its secret is at hand
     account = account_for(config, args.account)
     _, settings = filter_settings(config)
-    chain = load_chain(filter_dirs(config, settings))
+    rules = Rules(load_chain(filter_dirs(config, settings)), settings, config.host)
     raw = Path(args.mail).read_bytes()
     # Read-only: the ledger is opened only if it exists, the host is only read.
     store_path = config.store.path if config.store.path.exists() else ":memory:"
     store = SQLiteStore(store_path) if store_path == ":memory:" else readonly_store(store_path)
     missing = [m for m in config.missing_secrets if m.startswith("host.")]
     host = UnavailableHost(missing[0]) if missing else make_host(config.host, out=sys.stderr)
-    decider = Decider(account, config.host, StoreThreadLookup(store, host))
 
-    def decide(outcome):  # noqa: ANN001, ANN202
-        verdict = to_verdict(outcome)
-        try:
-            return decider.decide(verdict.message or outcome.message, verdict).as_dict()
-        except HostError as exc:
-            return {"action": "unknown", "reason": f"the helpdesk could not be asked: {exc}"}
+    def trace_of(mail: bytes):  # noqa: ANN202
+        return understand(mail, account, rules, StoreLookups(store, host),
+                          evaluate_all=True).trace
 
     try:
-        return filters_test(raw, account=account.name, trusted=account.trusted, chain=chain,
-                            settings=settings[account.name],
-                            lookups=StoreFilterLookups(store), decide=decide,
-                            as_json=args.json, out=out, authserv_ids=account.authserv_ids)
+        return filters_test(raw, understand=trace_of, as_json=args.json, out=out)
+    except HostError as exc:
+        print(f"the helpdesk could not be asked: {exc}", file=err)
+        return EX_UNAVAILABLE
     finally:
         store.close()

@@ -41,7 +41,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         for message in iter_files(paths, max_size=account.max_size):
             result = pipeline.process(f"file:{message.ref}", message.raw, message.size)
-            summary.add(result.outcome, already_recorded=result.already_recorded)
+            summary.add_result(result)
             record = store.get_message_by_id(result.record_id) if result.record_id else None
             entry = message_entry(message.ref, result, record)
             calls = tap.take()

@@ -8,7 +8,7 @@ import sys
 from typing import NoReturn
 
 from connector import __version__
-from connector.cli.admin import cmd_accounts, cmd_errors, cmd_log, cmd_messages
+from connector.cli.admin import cmd_accounts, cmd_errors, cmd_held, cmd_log, cmd_messages
 from connector.cli.filters import cmd_filters_check, cmd_filters_test
 from connector.cli.ingest import cmd_deliver, cmd_import
 from connector.cli.init import cmd_init
@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run failed messages through the pipeline again")
     q.add_argument("ids", type=int, nargs="+")
     p.set_defaults(func=cmd_errors)
+
+    p = sub.add_parser("held", parents=[common], help="mail held over the per-sender daily "
+                       "cap: list, release")
+    hsub = p.add_subparsers(dest="held_command", required=True)
+    q = hsub.add_parser("list", parents=[common])
+    q.add_argument("--account")
+    q.add_argument("--json", action="store_true")
+    q = hsub.add_parser("release", parents=[common],
+                        help="process held messages again, the cap lifted")
+    q.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=cmd_held)
 
     p = sub.add_parser("install", parents=[common],
                        help="create or update the Zendesk webhook, triggers and macros for "

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from connector.store.base import MessageRecord
 
 #: The counters of a pass or an import, in the order the summary line shows them.
-COUNT_KEYS = ("fetched", "ticketed", "followed_up", "noted", "ignored", "duplicate", "failed",
-              "retry", "skipped", "already_recorded")
+COUNT_KEYS = ("fetched", "ticketed", "followed_up", "noted", "ignored", "duplicate", "held",
+              "failed", "retry", "skipped", "already_recorded")
 
 _SUBJECT_CHARS = 40
 
@@ -26,7 +26,8 @@ def counts(summary: AccountSummary) -> dict[str, int]:
 
 
 def summary_document(summary: AccountSummary) -> dict[str, Any]:
-    return {"account": summary.account, "counts": counts(summary), "error": summary.error}
+    return {"account": summary.account, "counts": counts(summary),
+            "ignored_as": dict(sorted(summary.ignored_as.items())), "error": summary.error}
 
 
 def message_entry(ref: str, result: Result, record: MessageRecord | None) -> dict[str, Any]:
@@ -54,6 +55,7 @@ def message_entry(ref: str, result: Result, record: MessageRecord | None) -> dic
 
 _DOING = {"ticketed": "new ticket #{t}", "followed_up": "follow-up on #{t}",
           "noted": "internal note on #{t}", "ignored": "ignored",
+          "held": "held over the sender's daily cap ('held release' lets it through)",
           "duplicate": "duplicate of a mail already handled", "failed": "FAILED",
           "retry": "held back, retried next time", "skipped": "skipped",
           "deferred": "held to join one note on ticket #{t}"}

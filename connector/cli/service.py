@@ -32,8 +32,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.outbound.settings import load_outbound
     from connector.pec.providers import auth_failure_hint
     from connector.pec.trust import describe_store
-    from connector.service.filtering import FilterStage
-    from connector.store.sqlite import SQLiteStore
+    from connector.service.filtering import load_rules
     from connector.tls import certificate_failure, describe_certificate_failure
 
     config = load(args)
@@ -56,12 +55,12 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"      {line}", file=out)
 
     report("config", str(config.path), True, f"{len(config.accounts)} account(s)")
-    stage = FilterStage(config, SQLiteStore(":memory:"))  # raises on invalid filter files
+    rules = load_rules(config)  # raises on invalid filter files
     sending = load_outbound(config).enabled_accounts
     if sending:
         report("outbound", None, True, ", ".join(a.account for a in sending))
-    report("filters", None, True, f"{len(stage.chain.filters)} filter(s) in "
-           f"{len(stage.chain.files)} file(s)")
+    report("filters", None, True, f"{len(rules.chain.filters)} filter(s) in "
+           f"{len(rules.chain.files)} file(s)")
     if any(a.pec for a in config.accounts) or config.raw.get("pec"):
         # All anchors expired: new PEC mail can no longer be certified (only older mail).
         trust = config.pec_trust
@@ -82,7 +81,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             report("account", account.name, False, str(exc), lines=[
                 describe_certificate_failure(failure, f"{account.host}:{account.port}")]
                 if failure is not None else None)
-        if (stage.settings[account.name].staff and not account.trusted
+        if (rules.for_account(account).staff and not account.trusted
                 and not account.authserv_ids and not account.verify_dkim):
             report("account", account.name, True, "staff commands and forwards can never act: "
                    "nothing authenticates a sender (set authserv_id, verify_dkim or trusted)",

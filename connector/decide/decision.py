@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.config import AccountConfig, HostConfig
 from connector.decide.recipient import mail_recipient
+from connector.decide.sender import Requester, resolve_requester
 from connector.decide.subject import clean_subject, ticket_refs
-from connector.mail.addresses import parse_address_list
+from connector.filters.verdicts import BounceDetails, Classification, CommandDetails, Kind
 from connector.mail.model import Address, ParsedMessage
 
 
@@ -26,6 +27,20 @@ class Action(StrEnum):
     FOLLOW_UP = "follow_up"  # a comment (public or private) on an existing ticket
     INTERNAL_NOTE = "internal_note"  # private comment, the sender is not the customer
     IGNORE = "ignore"
+    HOLD = "hold"  # over the per-sender daily cap: kept in the held folder for `held release`
+
+
+class IgnoredAs(StrEnum):
+    """Why a mail was ignored, in words summaries and metrics count by."""
+
+    FILTER = "filter"  # a filter or a trusted mail set X-OTOBO-Ignore
+    LOOP = "loop"  # our own mail came back
+    AUTO_REPLY = "auto_reply"  # an auto-reply that matches no open ticket
+    BOUNCE = "bounce"  # a bounce that matches no open ticket
+    CLOSED_TICKET = "closed_ticket"  # a reply to a closed ticket, follow-ups off
+    NO_SENDER = "no_sender"  # no usable address anywhere and unknown_sender: ignore
+    UNKNOWN_USER = "unknown_user"  # not a helpdesk user and allow_unknown_senders off
+    PEC_RECEIPT = "pec_receipt"  # a PEC receipt that matches nothing, policy ignore
 
 
 class TicketView(Protocol):
@@ -69,6 +84,8 @@ class Decision:
     email_ccs: tuple[str, ...] = ()
     followup_of_closed: int | None = None  # a reply to this closed ticket opens a new one
     problems: tuple[str, ...] = field(default=())  # control values the host cannot take
+    ignored_as: IgnoredAs | None = None  # set on every IGNORE
+    original_sender: str | None = None  # shown in the ticket when the requester stands in
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +107,13 @@ class Decision:
             "email_ccs": list(self.email_ccs),
             "followup_of_closed": self.followup_of_closed,
             "problems": list(self.problems),
+            "ignored_as": str(self.ignored_as) if self.ignored_as else None,
+            "original_sender": self.original_sender,
         }
+
+    @classmethod
+    def ignore(cls, reason: str, ignored_as: IgnoredAs, **fields: Any) -> Decision:
+        return cls(Action.IGNORE, reason, ignored_as=ignored_as, **fields)
 
 
 @dataclass(frozen=True)
@@ -100,10 +123,36 @@ class FilterVerdict:
     controls: Mapping[str, str] = field(default_factory=dict)
     add_tags: tuple[str, ...] = ()
     remove_tags: tuple[str, ...] = ()
-    classification: str | None = None  # auto_reply | bounce | loop | storm | command:... | None
-    note: str | None = None  # text for an internal note (bounce summary, command)
-    ticket_hint: int | None = None  # a ticket the classifier already tied the mail to
+    classification: Classification | None = None
     message: ParsedMessage | None = None  # what to ticket instead (a staff forward's original)
+    control_sources: Mapping[str, str] = field(default_factory=dict)  # who set each control
+
+    @property
+    def kind(self) -> Kind | None:
+        return self.classification.kind if self.classification is not None else None
+
+    @property
+    def note(self) -> str | None:
+        """Text for an internal note: the bounce summary, else the classifier's reason."""
+        if self.classification is None:
+            return None
+        details = self.classification.details
+        if isinstance(details, BounceDetails):
+            return details.note()
+        return self.classification.reason
+
+    @property
+    def ticket_hint(self) -> int | None:
+        """A ticket the classifier already tied the mail to (our bounced mail, a thread)."""
+        details = self.classification.details if self.classification is not None else None
+        if isinstance(details, BounceDetails):
+            return details.ticket_id
+        return getattr(details, "thread_ticket_id", None)
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        details = self.classification.details if self.classification is not None else None
+        return details.commands if isinstance(details, CommandDetails) else ()
 
 
 _TRUE = {"yes", "true", "1", "on"}
@@ -161,6 +210,17 @@ class Decider:
         self.host = host
         self.lookup = lookup
 
+    def deciding_kind(self, verdict: FilterVerdict) -> Kind | None:
+        """The classification the decision acts on. A forward is ticketed like any mail (its
+        original replaces it); a weak sign only tags unless the account says ``weak_signals:
+        ignore``."""
+        classification = verdict.classification
+        if classification is None or classification.kind is Kind.FORWARDED:
+            return None
+        if classification.weak and self.account.weak_signals != "ignore":
+            return None
+        return classification.kind
+
     def _own_addresses(self) -> tuple[str, ...]:
         """The account's addresses, its own listed first, then its login if that is one."""
         return tuple(dict.fromkeys((*self.account.own_addresses,
@@ -187,40 +247,47 @@ class Decider:
         """``thread=False``: the message may not reach an existing ticket (mail that only
         looks like PEC evidence); it opens its own or is ignored."""
         controls = verdict.controls
+        kind = self.deciding_kind(verdict)
+        if kind is Kind.LOOP:  # it sets X-OTOBO-Ignore too; say why
+            return Decision.ignore(verdict.note or "classified as loop", IgnoredAs.LOOP)
         ignore = _control(controls, "Ignore")
         if ignore and ignore.lower() in _TRUE:
-            return Decision(Action.IGNORE, "a filter set X-OTOBO-Ignore")
-        if verdict.classification in ("loop", "storm"):
-            reason = verdict.note or f"classified as {verdict.classification}"
-            return Decision(Action.IGNORE, reason)
+            source = verdict.control_sources.get("X-OTOBO-Ignore")
+            return Decision.ignore(f"X-OTOBO-Ignore set by {source}" if source else
+                                   "a filter set X-OTOBO-Ignore", IgnoredAs.FILTER)
+        if kind is Kind.STORM:
+            return Decision(Action.HOLD, verdict.note or "over the per-sender daily cap")
 
         ticket, why = self.find_ticket(message, extra_thread_ids) if thread else \
             (None, "not threaded: it may not touch an existing ticket")
         if ticket is None and verdict.ticket_hint is not None and thread:
             ticket = self.lookup.get_ticket(verdict.ticket_hint)
-            why = f"the {verdict.classification or 'classifier'} refers to ticket " \
-                  f"#{verdict.ticket_hint}"
-        sender = self._requester(message, controls)
+            why = f"the {kind or 'classifier'} refers to ticket #{verdict.ticket_hint}"
+        requester = self.requester(message, controls)
         tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
                                     *_split_tags(_control(controls, "Tags")))))
 
-        if verdict.classification in ("auto_reply", "bounce"):
-            kind = verdict.classification.replace("_", "-")
+        if kind in (Kind.AUTO_REPLY, Kind.BOUNCE):
+            assert kind is not None
+            word = kind.value.replace("_", "-")
+            ignored_as = IgnoredAs.BOUNCE if kind is Kind.BOUNCE else IgnoredAs.AUTO_REPLY
             if ticket is None:
-                return Decision(Action.IGNORE, f"{kind} that matches no ticket")
+                return Decision.ignore(f"{word} that matches no ticket", ignored_as)
             if ticket.status == "closed":
-                return Decision(Action.IGNORE, f"{kind} for closed ticket #{ticket.id}")
-            what = f"{kind}: {verdict.note}" if verdict.note else kind
+                return Decision.ignore(f"{word} for closed ticket #{ticket.id}", ignored_as)
+            what = f"{word}: {verdict.note}" if verdict.note else word
             return Decision(Action.INTERNAL_NOTE, f"{what}; {why}",
                             ticket_id=ticket.id, public=False, tags=tags,
                             remove_tags=verdict.remove_tags)
 
         if ticket is not None and not ticket.status == "closed":
-            return self._follow_up(message, ticket, why, sender, controls, tags,
-                                   verdict.remove_tags, verdict.classification)
+            commands = verdict.commands if kind is Kind.COMMAND else ()
+            return self._follow_up(message, ticket, why, requester.address, controls, tags,
+                                   verdict.remove_tags, commands)
         if ticket is not None and not self.account.follow_up.reopen_closed:
-            return Decision(Action.IGNORE, f"reply to closed ticket #{ticket.id}; "
-                            "follow_up.reopen_closed is off", ticket_id=ticket.id)
+            return Decision.ignore(f"reply to closed ticket #{ticket.id}; "
+                                   "follow_up.reopen_closed is off", IgnoredAs.CLOSED_TICKET,
+                                   ticket_id=ticket.id)
 
         return self.new_ticket(message, verdict, closed=ticket.id if ticket else None)
 
@@ -228,38 +295,40 @@ class Decider:
                    closed: int | None = None) -> Decision:
         """A new ticket for the message (``closed``: the closed ticket it follows up)."""
         controls = verdict.controls
-        sender = self._requester(message, controls)
+        requester = self.requester(message, controls)
+        sender = requester.address
         if sender is None:
-            return Decision(Action.IGNORE, "no usable sender address to open a ticket for")
-        if not self.account.allow_unknown_senders and not self.lookup.user_exists(sender.email):
-            return Decision(Action.IGNORE, f"sender {sender.email} is not known to the "
-                            "helpdesk and allow_unknown_senders is off")
+            return Decision.ignore(f"no usable sender address (From: {requester.shown}); the "
+                                   "account's unknown_sender is ignore", IgnoredAs.NO_SENDER)
+        if (requester.found and not self.account.allow_unknown_senders
+                and not self.lookup.user_exists(sender.email)):
+            return Decision.ignore(f"sender {sender.email} is not known to the helpdesk and "
+                                   "allow_unknown_senders is off", IgnoredAs.UNKNOWN_USER)
         tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
                                     *_split_tags(_control(controls, "Tags")))))
-        return self._new_ticket(message, sender, controls, tags, verdict, closed=closed)
+        decision = self._new_ticket(message, sender, controls, tags, verdict, closed=closed)
+        if not requester.found:
+            decision = replace(decision, original_sender=requester.shown,
+                               tags=tuple(dict.fromkeys((*decision.tags, "unknown_sender"))))
+        return decision
 
-    def _requester(self, message: ParsedMessage, controls: Mapping[str, str]) -> Address | None:
+    def requester(self, message: ParsedMessage, controls: Mapping[str, str]) -> Requester:
         override = _control(controls, "Requester") or _control(controls, "CustomerUser")
-        if override and "@" in override:
-            parsed = parse_address_list(override)
-            if parsed and parsed[0].valid:
-                return parsed[0]
-        sender = message.from_ or (message.reply_to[0] if message.reply_to else None)
-        if sender is None or not sender.valid:
-            return None
-        return sender
+        return resolve_requester(message, override=override,
+                                 unknown_sender=self.account.unknown_sender)
 
     def _follow_up(self, message: ParsedMessage, ticket: TicketView, why: str,
                    sender: Address | None, controls: Mapping[str, str], tags: tuple[str, ...],
-                   remove_tags: tuple[str, ...], classification: str | None) -> Decision:
+                   remove_tags: tuple[str, ...], commands: tuple[str, ...]) -> Decision:
         participants = {e.lower() for e in (ticket.requester_email, *ticket.cc_emails) if e}
         from_customer = sender is not None and sender.normalized in participants
         status = map_state(_control(controls, "FollowUp-State")) or self.account.follow_up.status
         priority = (map_priority(_control(controls, "FollowUp-Priority"))
                     or self.account.follow_up.priority)
-        if classification == "command:close":
+        # The first command decides the comment; "unsubscribe" is only a tag.
+        if "close" in commands:
             status = "solved"
-        public = from_customer and classification != "command:tech"
+        public = from_customer and ("close" in commands or "tech" not in commands)
         action = Action.FOLLOW_UP if public else Action.INTERNAL_NOTE
         reason = why + ("" if public else "; sender is not the requester or a CC: internal note")
         return Decision(action, reason, ticket_id=ticket.id, public=public, status=status,
@@ -293,18 +362,18 @@ class Decider:
         if (raw := _control(controls, "Priority")) is not None:
             priority = map_priority(raw) or priority
             if map_priority(raw) is None:
-                problems.append(f"priority {raw!r} has no Zendesk equivalent")
+                problems.append(f"priority {raw!r} has no helpdesk equivalent")
         status = defaults.status
         if (raw := _control(controls, "State")) is not None:
             status = map_state(raw) or status
             if map_state(raw) is None:
-                problems.append(f"state {raw!r} has no Zendesk equivalent")
+                problems.append(f"state {raw!r} has no helpdesk equivalent")
         ticket_type = defaults.ticket_type
         if (raw := _control(controls, "Type")) is not None:
             if raw.lower() in ("problem", "incident", "question", "task"):
                 ticket_type = raw.lower()
             else:
-                problems.append(f"type {raw!r} has no Zendesk equivalent")
+                problems.append(f"type {raw!r} has no helpdesk equivalent")
 
         custom = dict(defaults.custom_fields)
         for name, value in controls.items():

@@ -60,6 +60,8 @@ class MailboxSettings(Protocol):
     folder: str
     processed_folder: str
     error_folder: str
+    held_folder: str
+    ignored_folder: str
     delete_after_processing: bool
     max_size: int
     batch_size: int
@@ -184,6 +186,13 @@ class Mailbox(Protocol):
 
     def mark_failed(self, message: MessageHandle) -> None:
         """IMAP: move to the error folder. POP3: leave the message on the server."""
+
+    def mark_held(self, message: MessageHandle) -> None:
+        """Over the per-sender cap. IMAP: move to the held folder. POP3: leave it there."""
+
+    def mark_ignored(self, message: MessageHandle) -> None:
+        """Deliberately not ticketed. IMAP: move to the ignored folder (by default the
+        processed one, where delete_after_processing deletes it). POP3: as processed."""
 
     def __enter__(self) -> Mailbox: ...
 

@@ -205,7 +205,8 @@ class ImapMailbox:
         client = self._require_client()
         created = []
         with self._errors("ensure folders"):
-            wanted = (self.settings.processed_folder, self.settings.error_folder)
+            wanted = (self.settings.processed_folder, self.settings.error_folder,
+                      self.settings.held_folder, self.settings.ignored_folder)
             for folder in dict.fromkeys(wanted):
                 if not folder or client.folder_exists(folder):
                     continue
@@ -380,6 +381,21 @@ class ImapMailbox:
 
     def mark_failed_many(self, messages: Sequence[MessageHandle]) -> None:
         self._move(messages, self.settings.error_folder)
+
+    def mark_held(self, message: MessageHandle) -> None:
+        self.mark_held_many([message])
+
+    def mark_held_many(self, messages: Sequence[MessageHandle]) -> None:
+        self._move(messages, self.settings.held_folder)
+
+    def mark_ignored(self, message: MessageHandle) -> None:
+        self.mark_ignored_many([message])
+
+    def mark_ignored_many(self, messages: Sequence[MessageHandle]) -> None:
+        if self.settings.ignored_folder == self.settings.processed_folder:
+            self.mark_processed_many(messages)
+        else:
+            self._move(messages, self.settings.ignored_folder)
 
     def _move(self, messages: Sequence[MessageHandle], target: str) -> None:
         if not messages:

@@ -232,6 +232,15 @@ class Pop3Mailbox:
         """POP3 has no error folder: the message stays on the server."""
         self._entry(message)
 
+    def mark_held(self, message: MessageHandle) -> None:
+        """POP3 has no held folder: the message stays on the server (`held release` works
+        from the ledger's copy)."""
+        self._entry(message)
+
+    def mark_ignored(self, message: MessageHandle) -> None:
+        """As processed: deleted with delete_after_processing, else left and remembered."""
+        self.mark_processed(message)
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _listing(self) -> dict[str, _Entry]:

@@ -12,15 +12,10 @@ from typing import Any, TextIO
 
 from connector.errors import ParseError
 from connector.exitcodes import EX_CONFIG, EX_DATAERR, EX_OK
-from connector.filters.authentication import authenticate_sender
-from connector.filters.chain import FilterChain, HostCheck
-from connector.filters.engine import run_filters
+from connector.filters.chain import HostCheck
 from connector.filters.loader import FilterLoadError, load_chain
-from connector.filters.lookups import FilterLookups
-from connector.filters.outcome import FilterError, FilterOutcome
+from connector.filters.outcome import FilterError
 from connector.filters.report import render_json, render_text
-from connector.filters.settings import FilterSettings
-from connector.mail.parse import parse_message
 
 EXIT_OK = EX_OK
 EXIT_INVALID = EX_CONFIG  # filter files have errors
@@ -55,44 +50,26 @@ def filters_check(
 def filters_test(
     raw: bytes,
     *,
-    account: str,
-    trusted: bool,
-    chain: FilterChain,
-    settings: FilterSettings,
-    lookups: FilterLookups,
-    decide: Callable[[FilterOutcome], Mapping[str, Any]] | None = None,
+    understand: Callable[[bytes], Mapping[str, Any]],
     as_json: bool = False,
     out: TextIO | None = None,
     authserv_ids: Sequence[str] = (),
 ) -> int:
-    """Run the whole chain on one mail without side effects and print what happened.
-    The sender is authenticated as ``run`` does it, except that no DKIM key is looked up.
+    """Understand one mail without side effects and print its trace and decision.
 
-    ``decide`` renders the final decision (new ticket with which fields, follow-up to which
-    ticket, internal note, ignore) from the outcome; it must not have side effects either.
+    ``understand`` is the path ``run`` takes (:func:`connector.understand.understand`), which
+    returns the trace ``run`` records: the filter steps, the PEC unwrapping, the requester and
+    the decision (new ticket with which fields, follow-up, internal note, ignore or hold).
     """
     out = out or sys.stdout
     try:
-        message = parse_message(raw)
+        trace = understand(raw)
     except ParseError as exc:
         print(f"cannot parse the mail: {exc}", file=out)
         return EXIT_UNPROCESSABLE
-    try:
-        outcome = run_filters(
-            message,
-            account=account,
-            trusted=trusted,
-            chain=chain,
-            settings=settings,
-            lookups=lookups,
-            evaluate_all=True,
-            authentication=authenticate_sender(message, trusted=trusted,
-                                               authserv_ids=authserv_ids),
-        )
     except FilterError as exc:
         print(f"filtering failed in {exc.stage}: {exc}", file=out)
         return EXIT_UNPROCESSABLE
-    decision = dict(decide(outcome)) if decide is not None else None
     render = render_json if as_json else render_text
-    out.write(render(outcome.trace, decision))
+    out.write(render(trace, trace.get("decision")))
     return EXIT_OK

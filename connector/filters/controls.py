@@ -84,6 +84,10 @@ CONTROLS: tuple[ControlSpec, ...] = (
     ControlSpec(BRIDGE + "Group", "helpdesk group (wins over the Queue mapping)"),
     ControlSpec(BRIDGE + "Brand", "helpdesk brand"),
     ControlSpec(BRIDGE + "Requester", "requester e-mail (e.g. the original sender of a forward)"),
+    ControlSpec(BRIDGE + "PEC", "the kind of certified mail the bridge unwrapped",
+                ("transport", "anomaly", "receipt"), settable=False),
+    ControlSpec(BRIDGE + "PEC-Mailbox", "where certified mail arrived: a PEC account or an "
+                "ordinary mailbox", ("pec", "ordinary"), settable=False),
 )
 
 # Dynamic fields are open-ended: X-OTOBO-DynamicField-<name>; <name> keeps its spelling.

@@ -18,6 +18,7 @@ conditions read, and the outcome is built from it at the end.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -96,9 +97,14 @@ def run_filters(
     settings: FilterSettings,
     lookups: FilterLookups,
     evaluate_all: bool = False,
+    computed: Mapping[str, str] | None = None,
     authentication: SenderAuthentication | None = None,
 ) -> FilterOutcome:
     """Run the whole filter stage on one message. Pure apart from ``lookups``.
+
+    ``computed`` are controls the bridge itself established before filtering (what PEC
+    unwrapping found: ``X-Bridge-PEC``...): classifiers and filters match them, nobody sets
+    them, and a mail cannot forge them (the trust step strips the mail's own).
 
     ``evaluate_all`` evaluates every condition even after one failed (for ``filters test``:
     the trace then says why each condition did or did not match); the outcome is the same.
@@ -112,6 +118,10 @@ def run_filters(
     overlay = _Overlay()
     steps: list[dict[str, Any]] = []
     stripped = _apply_trust(message, trusted, overlay, steps)
+    if computed:
+        for control, value in computed.items():
+            overlay.set(control, value, "bridge")
+        steps.append({"stage": "computed", "name": "bridge", "sets": dict(computed)})
     stopped = _run_classifiers(BEFORE_FILTERS, run, overlay, steps)
     budget = RegexBudget(settings.regex_timeout_ms / 1000, settings.match_budget_ms / 1000)
     stop_reason = "the loop classifier fired" if stopped else None
@@ -231,7 +241,11 @@ def _apply_verdict(classifier: Classifier, verdict: Verdict, overlay: _Overlay) 
         overlay.set(control, value, f"classifier:{classifier.name}")
     for tag in verdict.add_tags:
         overlay.add_tag(tag)
-    if verdict.classification is not None and overlay.classification is None:
+    # The first classification wins, except that a strong one replaces a weak one: a
+    # list's auto-responder (List-Id, then Auto-Submitted) is an auto-reply for sure.
+    current = overlay.classification
+    if verdict.classification is not None and (
+            current is None or (current.weak and not verdict.classification.weak)):
         overlay.classification = verdict.classification
 
 

@@ -7,6 +7,7 @@ without a store use :class:`NullLookups` or a small fake.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Protocol
 
 
@@ -18,9 +19,9 @@ class FilterLookups(Protocol):
         ``ParsedMessage.message_id`` holds it: without angle brackets)."""
         ...
 
-    def sender_count_today(self, address: str) -> int:
-        """How many mails from ``address`` (lower-cased) were already recorded today, not
-        counting the one being filtered."""
+    def sender_count_on(self, address: str, day: date) -> int:
+        """How many mails from ``address`` (lower-cased) dated ``day`` (UTC) were already
+        recorded, not counting the one being filtered."""
         ...
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
@@ -35,7 +36,7 @@ class NullLookups:
     def is_own_message_id(self, message_id: str) -> bool:
         return False
 
-    def sender_count_today(self, address: str) -> int:
+    def sender_count_on(self, address: str, day: date) -> int:
         return 0
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:

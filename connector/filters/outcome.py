@@ -7,15 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.errors import BridgeError
+from connector.errors import UnreadableMail
 from connector.filters.controls import is_true
 from connector.filters.verdicts import Classification, ForwardDetails, Kind
 from connector.mail.model import ParsedMessage
 
 
-class FilterError(BridgeError):
+class FilterError(UnreadableMail):
     """A classifier failed on a message. ``stage`` names it; the message goes to the error
-    folder rather than being ticketed half-filtered."""
+    folder at once rather than being ticketed half-filtered (or retried to no end)."""
 
     def __init__(self, message: str, *, stage: str) -> None:
         self.stage = stage

@@ -21,6 +21,14 @@ def render_text(trace: Mapping[str, Any], decision: Mapping[str, Any] | None = N
     lines.append(f"Subject:    {msg.get('subject') or ''}")
     trust = "trusted" if trace.get("trusted") else "untrusted"
     lines.append(f"Account:    {trace.get('account')} ({trust})")
+    pec = trace.get("pec")
+    if pec:
+        lines.append(f"PEC:        {pec.get('kind')} unwrapped; the filters read the certified "
+                     "message")
+    requester = trace.get("requester")
+    if requester:
+        lines.append(f"Requester:  {requester.get('address') or '(none)'} "
+                     f"(from {requester.get('source')})")
     auth = trace.get("authentication")
     if auth:
         proven = (f"authenticated ({auth.get('method')})" if auth.get("authenticated")
@@ -45,6 +53,8 @@ def _step(step: Mapping[str, Any]) -> list[str]:
         return _trust(step)
     if stage == "classifier":
         return _classifier(step)
+    if stage == "computed":
+        return [f"bridge: {name} = {value}" for name, value in (step.get("sets") or {}).items()]
     return _filter(step)
 
 

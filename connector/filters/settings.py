@@ -11,33 +11,23 @@ from typing import Any
 
 from connector.errors import ConfigError
 
-CLASSIFIER_NAMES = (
-    "loop",
-    "attachments",
-    "bounce",
-    "auto_reply",
-    "forwarded",
-    "commands",
-    "dispatch",
-    "keywords",
-)
+
+def classifier_names() -> tuple[str, ...]:
+    """The switchable classifiers: the registry's names (``filters.classifiers.NAMES``)."""
+    # Imported here: the classifiers read these settings, so the registry imports this module.
+    from connector.filters.classifiers import NAMES
+
+    return NAMES
 
 
 @dataclass(frozen=True)
 class ClassifierSwitches:
-    """Which built-in classifiers run. All on by default."""
+    """Which built-in classifiers run: all but those in ``off`` (names from the registry)."""
 
-    loop: bool = True
-    attachments: bool = True
-    bounce: bool = True
-    auto_reply: bool = True
-    forwarded: bool = True
-    commands: bool = True
-    dispatch: bool = True
-    keywords: bool = True
+    off: frozenset[str] = frozenset()
 
     def enabled(self, name: str) -> bool:
-        return bool(getattr(self, name))
+        return name not in self.off
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ class FilterSettings:
             dispatch: true
             keywords: true
           own_addresses: [support@example.com]   # the bridge's sending addresses
-          sender_cap_per_day: 40                 # mails per sender per day; 0 = no cap
+          sender_cap_per_day: 40                 # mails per sender per Date day, more are held
           dispatch:                              # system address -> queue/group name
             billing@example.com: Billing
             support+sales@example.com: Sales
@@ -198,14 +188,18 @@ class _Reader:
     def switches(self, value: Any, base: ClassifierSwitches) -> ClassifierSwitches:
         if not isinstance(value, Mapping):
             raise self.fail("classifiers", "must be a mapping of classifier names to true/false")
-        changes = {}
+        names = classifier_names()
+        off = set(base.off)
         for name, flag in value.items():
-            if name not in CLASSIFIER_NAMES:
-                close = difflib.get_close_matches(str(name), CLASSIFIER_NAMES, n=1, cutoff=0.6)
+            if name not in names:
+                close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise self.fail(f"classifiers.{name}", f"unknown classifier{hint}")
-            changes[name] = self.flag(flag, f"classifiers.{name}")
-        return replace(base, **changes)
+            if self.flag(flag, f"classifiers.{name}"):
+                off.discard(name)
+            else:
+                off.add(name)
+        return ClassifierSwitches(frozenset(off))
 
     def dispatch(self, value: Any) -> dict[str, str]:
         if not isinstance(value, Mapping):

@@ -22,6 +22,16 @@ from typing import Any
 from connector.mail.model import Address, ParsedMessage
 
 
+class Strength(StrEnum):
+    """How sure a classification is. A STRONG signal (Auto-Submitted other than ``no``,
+    X-Autoreply and kin, an RFC 3464/3798 report, a vendor auto-responder form) may keep a mail
+    from becoming a ticket; a WEAK one (``Precedence: bulk|junk|list``, List-* headers, a
+    subject phrase) only tags it unless the account's ``weak_signals`` policy says ``ignore``."""
+
+    STRONG = "strong"
+    WEAK = "weak"
+
+
 class Kind(StrEnum):
     LOOP = "loop"
     STORM = "storm"
@@ -105,12 +115,18 @@ class Classification:
     reason: str
     classifier: str
     details: Details | None = None
+    strength: Strength = Strength.STRONG
+
+    @property
+    def weak(self) -> bool:
+        return self.strength is Strength.WEAK
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": str(self.kind),
             "reason": self.reason,
             "classifier": self.classifier,
+            "strength": str(self.strength),
             "details": jsonable(self.details, limit=1000),
         }
 

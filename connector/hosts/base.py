@@ -132,3 +132,23 @@ class HostAdapter(Protocol):
     def add_tags(self, ticket_id: int, tags: list[str]) -> None: ...
 
     def remove_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+
+
+class PreparedCreate(Protocol):
+    """A ticket create fixed byte for byte (its idempotency key included), storable as JSON."""
+
+    def to_json(self) -> str: ...
+
+
+@runtime_checkable
+class ReplayableCreates(Protocol):
+    """An optional host ability: a create prepared first, stored by the caller, then sent and
+    replayed byte-identically after a crash (Zendesk's Idempotency-Key). The pipeline checks
+    for it once; adapters without it are asked for a plain ``create_ticket``."""
+
+    def prepare_ticket(self, ticket: NewTicket) -> PreparedCreate: ...
+
+    def prepared_from_json(self, text: str) -> PreparedCreate: ...
+
+    def send_prepared(self, prepared: PreparedCreate,
+                      ticket: NewTicket | None = None) -> CreatedTicket: ...

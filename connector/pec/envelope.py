@@ -385,6 +385,11 @@ def _original_sender(kind: PecKind, inner: Message | None, daticert: Daticert | 
     for index, (cand_name, cand_address, source) in enumerate(candidates):
         if not cand_address:
             continue
+        if "@" not in cand_address:
+            # Some providers write a name or a code where daticert wants an address: the
+            # next candidate (the certified message's own From first) answers instead.
+            notes.append(f"{source} {cand_address!r} is not an address: skipped")
+            continue
         if _is_provider_address(cand_address):
             notes.append(f"{source} is the provider address {cand_address}: skipped")
             continue

@@ -61,8 +61,11 @@ def build_receipt(
     subject = fallback_subject
     provider = error = error_detail = None
     if daticert is not None:
-        event_address = daticert.consegna or daticert.ricezione
-        recipients = (event_address,) if event_address else daticert.recipient_addresses
+        # Only addresses: a daticert field holding a name or a code is no recipient to show.
+        event_address = next((a for a in (daticert.consegna, daticert.ricezione)
+                              if a and "@" in a), None)
+        recipients = (event_address,) if event_address else tuple(
+            a for a in daticert.recipient_addresses if "@" in a)
         subject = daticert.oggetto or fallback_subject
         provider = daticert.gestore_emittente
         error = daticert.errore if daticert.errore and daticert.errore != "nessuno" else None

@@ -17,7 +17,7 @@ from connector.config import AccountConfig, Config
 from connector.errors import FetchError, NotFoundError, UsageError
 from connector.fetch.base import Mailbox
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
-from connector.store.base import Dismissal, MessageRecord, MessageState
+from connector.store.base import Dismissal, MessageRecord, MessageState, Store
 from connector.store.sqlite import SQLiteStore
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -61,7 +61,8 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
             "disabled_reason": health.disabled_reason,
             "backlog": fig.get("pending", 0),
             "processed": fig.get("processed", 0), "failed": fig.get("failed", 0),
-            "ignored": fig.get("ignored", 0), "avg_seconds": fig.get("avg_seconds"),
+            "ignored": fig.get("ignored", 0), "held": fig.get("held", 0),
+            "avg_seconds": fig.get("avg_seconds"),
         })
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
@@ -70,7 +71,8 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
         out.write(f"{row['account']}: {row['state']}; last success "
                   f"{row['last_success'] or 'never'}; failures in a row "
                   f"{row['consecutive_failures']}; backlog {row['backlog']}; processed "
-                  f"{row['processed']}, failed {row['failed']}, ignored {row['ignored']}"
+                  f"{row['processed']}, failed {row['failed']}, ignored {row['ignored']}, "
+                  f"held {row['held']}"
                   + (f"; avg {row['avg_seconds']} s" if row["avg_seconds"] is not None else "")
                   + "\n")
         if row["last_error"]:
@@ -284,28 +286,80 @@ def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
     store.release_quarantine(record_id)
     out.write(f"{record_id}: {result.outcome.value}"
               + (f" (ticket #{result.ticket_id})" if result.ticket_id else "") + "\n")
-    if account.protocol == "imap":
-        try:
-            moved = _move_out_of_error_folder(account, mailbox_factory, raw)
-            out.write(f"{record_id}: moved from {account.error_folder} to "
-                      f"{account.processed_folder}\n" if moved else
-                      f"{record_id}: not found in {account.error_folder}; nothing moved\n")
-        except FetchError as exc:
-            out.write(f"{record_id}: recorded, but the server copy could not be moved: {exc}\n")
+    _move_server_copy(record_id, account, account.error_folder, mailbox_factory, raw, out)
     return result.outcome
 
 
-def _move_out_of_error_folder(account: AccountConfig,
-                              mailbox_factory: Callable[[AccountConfig], Mailbox],
-                              raw: bytes) -> bool:
-    # A mailbox on the error folder: its "processed" action moves mail to processed.
-    settings = replace(account, folder=account.error_folder)
+def _move_server_copy(record_id: int, account: AccountConfig, folder: str,
+                      mailbox_factory: Callable[[AccountConfig], Mailbox], raw: bytes,
+                      out: TextIO) -> None:
+    """IMAP: the server copy of a replayed or released mail leaves ``folder`` for the
+    processed folder. POP3 kept it where it was."""
+    if account.protocol != "imap":
+        return
+    try:
+        moved = _move_out_of(account, folder, mailbox_factory, raw)
+        out.write(f"{record_id}: moved from {folder} to {account.processed_folder}\n" if moved
+                  else f"{record_id}: not found in {folder}; nothing moved\n")
+    except FetchError as exc:
+        out.write(f"{record_id}: recorded, but the server copy could not be moved: {exc}\n")
+
+
+def _move_out_of(account: AccountConfig, folder: str,
+                 mailbox_factory: Callable[[AccountConfig], Mailbox], raw: bytes) -> bool:
+    # A mailbox on that folder: its "processed" action moves mail to processed.
+    settings = replace(account, folder=folder)
     with mailbox_factory(settings) as mailbox:
         for fetched in mailbox.fetch(mailbox.list_new(set())):
             if fetched.raw == raw:
                 mailbox.mark_processed(fetched)
                 return True
     return False
+
+
+# -- held mail (over the per-sender cap) -------------------------------------------------------
+def held_list(store: Store, out: TextIO, *, account: str | None, as_json: bool) -> None:
+    records = store.messages_in(MessageState.HELD, account)
+    if as_json:
+        out.write(json.dumps([{
+            "id": r.id, "account": r.account, "ref": r.ref, "message_id": r.message_id,
+            "sender": r.sender, "subject": r.subject, "reason": r.error,
+            "held_at": r.updated_at.isoformat()} for r in records], indent=2) + "\n")
+        return
+    if not records:
+        out.write("no held messages\n")
+    for r in records:
+        out.write(f"{r.id:6} {_when(r.updated_at)} {r.account} {r.sender or '-'} "
+                  f"{(r.subject or '')[:50]!r}\n       {r.error}\n")
+
+
+def held_release(store: Store, record_id: int, account: AccountConfig, pipeline: Pipeline,
+                 mailbox_factory: Callable[[AccountConfig], Mailbox], out: TextIO) -> Outcome:
+    """Run a held message through the pipeline again with the per-sender cap lifted (the
+    same path as any mail: it may still be ignored, noted or fail). Once it is recorded, the
+    server copy moves from the held folder to the processed folder."""
+    record = store.get_message_by_id(record_id)
+    if record is None or record.state != MessageState.HELD:
+        raise NotFoundError(f"no held message with id {record_id} (see 'held list')")
+    raw = store.quarantined_raw(record_id)
+    if raw is None:
+        raise NotFoundError(f"message {record_id} has no stored copy to release")
+    store.reopen_message(record_id)
+    result = pipeline.process(record.ref, raw, len(raw), release_held=True)
+    if result.outcome == Outcome.RETRY:
+        # Back to held: the admin releases it again once the helpdesk answers.
+        store.finish_message(record_id, MessageState.HELD, error=f"release: {result.reason}")
+        out.write(f"{record_id}: still held: {result.reason}\n")
+        return result.outcome
+    out.write(f"{record_id}: {result.outcome.value}"
+              + (f" (ticket #{result.ticket_id})" if result.ticket_id else "")
+              + (f": {result.reason}" if result.reason else "") + "\n")
+    if result.outcome == Outcome.FAILED:
+        return result.outcome  # its copy stays for `errors replay`
+    store.release_quarantine(record_id)
+    if not record.ref.startswith(("file:", "stdin:")):  # import and deliver left no copy
+        _move_server_copy(record_id, account, account.held_folder, mailbox_factory, raw, out)
+    return result.outcome
 
 
 def json_default(value: Any) -> Any:

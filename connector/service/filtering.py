@@ -1,50 +1,71 @@
-"""The filter stage as the pipeline uses it: chain and settings loaded once, lookups on the
-store, the outcome translated into the decide stage's FilterVerdict."""
+"""Understanding as the service runs it: the rules loaded once from the config, and the
+lookups answered from the ledger and the helpdesk."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import dkim.dnsplug
 
-from connector.config import AccountConfig, Config
-from connector.decide import FilterVerdict
-from connector.filters import (
-    BounceDetails,
-    CommandDetails,
-    FilterChain,
-    FilterLoadError,
-    FilterOutcome,
-    FilterSettings,
-    Kind,
-    load_chain,
-    run_filters,
-)
-from connector.filters.authentication import DnsLookup, authenticate_sender
-from connector.mail.model import ParsedMessage
-from connector.store.sqlite import SQLiteStore
+from connector.config import Config
+from connector.filters import FilterChain, FilterLoadError, FilterSettings, load_chain
+from connector.filters.authentication import DnsLookup
+from connector.hosts.base import HostAdapter, TicketInfo
+from connector.store.base import Store
+from connector.understand import Rules
 
 
-class StoreFilterLookups:
-    """FilterLookups answered from the ledger."""
+class StoreLookups:
+    """What understanding asks, answered from the ledger and the helpdesk (tickets are read
+    once per message: ``forget()`` between messages)."""
 
-    def __init__(self, store: SQLiteStore, exclude_id: int | None = None) -> None:
+    def __init__(self, store: Store, host: HostAdapter | None,
+                 exclude_id: int | None = None) -> None:
         self.store = store
+        self.host = host
         self.exclude_id = exclude_id
+        self._tickets: dict[int, TicketInfo | None] = {}
 
+    def for_record(self, record_id: int | None) -> StoreLookups:
+        """Counting a sender's mails leaves this record out; the ticket cache starts empty."""
+        self.exclude_id = record_id
+        self._tickets.clear()
+        return self
+
+    # -- the filter stage's questions ------------------------------------------------------
     def is_own_message_id(self, message_id: str) -> bool:
         return self.store.is_own_message_id(message_id)
 
-    def sender_count_today(self, address: str) -> int:
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return self.store.sender_count_since(address, midnight, exclude_id=self.exclude_id)
+    def sender_count_on(self, address: str, day: date) -> int:
+        return self.store.sender_count_on(address, day, exclude_id=self.exclude_id)
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
         return self.store.ticket_for_message_ids(message_ids)
+
+    # -- the decide stage's questions ------------------------------------------------------
+    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+        if self.host is None:
+            return None
+        if ticket_id not in self._tickets:
+            self._tickets[ticket_id] = self.host.get_ticket(ticket_id)
+        return self._tickets[ticket_id]
+
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+        return self.store.ticket_for_message_ids(message_ids)
+
+    def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
+                                    account: str) -> int | None:
+        return self.store.ticket_for_sent_message_ids(message_ids, account)
+
+    def user_exists(self, email: str) -> bool:
+        return self.host is not None and self.host.user_exists(email)
+
+    def cached(self, ticket_id: int) -> TicketInfo | None:
+        """The ticket as read for this message, without asking the host again."""
+        return self._tickets.get(ticket_id)
 
 
 def filter_settings(config: Config) -> tuple[FilterSettings, dict[str, FilterSettings]]:
@@ -69,43 +90,6 @@ def filter_dirs(config: Config, settings: dict[str, FilterSettings]) -> list[Pat
             if path not in dirs:
                 dirs.append(path)
     return dirs
-
-
-def to_verdict(outcome: FilterOutcome) -> FilterVerdict:
-    """The filter outcome in the terms of the decide stage."""
-    classification = outcome.classification
-    kind: str | None = None
-    note: str | None = None
-    hint: int | None = None
-    if classification is not None:
-        kind = str(classification.kind)
-        note = classification.reason
-        details = classification.details
-        if isinstance(details, BounceDetails):
-            note = details.note()
-            hint = details.ticket_id
-        elif isinstance(details, CommandDetails):
-            # The first command decides the comment kind; "unsubscribe" is a tag.
-            if "close" in details.commands:
-                kind = "command:close"
-            elif "tech" in details.commands:
-                kind = "command:tech"
-            else:
-                kind = None
-        elif classification.kind is Kind.FORWARDED:
-            kind = None  # the forwarded original is ticketed like any new mail
-        elif getattr(details, "thread_ticket_id", None):
-            hint = details.thread_ticket_id  # type: ignore[union-attr]
-    message = outcome.effective_message
-    return FilterVerdict(
-        controls=dict(outcome.controls),
-        add_tags=outcome.add_tags,
-        remove_tags=outcome.remove_tags,
-        classification=kind,
-        note=note,
-        ticket_hint=hint,
-        message=message if message is not outcome.message else None,
-    )
 
 
 def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
@@ -148,38 +132,13 @@ def dns_txt(name: bytes, timeout: float = 5) -> bytes | None:
     return dkim.dnsplug.get_txt(name, timeout=timeout)
 
 
-class FilterStage:
-    """Callable the pipeline runs for each message.
-
-    The sender is authenticated once per mail before the filters run. The bridge checks a
-    DKIM signature itself (a DNS query) only for a staff address the account's MTA results
-    do not already prove: only staff mail acts in its sender's name."""
-
-    def __init__(self, config: Config, store: SQLiteStore,
-                 dnsfunc: DnsLookup | None = None) -> None:
-        self.dnsfunc: DnsLookup = dnsfunc if dnsfunc is not None else dns_txt
-        self.store = store
-        self.global_settings, self.settings = filter_settings(config)
-        self.chain: FilterChain = load_chain(filter_dirs(config, self.settings))
-        problems = self.chain.host_errors(host_check(config))
-        if problems:
-            raise FilterLoadError(problems)
-
-    def __call__(self, message: ParsedMessage, account: AccountConfig,
-                 record_id: int | None = None) -> tuple[FilterVerdict, dict[str, Any]]:
-        settings = self.settings[account.name]
-        sender = message.from_.email if message.from_ else None
-        check_dkim = account.verify_dkim and settings.is_staff(sender)
-        authentication = authenticate_sender(
-            message, trusted=account.trusted, authserv_ids=account.authserv_ids,
-            dnsfunc=self.dnsfunc if check_dkim else None)
-        outcome = run_filters(message, account=account.name, trusted=account.trusted,
-                              chain=self.chain, settings=settings,
-                              lookups=StoreFilterLookups(self.store, record_id),
-                              authentication=authentication)
-        return to_verdict(outcome), dict(outcome.trace)
-
-
-def make_filter_stage(config: Config, store: SQLiteStore,
-                      dnsfunc: DnsLookup | None = None) -> FilterStage:
-    return FilterStage(config, store, dnsfunc)
+def load_rules(config: Config, dnsfunc: DnsLookup | None = None) -> Rules:
+    """The filter chain, every account's filter settings, the host mappings and the DKIM key
+    lookup (``dns_txt`` unless another is given); raises FilterLoadError when a filter file is
+    invalid or sets what the host cannot take."""
+    _, settings = filter_settings(config)
+    chain: FilterChain = load_chain(filter_dirs(config, settings))
+    problems = chain.host_errors(host_check(config))
+    if problems:
+        raise FilterLoadError(problems)
+    return Rules(chain, settings, config.host, dnsfunc if dnsfunc is not None else dns_txt)

@@ -37,7 +37,12 @@ class _StateCollector:
         last_ok = GaugeMetricFamily("pmb_account_last_success_timestamp_seconds",
                                     "Unix time of the last successful fetch",
                                     labels=["account"])
+        held = GaugeMetricFamily("pmb_messages_held",
+                                 "Mail held over the per-sender cap, waiting for `held release`",
+                                 labels=["account"])
+        figures = self.store.account_figures()
         for name in self.accounts:
+            held.add_metric([name], float(figures.get(name, {}).get("held", 0)))
             health = self.store.get_health(name)
             enabled.add_metric([name], 1.0 if health.enabled else 0.0)
             failures.add_metric([name], float(health.consecutive_failures))
@@ -46,6 +51,7 @@ class _StateCollector:
         yield enabled
         yield failures
         yield last_ok
+        yield held
         if self.queue_depth is not None:
             depth = GaugeMetricFamily("pmb_outbound_queue_depth",
                                       "Outbound jobs by state", labels=["state"])
@@ -63,6 +69,8 @@ class Metrics:
     def __post_init__(self) -> None:
         self.messages = Counter("pmb_messages", "Messages processed, by account and outcome",
                                 ["account", "outcome"], registry=self.registry)
+        self.ignored = Counter("pmb_messages_ignored", "Messages ignored, by account and why",
+                               ["account", "reason"], registry=self.registry)
         self.latency = Histogram("pmb_message_processing_seconds",
                                  "Time from fetch to a recorded outcome, per message",
                                  ["account"], registry=self.registry,
@@ -81,8 +89,11 @@ class Metrics:
         """Report the outbound queue's jobs by state (read at scrape time)."""
         self._collector.queue_depth = queue_depth
 
-    def observe_message(self, account: str, outcome: str, seconds: float) -> None:
+    def observe_message(self, account: str, outcome: str, seconds: float, *,
+                        ignored_as: str | None = None) -> None:
         self.messages.labels(account, outcome).inc()
+        if ignored_as is not None:
+            self.ignored.labels(account, ignored_as).inc()
         self.latency.labels(account).observe(seconds)
 
     def observe_host_response(self, method: str, status: int | str) -> None:

@@ -1,12 +1,13 @@
 """Parsing ahead in worker processes: the CPU-heavy, state-free part of each message.
 
 The runner hands each fetched message (up to a window ahead of the one being processed) to a
-process pool that runs ``parse_message`` and, for mail that may be PEC, ``find_pec`` and the
-parse of the certified original. The main thread still processes every message in fetch
-order with everything stateful (ledger, filters, decide, host, moves); it only finds the
-parse already done. Whatever goes wrong ahead (a ParseError, any exception in a worker, a
-worker that died, a pool that cannot start) yields no :class:`Prepared`, and the pipeline
-parses that message itself exactly as it would without a pool, so errors are handled and
+process pool that runs the first half of :func:`connector.understand.understand`
+(:func:`connector.understand.prepare`: ``parse_message`` and, for mail that may be PEC,
+``find_pec`` and the parse of the certified original). The main thread still processes every
+message in fetch order with everything stateful (ledger, filters, decide, host, moves); it
+only finds the parse already done. Whatever goes wrong ahead (a ParseError, any exception in
+a worker, a worker that died, a pool that cannot start) yields no :class:`Prepared`, and the
+pipeline parses that message itself exactly as it would without a pool, so errors are handled and
 recorded the same way.
 
 Workers are started lazily (the first pass with at least ``MIN_MESSAGES`` to fetch) from a
@@ -32,11 +33,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from connector.decide.pec import nested_original
 from connector.mail.mimetree import ParseLimits, current_limits, set_limits
 from connector.mail.model import ParsedMessage
-from connector.mail.parse import parse_message
-from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject
+from connector.understand import Prepared
+from connector.understand import prepare as prepare_mail
 
 if TYPE_CHECKING:
     from connector.fetch.base import RemoteMessage
@@ -56,27 +56,6 @@ WINDOW_PER_WORKER = 8
 MAX_RESTARTS = 3
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What was computed ahead for one message. ``message.raw`` is the fetched bytes object.
-
-    ``pec`` is find_pec's answer when it was looked at (PEC account, or PEC signs), else None;
-    ``original`` is the parsed certified original (``pec.original_raw``) when there is one.
-    """
-
-    message: ParsedMessage
-    pec: PecInfo | None = None
-    original: ParsedMessage | None = None
-
-
-def may_be_pec(message: ParsedMessage) -> bool:
-    """Cheap look for PEC on an ordinary account: provider headers, the envelope subject, or
-    an attached message that might be a forwarded envelope."""
-    if message.header("X-Trasporto") or message.header("X-Ricevuta"):
-        return True
-    return looks_like_pec_subject(message.subject) or bool(message.nested_messages)
-
-
 def message_context(account: str, ref: str, message_id: str | None) -> str:
     """The identity find_pec adds to its log lines (the pipeline's MessageContext format)."""
     mid = f" message-id=<{message_id}>" if message_id else ""
@@ -84,19 +63,9 @@ def message_context(account: str, ref: str, message_id: str | None) -> str:
 
 
 def prepare(raw: bytes, *, account_is_pec: bool, account: str, ref: str) -> Prepared:
-    """The pure part of the pipeline's ``_job`` for one message (runs in a worker)."""
-    message = parse_message(raw)
-    if not (account_is_pec or may_be_pec(message)):
-        return Prepared(message)
-    pec = find_pec(raw, context=message_context(account, ref, message.message_id))
-    original = None
-    if pec.is_pec and pec.kind is not PecKind.RECEIPT and pec.original_raw:  # as plan_pec
-        try:
-            original = (nested_original(message, pec.original_raw)
-                        or parse_message(pec.original_raw))
-        except Exception:  # plan_pec parses it again in the main thread, and raises there
-            original = None
-    return Prepared(message, pec, original)
+    """The pure first half of understanding one message (runs in a worker)."""
+    return prepare_mail(raw, account_is_pec=account_is_pec,
+                        context=lambda mid: message_context(account, ref, mid))
 
 
 #: ``prepare``'s shape; a pool may run another one (tests inject faults through it).

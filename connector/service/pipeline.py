@@ -1,4 +1,8 @@
-"""One message through the stages: parse -> filters -> decide -> host, with the ledger.
+"""One message through the stages: understand (connector.understand) -> host, with the ledger.
+
+What a mail is and what it should do is decided by :func:`connector.understand.understand`,
+the path ``filters test`` shows too; this module carries the decision out: the ledger record,
+the helpdesk calls, and the outcome the runner turns into a mailbox move.
 
 Crash safety rests on one rule: before any host call that has an effect, the store holds
 (durably) what is being sent (``MessageState.PUSHING`` with its pending request). After a
@@ -21,7 +25,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,34 +35,33 @@ from typing import Any, cast
 
 from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
-from connector.decide.pec import PecPlan, plan_pec
+from connector.decide.pec import PecPlan
 from connector.errors import (
     CertificateError,
-    ParseError,
     PermanentHostError,
     StoreCorruptError,
     TicketClosedError,
     TransientHostError,
+    UnreadableMail,
 )
 from connector.fetch.base import is_too_large
-from connector.hosts.base import Comment, HostAdapter, NewTicket, TicketInfo, Upload
+from connector.filters import FilterChain
+from connector.filters.classifiers.loop import mail_day
+from connector.hosts.base import Comment, HostAdapter, NewTicket, ReplayableCreates, Upload
 from connector.mail.html import html_to_text, sanitize_html
 from connector.mail.mimetree import TooManyPartsDefect
 from connector.mail.model import ParsedMessage
-from connector.mail.parse import parse_message
 from connector.mail.quoting import new_text
-from connector.pec import find_pec, with_trust
+from connector.service.filtering import StoreLookups
 from connector.service.hostcalls import HostCallRecorder
 from connector.service.metrics import Metrics
-from connector.service.parsing import Prepared
-from connector.service.parsing import may_be_pec as _may_be_pec
-from connector.store.base import MessageRecord, MessageState
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import MessageRecord, MessageState, Store
+from connector.understand import Prepared, Rules, Understanding, understand
 
 log = logging.getLogger("connector.pipeline")
 
-#: Zendesk truncates comment bodies at 64 kB without an error; we cut earlier, say so, and
-#: attach the original message so nothing is lost.
+#: Helpdesks cut long comment bodies (Zendesk at 64 kB, without an error); we cut earlier,
+#: say so, and attach the original message so nothing is lost.
 MAX_BODY_CHARS = 60_000
 #: How long a reply waits for the message it answers to reach the helpdesk.
 PARENT_WAIT_SECONDS = 6 * 3600
@@ -73,17 +76,23 @@ class Outcome(StrEnum):
     IGNORED = "ignored"
     DUPLICATE = "duplicate"
     FAILED = "failed"
+    HELD = "held"  # over the per-sender cap: in the held folder until `held release`
     RETRY = "retry"  # transient failure: the mail stays where it is for the next pass
     SKIPPED = "skipped"
     DEFERRED = "deferred"  # a PEC receipt held to share one ticket update: flush_deferred()
 
     @property
     def mailbox_action(self) -> str | None:
-        """What the fetcher does with the mail: 'processed', 'error' or nothing."""
+        """What the fetcher does with the mail: 'processed', 'error', 'held', 'ignored' or
+        nothing."""
         if self in (Outcome.FAILED,):
             return "error"
         if self in (Outcome.RETRY, Outcome.SKIPPED, Outcome.DEFERRED):
             return None
+        if self is Outcome.HELD:
+            return "held"
+        if self is Outcome.IGNORED:
+            return "ignored"
         return "processed"
 
 
@@ -91,7 +100,8 @@ class Outcome(StrEnum):
 _LOG_LEVELS = {Outcome.FAILED: logging.ERROR, Outcome.RETRY: logging.WARNING}
 
 _STATE_OUTCOME = {MessageState.FAILED: Outcome.FAILED, MessageState.SKIPPED: Outcome.SKIPPED,
-                  MessageState.IGNORED: Outcome.IGNORED, MessageState.ORPHANED: Outcome.SKIPPED}
+                  MessageState.IGNORED: Outcome.IGNORED, MessageState.ORPHANED: Outcome.SKIPPED,
+                  MessageState.HELD: Outcome.HELD}
 _ACTION_OUTCOME = {"new_ticket": Outcome.TICKETED, "follow_up": Outcome.FOLLOWED_UP,
                    "internal_note": Outcome.NOTED, "duplicate": Outcome.DUPLICATE}
 
@@ -114,42 +124,19 @@ class Result:
     decision: Decision | None = None
     already_recorded: bool = False  # seen before: nothing was done this time
 
+    @property
+    def ignored_as(self) -> str | None:
+        """Why an IGNORED mail was ignored (summaries count by it)."""
+        if self.outcome is not Outcome.IGNORED:
+            return None
+        if self.decision is not None and self.decision.ignored_as is not None:
+            return self.decision.ignored_as.value
+        return "closed_ticket" if self.decision is not None else "other"
 
-#: The filter stage as the pipeline sees it: message and account in, verdict and trace out.
-FilterStage = Callable[[ParsedMessage, AccountConfig, int | None],
-                       tuple[FilterVerdict, dict[str, Any]]]
 
-
-def no_filters(message: ParsedMessage, account: AccountConfig,
-               record_id: int | None = None) -> tuple[FilterVerdict, dict[str, Any]]:
-    return FilterVerdict(), {"filters": []}
-
-
-class StoreThreadLookup:
-    """ThreadLookup for decide: Message-ID map from the store, tickets from the host."""
-
-    def __init__(self, store: SQLiteStore, host: HostAdapter) -> None:
-        self.store = store
-        self.host = host
-        self._tickets: dict[int, TicketInfo | None] = {}
-
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
-        if ticket_id not in self._tickets:
-            self._tickets[ticket_id] = self.host.get_ticket(ticket_id)
-        return self._tickets[ticket_id]
-
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
-        return self.store.ticket_for_message_ids(message_ids)
-
-    def user_exists(self, email: str) -> bool:
-        return self.host.user_exists(email)
-
-    def cached(self, ticket_id: int) -> TicketInfo | None:
-        """The ticket as read for this message, without asking the host again."""
-        return self._tickets.get(ticket_id)
-
-    def forget(self) -> None:
-        self._tickets.clear()
+def default_rules(host: HostConfig) -> Rules:
+    """No YAML filters, default filter settings: the classifiers alone."""
+    return Rules(FilterChain(()), {}, host)
 
 
 @dataclass
@@ -168,19 +155,38 @@ class MessageContext:
 
 @dataclass
 class Job:
-    """One message on its way: the mail as fetched, what the ticket shows, and why."""
+    """One message on its way: what it was understood to be, and its ledger record."""
 
     ctx: MessageContext
     record: MessageRecord
-    message: ParsedMessage  # as fetched (the PEC envelope, the staff member's forward)
-    content: ParsedMessage  # what the ticket shows (the certified original, the forwarded mail)
-    verdict: FilterVerdict
-    plan: PecPlan | None = None
+    understanding: Understanding
     holder: int | None = None  # the record that holds this mail's dedupe key
 
     @property
+    def message(self) -> ParsedMessage:
+        """As fetched (the PEC envelope, the staff member's forward)."""
+        return self.understanding.message
+
+    @property
+    def content(self) -> ParsedMessage:
+        """What the ticket shows (the certified original, the forwarded mail)."""
+        return self.understanding.content
+
+    @property
+    def verdict(self) -> FilterVerdict:
+        return self.understanding.verdict
+
+    @property
+    def plan(self) -> PecPlan | None:
+        return self.understanding.plan
+
+    @property
+    def decision(self) -> Decision:
+        return self.understanding.decision
+
+    @property
     def is_receipt(self) -> bool:
-        return self.plan is not None and self.plan.is_receipt
+        return self.understanding.is_receipt
 
 
 #: A record unfinished and untouched this long has no worker any more: its copy of the mail
@@ -214,8 +220,8 @@ def _eml_upload(prefix: str, message: ParsedMessage) -> Upload:
 class Pipeline:
     """Processes messages of one account. Safe to call again on the same mail after a crash."""
 
-    def __init__(self, account: AccountConfig, host_config: HostConfig, store: SQLiteStore,
-                 host: HostAdapter, filter_stage: FilterStage = no_filters,
+    def __init__(self, account: AccountConfig, host_config: HostConfig, store: Store,
+                 host: HostAdapter, rules: Rules | None = None,
                  metrics: Metrics | None = None) -> None:
         self.account = account
         self.host_config = host_config
@@ -223,25 +229,30 @@ class Pipeline:
         # Every helpdesk call is noted, and logged with the message it was made for.
         self.host_calls = HostCallRecorder(host)
         self.host = cast(HostAdapter, self.host_calls)
-        self.filter_stage = filter_stage
-        self.lookup = StoreThreadLookup(store, self.host)
-        self.decider = Decider(account, host_config, self.lookup)
+        # Checked once: a host that prepares creates gets them replayed after a crash.
+        self.replayable = (cast(ReplayableCreates, self.host_calls)
+                           if isinstance(host, ReplayableCreates) else None)
+        self.rules = rules if rules is not None else default_rules(host_config)
+        self.lookups = StoreLookups(store, self.host)
+        self.decider = Decider(account, host_config, self.lookups)
         self.metrics = metrics
         self._defer_receipts = False
         self._deferred: dict[int, list[tuple[Job, Decision]]] = {}
 
     # -- entry point ------------------------------------------------------------------------
     def process(self, ref: str, raw: bytes | None, size: int | None = None, *,
-                defer_receipts: bool = False, prepared: Prepared | None = None) -> Result:
+                defer_receipts: bool = False, prepared: Prepared | None = None,
+                release_held: bool = False) -> Result:
         """Process one fetched message. ``raw`` is None when it was too large to download.
 
         ``prepared`` is the parse of ``raw`` done ahead (connector.service.parsing); without
         it, or when it is not the parse of this very ``raw``, the message is parsed here.
+        ``release_held``: a held mail released by the admin (the per-sender cap is lifted).
 
         With ``defer_receipts``, PEC receipts for an existing ticket come back DEFERRED and
         are added by ``flush_deferred()``, one ticket update for all receipts of a ticket:
-        a burst of delivery receipts would otherwise spend Zendesk's 30 updates per ticket
-        per 10 minutes.
+        a burst of delivery receipts would otherwise spend the helpdesk's limit of updates per
+        ticket (Zendesk: 30 per 10 minutes).
         """
         self._defer_receipts = defer_receipts
         self.host_calls.take()  # calls not logged with an earlier message stay unattributed
@@ -258,14 +269,16 @@ class Pipeline:
         else:
             sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
         record = self.store.begin_message(self.account.name, ref, sha256=sha, durable=False)
-        self.lookup.forget()
+        self.lookups.for_record(record.id)
         try:
-            result = self._process(ctx, record, raw, size, prepared)
+            result = self._process(ctx, record, raw, size, prepared, release_held)
         except TransientHostError as exc:
             self.store.record_failure(record.id, f"transient: {exc}", durable=False)
             log.debug("%s: host temporarily unavailable, will retry: %s", ctx, exc)
             result = Result(Outcome.RETRY, record.id, reason=str(exc))
-        except (ParseError, PermanentHostError) as exc:
+        except (UnreadableMail, PermanentHostError) as exc:
+            # Not a mail, a classifier that cannot read it, or a helpdesk that refuses it: the
+            # error folder, at once (trying again would meet the same answer).
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
         except (CertificateError, StoreCorruptError):
             # Not this mail's fault and the same for every mail: the account stops (the
@@ -289,7 +302,8 @@ class Pipeline:
         self._log_outcome(ctx, result)
         if self.metrics is not None:
             self.metrics.observe_message(ctx.account, result.outcome.value,
-                                         time.monotonic() - started)
+                                         time.monotonic() - started,
+                                         ignored_as=result.ignored_as)
 
     def drop_deferred(self) -> None:
         """Forget held receipts (their pass failed): their records are still unfinished, so
@@ -389,7 +403,8 @@ class Pipeline:
         return Result(Outcome.FAILED, record.id, reason=reason)
 
     def _process(self, ctx: MessageContext, record: MessageRecord, raw: bytes | None,
-                 size: int | None, prepared: Prepared | None = None) -> Result:
+                 size: int | None, prepared: Prepared | None = None,
+                 release_held: bool = False) -> Result:
         if raw is None:
             return self._fail(ctx, record, f"message too large: {size} bytes, account max_size "
                               f"is {self.account.max_size} bytes; it was not downloaded or read")
@@ -400,14 +415,15 @@ class Pipeline:
             return self._fail(ctx, record, f"message too large: {len(raw)} bytes, account "
                               f"max_size is {self.account.max_size} bytes; not processed", None)
         self._archive(ctx, raw)
-        job = self._job(ctx, record, raw, prepared)
+        job = self._job(ctx, record, raw, prepared, release_held)
         if record.state == MessageState.PUSHING and record.pending:
             return self._resume(job)
 
         holder = job.holder
         if holder is not None and holder != record.id:
             other = self.store.get_message_by_id(holder)
-            if other is not None and other.state in (MessageState.DONE, MessageState.IGNORED):
+            settled = (MessageState.DONE, MessageState.IGNORED, MessageState.HELD)
+            if other is not None and other.state in settled:
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
                                           ticket_id=other.ticket_id, durable=False)
                 log.debug("%s: same mail as record %s (ticket %s): not ticketed twice", ctx,
@@ -449,7 +465,7 @@ class Pipeline:
             log.debug("%s: %s", ctx, reason)
             return Result(Outcome.RETRY, record.id, reason=reason)
 
-        decision = self._decide(job)
+        decision = job.decision
         for problem in decision.problems:
             log.warning("%s: %s", ctx, problem)
         log.debug("%s: decision %s (%s)", ctx, decision.action.value, decision.reason)
@@ -472,103 +488,36 @@ class Pipeline:
         return parent if age < PARENT_WAIT_SECONDS else None
 
     def _job(self, ctx: MessageContext, record: MessageRecord, raw: bytes,
-             prepared: Prepared | None = None) -> Job:
-        """Parse (unless done ahead), unwrap PEC, run the filters; record what the message is."""
-        message = prepared.message if prepared is not None else parse_message(raw)
+             prepared: Prepared | None = None, release_held: bool = False) -> Job:
+        """Understand the mail (parse unless done ahead, PEC, filters, requester, decision)
+        and record what it is, with the trace ``filters test`` shows for it."""
+
+        def context(message_id: str | None) -> str:
+            ctx.message_id = message_id
+            return str(ctx)
+
+        understanding = understand(raw, self.account, self.rules, self.lookups,
+                                   prepared=prepared, context=context,
+                                   release_held=release_held)
+        message, filtered = understanding.message, understanding.filtered
         ctx.message_id = message.message_id
-        plan = self._pec_plan(ctx, raw, message, prepared)
-        content = plan.content if plan is not None else message
-        sender = content.from_
-        if sender is None or not sender.valid:
-            shown = str(sender) if sender else "(missing)"
-            self.store.describe_message(record.id, dedupe_key=None, message_id=message.message_id,
-                                        sender=None, subject=message.subject, trace=None,
-                                        durable=False)
-            raise ParseError(f"invalid or missing From address: {shown}")
-        verdict, trace = self.filter_stage(content, self.account, record.id)
-        if plan is not None:
-            trace = {**trace, "pec": plan.trace}
+        # The sender and day the per-sender cap counts (the loop classifier's view).
+        sender = filtered.from_.normalized if filtered.from_ and filtered.from_.email else None
         holder = self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
-            sender=sender.normalized, subject=content.subject, trace=trace, durable=False)
-        return Job(ctx, record, message, verdict.message or content, verdict, plan, holder)
-
-    def _pec_plan(self, ctx: MessageContext, raw: bytes, message: ParsedMessage,
-                  prepared: Prepared | None = None) -> PecPlan | None:
-        """Unwrap PEC: on PEC accounts always; elsewhere when the mail shows PEC signs."""
-        if not (self.account.pec or _may_be_pec(message)):
-            return None
-        ahead = prepared if prepared is not None and prepared.pec is not None else None
-        if ahead is None:
-            info = find_pec(raw, context=str(ctx), trust=self.account.pec_trust)
-            return plan_pec(message, info, account_is_pec=self.account.pec, parse=parse_message)
-
-        def parse(original_raw: bytes) -> ParsedMessage:
-            if ahead.original is not None and ahead.original.raw == original_raw:
-                return ahead.original
-            return parse_message(original_raw)
-
-        assert ahead.pec is not None
-        return plan_pec(message, with_trust(ahead.pec, self.account.pec_trust),
-                        account_is_pec=self.account.pec, parse=parse)
-
-    def _decide(self, job: Job) -> Decision:
-        if job.plan is not None and job.plan.is_receipt:
-            return self._receipt_decision(job)
-        lookup_ids = job.plan.lookup_ids if job.plan is not None else ()
-        standalone = job.plan is not None and job.plan.standalone
-        decision = self.decider.decide(job.content, job.verdict, lookup_ids,
-                                       thread=not standalone)
-        if job.plan is not None and decision.action != Action.IGNORE:
-            decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags +
-                                                                  job.plan.tags)))
-            if decision.action == Action.NEW_TICKET:
-                # A certified subject is shown exactly as certified, prefixes included; the
-                # PEC facts go into the custom fields the account maps them to.
-                fields = dict(decision.custom_fields)
-                for fact, field_id in self.account.pec_custom_fields.items():
-                    if fact in job.plan.facts:
-                        fields[field_id] = job.plan.facts[fact]
-                decision = replace(decision, subject=job.content.subject or decision.subject,
-                                   custom_fields=tuple(sorted(fields.items())))
-        return decision
-
-    def _receipt_decision(self, job: Job) -> Decision:
-        """A certified PEC receipt: an internal note on the ticket of the message it certifies,
-        when this account sent it (a receipt certifies mail sent from the mailbox that
-        receives it); otherwise what pec_unmatched_receipts says."""
-        plan = job.plan
-        assert plan is not None
-        tags = tuple(dict.fromkeys((self.account.tag, *plan.tags)))
-        ticket_id = self.store.ticket_for_sent_message_ids(plan.lookup_ids, self.account.name)
-        ticket = self.lookup.get_ticket(ticket_id) if ticket_id is not None else None
-        if ticket is not None and not ticket.closed:
-            # The provider's identificativo (and msgid) now belong to that ticket too:
-            # replies citing them thread there.
-            self.store.map_message_ids(ticket.id, plan.lookup_ids, direction="out",
-                                       account=self.account.name, durable=False)
-            return Decision(Action.INTERNAL_NOTE, f"PEC receipt for a message of ticket "
-                            f"#{ticket.id}", ticket_id=ticket.id, public=False, tags=tags)
-        closed = ticket.id if ticket is not None else None
-        policy = self.account.pec_unmatched_receipts
-        if closed is None and policy == "ignore":
-            return Decision(Action.IGNORE, "PEC receipt that matches no message the bridge sent")
-        if closed is None and policy == "catch_all" and \
-                self.account.pec_catch_all_ticket is not None:
-            return Decision(Action.INTERNAL_NOTE, "PEC receipt that matches nothing: "
-                            "catch-all ticket", ticket_id=self.account.pec_catch_all_ticket,
-                            public=False, tags=tags)
-        # Like the Zendesk PEC connector, but never public: the first comment is internal, so
-        # nobody is mailed; the requester is the provider's certifying address. A receipt for
-        # a closed ticket becomes a follow-up of it, so it is not lost.
-        reason = (f"PEC receipt for closed ticket #{closed}: a follow-up ticket" if closed
-                  else "PEC receipt that matches no message the bridge sent")
-        return Decision(Action.NEW_TICKET, reason, subject=job.message.subject or "PEC receipt",
-                        requester=job.message.from_, public=False, tags=tags,
-                        followup_of_closed=closed)
+            sender=sender, subject=filtered.subject, trace=understanding.trace,
+            mail_day=mail_day(filtered), durable=False)
+        return Job(ctx, record, understanding, holder)
 
     # -- executing decisions ------------------------------------------------------------
     def _execute(self, job: Job, decision: Decision) -> Result:
+        if job.is_receipt and decision.action == Action.INTERNAL_NOTE and \
+                decision.ticket_id is not None and job.plan is not None:
+            # The provider's identificativo (and msgid) now belong to that ticket too:
+            # replies citing them thread there.
+            self.store.map_message_ids(decision.ticket_id, job.plan.lookup_ids,
+                                       direction="out", account=self.account.name,
+                                       durable=False)
         if (self._defer_receipts and job.is_receipt and decision.ticket_id is not None
                 and decision.action == Action.INTERNAL_NOTE):
             self._deferred.setdefault(decision.ticket_id, []).append((job, decision))
@@ -579,6 +528,13 @@ class Pipeline:
                                       error=decision.reason, durable=False)
             return Result(Outcome.IGNORED, job.record.id, reason=decision.reason,
                           decision=decision)
+        if decision.action == Action.HOLD:
+            # Kept whole in the ledger too: `held release` runs it through this path again.
+            self.store.quarantine(job.record.id, job.message.raw, durable=False)
+            self.store.finish_message(job.record.id, MessageState.HELD, action="hold",
+                                      error=decision.reason, durable=False)
+            return Result(Outcome.HELD, job.record.id, reason=decision.reason,
+                          decision=decision)
         if decision.action == Action.NEW_TICKET:
             return self._create(job, decision)
         return self._comment(job, decision)
@@ -586,12 +542,11 @@ class Pipeline:
     def _create(self, job: Job, decision: Decision) -> Result:
         ticket = self._new_ticket_request(job, decision)
         pending: dict[str, Any] = {"external_id": ticket.external_id}
-        prepare = getattr(self.host, "prepare_ticket", None)
-        if prepare is not None:
-            prepared = prepare(ticket)
+        if self.replayable is not None:
+            prepared = self.replayable.prepare_ticket(ticket)
             pending["prepared"] = prepared.to_json()
             self.store.set_pending(job.record.id, "new_ticket", pending)
-            created = self.host.send_prepared(prepared, ticket)  # type: ignore[attr-defined]
+            created = self.replayable.send_prepared(prepared, ticket)
         else:
             self.store.set_pending(job.record.id, "new_ticket", pending)
             created = self.host.create_ticket(ticket)
@@ -624,6 +579,8 @@ class Pipeline:
                 raise
             # Closed between our look and our update: open a follow-up ticket instead.
             follow = self.decider.new_ticket(job.content, job.verdict, closed=decision.ticket_id)
+            if follow.action == Action.IGNORE:
+                return self._execute(job, follow)
             log.debug("%s: ticket #%s is closed; opening a follow-up ticket", job.ctx,
                       decision.ticket_id)
             if job.plan is not None:
@@ -672,19 +629,18 @@ class Pipeline:
         pending = record.pending or {}
         log.warning("%s: resuming a host call interrupted earlier (%s)", job.ctx, record.action)
         if record.action == "new_ticket":
-            decision = self._decide(job)
+            decision = job.decision
             if decision.action != Action.NEW_TICKET:
                 decision = self.decider.new_ticket(job.content, job.verdict)
             if decision.action != Action.NEW_TICKET:
                 return self._execute(job, decision)
             ticket = self._new_ticket_request(job, decision)
             prepared = pending.get("prepared")
-            from_json = getattr(self.host, "prepared_from_json", None)
-            if prepared is not None and from_json is not None:
-                # The adapter replays byte-identically under the same Idempotency-Key while
-                # Zendesk remembers it, and looks the ticket up by external_id after that.
-                created = self.host.send_prepared(  # type: ignore[attr-defined]
-                    from_json(prepared), ticket)
+            if prepared is not None and self.replayable is not None:
+                # The adapter replays byte-identically under the same idempotency key while
+                # the helpdesk remembers it, and looks the ticket up by external_id after that.
+                created = self.replayable.send_prepared(
+                    self.replayable.prepared_from_json(prepared), ticket)
                 return self._after(job, created.id, "new_ticket", decision)
             found = self.host.find_tickets_by_external_id(ticket.external_id or "")
             if found:
@@ -698,7 +654,7 @@ class Pipeline:
             return self._finish(job, ticket_id, pending.get("then", "new_ticket"), None)
         if key and self.host.comment_exists(ticket_id, key):
             return self._after(job, ticket_id, record.action or "follow_up", None)
-        return self._execute(job, self._decide(job))
+        return self._execute(job, job.decision)
 
     # -- request building -----------------------------------------------------------------
     def _bodies(self, message: ParsedMessage) -> tuple[str, str | None, bool]:
@@ -746,6 +702,13 @@ class Pipeline:
     def _new_ticket_request(self, job: Job, decision: Decision) -> NewTicket:
         text, html, cut = self._body_of(job)
         assert decision.requester is not None
+        if decision.original_sender is not None:
+            # The requester stands in for a sender the mail did not name usably: say who.
+            header = (f"Original sender: {decision.original_sender} (no usable address; "
+                      f"the requester is {decision.requester.email})")
+            text = f"{header}\n\n{text}"
+            if html is not None:
+                html = f"<p><em>{escape(header)}</em></p>{html}"
         key = f"pmb-{job.content.dedupe_key}"
         return NewTicket(
             subject=decision.subject,
@@ -784,7 +747,7 @@ class Pipeline:
             if html is not None:
                 html = f"<p><em>{escape(header)}</em></p>{html}"
         add_tags, remove_tags = decision.tags, decision.remove_tags
-        known = self.lookup.cached(decision.ticket_id)
+        known = self.lookups.cached(decision.ticket_id)
         if known is not None:
             # Only real tag changes: with none, the adapter need not read the ticket again.
             add_tags = tuple(t for t in add_tags if t not in known.tags)

@@ -25,7 +25,7 @@ from connector.errors import CertificateError, FetchError, StoreCorruptError
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
-from connector.service.pipeline import Outcome, Pipeline, outcome_of
+from connector.service.pipeline import Outcome, Pipeline, Result, outcome_of
 from connector.store.base import MessageState
 from connector.store.sqlite import SQLiteStore, damaged_message
 from connector.tls import certificate_failure, describe_certificate_failure
@@ -39,15 +39,30 @@ class AccountSummary:
     counts: Counter[str] = field(default_factory=Counter)
     error: str | None = None
 
-    def add(self, outcome: Outcome, *, already_recorded: bool = False) -> None:
+    ignored_as: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: Outcome, *, already_recorded: bool = False,
+            ignored_as: str | None = None) -> None:
         self.counts["fetched"] += 1
         self.counts["known" if already_recorded else outcome.value] += 1
+        if ignored_as is not None and not already_recorded:
+            self.ignored_as[ignored_as] += 1
+        elif outcome is Outcome.DUPLICATE and not already_recorded:
+            self.ignored_as["duplicate"] += 1
+
+    def add_result(self, result: Result) -> None:
+        self.add(result.outcome, already_recorded=result.already_recorded,
+                 ignored_as=result.ignored_as)
 
     def line(self) -> str:
         c = self.counts
+        ignored = f"ignored={c['ignored'] + c['duplicate']}"
+        if self.ignored_as:
+            ignored += "(" + ",".join(f"{why}:{n}" for why, n in
+                                      sorted(self.ignored_as.items())) + ")"
         parts = [f"fetched={c['fetched']}", f"ticketed={c['ticketed']}",
                  f"followed-up={c['followed_up']}", f"noted={c['noted']}",
-                 f"ignored={c['ignored'] + c['duplicate']}", f"failed={c['failed']}",
+                 ignored, f"held={c['held']}", f"failed={c['failed']}",
                  f"retry={c['retry']}"]
         if c["skipped"]:
             parts.append(f"skipped={c['skipped']}")
@@ -225,8 +240,10 @@ class AccountPoller:
         if state == MessageState.SKIPPED or self.dry_run:
             return True
         if self.account.protocol == "pop3":
-            # POP3 failed mail stays on the server; processed mail only goes if we delete it.
-            return state == MessageState.FAILED or not self.account.delete_after_processing
+            # POP3 failed and held mail stays on the server; processed mail only goes if we
+            # delete it.
+            return (state in (MessageState.FAILED, MessageState.HELD)
+                    or not self.account.delete_after_processing)
         return False
 
     def _poll(self, mailbox: Mailbox, summary: AccountSummary) -> None:
@@ -291,10 +308,10 @@ class AccountPoller:
                 if result.outcome == Outcome.DEFERRED:
                     held[message.ref] = message
                     continue
-                summary.add(result.outcome, already_recorded=result.already_recorded)
+                summary.add_result(result)
                 moves.add(message, result.outcome)
             for ref, result in self.pipeline.flush_deferred():
-                summary.add(result.outcome)
+                summary.add_result(result)
                 moves.add(held[ref], result.outcome)
         except StoreCorruptError:
             # The ledger cannot be trusted to say what was done: nothing leaves the inbox.
@@ -346,7 +363,7 @@ class _Moves:
         self.dry_run = dry_run
         self.batch_size = max(1, batch_size)
         self.barrier = barrier
-        self.pending: dict[str, list[MessageHandle]] = {"processed": [], "error": []}
+        self.pending: dict[str, list[MessageHandle]] = {action: [] for action in _MOVES}
 
     def add(self, handle: MessageHandle, outcome: Outcome) -> None:
         action = outcome.mailbox_action
@@ -357,21 +374,30 @@ class _Moves:
             self.flush()
 
     def flush(self) -> None:
-        processed, failed = self.pending["processed"], self.pending["error"]
-        self.pending = {"processed": [], "error": []}
-        if not processed and not failed:
+        pending, self.pending = self.pending, {action: [] for action in _MOVES}
+        if not any(pending.values()):
             return
         self.barrier()  # if it fails, nothing is moved: the next pass moves them
-        many_ok = getattr(self.mailbox, "mark_processed_many", None)
-        many_failed = getattr(self.mailbox, "mark_failed_many", None)
-        if many_ok is not None and many_failed is not None:
-            many_ok(processed)
-            many_failed(failed)
-            return
-        for handle in processed:
-            self.mailbox.mark_processed(handle)
-        for handle in failed:
-            self.mailbox.mark_failed(handle)
+        for action, (method, fallback) in _MOVES.items():
+            handles = pending[action]
+            if not handles:
+                continue
+            many = getattr(self.mailbox, f"{method}_many", None)
+            if many is not None:
+                many(handles)
+                continue
+            one = getattr(self.mailbox, method, None) or getattr(self.mailbox, fallback)
+            for handle in handles:
+                one(handle)
+
+
+#: Outcome.mailbox_action -> the Mailbox method (and the one a mailbox without it offers).
+_MOVES: dict[str, tuple[str, str]] = {
+    "processed": ("mark_processed", "mark_processed"),
+    "error": ("mark_failed", "mark_failed"),
+    "held": ("mark_held", "mark_failed"),  # never where processed mail is deleted
+    "ignored": ("mark_ignored", "mark_processed"),
+}
 
 
 class Service:

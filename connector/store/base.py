@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ class MessageState(StrEnum):
     PUSHING = "pushing"  # a host call may be under way: on restart, look before repeating
     DONE = "done"  # its effect is on the host (ticket, comment or note)
     IGNORED = "ignored"  # deliberately not ticketed (filter, auto-reply, loop, duplicate)
+    HELD = "held"  # over the per-sender daily cap: in the held folder until `held release`
     FAILED = "failed"  # permanent failure: the mail belongs in the error folder
     SKIPPED = "skipped"  # present before the first sync with initial_sync: skip_existing
     ORPHANED = "orphaned"  # unfinished when a UIDVALIDITY change renumbered its mail away
@@ -36,7 +37,7 @@ class MessageState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (MessageState.DONE, MessageState.IGNORED, MessageState.FAILED,
-                        MessageState.SKIPPED, MessageState.ORPHANED)
+                        MessageState.SKIPPED, MessageState.ORPHANED, MessageState.HELD)
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,15 @@ class Store(Protocol):
 
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
-                         trace: dict[str, Any] | None, durable: bool = True) -> int | None:
-        """Record what the message is and claim its dedupe key in one transaction; returns
-        the record id holding the key."""
+                         trace: Mapping[str, Any] | None, mail_day: date | None = None,
+                         durable: bool = True) -> int | None:
+        """Record what the message is (``mail_day``: the UTC day of its Date) and claim its
+        dedupe key in one transaction; returns the record id holding the key."""
+        ...
+
+    def release_dedupe_key(self, dedupe_key: str, record_id: int, *,
+                           durable: bool = True) -> None:
+        """Give a claim back (its holder failed permanently), so a later copy can try."""
         ...
 
     def claim_dedupe_key(self, dedupe_key: str, record_id: int, *,
@@ -182,10 +189,20 @@ class Store(Protocol):
         """A transient failure: keep the state, remember the error (the mail stays in place)."""
         ...
 
+    def unfinished_with_message_ids(self, message_ids: Iterable[str], *,
+                                    exclude_id: int) -> MessageRecord | None:
+        """A record not yet finished (received or pushing) whose Message-ID is one of
+        ``message_ids``: the parent a reply must wait for."""
+        ...
+
     def mark_skipped(self, account: str, refs: Iterable[str]) -> None: ...
 
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int: ...
+
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
+        """Mails from ``sender`` whose Date falls on ``day`` (UTC), but ``exclude_id``."""
+        ...
 
     def failed_messages(self, account: str | None = None, *,
                         include_dismissed: bool = False) -> list[MessageRecord]:
@@ -202,6 +219,20 @@ class Store(Protocol):
         ...
 
     def dismissals(self, record_ids: Iterable[int]) -> dict[int, Dismissal]: ...
+
+    def messages_in(self, state: MessageState,
+                    account: str | None = None) -> list[MessageRecord]: ...
+
+    # -- quarantine: the raw bytes of failed and held mail, for replay and release --------
+    def quarantine(self, record_id: int, raw: bytes, *, durable: bool = True) -> None: ...
+
+    def quarantined_raw(self, record_id: int) -> bytes | None: ...
+
+    def reopen_message(self, record_id: int) -> None:
+        """Put a failed or held message back to RECEIVED (PUSHING when it was sending)."""
+        ...
+
+    def release_quarantine(self, record_id: int) -> None: ...
 
     # -- threading ------------------------------------------------------------------------
     def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:

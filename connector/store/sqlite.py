@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from connector.store.base import (
 
 log = logging.getLogger("connector.store")
 
-#: 2: the ``dismissals`` table (created on open, so older ledgers gain it in place).
+#: 2: the ``dismissals`` table and ``messages.mail_day`` (older ledgers gain both in place).
 SCHEMA_VERSION = 2
 
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS messages (
     trace       TEXT,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    mail_day    TEXT,  -- the UTC day of the mail's Date (the per-sender cap counts by it)
     UNIQUE (account, ref)
 );
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, created_at);
@@ -342,13 +343,25 @@ class SQLiteStore(SQLiteFile):
                  checked_within: float = 0.0) -> None:
         super().__init__(path, _SCHEMA, uri=uri, checked_within=checked_within)
         self._log_db = self._db
+        with self._lock:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+        # A ledger written before the cap counted by Date, opened read-only (filters test):
+        # its mails are counted by the day they were recorded instead.
+        self._mail_day = "mail_day" in columns or not self.read_only
         if self.read_only:
             return
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                              (str(SCHEMA_VERSION),))
-            # Every change so far only adds tables (CREATE IF NOT EXISTS above): moving the
-            # version of an older ledger forward is its whole migration.
+            if "mail_day" not in columns:  # a ledger written before the cap counted by Date
+                self._db.execute("ALTER TABLE messages ADD COLUMN mail_day TEXT")
+                # Their Date is not known: the day they were recorded stands in for it.
+                self._db.execute("UPDATE messages SET mail_day = substr(created_at, 1, 10) "
+                                 "WHERE sender IS NOT NULL")
+            self._db.execute("CREATE INDEX IF NOT EXISTS messages_sender_day ON messages "
+                             "(sender, mail_day)")
+            # Every change so far is made in place (new tables by CREATE IF NOT EXISTS above,
+            # the column just now): moving an older ledger's version forward completes it.
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema' "
                              "AND CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION),
                                                                  SCHEMA_VERSION))
@@ -466,15 +479,17 @@ class SQLiteStore(SQLiteFile):
 
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
-                         trace: dict[str, Any] | None, durable: bool = True) -> int | None:
+                         trace: Mapping[str, Any] | None, mail_day: date | None = None,
+                         durable: bool = True) -> int | None:
         """Record what the message is and, in the same transaction, claim its dedupe key;
         returns the id of the record holding the key (None without a key)."""
         with self._tx(durable=durable) as db:
             db.execute(
                 "UPDATE messages SET dedupe_key = ?, message_id = ?, sender = ?, subject = ?, "
-                "trace = ?, updated_at = ? WHERE id = ?",
+                "trace = ?, mail_day = ?, updated_at = ? WHERE id = ?",
                 (dedupe_key, message_id, sender, subject,
-                 json.dumps(trace) if trace is not None else None, _now(), record_id))
+                 json.dumps(trace) if trace is not None else None,
+                 mail_day.isoformat() if mail_day is not None else None, _now(), record_id))
             if dedupe_key is None:
                 return None
             db.execute("INSERT OR IGNORE INTO dedupe_claims (dedupe_key, record_id) VALUES (?, ?)",
@@ -585,12 +600,27 @@ class SQLiteStore(SQLiteFile):
              exclude_id or -1))
         return int(rows[0]["n"])
 
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
+        if not self._mail_day:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return self.sender_count_since(sender, start, exclude_id)
+        rows = self._query(
+            "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?",
+            (sender.lower(), day.isoformat(), exclude_id or -1))
+        return int(rows[0]["n"])
+
     def failed_messages(self, account: str | None = None, *,
                         include_dismissed: bool = False) -> list[MessageRecord]:
+        failed = self.messages_in(MessageState.FAILED, account)
+        if include_dismissed:
+            return failed
+        dismissed = {row["record_id"] for row in self._query("SELECT record_id FROM dismissals")}
+        return [r for r in failed if r.id not in dismissed]
+
+    def messages_in(self, state: MessageState,
+                    account: str | None = None) -> list[MessageRecord]:
         sql = "SELECT * FROM messages WHERE state = ?"
-        params: list[Any] = [MessageState.FAILED.value]
-        if not include_dismissed:
-            sql += " AND id NOT IN (SELECT record_id FROM dismissals)"
+        params: list[Any] = [state.value]
         if account:
             sql += " AND account = ?"
             params.append(account)
@@ -610,13 +640,13 @@ class SQLiteStore(SQLiteFile):
         return Dismissal(record_id, reason, _dt(now))
 
     def dismissals(self, record_ids: Iterable[int]) -> dict[int, Dismissal]:
-        ids = list(record_ids)
-        if not ids:
+        wanted = set(record_ids)
+        if not wanted:
             return {}
-        rows = self._query(f"SELECT * FROM dismissals WHERE record_id IN "
-                           f"({','.join('?' * len(ids))})", ids)
+        # The admin's dismissals are few: read them all rather than bind thousands of ids.
+        rows = self._query("SELECT * FROM dismissals")
         return {r["record_id"]: Dismissal(r["record_id"], r["reason"], _dt(r["dismissed_at"]))
-                for r in rows}
+                for r in rows if r["record_id"] in wanted}
 
     def messages(self, account: str | None = None) -> list[MessageRecord]:
         sql, params = "SELECT * FROM messages", []
@@ -819,10 +849,11 @@ class SQLiteStore(SQLiteFile):
         the stored request (``pending``: the create body with upload tokens, ~10 kB a mail) and
         the decision trace. What later mails need stays: the record (sender and date for the
         per-sender cap, state, ticket), its dedupe claim and the Message-ID -> ticket map.
-        Failed mails keep everything (an admin may still look at them and replay them).
-        Returns how many records were thinned."""
+        Failed and held mails keep everything (an admin may still look at them and replay or
+        release them). Returns how many records were thinned."""
         cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
-        finished = [s.value for s in MessageState if s.terminal and s != MessageState.FAILED]
+        waiting = (MessageState.FAILED, MessageState.HELD)
+        finished = [s.value for s in MessageState if s.terminal and s not in waiting]
         marks = ",".join("?" * len(finished))
         with self._tx(durable=False) as db:
             cur = db.execute(
@@ -864,12 +895,12 @@ class SQLiteStore(SQLiteFile):
         out: dict[str, dict[str, Any]] = {}
         for r in self._query(sql, params):
             fig = out.setdefault(r["account"], {"processed": 0, "failed": 0, "ignored": 0,
-                                                "pending": 0, "skipped": 0,
+                                                "held": 0, "pending": 0, "skipped": 0,
                                                 "avg_seconds": None})
             state = MessageState(r["state"])
             key = {MessageState.DONE: "processed", MessageState.FAILED: "failed",
-                   MessageState.IGNORED: "ignored", MessageState.SKIPPED: "skipped"}.get(
-                       state, "pending")
+                   MessageState.IGNORED: "ignored", MessageState.SKIPPED: "skipped",
+                   MessageState.HELD: "held"}.get(state, "pending")
             fig[key] += r["n"]
             if state == MessageState.DONE and r["secs"] is not None:
                 fig["avg_seconds"] = round(float(r["secs"]), 3)

@@ -15,34 +15,38 @@ After the YAML filters:
 
 8. ``keywords``    configured keywords -> tags.
 
-Each can be switched off in ``filters.classifiers``. The first classification wins: a bounce
-is not also an auto-reply.
+Each can be switched off in ``filters.classifiers`` under its ``name``, which is also its
+module's name; the switches are this registry's names (``NAMES``). The first classification
+wins: a bounce is not also an auto-reply.
 """
 
-from connector.filters.classifiers.attachments import AttachmentClassifier
+from connector.filters.classifiers.attachments import AttachmentsClassifier
 from connector.filters.classifiers.auto_reply import AutoReplyClassifier
 from connector.filters.classifiers.base import Classifier, ClassifierContext, Verdict
 from connector.filters.classifiers.bounce import BounceClassifier
+from connector.filters.classifiers.commands import CommandsClassifier
 from connector.filters.classifiers.dispatch import DispatchClassifier
 from connector.filters.classifiers.forwarded import ForwardedClassifier
-from connector.filters.classifiers.keywords import KeywordClassifier
+from connector.filters.classifiers.keywords import KeywordsClassifier
 from connector.filters.classifiers.loop import LoopClassifier
-from connector.filters.classifiers.subject_commands import SubjectCommandClassifier
 
 BEFORE_FILTERS: tuple[Classifier, ...] = (
     LoopClassifier(),
-    AttachmentClassifier(),
+    AttachmentsClassifier(),
     BounceClassifier(),
     AutoReplyClassifier(),
     ForwardedClassifier(),
-    SubjectCommandClassifier(),
+    CommandsClassifier(),
     DispatchClassifier(),
 )
-AFTER_FILTERS: tuple[Classifier, ...] = (KeywordClassifier(),)
+AFTER_FILTERS: tuple[Classifier, ...] = (KeywordsClassifier(),)
+#: Every classifier's name, in run order: the ``filters.classifiers`` switches.
+NAMES: tuple[str, ...] = tuple(c.name for c in BEFORE_FILTERS + AFTER_FILTERS)
 
 __all__ = [
     "AFTER_FILTERS",
     "BEFORE_FILTERS",
+    "NAMES",
     "Classifier",
     "ClassifierContext",
     "Verdict",

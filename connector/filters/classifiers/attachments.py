@@ -14,7 +14,7 @@ COUNT = "X-OTOBO-AttachmentCount"
 EXISTS = "X-OTOBO-AttachmentExists"
 
 
-class AttachmentClassifier:
+class AttachmentsClassifier:
     name: ClassVar[str] = "attachments"
     sets: ClassVar[tuple[str, ...]] = (COUNT, EXISTS)
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 from connector.filters.classifiers.base import ClassifierContext, Verdict
 
 
-class KeywordClassifier:
+class KeywordsClassifier:
     name: ClassVar[str] = "keywords"
     sets: ClassVar[tuple[str, ...]] = ()
 

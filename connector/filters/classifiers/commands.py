@@ -32,7 +32,7 @@ _CANONICAL = {
 }
 
 
-class SubjectCommandClassifier:
+class CommandsClassifier:
     name: ClassVar[str] = "commands"
     sets: ClassVar[tuple[str, ...]] = ()
 
