@@ -14,7 +14,7 @@ from bridge_cli import cli_streams
 
 from connector.config import load_config
 from connector.errors import ConfigError, ConfigErrors
-from connector.exitcodes import EX_CONFIG, EX_NOINPUT, EX_OK
+from connector.exitcodes import EX_CONFIG, EX_NOINPUT, EX_OK, EX_UNAVAILABLE
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SECRETS = ("SUPPORT_IMAP_PASSWORD", "ARUBA_PEC_APP_PASSWORD", "ZENDESK_CLIENT_SECRET",
@@ -174,14 +174,17 @@ def test_filters_check_and_test_need_no_secret(example: Path, tmp_path: Path) ->
                      b"Grazie.\r\n")
     code, out, err = cli_streams("-q", "-c", str(example), "filters", "test", str(mail),
                                  "--json")
-    assert code == EX_OK, err
-    decision = json.loads(out)["decision"]
     # The subject names ticket #4711: asking the helpdesk about it needs the secret, so the
-    # answer says so instead of guessing (and nothing is sent anywhere).
-    assert decision["action"] == "unknown"
-    assert decision["reason"] == (
-        "the helpdesk could not be asked: not asked: host.auth.client_secret: environment "
-        "variable ZENDESK_CLIENT_SECRET is not set")
+    # command says so instead of guessing (and nothing is sent anywhere).
+    assert code == EX_UNAVAILABLE
+    assert err == ("the helpdesk could not be asked: not asked: host.auth.client_secret: "
+                   "environment variable ZENDESK_CLIENT_SECRET is not set\n")
+
+    mail.write_bytes(mail.read_bytes().replace(b"Re: [#4711] fattura", b"Una domanda"))
+    code, out, err = cli_streams("-q", "-c", str(example), "filters", "test", str(mail),
+                                 "--json")
+    assert code == EX_OK, err
+    assert json.loads(out)["decision"]["action"] == "new_ticket"  # nothing to ask: decided
 
 
 def test_commands_that_only_read_the_ledger_or_queue_need_no_secret(example: Path) -> None:
