@@ -39,9 +39,10 @@ def one_attempt_config(tmp_path: Path, dovecot: DovecotServer, user: MailUser) -
                         host=zendesk_host(max_attempts=1))
 
 
-def broken_mail() -> bytes:
-    """A mail the bridge refuses for good: no usable From address."""
-    return customer_mail("Senza mittente", "broken@example.org", sender="nobody")
+def broken_mail(text: str = "not a mail") -> bytes:
+    """What the bridge refuses for good: bytes that are not a mail at all (a mail with an
+    unusable From is still ticketed, for the account's unknown_sender)."""
+    return f"{text}, only a line of text\r\n".encode()
 
 
 def test_run_once_exits_75_when_the_helpdesk_is_unreachable_and_0_once_it_is_back(
@@ -121,7 +122,7 @@ def test_import_exit_codes_failed_held_back_and_missing_file(
     assert document["exit_code"] == EX_DATAERR and document["account"] == "support"
     assert document["counts"]["ticketed"] == 1 and document["counts"]["failed"] == 1
     assert [m["outcome"] for m in document["messages"]] == ["ticketed", "failed"]
-    assert "From" in document["messages"][1]["reason"]
+    assert "not a mail message" in document["messages"][1]["reason"]
     assert "calls" not in document["messages"][0]  # only a dry run has calls to show
 
     code, out, err = cli_streams("-q", "-c", str(config), "import", str(good),
@@ -141,7 +142,7 @@ def test_deliver_exits_65_for_a_mail_that_failed_for_good_unless_keep_failed(
     assert code == EX_DATAERR
     assert err.startswith("failed: ")
 
-    other = customer_mail("Anche questa", "other@example.org", sender="nemmeno")
+    other = broken_mail("nor is this")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(other)))
     code, _, err = cli_streams("-q", "-c", str(config), "deliver", "--keep-failed")
     assert code == EX_OK

@@ -27,7 +27,7 @@ def test_the_demo_says_per_mail_what_it_is_what_would_happen_and_why() -> None:
                              "ticket #-1)")
     assert "-> new ticket #-2, tags has-attachment (no existing ticket)" in lines[2]
     assert lines[len(MAILS)] == ("demo: fetched=5 ticketed=4 followed-up=1 noted=0 ignored=0 "
-                                 "failed=0 retry=0")
+                                 "held=0 failed=0 retry=0")
     calls = cli_streams(*DEMO[:-2], "import", "--calls", DEMO[-1])[1].splitlines()
     assert lines[-1] == (f"dry run: nothing was changed; {len(calls)} helpdesk call(s) not made "
                          "(--calls prints them)")
