@@ -37,19 +37,35 @@ from typing import Any
 POLL_MINUTES = 30.0
 
 
-def _percentile(values: list[float], q: float) -> float:
+def stop_bridge(bridge: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, as a supervisor stops it; killed if it has not exited after ``timeout``."""
+    if bridge.poll() is not None:
+        return
+    bridge.send_signal(signal.SIGTERM)
+    try:
+        bridge.wait(timeout)
+    except subprocess.TimeoutExpired:
+        bridge.kill()
+        bridge.wait(5)
+
+
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
 
 
-def _creates(env: Any) -> dict[str, float]:
-    """token -> arrival of the create whose subject carries it."""
+def creates_by_token(host: Any) -> dict[str, float]:
+    """token -> arrival of the create whose subject carries it (``... (ref TOKEN)``)."""
     found: dict[str, float] = {}
-    for arrived, subject in env.host.stats()["creates"]:
+    for arrived, subject in host.stats()["creates"]:
         if "(ref " in subject:
             found[subject.rsplit("(ref ", 1)[1].rstrip(")")] = arrived
     return found
+
+
+def _creates(env: Any) -> dict[str, float]:
+    return creates_by_token(env.host)
 
 
 def _wait_for(env: Any, token: str, timeout: float) -> float | None:
@@ -116,7 +132,7 @@ def _server_push_latency(env: Any, mails: list[Any], gap: float) -> dict[str, fl
     if not pushes:
         return {}
     return {"p50_ms": round(1000 * statistics.median(pushes), 1),
-            "p95_ms": round(1000 * _percentile(pushes, 0.95), 1)}
+            "p95_ms": round(1000 * percentile(pushes, 0.95), 1)}
 
 
 def run_idle_latency(args: argparse.Namespace) -> int:
@@ -170,19 +186,14 @@ def run_idle_latency(args: argparse.Namespace) -> int:
                     "status": "measured", "created": len(latencies),
                     "missing": len(sent_at) - len(latencies),
                     "p50_ms": round(1000 * statistics.median(latencies), 1),
-                    "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+                    "p95_ms": round(1000 * percentile(latencies, 0.95), 1),
                     "max_ms": round(1000 * max(latencies), 1),
                     "min_ms": round(1000 * min(latencies), 1),
                     "append_p50_ms": round(1000 * statistics.median(appends), 1),
                     "server_push_p50_ms": server_push.get("p50_ms"),
                     "server_push_p95_ms": server_push.get("p95_ms")})
         finally:
-            bridge.send_signal(signal.SIGTERM)
-            try:
-                bridge.wait(20)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-                bridge.wait(5)
+            stop_bridge(bridge, 20)
         if result["status"] == "pending":
             print(f"idle-latency: PENDING: {result['detail']}")
         else:

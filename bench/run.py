@@ -7,6 +7,8 @@ Commands:
   parse         parse_message alone on the corpus in memory, with stdlib comparisons
   idle-latency  APPEND -> host ticket create latency with IDLE (bridge as a real process)
   rss           peak RSS above idle while one large message goes end to end
+  accounts      N mailboxes on one bridge: start-up, RSS, threads, idle CPU, APPEND -> ticket,
+                recovery after a Dovecot restart (``--count N``)
   experiments   the measurements behind the recommendations (SQLite commits, batched MOVE,
                 parsing in a process pool)
 
@@ -458,6 +460,13 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return run_experiments(args)
 
 
+def cmd_accounts(args: argparse.Namespace) -> int:
+    from accounts import run_accounts
+
+    _emit(args, "accounts", run_accounts(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -524,6 +533,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the large mail is a signed PEC envelope, on a PEC account")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_rss)
+
+    p = sub.add_parser("accounts", parents=[common],
+                       help="N mailboxes on one bridge (--count N): start-up, idle cost, "
+                       "latency, recovery after a Dovecot restart")
+    p.add_argument("--login-rate", type=float, default=50.0,
+                   help="connections.login_rate for the bench Dovecot (logins per second)")
+    p.add_argument("--login-burst", type=int, default=10)
+    p.add_argument("--idle-seconds", type=float, default=60.0)
+    p.add_argument("--mails", type=int, default=40, help="mails for APPEND -> ticket")
+    p.add_argument("--gap", type=float, default=0.3, help="seconds between those mails")
+    p.add_argument("--outage", type=float, default=10.0, help="seconds Dovecot stays down")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--dovecot", choices=("many", "stock"), default="many",
+                   help="many: process/client limits for N connections; stock: as the tests")
+    p.set_defaults(func=cmd_accounts)
 
     p = sub.add_parser("experiments", parents=[common],
                        help="measurements behind the recommendations")

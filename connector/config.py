@@ -18,6 +18,7 @@ import yaml
 
 from connector.config_reader import Problems, Reader
 from connector.errors import ConfigError
+from connector.fetch.pacing import KNOWN_SERVERS, ServerLimits
 from connector.filters.settings import FilterSettings
 from connector.hosts.ratelimit import Rate
 from connector.mail.mimetree import ParseLimits
@@ -110,6 +111,8 @@ class AccountConfig:
     idle: bool = True  # IMAP IDLE push when the server offers it; polling otherwise
     auto_disable: bool = True  # disable the account after max_failures connection failures
     max_failures: int = 10
+    tcp_keepalive_seconds: float = 60.0  # TCP keepalive after this much silence; 0: off
+    idle_renew_seconds: float = 290.0  # IMAP IDLE renewed this often (NAT timeouts: 5 min+)
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC provider preset (connector.pec.providers)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
@@ -163,12 +166,22 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionsConfig:
+    """The ``connections:`` section: login pacing per mail server (connector.fetch.pacing).
+    ``servers`` maps ``host`` or ``host:port`` to limits that replace the defaults there."""
+
+    default: ServerLimits = ServerLimits()
+    servers: Mapping[str, ServerLimits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     accounts: tuple[AccountConfig, ...]
     host: HostConfig
     store: StoreConfig
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    connections: ConnectionsConfig = ConnectionsConfig()
     limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
     #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
@@ -347,6 +360,8 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         idle=r.get("idle", bool, True),
         auto_disable=r.get("auto_disable", bool, True),
         max_failures=r.positive("max_failures", int, 10),
+        tcp_keepalive_seconds=_non_negative(r, "tcp_keepalive_seconds", 60.0),
+        idle_renew_seconds=r.positive("idle_renew_seconds", float, 290.0),
         pec=pec,
         provider=preset.key if preset else None,
         pec_unmatched_receipts=unmatched,
@@ -364,6 +379,14 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         r.problem("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
+
+
+def _non_negative(r: Reader, name: str, default: float) -> float:
+    value = r.get(name, float, default)
+    if value < 0:
+        r.problem(name, f"must be 0 or more, got {value!r}")
+        return default
+    return float(value)
 
 
 def _looks_like_address(text: str) -> bool:
@@ -459,6 +482,41 @@ def _host(r: Reader) -> HostConfig:
     return cfg
 
 
+def _server_limits(r: Reader, base: ServerLimits, source: str) -> ServerLimits:
+    limits = _server_limits_keys(r, base, source)
+    r.finish()
+    return limits
+
+
+def _connections(r: Reader) -> ConnectionsConfig:
+    default = _server_limits_keys(r, ServerLimits(), "connections")
+    servers: dict[str, ServerLimits] = {}
+    listed = r.child("servers")
+    for name in list(listed.data):
+        key = str(name).lower()
+        base = KNOWN_SERVERS.get(key.rsplit(":", 1)[0], default)
+        servers[key] = _server_limits(listed.child(str(name)), base,
+                                      f"connections.servers.{name}")
+    listed.finish()
+    r.finish()
+    return ConnectionsConfig(default=default, servers=servers)
+
+
+def _server_limits_keys(r: Reader, base: ServerLimits, source: str) -> ServerLimits:
+    """``login_rate`` (0: no pacing), ``login_burst`` and ``max_connections`` (0: no cap) in
+    ``r``, over ``base``; ``source`` names where they came from when any is given."""
+    rate = r.get("login_rate", float, base.login_rate)
+    if rate < 0:
+        r.problem("login_rate", f"must be 0 (no pacing) or more, got {rate!r}")
+        rate = base.login_rate
+    return ServerLimits(
+        login_rate=float(rate),
+        login_burst=r.positive("login_burst", int, base.login_burst),
+        max_connections=int(_non_negative(r, "max_connections", base.max_connections)),
+        source=source if any(r.has(k) for k in ("login_rate", "login_burst",
+                                                  "max_connections")) else base.source)
+
+
 #: Top-level keys validated by other stages (filters, outbound, service).
 _TOP_EXTENSION_KEYS: tuple[str, ...] = ("filters", "service")
 
@@ -518,6 +576,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     retention = store_reader.positive("log_retention_days", float, 30.0)
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
+    connections = ConnectionsConfig()
+    with problems.collect():
+        connections = _connections(root.child("connections"))
     limits_reader = root.child("limits")
     limits = ParseLimits(
         mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
@@ -533,7 +594,7 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     retention_days=ledger_retention),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
-                  missing_secrets=tuple(missing))
+                  connections=connections, missing_secrets=tuple(missing))
 
 
 def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:

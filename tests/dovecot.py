@@ -293,7 +293,9 @@ class DovecotServer:
 
     ``drop_imap_capabilities`` removes names from the advertised post-login capabilities
     (e.g. ``("MOVE",)``) so clients take their fallback paths; Dovecot still understands the
-    commands, clients just must not use them.
+    commands, clients just must not use them. ``extra_config`` is appended to the generated
+    configuration (Dovecot merges a second ``service x { }`` block into the first), e.g. the
+    process and client limits of the many-accounts benchmark.
     """
 
     def __init__(
@@ -301,8 +303,10 @@ class DovecotServer:
         root: Path | None = None,
         *,
         drop_imap_capabilities: Iterable[str] = (),
+        extra_config: str = "",
     ) -> None:
         self._own_root = root is None
+        self.extra_config = extra_config
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-")) if root is None else root
         dropped = {name.upper() for name in drop_imap_capabilities}
         self.imap_capabilities = [c for c in DEFAULT_IMAP_CAPABILITIES if c not in dropped]
@@ -351,6 +355,7 @@ class DovecotServer:
                     self.ports,
                     self.imap_capabilities if self._custom_capabilities else None,
                 )
+                + self.extra_config
             )
         # A master.pid left by a killed run makes Dovecot think it is still running.
         (self.root / "run" / "master.pid").unlink(missing_ok=True)
@@ -575,6 +580,22 @@ class DovecotServer:
         self.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", str(new), folder)
         return new
 
+    def deliver_offline(self, user: MailUser, raw: bytes) -> Path:
+        """Put a message into ``user``'s INBOX as an MDA does, straight into the maildir's
+        ``new/``: works while the server is stopped (mail arriving during an outage of the
+        IMAP/POP3 service). The user must have logged in once (the maildir exists)."""
+        maildir = self.root / "home" / user.name / "Maildir"
+        if not (maildir / "new").is_dir():
+            raise RuntimeError(f"no maildir for {user.name} yet: log in once first")
+        name = f"{time.time_ns()}.{secrets.token_hex(6)}.test"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        owner = (maildir / "new").stat()
+        os.chown(tmp, owner.st_uid, owner.st_gid)
+        final = maildir / "new" / name
+        os.replace(tmp, final)
+        return final
+
     def kick(self, user: MailUser) -> None:
         """Disconnect every IMAP/POP3 session of ``user`` (``doveadm kick``) and wait until
         they are gone: the kick only signals the processes, and a test that sends its next
@@ -600,6 +621,7 @@ class CuttingProxy:
         self._listener.listen()
         self.port: int = self._listener.getsockname()[1]
         self._budget: int | None = None
+        self._frozen = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._closed = False
@@ -609,6 +631,23 @@ class CuttingProxy:
     def cut_after(self, n_bytes: int) -> None:
         with self._lock:
             self._budget = n_bytes
+
+    def freeze(self) -> None:
+        """From now on forward nothing, in either direction, and close nothing: the
+        connections go half-open, as behind a NAT box that forgot them or a server that lost
+        power. Only a timeout on the client's side can notice."""
+        with self._lock:
+            self._frozen = True
+
+    def drop_all(self) -> None:
+        """Close every proxied connection (both sides see EOF); new ones are still accepted."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _accept_loop(self) -> None:
         while not self._closed:
@@ -628,6 +667,8 @@ class CuttingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self._frozen:
+                    continue
                 if to_client:
                     with self._lock:
                         budget = self._budget

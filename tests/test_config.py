@@ -142,6 +142,40 @@ def test_api_token_auth_and_dry_run(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, dry)).host.type == "dry-run"
 
 
+def test_connection_pacing_and_keepalive_settings(tmp_path: Path) -> None:
+    text = BASE.replace("    password: ${PMB_TEST_PW}", "    password: ${PMB_TEST_PW}\n"
+                        "    idle_renew_seconds: 120\n    tcp_keepalive_seconds: 0") + """
+connections:
+  login_rate: 25
+  max_connections: 0
+  servers:
+    imap.gmail.com: {max_connections: 40}
+    mail.example.com:993: {login_rate: 1, login_burst: 1}
+"""
+    cfg = load_config(write(tmp_path, text))
+    acc = cfg.accounts[0]
+    assert (acc.idle_renew_seconds, acc.tcp_keepalive_seconds) == (120.0, 0.0)
+    default, servers = cfg.connections.default, cfg.connections.servers
+    assert (default.login_rate, default.login_burst, default.max_connections) == (25.0, 10, 0)
+    gmail = servers["imap.gmail.com"]  # over the preset, not over the defaults
+    assert (gmail.login_rate, gmail.max_connections) == (2.0, 40)
+    assert servers["mail.example.com:993"].login_rate == 1.0
+    defaults = load_config(write(tmp_path, BASE))
+    assert defaults.accounts[0].idle_renew_seconds == 290.0
+    assert defaults.connections.default.login_rate == 10.0
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ("connections:\n  login_rate: -1\n", "connections.login_rate"),
+    ("connections:\n  max_logins: 3\n", "connections.max_logins"),
+    ("connections:\n  servers:\n    a.example.com: {burst: 2}\n",
+     "connections.servers.a.example.com.burst"),
+])
+def test_connection_settings_errors_name_the_key(tmp_path: Path, extra: str, key: str) -> None:
+    err = error_of(tmp_path, BASE + extra)
+    assert err.key == key
+
+
 def test_shipped_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.yaml, with its secrets supplied, loads whole: accounts, outbound,
     service, filters (the shipped filter files, checked against the host mapping)."""

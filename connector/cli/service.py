@@ -6,7 +6,6 @@ import argparse
 import io
 import logging
 import signal
-import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -99,12 +98,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from connector.fetch.wakeup import StopEvent
     from connector.outbound.settings import load_outbound
+    from connector.service.connections import pacing_from_config, persisting_board
     from connector.service.parsing import ParsePool, default_workers
     from connector.service.runner import AccountPoller, Service
 
     config = load(args)
-    stop = threading.Event()
+    stop = StopEvent()  # wakes accounts blocked in IDLE at once on SIGTERM
     # The dry-run host's calls are JSON lines on stdout, unless stdout carries --json's
     # document: then they go with the human output.
     parts = build(config, err if args.json else out, stop)
@@ -123,8 +124,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     parser = ParsePool(workers) if workers > 0 else None
     pollers = [AccountPoller(a, store, parts.pipeline(a), dry_run=dry_run, parser=parser)
                for a in accounts]
+    board = persisting_board(None if dry_run else store)
+    parts.metrics.watch_connections(board)
     service = Service(pollers, log_retention_days=config.store.log_retention_days,
-                      retention_days=config.store.retention_days, stop=stop)
+                      retention_days=config.store.retention_days, stop=stop,
+                      pacing=pacing_from_config(config), board=board)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)

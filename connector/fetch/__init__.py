@@ -1,4 +1,9 @@
-"""Fetch stage: read messages from IMAP, POP3 or local files. See ``base`` for the contract."""
+"""Fetch stage: read messages from IMAP, POP3 or local files. See ``base`` for the contract.
+
+Every transport that keeps connections to a mail server also goes through ``pacing`` (the
+per-server login limiter), reports its connection's state to ``status`` (what ``accounts``
+and /metrics show) and waits on sockets with ``wakeup`` (no polling, prompt on shutdown).
+"""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ poll lists them again.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ class MailboxSettings(Protocol):
 
     ``max_size`` in bytes, 0 for no limit. ``timeout`` in seconds, for connect and each read.
     ``verify_tls`` False accepts any certificate (only for test servers); ``ca_file`` trusts
-    that CA bundle instead of the system's.
+    that CA bundle instead of the system's. ``tcp_keepalive_seconds``: TCP keepalive probes
+    after that much silence (0: off); ``idle_renew_seconds``: IMAP IDLE is ended and renewed
+    that often, which also proves the server still answers.
     """
 
     name: str
@@ -66,6 +69,8 @@ class MailboxSettings(Protocol):
     max_size: int
     batch_size: int
     timeout: float
+    tcp_keepalive_seconds: float
+    idle_renew_seconds: float
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,35 @@ def make_ssl_context(settings: MailboxSettings) -> ssl.SSLContext:
     return client_context(host=settings.host, ca_file=settings.ca_file,
                           verify_tls=settings.verify_tls,
                           who=f"account={settings.name} {settings.protocol}")
+
+
+#: Keepalive probes once the connection was silent for ``tcp_keepalive_seconds``: this many,
+#: this far apart, unanswered, and the kernel reports the connection dead.
+KEEPALIVE_PROBES = 3
+KEEPALIVE_PROBE_INTERVAL = 10
+
+
+def enable_keepalive(sock: socket.socket, idle_seconds: float) -> None:
+    """TCP keepalive on a mailbox socket: a peer that vanished without a FIN or RST (server
+    power loss, a NAT or firewall that forgot the connection) is reported as a socket error
+    within ``idle_seconds + 30`` s of silence, instead of never; the probes also keep NAT
+    mappings alive. ``TCP_USER_TIMEOUT`` bounds the wait for unacknowledged data the same
+    way. Options the platform lacks are skipped."""
+    if idle_seconds <= 0:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = (("TCP_KEEPIDLE", max(1, int(idle_seconds))),
+               ("TCP_KEEPINTVL", KEEPALIVE_PROBE_INTERVAL),
+               ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+               ("TCP_USER_TIMEOUT",
+                int((idle_seconds + KEEPALIVE_PROBES * KEEPALIVE_PROBE_INTERVAL) * 1000)))
+    for name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError:
+                continue
 
 
 def describe(settings: MailboxSettings) -> str:

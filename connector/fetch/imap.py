@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -22,11 +24,13 @@ from connector.fetch.base import (
     RemoteMessage,
     connection_failure,
     describe,
+    enable_keepalive,
     error_text,
     is_too_large,
     known_predicate,
     make_ssl_context,
 )
+from connector.fetch.wakeup import Woken, wait_readable
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,39 @@ class QuietIMAPClient(IMAPClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._imap.debug = 0
+
+
+def _untagged_words(line: bytes) -> tuple[bytes, ...]:
+    """``* 5 EXISTS`` -> (b"5", b"EXISTS"), as imapclient parses IDLE responses."""
+    return tuple(line.removeprefix(b"* ").split(None, 2)[:2])
+
+
+def _announces_mail(response: Sequence[Any]) -> bool:
+    return len(response) > 1 and response[1] in (b"EXISTS", b"RECENT")
+
+
+def describe_idle_line(line: bytes) -> str:
+    """A server line received in IDLE, as the account's last server event."""
+    text = line.decode("utf-8", "replace").strip().removeprefix("* ")
+    words = text.split(None, 2)
+    if len(words) >= 2 and words[1].upper() in ("EXISTS", "RECENT"):
+        return f"new mail announced ({words[1].upper()} {words[0]})"
+    return text[:200]
+
+
+def _buffered(client: IMAPClient) -> bool:
+    """True when bytes of the server already sit in imaplib's read buffer (or TLS's), where
+    ``poll()`` on the socket cannot see them. Peeks without blocking."""
+    sock = client.socket()
+    sock.setblocking(False)
+    try:
+        return bool(client._imap.file.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return False
+    finally:
+        client._set_read_timeout()
+        if sock.gettimeout() == 0.0:  # a client without a read timeout
+            sock.setblocking(True)
 
 
 def message_ref(folder: str, uidvalidity: int, uid: int) -> str:
@@ -88,6 +125,9 @@ class ImapMailbox:
         self._uidvalidity: int | None = None
         self._uidnext: int | None = None
         self._warned_no_uidplus = False
+        #: Times the IDLE wait woke up (a line from the server, stop, renewal): a test can
+        #: tell a wait that blocks from one that spins.
+        self.wakeups = 0
 
     # -- connection ------------------------------------------------------------------------
 
@@ -108,27 +148,37 @@ class ImapMailbox:
             raise ConfigError(f"account {s.name}: unknown security {s.security!r}", key="security")
         try:
             with self._errors("connect"):
-                context = make_ssl_context(s) if s.security != "none" else None
-                self._client = self._client_class(
-                    s.host,
-                    port=s.port,
-                    ssl=s.security == "tls",
-                    ssl_context=context,
-                    timeout=s.timeout,
-                )
-                if s.security == "starttls":
-                    self._client.starttls(context)
-                try:
-                    self._client.login(s.username, s.password)
-                except LoginError as exc:
-                    raise AuthenticationError(
-                        f"{describe(s)}: login refused: {error_text(exc)}"
-                    ) from None
+                self._client = self._open()
+                self._login(self._client)
                 self._select()
         except BaseException:
             self._drop()
             raise
         log.debug("imap connected account=%s folder=%s", self.account, s.folder)
+
+    def _open(self) -> IMAPClient:
+        """TCP (and TLS) up to the greeting, with keepalive on the socket; not logged in."""
+        s = self.settings
+        context = make_ssl_context(s) if s.security != "none" else None
+        client = self._client_class(s.host, port=s.port, ssl=s.security == "tls",
+                                    ssl_context=context, timeout=s.timeout)
+        enable_keepalive(client.socket(), s.tcp_keepalive_seconds)
+        if s.security == "starttls":
+            try:
+                client.starttls(context)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+                raise
+        return client
+
+    def _login(self, client: IMAPClient) -> None:
+        """The one place the account logs in."""
+        s = self.settings
+        try:
+            client.login(s.username, s.password)
+        except LoginError as exc:
+            raise AuthenticationError(f"{describe(s)}: login refused: {error_text(exc)}") from None
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -163,16 +213,17 @@ class ImapMailbox:
 
     # -- push ------------------------------------------------------------------------------
 
-    #: RFC 2177: servers may drop an IDLE after 30 minutes; renew well before that.
-    IDLE_RENEW_SECONDS = 25 * 60
+    def wait_for_mail(self, timeout: float, stop: threading.Event | None = None,
+                      on_event: Callable[[str], None] | None = None) -> bool:
+        """Wait in IMAP IDLE until the server announces new mail (True), ``timeout`` passes
+        or ``stop`` is set (False). Raises ``FetchError`` the moment the connection is found
+        gone: EOF, ``* BYE``, a socket error, or no answer to the renewal within ``timeout``.
 
-    def wait_for_mail(self, timeout: float, should_stop: Callable[[], bool],
-                      slice_seconds: float = 1.0) -> bool:
-        """Wait in IMAP IDLE until the server announces new mail, ``timeout`` passes or
-        ``should_stop()`` turns true. True when new mail (EXISTS/RECENT) was announced.
-
-        The IDLE command is renewed every IDLE_RENEW_SECONDS; ``should_stop`` is looked at
-        every ``slice_seconds`` so a shutdown is never held up by a quiet mailbox.
+        The thread blocks in one ``poll()`` on the socket and on ``stop`` (a ``StopEvent``
+        wakes it at once), with the IDLE renewal (``settings.idle_renew_seconds``: DONE, then
+        IDLE again; RFC 2177 servers drop an IDLE after 30 minutes, NAT boxes forget silent
+        connections after a few) as its only timeout: it wakes when the server sends a line
+        and never to look around. ``on_event`` hears each thing the server said, in words.
         """
         client = self._require_client()
         if self._uidnext is not None:
@@ -182,22 +233,46 @@ class ImapMailbox:
             if newer:
                 return True
         deadline = time.monotonic() + timeout
-        while not should_stop() and time.monotonic() < deadline:
-            renew_at = min(deadline, time.monotonic() + self.IDLE_RENEW_SECONDS)
+        renew = max(0.01, self.settings.idle_renew_seconds)
+        while not (stop is not None and stop.is_set()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
             with self._errors("idle"):
                 client.idle()
-                try:
-                    while not should_stop() and time.monotonic() < renew_at:
-                        wait = max(0.0, min(slice_seconds, renew_at - time.monotonic()))
-                        responses = client.idle_check(timeout=wait)
-                        if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
-                               for r in responses):
-                            return True
-                finally:
-                    _, done = client.idle_done()
-                if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in done):
-                    return True
+                # EOF, BYE or a socket error raise here: the connection is dropped, no DONE.
+                pushed = self._idle_until(client, min(remaining, renew), stop, on_event)
+                _, done = client.idle_done()
+            if pushed or any(_announces_mail(r) for r in done):
+                return True
+            if on_event is not None and time.monotonic() < deadline:
+                on_event("IDLE renewed")
         return False
+
+    def _idle_until(self, client: IMAPClient, seconds: float, stop: threading.Event | None,
+                    on_event: Callable[[str], None] | None) -> bool:
+        """Inside IDLE: read what the server says until new mail (True) or ``seconds``/stop
+        (False). EOF surfaces as imaplib's abort; ``* BYE`` is raised as one."""
+        end = time.monotonic() + seconds
+        sock = client.socket()
+        while True:
+            if not _buffered(client):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                woken = wait_readable(sock, stop, left)
+                self.wakeups += 1
+                if woken is not Woken.READABLE:
+                    return False
+            line = client._imap._get_line()
+            event = describe_idle_line(line)
+            if line.upper().startswith(b"* BYE"):
+                # The server is closing it: no DONE; _errors drops the connection.
+                raise imaplib.IMAP4.abort(f"server said {event}")
+            if on_event is not None:
+                on_event(event)
+            if _announces_mail(_untagged_words(line)):
+                return True
 
     # -- folders ---------------------------------------------------------------------------
 

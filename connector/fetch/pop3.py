@@ -19,6 +19,7 @@ from connector.fetch.base import (
     RemoteMessage,
     connection_failure,
     describe,
+    enable_keepalive,
     error_text,
     is_too_large,
     known_predicate,
@@ -95,32 +96,45 @@ class Pop3Mailbox:
             raise ConfigError(f"account {s.name}: unknown security {s.security!r}", key="security")
         try:
             with self._errors("connect"):
-                context = make_ssl_context(s) if s.security != "none" else None
-                if s.security == "tls":
-                    conn: poplib.POP3 = _POP3_SSL(
-                        s.host, s.port, context=context, timeout=s.timeout
-                    )
-                else:
-                    conn = _POP3(s.host, s.port, timeout=s.timeout)
-                conn.max_line = max(s.max_size + 2, 4096) if s.max_size > 0 else None
-                self._conn = conn
-                if s.security == "starttls":
-                    conn.stls(context)
-                try:
-                    conn.user(s.username)
-                    conn.pass_(s.password)
-                except poplib.error_proto as exc:
-                    if _is_server_reply(exc):
-                        raise AuthenticationError(
-                            f"{describe(s)}: login refused: {error_text(exc)}"
-                        ) from None
-                    raise
+                conn = self._conn = self._open()
+                self._login(conn)
         except BaseException:
             self._drop()
             raise
         self._entries = None
         self._deleted = set()
         log.debug("pop3 connected account=%s", self.account)
+
+    def _open(self) -> poplib.POP3:
+        """TCP (and TLS) up to the greeting, with keepalive on the socket; not logged in."""
+        s = self.settings
+        context = make_ssl_context(s) if s.security != "none" else None
+        if s.security == "tls":
+            conn: poplib.POP3 = _POP3_SSL(s.host, s.port, context=context, timeout=s.timeout)
+        else:
+            conn = _POP3(s.host, s.port, timeout=s.timeout)
+        enable_keepalive(conn.sock, s.tcp_keepalive_seconds)
+        conn.max_line = max(s.max_size + 2, 4096) if s.max_size > 0 else None
+        if s.security == "starttls":
+            try:
+                conn.stls(context)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+        return conn
+
+    def _login(self, conn: poplib.POP3) -> None:
+        """The one place the account logs in (USER/PASS)."""
+        s = self.settings
+        try:
+            conn.user(s.username)
+            conn.pass_(s.password)
+        except poplib.error_proto as exc:
+            if _is_server_reply(exc):
+                raise AuthenticationError(
+                    f"{describe(s)}: login refused: {error_text(exc)}") from None
+            raise
 
     def close(self) -> None:
         """QUIT: the server commits the DELEs of this session now."""

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from connector.config import AccountConfig, Config
 from connector.errors import FetchError, NotFoundError, UsageError
 from connector.fetch.base import Mailbox
+from connector.service.connections import connection_report
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
 from connector.store.base import Dismissal, MessageRecord, MessageState, Store
 from connector.store.sqlite import SQLiteStore
@@ -45,6 +46,7 @@ def _when(value: datetime | None) -> str:
 # -- accounts -----------------------------------------------------------------------------
 def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json: bool) -> None:
     figures = store.account_figures()
+    connections = connection_report(store, [a.name for a in config.accounts])
     rows = []
     for account in config.accounts:
         health = store.get_health(account.name)
@@ -63,6 +65,7 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
             "processed": fig.get("processed", 0), "failed": fig.get("failed", 0),
             "ignored": fig.get("ignored", 0), "held": fig.get("held", 0),
             "avg_seconds": fig.get("avg_seconds"),
+            **connections[account.name],
         })
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
@@ -80,6 +83,27 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
         if row["disabled_reason"]:
             out.write(f"    {row['disabled_reason']}; re-enable with "
                       f"'postmaster-bridge accounts enable {row['account']}'\n")
+        connection = _connection_line(row)
+        if connection:
+            out.write(f"    connection: {connection}\n")
+
+
+def _connection_line(row: dict[str, Any]) -> str:
+    """State, last server event and reconnections, or "" when no service ever ran it."""
+    parts = []
+    if row["connection"] != "not running":
+        detail = f" ({row['connection_detail']})" if row["connection_detail"] else ""
+        since = _when(datetime.fromisoformat(row["connection_since"]))
+        parts.append(f"{row['connection']}{detail} since {since}")
+    elif row["last_server_event"] or row["reconnects_last_hour"]:
+        parts.append("not running")
+    if row["last_server_event"]:
+        at = row["last_server_event_at"]
+        when = _when(datetime.fromisoformat(at)) if at else "-"
+        parts.append(f"last server event {when}: {row['last_server_event']}")
+    if parts:
+        parts.append(f"reconnects in the last hour: {row['reconnects_last_hour']}")
+    return "; ".join(parts)
 
 
 # -- log ----------------------------------------------------------------------------------

@@ -16,7 +16,57 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from connector.fetch.status import ConnectionState, StatusBoard
 from connector.store.sqlite import SQLiteStore
+
+
+def event_kind(event: str | None) -> str:
+    """A server event in one of a few words, for a metric label (the text is in
+    ``accounts``)."""
+    text = (event or "").lower()
+    for needle, kind in (("new mail", "new_mail"), ("idle renewed", "idle_renewed"),
+                         ("bye", "bye"), ("connection lost", "connection_lost"),
+                         ("logged in", "logged_in")):
+        if needle in text:
+            return kind
+    return "other" if text else "none"
+
+
+class _ConnectionCollector:
+    """Each account's connection, read from the service's status board at scrape time."""
+
+    def __init__(self, board: StatusBoard) -> None:
+        self.board = board
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "pmb_account_connection_state",
+            "1 for the state each account's connection is in now (starting, waiting for a "
+            "login slot, connecting, connected, idling, waiting to poll, backing off, "
+            "disabled, stopped)", labels=["account", "state"])
+        reconnects = GaugeMetricFamily("pmb_account_reconnects_last_hour",
+                                       "Reconnections after a lost connection, last hour",
+                                       labels=["account"])
+        last_event = GaugeMetricFamily(
+            "pmb_account_last_server_event_timestamp_seconds",
+            "Unix time of the last thing the account's server said or did, by kind",
+            labels=["account", "event"])
+        by_state = GaugeMetricFamily("pmb_accounts_by_connection_state",
+                                     "Accounts in each connection state", labels=["state"])
+        counts = dict.fromkeys((s.value for s in ConnectionState), 0)
+        for status in self.board.all():
+            state.add_metric([status.account, status.state.value], 1.0)
+            counts[status.state.value] += 1
+            reconnects.add_metric([status.account], float(status.reconnects_last_hour))
+            if status.server_event_at is not None:
+                last_event.add_metric([status.account, event_kind(status.server_event)],
+                                      status.server_event_at.timestamp())
+        for name, count in counts.items():
+            by_state.add_metric([name], float(count))
+        yield state
+        yield by_state
+        yield reconnects
+        yield last_event
 
 
 class _StateCollector:
@@ -84,6 +134,10 @@ class Metrics:
     def watch_store(self, store: SQLiteStore, accounts: Iterable[str]) -> None:
         self._collector = _StateCollector(store, accounts, None)
         self.registry.register(self._collector)
+
+    def watch_connections(self, board: StatusBoard) -> None:
+        """Report each account's connection state from the service's status board."""
+        self.registry.register(_ConnectionCollector(board))
 
     def watch_queue(self, queue_depth: Callable[[], dict[str, int]]) -> None:
         """Report the outbound queue's jobs by state (read at scrape time)."""

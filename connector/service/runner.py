@@ -24,6 +24,10 @@ from connector.config import AccountConfig
 from connector.errors import CertificateError, FetchError, StoreCorruptError
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
+from connector.fetch.pacing import ConnectionSlot, LoginPacing
+from connector.fetch.status import ConnectionState, StatusBoard
+from connector.fetch.wakeup import StopEvent
+from connector.service.connections import RECONNECTED
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
 from connector.service.pipeline import Outcome, Pipeline, Result, outcome_of
 from connector.store.base import MessageState
@@ -78,9 +82,18 @@ MailboxFactory = Callable[[AccountConfig], Mailbox]
 #: How often a running service checks the ledger with ``PRAGMA quick_check``.
 INTEGRITY_CHECK_SECONDS = 15 * 60.0
 
-#: Connection failures back off exponentially with jitter: 30 s, 60 s, 120 s ... capped.
-BACKOFF_BASE_SECONDS = 30.0
+#: Connection failures back off exponentially with jitter: 5 s, 10 s, 20 s ... capped. At the
+#: default max_failures (10) an account that never gets through is disabled after about
+#: 40 minutes; a server back after a restart is found within seconds.
+BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 30 * 60.0
+#: A lost connection is retried after a random 0..this many seconds, so that the accounts of
+#: a restarted server do not all come back in the same instant (the login pacer spreads the
+#: rest).
+RECONNECT_JITTER_SECONDS = 2.0
+#: An IDLE connection lost after at least this long was healthy: its loss is a first one.
+#: Lost sooner, again and again, the reconnections back off like failures.
+HEALTHY_IDLE_SECONDS = 60.0
 
 
 def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
@@ -102,15 +115,23 @@ class AccountPoller:
 
     def __init__(self, account: AccountConfig, store: SQLiteStore, pipeline: Pipeline, *,
                  dry_run: bool = False, mailbox_factory: MailboxFactory = open_mailbox,
-                 stop: threading.Event | None = None, parser: Parser | None = None) -> None:
+                 stop: threading.Event | None = None, parser: Parser | None = None,
+                 pacing: LoginPacing | None = None, board: StatusBoard | None = None) -> None:
         self.account = account
         self.store = store
         self.pipeline = pipeline
         self.dry_run = dry_run
         self.mailbox_factory = mailbox_factory
-        self.stop = stop or threading.Event()
+        self.stop: threading.Event = stop or StopEvent()
         self.mailbox: Mailbox | None = None
         self.parser = parser
+        self.pacing = pacing or LoginPacing()
+        self.board = board or StatusBoard()
+        self._slot: ConnectionSlot | None = None
+        #: Why the last connection was lost, until the next login succeeds (a reconnection).
+        self._lost: str | None = None
+        #: IDLE connections lost in a row, each soon after the one before.
+        self._idle_losses = 0
 
     # -- connection ------------------------------------------------------------------------
     def _log(self, level: str, event: str, detail: str | None = None,
@@ -122,7 +143,12 @@ class AccountPoller:
                              duration_ms=round(duration * 1000, 1) if duration is not None
                              else None)
 
-    def _connected(self) -> Mailbox:
+    def _state(self, state: ConnectionState, detail: str | None = None) -> None:
+        self.board.set_state(self.account.name, state, detail)
+
+    def _connected(self) -> Mailbox | None:
+        """The open connection (checked with NOOP where the mailbox has it), or a new one
+        through the server's login pacer. None when the service stopped while waiting."""
         mailbox = self.mailbox
         if mailbox is not None and getattr(mailbox, "connected", True):
             noop = getattr(mailbox, "noop", None)
@@ -131,21 +157,52 @@ class AccountPoller:
                     noop()  # the server may have closed a connection kept since last pass
                 return mailbox
             except FetchError as exc:
-                log.info("account=%s: kept connection is gone (%s); reconnecting",
-                         self.account.name, exc)
+                self._connection_lost(f"kept connection is gone: {exc}")
         self.close()
+        pacer = self.pacing.for_server(self.account.host, self.account.port)
+        if pacer.would_wait():
+            self._state(ConnectionState.WAITING_FOR_LOGIN, pacer.server)
+        slot = pacer.acquire(self.stop)
+        if slot is None:
+            return None
+        self._state(ConnectionState.CONNECTING)
         started = time.monotonic()
         mailbox = self.mailbox_factory(self.account)
-        mailbox.connect()
-        self.mailbox = mailbox
+        try:
+            mailbox.connect()
+        except BaseException:
+            slot.release()
+            raise
+        self.mailbox, self._slot = mailbox, slot
+        self._state(ConnectionState.CONNECTED)
+        self.board.server_event(self.account.name, "logged in")
         self._log("info", "login", f"{self.account.protocol} {self.account.host}:"
                   f"{self.account.port}", time.monotonic() - started)
+        if self._lost is not None:
+            self.board.reconnected(self.account.name)
+            self._log("info", RECONNECTED, f"after: {self._lost}")
+            log.info("account=%s: reconnected (lost: %s)", self.account.name, self._lost)
+            self._lost = None
         return mailbox
 
+    def _connection_lost(self, reason: str) -> None:
+        """The server closed, reset or stopped answering a kept connection: say so at once
+        (log, communication log, last server event) and drop it; the next pass reconnects."""
+        self._lost = reason
+        log.warning("account=%s: connection lost: %s", self.account.name, reason)
+        self._log("warning", "connection lost", reason)
+        self.board.server_event(self.account.name, f"connection lost: {reason}"[:300])
+        self.close()
+
     def close(self) -> None:
-        if self.mailbox is not None:
-            self.mailbox.close()
-            self.mailbox = None
+        mailbox, self.mailbox = self.mailbox, None
+        slot, self._slot = self._slot, None
+        try:
+            if mailbox is not None:
+                mailbox.close()
+        finally:
+            if slot is not None:
+                slot.release()
 
     @property
     def enabled(self) -> bool:
@@ -160,6 +217,8 @@ class AccountPoller:
         started = time.monotonic()
         try:
             mailbox = self._connected()
+            if mailbox is None:  # stopped while waiting for a login slot
+                return summary
             self._poll(mailbox, summary)
             if self.account.protocol == "pop3":
                 self.close()
@@ -189,8 +248,9 @@ class AccountPoller:
         if self.account.auto_disable and failures >= self.account.max_failures:
             reason = (f"disabled after {failures} consecutive connection failures; last: "
                       f"{error}")
-            self.store.set_account_enabled(self.account.name, False, reason)
+            # Logged first: whoever sees the account disabled finds the entry saying why.
             self._log("error", "account disabled", reason)
+            self.store.set_account_enabled(self.account.name, False, reason)
             log.error("account=%s: %s. Fix the cause, then re-enable it with "
                       "'postmaster-bridge accounts enable %s'", self.account.name, reason,
                       self.account.name)
@@ -212,25 +272,54 @@ class AccountPoller:
 
     def wait(self, seconds: float) -> bool:
         """Wait for the next pass: IMAP IDLE when offered (returns early on new mail),
-        otherwise sleep; always returns early on stop. True when new mail was announced."""
+        otherwise sleep; always returns early on stop. True when the next pass should come
+        now: new mail was announced, or the connection was lost (the pass reconnects,
+        re-selects and fetches what arrived meanwhile).
+
+        Neither kind of wait wakes to look around: IDLE blocks in ``poll()`` on the socket
+        and the stop event, a sleep in ``Event.wait``."""
         mailbox = self.mailbox
-        deadline = time.monotonic() + seconds
+        pacer = self.pacing.for_server(self.account.host, self.account.port)
+        if mailbox is not None and pacer.crowded():
+            # Others wait for a connection to this server: give this one up until the next
+            # pass, so the cap rotates between accounts instead of starving some.
+            self.close()
+            mailbox = None
+            log.info("account=%s: %s has no free connection; polling instead of keeping one "
+                     "open", self.account.name, pacer.server)
         if (self.account.idle and mailbox is not None and self.account.protocol == "imap"
                 and getattr(mailbox, "connected", False)):
+            started = time.monotonic()
             try:
                 if mailbox.has_capability("IDLE"):
-                    started = time.monotonic()
-                    pushed = mailbox.wait_for_mail(  # type: ignore[attr-defined]
-                        seconds, self.stop.is_set)
-                    if pushed:
-                        self._log("debug", "idle", "new mail announced",
-                                  time.monotonic() - started)
+                    pushed = self._idle(mailbox, seconds)
+                    self._idle_losses = 0
                     return pushed
             except FetchError as exc:
-                self.close()
-                log.warning("account=%s: IDLE interrupted: %s", self.account.name, exc)
-        self.stop.wait(max(0.0, deadline - time.monotonic()))
+                self._connection_lost(str(exc))
+                # A connection that dies again right after each reconnection (a server that
+                # accepts logins but breaks IDLE) must not become a reconnection loop.
+                lasted = time.monotonic() - started
+                self._idle_losses = 1 if lasted >= HEALTHY_IDLE_SECONDS else \
+                    self._idle_losses + 1
+                delay = (random.uniform(0, RECONNECT_JITTER_SECONDS) if self._idle_losses == 1
+                         else backoff_delay(self._idle_losses - 1))
+                self._state(ConnectionState.BACKING_OFF, f"reconnecting in {delay:.0f} s")
+                self.stop.wait(delay)
+                return True
+        self._state(ConnectionState.WAITING)
+        self.stop.wait(seconds)
         return False
+
+    def _idle(self, mailbox: Mailbox, seconds: float) -> bool:
+        self._state(ConnectionState.IDLING)
+        started = time.monotonic()
+        name = self.account.name
+        pushed = mailbox.wait_for_mail(  # type: ignore[attr-defined]
+            seconds, self.stop, on_event=lambda event: self.board.server_event(name, event))
+        if pushed:
+            self._log("debug", "idle", "new mail announced", time.monotonic() - started)
+        return bool(pushed)
 
     # -- one pass --------------------------------------------------------------------------
     def _settled(self, state: MessageState | None) -> bool:
@@ -407,23 +496,32 @@ class Service:
     def __init__(self, pollers: list[AccountPoller], *,
                  log_retention_days: float | None = None,
                  retention_days: float | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, pacing: LoginPacing | None = None,
+                 board: StatusBoard | None = None) -> None:
         self.pollers = pollers
-        self.stop = stop or threading.Event()
+        self.stop: threading.Event = stop or StopEvent()
         self.log_retention_days = log_retention_days
+        self.pacing = pacing or LoginPacing()
+        self.board = board or StatusBoard()
         #: Set when the ledger was found damaged: every worker stopped, ``run`` fails.
         self.fatal: StoreCorruptError | None = None
         self.retention_days = retention_days
         for poller in pollers:
             poller.stop = self.stop
+            poller.pacing = self.pacing
+            poller.board = self.board
 
     def run_once(self) -> list[AccountSummary]:
+        """One pass of every account in turn, each connection closed after its pass (so a
+        server's ``max_connections`` never holds up the next account)."""
         self._purge_log()
-        try:
-            return [poller.poll() for poller in self.pollers]
-        finally:
-            for poller in self.pollers:
+        summaries = []
+        for poller in self.pollers:
+            try:
+                summaries.append(poller.poll())
+            finally:
                 poller.close()
+        return summaries
 
     def run_forever(self) -> bool:
         """Until stopped. False when the workers ended without being asked to (a bug):
@@ -444,6 +542,7 @@ class Service:
             clean = self.stop.is_set() and self.fatal is None
         finally:
             self.stop.set()
+            self.pacing.interrupt()
             for thread in threads:
                 thread.join()
         return clean
@@ -483,6 +582,7 @@ class Service:
         mailbox or the helpdesk may fail for a while; the worker backs off and tries again."""
         interval = poller.account.poll_interval * 60
         errors_in_a_row = 0
+        name = poller.account.name
         try:
             while not self.stop.is_set():
                 started = time.monotonic()
@@ -492,11 +592,11 @@ class Service:
                         log.info("%s", summary.line())
                     errors_in_a_row = 0
                     if not poller.enabled:
+                        self.board.set_state(name, ConnectionState.DISABLED)
                         self.stop.wait(interval)  # re-enabled from the CLI: picked up here
                     elif summary.error:
-                        failures = poller.store.get_health(
-                            poller.account.name).consecutive_failures
-                        self.stop.wait(backoff_delay(failures))
+                        failures = poller.store.get_health(name).consecutive_failures
+                        self._back_off(name, backoff_delay(failures))
                     else:
                         poller.wait(max(0.0, interval - (time.monotonic() - started)))
                 except StoreCorruptError as exc:
@@ -504,12 +604,18 @@ class Service:
                     return
                 except Exception as exc:
                     errors_in_a_row += 1
-                    log.exception("account=%s: pass failed", poller.account.name)
+                    log.exception("account=%s: pass failed", name)
                     with contextlib.suppress(Exception):
                         poller.close()
                     with contextlib.suppress(Exception):  # the store itself may be failing
-                        poller.store.record_connection_failure(poller.account.name, str(exc))
-                    self.stop.wait(backoff_delay(errors_in_a_row))
+                        poller.store.record_connection_failure(name, str(exc))
+                    self._back_off(name, backoff_delay(errors_in_a_row))
         finally:
             with contextlib.suppress(Exception):
                 poller.close()
+            self.board.set_state(name, ConnectionState.STOPPED)
+
+    def _back_off(self, account: str, seconds: float) -> None:
+        self.board.set_state(account, ConnectionState.BACKING_OFF,
+                             f"next attempt in {seconds:.0f} s")
+        self.stop.wait(seconds)

@@ -139,6 +139,20 @@ CREATE TABLE IF NOT EXISTS comm_log (
     duration_ms  REAL
 );
 CREATE INDEX IF NOT EXISTS comm_log_ts ON comm_log (ts);
+CREATE INDEX IF NOT EXISTS comm_log_event ON comm_log (event, ts);
+
+-- What each account's connection is doing now (written by the running service, read by
+-- `accounts`): state, since when, the last thing its server said, and which process says so.
+CREATE TABLE IF NOT EXISTS connection_status (
+    account          TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    detail           TEXT,
+    since            TEXT NOT NULL,
+    server_event     TEXT,
+    server_event_at  TEXT,
+    pid              INTEGER NOT NULL,
+    updated_at       TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS comm_log_account ON comm_log (account, ts);
 """
 
@@ -843,6 +857,39 @@ class SQLiteStore(SQLiteFile):
                          account=r["account"], ref=r["ref"], message_id=r["message_id"],
                          event=r["event"], detail=r["detail"], duration_ms=r["duration_ms"])
                 for r in reversed(rows)]
+
+    # -- connection status ------------------------------------------------------------------
+    def save_connection_status(self, account: str, *, state: str, detail: str | None,
+                               since: datetime, server_event: str | None,
+                               server_event_at: datetime | None, pid: int) -> None:
+        """Written like the communication log: no fsync (it describes, it records no
+        effect)."""
+        with self._lock:
+            self._log_db.execute(
+                "INSERT OR REPLACE INTO connection_status (account, state, detail, since, "
+                "server_event, server_event_at, pid, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (account, state, detail, since.isoformat(timespec="microseconds"),
+                 server_event, server_event_at.isoformat(timespec="microseconds")
+                 if server_event_at else None, pid, _now()))
+
+    def connection_statuses(self) -> dict[str, dict[str, Any]]:
+        """account -> the row saved last by a running service (datetimes parsed)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._query("SELECT * FROM connection_status"):
+            out[r["account"]] = {
+                "state": r["state"], "detail": r["detail"], "since": _dt(r["since"]),
+                "server_event": r["server_event"],
+                "server_event_at": _dt(r["server_event_at"]) if r["server_event_at"] else None,
+                "pid": r["pid"]}
+        return out
+
+    def count_events_since(self, event: str, since: datetime) -> dict[str, int]:
+        """account -> how many communication log entries named ``event`` since ``since``."""
+        rows = self._query(
+            "SELECT account, COUNT(*) AS n FROM comm_log WHERE event = ? AND ts >= ? "
+            "GROUP BY account",
+            (event, since.astimezone(UTC).isoformat(timespec="microseconds")))
+        return {r["account"]: int(r["n"]) for r in rows if r["account"] is not None}
 
     def apply_retention(self, older_than: datetime) -> int:
         """Drop what finished mails no longer need once they are older than ``older_than``:
