@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from connector.config_reader import Problems, Reader
+from connector.config_reader import Problems, Reader, otobo_ticket_pattern
 from connector.errors import ConfigError
 from connector.fetch.pacing import KNOWN_SERVERS, ServerLimits
 from connector.filters.settings import FilterSettings
@@ -27,12 +27,21 @@ from connector.pec.providers import PROVIDERS, provider
 from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
 from connector.tls import is_loopback
 
+if TYPE_CHECKING:
+    from connector.auth.settings import OAuth2Settings
+
+#: What other modules read under the old private names (connector.auth.settings).
+_Reader = Reader
+_is_loopback = is_loopback
+__all__ = ["otobo_ticket_pattern"]
+
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 STATUSES = ("new", "open", "pending", "hold", "solved")
 TICKET_TYPES = ("problem", "incident", "question", "task")
-PROTOCOLS = ("imap", "pop3")
+PROTOCOLS = ("imap", "pop3", "graph")
+AUTH_METHODS = ("password", "oauth2")
 #: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
 PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
 SECURITIES = ("tls", "starttls", "none")
@@ -66,8 +75,9 @@ class FollowUpPolicy:
     priority: str | None = None
     reopen_closed: bool = True  # a reply to a closed ticket opens a follow-up ticket
     # Quoted history and signatures cut from follow-up comments, the whole original kept:
-    # attach (the .eml beside the comment) | collapse (a folded section) | keep (no trimming).
-    quoted_text: str = "attach"
+    # collapse (a folded section below the reply; no extra upload) | attach (the .eml beside
+    # the comment) | keep (no trimming).
+    quoted_text: str = "collapse"
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ class AccountConfig:
     security: str
     username: str
     password: str = field(repr=False)
+    auth: str = "password"  # password | oauth2
+    oauth2: OAuth2Settings | None = None
     ca_file: str | None = None
     verify_tls: bool = True
     insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
@@ -114,11 +126,12 @@ class AccountConfig:
     tcp_keepalive_seconds: float = 60.0  # TCP keepalive after this much silence; 0: off
     idle_renew_seconds: float = 290.0  # IMAP IDLE renewed this often (NAT timeouts: 5 min+)
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
-    provider: str | None = None  # PEC provider preset (connector.pec.providers)
+    provider: str | None = None  # PEC (connector.pec.providers) or mail preset (auth.presets)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
     pec_catch_all_ticket: int | None = None
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
-    pec_custom_fields: Mapping[str, int] = field(default_factory=dict)
+    # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
+    pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
     # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
                                   compare=False)
@@ -134,8 +147,28 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class OtoboHostConfig:
+    """``host.otobo``: the agent and the names the shipped web service and fields use."""
+
+    user: str
+    password: str = field(default="", repr=False)
+    queue: str = "Raw"
+    state: str = "new"
+    priority: str = "3 normal"
+    ticket_type: str | None = None
+    message_id_field: str = "PMBMessageID"
+    article_key_field: str = "PMBArticleKey"
+    tags_field: str | None = None
+    receipt_state_field: str | None = None
+    max_length: int = 100_000_000
+    ticket_hook: str = "Ticket#"
+    states: Mapping[str, str] = field(default_factory=dict)
+    priorities: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HostConfig:
-    type: str  # zendesk | dry-run
+    type: str  # zendesk | otobo | dry-run
     url: str = ""
     auth_type: str = ""  # oauth | api_token
     client_id: str = ""
@@ -155,11 +188,26 @@ class HostConfig:
     # The plan's request budget and the ticket-update budget (None: follow the host's headers).
     rate_limit: Rate | None = None
     ticket_update_rate_limit: Rate | None = None
+    # Mails of one account at the helpdesk at once (never two of one conversation).
+    max_in_flight: int = 8
+    otobo: OtoboHostConfig | None = None  # type otobo (and a dry-run reading from OTOBO)
+
+    @property
+    def native_controls(self) -> bool:
+        """The host takes the filters' X-OTOBO values as they are (queue and state names,
+        dynamic fields by name): OTOBO and Znuny. Others need the groups/custom_fields maps."""
+        return self.otobo is not None
+
+    @property
+    def has_tags(self) -> bool:
+        """Tags are a host capability: Zendesk has them, OTOBO only via ``tags_field``."""
+        return self.otobo is None or bool(self.otobo.tags_field)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path
+    state_dir: Path | None = None  # OAuth2 refresh tokens (mode 0600); default: path's folder
     log_retention_days: float = 30.0  # communication log entries older than this are purged
     # Finished mails older than this keep only what later mails need (see apply_retention).
     retention_days: float = 30.0
@@ -229,17 +277,18 @@ def _follow_up(r: Reader) -> FollowUpPolicy:
         status=status,
         priority=r.choice("priority", PRIORITIES),
         reopen_closed=r.get("reopen_closed", bool, True),
-        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "attach"),
+        quoted_text=r.choice("quoted_text", QUOTED_TEXT, "collapse"),
     )
     r.finish()
     return policy
 
 
 _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
-                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
+                  ("graph", "tls"): 443, ("graph", "starttls"): 443, ("graph", "none"): 80}
 
 #: Keys other stages validate themselves (filters, PEC, outbound) and keys to come.
-_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound")
+_ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound", "oauth2")
 
 
 def _pec_trust(r: Reader) -> TrustStore:
@@ -265,16 +314,19 @@ def _pec_trust(r: Reader) -> TrustStore:
 
 
 def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
+    from connector.auth.presets import MAIL_PROVIDERS, mail_provider
+
     name = r.get("name", str, required=True)
     if name and not _ACCOUNT_NAME.match(name):
         r.problem("name", "must be lower-case letters, digits, '.', '_' or '-' "
                       f"(it becomes a tag), got {name!r}")
     pec = r.get("pec", bool, False)
     preset_key = r.get("provider", str)
-    preset = provider(preset_key) if preset_key else None
-    if preset_key and preset is None:
-        r.problem("provider", f"unknown PEC provider {preset_key!r}; known: "
-                      f"{', '.join(sorted(PROVIDERS))}")
+    mail_preset = mail_provider(preset_key)
+    preset = provider(preset_key) if preset_key and mail_preset is None else None
+    if preset_key and preset is None and mail_preset is None:
+        r.problem("provider", f"unknown provider {preset_key!r}; known: "
+                  f"{', '.join(sorted({*PROVIDERS, *MAIL_PROVIDERS}))}")
     if preset is not None:
         if r.has("pec") and not pec:
             r.problem("pec", f"provider {preset_key!r} is a PEC provider; remove "
@@ -286,12 +338,22 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         r.problem("protocol", "PEC accounts are IMAP only (receipts and envelopes must "
                       "be kept in folders)")
     security = r.choice("security", SECURITIES, "tls")
-    host = r.get("host", str, preset.imap_host if preset else None, required=preset is None)
+    default_host = preset.imap_host if preset else None
+    if mail_preset is not None:
+        default_host = {"imap": mail_preset.imap_host, "pop3": mail_preset.pop3_host,
+                        "graph": mail_preset.graph_host}[protocol] or None
+        if default_host is None:
+            raise r.error("protocol", f"{mail_preset.name} is not reached with {protocol}")
+    elif protocol == "graph":
+        default_host = "graph.microsoft.com"
+    host = r.get("host", str, default_host, required=default_host is None)
     if security == "none" and host and not is_loopback(host):
         r.problem("security", f"'none' sends the password in clear text; it is allowed only "
                       f"for a loopback host, not {host!r}. Use tls or starttls")
     default_port = preset.imap_port if preset and security == "tls" else \
         _DEFAULT_PORTS[(protocol, security)]
+    if mail_preset is not None and security == "tls" and protocol != "graph":
+        default_port = mail_preset.imap_port if protocol == "imap" else mail_preset.pop3_port
     port = r.get("port", int, default_port)
     if not 0 < port < 65536:
         r.problem("port", f"must be a TCP port, got {port}")
@@ -302,7 +364,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
     catch_all = r.get("pec_catch_all_ticket", int)
-    pec_fields = r.int_map("pec_custom_fields")
+    pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:
         r.problem("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
@@ -321,6 +383,23 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
             r.problem("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
         r.problem("subject_ticket_pattern", f"is not a valid regex: {exc}")
+    username = r.get("username", str, required=True)
+    oauth_default = mail_preset is not None or protocol == "graph"
+    auth = r.choice("auth", AUTH_METHODS, "oauth2" if oauth_default else "password")
+    if protocol == "graph" and auth != "oauth2":
+        r.problem("auth", "Microsoft Graph takes only OAuth2 tokens (auth: oauth2)")
+    oauth2 = None
+    if auth == "oauth2":
+        from connector.auth.settings import read_oauth2
+
+        if not r.has("oauth2"):
+            raise r.error("oauth2", "is required with auth: oauth2 (provider, client_id ...)")
+        oauth2 = read_oauth2(r.child("oauth2"), account=name, username=username,
+                             protocol=protocol,
+                             default_provider=mail_preset.oauth2_provider if mail_preset
+                             else "microsoft" if protocol == "graph" else None)
+    elif r.has("oauth2"):
+        r.problem("oauth2", "is used only with auth: oauth2")
     verify_tls, insecure_tls = r.verify_tls(host or "")
     account = AccountConfig(
         name=name,
@@ -328,8 +407,10 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         host=host,
         port=port,
         security=security,
-        username=r.get("username", str, required=True),
-        password=r.secret("password", required=True),
+        username=username,
+        password=r.secret("password", required=auth == "password"),
+        auth=auth,
+        oauth2=oauth2,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
         verify_tls=verify_tls,
         insecure_tls_i_understand=insecure_tls,
@@ -363,7 +444,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         tcp_keepalive_seconds=_non_negative(r, "tcp_keepalive_seconds", 60.0),
         idle_renew_seconds=r.positive("idle_renew_seconds", float, 290.0),
         pec=pec,
-        provider=preset.key if preset else None,
+        provider=preset.key if preset else mail_preset.key if mail_preset else None,
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
@@ -372,13 +453,25 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         verify_dkim=r.get("verify_dkim", bool, True),
     )
     for key in ("processed_folder", "error_folder", "held_folder", "ignored_folder"):
-        if protocol == "imap" and getattr(account, key) == account.folder:
+        if protocol in ("imap", "graph") and getattr(account, key) == account.folder:
             r.problem(key, f"must differ from folder ({account.folder!r}): mail moved there "
                           "would be fetched again")
     if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
         r.problem("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
+
+
+def token_file(state_dir: Path, account: str) -> Path:
+    """Where an account's OAuth2 refresh token lives (mode 0600, never in the config)."""
+    return state_dir / "oauth2" / f"{account}.json"
+
+
+def _with_token_file(account: AccountConfig, state_dir: Path) -> AccountConfig:
+    if account.oauth2 is None:
+        return account
+    return replace(account, oauth2=replace(account.oauth2,
+                                           token_file=token_file(state_dir, account.name)))
 
 
 def _non_negative(r: Reader, name: str, default: float) -> float:
@@ -426,10 +519,12 @@ _ZENDESK_ONLY_KEYS = ("auth", "timeout", "max_attempts", "verify_tls",
 
 
 def _host(r: Reader) -> HostConfig:
-    host_type = r.choice("type", ("zendesk", "dry-run"), required=True)
-    if host_type not in ("zendesk", "dry-run"):  # noted: the rest depends on the type
+    host_type = r.choice("type", ("zendesk", "otobo", "dry-run"), required=True)
+    if host_type not in ("zendesk", "otobo", "dry-run"):  # noted: the rest depends on the type
         r.ignore(*map(str, r.data))
         return HostConfig(type=host_type or "")
+    if host_type == "otobo" or (host_type == "dry-run" and r.has("otobo")):
+        return _otobo_host(r, host_type)
     if host_type == "dry-run" and not r.has("url"):
         cfg = HostConfig(type="dry-run", groups=r.int_map("groups"),
                          custom_fields=r.int_map("custom_fields"))
@@ -477,6 +572,54 @@ def _host(r: Reader) -> HostConfig:
         custom_fields=r.int_map("custom_fields"),
         rate_limit=_rate(r, "rate_limit"),
         ticket_update_rate_limit=_rate(r, "ticket_update_rate_limit"),
+        max_in_flight=r.positive("max_in_flight", int, 8),
+    )
+    r.finish()
+    return cfg
+
+
+def _otobo_host(r: Reader, host_type: str) -> HostConfig:
+    """OTOBO / Znuny: ``url`` is the web service's base, up to and including its name."""
+    url = (r.get("url", str, required=True) or "").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+/\S*nph-genericinterface\.pl/Webservice(ID)?/[^/\s]+$",
+                    url):
+        r.problem("url", "must be the web service URL such as https://helpdesk.example.org"
+                  "/otobo/nph-genericinterface.pl/Webservice/PostmasterBridge, "
+                  f"got {url!r}")
+    elif url.startswith("http://") and not is_loopback(url[7:].split("/")[0].split(":")[0]):
+        r.problem("url", "must use https:// (http:// is allowed only for loopback test hosts)")
+    o = r.child("otobo")
+    names = {}
+    for key, default in (("message_id_field", "PMBMessageID"),
+                         ("article_key_field", "PMBArticleKey")):
+        names[key] = o.get(key, str, default)
+    otobo = OtoboHostConfig(
+        user=o.get("user", str, required=True),
+        password=o.secret("password", required=True),
+        queue=o.get("queue", str, "Raw"),
+        state=o.get("state", str, "new"),
+        priority=o.get("priority", str, "3 normal"),
+        ticket_type=o.get("type", str, None),
+        tags_field=o.get("tags_field", str, None),
+        receipt_state_field=o.get("receipt_state_field", str, None),
+        max_length=o.size("max_length", 100_000_000),
+        ticket_hook=o.get("ticket_hook", str, "Ticket#"),
+        states={str(k): str(v) for k, v in o.get("states", dict, {}).items()},
+        priorities={str(k): str(v) for k, v in o.get("priorities", dict, {}).items()},
+        **names,
+    )
+    o.finish()
+    # As for Zendesk: unverified TLS only for loopback or when acknowledged.
+    verify_tls, insecure_tls = r.verify_tls(urlsplit(url).hostname or "")
+    cfg = HostConfig(
+        type=host_type,
+        url=url,
+        timeout=r.positive("timeout", float, 30.0),
+        max_attempts=r.positive("max_attempts", int, 5),
+        verify_tls=verify_tls,
+        insecure_tls_i_understand=insecure_tls,
+        ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        otobo=otobo,
     )
     r.finish()
     return cfg
@@ -571,9 +714,16 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     host = HostConfig(type="")
     with problems.collect():
         host = _host(root.child("host"))
+    if host.otobo is not None:
+        # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
+        pattern = otobo_ticket_pattern(host.otobo.ticket_hook)
+        accounts = [a if "subject_ticket_pattern" in (accounts_raw[i] or {})
+                    else replace(a, subject_ticket_pattern=pattern)
+                    for i, a in enumerate(accounts)]
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
+    state_dir = store_reader.path_value("state_dir") or store_path.parent
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
     connections = ConnectionsConfig()
@@ -586,13 +736,14 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
         header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
     )
     limits_reader.finish()
+    accounts = [_with_token_file(a, state_dir) for a in accounts]
     root.finish(_TOP_EXTENSION_KEYS)
     validate_outbound(root.data, where, base_dir, secrets=secrets, problems=problems)
     _validate_filter_sections(root.data, where, problems)
     problems.raise_if_any()
     return Config(path=Path(where), accounts=tuple(accounts), host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
-                                    retention_days=ledger_retention),
+                                    state_dir=state_dir, retention_days=ledger_retention),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
                   connections=connections, missing_secrets=tuple(missing))
 

@@ -30,6 +30,12 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, 
 _NEUTRAL: dict[type, Any] = {str: "", int: 0, float: 0.0, bool: False, list: [], dict: {}}
 
 
+def otobo_ticket_pattern(hook: str) -> str:
+    """OTOBO's subject reference ``[Ticket#2026112310000012]`` for a ``Ticket::Hook`` (the
+    accounts' default and the outbound subjects' under an OTOBO host)."""
+    return r"\[" + re.escape(hook) + r"\s*(\d+)\]"
+
+
 class Problems:
     """Every problem of one config file, in the order found. The first problem of a key path
     is the one reported: what a wrong value makes go wrong after it is noise."""
@@ -234,6 +240,18 @@ class Reader:
         if refusal:
             self.problem("verify_tls", refusal)
         return verify, insecure
+
+    def field_map(self, name: str) -> dict[str, int | str]:
+        """Names to helpdesk fields: Zendesk's numeric ids or OTOBO's dynamic field names."""
+        value = self.get(name, dict, {})
+        out: dict[str, int | str] = {}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, str)) or v == "":
+                self.report(ConfigError(f"must be a field id or a dynamic field name, got "
+                                        f"{v!r}", path=self.path, key=f"{self.sub(name)}.{k}"))
+                continue
+            out[str(k)] = v
+        return out
 
     def ignore(self, *names: str) -> None:
         """Keys that are right in this file but not read here (another host type's)."""

@@ -58,6 +58,21 @@ class AuthenticationError(FetchError):
     """The mailbox refused the credentials."""
 
 
+class TokenError(AuthenticationError):
+    """No OAuth2 access token could be had right now (issuer unreachable, 5xx, throttled,
+    a device-code authorization still pending): worth trying again later."""
+
+
+class GrantRevokedError(TokenError):
+    """The OAuth2 grant is gone for good: consent revoked, refresh token expired or revoked,
+    the app registration deleted or its secret expired. Retrying cannot help, so the account
+    is disabled; ``remedy`` says exactly what the admin must do."""
+
+    def __init__(self, message: str, *, remedy: str) -> None:
+        self.remedy = remedy
+        super().__init__(f"{message}. {remedy}")
+
+
 class CertificateError(BridgeError):
     """A server's TLS certificate did not verify (connector.tls). Permanent: every retry fails
     the same way until an admin fixes the certificate or ``ca_file``, so the account stops

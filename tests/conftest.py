@@ -24,6 +24,7 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki  # noqa: E402
+from oauth_double import OAuthDouble  # noqa: E402
 from shared_material import (  # noqa: E402
     REQUIRE_ENV,
     missing_material,
@@ -36,6 +37,7 @@ from zendesk_oas import unchecked_summary  # noqa: E402
 from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  # noqa: E402
 
 import connector  # noqa: E402
+from connector.auth import forget_sources  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -119,6 +121,31 @@ def make_bridge(tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """A test CA and a server certificate for 127.0.0.1 (the SMTP test servers use it)."""
     return write_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def oauth_server(pki: TestPki) -> Iterator[OAuthDouble]:
+    """The OAuth2 server double (generic, Microsoft and Google routes; HTTP and HTTPS)."""
+    with OAuthDouble(pki) as double:
+        yield double
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(oauth_server: OAuthDouble) -> Iterator[DovecotServer]:
+    """A second Dovecot whose passdb oauth2 validates tokens with the double (started only
+    by the OAuth2 tests, so the main one stays as fast as before)."""
+    if not os.access(DOVECOT, os.X_OK):
+        pytest.fail(f"{DOVECOT} not found: run scripts/install-test-deps.sh")
+    with DovecotServer(oauth2_introspection_url=oauth_server.url + "/introspect") as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_token_sources() -> Iterator[None]:
+    """No token cached from an earlier test (sources are kept per settings process-wide)."""
+    forget_sources()
+    yield
+    forget_sources()
 
 
 @pytest.fixture(autouse=True)

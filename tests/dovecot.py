@@ -222,10 +222,25 @@ def _config_text(
     pki: TestPki,
     ports: dict[str, int],
     imap_capabilities: list[str] | None,
+    oauth2_conf: Path | None = None,
+    separator: str | None = None,
 ) -> str:
     capability_line = (
         f"imap_capability = {' '.join(imap_capabilities)}\n" if imap_capabilities else ""
     )
+    # With an OAuth2 server: SASL XOAUTH2/OAUTHBEARER go to the oauth2 passdb (tokens checked
+    # by RFC 7662 introspection), PLAIN/LOGIN stay with the passwd-files.
+    mechanisms = "plain login" + (" xoauth2 oauthbearer" if oauth2_conf else "")
+    oauth2_passdb = f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2_conf}
+}}
+""" if oauth2_conf else ""
+    password_mechanisms = "  mechanisms = plain login" if oauth2_conf else ""
+    # Gmail's hierarchy separator is "/" ("[Gmail]/All Mail"); Dovecot's maildir default "."
+    namespace = (f"namespace inbox {{\n  inbox = yes\n  separator = {separator}\n}}\n"
+                 if separator else "")
     identity = _identity_settings()
     return f"""\
 # Written by tests/dovecot.py for one test session.
@@ -245,25 +260,26 @@ service anvil {{
   }}
 }}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 ssl = yes
 ssl_cert = <{pki.cert_file}
 ssl_key = <{pki.key_file}
 ssl_min_protocol = TLSv1.2
 passdb {{
   driver = passwd-file
+{password_mechanisms}
   # One file per user: Dovecot notices a changed passwd-file by mtime (seconds) and size, so
   # two users added in the same second to one file could stay invisible; a new file cannot.
   args = scheme=PLAIN username_format=%u {root}/users/%u.passwd
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = home={root}/home/%u
 }}
 mail_location = maildir:~/Maildir
 mail_fsync = never
 pop3_uidl_format = %08Xu%08Xv
-{capability_line}service imap-login {{
+{capability_line}{namespace}service imap-login {{
   inet_listener imap {{
     address = {HOST}
     port = {ports["imap"]}
@@ -303,6 +319,8 @@ class DovecotServer:
         root: Path | None = None,
         *,
         drop_imap_capabilities: Iterable[str] = (),
+        oauth2_introspection_url: str | None = None,
+        separator: str | None = None,
         extra_config: str = "",
     ) -> None:
         self._own_root = root is None
@@ -311,6 +329,8 @@ class DovecotServer:
         dropped = {name.upper() for name in drop_imap_capabilities}
         self.imap_capabilities = [c for c in DEFAULT_IMAP_CAPABILITIES if c not in dropped]
         self._custom_capabilities = bool(dropped)
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.separator = separator
         self.host = HOST
         self.imap_port = free_port()
         self.imaps_port = free_port()
@@ -348,12 +368,27 @@ class DovecotServer:
             if os.geteuid() == 0:
                 mail_user = pwd.getpwnam("dovecot")
                 os.chown(self.root / "home", mail_user.pw_uid, mail_user.pw_gid)
+            oauth2_conf = None
+            if self.oauth2_introspection_url:
+                # Dovecot's oauth2 passdb (doc.dovecot.org, 2.3 "Open Authentication v2.0
+                # database"): POST token=... to the introspection endpoint, the token's
+                # user is its "username", and "active" must be true.
+                oauth2_conf = self.root / "dovecot-oauth2.conf.ext"
+                oauth2_conf.write_text(
+                    "introspection_mode = post\n"
+                    f"introspection_url = {self.oauth2_introspection_url}\n"
+                    "force_introspection = yes\n"
+                    "username_attribute = username\n"
+                    "active_attribute = active\n"
+                    "active_value = true\n")
             self.config_file.write_text(
                 _config_text(
                     self.root,
                     self.pki,
                     self.ports,
                     self.imap_capabilities if self._custom_capabilities else None,
+                    oauth2_conf,
+                    self.separator,
                 )
                 + self.extra_config
             )

@@ -13,9 +13,12 @@ connection after the message's final dot without answering (the "did it go?" cas
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -70,14 +73,43 @@ class _Handler:
         return f"250 2.0.0 Ok: queued as Q{len(self.server.received)}"
 
 
+class _OAuthHandler(_Handler):
+    """Also offers AUTH XOAUTH2 (Google's and Exchange Online's SASL mechanism): the bearer
+    token is checked by ``server.token_check(user, token)``. A refused token gets the
+    mechanism's error challenge (334 + base64 JSON status), then 535 after the client's empty
+    response, as Gmail and Exchange answer."""
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            raw = base64.b64decode(args[1])
+        else:
+            answer = await server.challenge_auth("")
+            raw = answer if isinstance(answer, bytes) else b""
+        fields = dict(part.split("=", 1) for part in raw.decode().split("\x01") if "=" in part)
+        user = fields.get("user", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        check = self.server.token_check
+        ok = check is not None and check(user, token)
+        self.server.logins.append((user, ok))
+        if not ok:
+            status = json.dumps({"status": "401", "schemes": "bearer",
+                                 "scope": "https://mail.google.com/"})
+            await server.challenge_auth(status.encode())
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, handled=False,
+                          auth_data=LoginPassword(user.encode(), b""))
+
+
 class SmtpTestServer:
     def __init__(self, pki: TestPki, *, mode: str = "tls", username: str = "pec@pec.example.it",
-                 password: str = "app-password-123") -> None:
+                 password: str = "app-password-123",
+                 token_check: Callable[[str, str], bool] | None = None) -> None:
         self.pki = pki
         self.mode = mode
         self.username = username
         self.password = password
         self.port = free_port()
+        self.token_check = token_check
         self.host = HOST
         self.received: list[ReceivedMessage] = []
         self.delivered = threading.Event()
@@ -114,7 +146,7 @@ class SmtpTestServer:
 
     def start(self) -> SmtpTestServer:
         params: dict[str, Any] = {"authenticator": self._authenticate, "auth_require_tls": True}
-        handler = _Handler(self)
+        handler = _OAuthHandler(self) if self.token_check is not None else _Handler(self)
         if self.mode == "tls":
             # aiosmtpd counts only STARTTLS as TLS for AUTH; this connection is TLS from the
             # first byte, so AUTH is offered right away.

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ import pytest
 import yaml
 from crash_corpus import SUPPORT_ADDRESS, Corpus, make_corpus
 from dovecot import DovecotServer, MailUser
+from dovecot import TestPki as Pki
+from graph_double import GraphDouble
+from oauth_double import OAuthDouble
 from zendesk_double import ZendeskDouble
 
 from connector.exitcodes import EX_OK, EX_TEMPFAIL
@@ -143,8 +147,9 @@ def write_config(tmp_path: Path, dovecot: DovecotServer, user: MailUser, zd: Zen
     config = tmp_path / "bridge.yaml"
     config.write_text(yaml.safe_dump({
         "store": {"path": str(tmp_path / "ledger.sqlite3")},
+        # Several mails at the helpdesk at once: a kill then interrupts several calls.
         "host": {"type": "zendesk", "url": zd.url, "timeout": HOST_TIMEOUT, "max_attempts": 4,
-                 "auth": host_auth},
+                 "max_in_flight": 8, "auth": host_auth},
         "accounts": [account],
     }, sort_keys=False))
     return config
@@ -229,6 +234,20 @@ def comment_on_host(zd: ZendeskDouble, ticket_id: int, comment_key: str) -> bool
                for a in ticket.get("audits") or [])
 
 
+def held_key(zd: ZendeskDouble, fault_id: int, mode: str) -> str | None:
+    """The key of the request the fault holds back: a create's external_id (the first 64
+    characters of its Idempotency-Key), a comment's dedupe key."""
+    for entry in zd.requests_log():
+        if entry.get("fault") != fault_id:
+            continue
+        if mode == "create-in-flight":
+            key = entry.get("idempotency_key")
+            return key[:64] if key else None
+        ticket = (entry.get("json") or {}).get("ticket") or {}
+        return (ticket.get("metadata") or {}).get("pmb_key")
+    return None
+
+
 def wait_committed_not_recorded(zd: ZendeskDouble, db: Path, fault_id: int,
                                 proc: subprocess.Popen[bytes], mode: str) -> tuple[str, str | None]:
     """Wait until the held-back request's effect is in Zendesk while the ledger still has the
@@ -236,18 +255,25 @@ def wait_committed_not_recorded(zd: ZendeskDouble, db: Path, fault_id: int,
     deadline = time.monotonic() + WINDOW_WAIT
     while time.monotonic() < deadline and proc.poll() is None:
         hit = any(f["id"] == fault_id and f["hits"] for f in zd.faults())
-        if hit:
+        # Several requests may be in flight (host.max_in_flight): the one to catch is the
+        # request the fault holds back, named by its key.
+        held = held_key(zd, fault_id, mode) if hit else None
+        if held is not None:
             for row in ledger_rows(db):
                 if row["state"] != MessageState.PUSHING.value or not row["pending"]:
                     continue
                 pending = json.loads(row["pending"])
                 if mode == "create-in-flight" and row["action"] == "new_ticket":
+                    if pending["external_id"] != held:
+                        continue
                     found = ticket_with_external_id(zd, pending["external_id"])
                     if found is not None:
                         return (f"ticket #{found['id']} created for {row['message_id']}, "
                                 "ledger PUSHING", pending["external_id"])
                 if mode == "comment-in-flight" and row["action"] != "new_ticket":
                     key = pending.get("comment_key")
+                    if key != held:
+                        continue
                     if key and comment_on_host(zd, int(pending["ticket_id"]), key):
                         return (f"comment on #{pending['ticket_id']} added for "
                                 f"{row['message_id']}, ledger PUSHING", key)
@@ -258,7 +284,7 @@ def wait_committed_not_recorded(zd: ZendeskDouble, db: Path, fault_id: int,
 # -- the test -------------------------------------------------------------------------------------
 
 
-def crash_phase(rng: random.Random, zd: ZendeskDouble, dovecot: DovecotServer, user: MailUser,
+def crash_phase(rng: random.Random, zd: ZendeskDouble, inbox: Callable[[], int],
                 config: Path, tmp_path: Path) -> list[KillPoint]:
     db = tmp_path / "ledger.sqlite3"
     kills: list[KillPoint] = []
@@ -294,7 +320,7 @@ def crash_phase(rng: random.Random, zd: ZendeskDouble, dovecot: DovecotServer, u
             point.exit_code = sigkill(proc)
         zd.clear_faults()  # unconsumed faults must not leak into later runs
         point.states = ledger_states(db)
-        point.inbox = inbox_count(dovecot, user)
+        point.inbox = inbox()
         kills.append(point)
         print(point.line(), flush=True)
         if point.inbox == 0:
@@ -302,8 +328,7 @@ def crash_phase(rng: random.Random, zd: ZendeskDouble, dovecot: DovecotServer, u
     return kills
 
 
-def final_passes(config: Path, tmp_path: Path, dovecot: DovecotServer,
-                 user: MailUser) -> list[str]:
+def final_passes(config: Path, tmp_path: Path, inbox: Callable[[], int]) -> list[str]:
     """``run --once`` until the inbox is empty and nothing in the ledger is unfinished."""
     db = tmp_path / "ledger.sqlite3"
     summaries: list[str] = []
@@ -321,7 +346,7 @@ def final_passes(config: Path, tmp_path: Path, dovecot: DovecotServer,
         # 75: mail held back (a 429 fault still in force); the next pass retries it.
         assert code in (EX_OK, EX_TEMPFAIL), f"run --once failed:\n{text[-4000:]}"
         unfinished = [r for r in ledger_rows(db) if not MessageState(r["state"]).terminal]
-        if inbox_count(dovecot, user) == 0 and not unfinished:
+        if inbox() == 0 and not unfinished:
             return summaries
     raise AssertionError(f"not settled after {FINAL_PASSES} passes: {summaries}")
 
@@ -432,6 +457,30 @@ def check_aimed_kills(kills: list[KillPoint], zd: ZendeskDouble) -> None:
             assert len(audits) == 1, f"run {point.run}: comment written {len(audits)} times"
 
 
+def check_kills(kills: list[KillPoint], tmp_path: Path) -> None:
+    """``run`` never ends by itself: a run that did died of something other than our kill;
+    and at least one kill must have hit a bridge with work in hand."""
+    died = [k.run for k in kills if k.exit_code is not None]
+    assert not died, "bridge runs ended by themselves: " + "; ".join(
+        f"run {n}: {(tmp_path / f'bridge-run{n:02d}.log').read_text()[-1500:]}"
+        for n in died)
+    assert any(k.exit_code is None and (k.inbox or k.states.get("pushing"))
+               for k in kills), "no kill landed while there was work left"
+
+
+def check_outcome(corpus: Corpus, zd: ZendeskDouble, kills: list[KillPoint],
+                  tmp_path: Path) -> dict[str, int]:
+    """Host, ledger and aimed kills after the final passes; returns root key -> ticket id."""
+    ticket_of_root = check_host(corpus, zd)
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        check_ledger(corpus, store.messages(ACCOUNT), ticket_of_root)
+    finally:
+        store.close()
+    check_aimed_kills(kills, zd)
+    return ticket_of_root
+
+
 @pytest.mark.parametrize(
     ("seed", "auth", "security"),
     [pytest.param(20240611, "oauth", "none", id="seed20240611-oauth-imap"),
@@ -447,28 +496,17 @@ def test_sigkill_during_ingest_loses_and_duplicates_nothing(
         config = write_config(tmp_path, dovecot, mailbox_user, zd, auth=auth,
                               security=security)
         rng = random.Random(seed)
-        kills = crash_phase(rng, zd, dovecot, mailbox_user, config, tmp_path)
-        # ``run`` never ends by itself: a run that did died of something other than our kill.
-        died = [k.run for k in kills if k.exit_code is not None]
-        assert not died, "bridge runs ended by themselves: " + "; ".join(
-            f"run {n}: {(tmp_path / f'bridge-run{n:02d}.log').read_text()[-1500:]}"
-            for n in died)
-        assert any(k.exit_code is None and (k.inbox or k.states.get("pushing"))
-                   for k in kills), "no kill landed while there was work left"
-        final_passes(config, tmp_path, dovecot, mailbox_user)
+        kills = crash_phase(rng, zd, lambda: inbox_count(dovecot, mailbox_user), config,
+                            tmp_path)
+        check_kills(kills, tmp_path)
+        final_passes(config, tmp_path, lambda: inbox_count(dovecot, mailbox_user))
 
         assert dovecot.list_folder(mailbox_user, "INBOX") == []
         assert dovecot.list_folder(mailbox_user, "Error") == []
         processed = Counter(m.raw for m in dovecot.list_folder(mailbox_user, "Processed"))
         assert processed == Counter(corpus.raws()), "Processed does not hold every delivery"
 
-        ticket_of_root = check_host(corpus, zd)
-        store = SQLiteStore(tmp_path / "ledger.sqlite3")
-        try:
-            check_ledger(corpus, store.messages(ACCOUNT), ticket_of_root)
-        finally:
-            store.close()
-        check_aimed_kills(kills, zd)
+        ticket_of_root = check_outcome(corpus, zd, kills, tmp_path)
         aimed = sum(1 for k in kills if k.pending_key)
         print(f"seed {seed}: {len(kills)} kills ({aimed} inside a committed-but-unrecorded "
               f"window), {len(ticket_of_root)} tickets, all {len(corpus.deliveries)} "
@@ -492,10 +530,69 @@ def test_replies_wait_for_a_parent_that_must_be_retried(
         config = write_config(tmp_path, dovecot, mailbox_user, zd, auth="api_token",
                               security="none")
         zd.inject(CREATE_PATH, 429, method="POST", headers={"Retry-After": "120"})
-        final_passes(config, tmp_path, dovecot, mailbox_user)
+        final_passes(config, tmp_path, lambda: inbox_count(dovecot, mailbox_user))
         ticket_of_root = check_host(corpus, zd)
         store = SQLiteStore(tmp_path / "ledger.sqlite3")
         try:
             check_ledger(corpus, store.messages(ACCOUNT), ticket_of_root)
         finally:
             store.close()
+
+
+def write_graph_config(tmp_path: Path, graph: GraphDouble, oauth: OAuthDouble, pki: Pki,
+                       zd: ZendeskDouble) -> Path:
+    """The bridge's config with one Microsoft Graph account: app-only tokens from the Entra
+    double through msal (HTTPS, the test CA), Graph itself over loopback HTTP."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "zendesk").write_text(zd.api_token)
+    (secrets / "graph").write_text("graph-app-secret")
+    app = oauth.add_client(secret="graph-app-secret", app_username="")
+    config = tmp_path / "bridge.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"path": str(tmp_path / "ledger.sqlite3")},
+        "host": {"type": "zendesk", "url": zd.url, "timeout": HOST_TIMEOUT, "max_attempts": 4,
+                 "auth": {"type": "api_token", "email": zd.email,
+                          "api_token_file": str(secrets / "zendesk")}},
+        "accounts": [{
+            "name": ACCOUNT, "protocol": "graph", "host": "127.0.0.1", "port": graph.port,
+            "security": "none", "username": SUPPORT_ADDRESS, "folder": "Inbox",
+            "processed_folder": "Processed", "error_folder": "Error",
+            "batch_size": 20, "poll_interval": 0.003, "timeout": 10,
+            "own_addresses": [SUPPORT_ADDRESS],
+            "oauth2": {"provider": "microsoft", "tenant": "contoso.onmicrosoft.com",
+                       "client_id": app.client_id,
+                       "client_secret_file": str(secrets / "graph"),
+                       "authority_host": oauth.tls_url, "ca_file": str(pki.ca_file)}}],
+    }, sort_keys=False))
+    return config
+
+
+def test_sigkill_on_a_graph_account_loses_and_duplicates_nothing(
+        oauth_server: OAuthDouble, pki: Pki, tmp_path: Path) -> None:
+    """The same crash test on a Microsoft Graph account: mail leaves the inbox (a Graph move)
+    only after its effect is recorded, whatever point the kill hits; Graph also throttles
+    now and then (429 with Retry-After), which the bridge waits out."""
+    seed = 4242
+    corpus = make_corpus(seed, CORPUS_SIZE // 2)
+    print(f"\ncrash test {corpus.describe()}; graph", flush=True)
+    with GraphDouble(oauth_server, SUPPORT_ADDRESS, page_size=25) as graph, \
+            ZendeskDouble(tmp_path / "zendesk.json") as zd:
+        for raw in corpus.raws():
+            graph.deliver(raw)
+        config = write_graph_config(tmp_path, graph, oauth_server, pki, zd)
+        rng = random.Random(seed)
+        graph.throttle(2, retry_after=1)
+        kills = crash_phase(rng, zd, lambda: graph.count("Inbox"), config, tmp_path)
+        check_kills(kills, tmp_path)
+        final_passes(config, tmp_path, lambda: graph.count("Inbox"))
+
+        assert graph.raws("Inbox") == [] and graph.raws("Error") == []
+        assert Counter(graph.raws("Processed")) == Counter(corpus.raws()), \
+            "Processed does not hold every delivery"
+        assert graph.moves_without_immutable == 0
+        assert graph.throttle_left == 0, "the bridge never met Graph's throttling"
+        ticket_of_root = check_outcome(corpus, zd, kills, tmp_path)
+        print(f"graph seed {seed}: {len(kills)} kills, {len(ticket_of_root)} tickets, all "
+              f"{len(corpus.deliveries)} deliveries accounted for; {graph.requests} Graph "
+              "requests", flush=True)

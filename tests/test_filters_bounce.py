@@ -21,6 +21,7 @@ from connector.filters import (
     NullLookups,
     run_filters,
 )
+from connector.filters.classifiers.dsn import analyse
 from connector.mail.parse import parse_message
 
 DATA = Path(__file__).parent / "data"
@@ -217,3 +218,72 @@ def test_human_reply_about_a_bounce_is_not_a_bounce():
 )
 def test_human_failure_wording_is_not_a_bounce(raw):
     assert classify(raw).classification is None
+
+
+def read_report(raw: bytes):  # noqa: ANN201 - the dsn module's BounceReport or None
+    """The bounce reader's report on a mail, as the bounce classifier asks for it."""
+    message = parse_message(raw)
+    return analyse(message.raw, subject=message.subject, text_body=message.text_body)
+
+
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("邮件传输失败！", "您的邮件无法投递到以下地址：gone@example.cn"),
+        ("メール配信エラー", "以下のアドレスに配信できませんでした。\ngone@example.jp"),
+        ("메일 전송 실패", "다음 주소로 메일이 전달되지 않았습니다: gone@example.kr"),
+    ],
+)
+def test_cjk_delivery_notices_from_a_daemon(subject: str, text: str) -> None:
+    raw = (f"From: MAILER-DAEMON@mx.example.net\nSubject: {subject}\n"
+           f"Content-Type: text/plain; charset=utf-8\n\n{text}\n").encode()
+    report = read_report(raw)
+    assert report is not None and report.strong
+    assert report.failed_recipients[-1].startswith("gone@")
+
+
+def test_an_mta_notice_template_is_a_strong_bounce_whoever_sends_it() -> None:
+    raw = (b"From: bn.com.pl@neptun.example.pl\nSubject: failure notice\n\n"
+           b"Hi. This is the qmail-send program at neptun.example.pl.\n"
+           b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+           b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+           b"<gone@example.org>:\nuser does not exist\n")
+    report = read_report(raw)
+    assert report is not None and report.strong
+    assert report.failed_recipients == ("gone@example.org",)
+
+
+def test_a_list_manager_refusing_a_post_is_a_bounce() -> None:
+    # mlmmj's notice for a post from a non-subscriber (notmuch's test corpus).
+    report = read_report((DATA / "realworld" / "notmuch" / "broken" / "empty-part").read_bytes())
+    assert report is not None and report.action == "failed" and report.strong
+
+
+def test_a_customer_pasting_a_bounce_into_a_new_mail_is_no_bounce() -> None:
+    raw = (b"From: Mario Rossi <mario@cliente.example>\nSubject: Returned mail\n\n"
+           b"Hello, I tried to write to your sales address and got the message below.\n"
+           b"Can you help? We need the invoice by Friday, and the order number is 4411.\n"
+           b"Thanks, and sorry for the long paste - I don't know what the error means.\n"
+           b"Mario Rossi, Accounting, Cliente S.p.A., Via Roma 1, Milano\n\n"
+           b"This is the mail system at host mx.cliente.example.\n"
+           b"I'm sorry to have to inform you that your message could not\n"
+           b"be delivered to one or more recipients.\n\n<sales@example.com>: user unknown\n")
+    report = read_report(raw)
+    assert report is None or not report.strong
+
+
+@pytest.mark.parametrize("subject", ["Fwd: Undelivered Mail Returned to Sender",
+                                     "Undelivered Mail Returned to Sender"])
+def test_a_customer_forwarding_a_real_bounce_is_no_bounce(subject: str) -> None:
+    # A real Postfix DSN (bounce_email gem's corpus), attached to a customer's own mail.
+    dsn = (DATA / "realworld" / "bounce_email" / "bounces" / "tt_1234175799.txt").read_bytes()
+    raw = (f"From: Mario Rossi <mario@cliente.example>\nSubject: {subject}\nMIME-Version: 1.0\n"
+           'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
+           "My order confirmation to your shop came back, see attached. What is wrong?\n--b\n"
+           "Content-Type: message/rfc822\n\n").encode() + dsn + b"\n--b--\n"
+    report = read_report(raw)
+    assert report is None or not report.strong
+    outcome = run_filters(parse_message(raw), account="support", trusted=False, chain=FilterChain(),
+                          settings=FilterSettings(), lookups=NullLookups())
+    classification = outcome.classification
+    assert classification is None or classification.strength.value == "weak"

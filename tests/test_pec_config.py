@@ -80,10 +80,11 @@ def test_provider_implies_pec_and_its_defaults(password_file: Path) -> None:
 
 
 def test_unknown_provider_names_the_known_ones(password_file: Path) -> None:
-    err = error_of(password_file, provider="gmail")
+    err = error_of(password_file, provider="yahoo")
     assert err.key == "accounts[0].provider"
-    assert "gmail" in err.reason
-    for known in ("aruba", "infocert", "legalmail", "namirial", "poste", "register"):
+    assert "yahoo" in err.reason
+    for known in ("aruba", "infocert", "legalmail", "namirial", "poste", "register", "gmail",
+                  "microsoft365"):
         assert known in err.reason
 
 

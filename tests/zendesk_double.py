@@ -748,6 +748,10 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 entry["json"] = None
         fault = None if path.startswith("/_test/") else self._take_fault(method, path)
+        if fault is not None:
+            # Known while the answer is held back: the client may have several requests in
+            # flight, and a test must tell which one the fault holds.
+            entry["fault"] = fault["id"]
         if fault is not None and fault.get("when", "before") == "before":
             if fault.get("delay"):
                 time.sleep(float(fault["delay"]))
@@ -929,8 +933,10 @@ class Handler(BaseHTTPRequestHandler):
                                        "audits", query, base + path), {}
             if sub == "/comments" and method == "GET":
                 t = state.ticket(tid)
-                return 200, state.page([comment_resource(c, base) for c in t.get("comments", [])],
-                                       "comments", query, base + path), {}
+                comments = [comment_resource(c, base) for c in t.get("comments", [])]
+                if (query.get("sort_order") or ["asc"])[-1] == "desc":
+                    comments.reverse()  # List Comments: sort_order asc (default) or desc
+                return 200, state.page(comments, "comments", query, base + path), {}
             if sub == "/tags":
                 status, body = state.tags(tid, method, self._json_body(raw))
                 return status, body, {}

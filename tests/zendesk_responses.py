@@ -32,6 +32,7 @@ import email.policy
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,7 @@ class FakeZendesk:
         self.base_url = base_url
         self.client_id = client_id
         self.client_secret = client_secret
+        self._lock = threading.RLock()
         self.now = T0
         self.next_id = 1000
         self.users: dict[int, dict[str, Any]] = {}
@@ -200,6 +202,12 @@ class FakeZendesk:
 
     # -- dispatch -----------------------------------------------------------------------------
     def _callback(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+        # The bridge sends several mails of an account at once (host.max_in_flight): one
+        # request at a time here, as a real server keeps its own state consistent.
+        with self._lock:
+            return self._answer(request)
+
+    def _answer(self, request: Any) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(request.url)
         body = request.body or b""
         call = Call(method=request.method.upper(), path=parts.path,
@@ -579,8 +587,11 @@ def account(dovecot: DovecotServer, user: MailUser, name: str, protocol: str = "
 
 def zendesk_host(**extra: Any) -> dict[str, Any]:
     """The ``host:`` section for the fake (``client_secret`` moved into a file)."""
+    # One mail at a time: these tests assert ticket ids, log order and call sequences that
+    # only one-at-a-time makes deterministic. tests/test_inflight.py and the crash test run
+    # several mails at once (the default, host.max_in_flight: 8).
     host: dict[str, Any] = {"type": "zendesk", "url": BASE_URL, "timeout": 5,
-                            "max_attempts": 3,
+                            "max_attempts": 3, "max_in_flight": 1,
                             "auth": {"type": "oauth", "client_id": CLIENT_ID,
                                      "client_secret": CLIENT_SECRET}}
     host.update(extra)

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from connector.cli.common import admin_store, build, load
 from connector.config import Config
+from connector.errors import ConfigError
 from connector.exitcodes import EX_NOINPUT, EX_OK, EX_USAGE, for_mail, worst
 from connector.store.base import MessageState
 
@@ -34,6 +35,29 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EX_OK
     finally:
         store.close()
+
+
+def cmd_accounts_authorize(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Sign in once for an account's delegated OAuth2 grant (device code)."""
+    from connector.auth.authorize import authorize
+
+    config = load(args)
+    account = config.account(args.name)
+    if account.oauth2 is None:
+        raise ConfigError(f"account {account.name} logs in with a password (auth: password)",
+                          path=str(config.path), key="accounts")
+    authorize(account.oauth2, out)
+    store = admin_store(config)
+    try:
+        health = store.get_health(account.name)
+        store.log_event(level="notice", kind="connection", account=account.name,
+                        event="oauth2 authorized", detail="device code sign-in")
+    finally:
+        store.close()
+    if not health.enabled:
+        print(f"      the account is disabled ({health.disabled_reason}); enable it with "
+              f"'postmaster-bridge accounts enable {account.name}'", file=out)
+    return EX_OK
 
 
 def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from connector.cli.common import account_for, load, readonly_store
 from connector.errors import HostError
@@ -47,8 +47,14 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     host = UnavailableHost(missing[0]) if missing else make_host(config.host, out=sys.stderr)
 
     def trace_of(mail: bytes):  # noqa: ANN202
-        return understand(mail, account, rules, StoreLookups(store, host),
-                          evaluate_all=True).trace
+        understood = understand(mail, account, rules, StoreLookups(store, host),
+                                evaluate_all=True)
+        request = _otobo_request(host, understood.decision, understood.content)
+        if request is None or not isinstance(understood.trace.get("decision"), dict):
+            return understood.trace
+        # OTOBO/Znuny: the GenericInterface call as it would be sent, controls landed.
+        return {**understood.trace,
+                "decision": {**understood.trace["decision"], "host_request": request}}
 
     try:
         return filters_test(raw, understand=trace_of, as_json=args.json, out=out)
@@ -57,3 +63,40 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EX_UNAVAILABLE
     finally:
         store.close()
+
+
+def _otobo_request(host: Any, decision: Any, message: Any) -> dict[str, Any] | None:
+    """The GenericInterface call an OTOBO/Znuny host would get for this decision, as sent
+    (bodies and files summarised), so ``filters test`` shows the X-OTOBO controls landing."""
+    from connector.decide.decision import Action
+    from connector.hosts.base import Comment, NewTicket
+    from connector.hosts.otobo import OtoboAdapter
+    from connector.hosts.otobo_payload import summarized
+
+    otobo = host if isinstance(host, OtoboAdapter) else getattr(host, "_reader", None)
+    if not isinstance(otobo, OtoboAdapter) or decision.action == Action.IGNORE:
+        return None
+    text = message.text_body or ""
+    if decision.action == Action.NEW_TICKET and decision.requester is not None:
+        ticket = NewTicket(
+            subject=decision.subject, requester_email=decision.requester.email,
+            requester_name=decision.requester.name or decision.requester.email,
+            body_text=text, public=decision.public, tags=decision.tags,
+            priority=decision.priority, status=decision.status,
+            ticket_type=decision.ticket_type, custom_fields=decision.custom_fields,
+            email_ccs=decision.email_ccs, controls=decision.controls,
+            external_id=f"pmb-{message.dedupe_key}"[:64])
+        return {"method": "POST", "path": "/Ticket", "operation": "TicketCreate",
+                "body": summarized(otobo.create_request(ticket))}
+    if decision.ticket_id is None:
+        return None
+    comment = Comment(ticket_id=decision.ticket_id, body_text=text, public=decision.public,
+                      author_email=message.from_.email if message.from_ else None,
+                      subject=message.subject or None, status=decision.status,
+                      priority=decision.priority, controls=decision.controls,
+                      dedupe_key=f"pmb-{message.dedupe_key}")
+    payload, changes = otobo.comment_request(comment, None)
+    if changes:
+        payload["Ticket"] = changes
+    return {"method": "PATCH", "path": f"/Ticket/<TicketID of {decision.ticket_id}>",
+            "operation": "TicketUpdate", "body": summarized(payload)}

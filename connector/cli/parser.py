@@ -8,7 +8,14 @@ import sys
 from typing import NoReturn
 
 from connector import __version__
-from connector.cli.admin import cmd_accounts, cmd_errors, cmd_held, cmd_log, cmd_messages
+from connector.cli.admin import (
+    cmd_accounts,
+    cmd_accounts_authorize,
+    cmd_errors,
+    cmd_held,
+    cmd_log,
+    cmd_messages,
+)
 from connector.cli.filters import cmd_filters_check, cmd_filters_test
 from connector.cli.ingest import cmd_deliver, cmd_import
 from connector.cli.init import cmd_init
@@ -86,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         q = asub.add_parser(verb, parents=[common], help=f"{verb} an account")
         q.add_argument("name")
         q.set_defaults(func=cmd_accounts)
+    q = asub.add_parser("authorize", parents=[common],
+                        help="sign in once for an OAuth2 account (device code)")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_accounts_authorize)
 
     p = sub.add_parser("log", parents=[common], help="the communication log")
     p.add_argument("--account")
@@ -149,9 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suppress-email-notifications", action="store_true",
                    help="keep Zendesk's default notification triggers from e-mailing PEC "
                    "requesters by ordinary mail")
+    p.add_argument("--host", choices=("zendesk", "otobo", "znuny"),
+                   help="the helpdesk (default: the config's host); otobo/znuny write the "
+                   "web service and dynamic field files and print the import steps")
+    p.add_argument("--output", default="otobo-webservice",
+                   help="otobo/znuny: directory for the files (default: ./otobo-webservice)")
     p.set_defaults(func=cmd_install)
     p = sub.add_parser("uninstall", parents=[common], help="remove exactly what install made")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--host", choices=("zendesk", "otobo", "znuny"),
+                   help="the helpdesk (default: the config's host); otobo/znuny print the "
+                   "removal steps")
     p.set_defaults(func=cmd_uninstall)
     p = sub.add_parser("serve", parents=[common],
                        help="run only the outbound webhook and sender")

@@ -72,6 +72,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             with open_mailbox(account) as mailbox:
                 line = mailbox.check()
             report("account", account.name, True, line)
+            if account.oauth2 is not None:
+                from connector.auth.authorize import check_line
+
+                report("oauth2", account.name, True, check_line(account.oauth2))
         except AuthenticationError as exc:
             report("account", account.name, False, str(exc),
                    auth_failure_hint(account.provider) if account.pec else None)

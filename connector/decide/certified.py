@@ -67,4 +67,5 @@ def certify(decision: Decision, plan: PecPlan, content: ParsedMessage,
         if fact in plan.facts:
             fields[field_id] = plan.facts[fact]
     return replace(decision, subject=content.subject or decision.subject,
-                   custom_fields=tuple(sorted(fields.items())))
+                   # ids (Zendesk) or dynamic field names (OTOBO): sorted as text
+                   custom_fields=tuple(sorted(fields.items(), key=lambda kv: str(kv[0]))))

@@ -86,6 +86,8 @@ class Decision:
     problems: tuple[str, ...] = field(default=())  # control values the host cannot take
     ignored_as: IgnoredAs | None = None  # set on every IGNORE
     original_sender: str | None = None  # shown in the ticket when the requester stands in
+    # The control headers as the filters set them, for hosts that take them natively (OTOBO).
+    controls: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +186,12 @@ def map_state(value: str | None) -> str | None:
     if text in ("on hold", "on-hold"):
         return "hold"
     return None
+
+
+def _native(controls: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The X-OTOBO-* controls in a stable order, for hosts that speak them natively."""
+    return tuple(sorted((k, v) for k, v in controls.items()
+                        if k.lower().startswith(("x-otobo-", "x-otrs-"))))
 
 
 def _control(controls: Mapping[str, str], name: str) -> str | None:
@@ -332,6 +340,7 @@ class Decider:
         action = Action.FOLLOW_UP if public else Action.INTERNAL_NOTE
         reason = why + ("" if public else "; sender is not the requester or a CC: internal note")
         return Decision(action, reason, ticket_id=ticket.id, public=public, status=status,
+                        controls=_native(controls),
                         priority=priority, tags=tags, remove_tags=remove_tags,
                         requester=sender, subject=message.subject)
 
@@ -409,4 +418,6 @@ class Decider:
                         status=status, ticket_type=ticket_type, tags=all_tags,
                         remove_tags=verdict.remove_tags,
                         custom_fields=tuple(sorted(custom.items())), email_ccs=ccs,
-                        followup_of_closed=closed, problems=tuple(problems))
+                        followup_of_closed=closed, controls=_native(controls),
+                        # OTOBO and Znuny take the controls as they are: nothing to map.
+                        problems=() if self.host.native_controls else tuple(problems))

@@ -20,7 +20,7 @@ from connector.fetch.base import (
 
 
 def open_mailbox(settings: MailboxSettings) -> Mailbox:
-    """The mailbox for ``settings.protocol`` ('imap' or 'pop3'), not yet connected.
+    """The mailbox for ``settings.protocol`` ('imap', 'pop3' or 'graph'), not yet connected.
 
     Use it as a context manager (connects and logs in on enter, logs out on exit) or call
     ``connect()`` / ``close()``.
@@ -34,6 +34,10 @@ def open_mailbox(settings: MailboxSettings) -> Mailbox:
         from connector.fetch.pop3 import Pop3Mailbox
 
         return Pop3Mailbox(settings)
+    if protocol == "graph":
+        from connector.fetch.graph import GraphMailbox
+
+        return GraphMailbox(settings)
     raise ConfigError(
         f"account {settings.name}: unknown mailbox protocol {settings.protocol!r}", key="protocol"
     )

@@ -62,6 +62,21 @@ class QuietIMAPClient(IMAPClient):
         self._imap.debug = 0
 
 
+def sasl_login(client: IMAPClient, mechanism: str, response: bytes, abort: bytes) -> None:
+    """AUTHENTICATE with one initial response; an error challenge (the server's JSON status
+    for a refused token) is answered with ``abort`` so the server sends its NO. Raises
+    LoginError when refused. imaplib runs the exchange (IMAPClient has no generic SASL call)."""
+    answers = iter((response,))
+
+    def respond(_challenge: bytes) -> bytes:
+        return next(answers, abort)
+
+    try:
+        client._imap.authenticate(mechanism, respond)
+    except imaplib.IMAP4.error as exc:
+        raise LoginError(error_text(exc)) from None
+
+
 def _untagged_words(line: bytes) -> tuple[bytes, ...]:
     """``* 5 EXISTS`` -> (b"5", b"EXISTS"), as imapclient parses IDLE responses."""
     return tuple(line.removeprefix(b"* ").split(None, 2)[:2])
@@ -173,12 +188,33 @@ class ImapMailbox:
         return client
 
     def _login(self, client: IMAPClient) -> None:
-        """The one place the account logs in."""
+        """LOGIN with the password, or SASL OAUTHBEARER/XOAUTH2 with the account's token
+        (refreshed and tried once more when refused)."""
         s = self.settings
-        try:
-            client.login(s.username, s.password)
-        except LoginError as exc:
-            raise AuthenticationError(f"{describe(s)}: login refused: {error_text(exc)}") from None
+        if getattr(s, "auth", "password") != "oauth2":
+            try:
+                client.login(s.username, s.password)
+            except LoginError as exc:
+                raise AuthenticationError(
+                    f"{describe(s)}: login refused: {error_text(exc)}") from None
+            return
+        from connector.auth import sasl
+        from connector.auth.login import login_with_token
+
+        oauth2 = s.oauth2  # type: ignore[attr-defined]
+        announced = [c.decode()[5:] for c in client.capabilities()
+                     if c.upper().startswith(b"AUTH=")]
+        mechanism = sasl.choose_mechanism(announced, oauth2.mechanism, describe(s))
+
+        def attempt(token: Any) -> None:
+            response = sasl.initial_response(mechanism, s.username, token.value, s.host, s.port)
+            try:
+                sasl_login(client, mechanism, response, sasl.ABORT_RESPONSE[mechanism])
+            except LoginError as exc:
+                raise AuthenticationError(f"{describe(s)}: {mechanism} login refused: "
+                                          f"{error_text(exc)}") from None
+
+        login_with_token(oauth2, attempt, describe(s))
 
     def close(self) -> None:
         client, self._client = self._client, None

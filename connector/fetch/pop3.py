@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import poplib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from connector.errors import AuthenticationError, ConfigError, FetchError
 from connector.fetch.base import (
@@ -125,16 +127,42 @@ class Pop3Mailbox:
         return conn
 
     def _login(self, conn: poplib.POP3) -> None:
-        """The one place the account logs in (USER/PASS)."""
+        """USER/PASS, or AUTH OAUTHBEARER/XOAUTH2 with the account's token (refreshed and
+        tried once more when refused)."""
         s = self.settings
+        if getattr(s, "auth", "password") != "oauth2":
+            try:
+                conn.user(s.username)
+                conn.pass_(s.password)
+            except poplib.error_proto as exc:
+                if _is_server_reply(exc):
+                    raise AuthenticationError(
+                        f"{describe(s)}: login refused: {error_text(exc)}") from None
+                raise
+            return
+        from connector.auth import sasl
+        from connector.auth.login import login_with_token
+
+        oauth2 = s.oauth2  # type: ignore[attr-defined]
         try:
-            conn.user(s.username)
-            conn.pass_(s.password)
-        except poplib.error_proto as exc:
-            if _is_server_reply(exc):
-                raise AuthenticationError(
-                    f"{describe(s)}: login refused: {error_text(exc)}") from None
-            raise
+            capabilities = conn.capa()
+        except poplib.error_proto:
+            capabilities = {}
+        # RFC 2449 lets a server leave SASL out of CAPA; Exchange's XOAUTH2 is the best guess.
+        announced = capabilities.get("SASL") or [sasl.XOAUTH2]
+        mechanism = sasl.choose_mechanism(announced, oauth2.mechanism, describe(s))
+
+        def attempt(token: Any) -> None:
+            response = sasl.initial_response(mechanism, s.username, token.value, s.host, s.port)
+            try:
+                pop3_sasl_login(conn, mechanism, response, sasl.ABORT_RESPONSE[mechanism])
+            except poplib.error_proto as exc:
+                if not _is_server_reply(exc):
+                    raise
+                raise AuthenticationError(f"{describe(s)}: {mechanism} login refused: "
+                                          f"{error_text(exc)}") from None
+
+        login_with_token(oauth2, attempt, describe(s))
 
     def close(self) -> None:
         """QUIT: the server commits the DELEs of this session now."""
@@ -320,6 +348,21 @@ class Pop3Mailbox:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def pop3_sasl_login(conn: poplib.POP3, mechanism: str, response: bytes, abort: bytes) -> None:
+    """RFC 5034 AUTH: ``AUTH <mechanism>``, the server's ``+`` continuation, the base64
+    response. A second ``+`` carries the server's error status for a refused token; answering
+    ``abort`` makes it send its -ERR (raised as error_proto). poplib has no AUTH command."""
+    conn._putcmd(f"AUTH {mechanism}")
+    conn._getresp()  # "+ " (a -ERR, e.g. an unknown mechanism, raises)
+    conn._putline(base64.b64encode(response))
+    reply = conn._getresp()
+    if reply.startswith(b"+OK"):
+        return
+    conn._putline(base64.b64encode(abort))
+    conn._getresp()
+    raise poplib.error_proto(b"-ERR authentication failed")
 
 
 def _is_server_reply(exc: poplib.error_proto) -> bool:

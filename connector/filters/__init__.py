@@ -57,6 +57,7 @@ from connector.filters.verdicts import (
     ForwardDetails,
     Kind,
     LoopDetails,
+    Strength,
 )
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "ForwardDetails",
     "HostCheck",
     "Kind",
+    "Strength",
     "LoopDetails",
     "NullLookups",
     "canonical_control",

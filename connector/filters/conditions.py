@@ -26,7 +26,6 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from typing import Any
 
 import regex
@@ -36,6 +35,7 @@ from connector.filters.controls import (
     is_control_namespace,
     unknown_control_message,
 )
+from connector.mail.addresses import getaddresses_safe as getaddresses
 from connector.mail.model import Address, ParsedMessage
 
 PSEUDO_FIELDS = ("body", "body_html", "attachment_names", "account", "recipient")

@@ -54,7 +54,7 @@ class FilterSettings:
           keywords:                              # keyword -> tags (subject and body)
             invoice: [billing]
             outage: [outage, urgent]
-          list_mail_is_auto_reply: true          # List-Id / List-Unsubscribe mail is automatic
+          list_mail_is_auto_reply: false         # true: list mail is also a weak auto-reply
           regex_timeout_ms: 200                  # per regex evaluation
           match_budget_ms: 2000                  # all regexes of one message together
 
@@ -71,7 +71,7 @@ class FilterSettings:
     keywords: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
-    list_mail_is_auto_reply: bool = True
+    list_mail_is_auto_reply: bool = False
     regex_timeout_ms: int = 200
     match_budget_ms: int = 2000
 

@@ -75,7 +75,8 @@ class BounceDetails:
 
 @dataclass(frozen=True)
 class AutoReplyDetails:
-    """``kind``: out_of_office, auto_reply, list, bulk or receipt; ``signals`` say why."""
+    """``kind``: out_of_office, auto_reply, receipt, feedback_report (ARF), challenge
+    (challenge-response services), list or bulk; ``signals`` say why."""
 
     kind: str
     signals: tuple[str, ...]

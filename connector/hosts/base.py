@@ -3,6 +3,19 @@
 Requests are plain dataclasses built by the service from a decision; an adapter turns them into
 its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``PermanentHostError``
 (the message goes to the error folder) from ``connector.errors``.
+
+What is host-neutral and what each host reads:
+
+- Ticket ids are integers the host chooses and the bridge only stores and compares: Zendesk's
+  ticket id, OTOBO's TicketNumber (numeric under every OTOBO number generator; the adapter
+  finds the internal TicketID itself).
+- ``controls`` carries the filters' X-OTOBO-* values as set: OTOBO/Znuny take them natively;
+  Zendesk uses the mapped fields (``group_id``, ``priority`` words, ``custom_fields`` by id).
+- ``custom_fields`` keys are field ids (Zendesk) or dynamic field names (OTOBO).
+- Tags are a capability (``HostConfig.has_tags``): Zendesk tags, OTOBO's optional text field.
+- Exactly-once: ``idempotency_key`` where the host has one (Zendesk), ``external_id`` searched
+  before a create where it does not (OTOBO's ``PMBMessageID``); ``Comment.dedupe_key`` is read
+  back by ``comment_exists`` on both.
 """
 
 from __future__ import annotations
@@ -52,12 +65,18 @@ class NewTicket:
     group_id: int | None = None
     brand_id: int | None = None
     recipient: str | None = None  # the support address the mail reached; replies go out from it
-    custom_fields: tuple[tuple[int, object], ...] = ()
+    # Field ids (Zendesk custom fields) or names (OTOBO dynamic fields) with their values.
+    custom_fields: tuple[tuple[int | str, object], ...] = ()
     email_ccs: tuple[str, ...] = ()
     external_id: str | None = None
     idempotency_key: str | None = None
     # First comment as an internal note (PEC receipts that open a ticket, anomalies).
     via_followup_source_id: int | None = None
+    # The filters' control headers (X-OTOBO-*), canonical names: a host that speaks them
+    # natively (OTOBO, Znuny) takes them as they are; others use the mapped fields above.
+    controls: tuple[tuple[str, str], ...] = ()
+    to: tuple[str, ...] = ()  # the mail's To and Cc, for hosts whose articles show them
+    cc: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,8 @@ class Comment:
     # A marker the adapter stores with the comment (audit metadata) so a retry after a crash can
     # find out whether the comment already reached the host.
     dedupe_key: str | None = None
+    subject: str | None = None  # the mail's subject, for hosts whose articles have one
+    controls: tuple[tuple[str, str], ...] = ()  # as NewTicket.controls (FollowUp-* apply)
 
 
 @dataclass(frozen=True)

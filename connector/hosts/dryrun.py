@@ -95,7 +95,33 @@ class DryRunAdapter:
             self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
         return bounded
 
+    def _otobo(self) -> Any:
+        """The OTOBO/Znuny adapter when the dry run reads from one: its calls are shown."""
+        from connector.hosts.otobo import OtoboAdapter
+
+        return self._reader if isinstance(self._reader, OtoboAdapter) else None
+
+    def _create_otobo(self, otobo: Any, ticket: NewTicket, ticket_id: int) -> CreatedTicket:
+        from connector.hosts.otobo_payload import summarized
+
+        field = otobo.settings.message_id_field
+        self._emit("POST", "/TicketSearch", operation="TicketSearch",
+                   body={f"DynamicField_{field}": {"Equals": ticket.external_id}})
+        self._emit("POST", "/Ticket", operation="TicketCreate",
+                   body=summarized(otobo.create_request(ticket)), result={"id": ticket_id})
+        return CreatedTicket(id=ticket_id, replayed=False)
+
     def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
+        otobo = self._otobo()
+        if otobo is not None:
+            with self._lock:
+                ticket_id = self._next_id
+                self._next_id -= 1
+                self._tickets[ticket_id] = _FakeTicket(TicketInfo(
+                    id=ticket_id, status="new", subject=ticket.subject,
+                    requester_email=ticket.requester_email, tags=tuple(ticket.tags),
+                    external_id=ticket.external_id))
+            return self._create_otobo(otobo, ticket, ticket_id)
         uploads = self._uploads(ticket.uploads)
         ccs, _listed = bound_ccs(ticket.email_ccs, self._max_ccs)
         with self._lock:
@@ -140,6 +166,17 @@ class DryRunAdapter:
         return CreatedTicket(id=ticket_id, replayed=False)
 
     def add_comment(self, comment: Comment) -> None:
+        otobo = self._otobo()
+        if otobo is not None:
+            from connector.hosts.otobo_payload import summarized
+
+            payload, changes = otobo.comment_request(comment, None)
+            if changes:
+                payload["Ticket"] = changes
+            self._emit("PATCH", "/Ticket/:TicketID", operation="TicketUpdate",
+                       ticket=comment.ticket_id, body=summarized(payload))
+            self._note_comment(comment)
+            return
         uploads = self._uploads(comment.uploads)
         self._emit(
             "PUT",
@@ -158,6 +195,9 @@ class DryRunAdapter:
             add_tags=list(comment.add_tags) or None,
             remove_tags=list(comment.remove_tags) or None,
         )
+        self._note_comment(comment)
+
+    def _note_comment(self, comment: Comment) -> None:
         with self._lock:
             fake = self._tickets.get(comment.ticket_id)
             if fake is None:

@@ -29,13 +29,38 @@ def make_host(config: HostConfig, *, out: TextIO | None = None,
 
         # With a url, the dry run reads from that helpdesk (tickets, users) to decide as the
         # real run would, and still writes nothing.
-        reader = _zendesk(config, observer, sleep) if config.url else None
+        reader = None
+        if config.otobo is not None:
+            reader = _otobo(config, observer, sleep)
+        elif config.url:
+            reader = _zendesk(config, observer, sleep)
         return DryRunAdapter(out or sys.stdout, reader=reader,
                              max_uploads_per_mail=config.max_uploads_per_mail,
                              max_ccs_per_mail=config.max_ccs_per_mail)
     if config.type == "zendesk":
         return _zendesk(config, observer, sleep)
+    if config.type == "otobo":
+        return _otobo(config, observer, sleep)
     raise ConfigError(f"unknown host type {config.type!r}", key="host.type")
+
+
+def _otobo(config: HostConfig, observer: HostObserver | None,
+           sleep: Callable[[float], object]) -> HostAdapter:
+    import requests
+
+    from connector.hosts.otobo import OtoboAdapter, OtoboSettings
+
+    session = requests.Session()
+    session.trust_env = False  # as for Zendesk: the environment is read once, here
+    session.proxies.update(requests.utils.get_environ_proxies(config.url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and config.ca_file is None and config.verify_tls:
+        config = replace(config, ca_file=bundle)
+    adapter = OtoboAdapter(OtoboSettings.from_host_config(config), session=session, sleep=sleep)
+    if observer is not None:
+        adapter.on_response = observer.observe_host_response
+        adapter.on_retry = observer.observe_host_retry
+    return adapter
 
 
 def _zendesk(config: HostConfig, observer: HostObserver | None,

@@ -34,7 +34,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -84,6 +84,12 @@ TICKET_UPDATE_LIMIT = 30
 TICKET_UPDATE_WINDOW = 600.0
 #: How long "no such user" is believed; a ticket create may add the user meanwhile.
 NEGATIVE_USER_CACHE_SECONDS = 300.0
+#: A ticket this adapter created or updated is known for this long without reading it again:
+#: a reply that follows soon after (a backlog, a conversation) needs no GET before its
+#: comment. An agent's change meanwhile shows up at the update (a closed ticket refuses it
+#: and the reply opens a follow-up ticket, as after a read).
+KNOWN_TICKET_SECONDS = 600.0
+_KNOWN_TICKETS = 4096
 _PREPARED_CACHE_SIZE = 256
 _ERROR_TEXT_LIMIT = 600
 _CLOSED_MARKER = "closed prevents ticket update"
@@ -427,6 +433,8 @@ class ZendeskAdapter:
         self._cache_lock = threading.Lock()
         self._prepared: OrderedDict[str, PreparedRequest] = OrderedDict()
         self._user_ids: dict[str, tuple[int | None, float]] = {}
+        self._known: OrderedDict[int, tuple[TicketInfo, float]] = OrderedDict()
+        self._created: dict[int, dict[str, Any]] = {}  # create answers, until send_prepared
         # (ticket, its fingerprint) of the last create prepared; see _fingerprint.
         self._last_fingerprint: tuple[weakref.ref[NewTicket], str] | None = None
 
@@ -441,6 +449,53 @@ class ZendeskAdapter:
                 status=resp.status_code,
             )
         return f"{user.get('name', '')} <{user.get('email', '')}> ({user.get('role', '?')})"
+
+    def _remember_ticket(self, info: TicketInfo) -> None:
+        with self._cache_lock:
+            self._known[info.id] = (info, self._clock())
+            self._known.move_to_end(info.id)
+            while len(self._known) > _KNOWN_TICKETS:
+                self._known.popitem(last=False)
+
+    def _known_ticket(self, ticket_id: int) -> TicketInfo | None:
+        with self._cache_lock:
+            known = self._known.get(int(ticket_id))
+        if known is None or self._clock() - known[1] > KNOWN_TICKET_SECONDS:
+            return None
+        return known[0]
+
+    def _forget_ticket(self, ticket_id: int) -> None:
+        with self._cache_lock:
+            self._known.pop(int(ticket_id), None)
+
+    def _learn_created(self, created: CreatedTicket, ticket: NewTicket | None) -> None:
+        """What the create answer and the request tell about the new ticket and its requester:
+        the reply that follows needs neither a ticket read nor a user search."""
+        with self._cache_lock:
+            answer = self._created.pop(created.id, None)
+        if answer is None or ticket is None:
+            return
+        requester_id = answer.get("requester_id")
+        if isinstance(requester_id, int):
+            with self._cache_lock:
+                self._user_ids[ticket.requester_email.strip().lower()] = (requester_id,
+                                                                         self._clock())
+        self._remember_ticket(TicketInfo(
+            id=created.id, status=str(answer.get("status") or "new"),
+            subject=str(answer.get("subject") or ticket.subject),
+            requester_email=ticket.requester_email, cc_emails=tuple(ticket.email_ccs),
+            tags=tuple(answer.get("tags") or ticket.tags),
+            external_id=answer.get("external_id") or ticket.external_id))
+
+    def _learn_commented(self, comment: Comment) -> None:
+        known = self._known_ticket(comment.ticket_id)
+        if known is None:
+            return
+        removed = {t.lower() for t in comment.remove_tags}
+        tags = [t for t in known.tags if t.lower() not in removed]
+        tags += [t for t in comment.add_tags if t not in tags]
+        self._remember_ticket(replace(known, status=comment.status or known.status,
+                                      tags=tuple(tags)))
 
     def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
         """Prepare (uploads, fixed body) and send. A retry with the same idempotency key within
@@ -472,10 +527,18 @@ class ZendeskAdapter:
                 ambiguous_failure = exc.status not in (409, 429)
                 raise
 
-        self._retry(label, attempt_once)
+        try:
+            self._retry(label, attempt_once)
+        except (TicketClosedError, TicketNotFoundError):
+            self._forget_ticket(comment.ticket_id)
+            raise
+        self._learn_commented(comment)
         log.debug("%s: added (public=%s)", label, comment.public)
 
     def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+        known = self._known_ticket(ticket_id)
+        if known is not None:
+            return known
         resp = self.request(
             "GET",
             f"/api/v2/tickets/{int(ticket_id)}",
@@ -559,7 +622,9 @@ class ZendeskAdapter:
             if uploads_stale:
                 prepared = self._reprepare(prepared, ticket, "its uploads may have expired")
         try:
-            return self._post_ticket(prepared)
+            created = self._post_ticket(prepared)
+            self._learn_created(created, ticket)
+            return created
         except PermanentHostError as exc:
             if _is_idempotency_conflict(exc):
                 reason = "Zendesk holds a different request under its idempotency key"
@@ -577,7 +642,9 @@ class ZendeskAdapter:
                     status=exc.status,
                     body=exc.body,
                 ) from exc
-            return self._post_ticket(self._reprepare(prepared, ticket, reason))
+            created = self._post_ticket(self._reprepare(prepared, ticket, reason))
+            self._learn_created(created, ticket)
+            return created
 
     # -- create internals ------------------------------------------------------------------------
 
@@ -683,6 +750,8 @@ class ZendeskAdapter:
             )
         replayed = resp.headers.get("x-idempotency-lookup", "").lower() == "hit"
         log.debug("%s: ticket #%s %s", label, ticket["id"], "replayed" if replayed else "created")
+        with self._cache_lock:
+            self._created[ticket["id"]] = ticket
         return CreatedTicket(id=ticket["id"], replayed=replayed)
 
     def _existing_ticket(self, external_id: str | None) -> CreatedTicket | None:

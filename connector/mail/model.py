@@ -16,11 +16,22 @@ from connector.mail.html import sanitize_html
 
 @dataclass(frozen=True)
 class Address:
-    """One mailbox: display name and address. ``valid`` is email-validator's syntax verdict."""
+    """One mailbox: display name and address.
+
+    ``valid`` is email-validator's verdict (syntax a mail server would deliver to);
+    ``identity`` is looser: an RFC 5322 addr-spec that names someone even where it cannot be
+    delivered to from the internet (``root@localhost``, ``"#FAX#123"@host``, ``a@[10.0.0.1]``,
+    ``x@printer.local``). A requester needs an identity, not deliverability.
+    """
 
     name: str
     email: str
     valid: bool = True
+    identity: bool = None  # type: ignore[assignment]  # None: as valid (set in __post_init__)
+
+    def __post_init__(self) -> None:
+        if self.identity is None:
+            object.__setattr__(self, "identity", self.valid)
 
     @property
     def normalized(self) -> str:

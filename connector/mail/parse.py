@@ -14,11 +14,13 @@ input that is not a mail at all (empty, or no header in it) raises :class:`Parse
 
 from __future__ import annotations
 
+import binascii
 import logging
 import mimetypes
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email import errors
 from email.errors import MultipartInvariantViolationDefect
 from email.message import Message
 from email.policy import compat32
@@ -35,6 +37,8 @@ from connector.mail.decode import (
     decode_header_value,
     decode_transfer,
     has_8bit,
+    header_charset,
+    looks_qp,
     printable,
     unescape_8bit,
     unflow,
@@ -63,14 +67,19 @@ class _RawHeaderPolicy(type(compat32)):  # type: ignore[misc]
 
 _POLICY = _RawHeaderPolicy()
 _COPY_LIMIT = 64 * 1024
-_LEADING_NEWLINES = re.compile(rb"[\r\n]*")
+# Blank lines, and the UTF-8 byte order mark some exporters write before the headers.
+_LEADING_NEWLINES = re.compile(rb"(?:\xef\xbb\xbf)?[\r\n]*")
 _NOT_BLANK = re.compile(rb"\S")
+_OBSOLETE_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]+:")
+_OBSOLETE_COLON = re.compile(rb"(?m)^([\x21-\x39\x3b-\x7e]+)[ \t]+:")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 MAX_MULTIPART_DEPTH = 40
 MAX_NESTED_MESSAGES_DEPTH = 8
 
 _MSGID = re.compile(r"<([^<>]*)>")
+_WORD_CHARSET = re.compile(r"=\?([^?*\s]+)(?:\*[^?]*)?\?[QqBb]\?")
 _WHITESPACE = re.compile(r"\s+")
 _CID_REF = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
@@ -156,11 +165,27 @@ def parse_message(raw: bytes) -> ParsedMessage:
                 msg = build_tree(raw, offset, policy=_POLICY)
                 skipped = lines_skipped
                 break
+    obsolete = False
+    if not msg.keys() and _OBSOLETE_HEADER.match(raw, start):
+        # RFC 5322 section 4.5.1 obsolete syntax, "Subject :": blanks before the colon, which
+        # the stdlib's header reader stops at. Parse a copy of the header block without them.
+        end = _header_block_end(raw, start)
+        fixed = _OBSOLETE_COLON.sub(rb"\1:", raw[start:end]) + raw[end:]
+        msg = build_tree(fixed, 0, policy=_POLICY)
+        obsolete = bool(msg.keys())
     if not msg.keys():
         raise ParseError("no header found: not a mail message")
+    if obsolete:
+        msg.defects.append(errors.ObsoleteHeaderDefect("blank before a header's colon"))
     if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
         msg.defects.append(MultipartInvariantViolationDefect())  # as the stdlib reports it
     return _build(msg, raw, nesting=0, skipped_lines=skipped)
+
+
+def _header_block_end(raw: bytes, start: int) -> int:
+    """Where the header block starting at ``start`` ends (its blank line, or the end)."""
+    found = _BLANK_LINE.search(raw, start)
+    return found.start() if found else len(raw)
 
 
 def _leading_newlines(data: bytes, pos: int) -> int:
@@ -258,6 +283,11 @@ class _Walker:
 
     def _text(self, part: MimePart, ctype: str) -> str:
         data = self._payload(part)
+        if _transfer_encoding(part) not in ("base64", "quoted-printable") and looks_qp(data):
+            # The encoding header is missing or says 7bit/8bit, yet every "=" of the text is a
+            # quoted-printable escape or soft line break: the label lies, undo the encoding.
+            data = binascii.a2b_qp(data)
+            self.defects.append(f"quoted-printable body labelled otherwise in {ctype}")
         charset = part.get_content_charset()
         if charset is None and ctype == "text/html":
             sniffed = _META_CHARSET.search(data, 0, 4096)
@@ -331,13 +361,14 @@ def _build(msg: MimePart, raw: bytes, *, nesting: int, skipped_lines: int = 0) -
     raw_values: dict[str, list[str]] = {}
     decoded_first: dict[str, str] = {}
     headers: list[tuple[str, str]] = []
-    hint: str | None = None
-    for name, value in msg.items():
+    items = msg.items()
+    eight_bit = [value for _, value in items if has_8bit(value)]
+    hint = _raw_header_charset(msg, items, eight_bit) if eight_bit else None
+    for name, value in items:
         lname = name.lower()
         raw_values.setdefault(lname, []).append(value)
-        if has_8bit(value):
+        if eight_bit and has_8bit(value):
             defects.append(f"unencoded 8-bit header {name}")
-            hint = hint or _declared_charset(msg)
         decoded = decode_header_value(value, defects, where=name, hint=hint)
         decoded_first.setdefault(lname, decoded)
         headers.append((name, decoded))
@@ -363,8 +394,10 @@ def _build(msg: MimePart, raw: bytes, *, nesting: int, skipped_lines: int = 0) -
     from_ = parse_address(first_raw("from"), defects, hint=hint)
     if from_ is None:
         defects.append("missing From")
-    elif not from_.valid:
+    elif not from_.identity:
         defects.append("invalid From address")
+    elif not from_.valid:
+        defects.append("From address is not deliverable from the internet")
     message_id = _message_id(first_raw("message-id"))
     if message_id is None:
         defects.append("missing Message-ID")
@@ -480,6 +513,17 @@ def _filename(part: Message, defects: list[str], hint: str | None) -> str | None
     return _clean_filename(decoded) or None
 
 
+def _raw_header_charset(msg: MimePart, items: list[tuple[str, str]],
+                        eight_bit: list[str]) -> str | None:
+    """The charset for raw 8-bit header bytes: what the message declares (its text parts,
+    its encoded words) first, then a detector; None leaves UTF-8, Windows-1252, Latin-1."""
+    declared = [part.get_content_charset() or "" for part in msg.walk()
+                if part.get_content_maintype() == "text"]
+    declared += [m.group(1) for _, value in items for m in _WORD_CHARSET.finditer(value)]
+    values = [value.encode("utf-8", "surrogateescape") for value in eight_bit]
+    return header_charset(values, declared) or _declared_charset(msg)
+
+
 def _declared_charset(msg: Message) -> str | None:
     """First charset a text part declares: the best guess for raw 8-bit header bytes."""
     for part in msg.walk():
@@ -581,9 +625,13 @@ def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
             defects.append("unparseable Date")
             return None
         defects.append("non-standard Date format")
-    if date.tzinfo is None or date.tzinfo.utcoffset(date) is None:
+    try:
+        offset = date.utcoffset() if date.tzinfo is not None else None
+    except ValueError:  # dateutil builds zones of 24 h and more ("+9999"); datetime refuses them
+        offset = timedelta(days=1)
+    if offset is None:
         date = date.replace(tzinfo=UTC)  # "-0000" or no zone: RFC 5322 says read it as UTC
-    if abs(date.utcoffset() or timedelta()) > timedelta(hours=18):
+    elif abs(offset) > timedelta(hours=18):
         defects.append("Date with impossible zone offset")
         date = date.replace(tzinfo=UTC)
     return date

@@ -28,6 +28,7 @@ from connector.outbound.install import apply, plan_install, plan_uninstall
 from connector.outbound.queue import Job, JobState, OutboundQueue
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, load_outbound
+from connector.outbound.webhook import WebhookApp
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
@@ -43,6 +44,16 @@ def _outbound(config: Config) -> OutboundConfig:
     if outbound.service is None:
         raise ConfigError("is required for outbound", path=str(config.path), key="service")
     return outbound
+
+
+def _otobo_api(config: Config, outbound: OutboundConfig, adapter: Any = None) -> Any:
+    """The worker's OTOBO/Znuny view: the agent's PECReply field stands for the reply tag."""
+    from connector.hosts.otobo import OtoboAdapter, OtoboSettings
+    from connector.outbound.otobo_api import OtoboOutboundAPI
+
+    if adapter is None:
+        adapter = OtoboAdapter(OtoboSettings.from_host_config(config.host))
+    return OtoboOutboundAPI(adapter, {a.reply_tag: a.account for a in outbound.enabled_accounts})
 
 
 def _api(config: Config, adapter: Any = None) -> ZendeskOutboundAPI:
@@ -154,8 +165,15 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
 
         store = SQLiteStore(config.store.path)
     queue = OutboundQueue(config.store.path)
-    worker = OutboundWorker(outbound, queue, _api(config, adapter), store)
-    service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
+    if config.host.type == "otobo":
+        api = _otobo_api(config, outbound, adapter)
+        worker = OutboundWorker(outbound, queue, api, store)
+        app = WebhookApp(outbound, queue, on_enqueued=worker.wake.set,
+                         ticket_number=api.ticket_number)
+        service = OutboundService(outbound, queue, worker, app=app, extra_routes=extra_routes)
+    else:
+        worker = OutboundWorker(outbound, queue, _api(config, adapter), store)
+        service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
     service.start()
     return service
 

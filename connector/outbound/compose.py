@@ -117,12 +117,14 @@ def clean_subject(subject: str) -> str:
     return subject.strip()
 
 
-def ensure_ticket_reference(subject: str, ticket_id: int, pattern: str) -> str:
-    """``subject`` with the ticket reference the inbound side recognises (``[#id]``)."""
+def ensure_ticket_reference(subject: str, ticket_id: int, pattern: str,
+                            hook: str = "#") -> str:
+    """``subject`` with the ticket reference the inbound side recognises (``[#id]``; OTOBO's
+    ``[Ticket#2026...]`` with its ``Ticket::Hook``)."""
     for match in re.finditer(pattern, subject):
         if match.group(1) == str(ticket_id):
             return subject
-    return f"{subject} [#{ticket_id}]".strip()
+    return f"{subject} [{hook}{ticket_id}]".strip()
 
 
 def blocked_attachment(attachment: OutgoingAttachment, blocked: Iterable[str]) -> str | None:

@@ -35,10 +35,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from connector.config_reader import Problems, Reader
+from connector.auth.presets import mail_provider
+from connector.config_reader import Problems, Reader, otobo_ticket_pattern
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
@@ -47,7 +48,12 @@ from connector.pec.providers import PecProvider
 from connector.pec.providers import provider as pec_provider
 from connector.tls import is_loopback
 
+if TYPE_CHECKING:
+    from connector.auth.settings import OAuth2Settings
+    from connector.config import AccountConfig
+
 SMTP_SECURITIES = ("tls", "starttls")
+TRANSPORTS = ("smtp", "graph")
 REPLY_COMMENTS = ("public", "any")
 RECEIPT_TYPES = ("completa", "breve", "sintetica")
 DEFAULT_SUBJECT_TEMPLATE = "{{ticket.title}} [#{{ticket.id}}]"
@@ -86,6 +92,15 @@ class SmtpSettings:
     verify_tls: bool = True
     insecure_tls_i_understand: bool = False  # verify_tls false for a non-loopback host
     timeout: float = 60.0
+    oauth2: OAuth2Settings | None = None  # the account's: AUTH XOAUTH2 instead of a password
+
+
+def account_uses_oauth2(account: Mapping[str, Any]) -> bool:
+    """Whether a raw account mapping logs in with OAuth2 (said, or implied by its preset)."""
+    if account.get("auth") is not None:
+        return account.get("auth") == "oauth2"
+    return mail_provider(str(account.get("provider") or "")) is not None or \
+        account.get("protocol") == "graph"
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,8 @@ class OutboundSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     ticket_pattern: str = r"\[#(\d+)\]"  # the account's subject_ticket_pattern
+    transport: str = "smtp"  # smtp | graph (Microsoft Graph sendMail, with the account's token)
+    ticket_hook: str = "#"  # what a sent subject puts before the id: [#12], [Ticket#2026...]
     # Every public reply an agent writes on a PEC ticket of this account goes out by PEC (the
     # channel app's behaviour); off: only the macro sends.
     public_reply: bool = True
@@ -127,7 +144,7 @@ class OutboundSettings:
     @classmethod
     def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path,
                      account: Mapping[str, Any] | None = None,
-                     secrets: bool = True) -> OutboundSettings:
+                     secrets: bool = True, ticket_hook: str = "#") -> OutboundSettings:
         """Validate one ``outbound:`` mapping. ``account`` is the raw account mapping around it
         (name, login and subject pattern are defaults from there)."""
         r = Reader(data if data is not None else {}, path, key, base_dir, secrets=secrets)
@@ -137,7 +154,13 @@ class OutboundSettings:
         # The account's own `provider:` preset applies unless outbound names another.
         provider = r.choice("provider", tuple(PROVIDERS)) or account.get("provider")
         preset = pec_provider(str(provider)) if provider else None
-        smtp = _smtp(r.child("smtp"), preset, account, path, key, base_dir, required=enabled)
+        transport = r.choice("transport", TRANSPORTS,
+                             "graph" if account.get("protocol") == "graph" else "smtp")
+        if transport == "graph" and not account_uses_oauth2(account):
+            raise r.error("transport", "graph sends with the account's OAuth2 token: the "
+                          "account needs auth: oauth2 (provider microsoft)")
+        smtp = _smtp(r.child("smtp"), preset, account, path, key, base_dir,
+                     required=enabled and transport == "smtp")
         default_from = account.get("username")
         from_address = r.get("from_address", str, default_from,
                              required=enabled and not default_from)
@@ -179,7 +202,11 @@ class OutboundSettings:
             receipt_type=r.choice("receipt_type", RECEIPT_TYPES),
             max_message_bytes=r.size("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
             blocked_extensions=extensions,
-            ticket_pattern=str(account.get("subject_ticket_pattern") or r"\[#(\d+)\]"),
+            ticket_pattern=str(account.get("subject_ticket_pattern")
+                               or (r"\[#(\d+)\]" if ticket_hook == "#"
+                                   else otobo_ticket_pattern(ticket_hook))),
+            ticket_hook=ticket_hook,
+            transport=transport,
             public_reply=r.get("public_reply", bool, True),
         )
         r.finish()
@@ -198,9 +225,14 @@ def _template(r: Reader, name: str, default: str) -> str:
 def _smtp(r: Reader, preset: PecProvider | None, account: Mapping[str, Any], path: str,
           key: str, base_dir: Path, *, required: bool) -> SmtpSettings:
     default_host = preset.smtp_host if preset else None
+    mail_preset = mail_provider(str(account.get("provider") or ""))
+    default_security = "tls"
+    if mail_preset is not None:
+        default_host, default_security = mail_preset.smtp_host, mail_preset.smtp_security
     host = r.get("host", str, default_host, required=required and default_host is None)
-    security = r.choice("security", SMTP_SECURITIES, "tls")
+    security = r.choice("security", SMTP_SECURITIES, default_security)
     port = r.get("port", int, preset.smtp_port if preset and security == "tls"
+                 else mail_preset.smtp_port if mail_preset and security == default_security
                  else (465 if security == "tls" else 587))
     if not 0 < port < 65536:
         raise r.error("port", f"must be a TCP port, got {port}")
@@ -208,6 +240,8 @@ def _smtp(r: Reader, preset: PecProvider | None, account: Mapping[str, Any], pat
     username = r.get("username", str, default_user, required=required and not default_user)
     if r.has("password") or r.has("password_file"):
         password = r.secret("password", required=required)
+    elif account_uses_oauth2(account):
+        password = ""  # load_outbound hands the account's OAuth2 settings to the sender
     else:
         # The PEC mailbox logs in to IMAP and SMTP with the same credentials.
         outer = Reader(account, path, key.rsplit(".", 1)[0], base_dir, secrets=r.secrets,
@@ -343,6 +377,10 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path, *,
     accounts: list[OutboundSettings] = []
     seen_tags: set[str] = set()
     raw_accounts = data.get("accounts") or []
+    # OTOBO/Znuny number their tickets under a hook: subjects carry [Ticket#2026...].
+    host = data.get("host") if isinstance(data.get("host"), Mapping) else {}
+    otobo = host.get("otobo") if isinstance(host.get("otobo"), Mapping) else None
+    hook = str((otobo or {}).get("ticket_hook") or "Ticket#") if otobo is not None else "#"
     for i, raw in enumerate(raw_accounts if isinstance(raw_accounts, list) else []):
         if not isinstance(raw, Mapping) or raw.get("outbound") is None:
             continue
@@ -350,7 +388,7 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path, *,
             continue
         settings = section(lambda i=i, raw=raw: OutboundSettings.from_mapping(
             raw["outbound"], path=where, key=f"accounts[{i}].outbound", base_dir=base_dir,
-            account=raw, secrets=secrets))
+            account=raw, secrets=secrets, ticket_hook=hook))
         if settings is None:
             continue
         if settings.reply_tag in seen_tags:
@@ -384,6 +422,26 @@ def validate_outbound(data: Mapping[str, Any], where: str, base_dir: Path, *,
     outbound_from_raw(data, where, base_dir, secrets=secrets, problems=problems)
 
 
+def graph_endpoint(account: AccountConfig) -> SmtpSettings:
+    """Where a ``transport: graph`` account sends: its own Graph host when it reads through
+    Graph, else graph.microsoft.com; a token for Graph (not for Exchange's IMAP/SMTP)."""
+    from dataclasses import replace
+
+    from connector.auth.settings import default_scopes
+
+    assert account.oauth2 is not None
+    oauth2 = account.oauth2
+    if account.protocol != "graph":
+        oauth2 = replace(oauth2, scopes=default_scopes(oauth2.provider, oauth2.flow, "graph"))
+    if account.protocol == "graph":
+        host, port, security = account.host, account.port, account.security
+    else:
+        host, port, security = "graph.microsoft.com", 443, "tls"
+    return SmtpSettings(host=host, port=port, security=security, username=account.username,
+                        password="", ca_file=account.ca_file, verify_tls=account.verify_tls,
+                        timeout=account.timeout, oauth2=oauth2)
+
+
 class LoadedConfig(Protocol):
     """What load_outbound reads of ``connector.config.Config`` (named structurally: the
     config module imports this one, not the other way round)."""
@@ -394,7 +452,23 @@ class LoadedConfig(Protocol):
     @property
     def raw(self) -> Mapping[str, Any]: ...
 
+    @property
+    def accounts(self) -> tuple[AccountConfig, ...]: ...
+
 
 def load_outbound(config: LoadedConfig) -> OutboundConfig:
-    """The outbound configuration of a loaded ``Config`` (read from ``config.raw``)."""
-    return outbound_from_raw(config.raw, str(config.path), config.path.resolve().parent)
+    """The outbound configuration of a loaded ``Config`` (read from ``config.raw``); accounts
+    logging in with OAuth2 send with the same token source unless their smtp section has a
+    password of its own."""
+    from dataclasses import replace
+
+    loaded = outbound_from_raw(config.raw, str(config.path), config.path.resolve().parent)
+    accounts = []
+    for settings in loaded.accounts:
+        account = next((a for a in config.accounts if a.name == settings.account), None)
+        if account is not None and settings.transport == "graph" and account.oauth2:
+            settings = replace(settings, smtp=graph_endpoint(account))
+        elif account is not None and account.oauth2 is not None and not settings.smtp.password:
+            settings = replace(settings, smtp=replace(settings.smtp, oauth2=account.oauth2))
+        accounts.append(settings)
+    return replace(loaded, accounts=tuple(accounts))

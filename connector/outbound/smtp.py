@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
+from typing import Any
 
 from connector.hosts.retry import SlidingWindowLimiter
 from connector.outbound.settings import SmtpSettings
@@ -128,8 +129,7 @@ class SmtpSender:
                                              "log in without TLS")
                 conn.starttls(context=context)
                 conn.ehlo()
-            if s.username:
-                conn.login(s.username, s.password)
+            self._login(conn)
             return conn
         except ssl.SSLCertVerificationError as exc:
             raise PermanentSendError(f"{where}: TLS certificate not trusted: "
@@ -144,6 +144,49 @@ class SmtpSender:
         except (smtplib.SMTPException, OSError) as exc:
             raise TemporarySendError(f"cannot connect to {where}: "
                                      f"{type(exc).__name__}: {exc}") from exc
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        """AUTH with the password, or XOAUTH2/OAUTHBEARER with the account's token (a new
+        token and one more try when refused)."""
+        s = self.settings
+        if s.oauth2 is None:
+            if s.username:
+                conn.login(s.username, s.password)
+            return
+        from connector.auth import sasl
+        from connector.auth.login import login_with_token
+        from connector.errors import AuthenticationError, GrantRevokedError, TokenError
+
+        conn.ehlo_or_helo_if_needed()
+        announced = (conn.esmtp_features.get("auth") or "").upper().split()
+        where = f"{s.host}:{s.port}"
+        try:
+            mechanism = sasl.choose_mechanism(announced, s.oauth2.mechanism, where)
+        except AuthenticationError as exc:
+            raise PermanentSendError(str(exc)) from None
+
+        def attempt(token: Any) -> None:
+            response = sasl.initial_response(mechanism, s.username, token.value, s.host, s.port)
+            answers = iter((response,))
+
+            def respond(challenge: bytes | None = None) -> str:
+                return next(answers, sasl.ABORT_RESPONSE[mechanism]).decode()
+
+            try:
+                conn.auth(mechanism, respond, initial_response_ok=True)
+            except smtplib.SMTPAuthenticationError as exc:
+                raise AuthenticationError(
+                    f"{mechanism} login as {s.username}: "
+                    f"{_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+
+        try:
+            login_with_token(s.oauth2, attempt, where)
+        except GrantRevokedError as exc:
+            raise PermanentSendError(f"no OAuth2 token: {exc}") from exc
+        except TokenError as exc:
+            raise TemporarySendError(f"no OAuth2 token: {exc}") from exc
+        except AuthenticationError as exc:
+            raise PermanentSendError(f"{where}: {exc}") from exc
 
     def _transaction(self, conn: smtplib.SMTP, message: EmailMessage, sender: str,
                      recipients: Sequence[str]) -> SendResult:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from connector.outbound.otobo_hook import authentic, parse_hook
 from connector.outbound.queue import OutboundQueue
 from connector.outbound.settings import OutboundConfig
 from connector.outbound.signature import delivery_digest, verify
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 _ROUTE = re.compile(r"^(?:/.*)?/hooks/zendesk/([a-z0-9][a-z0-9_.-]{0,62})/?$")
+_OTOBO_ROUTE = re.compile(r"^(?:/.*)?/hooks/otobo/([a-z0-9][a-z0-9_.-]{0,62})/?$")
+#: OTOBO repeats a failed invocation (its scheduler); within this window a byte-identical
+#: delivery is the same request, later it is the agent asking again.
+OTOBO_REPLAY_WINDOW = 600
 _TICKET_ID = re.compile(r'"ticket_id"\s*:\s*"?\s*(\d+)')
 _ACCOUNT = re.compile(r'"account"\s*:\s*"([^"\\]{0,100})"')
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -52,7 +57,8 @@ class WebhookApp:
     def __init__(self, config: OutboundConfig, queue: OutboundQueue, *,
                  secrets: Callable[[str], Iterable[str]] | None = None,
                  on_enqueued: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 ticket_number: Callable[[int], int | None] | None = None) -> None:
         if config.service is None:
             raise ValueError("the webhook needs the service: section")
         self.service = config.service
@@ -61,6 +67,8 @@ class WebhookApp:
         self._secrets = secrets or self._default_secrets
         self._on_enqueued = on_enqueued
         self._clock = clock
+        # OTOBO/Znuny: TicketID -> TicketNumber (the id the bridge knows tickets by).
+        self._ticket_number = ticket_number
 
     def _default_secrets(self, account: str) -> list[str]:
         found = [self.service.signing_secret]
@@ -80,11 +88,15 @@ class WebhookApp:
                                        allow="GET, HEAD")
                 return self._health(start_response)
             match = _ROUTE.match(path)
-            if match is None:
+            otobo = _OTOBO_ROUTE.match(path) if match is None else None
+            if match is None and otobo is None:
                 return self._reply(start_response, 404, {"error": "not found"})
             if method != "POST":
                 return self._reply(start_response, 405, {"error": "method not allowed"},
                                    allow="POST")
+            if otobo is not None:
+                return self._otobo_hook(environ, start_response, otobo.group(1))
+            assert match is not None
             return self._hook(environ, start_response, match.group(1))
         except Exception:
             log.exception("webhook: unexpected error on %s %s", method, path)
@@ -184,6 +196,48 @@ class WebhookApp:
         else:
             log.info("webhook account=%s ticket=%s invocation=%s: duplicate of job %s",
                      account, ticket_id, invocation or "-", result.job_id)
+        return self._reply(start_response, 202, {"job": result.job_id,
+                                                 "duplicate": not result.created})
+
+    def _otobo_hook(self, environ: Mapping[str, Any], start_response: StartResponse,
+                    account: str) -> list[bytes]:
+        """A reply request from OTOBO's / Znuny's invoker (connector.outbound.otobo_hook)."""
+        client = self._client(environ)
+        body = self._read_body(environ)
+        if isinstance(body, int):
+            return self._reply(start_response, body, {"error": "request body too large"
+                                                      if body == 413 else "length required"})
+        secrets = list(self._secrets(account)) if account in self.accounts else []
+        if not authentic(environ, secrets or [self.service.signing_secret]) \
+                or account not in self.accounts:
+            log.warning("webhook account=%s from %s: unauthorized (otobo invoker)", account,
+                        client)
+            return self._reply(start_response, 401, {"error": "unauthorized"})
+        hook = parse_hook(body)
+        if hook.problem is not None:
+            log.warning("webhook account=%s from %s: refused: %s", account, client,
+                        hook.problem)
+            return self._reply(start_response, 400, {"error": hook.problem})
+        number = hook.ticket_number
+        if number is None and hook.ticket_id is not None and self._ticket_number is not None:
+            number = self._ticket_number(hook.ticket_id)
+        if number is None:
+            return self._reply(start_response, 400, {"error": "unknown ticket"})
+        digest = delivery_digest(str(int(self._clock() // OTOBO_REPLAY_WINDOW)), body)
+        try:
+            result = self.queue.enqueue(account, number, source="webhook",
+                                        dedupe_key=f"otobo:{digest}",
+                                        payload={"ticket_id": number, "account": account,
+                                                 "event": hook.event})
+        except Exception:
+            log.exception("webhook account=%s ticket=%s: cannot queue the request", account,
+                          number)
+            return self._reply(start_response, 503, {"error": "temporarily unavailable"})
+        if result.created:
+            log.info("webhook account=%s ticket=%s (otobo %s): queued as job %s", account,
+                     number, hook.event or "event", result.job_id)
+            if self._on_enqueued is not None:
+                self._on_enqueued()
         return self._reply(start_response, 202, {"job": result.job_id,
                                                  "duplicate": not result.created})
 

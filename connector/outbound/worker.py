@@ -116,6 +116,15 @@ def _age_seconds(stamp: str, now: float) -> float | None:
     return now - when.timestamp()
 
 
+def make_sender(settings: OutboundSettings) -> SmtpSender:
+    """The account's sender: SMTP submission, or Graph sendMail (``transport: graph``)."""
+    if settings.transport == "graph":
+        from connector.outbound.graph import GraphSender
+
+        return GraphSender(settings.smtp)  # type: ignore[return-value]
+    return SmtpSender(settings.smtp)
+
+
 class OutboundWorker:
     """Processes outbound jobs; one instance per process (it owns its claims)."""
 
@@ -130,7 +139,7 @@ class OutboundWorker:
         self.accounts = {a.account: a for a in config.enabled_accounts}
         self.senders = dict(senders or {})
         for name, settings in self.accounts.items():
-            self.senders.setdefault(name, SmtpSender(settings.smtp))
+            self.senders.setdefault(name, make_sender(settings))
         self.rate = SendRateLimiter({n: a.rate_limit_per_minute for n, a in self.accounts.items()},
                                     clock=clock, sleep=sleep)
         self.clock = clock
@@ -315,7 +324,7 @@ class OutboundWorker:
                                   display_name=settings.display_name)
         subject = render_subject(settings.subject_template, context)
         subject = ensure_ticket_reference(clean_subject(subject), ticket.id,
-                                          settings.ticket_pattern)
+                                          settings.ticket_pattern, settings.ticket_hook)
         text, html_body = render_bodies(settings.message_template, context)
         attachments = self._attachments(reply, settings)
         in_reply_to, references = self._thread(ticket.id)

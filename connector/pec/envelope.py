@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
+from connector.mail.addresses import getaddresses_safe as getaddresses
 from connector.mail.decode import decode_header_value
 from connector.pec.classify import (
     PecKind,

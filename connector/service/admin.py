@@ -44,6 +44,21 @@ def _when(value: datetime | None) -> str:
 
 
 # -- accounts -----------------------------------------------------------------------------
+def _auth(account: AccountConfig) -> str:
+    """How the account logs in; for a delegated OAuth2 grant, whether someone signed in."""
+    oauth2 = account.oauth2
+    if oauth2 is None:
+        return "password"
+    text = f"oauth2: {oauth2.provider} {oauth2.flow}"
+    if oauth2.delegated:
+        signed_in = bool(oauth2.refresh_token) or bool(
+            oauth2.token_file is not None and oauth2.token_file.exists())
+        text += ("; signed in" if signed_in else
+                 f"; nobody signed in yet: 'postmaster-bridge accounts authorize {account.name}'")
+    return text
+
+
+
 def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json: bool) -> None:
     figures = store.account_figures()
     connections = connection_report(store, [a.name for a in config.accounts])
@@ -65,6 +80,7 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
             "processed": fig.get("processed", 0), "failed": fig.get("failed", 0),
             "ignored": fig.get("ignored", 0), "held": fig.get("held", 0),
             "avg_seconds": fig.get("avg_seconds"),
+            "auth": _auth(account),
             **connections[account.name],
         })
     if as_json:
@@ -78,6 +94,8 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
                   f"held {row['held']}"
                   + (f"; avg {row['avg_seconds']} s" if row["avg_seconds"] is not None else "")
                   + "\n")
+        if row["auth"] != "password":
+            out.write(f"    {row['auth']}\n")
         if row["last_error"]:
             out.write(f"    last error: {row['last_error']}\n")
         if row["disabled_reason"]:
@@ -317,9 +335,9 @@ def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
 def _move_server_copy(record_id: int, account: AccountConfig, folder: str,
                       mailbox_factory: Callable[[AccountConfig], Mailbox], raw: bytes,
                       out: TextIO) -> None:
-    """IMAP: the server copy of a replayed or released mail leaves ``folder`` for the
-    processed folder. POP3 kept it where it was."""
-    if account.protocol != "imap":
+    """IMAP and Graph: the server copy of a replayed or released mail leaves ``folder`` for
+    the processed folder. POP3 kept it where it was."""
+    if account.protocol not in ("imap", "graph"):
         return
     try:
         moved = _move_out_of(account, folder, mailbox_factory, raw)

@@ -99,8 +99,16 @@ def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
 
     groups = config.host.groups
     fields = config.host.custom_fields
+    native = config.host.native_controls
+    has_tags = config.host.has_tags
 
     def accepts(control: str, value: str | None) -> str | None:
+        if not has_tags and control.lower() == "x-bridge-tags":
+            return "the helpdesk keeps no tags: set host.otobo.tags_field to keep them"
+        if native:
+            # OTOBO and Znuny take X-OTOBO values as they are (queue and state names,
+            # dynamic fields): the host checks them and answers InvalidParameter.
+            return None
         name = control.lower()
         for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
             if name.startswith(prefix):

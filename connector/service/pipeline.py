@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -233,11 +234,30 @@ class Pipeline:
         self.replayable = (cast(ReplayableCreates, self.host_calls)
                            if isinstance(host, ReplayableCreates) else None)
         self.rules = rules if rules is not None else default_rules(host_config)
-        self.lookups = StoreLookups(store, self.host)
-        self.decider = Decider(account, host_config, self.lookups)
         self.metrics = metrics
-        self._defer_receipts = False
+        # Several mails of an account may be processed at once (connector.service.inflight):
+        # what belongs to one mail lives per thread, the held receipts behind a lock.
+        self._local = threading.local()
         self._deferred: dict[int, list[tuple[Job, Decision]]] = {}
+        self._deferred_lock = threading.Lock()
+
+    @property
+    def lookups(self) -> StoreLookups:
+        """This thread's lookups (their ticket cache is the current mail's)."""
+        local = self._local
+        if not hasattr(local, "lookups"):
+            local.lookups = StoreLookups(self.store, self.host)
+            local.decider = Decider(self.account, self.host_config, local.lookups)
+        return local.lookups
+
+    @property
+    def decider(self) -> Decider:
+        self.lookups  # noqa: B018 - makes this thread's decider
+        return self._local.decider
+
+    @property
+    def _defer_receipts(self) -> bool:
+        return getattr(self._local, "defer_receipts", False)
 
     # -- entry point ------------------------------------------------------------------------
     def process(self, ref: str, raw: bytes | None, size: int | None = None, *,
@@ -254,7 +274,7 @@ class Pipeline:
         a burst of delivery receipts would otherwise spend the helpdesk's limit of updates per
         ticket (Zendesk: 30 per 10 minutes).
         """
-        self._defer_receipts = defer_receipts
+        self._local.defer_receipts = defer_receipts
         self.host_calls.take()  # calls not logged with an earlier message stay unattributed
         ctx = MessageContext(self.account.name, ref)
         started = time.monotonic()
@@ -308,12 +328,14 @@ class Pipeline:
     def drop_deferred(self) -> None:
         """Forget held receipts (their pass failed): their records are still unfinished, so
         the next pass fetches and holds them again."""
-        self._deferred = {}
+        with self._deferred_lock:
+            self._deferred = {}
 
     def flush_deferred(self) -> list[tuple[str, Result]]:
         """Add the held receipts: one internal note per ticket carrying every receipt (their
         .eml files attached, their tags merged). Returns (ref, result) for each of them."""
-        held, self._deferred = self._deferred, {}
+        with self._deferred_lock:
+            held, self._deferred = self._deferred, {}
         results: list[tuple[str, Result]] = []
         for ticket_id, items in held.items():
             started = time.monotonic()
@@ -520,7 +542,8 @@ class Pipeline:
                                        durable=False)
         if (self._defer_receipts and job.is_receipt and decision.ticket_id is not None
                 and decision.action == Action.INTERNAL_NOTE):
-            self._deferred.setdefault(decision.ticket_id, []).append((job, decision))
+            with self._deferred_lock:
+                self._deferred.setdefault(decision.ticket_id, []).append((job, decision))
             return Result(Outcome.DEFERRED, job.record.id, decision.ticket_id,
                           "held to share one ticket update", decision=decision)
         if decision.action == Action.IGNORE:
@@ -731,6 +754,9 @@ class Pipeline:
             external_id=key[:64],
             idempotency_key=key,
             via_followup_source_id=decision.followup_of_closed,
+            controls=decision.controls,
+            to=tuple(a.email for a in job.content.to),
+            cc=tuple(a.email for a in job.content.cc),
         )
 
     def _comment_request(self, job: Job, decision: Decision) -> Comment:
@@ -767,6 +793,8 @@ class Pipeline:
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
+            subject=message.subject or None,
+            controls=decision.controls,
         )
 
     def _quoted_text_trimmed(self, job: Job, decision: Decision, text: str,

@@ -16,23 +16,25 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from connector.config import AccountConfig
-from connector.errors import CertificateError, FetchError, StoreCorruptError
+from connector.errors import CertificateError, FetchError, GrantRevokedError, StoreCorruptError
 from connector.fetch import open_mailbox
-from connector.fetch.base import ListedMessage, Mailbox, MessageHandle
+from connector.fetch.base import ListedMessage, Mailbox, MessageHandle, RemoteMessage
 from connector.fetch.pacing import ConnectionSlot, LoginPacing
 from connector.fetch.status import ConnectionState, StatusBoard
 from connector.fetch.wakeup import StopEvent
 from connector.service.connections import RECONNECTED
-from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead
+from connector.service.inflight import InFlight, conversation_keys
+from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead, prepare
 from connector.service.pipeline import Outcome, Pipeline, Result, outcome_of
 from connector.store.base import MessageState
 from connector.store.sqlite import SQLiteStore, damaged_message
 from connector.tls import certificate_failure, describe_certificate_failure
+from connector.understand import Prepared
 
 log = logging.getLogger("connector.runner")
 
@@ -103,6 +105,20 @@ def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
         return 0.0
     base = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
     return base * (rng or random).uniform(0.8, 1.2)
+
+
+def conversation_keys_of(ref: str, prepared: Prepared | None,
+                         ticket_pattern: str) -> frozenset[str]:
+    """The keys of the mail as fetched and, for PEC, of the certified original it carries
+    (whose sender is the customer; the envelope's is the provider)."""
+    if prepared is None:
+        return conversation_keys(None, ref=ref)
+    original = prepared.original
+    keys = conversation_keys(prepared.message, ref=ref, ticket_pattern=ticket_pattern,
+                             sender=original is None)
+    if original is not None:
+        keys |= conversation_keys(original, ref=ref, ticket_pattern=ticket_pattern)
+    return keys
 
 
 class AccountPoller:
@@ -222,6 +238,11 @@ class AccountPoller:
             self._poll(mailbox, summary)
             if self.account.protocol == "pop3":
                 self.close()
+        except GrantRevokedError as exc:
+            self.close()
+            summary.error = str(exc)
+            self._grant_revoked(exc, time.monotonic() - started)
+            return summary
         except (FetchError, CertificateError) as exc:
             self.close()
             summary.error = str(exc)
@@ -254,6 +275,17 @@ class AccountPoller:
             log.error("account=%s: %s. Fix the cause, then re-enable it with "
                       "'postmaster-bridge accounts enable %s'", self.account.name, reason,
                       self.account.name)
+
+    def _grant_revoked(self, exc: GrantRevokedError, duration: float) -> None:
+        """An OAuth2 grant that is gone does not come back by retrying: the account is
+        disabled at once, with the issuer's words and what the admin must do."""
+        log.error("account=%s: mailbox unavailable: %s", self.account.name, exc)
+        if self.dry_run:
+            return
+        self.store.record_connection_failure(self.account.name, str(exc))
+        self._log("error", "connection failed", str(exc), duration)
+        self.store.set_account_enabled(self.account.name, False, str(exc))
+        self._log("error", "account disabled", str(exc))
 
     def _certificate_failed(self, exc: BaseException, failure: ssl.SSLCertVerificationError,
                             duration: float) -> None:
@@ -387,36 +419,67 @@ class AccountPoller:
         parser = self.parser if len(to_fetch) >= MIN_MESSAGES else None
         fetched = parse_ahead(mailbox.fetch(to_fetch), parser, account=name,
                               account_is_pec=self.account.pec)
-        try:
-            for message, prepared in fetched:
-                if self.stop.is_set():
-                    log.info("account=%s: stopping; the rest waits for the next run", name)
-                    break
-                result = self.pipeline.process(message.ref, message.raw, message.size,
-                                               defer_receipts=True, prepared=prepared)
+        limit = 1 if self.dry_run else self.pipeline.host_config.max_in_flight
+        flight: InFlight[tuple[RemoteMessage, Prepared | None], Result] = InFlight(
+            self._process, limit, name=f"host-{name}")
+
+        def settle(done: Iterable[tuple[tuple[RemoteMessage, Prepared | None], Result]]) -> None:
+            for (message, _), result in done:
                 if result.outcome == Outcome.DEFERRED:
                     held[message.ref] = message
                     continue
                 summary.add_result(result)
                 moves.add(message, result.outcome)
+
+        try:
+            for message, prepared in fetched:
+                if self.stop.is_set():
+                    log.info("account=%s: stopping; the rest waits for the next run", name)
+                    break
+                if limit > 1 and prepared is None and message.raw is not None:
+                    # The conversation keys need the parse; done here, it is not done again.
+                    prepared = self._prepare(message)
+                keys = conversation_keys_of(message.ref, prepared,
+                                            self.account.subject_ticket_pattern) \
+                    if limit > 1 else frozenset()
+                flight.submit((message, prepared), keys)
+                settle(flight.finished())
+            settle(flight.drain())
             for ref, result in self.pipeline.flush_deferred():
                 summary.add_result(result)
                 moves.add(held[ref], result.outcome)
         except StoreCorruptError:
             # The ledger cannot be trusted to say what was done: nothing leaves the inbox.
+            flight.wait_all()
             self.pipeline.drop_deferred()
             raise
         except BaseException:
             # Every outcome so far is committed to the ledger: move what can be moved; what
             # cannot, the next pass moves (it sees the terminal records). Held receipts are
-            # still unfinished and come back with the next pass.
+            # still unfinished and come back with the next pass. Mails still at the helpdesk
+            # finish first: their outcomes are recorded, and the next pass moves them.
+            flight.wait_all()
             self.pipeline.drop_deferred()
             with contextlib.suppress(FetchError):
                 moves.flush()
             raise
         finally:
+            flight.close()
             fetched.close()  # cancels what was submitted ahead and not processed
         moves.flush()
+
+    def _process(self, item: tuple[RemoteMessage, Prepared | None]) -> Result:
+        message, prepared = item
+        return self.pipeline.process(message.ref, message.raw, message.size,
+                                     defer_receipts=True, prepared=prepared)
+
+    def _prepare(self, message: RemoteMessage) -> Prepared | None:
+        assert message.raw is not None
+        try:
+            return prepare(message.raw, account_is_pec=self.account.pec,
+                           account=self.account.name, ref=message.ref)
+        except Exception:  # the pipeline parses it again and says what is wrong with it
+            return None
 
     @staticmethod
     def _message_ids(mailbox: Mailbox, refs: Collection[str]) -> dict[str, str | None]:

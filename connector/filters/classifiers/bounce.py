@@ -7,7 +7,9 @@ from typing import ClassVar
 
 from connector.filters.classifiers.base import ClassifierContext, Verdict
 from connector.filters.classifiers.dsn import analyse, may_be_bounce
-from connector.filters.verdicts import BounceDetails, Classification, Kind
+from connector.filters.verdicts import BounceDetails, Classification, Kind, Strength
+
+SUSPECT_TAG = "bounce_suspect"
 
 BOUNCE = "X-OTOBO-Bounce"
 ORIGINAL = "X-OTOBO-Bounce-OriginalMessageID"
@@ -52,5 +54,11 @@ class BounceClassifier:
         reason = f"{'DSN' if report.standard else 'non-standard bounce'} {whose}: " + "; ".join(
             report.evidence
         )
-        classification = Classification(Kind.BOUNCE, details.note(), self.name, details)
+        strength = Strength.STRONG if report.strong else Strength.WEAK
+        classification = Classification(Kind.BOUNCE, details.note(), self.name, details,
+                                        strength)
+        if strength is Strength.WEAK:
+            # A daemon sender alone, or failure wording alone: tag it, the mail is ticketed.
+            reason = f"weak signal, {reason}"
+            return Verdict(True, reason, {}, (SUSPECT_TAG,), classification)
         return Verdict(True, reason, sets, (), classification)

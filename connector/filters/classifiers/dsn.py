@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
-from email.utils import getaddresses, parseaddr
 
+from connector.mail.addresses import getaddresses_safe as getaddresses
+from connector.mail.addresses import parseaddr_safe as parseaddr
 from connector.mail.model import ParsedMessage
+from connector.mail.subject import clean_subject
 
 ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -36,12 +38,20 @@ _DSN_PART = re.compile(rb"(?i)message/(?:global-)?delivery-status")
 MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 
 _DAEMON_LOCAL = re.compile(
-    r"^(mailer-daemon|mail-daemon|maildaemon|postmaster|mdaemon|mail\.delivery\.system|ndr)$",
+    r"^(mailer-daemon|mail-daemon|maildaemon|postmaster|mdaemon|mail\.delivery\.system|ndr|"
+    # List managers' own addresses (mlmmj, Mailman, Majordomo, ezmlm), which send the
+    # notices of posts a list refused.
+    r"owner-.+|.+[+-]owner|.+-bounces|.+-request)$",
     re.IGNORECASE,
+)
+# Gateways that sign their notices with a role in the local part ("E500_SMTP_Mail_Service@",
+# "Symantec_AntiVirus_for_SMTP_Gateways@").
+_DAEMON_LOCAL_WORDS = re.compile(
+    r"(?:^|[._-])(?:smtp|mail[._-]?service|mailer|daemon)(?:$|[._-])", re.IGNORECASE
 )
 _DAEMON_NAME = re.compile(
     r"mail ?delivery|delivery (sub)?system|delivery service|mailer.?daemon|postmaster|"
-    r"mail system|jetmail|lsmtp",
+    r"mail system|jetmail|lsmtp|system administrator",
     re.IGNORECASE,
 )
 _FAIL_SUBJECT = re.compile(
@@ -56,7 +66,10 @@ _FAIL_SUBJECT = re.compile(
     r"unzustellbar|nicht zustellbar|zustellung fehlgeschlagen|"
     r"no se pudo entregar|no se puede entregar|error en la entrega|no entregado|"
     r"niedostarczon|nie można dostarczyć|teslim edilemedi|iletilemedi|"
-    r"non distribuable|échec de (la )?(remise|distribution)|utilisateur non recens",
+    r"non distribuable|échec de (la )?(remise|distribution)|utilisateur non recens|"
+    # Chinese, Japanese (carriers and ISPs), Korean notices.
+    r"退信|投递失败|发送失败|传输失败|無法投遞|傳送失敗|未達|配信不能|配信エラー|送信エラー|"
+    r"宛先不明|届きませんでした|반송|전송 실패|배달 실패",
     re.IGNORECASE,
 )
 _FAIL_TEXT = re.compile(
@@ -66,7 +79,7 @@ _FAIL_TEXT = re.compile(
     r"mailbox (is )?(unavailable|full|not found)|does not exist|doesn't exist|"
     r"unable to deliver|wasn't able to deliver|was unable to deliver|failed to deliver|"
     r"returned to sender|returning (message )?to sender|did not reach|delivery failure|"
-    r"failed addresses|no valid recipients|"
+    r"failed addresses|no valid recipients|unable to be delivered|"
     r"recipient (address )?rejected|address rejected|invalid (recipient|address|mailbox)|"
     r"the following (address|recipient)|not (a )?valid (user|recipient)|quota exceeded|"
     r"has not yet been delivered|delayed|will (keep|continue) trying|still trying|"
@@ -74,7 +87,19 @@ _FAIL_TEXT = re.compile(
     r"impossibile (recapitare|consegnare)|non (è|e') stato (recapitato|consegnato)|"
     r"konnte nicht zugestellt|unzustellbar|nicht zugestellt werden|"
     r"no (se )?pudo (ser )?entregar|no se ha podido entregar|"
-    r"nie (można|mogła|została) (dostarczyć|dostarczona)|teslim edilemedi",
+    r"nie (można|mogła|została) (dostarczyć|dostarczona)|teslim edilemedi|"
+    r"无法投递|无法送达|無法投遞|無法送達|配信できませんでした|送信できませんでした|"
+    r"宛先(?:が)?(?:見つかりません|不明)|전달되지 않았습니다|전송하지 못했습니다",
+    re.IGNORECASE,
+)
+_MTA_TEMPLATE = re.compile(
+    r"this is the qmail-send program|this is the mail system at host|"
+    r"this message was created automatically by mail delivery software|"
+    r"delivery to the following recipients? failed|"
+    r"your message did not reach some or all of the intended recipients|"
+    r"the original message was received at .{0,80}\bfrom\b|"
+    r"----- the following addresses had permanent fatal errors -----|"
+    r"i'm afraid i wasn't able to deliver your message",
     re.IGNORECASE,
 )
 _DELAY = re.compile(
@@ -137,6 +162,9 @@ class BounceReport:
     diagnostic: str | None
     standard: bool
     evidence: tuple[str, ...]
+    # A report (RFC 3464) or a delivery daemon's notice with failure wording: may drop a mail.
+    # False for a daemon sender alone or failure wording alone: those only tag.
+    strong: bool = True
 
     @property
     def permanent(self) -> bool:
@@ -150,7 +178,13 @@ def analyse(raw: bytes, *, subject: str = "", text_body: str = "") -> BounceRepo
     if raw and not _may_be_bounce(raw, subject):
         return None  # most mail: skip parsing the whole message a second time
     msg = email.message_from_bytes(raw, policy=compat32) if raw else Message()
-    report = _standard(msg)
+    from_name, from_addr = parseaddr(_header(msg, "From"))
+    daemon = _is_daemon(from_name, from_addr) or bool(msg.get("X-Failed-Recipients"))
+    if _is_reply_or_forward(subject or _header(msg, "Subject")) and not daemon:
+        return None  # a person answering or forwarding a bounce ("Fwd: Returned mail")
+    # A report inside an attached message counts only when a delivery daemon relays it (a
+    # postmaster passing a DSN on); a person attaching one has sent no report.
+    report = _standard(msg, nested=daemon)
     if report is not None:
         return report
     return _heuristic(msg, subject or _header(msg, "Subject"), text_body)
@@ -187,11 +221,11 @@ def _may_be_bounce(raw: bytes, subject: str) -> bool:
     return bool(_FAIL_SUBJECT.search(subject or _header(headers, "Subject")))
 
 
-def _standard(msg: Message) -> BounceReport | None:
+def _standard(msg: Message, *, nested: bool = False) -> BounceReport | None:
     status_part = next(
         (
             p
-            for p in msg.walk()
+            for p in (msg.walk() if nested else _own_parts(msg))
             if p.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
         ),
         None,
@@ -263,6 +297,11 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     # MAILER-DAEMON sends nothing but delivery reports; other daemon-ish senders need wording.
     mailer_daemon = from_addr.lower().startswith("mailer-daemon@")
     is_bounce = bool(failed_header) or mailer_daemon or (daemon and (subject_fail or text_fail))
+    # The sentences MTAs open their notices with, in the notice's first two lines: a customer
+    # who pastes a bounce into a mail of their own writes something above it (a ticket).
+    opening = " ".join([line.strip() for line in notice.splitlines() if line.strip()][:2])
+    template = bool(_MTA_TEMPLATE.search(opening))
+    is_bounce = is_bounce or (template and not _is_reply(subject))
     # Without a daemon sender, wording alone is not enough ("Delivery failure: my parcel could
     # not be delivered" is a customer): the text must speak of mail, or the original be attached.
     via_wording = subject_fail and text_fail and not _is_reply(subject)
@@ -270,6 +309,13 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     is_bounce = is_bounce or via_wording
     if not is_bounce:
         return None
+    # Strong: a daemon (or no sender at all) with failure wording, an MTA's own notice
+    # template, or the vendor NDR form of failure wording in subject and text with the
+    # undelivered original returned in it.
+    senderless = _header(msg, "From") == ""
+    strong = bool(failed_header) or ((daemon or senderless) and (subject_fail or text_fail)) or (
+        via_wording and _returns_original(msg)
+    ) or template
     delayed = bool(_DELAY.search(subject)) or (
         bool(_DELAY.search(notice)) and not _has_permanent_words(notice)
     )
@@ -285,7 +331,21 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
         diagnostic=_diagnostic_line(notice),
         standard=False,
         evidence=tuple(evidence),
+        strong=strong,
     )
+
+
+def _own_parts(msg: Message) -> Iterable[Message]:
+    """The message's parts without those of attached messages: a customer who forwards a
+    bounce as an attachment has not sent a delivery report."""
+    yield msg
+    if msg.get_content_type() in ("message/rfc822", "message/global"):
+        return
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        for part in payload:
+            if isinstance(part, Message):
+                yield from _own_parts(part)
 
 
 def _returns_original(msg: Message) -> bool:
@@ -381,11 +441,24 @@ def _has_permanent_words(text: str) -> bool:
 def _is_daemon(name: str, address: str) -> bool:
     local = address.rpartition("@")[0] if "@" in address else address
     local = local.split("=")[-1]  # prvs=...=ndr@ (BATV tagged senders)
-    return bool(_DAEMON_LOCAL.match(local)) or bool(name and _DAEMON_NAME.search(name))
+    quoted = local.strip('"') if local.startswith('"') else ""  # "System Administrator"@
+    return (
+        bool(_DAEMON_LOCAL.match(local))
+        or bool(_DAEMON_LOCAL_WORDS.search(local))
+        or bool(name and _DAEMON_NAME.search(name))
+        or bool(quoted and _DAEMON_NAME.search(quoted))
+    )
 
 
 def _is_reply(subject: str) -> bool:
     return bool(re.match(r"\s*(re|aw|sv|r|rif)\s*(\[\d+\])?\s*:", subject, re.IGNORECASE))
+
+
+def _is_reply_or_forward(subject: str) -> bool:
+    """Starts with a reply or forward prefix ("Re:", "Fwd:", "WG:"...) or "[Fwd: ...]"."""
+    return clean_subject(subject) != subject.strip() or bool(
+        re.match(r"\s*\[\s*fwd?\s*:", subject, re.IGNORECASE)
+    )
 
 
 def _excluded(msg: Message) -> set[str]:

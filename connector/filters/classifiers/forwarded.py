@@ -5,9 +5,13 @@ sender must be authenticated (connector.filters.authentication), else the forwar
 ordinary mail of that address, tagged ``staff_unverified``.
 
 A forward is recognised by a forward prefix in the subject (Fwd:, Fw:, I:, Inoltro:, WG:,
-TR:, RV:, PD:, İLT:) or an attached ``message/rfc822``. The original comes from the attached
-message when there is one, else from the quoted header block clients write above the
-forwarded text (Gmail, Outlook, Thunderbird, Apple Mail, in the project's languages).
+TR:, RV:, PD:, İLT:), an attached ``message/rfc822``, or, without either, a forwarded-message
+separator in the text (clients do not always add the prefix). The original comes from the
+attached message when there is one, else from the header block clients write above the
+forwarded text: Gmail's "---------- Forwarded message ---------", Outlook's From:/Sent: block,
+Thunderbird's "-------- Original Message --------" table, Apple Mail's "Begin forwarded
+message:", Lotus Notes' "----- Forwarded by ... -----", each in English, Italian, German,
+French, Spanish, Polish, Turkish, Dutch and Portuguese.
 """
 
 from __future__ import annotations
@@ -29,26 +33,42 @@ FORWARD_SUBJECT = re.compile(
     r"\s*(?:\[\d+\])?\s*:",
     re.IGNORECASE,
 )
-_SEPARATOR = re.compile(
-    r"^\s*(?:-{2,}|_{5,})?\s*(?:"
-    r"forwarded message|original message|messaggio inoltrato|messaggio originale|"
-    r"weitergeleitete nachricht|urspr(?:ü|ue)ngliche nachricht|"
-    r"message transf[ée]r[ée]|message d'origine|message original|"
-    r"mensaje reenviado|mensaje original|"
-    r"wiadomo[śs][ćc] przekazana|przekazana wiadomo[śs][ćc]|oryginalna wiadomo[śs][ćc]|"
-    r"iletilen ileti|[öo]zg[üu]n ileti|orijinal mesaj|"
+# Separators that only a forward writes.
+_FORWARD_WORDS = (
+    r"forwarded message|messaggio inoltrato|weitergeleitete nachricht|"
+    r"message transf[ée]r[ée]|mensaje reenviado|mensagem encaminhada|doorgestuurd bericht|"
+    r"wiadomo[śs][ćc] przekazana(?: dalej)?|przekazana wiadomo[śs][ćc]|"
+    r"iletilen (?:ileti|mesaj)|y[öo]nlendirilen ileti|y[öo]nlendirilmi[şs] ileti|"
     r"begin forwarded message|inizio messaggio inoltrato|anfang der weitergeleiteten nachricht|"
-    r"d[ée]but du message r[ée]exp[ée]di[ée]|comienzo del mensaje reenviado|"
-    r"pocz[ąa]tek przekazywanej wiadomo[śs]ci"
-    r")\s*:?\s*(?:-{2,})?\s*$",
+    r"d[ée]but du message r[ée]exp[ée]di[ée]|(?:comienzo|inicio) del mensaje reenviado|"
+    r"in[íi]cio da mensagem encaminhada|begin doorgestuurd bericht|"
+    r"pocz[ąa]tek przekazywanej wiadomo[śs]ci|iletilen iletinin ba[şs]lang[ıi]c[ıi]"
+)
+# Separators replies write too (Outlook quotes the answered mail under "Original Message").
+_ORIGINAL_WORDS = (
+    r"original message|messaggio originale|urspr(?:ü|ue)ngliche nachricht|"
+    r"message d'origine|message original|mensaje original|mensagem original|"
+    r"oorspronkelijk bericht|oryginalna wiadomo[śs][ćc]|wiadomo[śs][ćc] oryginalna|"
+    r"[öo]zg[üu]n ileti|orijinal mesaj"
+)
+_SEPARATOR_FORM = r"^\s*[>]*\s*(?:-{2,}|_{5,})?\s*(?:%s)\s*:?\s*(?:-{2,})?\s*$"
+_SEPARATOR = re.compile(_SEPARATOR_FORM % (_FORWARD_WORDS + "|" + _ORIGINAL_WORDS),
+                        re.IGNORECASE)
+_FORWARD_SEPARATOR = re.compile(_SEPARATOR_FORM % _FORWARD_WORDS, re.IGNORECASE)
+# Lotus Notes: "----- Forwarded by Anna Rossi/IT/ACME on 03/06/2024 10:15 -----", the
+# sender on its own line below ("Luigi Bianchi <l@x>" or "... on 03/06/2024 10:12").
+_NOTES_SEPARATOR = re.compile(
+    r"^\s*-{3,}\s*(?:forwarded by|inoltrato da|weitergeleitet von|transf[ée]r[ée] par|"
+    r"reenviado por)\b.*-{3,}\s*$",
     re.IGNORECASE,
 )
 _LABELS = {
-    "from": r"from|da|von|de|od|kimden|mittente|absender|remitente|exp[ée]diteur",
-    "subject": r"subject|oggetto|betreff|objet|sujet|asunto|temat|konu",
-    "date": r"date|sent|data|inviato|gesendet|datum|envoy[ée]|enviado|fecha|wys[łl]ano|"
-    r"g[öo]nderildi|tarih",
-    "to": r"to|a|an|[àa]|pour|para|do|kime|destinatario|empf(?:ä|ae)nger",
+    "from": r"from|da|von|de|od|kimden|g[öo]nderen|mittente|absender|remitente|exp[ée]diteur|"
+    r"van",
+    "subject": r"subject|oggetto|betreff|objet|sujet|asunto|assunto|temat|konu|onderwerp",
+    "date": r"date|sent|data|inviato|gesendet|datum|envoy[ée]|enviad[oa](?: el| em)?|fecha|"
+    r"wys[łl]ano|wys[łl]ane|g[öo]nderildi|g[öo]nderilme tarihi|tarih|verzonden",
+    "to": r"to|a|an|[àa]|pour|para|do|kime|destinatario|empf(?:ä|ae)nger|aan",
     "cc": r"cc|kopia|bilgi",
 }
 _LABEL_LINE = re.compile(
@@ -56,6 +76,11 @@ _LABEL_LINE = re.compile(
     r"\s*(?P<value>.*)$",
     re.IGNORECASE,
 )
+# Outlook's line above its From:/Sent: block.
+_RULE = re.compile(r"^\s*_{5,}\s*$")
+# Lotus Notes writes some labels alone on a line, their value on the next.
+_BARE_LABEL = re.compile(r"^\s*(to|cc|bcc|subject|an|kopie|betreff|a|oggetto|objet)\s*$",
+                         re.IGNORECASE)
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
@@ -68,11 +93,14 @@ class ForwardedClassifier:
         if ctx.classification is not None:
             return Verdict.quiet(f"already classified as {ctx.classification.kind}")
         forwarder = message.from_
-        looks_forwarded = bool(FORWARD_SUBJECT.match(message.subject)) or bool(
-            message.nested_messages
+        prefixed = bool(FORWARD_SUBJECT.match(message.subject))
+        looks_forwarded = (
+            prefixed
+            or (bool(message.nested_messages) and _may_be_attached_forward(message))
+            or _unprefixed_forward(message)
         )
         if not looks_forwarded:
-            return Verdict.quiet("no forward prefix in the subject, no attached message")
+            return Verdict.quiet("no forward prefix, attached message or forward separator")
         if forwarder is None or not ctx.settings.is_staff(forwarder.email):
             who = forwarder.email if forwarder else "unknown sender"
             return Verdict.quiet(f"looks forwarded, but {who} is not listed as staff")
@@ -95,7 +123,10 @@ class ForwardedClassifier:
 
 def _from_attachment(message: ParsedMessage, forwarder: Address) -> ForwardDetails | None:
     for nested in message.nested_messages:
-        if nested.from_ is not None and nested.from_.email:
+        # The original names someone other than the forwarder (forwarding one's own mail
+        # opens no ticket for anyone else).
+        if (nested.from_ is not None and nested.from_.identity
+                and nested.from_.normalized != forwarder.normalized):
             return ForwardDetails(
                 original_sender=nested.from_,
                 subject=nested.subject or clean_subject(message.subject),
@@ -109,12 +140,59 @@ def _from_attachment(message: ParsedMessage, forwarder: Address) -> ForwardDetai
     return None
 
 
+def _unprefixed_forward(message: ParsedMessage) -> bool:
+    """A forward without the prefix: a separator only forwards write, or an "Original
+    Message" block (replies write those too; old Thunderbird forwards so) whose Subject is the
+    mail's own: a forward keeps the subject, a new mail quoting another has its own."""
+    if clean_subject(message.subject) != message.subject.strip():
+        return False  # "Re:" and kin: a reply quoting its thread
+    lines = message.text_body.splitlines()
+    for line in lines:
+        if _FORWARD_SEPARATOR.match(line) or _NOTES_SEPARATOR.match(line):
+            return True
+    own = _comparable(message.subject)
+    for index, line in enumerate(lines):
+        if not (_SEPARATOR.match(line) or _RULE.match(line)):
+            continue
+        start = _block_start(lines[index:])
+        if start is None:
+            continue
+        fields, _ = _read_block(lines, index + start)
+        if own and _comparable(fields.get("subject", "")) == own:
+            return True
+    return False
+
+
+def _comparable(subject: str) -> str:
+    return " ".join(clean_subject(subject).split()).casefold()
+
+
+def _may_be_attached_forward(message: ParsedMessage) -> bool:
+    """An attached message without a forward prefix: not when the mail is a reply ("Re:"), a
+    digest or a report, nor when the message is one file among several (a MIME sampler)."""
+    if clean_subject(message.subject) != message.subject.strip():
+        return False
+    content_type = (message.header("Content-Type") or "").lower()
+    if "multipart/digest" in content_type or "multipart/report" in content_type:
+        return False
+    others = [a for a in message.attachments if a.content_type not in _MESSAGE_TYPES]
+    return len(message.nested_messages) == 1 and len(others) <= 1
+
+
+_MESSAGE_TYPES = ("message/rfc822", "message/global")
+
+
 def _from_inline(message: ParsedMessage, forwarder: Address) -> ForwardDetails | None:
     lines = message.text_body.splitlines()
-    start = _block_start(lines)
-    if start is None:
-        return None
-    fields, body_start = _read_block(lines, start)
+    notes = _from_notes(lines)
+    if notes is not None:
+        fields, body_start, start = notes
+    else:
+        found = _block_start(lines)
+        if found is None:
+            return None
+        start = found
+        fields, body_start = _read_block(lines, start)
     sender = _address(fields.get("from", ""))
     if sender is None:
         return None
@@ -130,7 +208,9 @@ def _from_inline(message: ParsedMessage, forwarder: Address) -> ForwardDetails |
         html_body=None,
     )
     before = lines[:start]
-    if before and _SEPARATOR.match(before[-1]):
+    while before and not before[-1].strip():
+        before = before[:-1]
+    if before and (_SEPARATOR.match(before[-1]) or _RULE.match(before[-1])):
         before = before[:-1]
     return ForwardDetails(
         original_sender=sender,
@@ -142,6 +222,45 @@ def _from_inline(message: ParsedMessage, forwarder: Address) -> ForwardDetails |
         forwarder_text="\n".join(before).strip(),
         source="inline",
     )
+
+
+def _from_notes(lines: list[str]) -> tuple[dict[str, str], int, int] | None:
+    """A Lotus Notes forward: the separator, the sender on a line of its own (with an address),
+    then To/cc/Subject labels, inline ("Subject: x") or alone with the value below."""
+    for index, line in enumerate(lines):
+        if not _NOTES_SEPARATOR.match(line):
+            continue
+        fields: dict[str, str] = {}
+        pending: str | None = None
+        position = index + 1
+        while position < len(lines) and position <= index + 16:
+            text = lines[position].strip()
+            position += 1
+            if not text:
+                if "subject" in fields:
+                    break
+                continue
+            bare = _BARE_LABEL.match(text)
+            if bare:
+                pending = bare.group(1).lower()
+                continue
+            match = _LABEL_LINE.match(text)
+            if match and not match.group("from"):
+                key = next(k for k in _LABELS if match.group(k))
+                fields.setdefault(key, match.group("value").strip())
+                continue
+            if pending is not None:
+                key = "subject" if pending in ("subject", "betreff", "oggetto", "objet") else "to"
+                fields.setdefault(key, text)
+                pending = None
+                continue
+            if "from" not in fields and _ADDRESS.search(text):
+                fields["from"] = text
+        if "from" in fields:
+            while position < len(lines) and not lines[position].strip():
+                position += 1
+            return fields, position, index
+    return None
 
 
 def _block_start(lines: list[str]) -> int | None:

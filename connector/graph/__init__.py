@@ -1,0 +1,1 @@
+"""Microsoft Graph: the HTTP client the Graph mailbox and the Graph sender share."""

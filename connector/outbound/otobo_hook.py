@@ -1,0 +1,91 @@
+"""What OTOBO's / Znuny's invoker sends to ``/hooks/otobo/<account>``, and how it is checked.
+
+The web service the bridge ships (contrib/otobo/PostmasterBridge.yml) has a Requester with one
+invoker on the event ``TicketDynamicFieldUpdate_PECReply`` (with a condition: the field is not
+empty). OTOBO's ``Generic::PassThrough`` (Znuny: ``Ticket::Generic``) invoker posts the event
+data as JSON: ``{"Event": ..., "TicketID": "123", "FieldName": "PECReply", ...}``
+(RotherOSS/otobo ``Kernel/GenericInterface/Event/Handler.pm``); the REST requester puts the
+field's new value, the account, into the URL (``Controller: /hooks/otobo/:Value``,
+``Kernel/GenericInterface/Transport/HTTP/REST.pm`` replaces ``:Name`` placeholders from the data).
+
+Authentication. The invoker cannot sign: OTOBO's REST requester offers only static credentials
+(``Authentication: BasicAuth`` in OTOBO and Znuny, ``AdditionalHeaders`` in OTOBO 10.1+), no
+HMAC of the body and no timestamp. So the shared secret (``service.signing_secret``) travels as
+the Basic-auth password, or as an ``X-PMB-Token`` header, over TLS, and is compared in constant
+time. What a stolen secret allows is bounded: the request is only a signal; the worker reads
+the ticket itself through TicketGet with its own session and sends only when ``PECReply`` on the
+ticket names that account, and only the agent's latest article (once: the queue remembers which
+article went out).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OtoboHook:
+    """The ticket a delivery names: its TicketNumber when the invoker sends ticket data
+    (Znuny's ``Ticket::Generic``), else its internal TicketID; ``problem`` for a 400."""
+
+    ticket_number: int | None = None
+    ticket_id: int | None = None
+    event: str = ""
+    problem: str | None = None
+
+
+def presented_secret(environ: Mapping[str, Any]) -> str | None:
+    """The secret the request carries: ``X-PMB-Token``, or the Basic-auth password."""
+    token = environ.get("HTTP_X_PMB_TOKEN")
+    if isinstance(token, str) and token.strip():
+        return token.strip()
+    auth = str(environ.get("HTTP_AUTHORIZATION") or "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _user, sep, password = decoded.partition(":")
+    return password if sep else None
+
+
+def authentic(environ: Mapping[str, Any], secrets: Iterable[str]) -> bool:
+    presented = presented_secret(environ)
+    if not presented:
+        return False
+    given = presented.encode("utf-8")
+    # Every secret is compared (no early exit), each in constant time.
+    results = [hmac.compare_digest(given, s.encode("utf-8")) for s in secrets if s]
+    return any(results)
+
+
+def _positive(value: Any) -> int | None:
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) \
+        else ""
+    if text.isascii() and text.isdigit() and 0 < len(text) <= 19:
+        return int(text)
+    return None
+
+
+def parse_hook(body: bytes) -> OtoboHook:
+    try:
+        data: Any = json.loads(body.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return OtoboHook(problem="the body is not JSON")
+    if not isinstance(data, dict):
+        return OtoboHook(problem="the body is not a JSON object")
+    ticket = data.get("Ticket") if isinstance(data.get("Ticket"), dict) else {}
+    number = _positive(data.get("TicketNumber") or ticket.get("TicketNumber"))
+    internal = _positive(data.get("TicketID") or ticket.get("TicketID"))
+    event = str(data.get("Event") or "")[:100]
+    if number is None and internal is None:
+        return OtoboHook(event=event, problem="TicketID missing")
+    return OtoboHook(number, internal, event)
