@@ -619,6 +619,7 @@ def _otobo_host(r: Reader, host_type: str) -> HostConfig:
         verify_tls=verify_tls,
         insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_in_flight=r.positive("max_in_flight", int, 8),
         otobo=otobo,
     )
     r.finish()
