@@ -177,6 +177,7 @@ def test_a_ledger_from_before_the_date_count_is_migrated_or_read_as_it_is(
     db = sqlite3.connect(path)  # as an older bridge left it: no mail_day column
     db.execute("DROP INDEX messages_sender_day")
     db.execute("ALTER TABLE messages DROP COLUMN mail_day")
+    db.execute("ALTER TABLE messages DROP COLUMN sender_proven")
     db.execute("INSERT INTO messages (account, ref, state, sender, attempts, created_at, "
                "updated_at) VALUES ('support', 'r1', 'done', 'bot@example.org', 1, ?, ?)",
                (datetime.now(UTC).isoformat(), datetime.now(UTC).isoformat()))
@@ -193,4 +194,33 @@ def test_a_ledger_from_before_the_date_count_is_migrated_or_read_as_it_is(
     store.describe_message(record.id, dedupe_key=None, message_id=None,
                            sender="bot@example.org", subject="x", trace=None, mail_day=today)
     assert store.sender_count_on("bot@example.org", today) == 2
+    # Old records count as unproven mail: the proven count starts from nothing.
+    assert store.sender_count_on("bot@example.org", today, proven=False) == 2
+    assert store.sender_count_on("bot@example.org", today, proven=True) == 0
     store.close()
+
+
+def test_forged_mail_in_a_customers_name_cannot_hold_their_authenticated_mail(
+    dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    """Issue 12: the cap counts proven and unproven mail in a sender's name apart. Forged
+    mail fills only the unproven count; the customer's mail that our MTA authenticated
+    (DMARC pass in its Authentication-Results) is still ticketed."""
+    mta = "mx.helpdesk.example"
+    forged = storm(4, same_day=True)
+    proven = [customer_mail(f"Davvero io {n}", f"real{n}@example.org", headers=(
+        ("Authentication-Results", f"{mta}; dkim=pass header.d=example.org; "
+                                   f"dmarc=pass header.from=example.org"),))
+        for n in range(2)]
+    dovecot.append(mailbox_user, forged + proven)
+    bridge = make_bridge([account(dovecot, mailbox_user, "support", authserv_id=mta)],
+                         filters={"sender_cap_per_day": 3})
+
+    summary = bridge.poll()
+
+    assert (summary.counts["ticketed"], summary.counts["held"]) == (5, 1)
+    held = bridge.store.messages_in(MessageState.HELD)
+    assert [r.message_id for r in held] == ["storm3@example.org"]
+    subjects = {t["subject"] for t in zendesk.ticket_list()}
+    assert {"Davvero io 0", "Davvero io 1"} <= subjects

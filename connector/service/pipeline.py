@@ -528,7 +528,8 @@ class Pipeline:
         holder = self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
             sender=sender, subject=filtered.subject, trace=understanding.trace,
-            mail_day=mail_day(filtered), durable=False)
+            mail_day=mail_day(filtered), sender_proven=understanding.outcome.sender_proven,
+            durable=False)
         return Job(ctx, record, understanding, holder)
 
     # -- executing decisions ------------------------------------------------------------

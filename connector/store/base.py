@@ -200,8 +200,10 @@ class Store(Protocol):
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int: ...
 
-    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
-        """Mails from ``sender`` whose Date falls on ``day`` (UTC), but ``exclude_id``."""
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None, *,
+                        proven: bool | None = None) -> int:
+        """Mails from ``sender`` whose Date falls on ``day`` (UTC), but ``exclude_id``; with
+        ``proven``, only those whose sender was (True) or was not (False) authenticated."""
         ...
 
     def failed_messages(self, account: str | None = None, *,

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
     mail_day    TEXT,  -- the UTC day of the mail's Date (the per-sender cap counts by it)
+    sender_proven INTEGER,  -- 1: the From was authenticated (proven mail is counted apart)
     UNIQUE (account, ref)
 );
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, created_at);
@@ -362,6 +363,7 @@ class SQLiteStore(SQLiteFile):
         # A ledger written before the cap counted by Date, opened read-only (filters test):
         # its mails are counted by the day they were recorded instead.
         self._mail_day = "mail_day" in columns or not self.read_only
+        self._sender_proven = "sender_proven" in columns or not self.read_only
         if self.read_only:
             return
         with self._lock:
@@ -372,6 +374,8 @@ class SQLiteStore(SQLiteFile):
                 # Their Date is not known: the day they were recorded stands in for it.
                 self._db.execute("UPDATE messages SET mail_day = substr(created_at, 1, 10) "
                                  "WHERE sender IS NOT NULL")
+            if "sender_proven" not in columns:  # before proven senders were counted apart
+                self._db.execute("ALTER TABLE messages ADD COLUMN sender_proven INTEGER")
             self._db.execute("CREATE INDEX IF NOT EXISTS messages_sender_day ON messages "
                              "(sender, mail_day)")
             # Every change so far is made in place (new tables by CREATE IF NOT EXISTS above,
@@ -494,16 +498,17 @@ class SQLiteStore(SQLiteFile):
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
                          trace: Mapping[str, Any] | None, mail_day: date | None = None,
-                         durable: bool = True) -> int | None:
+                         sender_proven: bool = False, durable: bool = True) -> int | None:
         """Record what the message is and, in the same transaction, claim its dedupe key;
         returns the id of the record holding the key (None without a key)."""
         with self._tx(durable=durable) as db:
             db.execute(
                 "UPDATE messages SET dedupe_key = ?, message_id = ?, sender = ?, subject = ?, "
-                "trace = ?, mail_day = ?, updated_at = ? WHERE id = ?",
+                "trace = ?, mail_day = ?, sender_proven = ?, updated_at = ? WHERE id = ?",
                 (dedupe_key, message_id, sender, subject,
                  json.dumps(trace) if trace is not None else None,
-                 mail_day.isoformat() if mail_day is not None else None, _now(), record_id))
+                 mail_day.isoformat() if mail_day is not None else None,
+                 1 if sender_proven else 0, _now(), record_id))
             if dedupe_key is None:
                 return None
             db.execute("INSERT OR IGNORE INTO dedupe_claims (dedupe_key, record_id) VALUES (?, ?)",
@@ -614,13 +619,17 @@ class SQLiteStore(SQLiteFile):
              exclude_id or -1))
         return int(rows[0]["n"])
 
-    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None, *,
+                        proven: bool | None = None) -> int:
         if not self._mail_day:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return self.sender_count_since(sender, start, exclude_id)
-        rows = self._query(
-            "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?",
-            (sender.lower(), day.isoformat(), exclude_id or -1))
+        sql = "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?"
+        if proven is True and self._sender_proven:
+            sql += " AND sender_proven = 1"
+        elif proven is False and self._sender_proven:
+            sql += " AND COALESCE(sender_proven, 0) = 0"
+        rows = self._query(sql, (sender.lower(), day.isoformat(), exclude_id or -1))
         return int(rows[0]["n"])
 
     def failed_messages(self, account: str | None = None, *,
