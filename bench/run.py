@@ -104,6 +104,7 @@ def _time_host_requests(host: Any) -> dict[str, list[float]]:
     import re
 
     times: dict[str, list[float]] = {}
+    host = getattr(host, "inner", host)  # the adapter under the pipeline's call recorder
     raw_request = getattr(host, "_raw_request", None)
     if raw_request is None:
         return times

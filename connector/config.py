@@ -11,27 +11,30 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from connector.config_reader import Problems, Reader, otobo_ticket_pattern
 from connector.errors import ConfigError
 from connector.fetch.pacing import KNOWN_SERVERS, ServerLimits
+from connector.filters.settings import FilterSettings
 from connector.hosts.ratelimit import Rate
 from connector.mail.mimetree import ParseLimits
+from connector.outbound.settings import validate_outbound
+from connector.pec.providers import PROVIDERS, provider
 from connector.pec.trust import TrustStore, TrustStoreError, load_trust_store, shipped_trust_store
-from connector.tls import INSECURE_KEY, is_loopback, unverified_refusal
+from connector.tls import is_loopback
 
 if TYPE_CHECKING:
     from connector.auth.settings import OAuth2Settings
 
-T = TypeVar("T")
+#: What other modules read under the old private names (connector.auth.settings).
+_Reader = Reader
+_is_loopback = is_loopback
+__all__ = ["otobo_ticket_pattern"]
 
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
-               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -240,6 +243,8 @@ class Config:
     connections: ConnectionsConfig = ConnectionsConfig()
     limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
+    #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
+    missing_secrets: tuple[str, ...] = ()
 
     def account(self, name: str) -> AccountConfig:
         for acc in self.accounts:
@@ -248,171 +253,15 @@ class Config:
         raise ConfigError(f"no account named {name!r}", path=str(self.path), key="accounts")
 
 
-class _Reader:
-    """Reads typed values out of a mapping, remembering the key path for error messages."""
-
-    def __init__(self, data: Any, path: str, key: str, base_dir: Path) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping, got {type(data).__name__}", path=path, key=key)
-        self.data = data
-        self.path = path
-        self.key = key
-        self.base_dir = base_dir
-        self.used: set[str] = set()
-
-    def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(message, path=self.path, key=self.sub(name))
-
-    def sub(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def child(self, name: str) -> _Reader:
-        self.used.add(name)
-        return _Reader(self.data.get(name) or {}, self.path, self.sub(name), self.base_dir)
-
-    def has(self, name: str) -> bool:
-        return name in self.data and self.data[name] is not None
-
-    def get(self, name: str, kind: type[T] | tuple[type, ...], default: Any = None,
-            *, required: bool = False) -> Any:
-        self.used.add(name)
-        if not self.has(name):
-            if required:
-                raise self.error(name, "is required")
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if isinstance(value, bool) and kind in (int, float):
-            raise self.error(name, f"must be a number, got {value!r}")
-        if not isinstance(value, kind):
-            want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise self.error(name, f"must be {want}, got {type(value).__name__} {value!r}")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None,
-               *, required: bool = False) -> Any:
-        value = self.get(name, str, default, required=required)
-        if value is not None and value not in choices:
-            raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def positive(self, name: str, kind: type, default: Any) -> Any:
-        value = self.get(name, kind, default)
-        if value is not None and value <= 0:
-            raise self.error(name, f"must be greater than 0, got {value!r}")
-        return value
-
-    def size(self, name: str, default: int) -> int:
-        self.used.add(name)
-        if not self.has(name):
-            return default
-        value = self.data[name]
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-        match = _SIZE.match(str(value))
-        unit = (match.group(2) or "").lower() if match else None
-        if not match or unit not in _SIZE_UNITS or float(match.group(1)) <= 0:
-            raise self.error(name, f"must be a size such as 25MB or 1048576, got {value!r}")
-        return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-    def secret(self, name: str, *, required: bool) -> str:
-        """A secret from ``${ENV}`` or ``<name>_file``; a literal secret is refused."""
-        file_key = f"{name}_file"
-        self.used.update({name, file_key})
-        has_value, has_file = self.has(name), self.has(file_key)
-        if has_value and has_file:
-            raise self.error(name, f"give either {name} or {file_key}, not both")
-        if has_file:
-            file_path = self.path_value(file_key)
-            try:
-                return file_path.read_text(encoding="utf-8").strip()  # type: ignore[union-attr]
-            except OSError as exc:
-                raise self.error(file_key, f"cannot read {file_path}: {exc.strerror}") from None
-        if has_value:
-            raw = str(self.data[name])
-            match = _ENV_REF.match(raw.strip())
-            if not match:
-                raise self.error(name, "secrets are not written in the config file: use "
-                                 f"'{name}: ${{ENV_NAME}}' or '{file_key}: PATH'")
-            env_name = match.group(1)
-            if env_name not in os.environ:
-                raise self.error(name, f"environment variable {env_name} is not set")
-            return os.environ[env_name]
-        if required:
-            raise self.error(name, f"is required (as {name}: ${{ENV_NAME}} or {file_key}: PATH)")
-        return ""
-
-    def path_value(self, name: str) -> Path | None:
-        value = self.get(name, str)
-        if value is None:
-            return None
-        p = Path(os.path.expanduser(value))
-        return p if p.is_absolute() else (self.base_dir / p)
-
-    def str_list(self, name: str) -> tuple[str, ...]:
-        value = self.get(name, (list, str), [])
-        items = [value] if isinstance(value, str) else value
-        for i, item in enumerate(items):
-            if not isinstance(item, (str, int)) or isinstance(item, bool):
-                raise ConfigError(f"must be a string, got {item!r}", path=self.path,
-                                  key=f"{self.sub(name)}[{i}]")
-        return tuple(str(i) for i in items)
-
-    def int_map(self, name: str) -> dict[str, int]:
-        value = self.get(name, dict, {})
-        out: dict[str, int] = {}
-        for k, v in value.items():
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ConfigError(f"must be an integer id, got {v!r}", path=self.path,
-                                  key=f"{self.sub(name)}.{k}")
-            out[str(k)] = v
-        return out
-
-    def field_map(self, name: str) -> dict[str, int | str]:
-        """Names to helpdesk fields: Zendesk's numeric ids or OTOBO's dynamic field names."""
-        value = self.get(name, dict, {})
-        out: dict[str, int | str] = {}
-        for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, (int, str)) or v == "":
-                raise ConfigError(f"must be a field id or a dynamic field name, got {v!r}",
-                                  path=self.path, key=f"{self.sub(name)}.{k}")
-            out[str(k)] = v
-        return out
-
-    def finish(self, extra_allowed: tuple[str, ...] = ()) -> None:
-        unknown = sorted(set(map(str, self.data)) - self.used - set(extra_allowed))
-        if unknown:
-            raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''}: "
-                              f"{', '.join(unknown)}", path=self.path,
-                              key=self.sub(unknown[0]))
-
-
-def _is_loopback(host: str) -> bool:
-    return is_loopback(host)
-
-
-def _verify_tls(r: _Reader, host: str) -> tuple[bool, bool]:
-    """(verify_tls, insecure_tls_i_understand): off only for loopback or when acknowledged."""
-    verify = r.get("verify_tls", bool, True)
-    insecure = r.get(INSECURE_KEY, bool, False)
-    refusal = unverified_refusal(host, verify, insecure)
-    if refusal:
-        raise r.error("verify_tls", refusal)
-    return verify, insecure
-
-
-def _ticket_defaults(r: _Reader) -> TicketDefaults:
+def _ticket_defaults(r: Reader) -> TicketDefaults:
     custom = r.get("custom_fields", dict, {})
     fields: list[tuple[int, Any]] = []
     for k, v in custom.items():
         try:
             fields.append((int(k), v))
         except (TypeError, ValueError):
-            raise ConfigError("custom field keys must be numeric field ids", path=r.path,
-                              key=f"{r.sub('custom_fields')}.{k}") from None
+            r.report(ConfigError("custom field keys must be numeric field ids", path=r.path,
+                                 key=f"{r.sub('custom_fields')}.{k}"))
     defaults = TicketDefaults(
         group_id=r.get("group_id", int),
         priority=r.choice("priority", PRIORITIES),
@@ -430,7 +279,7 @@ def _ticket_defaults(r: _Reader) -> TicketDefaults:
 QUOTED_TEXT = ("attach", "collapse", "keep")
 
 
-def _history(r: _Reader) -> HistoryPolicy:
+def _history(r: Reader) -> HistoryPolicy:
     policy = HistoryPolicy(status=r.choice("status", (*STATUSES, "closed")),
                            archive=r.get("archive", bool, False))
     if policy.archive and policy.status != "closed":
@@ -440,7 +289,7 @@ def _history(r: _Reader) -> HistoryPolicy:
     return policy
 
 
-def _follow_up(r: _Reader) -> FollowUpPolicy:
+def _follow_up(r: Reader) -> FollowUpPolicy:
     # An explicit `status: null` means "leave the ticket's status alone".
     r.used.add("status")
     status = None if "status" in r.data and r.data["status"] is None else \
@@ -463,7 +312,7 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _ACCOUNT_EXTENSION_KEYS: tuple[str, ...] = ("filters", "outbound", "oauth2")
 
 
-def _pec_trust(r: _Reader) -> TrustStore:
+def _pec_trust(r: Reader) -> TrustStore:
     """The top-level ``pec:`` section: ``trust_anchors`` (PEM files or folders) added to the
     shipped AgID PEC CAs, or replacing them with ``shipped_trust_anchors: false``."""
     anchors = r.str_list("trust_anchors")
@@ -485,29 +334,29 @@ def _pec_trust(r: _Reader) -> TrustStore:
         raise r.error("trust_anchors", str(exc)) from None
 
 
-def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
+def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountConfig:
     from connector.auth.presets import MAIL_PROVIDERS, mail_provider
-    from connector.pec.providers import PROVIDERS, provider
 
     name = r.get("name", str, required=True)
-    if not _ACCOUNT_NAME.match(name):
-        raise r.error("name", "must be lower-case letters, digits, '.', '_' or '-' "
+    if name and not _ACCOUNT_NAME.match(name):
+        r.problem("name", "must be lower-case letters, digits, '.', '_' or '-' "
                       f"(it becomes a tag), got {name!r}")
     pec = r.get("pec", bool, False)
     preset_key = r.get("provider", str)
     mail_preset = mail_provider(preset_key)
     preset = provider(preset_key) if preset_key and mail_preset is None else None
     if preset_key and preset is None and mail_preset is None:
-        raise r.error("provider", f"unknown provider {preset_key!r}; known: "
-                      f"{', '.join(sorted({*PROVIDERS, *MAIL_PROVIDERS}))}")
+        r.problem("provider", f"unknown provider {preset_key!r}; known: "
+                  f"{', '.join(sorted({*PROVIDERS, *MAIL_PROVIDERS}))}")
     if preset is not None:
         if r.has("pec") and not pec:
-            raise r.error("pec", f"provider {preset_key!r} is a PEC provider; remove "
+            r.problem("pec", f"provider {preset_key!r} is a PEC provider; remove "
                           "'pec: false' or the provider")
         pec = True
     protocol = r.choice("protocol", PROTOCOLS, "imap" if pec else None, required=not pec)
+    protocol = protocol or "imap"  # its problem is noted: read the rest as IMAP
     if pec and protocol != "imap":
-        raise r.error("protocol", "PEC accounts are IMAP only (receipts and envelopes must "
+        r.problem("protocol", "PEC accounts are IMAP only (receipts and envelopes must "
                       "be kept in folders)")
     security = r.choice("security", SECURITIES, "tls")
     default_host = preset.imap_host if preset else None
@@ -519,8 +368,8 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
     elif protocol == "graph":
         default_host = "graph.microsoft.com"
     host = r.get("host", str, default_host, required=default_host is None)
-    if security == "none" and not _is_loopback(host):
-        raise r.error("security", f"'none' sends the password in clear text; it is allowed only "
+    if security == "none" and host and not is_loopback(host):
+        r.problem("security", f"'none' sends the password in clear text; it is allowed only "
                       f"for a loopback host, not {host!r}. Use tls or starttls")
     default_port = preset.imap_port if preset and security == "tls" else \
         _DEFAULT_PORTS[(protocol, security)]
@@ -528,7 +377,7 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
         default_port = mail_preset.imap_port if protocol == "imap" else mail_preset.pop3_port
     port = r.get("port", int, default_port)
     if not 0 < port < 65536:
-        raise r.error("port", f"must be a TCP port, got {port}")
+        r.problem("port", f"must be a TCP port, got {port}")
     # PEC: like the Zendesk PEC connector, mail already in the box is not ingested on first
     # activation, and providers are polled every 4 minutes when IDLE is not available.
     initial_sync = r.choice("initial_sync", ("all", "skip_existing", "import_existing"),
@@ -539,27 +388,27 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
     pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:
-        raise r.error("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
+        r.problem("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
                       f"{', '.join(PEC_FACTS)}")
     if unmatched == "catch_all" and catch_all is None:
-        raise r.error("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
+        r.problem("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
                       "catch_all")
     processed_folder = r.get("processed_folder", str, "Processed")
     unknown_sender = r.get("unknown_sender", str, _unknown_sender_default(r))
     if unknown_sender != "ignore" and not _looks_like_address(unknown_sender):
-        raise r.error("unknown_sender", f"must be an e-mail address or 'ignore', not "
-                      f"{unknown_sender!r}")
+        r.problem("unknown_sender", f"must be an e-mail address or 'ignore', not "
+                  f"{unknown_sender!r}")
     pattern = r.get("subject_ticket_pattern", str, r"\[#(\d+)\]")
     try:
         if re.compile(pattern).groups < 1:
-            raise r.error("subject_ticket_pattern", "needs one capture group for the ticket id")
+            r.problem("subject_ticket_pattern", "needs one capture group for the ticket id")
     except re.error as exc:
-        raise r.error("subject_ticket_pattern", f"is not a valid regex: {exc}") from None
+        r.problem("subject_ticket_pattern", f"is not a valid regex: {exc}")
     username = r.get("username", str, required=True)
     oauth_default = mail_preset is not None or protocol == "graph"
     auth = r.choice("auth", AUTH_METHODS, "oauth2" if oauth_default else "password")
     if protocol == "graph" and auth != "oauth2":
-        raise r.error("auth", "Microsoft Graph takes only OAuth2 tokens (auth: oauth2)")
+        r.problem("auth", "Microsoft Graph takes only OAuth2 tokens (auth: oauth2)")
     oauth2 = None
     if auth == "oauth2":
         from connector.auth.settings import read_oauth2
@@ -571,8 +420,8 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
                              default_provider=mail_preset.oauth2_provider if mail_preset
                              else "microsoft" if protocol == "graph" else None)
     elif r.has("oauth2"):
-        raise r.error("oauth2", "is used only with auth: oauth2")
-    verify_tls, insecure_tls = _verify_tls(r, host)
+        r.problem("oauth2", "is used only with auth: oauth2")
+    verify_tls, insecure_tls = r.verify_tls(host or "")
     account = AccountConfig(
         name=name,
         protocol=protocol,
@@ -627,10 +476,10 @@ def _account(r: _Reader, index: int, trust: TrustStore | None = None) -> Account
     )
     for key in ("processed_folder", "error_folder", "held_folder", "ignored_folder"):
         if protocol in ("imap", "graph") and getattr(account, key) == account.folder:
-            raise r.error(key, f"must differ from folder ({account.folder!r}): mail moved there "
+            r.problem(key, f"must differ from folder ({account.folder!r}): mail moved there "
                           "would be fetched again")
     if protocol == "pop3" and r.has("folder") and account.folder != "INBOX":
-        raise r.error("folder", "POP3 has no folders; remove it or use protocol: imap")
+        r.problem("folder", "POP3 has no folders; remove it or use protocol: imap")
     r.finish(_ACCOUNT_EXTENSION_KEYS)
     return account
 
@@ -643,16 +492,15 @@ def token_file(state_dir: Path, account: str) -> Path:
 def _with_token_file(account: AccountConfig, state_dir: Path) -> AccountConfig:
     if account.oauth2 is None:
         return account
-    from dataclasses import replace
-
     return replace(account, oauth2=replace(account.oauth2,
                                            token_file=token_file(state_dir, account.name)))
 
 
-def _non_negative(r: _Reader, name: str, default: float) -> float:
+def _non_negative(r: Reader, name: str, default: float) -> float:
     value = r.get(name, float, default)
     if value < 0:
-        raise r.error(name, f"must be 0 or more, got {value!r}")
+        r.problem(name, f"must be 0 or more, got {value!r}")
+        return default
     return float(value)
 
 
@@ -661,7 +509,7 @@ def _looks_like_address(text: str) -> bool:
     return bool(at and local and "." in domain and " " not in text.strip())
 
 
-def _unknown_sender_default(r: _Reader) -> str:
+def _unknown_sender_default(r: Reader) -> str:
     """``unknown-sender@`` the domain of the account's mailbox address or of its first own
     address (an address the helpdesk takes as a requester and an agent recognises), else
     ``unknown-sender@example.invalid`` (set ``unknown_sender`` then: a helpdesk may refuse it)."""
@@ -675,49 +523,61 @@ def _unknown_sender_default(r: _Reader) -> str:
     return "unknown-sender@example.invalid"
 
 
-def _rate(r: _Reader, name: str) -> Rate | None:
+def _rate(r: Reader, name: str) -> Rate | None:
     if not r.has(name):
         return None
     try:
         return Rate.parse(r.get(name, (int, float, str)))
     except ValueError as exc:
-        raise r.error(name, str(exc)) from None
+        r.problem(name, str(exc))
+        return None
 
 
-def _host(r: _Reader) -> HostConfig:
+#: The keys of the zendesk host type that a dry run without a url does not read: switching
+#: host.type to dry-run and back leaves them in place.
+_ZENDESK_ONLY_KEYS = ("auth", "timeout", "max_attempts", "verify_tls",
+                      "insecure_tls_i_understand", "ca_file", "max_uploads_per_mail",
+                      "max_ccs_per_mail", "rate_limit", "ticket_update_rate_limit")
+
+
+def _host(r: Reader) -> HostConfig:
     host_type = r.choice("type", ("zendesk", "otobo", "dry-run"), required=True)
+    if host_type not in ("zendesk", "otobo", "dry-run"):  # noted: the rest depends on the type
+        r.ignore(*map(str, r.data))
+        return HostConfig(type=host_type or "")
     if host_type == "otobo" or (host_type == "dry-run" and r.has("otobo")):
         return _otobo_host(r, host_type)
     if host_type == "dry-run" and not r.has("url"):
         cfg = HostConfig(type="dry-run", groups=r.int_map("groups"),
                          custom_fields=r.int_map("custom_fields"))
+        r.ignore(*_ZENDESK_ONLY_KEYS)
         r.finish()
         return cfg
     # A dry-run with a url reads from that Zendesk (tickets, users) and writes nothing.
-    url = r.get("url", str, required=True).rstrip("/")
-    if not re.match(r"^https?://[^/\s]+$", url):
-        raise r.error("url", f"must be the instance's base URL such as "
-                      f"https://acme.zendesk.com, got {url!r}")
-    if url.startswith("http://") and not _is_loopback(url[7:].split(":")[0]):
-        raise r.error("url", "must use https:// (http:// is allowed only for loopback test hosts)")
+    url = (r.get("url", str, required=True) or "").rstrip("/")
+    if url and not re.match(r"^https?://[^/\s]+$", url):
+        r.problem("url", f"must be the instance's base URL such as "
+                  f"https://acme.zendesk.com, got {url!r}")
+    elif url.startswith("http://") and not is_loopback(url[7:].split(":")[0]):
+        r.problem("url", "must use https:// (http:// is allowed only for loopback test hosts)")
     auth = r.child("auth")
     auth_type = auth.choice("type", ("oauth", "api_token"), required=True)
+    client_id = client_secret = scope = email = api_token = ""
     if auth_type == "oauth":
         client_id = auth.get("client_id", str, required=True)
         client_secret = auth.secret("client_secret", required=True)
         scope = auth.get("scope", str, "read write")
-        email = api_token = ""
-    else:
-        client_id = client_secret = ""
-        scope = ""
+    elif auth_type == "api_token":
         email = auth.get("email", str, required=True)
         api_token = auth.secret("api_token", required=True)
+    else:  # noted: which keys belong depends on the type
+        auth.ignore(*map(str, auth.data))
     auth.finish()
-    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
+    verify_tls, insecure_tls = r.verify_tls(urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
-        auth_type=auth_type,
+        auth_type=auth_type or "",
         client_id=client_id,
         client_secret=client_secret,
         scope=scope,
@@ -740,16 +600,16 @@ def _host(r: _Reader) -> HostConfig:
     return cfg
 
 
-def _otobo_host(r: _Reader, host_type: str) -> HostConfig:
+def _otobo_host(r: Reader, host_type: str) -> HostConfig:
     """OTOBO / Znuny: ``url`` is the web service's base, up to and including its name."""
-    url = r.get("url", str, required=True).rstrip("/")
+    url = (r.get("url", str, required=True) or "").rstrip("/")
     if not re.match(r"^https?://[^/\s]+/\S*nph-genericinterface\.pl/Webservice(ID)?/[^/\s]+$",
                     url):
-        raise r.error("url", "must be the web service URL such as https://helpdesk.example.org"
-                      "/otobo/nph-genericinterface.pl/Webservice/PostmasterBridge, "
-                      f"got {url!r}")
-    if url.startswith("http://") and not _is_loopback(url[7:].split("/")[0].split(":")[0]):
-        raise r.error("url", "must use https:// (http:// is allowed only for loopback test hosts)")
+        r.problem("url", "must be the web service URL such as https://helpdesk.example.org"
+                  "/otobo/nph-genericinterface.pl/Webservice/PostmasterBridge, "
+                  f"got {url!r}")
+    elif url.startswith("http://") and not is_loopback(url[7:].split("/")[0].split(":")[0]):
+        r.problem("url", "must use https:// (http:// is allowed only for loopback test hosts)")
     o = r.child("otobo")
     names = {}
     for key, default in (("message_id_field", "PMBMessageID"),
@@ -772,7 +632,7 @@ def _otobo_host(r: _Reader, host_type: str) -> HostConfig:
     )
     o.finish()
     # As for Zendesk: unverified TLS only for loopback or when acknowledged.
-    verify_tls, insecure_tls = _verify_tls(r, urlsplit(url).hostname or "")
+    verify_tls, insecure_tls = r.verify_tls(urlsplit(url).hostname or "")
     cfg = HostConfig(
         type=host_type,
         url=url,
@@ -781,24 +641,20 @@ def _otobo_host(r: _Reader, host_type: str) -> HostConfig:
         verify_tls=verify_tls,
         insecure_tls_i_understand=insecure_tls,
         ca_file=str(r.path_value("ca_file")) if r.has("ca_file") else None,
+        max_in_flight=r.positive("max_in_flight", int, 8),
         otobo=otobo,
     )
     r.finish()
     return cfg
 
 
-def otobo_ticket_pattern(hook: str) -> str:
-    """OTOBO's subject reference ``[Ticket#2026112310000012]`` for a ``Ticket::Hook``."""
-    return r"\[" + re.escape(hook) + r"\s*(\d+)\]"
-
-
-def _server_limits(r: _Reader, base: ServerLimits, source: str) -> ServerLimits:
+def _server_limits(r: Reader, base: ServerLimits, source: str) -> ServerLimits:
     limits = _server_limits_keys(r, base, source)
     r.finish()
     return limits
 
 
-def _connections(r: _Reader) -> ConnectionsConfig:
+def _connections(r: Reader) -> ConnectionsConfig:
     default = _server_limits_keys(r, ServerLimits(), "connections")
     servers: dict[str, ServerLimits] = {}
     listed = r.child("servers")
@@ -812,12 +668,13 @@ def _connections(r: _Reader) -> ConnectionsConfig:
     return ConnectionsConfig(default=default, servers=servers)
 
 
-def _server_limits_keys(r: _Reader, base: ServerLimits, source: str) -> ServerLimits:
+def _server_limits_keys(r: Reader, base: ServerLimits, source: str) -> ServerLimits:
     """``login_rate`` (0: no pacing), ``login_burst`` and ``max_connections`` (0: no cap) in
     ``r``, over ``base``; ``source`` names where they came from when any is given."""
     rate = r.get("login_rate", float, base.login_rate)
     if rate < 0:
-        raise r.error("login_rate", f"must be 0 (no pacing) or more, got {rate!r}")
+        r.problem("login_rate", f"must be 0 (no pacing) or more, got {rate!r}")
+        rate = base.login_rate
     return ServerLimits(
         login_rate=float(rate),
         login_burst=r.positive("login_burst", int, base.login_burst),
@@ -830,8 +687,13 @@ def _server_limits_keys(r: _Reader, base: ServerLimits, source: str) -> ServerLi
 _TOP_EXTENSION_KEYS: tuple[str, ...] = ("filters", "service")
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the whole file. Raises ConfigError naming file and key."""
+def load_config(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
+    """Read and validate the whole file. Raises ConfigError naming file and key, or
+    ConfigErrors with every problem of the file.
+
+    ``secrets=False`` is for commands that never log in (``filters check``, ``filters
+    test``): a secret whose variable is unset or whose file cannot be read is left empty and
+    named in ``Config.missing_secrets`` instead of refusing the file."""
     cfg_path = Path(path)
     where = str(cfg_path)
     try:
@@ -845,44 +707,56 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"not valid YAML{line}: {problem}", path=where) from None
-    return config_from_mapping(data, where, cfg_path.resolve().parent)
+    return config_from_mapping(data, where, cfg_path.resolve().parent, secrets=secrets)
 
 
-def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
-    root = _Reader(data if data is not None else {}, where, "", base_dir)
-    accounts_raw = root.get("accounts", list, required=True)
-    if not accounts_raw:
-        raise root.error("accounts", "needs at least one account")
-    trust = _pec_trust(root.child("pec"))
-    accounts = tuple(
-        _account(_Reader(raw, where, f"accounts[{i}]", base_dir), i, trust)
-        for i, raw in enumerate(accounts_raw)
-    )
+def config_from_mapping(data: Any, where: str, base_dir: Path, *,
+                        secrets: bool = True) -> Config:
+    """Every section is read even after a problem, so one run reports all of them."""
+    problems = Problems()
+    missing: list[str] = []
+    root = Reader(data if data is not None else {}, where, "", base_dir, problems=problems,
+                  secrets=secrets, missing_secrets=missing)
+    accounts_raw = root.get("accounts", list, required=True) or []
+    if root.has("accounts") and isinstance(root.data["accounts"], list) and not accounts_raw:
+        root.problem("accounts", "needs at least one account")
+    trust = shipped_trust_store()
+    with problems.collect():
+        trust = _pec_trust(root.child("pec"))
+    accounts: list[AccountConfig] = []
+    for i, raw in enumerate(accounts_raw):
+        with problems.collect():
+            accounts.append(_account(Reader(raw, where, f"accounts[{i}]", base_dir,
+                                            problems=problems, secrets=secrets,
+                                            missing_secrets=missing), i, trust))
     names = [a.name for a in accounts]
     for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"duplicate account name {name!r}", path=where,
-                              key=f"accounts[{i}].name")
-    host = _host(root.child("host"))
+        if name and name in names[:i]:
+            problems.add(ConfigError(f"duplicate account name {name!r}", path=where,
+                                     key=f"accounts[{i}].name"))
+    host = HostConfig(type="")
+    with problems.collect():
+        host = _host(root.child("host"))
     for i, account in enumerate(accounts):
         if account.initial_sync == "import_existing" and host.otobo is not None:
-            raise ConfigError("import_existing needs a helpdesk with an import API (Zendesk); "
-                              "the OTOBO host has none", path=where,
-                              key=f"accounts[{i}].initial_sync")
+            problems.add(ConfigError("import_existing needs a helpdesk with an import API "
+                                     "(Zendesk); the OTOBO host has none", path=where,
+                                     key=f"accounts[{i}].initial_sync"))
     if host.otobo is not None:
         # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
         pattern = otobo_ticket_pattern(host.otobo.ticket_hook)
-        accounts = tuple(
-            a if "subject_ticket_pattern" in (accounts_raw[i] or {})
-            else replace(a, subject_ticket_pattern=pattern)
-            for i, a in enumerate(accounts))
+        accounts = [a if "subject_ticket_pattern" in (accounts_raw[i] or {})
+                    else replace(a, subject_ticket_pattern=pattern)
+                    for i, a in enumerate(accounts)]
     store_reader = root.child("store")
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
     state_dir = store_reader.path_value("state_dir") or store_path.parent
     ledger_retention = store_reader.positive("retention_days", float, 30.0)
     store_reader.finish()
-    connections = _connections(root.child("connections"))
+    connections = ConnectionsConfig()
+    with problems.collect():
+        connections = _connections(root.child("connections"))
     limits_reader = root.child("limits")
     limits = ParseLimits(
         mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
@@ -890,13 +764,26 @@ def config_from_mapping(data: Any, where: str, base_dir: Path) -> Config:
         header_bytes=limits_reader.size("header_bytes", ParseLimits.header_bytes),
     )
     limits_reader.finish()
-    accounts = tuple(_with_token_file(a, state_dir) for a in accounts)
+    accounts = [_with_token_file(a, state_dir) for a in accounts]
     root.finish(_TOP_EXTENSION_KEYS)
-    from connector.outbound.settings import validate_outbound
-
-    validate_outbound(root.data, where, base_dir)
-    return Config(path=Path(where), accounts=accounts, host=host,
+    validate_outbound(root.data, where, base_dir, secrets=secrets, problems=problems)
+    _validate_filter_sections(root.data, where, problems)
+    problems.raise_if_any()
+    return Config(path=Path(where), accounts=tuple(accounts), host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
                                     state_dir=state_dir, retention_days=ledger_retention),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
-                  connections=connections)
+                  connections=connections, missing_secrets=tuple(missing))
+
+
+def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:
+    """The ``filters:`` sections (global and per account) belong to the filter stage, which
+    reads them when it starts; checked here too so that their problems come with the rest."""
+    with problems.collect():
+        FilterSettings.from_mapping(data.get("filters"), path=where, key="filters")
+    accounts = data.get("accounts")
+    for i, raw in enumerate(accounts if isinstance(accounts, list) else []):
+        if isinstance(raw, Mapping) and raw.get("filters") is not None:
+            with problems.collect():
+                FilterSettings.from_mapping(raw.get("filters"), path=where,
+                                            key=f"accounts[{i}].filters")

@@ -20,6 +20,27 @@ class ConfigError(BridgeError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class ConfigErrors(ConfigError):
+    """Several configuration problems of one file, found in one pass (``problems``)."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.reason, path=first.path, key=first.key)
+        self.args = ("\n".join(str(p) for p in self.problems),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class NotFoundError(BridgeError):
+    """A message, job or file the admin named on the command line does not exist."""
+
+
+class UsageError(BridgeError):
+    """An option's value is malformed (the command line, not the configuration)."""
+
+
 class UnreadableMail(BridgeError):
     """The bridge cannot understand this mail: permanent, so it goes to the error folder at
     once (trying again would meet the same bytes). Never raised for its From line."""

@@ -60,11 +60,15 @@ class Helpdesk:
     # -- config -------------------------------------------------------------------------------
     def host_section(self, directory: Path) -> dict[str, Any]:
         if isinstance(self.double, OtoboDouble):
-            return self.double.host_config(directory / "otobo-password",
-                                           tags_field="PMBTags",
-                                           receipt_state_field="PECReceiptState")
+            return {**self.double.host_config(directory / "otobo-password",
+                                              tags_field="PMBTags",
+                                              receipt_state_field="PECReceiptState"),
+                    "max_in_flight": 1}
         (directory / "zendesk-token").write_text(self.double.api_token)
+        # One mail at a time: these tests read articles in arrival order (tests/test_inflight.py
+        # and the crash tests run several at once).
         return {"type": "zendesk", "url": self.double.url, "timeout": 10, "max_attempts": 2,
+                "max_in_flight": 1,
                 "auth": {"type": "api_token", "email": self.double.email,
                          "api_token_file": str(directory / "zendesk-token")}}
 

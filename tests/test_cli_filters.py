@@ -8,6 +8,8 @@ from pathlib import Path
 
 from bridge_cli import cli_output as run
 
+from connector.exitcodes import EX_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,7 @@ def test_filters_check_ok_and_with_errors(tmp_path: Path) -> None:
     bad.write_text("- name: broken\n  match:\n    - header: Subject\n"
                    "      regex: '(['\n  set:\n    X-OTOBO-Queeu: Billing\n")
     code, out = run("--config", str(config), "filters", "check")
-    assert code == 1
+    assert code == EX_CONFIG
     assert "99-bad.yaml:4:" in out  # the regex that does not compile, by line
     assert "99-bad.yaml:6:" in out and "X-OTOBO-Queue" in out  # the typo, with a did-you-mean
 

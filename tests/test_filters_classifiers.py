@@ -42,7 +42,7 @@ class Lookups(NullLookups):
     def is_own_message_id(self, message_id: str) -> bool:
         return message_id in self.own
 
-    def sender_count_on(self, address: str, day) -> int:
+    def sender_count_on(self, address: str, day, *, proven: bool | None = None) -> int:
         return self.counts.get(address, 0)
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:

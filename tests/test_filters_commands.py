@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from connector.config import AccountConfig, HostConfig
+from connector.exitcodes import EX_CONFIG, EX_DATAERR
 from connector.filters import (
     FilterSettings,
     filters_check,
@@ -32,7 +33,7 @@ def test_check_fails_with_file_and_line(tmp_path):
     bad.write_text("- name: x\n  match:\n    - header: Subject\n      regex: '(oops'\n"
                    "  set: {X-OTOBO-Queu: a}\n")
     out = io.StringIO()
-    assert filters_check([tmp_path], out=out) == 1
+    assert filters_check([tmp_path], out=out) == EX_CONFIG
     lines = out.getvalue().splitlines()
     assert lines[0].startswith(f"{bad}:4: filter 'x': regex '(oops' does not compile")
     assert lines[1] == (
@@ -52,7 +53,7 @@ def test_check_reports_host_mapping_errors(tmp_path):
             else None
         ),
     )
-    assert code == 1
+    assert code == EX_CONFIG
     assert "50-pec-on-ordinary-mailbox.yaml:" in out.getvalue()
     assert "queue 'PEC' has no group" in out.getvalue()
 
@@ -111,5 +112,5 @@ def test_test_command_json_output_and_stripped_headers():
 def test_test_command_on_something_that_is_not_a_mail():
     out = io.StringIO()
     code = filters_test(b"", understand=trace_of, out=out)
-    assert code == 2
+    assert code == EX_DATAERR
     assert out.getvalue().startswith("cannot parse the mail:")

@@ -279,7 +279,7 @@ def test_trace_is_json_and_explains_every_step():
 # --- errors ----------------------------------------------------------------------------
 
 class ExplodingLookups(NullLookups):
-    def sender_count_on(self, address: str, day) -> int:
+    def sender_count_on(self, address: str, day, *, proven: bool | None = None) -> int:
         raise RuntimeError("database is locked")
 
 

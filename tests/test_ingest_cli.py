@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from bridge_cli import cli_streams, run_report
 from bridge_cli import run_cli as run
 from dovecot import DovecotServer, MailUser
 from zendesk_responses import (
@@ -24,7 +25,8 @@ from zendesk_responses import (
     zendesk_host,
 )
 
-from connector.cli import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL
+from connector.cli import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from connector.exitcodes import EX_UNAVAILABLE
 
 TICKETS = r"^/api/v2/tickets$"
 
@@ -69,9 +71,9 @@ def test_run_once_prints_one_summary_line_per_account_and_exit_codes(
     broken["password"] = "not-the-password"
     config = write_config(tmp_path, [account(dovecot, imap_user, "support"), broken])
 
-    code, lines = run("-c", str(config), "run", "--once")
+    code, lines = run_report("-c", str(config), "run", "--once")
 
-    assert code == EX_FAILURE
+    assert code == EX_UNAVAILABLE
     assert lines[0] == ("support: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 "
                         "held=0 failed=0 retry=0")
     assert re.fullmatch(r"legacy-pop: fetched=0 ticketed=0 followed-up=0 noted=0 ignored=0 "
@@ -80,7 +82,7 @@ def test_run_once_prints_one_summary_line_per_account_and_exit_codes(
     assert len(lines) == 2
     assert len(zendesk.ticket_list()) == 1
 
-    code, lines = run("-c", str(config), "run", "--once", "--account", "support")
+    code, lines = run_report("-c", str(config), "run", "--once", "--account", "support")
 
     assert code == EX_OK
     assert lines == ["support: fetched=0 ticketed=0 followed-up=0 noted=0 ignored=0 held=0 "
@@ -101,7 +103,7 @@ def test_check_prints_one_line_per_check(
 
     code, lines = run("-c", str(config), "check")
 
-    assert code == EX_FAILURE
+    assert code == EX_UNAVAILABLE
     assert len(lines) == 5
     assert lines[0] == f"ok    config {config}: 2 account(s)"
     assert lines[1] == "ok    filters: 0 filter(s) in 0 file(s)"
@@ -124,7 +126,7 @@ def test_check_reports_refused_helpdesk_credentials(
 
     code, lines = run("-c", str(config), "check")
 
-    assert code == EX_FAILURE
+    assert code == EX_UNAVAILABLE
     assert [line[:6] for line in lines] == ["ok    ", "ok    ", "ok    ", "FAIL  "]
     assert lines[3].startswith("FAIL  host zendesk: OAuth token request refused: HTTP 401")
     assert "invalid_client" in lines[3]
@@ -170,11 +172,11 @@ def test_dry_run_prints_calls_and_changes_nothing(
         account(dovecot, pop_user, "legacy-pop", protocol="pop3", delete_after_processing=True),
     ], host={"type": "dry-run"})
 
-    code, lines = run("-c", str(config), "run", "--once")
+    code, out, err = cli_streams("-q", "-c", str(config), "run", "--once")
 
     assert code == EX_OK
-    calls = [json.loads(line) for line in lines if line.startswith("{")]
-    summaries = [line for line in lines if not line.startswith("{")]
+    calls = [json.loads(line) for line in out.splitlines()]
+    summaries = err.splitlines()
     assert summaries == [
         "support: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 held=0 failed=0 retry=0",
         "legacy-pop: fetched=1 ticketed=1 followed-up=0 noted=0 ignored=0 held=0 failed=0 retry=0"]
@@ -207,18 +209,23 @@ def test_import_of_an_mbox_and_a_maildir(
     maildir.close()
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
 
-    code, lines = run("-c", str(config), "import", str(tmp_path / "old.mbox"),
+    code, lines = run_report("-c", str(config), "import", str(tmp_path / "old.mbox"),
                       str(tmp_path / "Maildir"))
 
     assert code == EX_OK
-    assert lines == ["support: fetched=3 ticketed=2 followed-up=1 noted=0 ignored=0 held=0 "
-                     "failed=0 retry=0"]
+    assert lines[-1] == ("support: fetched=3 ticketed=2 followed-up=1 noted=0 ignored=0 "
+                         "held=0 failed=0 retry=0")
     first, second = zendesk.ticket_list()
+    assert [line.split(" -> ")[1] for line in lines[:-1]] == [
+        f"new ticket #{first['id']} (no existing ticket)",
+        f"new ticket #{second['id']} (no existing ticket)",
+        f"follow-up on #{first['id']} (In-Reply-To/References point at ticket "
+        f"#{first['id']})"]
     assert (first["subject"], second["subject"]) == ("Archivio 1", "Archivio 2")
     assert [c["plain"] for c in first["comments"]][1] == "Seguito."
     assert "From the beginning" in second["comments"][0]["plain"]
 
-    code, lines = run("-c", str(config), "import", str(tmp_path / "old.mbox"),
+    code, lines = run_report("-c", str(config), "import", str(tmp_path / "old.mbox"),
                       str(tmp_path / "Maildir"))
 
     assert code == EX_OK
@@ -238,12 +245,16 @@ def test_import_again_reports_nothing_new(
     box.add(customer_mail("Re: Archivio 1", "arc2@example.org", in_reply_to="arc1@example.org"))
     box.close()
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
-    assert run("-c", str(config), "import", str(mbox_path)) == (EX_OK, [
-        "support: fetched=2 ticketed=1 followed-up=1 noted=0 ignored=0 held=0 failed=0 retry=0"])
+    code, lines = run_report("-c", str(config), "import", str(mbox_path))
+    assert (code, lines[-1]) == (
+        EX_OK, "support: fetched=2 ticketed=1 followed-up=1 noted=0 ignored=0 held=0 failed=0 "
+        "retry=0")
 
-    code, [line] = run("-c", str(config), "import", str(mbox_path))
+    code, lines = run_report("-c", str(config), "import", str(mbox_path))
 
     assert code == EX_OK
+    line = lines[-1]
+    assert all("-> already recorded: " in line for line in lines[:-1]), lines
     assert len(zendesk.calls_to("POST", TICKETS)) == 1
     assert "ticketed=0 followed-up=0" in line, line
 
@@ -259,18 +270,18 @@ def test_deliver_records_once_and_the_same_mail_twice_is_one_ticket(
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
 
     stdin_with(monkeypatch, raw)
-    code, lines = run("-c", str(config), "deliver")
+    code, lines = run_report("-c", str(config), "deliver")
     [ticket] = zendesk.ticket_list()
     assert (code, lines) == (EX_OK, [f"ticketed ticket #{ticket['id']}"])
 
     stdin_with(monkeypatch, raw)  # the MTA delivers it again
-    code, lines = run("-c", str(config), "deliver")
+    code, lines = run_report("-c", str(config), "deliver")
     assert (code, lines) == (EX_OK, [f"ticketed ticket #{ticket['id']}: already recorded"])
 
     # The same mail through another relay: other bytes, same mail.
     stdin_with(monkeypatch, b"Received: from relay2.example.org by mx.example.com; "
                             b"Mon, 2 Mar 2026 10:05:00 +0100\r\n" + raw)
-    code, lines = run("-c", str(config), "deliver")
+    code, lines = run_report("-c", str(config), "deliver")
     assert code == EX_OK
     assert lines[0].startswith(f"duplicate ticket #{ticket['id']}")
 
@@ -290,7 +301,7 @@ def test_deliver_exits_75_while_zendesk_keeps_failing(
 
     for _ in range(2):
         stdin_with(monkeypatch, raw)
-        code, lines = run("-c", str(config), "deliver")
+        code, lines = run_report("-c", str(config), "deliver")
         assert code == EX_TEMPFAIL
         assert lines[0].startswith("retry: ")
         assert "timed out" in lines[0]
@@ -298,7 +309,7 @@ def test_deliver_exits_75_while_zendesk_keeps_failing(
 
     zendesk.clear_faults()
     stdin_with(monkeypatch, raw)
-    code, lines = run("-c", str(config), "deliver")
+    code, lines = run_report("-c", str(config), "deliver")
 
     [ticket] = zendesk.ticket_list()
     assert (code, lines) == (EX_OK, [f"ticketed ticket #{ticket['id']}"])
@@ -328,7 +339,7 @@ def test_run_parses_ahead_as_the_config_says(
     top = {"service": service} if service is not None else {}
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")], **top)
 
-    code, lines = run("-c", str(config), "run", "--once")
+    code, lines = run_report("-c", str(config), "run", "--once")
 
     assert code == EX_OK, lines
     assert lines == [f"support: fetched={parsing.MIN_MESSAGES} ticketed={parsing.MIN_MESSAGES} "

@@ -27,9 +27,10 @@ from zendesk_responses import (
     write_config,
 )
 
-from connector.cli import EX_FAILURE, EX_OK
+from connector.exitcodes import EX_DATAERR, EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_USAGE
 from connector.service.runner import Service
 from connector.store.base import MessageState
+from connector.store.sqlite import SQLiteStore
 
 TICKETS = r"^/api/v2/tickets$"
 REJECTION = error_body("RecordInvalid", "Record validation errors", {
@@ -155,7 +156,7 @@ def test_log_command_filters_by_account_level_message_and_time(
                       "4h", "--json")
     assert [json.loads(line)["event"] for line in lines] == ["failed"]
 
-    assert cli(config, "log", "--since", "yesterday") == (EX_FAILURE, [])
+    assert cli(config, "log", "--since", "yesterday") == (EX_USAGE, [])
 
 
 def test_service_purges_log_entries_older_than_the_retention(
@@ -254,21 +255,32 @@ def test_errors_list_and_show(failed: dict[str, Any]) -> None:
     text = "\n".join(lines)
     assert f"id: {rid}\naccount: support\nref: INBOX:" in text
     assert "message-id: rejected@example.org\nfrom: mario.rossi@example.org\n" in text
-    assert "subject: Rifiutata da Zendesk\n" in text
+    assert "subject: Rifiutata da Zendesk\noutcome: failed\n" in text
     reason = next(line for line in lines if line.startswith("reason: "))
     assert "PermanentHostError" in reason and "HTTP 422" in reason
     assert f"raw message kept: yes, {len(failed['rejected'])} bytes" in lines
-    trace = json.loads(text.split("trace:\n", 1)[1])  # what the filter stage made of it
-    assert (trace["account"], trace["message"]["message_id"]) == ("support",
-                                                                  "rejected@example.org")
-    assert "steps" in trace and "controls" in trace
+    [call] = [line for line in lines if " create_ticket " in line]
+    assert "new ticket 'Rifiutata da Zendesk' -> PermanentHostError: " in call
+    # The filter stage's whole trace, as `filters test` prints it.
+    assert "  classifier loop: quiet - not our own mail; mario.rossi@example.org sent" in text
+    assert "  Classification: none (an ordinary mail)" in text
+    code, lines = cli(config, "errors", "show", str(rid), "--json")
+    [document] = json.loads("\n".join(lines))["messages"]
+    assert (document["trace"]["account"], document["trace"]["message"]["message_id"]) == (
+        "support", "rejected@example.org")
+    assert [c["call"] for c in document["host_calls"]] == [
+        "create_ticket new ticket 'Rifiutata da Zendesk'"]
 
+    # Not a mail at all: no sender to show, and why there is no trace.
     code, lines = cli(config, "errors", "show", str(bid))
     assert code == EX_OK
+    assert "from: (unknown)" in lines
     assert any(line.startswith("reason: ParseError: no header found: not a mail message")
                for line in lines)
+    assert lines[-1].startswith("trace: none, the mail failed before the filters ran "
+                                "(ParseError: no header found")
 
-    assert cli(config, "errors", "show", "999999") == (EX_FAILURE, [])
+    assert cli(config, "errors", "show", "999999") == (EX_NOINPUT, [])
 
 
 def test_errors_export_writes_the_exact_raw_bytes(failed: dict[str, Any],
@@ -310,11 +322,15 @@ def test_errors_replay_after_the_cause_is_fixed_makes_the_ticket_and_moves_the_m
     assert (record.state, record.ticket_id) == (MessageState.DONE, ticket["id"])
     assert store.quarantined_raw(rid) is None
     assert [r.id for r in store.failed_messages()] == [bid]
-    assert [e.event for e in store.log_entries(message="rejected@example.org")] == [
-        "failed", "ticketed"]
+    assert [e.event for e in store.log_entries(message="rejected@example.org",
+                                               min_level="info")] == ["failed", "ticketed"]
+    # Every helpdesk call, each logged with the message it was made for.
+    assert [(e.event.split()[0], e.detail.split(":")[0]) for e in store.log_entries(
+        message="rejected@example.org") if e.kind == "host"] == [
+        ("create_ticket", "PermanentHostError"), ("create_ticket", f"ticket #{ticket['id']}")]
 
     # Replaying it again is refused: it is no longer a failed message.
-    assert cli(config, "errors", "replay", str(rid)) == (EX_FAILURE, [])
+    assert cli(config, "errors", "replay", str(rid)) == (EX_NOINPUT, [])
     assert len(zendesk.ticket_list()) == 1
 
 
@@ -327,7 +343,7 @@ def test_errors_replay_that_fails_again_changes_nothing_on_the_server(
 
     code, lines = cli(config, "errors", "replay", str(rid), str(bid))
 
-    assert code == EX_FAILURE
+    assert code == EX_DATAERR
     assert len(lines) == 2
     assert lines[0].startswith(f"{rid}: still failed: ") and "HTTP 422" in lines[0]
     assert lines[1].startswith(f"{bid}: still failed: ") and "not a mail" in lines[1]
@@ -359,7 +375,7 @@ def test_errors_replay_meeting_a_temporary_failure_can_be_replayed_later(
 
     code, lines = cli(config, "errors", "replay", str(rid))
 
-    assert code == EX_FAILURE
+    assert code == EX_TEMPFAIL
     assert lines[0].startswith(f"{rid}: still retry: ")
     assert raws(dovecot, mailbox_user, "Error") == [failed["rejected"], failed["broken"]]
     rows = json.loads("\n".join(cli(config, "errors", "list", "--json")[1]))
@@ -398,3 +414,103 @@ def test_errors_replay_moves_a_mail_without_message_id(
     assert raws(dovecot, mailbox_user, "Error") == []
     assert raws(dovecot, mailbox_user, "Processed") == [raw]
     assert lines[-1] == f"{record.id}: moved from Error to Processed"
+
+
+# -- messages show, errors dismiss -----------------------------------------------------------
+
+
+def test_messages_show_explains_a_ticketed_message_by_message_id_or_id(
+    logged: Bridge, tmp_path: Path, zendesk: FakeZendesk,
+) -> None:
+    config = tmp_path / "config.yaml"
+    [ticket] = zendesk.ticket_list()
+    record = logged.store.find_messages("log1@example.org")[0]
+
+    for key in ("<log1@example.org>", "log1@example.org", str(record.id), record.ref):
+        code, lines = cli(config, "messages", "show", key)
+        assert code == EX_OK, key
+        assert lines[:3] == [f"id: {record.id}", "account: support", f"ref: {record.ref}"]
+    assert "from: mario.rossi@example.org" in lines
+    assert "subject: Richiesta" in lines
+    assert "outcome: ticketed" in lines and f"ticket: #{ticket['id']}" in lines
+    calls = [line for line in lines if line.startswith("  ") and " -> " in line]
+    assert any(f"create_ticket new ticket 'Richiesta' -> ticket #{ticket['id']}" in line
+               for line in calls), lines
+    assert any(line.startswith("  ") and "INFO    ticketed: decision new_ticket: "
+               "no existing ticket" in line for line in lines), lines
+    assert "trace:" in lines and "  classifier auto_reply: quiet - no auto-reply signal" in lines
+    # errors show takes any message, not only failed ones.
+    assert cli(config, "errors", "show", str(record.id))[1] == lines
+
+    code, lines = cli(config, "messages", "show", "log1@example.org", "--json")
+    [document] = json.loads("\n".join(lines))["messages"]
+    assert set(document) == {
+        "id", "account", "ref", "state", "outcome", "action", "ticket_id", "message_id",
+        "sender", "subject", "headers", "received_at", "updated_at", "attempts", "error",
+        "dismissed", "raw_kept_bytes", "host_calls", "log", "trace"}
+    assert (document["outcome"], document["ticket_id"], document["action"]) == (
+        "ticketed", ticket["id"], "new_ticket")
+    assert document["trace"]["message"]["message_id"] == "log1@example.org"
+    assert all(set(c) == {"ts", "call", "answer", "duration_ms"} for c in document["host_calls"])
+    # Each call at the time it was made, before the outcome that followed it.
+    assert max(c["ts"] for c in document["host_calls"]) <= document["log"][-1]["ts"]
+
+    assert cli(config, "messages", "show", "nobody@example.org") == (EX_NOINPUT, [])
+
+
+def test_errors_dismiss_hides_a_handled_failure_until_all_or_a_replay(
+    failed: dict[str, Any], zendesk: FakeZendesk,
+) -> None:
+    config, rid, bid = failed["config"], failed["rejected_id"], failed["broken_id"]
+
+    code, lines = cli(config, "errors", "dismiss", str(bid), "--reason",
+                      "customer phoned, ticket 4711 opened by hand")
+
+    assert (code, lines) == (EX_OK, [f"{bid}: dismissed (customer phoned, ticket 4711 opened "
+                                     "by hand)"])
+    rows = json.loads("\n".join(cli(config, "errors", "list", "--json")[1]))
+    assert [r["id"] for r in rows] == [rid]
+    code, lines = cli(config, "errors", "list", "--all")
+    assert code == EX_OK and len(lines) == 4
+    assert "DISMISSED " in lines[2] and lines[2].endswith(": customer phoned, ticket 4711 "
+                                                          "opened by hand")
+    rows = json.loads("\n".join(cli(config, "errors", "list", "--all", "--json")[1]))
+    assert [(r["id"], (r["dismissed"] or {}).get("reason")) for r in rows] == [
+        (rid, None), (bid, "customer phoned, ticket 4711 opened by hand")]
+    code, lines = cli(config, "messages", "show", str(bid))
+    assert any(line.startswith("dismissed: ") and line.endswith(
+        ": customer phoned, ticket 4711 opened by hand") for line in lines)
+    assert any("NOTICE  dismissed: by the admin: customer phoned" in line for line in lines)
+
+    # Only failures can be dismissed; a reason is required.
+    assert cli(config, "errors", "dismiss", "999999", "--reason", "x") == (EX_NOINPUT, [])
+    assert cli(config, "errors", "dismiss", str(rid), "--reason", "  ") == (EX_USAGE, [])
+
+    # A replay lifts the dismissal: the message is back in the list while it still fails.
+    code, _ = cli(config, "errors", "replay", str(bid))
+    assert code == EX_DATAERR
+    rows = json.loads("\n".join(cli(config, "errors", "list", "--json")[1]))
+    assert [r["id"] for r in rows] == [rid, bid]
+
+
+def test_a_ledger_of_schema_1_gains_the_dismissals_table_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite3"
+    store = SQLiteStore(db)
+    record = store.begin_message("support", "INBOX:1:1", sha256=None)
+    store.finish_message(record.id, MessageState.FAILED, error="ParseError: broken")
+    store.close()
+    conn = sqlite3.connect(db)  # what a ledger written before the table existed looks like
+    conn.execute("DROP TABLE dismissals")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(db)
+    store.dismiss_message(record.id, "handled")
+
+    assert store.failed_messages() == []
+    assert [r.id for r in store.failed_messages(include_dismissed=True)] == [record.id]
+    store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    conn.close()

@@ -121,8 +121,10 @@ def test_sigterm_mid_batch_loses_nothing_and_run_once_finishes(
         second = subprocess.run(bridge_command(config, "--once"), cwd=REPO, env=bridge_env(),
                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         assert second.returncode == 0, second.stderr.decode(errors="replace")[-3000:]
-        assert second.stdout.decode().startswith(f"support: fetched={MAILS - done} "
-                                                 f"ticketed={MAILS - done} ")
+        summaries = [line for line in second.stderr.decode().splitlines()
+                     if line.startswith("support: ")]
+        assert len(summaries) == 1 and summaries[0].startswith(
+            f"support: fetched={MAILS - done} ticketed={MAILS - done} ")
 
         tickets = zd.tickets()
         assert sorted(t["subject"] for t in tickets) == sorted(f"Lotto {n}"

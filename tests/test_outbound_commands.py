@@ -18,6 +18,7 @@ from outbound_oas import BASE, FakeZendesk
 
 from connector.config import Config, HostConfig, StoreConfig
 from connector.errors import ConfigError
+from connector.exitcodes import EX_NOINPUT
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
 from connector.outbound import commands
 from connector.outbound.queue import JobState, OutboundQueue, process_owner
@@ -80,6 +81,21 @@ def test_list_shows_jobs_newest_first(tmp_path: Path, jobs: dict[str, int]) -> N
         run(commands.outbound_list, make_config(tmp_path), state="lost")
 
 
+def test_list_json_is_one_document_with_every_job_and_the_counts(
+    tmp_path: Path, jobs: dict[str, int],
+) -> None:
+    code, out = run(commands.outbound_list, make_config(tmp_path), as_json=True)
+    assert code == 0
+    document = json.loads(out)
+    assert document["counts"] == {"failed": 1, "queued": 1, "sent": 1}
+    assert [(j["id"], j["state"]) for j in document["jobs"]] == [
+        (jobs["queued"], "queued"), (jobs["failed"], "failed"), (jobs["sent"], "sent")]
+    assert all(tuple(j) == commands.JOB_KEYS for j in document["jobs"])
+    sent = document["jobs"][2]
+    assert (sent["recipient"], sent["smtp_reply"]) == ("mario@pec.example.it",
+                                                       "250 2.0.0 Ok: queued as Q1")
+
+
 def test_show_one_job(tmp_path: Path, jobs: dict[str, int]) -> None:
     code, out = run(commands.outbound_show, make_config(tmp_path), jobs["sent"])
     assert code == 0
@@ -87,7 +103,7 @@ def test_show_one_job(tmp_path: Path, jobs: dict[str, int]) -> None:
     assert re.search(r"^message-id:\s+<pmb.1@pec.example.it>$", out, re.M)
     assert re.search(r"^provider answer:\s+250 2.0.0 Ok: queued as Q1$", out, re.M)
     assert re.search(r"^request subject:\s+Oggetto sent$", out, re.M)
-    assert run(commands.outbound_show, make_config(tmp_path), 999)[0] == 1
+    assert run(commands.outbound_show, make_config(tmp_path), 999)[0] == EX_NOINPUT
 
 
 def test_retry(tmp_path: Path, jobs: dict[str, int]) -> None:
@@ -99,7 +115,7 @@ def test_retry(tmp_path: Path, jobs: dict[str, int]) -> None:
     code, out = run(commands.outbound_retry, config, jobs["sent"])
     assert code == 1 and "was sent" in out
     assert run(commands.outbound_retry, config, jobs["queued"])[0] == 1
-    assert run(commands.outbound_retry, config, 999)[0] == 1
+    assert run(commands.outbound_retry, config, 999)[0] == EX_NOINPUT
 
 
 def test_configuration_problems(tmp_path: Path) -> None:

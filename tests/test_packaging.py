@@ -28,7 +28,8 @@ def test_the_examples_are_package_resources_in_the_checkout() -> None:
     assert shipped == sorted(p.name for p in (REPO / "filters").glob("*.yaml"))
 
 
-def test_the_wheel_carries_the_example_config_and_filters(tmp_path: Path) -> None:
+def build_wheel(tmp_path: Path) -> Path:
+    """The project's wheel, built from a copy of the source into ``tmp_path/dist``."""
     source = tmp_path / "source"
     source.mkdir()
     for name in SOURCE:
@@ -44,6 +45,11 @@ def test_the_wheel_carries_the_example_config_and_filters(tmp_path: Path) -> Non
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     [wheel] = (tmp_path / "dist").glob("postmaster_bridge-*.whl")
+    return wheel
+
+
+def test_the_wheel_carries_the_example_config_and_filters(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         inside = {name: archive.read(name) for name in archive.namelist()
                   if name.startswith("connector/_examples/")}

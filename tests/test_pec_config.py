@@ -184,7 +184,7 @@ def test_check_hints_at_an_app_password_when_a_pec_login_is_refused(
 
     code, out = run_cli("--config", str(config), "check")
 
-    assert code == 1, out
+    assert code == 69, out  # EX_UNAVAILABLE
     refused = account_lines(out, "aruba-pec")
     assert refused[0].startswith("FAIL  account aruba-pec:"), out
     hint = " ".join(refused[1:])

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from bridge_cli import cli_output as run_cli
+from bridge_cli import cli_streams
 from dovecot import DovecotServer, MailUser
 from pec_provider import make_circuit
 from shared_material import pec_sample
@@ -680,7 +680,7 @@ def test_envelope_on_an_ordinary_mailbox_is_unwrapped_and_tagged(
                           protocol="imap", port=dovecot.imap_port, security="none",
                           ca_file=None)
 
-    code, out = run_cli("--config", str(config), "run", "--once")
+    code, _, out = cli_streams("--config", str(config), "run", "--once")
 
     assert code == 0, out
     assert "support: fetched=1 ticketed=1" in out

@@ -24,7 +24,7 @@ from zendesk_responses import (
     write_config,
 )
 
-from connector.cli import EX_DATAERR, EX_FAILURE
+from connector.cli import EX_DATAERR
 from connector.fetch.files import iter_files, read_stdin_message
 from connector.mail.mimetree import (
     MAX_HEADER_BYTES,
@@ -179,7 +179,7 @@ def test_import_of_a_60_mb_mail_fails_it_without_a_ticket(
     path.write_bytes(big_mail(60 * 1024 * 1024))
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")])
     code, _ = cli_output("-q", "-c", str(config), "import", str(path))
-    assert code == EX_FAILURE
+    assert code == EX_DATAERR  # failed for good: in the error list
     assert zendesk.ticket_list() == []
     code, text = cli_output("-q", "-c", str(config), "errors", "list")
     assert "message too large: 62914560 bytes" in text
@@ -239,7 +239,7 @@ def test_a_dry_run_shows_the_bounded_calls(dovecot: DovecotServer, mailbox_user:
     path.write_bytes(raw)
     config = write_config(tmp_path, [account(dovecot, mailbox_user, "support")],
                           host={"type": "dry-run"})
-    code, text = cli_output("-q", "-c", str(config), "import", str(path))
+    code, text = cli_output("-q", "-c", str(config), "import", "--calls", str(path))
     calls = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     uploads = [c for c in calls if c["path"] == "/api/v2/uploads"]
     create = next(c for c in calls if c["path"] == "/api/v2/tickets")

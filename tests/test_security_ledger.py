@@ -16,8 +16,9 @@ from bridge_cli import cli_output
 from dovecot import DovecotServer, MailUser
 from zendesk_responses import Bridge, FakeZendesk, account, customer_mail, write_config
 
-from connector.cli import EX_FAILURE, EX_OK, EX_TEMPFAIL
+from connector.cli import EX_OK, EX_TEMPFAIL
 from connector.errors import StoreCorruptError
+from connector.exitcodes import EX_IOERR
 from connector.service.runner import Service
 from connector.store.sqlite import SQLiteStore
 
@@ -69,7 +70,7 @@ def test_random_bytes_in_the_ledger_stop_run_before_any_mail_moves(
 
     code, _ = cli_output("-q", "-c", str(config), "run", "--once")
 
-    assert code == EX_FAILURE
+    assert code == EX_IOERR
     assert f"the ledger {ledger} is damaged" in capsys.readouterr().err
     assert len(dovecot.list_folder(mailbox_user, "INBOX")) == 1
     assert len(zendesk.calls) == calls  # not even a login to the helpdesk
@@ -178,10 +179,10 @@ def test_store_check_and_backup_report_a_damaged_ledger(
     config = ledger_with_mail(tmp_path, dovecot, mailbox_user, zendesk)
     damage_table(tmp_path / "ledger.sqlite3")
     code, text = cli_output("-c", str(config), "store", "check")
-    assert code == EX_FAILURE
+    assert code == EX_IOERR
     assert "FAIL  ledger" in text and "damaged" in text
     target = tmp_path / "copy.sqlite3"
     code, text = cli_output("-c", str(config), "store", "backup", str(target))
-    assert code == EX_FAILURE
+    assert code == EX_IOERR
     assert "no copy written" in text
     assert not target.exists()

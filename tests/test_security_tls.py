@@ -21,6 +21,7 @@ from zendesk_responses import Bridge, FakeZendesk, account, customer_mail, write
 
 from connector.config import config_from_mapping
 from connector.errors import ConfigError, HostCertificateError
+from connector.exitcodes import EX_UNAVAILABLE
 from connector.fetch.base import make_ssl_context
 from connector.hosts.zendesk import OAuthClientCredentials, ZendeskAdapter, ZendeskSettings
 from connector.tls import certificate_failure
@@ -115,7 +116,7 @@ def test_certificate_failure_disables_the_account_at_once(
     code, text = cli_output("--config", str(config_path), "accounts")
     assert "not trusted" in text and "support" in text
     code, text = cli_output("--config", str(config_path), "check")
-    assert code == 1
+    assert code == EX_UNAVAILABLE
     assert "FAIL  account support" in text and "permanent failure" in text
 
 

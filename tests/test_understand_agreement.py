@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from bridge_cli import cli_output
+from bridge_cli import cli_output, cli_streams
 from shared_material import SHARED_ONLY_PEC_SAMPLES, pec_sample, pec_sample_names
 
+from connector.exitcodes import EX_DATAERR
 from connector.fetch.files import iter_files
 
 TESTS = Path(__file__).resolve().parent
@@ -61,7 +62,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def via_filters_test(config: Path, account: str, mail: Path) -> dict[str, Any] | None:
     code, text = cli_output("-q", "-c", str(config), "filters", "test", str(mail),
                             "--account", account, "--json")
-    if code == 2 and text.startswith("cannot parse the mail"):
+    if code == EX_DATAERR and text.startswith("cannot parse the mail"):
         return None
     assert code == 0, text
     decision = json.loads(text)["decision"]
@@ -81,16 +82,18 @@ _OUTCOMES = {"ticketed": "new_ticket", "noted": "internal_note", "followed_up": 
 
 
 def via_import(config: Path, account: str, mail: Path) -> dict[str, Any] | None:
-    code, text = cli_output("-q", "-c", str(config), "import", str(mail), "--account", account)
-    lines = text.splitlines()
-    summary = dict(part.split("=", 1) for part in lines[-1].split(": ", 1)[1].split()
+    code, out, err = cli_streams("-q", "-c", str(config), "import", "--calls", str(mail),
+                                 "--account", account)
+    summary_line = next(line for line in err.splitlines()
+                        if line.startswith(f"{account}: fetched="))
+    summary = dict(part.split("=", 1) for part in summary_line.split(": ", 1)[1].split()
                    if "=" in part)
     if summary["failed"].startswith("1"):
         return None
-    assert code == 0, text
+    assert code == 0, err
     [outcome] = [_OUTCOMES[k.replace("-", "_")] for k, v in summary.items()
                  if k.replace("-", "_") in _OUTCOMES and v.split("(")[0] == "1"]
-    calls = [json.loads(line) for line in lines[:-1] if line.startswith("{")]
+    calls = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     created = [c["ticket"] for c in calls
                if c["method"] == "POST" and c["path"] == "/api/v2/tickets"]
     if outcome != "new_ticket":

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.errors import ParseError
+from connector.exitcodes import EX_CONFIG, EX_DATAERR, EX_OK
 from connector.filters.chain import HostCheck
 from connector.filters.loader import FilterLoadError, load_chain
 from connector.filters.outcome import FilterError
 from connector.filters.report import render_json, render_text
 
-EXIT_OK = 0
-EXIT_INVALID = 1  # filter files have errors
-EXIT_UNPROCESSABLE = 2  # the test mail cannot be parsed or filtered
+EXIT_OK = EX_OK
+EXIT_INVALID = EX_CONFIG  # filter files have errors
+EXIT_UNPROCESSABLE = EX_DATAERR  # the test mail cannot be parsed or filtered
 
 
 def filters_check(

@@ -147,6 +147,7 @@ def run_filters(
         classification=overlay.classification,
         trace=trace,
         warnings=tuple(overlay.warnings),
+        sender_proven=authentication.authenticated,
     )
 
 

@@ -19,9 +19,10 @@ class FilterLookups(Protocol):
         ``ParsedMessage.message_id`` holds it: without angle brackets)."""
         ...
 
-    def sender_count_on(self, address: str, day: date) -> int:
+    def sender_count_on(self, address: str, day: date, *, proven: bool | None = None) -> int:
         """How many mails from ``address`` (lower-cased) dated ``day`` (UTC) were already
-        recorded, not counting the one being filtered."""
+        recorded, not counting the one being filtered; with ``proven``, only those whose
+        sender was (True) or was not (False) authenticated."""
         ...
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
@@ -36,7 +37,7 @@ class NullLookups:
     def is_own_message_id(self, message_id: str) -> bool:
         return False
 
-    def sender_count_on(self, address: str, day: date) -> int:
+    def sender_count_on(self, address: str, day: date, *, proven: bool | None = None) -> int:
         return 0
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:

@@ -42,6 +42,7 @@ class FilterOutcome:
     classification: Classification | None
     trace: Mapping[str, Any] = field(repr=False)
     warnings: tuple[str, ...] = ()
+    sender_proven: bool = False  # the From address was authenticated (see authentication.py)
 
     @property
     def ignored(self) -> bool:

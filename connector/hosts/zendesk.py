@@ -912,6 +912,7 @@ class ZendeskAdapter:
         )
 
     def _tags_call(self, method: str, ticket_id: int, tags: list[str]) -> None:
+        self._forget_ticket(ticket_id)  # its tags change: the next look reads them
         verb = "add tags to" if method == "PUT" else "remove tags from"
         self._ticket_update(
             method,

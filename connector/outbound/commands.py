@@ -1,11 +1,12 @@
 """What the ``postmaster-bridge`` CLI calls for the outbound side.
 
 Each command takes the loaded ``Config`` and an output stream and returns an exit code
-(0 done, 1 failed). Configuration problems raise ``ConfigError`` (the CLI maps it to 78).
+(connector/exitcodes.py). Configuration problems raise ``ConfigError`` (the CLI maps it to 78).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -14,7 +15,15 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from connector.config import Config
-from connector.errors import ConfigError, HostError
+from connector.errors import ConfigError, HostError, TransientHostError
+from connector.exitcodes import (
+    EX_FAILURE,
+    EX_NOINPUT,
+    EX_OK,
+    EX_OSERR,
+    EX_SOFTWARE,
+    EX_UNAVAILABLE,
+)
 from connector.outbound.install import apply, plan_install, plan_uninstall
 from connector.outbound.queue import Job, JobState, OutboundQueue
 from connector.outbound.service import OutboundService
@@ -25,8 +34,6 @@ from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
 log = logging.getLogger(__name__)
 
-EX_OK = 0
-EX_FAILURE = 1
 
 
 def _outbound(config: Config) -> OutboundConfig:
@@ -81,6 +88,11 @@ def _queue_if_present(config: Config) -> Iterator[OutboundQueue | None]:
 
 # -- install / uninstall ------------------------------------------------------------------------
 
+def _host_failure(exc: HostError) -> int:
+    """69 when the helpdesk could not be reached (worth running again), 1 when it refused."""
+    return EX_UNAVAILABLE if isinstance(exc, TransientHostError) else EX_FAILURE
+
+
 def install(config: Config, dry_run: bool, suppress: bool, out: TextIO, *,
             adapter: Any = None) -> int:
     """Create or update the webhook, trigger category, triggers and macros (idempotent)."""
@@ -105,7 +117,7 @@ def install(config: Config, dry_run: bool, suppress: bool, out: TextIO, *,
                 print(f"warning  {warning}", file=out)
         except HostError as exc:
             print(f"install failed: {exc}", file=out)
-            return EX_FAILURE
+            return _host_failure(exc)
     print(f"installed: {len(plan.changes)} change(s)", file=out)
     return EX_OK
 
@@ -129,7 +141,7 @@ def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None
                 print(f"warning  {warning}", file=out)
         except HostError as exc:
             print(f"uninstall failed: {exc}", file=out)
-            return EX_FAILURE
+            return _host_failure(exc)
     print(f"uninstalled: {len(plan.changes)} change(s)", file=out)
     return EX_OK
 
@@ -186,7 +198,7 @@ def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
     except OSError as exc:  # the port is taken, the address is not ours
         store.close()
         print(f"cannot listen: {exc}", file=out)
-        return EX_FAILURE
+        return EX_OSERR
     assert service is not None
     print(f"serving webhooks on {service.url} (public URL "
           f"{service.config.service.public_url if service.config.service else '?'})", file=out)
@@ -194,7 +206,7 @@ def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
         while not stop.wait(0.5):
             if not service.alive():
                 log.error("outbound service thread ended; stopping")
-                return EX_FAILURE
+                return EX_SOFTWARE
         return EX_OK
     finally:
         service.stop()
@@ -211,15 +223,29 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+#: The keys of each job in ``outbound list --json``.
+JOB_KEYS = ("id", "state", "account", "ticket_id", "source", "attempts", "recipient", "subject",
+            "message_id", "comment_id", "smtp_reply", "error", "reported", "report_error",
+            "created_at", "updated_at", "sent_at")
+
+
 def outbound_list(config: Config, out: TextIO, *, state: str | None = None,
-                  account: str | None = None, limit: int = 50) -> int:
-    """One line per job, newest first."""
+                  account: str | None = None, limit: int = 50, as_json: bool = False) -> int:
+    """One line per job, newest first; or one JSON document (``{"jobs": [...], "counts":
+    {state: n}}``)."""
     if state is not None and state not in {s.value for s in JobState}:
         raise ConfigError(f"unknown state {state!r}; one of "
                           f"{', '.join(s.value for s in JobState)}")
     with _queue(config) as queue:
         jobs = queue.jobs(state=state, account=account, limit=limit)
         counts = queue.counts()
+    if as_json:
+        rows = [{key: getattr(job, key) for key in JOB_KEYS} for job in jobs]
+        for row in rows:
+            row["state"] = row["state"].value
+        out.write(json.dumps({"jobs": rows, "counts": dict(sorted(counts.items()))},
+                             indent=2, ensure_ascii=False) + "\n")
+        return EX_OK
     print(f"{'id':>6}  {'state':<9} {'account':<14} {'ticket':>8} {'try':>3}  "
           f"{'recipient':<28} {'updated':<25} error", file=out)
     for job in jobs:
@@ -256,7 +282,7 @@ def outbound_show(config: Config, job_id: int, out: TextIO) -> int:
         job = queue.job(job_id)
     if job is None:
         print(f"no outbound job {job_id}", file=out)
-        return EX_FAILURE
+        return EX_NOINPUT
     for line in _show_lines(job):
         print(line, file=out)
     return EX_OK
@@ -269,7 +295,7 @@ def outbound_retry(config: Config, job_id: int, out: TextIO) -> int:
             job = queue.requeue(job_id)
         except LookupError as exc:
             print(str(exc), file=out)
-            return EX_FAILURE
+            return EX_NOINPUT
         except ValueError as exc:
             print(f"not retried: {exc}", file=out)
             return EX_FAILURE

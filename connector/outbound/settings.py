@@ -25,34 +25,36 @@
           include_attachments: true
 
 Secrets follow the rule of the rest of the file (``${ENV}`` or ``*_file``), through
-``connector.config``'s reader, so errors carry the same key paths.
+``connector.config_reader``, so errors carry the same key paths. ``connector.config`` validates
+these sections with the rest of the file; this module does not import it (only for types).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from connector.auth.presets import mail_provider
-from connector.config import _is_loopback, _Reader, _verify_tls, otobo_ticket_pattern
+from connector.config_reader import Problems, Reader, otobo_ticket_pattern
 from connector.errors import ConfigError
 from connector.mail.addresses import is_valid_address
 from connector.outbound.templates import KNOWN_PLACEHOLDERS, has_line_break, unknown_placeholders
 from connector.pec.providers import PROVIDERS as PEC_PROVIDERS
 from connector.pec.providers import PecProvider
 from connector.pec.providers import provider as pec_provider
+from connector.tls import is_loopback
 
 if TYPE_CHECKING:
     from connector.auth.settings import OAuth2Settings
-    from connector.config import AccountConfig, Config
+    from connector.config import AccountConfig
 
 SMTP_SECURITIES = ("tls", "starttls")
-REPLY_COMMENTS = ("public", "any")
 TRANSPORTS = ("smtp", "graph")
+REPLY_COMMENTS = ("public", "any")
 RECEIPT_TYPES = ("completa", "breve", "sintetica")
 DEFAULT_SUBJECT_TEMPLATE = "{{ticket.title}} [#{{ticket.id}}]"
 DEFAULT_MESSAGE_TEMPLATE = "{{ticket.latest_comment_html}}"
@@ -65,6 +67,7 @@ DEFAULT_BLOCKED_EXTENSIONS = (
     "jse", "lib", "lnk", "mde", "msc", "msi", "msp", "mst", "pif", "ps1", "scr", "sct", "shb",
     "sys", "vb", "vbe", "vbs", "vxd", "wsc", "wsf", "wsh",
 )
+T = TypeVar("T")
 _TAG = re.compile(r"^[a-z0-9_][a-z0-9_.:/-]{0,79}$")
 
 
@@ -141,10 +144,10 @@ class OutboundSettings:
     @classmethod
     def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path,
                      account: Mapping[str, Any] | None = None,
-                     ticket_hook: str = "#") -> OutboundSettings:
+                     secrets: bool = True, ticket_hook: str = "#") -> OutboundSettings:
         """Validate one ``outbound:`` mapping. ``account`` is the raw account mapping around it
         (name, login and subject pattern are defaults from there)."""
-        r = _Reader(data if data is not None else {}, path, key, base_dir)
+        r = Reader(data if data is not None else {}, path, key, base_dir, secrets=secrets)
         account = account or {}
         name = str(account.get("name") or "")
         enabled = r.get("enabled", bool, True)
@@ -210,7 +213,7 @@ class OutboundSettings:
         return settings
 
 
-def _template(r: _Reader, name: str, default: str) -> str:
+def _template(r: Reader, name: str, default: str) -> str:
     value = r.get(name, str, default)
     unknown = unknown_placeholders(value)
     if unknown:
@@ -219,7 +222,7 @@ def _template(r: _Reader, name: str, default: str) -> str:
     return value
 
 
-def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], path: str,
+def _smtp(r: Reader, preset: PecProvider | None, account: Mapping[str, Any], path: str,
           key: str, base_dir: Path, *, required: bool) -> SmtpSettings:
     default_host = preset.smtp_host if preset else None
     mail_preset = mail_provider(str(account.get("provider") or ""))
@@ -241,12 +244,13 @@ def _smtp(r: _Reader, preset: PecProvider | None, account: Mapping[str, Any], pa
         password = ""  # load_outbound hands the account's OAuth2 settings to the sender
     else:
         # The PEC mailbox logs in to IMAP and SMTP with the same credentials.
-        outer = _Reader(account, path, key.rsplit(".", 1)[0], base_dir)
+        outer = Reader(account, path, key.rsplit(".", 1)[0], base_dir, secrets=r.secrets,
+                       missing_secrets=r.missing_secrets)
         password = outer.secret("password", required=False)
-        if required and not password:
+        if required and not (password or outer.has("password") or outer.has("password_file")):
             raise r.error("password", "is required (as password: ${ENV_NAME} or "
                           "password_file: PATH), or set on the account")
-    verify_tls, insecure_tls = _verify_tls(r, host or "")
+    verify_tls, insecure_tls = r.verify_tls(host or "")
     settings = SmtpSettings(
         host=host or "",
         port=port,
@@ -287,8 +291,9 @@ class ServiceSettings:
         return f"{self.public_url}/hooks/zendesk/{account}"
 
     @classmethod
-    def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path) -> ServiceSettings:
-        r = _Reader(data if data is not None else {}, path, key, base_dir)
+    def from_mapping(cls, data: Any, *, path: str, key: str, base_dir: Path,
+                     secrets: bool = True) -> ServiceSettings:
+        r = Reader(data if data is not None else {}, path, key, base_dir, secrets=secrets)
         # Needed only when an account sends (checked by outbound_from_raw): a service section
         # for /metrics and /healthz alone has no webhook for Zendesk to call.
         public_url = r.get("public_url", str, "").rstrip("/")
@@ -297,7 +302,7 @@ class ServiceSettings:
                            or parts.query):
             raise r.error("public_url", "must be the bridge's public base URL such as "
                           f"https://bridge.example.it, got {public_url!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             raise r.error("public_url", "must use https:// (Zendesk sends ticket data there)")
         parse_workers = r.get("parse_workers", (int, str), "auto")
         if parse_workers == "auto":
@@ -351,8 +356,24 @@ class OutboundConfig:
         return next((a for a in self.accounts if a.account == name), None)
 
 
-def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> OutboundConfig:
-    """Validate the outbound parts of a whole raw config mapping."""
+def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path, *,
+                      secrets: bool = True, problems: Problems | None = None) -> OutboundConfig:
+    """Validate the outbound parts of a whole raw config mapping (``secrets=False``: see
+    ``connector.config.load_config``). With ``problems``, each section's problem is noted
+    there and the other sections are still read."""
+
+    def note(error: ConfigError) -> None:
+        if problems is None:
+            raise error
+        problems.add(error)
+
+    def section(read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except ConfigError as exc:
+            note(exc)
+            return None
+
     accounts: list[OutboundSettings] = []
     seen_tags: set[str] = set()
     raw_accounts = data.get("accounts") or []
@@ -365,35 +386,40 @@ def outbound_from_raw(data: Mapping[str, Any], where: str, base_dir: Path) -> Ou
             continue
         if raw.get("enabled") is False:
             continue
-        settings = OutboundSettings.from_mapping(
+        settings = section(lambda i=i, raw=raw: OutboundSettings.from_mapping(
             raw["outbound"], path=where, key=f"accounts[{i}].outbound", base_dir=base_dir,
-            account=raw, ticket_hook=hook)
+            account=raw, secrets=secrets, ticket_hook=hook))
+        if settings is None:
+            continue
         if settings.reply_tag in seen_tags:
-            raise ConfigError(f"reply_tag {settings.reply_tag!r} is used by two accounts",
-                              path=where, key=f"accounts[{i}].outbound.reply_tag")
+            note(ConfigError(f"reply_tag {settings.reply_tag!r} is used by two accounts",
+                             path=where, key=f"accounts[{i}].outbound.reply_tag"))
         seen_tags.add(settings.reply_tag)
         accounts.append(settings)
+    sending = any(a.enabled for a in accounts)
     service = None
     if data.get("service") is not None:
-        service = ServiceSettings.from_mapping(data["service"], path=where, key="service",
-                                               base_dir=base_dir)
-    elif any(a.enabled for a in accounts):
-        raise ConfigError("is required when an account has outbound enabled (public_url and "
-                          "signing_secret for the Zendesk webhook)", path=where, key="service")
-    if service is not None and not service.public_url and any(a.enabled for a in accounts):
-        raise ConfigError("is required when an account has outbound enabled (the bridge's "
-                          "public base URL, which Zendesk's webhook calls)",
-                          path=where, key="service.public_url")
-    if service is not None and not service.signing_secret and any(a.enabled for a in accounts):
-        raise ConfigError("is required when an account has outbound enabled (as "
-                          "signing_secret: ${ENV_NAME} or signing_secret_file: PATH)",
-                          path=where, key="service.signing_secret")
+        service = section(lambda: ServiceSettings.from_mapping(
+            data["service"], path=where, key="service", base_dir=base_dir, secrets=secrets))
+    elif sending:
+        note(ConfigError("is required when an account has outbound enabled (public_url and "
+                         "signing_secret for the Zendesk webhook)", path=where, key="service"))
+    if service is not None and not service.public_url and sending:
+        note(ConfigError("is required when an account has outbound enabled (the bridge's "
+                         "public base URL, which Zendesk's webhook calls)",
+                         path=where, key="service.public_url"))
+    if service is not None and not service.signing_secret and secrets and sending:
+        note(ConfigError("is required when an account has outbound enabled (as "
+                         "signing_secret: ${ENV_NAME} or signing_secret_file: PATH)",
+                         path=where, key="service.signing_secret"))
     return OutboundConfig(accounts=tuple(accounts), service=service)
 
 
-def validate_outbound(data: Mapping[str, Any], where: str, base_dir: Path) -> None:
-    """A ``connector.config`` section validator: load_config fails early on a bad section."""
-    outbound_from_raw(data, where, base_dir)
+def validate_outbound(data: Mapping[str, Any], where: str, base_dir: Path, *,
+                      secrets: bool = True, problems: Problems | None = None) -> None:
+    """A ``connector.config`` section validator: every outbound and service problem of the
+    file, noted in ``problems`` (raised at once without)."""
+    outbound_from_raw(data, where, base_dir, secrets=secrets, problems=problems)
 
 
 def graph_endpoint(account: AccountConfig) -> SmtpSettings:
@@ -416,7 +442,21 @@ def graph_endpoint(account: AccountConfig) -> SmtpSettings:
                         timeout=account.timeout, oauth2=oauth2)
 
 
-def load_outbound(config: Config) -> OutboundConfig:
+class LoadedConfig(Protocol):
+    """What load_outbound reads of ``connector.config.Config`` (named structurally: the
+    config module imports this one, not the other way round)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def raw(self) -> Mapping[str, Any]: ...
+
+    @property
+    def accounts(self) -> tuple[AccountConfig, ...]: ...
+
+
+def load_outbound(config: LoadedConfig) -> OutboundConfig:
     """The outbound configuration of a loaded ``Config`` (read from ``config.raw``); accounts
     logging in with OAuth2 send with the same token source unless their smtp section has a
     password of its own."""

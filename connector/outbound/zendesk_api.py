@@ -20,11 +20,11 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from connector.config import _is_loopback
 from connector.errors import HostError, PermanentHostError, TransientHostError
 from connector.hosts.base import Comment
 from connector.hosts.zendesk import ZendeskAdapter, certificate_error
 from connector.outbound.model import AttachmentRef, CommentView, TaggedTicket, TicketView
+from connector.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class ZendeskOutboundAPI:
     def _download_anonymous(self, url: str, op: str, limit: int) -> bytes:
         parts = urlsplit(url)
         if parts.scheme != "https" and not (parts.scheme == "http"
-                                            and _is_loopback(parts.hostname or "")):
+                                            and is_loopback(parts.hostname or "")):
             raise PermanentHostError(f"{op}: refusing to download from {url}")
         settings = self.adapter.settings
         verify: bool | str = settings.ca_file or settings.verify_tls

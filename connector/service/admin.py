@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.config import AccountConfig, Config
-from connector.errors import BridgeError, FetchError
+from connector.errors import FetchError, NotFoundError, UsageError
 from connector.fetch.base import Mailbox
 from connector.service.connections import connection_report
-from connector.service.pipeline import Outcome, Pipeline
-from connector.store.base import MessageRecord, MessageState, Store
+from connector.service.pipeline import Outcome, Pipeline, outcome_of
+from connector.store.base import Dismissal, MessageRecord, MessageState, Store
 from connector.store.sqlite import SQLiteStore
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -34,7 +34,7 @@ def parse_since(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise BridgeError(f"--since must look like 2h, 30m, 7d or an ISO time, not {text!r}")\
+        raise UsageError(f"--since must look like 2h, 30m, 7d or an ISO time, not {text!r}")\
             from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -142,46 +142,166 @@ def print_log(store: SQLiteStore, out: TextIO, *, account: str | None, level: st
                   f"{entry.account or '-'}{ident} {entry.event}{detail}{took}\n")
 
 
-# -- quarantine ---------------------------------------------------------------------------
+# -- messages and quarantine --------------------------------------------------------------
 def _failed(store: SQLiteStore, record_id: int) -> MessageRecord:
     record = store.get_message_by_id(record_id)
     if record is None or record.state != MessageState.FAILED:
-        raise BridgeError(f"no failed message with id {record_id} (see 'errors list')")
+        raise NotFoundError(f"no failed message with id {record_id} (see 'errors list')")
     return record
 
 
-def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json: bool) -> None:
-    records = store.failed_messages(account)
+def _dismissal_json(dismissal: Dismissal | None) -> dict[str, Any] | None:
+    if dismissal is None:
+        return None
+    return {"reason": dismissal.reason, "at": dismissal.dismissed_at.isoformat()}
+
+
+def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json: bool,
+                include_dismissed: bool = False) -> None:
+    records = store.failed_messages(account, include_dismissed=include_dismissed)
+    dismissed = store.dismissals(r.id for r in records)
     if as_json:
         out.write(json.dumps([{
             "id": r.id, "account": r.account, "ref": r.ref, "message_id": r.message_id,
             "sender": r.sender, "subject": r.subject, "error": r.error,
             "attempts": r.attempts, "failed_at": r.updated_at.isoformat(),
-            "raw_kept": store.quarantined_raw(r.id) is not None} for r in records],
-            indent=2) + "\n")
+            "raw_kept": store.quarantined_raw(r.id) is not None,
+            "dismissed": _dismissal_json(dismissed.get(r.id))} for r in records],
+            indent=2, ensure_ascii=False) + "\n")
         return
     if not records:
         out.write("no failed messages\n")
     for r in records:
+        gone = dismissed.get(r.id)
         out.write(f"{r.id:6} {_when(r.updated_at)} {r.account} {r.sender or '-'} "
-                  f"{(r.subject or '')[:50]!r} attempts={r.attempts}\n       {r.error}\n")
+                  f"{(r.subject or '')[:50]!r} attempts={r.attempts}"
+                  + (f" DISMISSED {_when(gone.dismissed_at)}: {gone.reason}" if gone else "")
+                  + f"\n       {r.error}\n")
 
 
-def errors_show(store: SQLiteStore, out: TextIO, record_id: int) -> None:
-    r = _failed(store, record_id)
-    raw = store.quarantined_raw(r.id)
-    out.write(f"id: {r.id}\naccount: {r.account}\nref: {r.ref}\nmessage-id: {r.message_id}\n"
-              f"from: {r.sender}\nsubject: {r.subject}\nfailed at: {_when(r.updated_at)}\n"
-              f"attempts: {r.attempts}\nreason: {r.error}\n"
-              f"raw message kept: {'yes, ' + str(len(raw)) + ' bytes' if raw else 'no'}\n")
-    out.write("trace:\n" + json.dumps(r.trace or {}, indent=2, ensure_ascii=False) + "\n")
+def errors_dismiss(store: SQLiteStore, out: TextIO, record_id: int, reason: str) -> None:
+    """A failure the admin handled by hand leaves ``errors list`` (``--all`` still shows it);
+    its raw copy stays for ``errors export``, and ``errors replay`` lifts the dismissal."""
+    record = _failed(store, record_id)
+    if not reason.strip():
+        raise UsageError("--reason must say why (it is kept with the message)")
+    store.dismiss_message(record.id, reason.strip())
+    store.log_event(level="notice", kind="message", account=record.account,
+                    event="dismissed", detail=f"by the admin: {reason.strip()}", ref=record.ref,
+                    message_id=record.message_id)
+    out.write(f"{record.id}: dismissed ({reason.strip()})\n")
+
+
+def find_records(store: SQLiteStore, key: str) -> list[MessageRecord]:
+    """The ledger records ``key`` names: a record id, a Message-ID (with or without <>) or a
+    ref; NotFoundError when there is none."""
+    records: list[MessageRecord] = []
+    if key.strip().isdigit():
+        record = store.get_message_by_id(int(key))
+        records = [record] if record is not None else []
+    records = records or store.find_messages(key)
+    if not records:
+        raise NotFoundError(f"no message with id, Message-ID or ref {key!r} in the ledger")
+    return records
+
+
+def message_document(store: SQLiteStore, record: MessageRecord) -> dict[str, Any]:
+    """Everything the ledger and the communication log know about one message (the
+    ``messages show --json`` document; the text form prints the same)."""
+    raw = store.quarantined_raw(record.id)
+    entries = store.log_entries(account=record.account, message=record.ref, limit=10000)
+    entries = [e for e in entries if e.ref == record.ref]
+    headers = _headers(raw) if raw is not None and record.sender is None else None
+    dismissal = store.dismissals([record.id]).get(record.id)
+    return {
+        "id": record.id, "account": record.account, "ref": record.ref,
+        "state": record.state.value,
+        "outcome": outcome_of(record).value if record.state.terminal else None,
+        "action": record.action, "ticket_id": record.ticket_id,
+        "message_id": record.message_id, "sender": record.sender, "subject": record.subject,
+        "headers": headers,
+        "received_at": record.created_at.isoformat(), "updated_at": record.updated_at.isoformat(),
+        "attempts": record.attempts, "error": record.error,
+        "dismissed": _dismissal_json(dismissal),
+        "raw_kept_bytes": len(raw) if raw is not None else None,
+        "host_calls": [{"ts": e.ts.isoformat(), "call": e.event, "answer": e.detail,
+                        "duration_ms": e.duration_ms} for e in entries if e.kind == "host"],
+        "log": [e.as_dict() for e in entries if e.kind != "host"],
+        "trace": record.trace,
+    }
+
+
+def _headers(raw: bytes) -> dict[str, str | None]:
+    """From, Subject and Message-ID as the mail wrote them, for a message that failed before
+    the bridge could read a sender (an unusable From is the usual reason)."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(raw)
+
+    def header(name: str) -> str | None:
+        value = parsed.get(name)
+        return " ".join(str(value).split()) if value is not None else None
+
+    return {"from": header("From"), "subject": header("Subject"),
+            "message_id": header("Message-ID"), "date": header("Date")}
+
+
+def messages_show(store: SQLiteStore, out: TextIO, key: str, *, as_json: bool) -> None:
+    documents = [message_document(store, r) for r in find_records(store, key)]
+    if as_json:
+        out.write(json.dumps({"messages": documents}, indent=2, ensure_ascii=False) + "\n")
+        return
+    for i, doc in enumerate(documents):
+        if i:
+            out.write("\n")
+        _show_text(doc, out)
+
+
+def _show_text(doc: dict[str, Any], out: TextIO) -> None:
+    from connector.filters.report import render_text
+
+    headers = doc["headers"] or {}
+    sender = doc["sender"] or (f"(no usable address) From: {headers['from']}"
+                               if headers.get("from") else "(unknown)")
+    subject = doc["subject"] if doc["subject"] is not None else headers.get("subject")
+    outcome = doc["outcome"] or f"not finished ({doc['state']})"
+    fields = [
+        ("id", doc["id"]), ("account", doc["account"]), ("ref", doc["ref"]),
+        ("message-id", doc["message_id"] or headers.get("message_id")),
+        ("from", sender), ("subject", subject), ("outcome", outcome),
+        ("ticket", f"#{doc['ticket_id']}" if doc["ticket_id"] is not None else None),
+        ("received", doc["received_at"]), ("updated", doc["updated_at"]),
+        ("attempts", doc["attempts"]), ("reason", doc["error"]),
+        ("dismissed", f"{doc['dismissed']['at']}: {doc['dismissed']['reason']}"
+         if doc["dismissed"] else None),
+        ("raw message kept", f"yes, {doc['raw_kept_bytes']} bytes" if doc["raw_kept_bytes"]
+         is not None else ("no" if doc["state"] == "failed" else None)),
+    ]
+    for name, value in fields:
+        if value is not None:
+            out.write(f"{name}: {value}\n")
+    out.write(f"helpdesk calls: {len(doc['host_calls']) or 'none logged'}\n")
+    for call in doc["host_calls"]:
+        took = f" ({call['duration_ms']:.0f} ms)" if call["duration_ms"] is not None else ""
+        out.write(f"  {call['ts'][:19]} {call['call']} -> {call['answer']}{took}\n")
+    out.write("log:\n" if doc["log"] else "log: nothing kept (older than the retention?)\n")
+    for entry in doc["log"]:
+        out.write(f"  {entry['ts'][:19]} {entry['level'].upper():7} {entry['event']}"
+                  + (f": {entry['detail']}" if entry["detail"] else "") + "\n")
+    if doc["trace"]:
+        out.write("trace:\n" + "".join(f"  {line}\n" for line in
+                                        render_text(doc["trace"]).splitlines()))
+    else:
+        out.write("trace: none, the mail failed before the filters ran"
+                  + (f" ({doc['error']})" if doc["error"] else "") + "\n")
 
 
 def errors_export(store: SQLiteStore, record_id: int, target: Path) -> Path:
     _failed(store, record_id)
     raw = store.quarantined_raw(record_id)
     if raw is None:
-        raise BridgeError(f"message {record_id} was never downloaded (too large?) or its copy "
+        raise NotFoundError(f"message {record_id} was never downloaded (too large?) or its copy "
                           "is gone; it is still in the account's error folder on the server")
     path = target / f"failed-{record_id}.eml" if target.is_dir() else target
     path.write_bytes(raw)
@@ -196,7 +316,7 @@ def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
     record = _failed(store, record_id)
     raw = store.quarantined_raw(record_id)
     if raw is None:
-        raise BridgeError(f"message {record_id} has no stored copy to replay")
+        raise NotFoundError(f"message {record_id} has no stored copy to replay")
     store.reopen_message(record_id)
     result = pipeline.process(record.ref, raw, len(raw))
     if result.outcome in (Outcome.FAILED, Outcome.RETRY):
@@ -262,10 +382,10 @@ def held_release(store: Store, record_id: int, account: AccountConfig, pipeline:
     server copy moves from the held folder to the processed folder."""
     record = store.get_message_by_id(record_id)
     if record is None or record.state != MessageState.HELD:
-        raise BridgeError(f"no held message with id {record_id} (see 'held list')")
+        raise NotFoundError(f"no held message with id {record_id} (see 'held list')")
     raw = store.quarantined_raw(record_id)
     if raw is None:
-        raise BridgeError(f"message {record_id} has no stored copy to release")
+        raise NotFoundError(f"message {record_id} has no stored copy to release")
     store.reopen_message(record_id)
     result = pipeline.process(record.ref, raw, len(raw), release_held=True)
     if result.outcome == Outcome.RETRY:

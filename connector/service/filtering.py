@@ -39,8 +39,9 @@ class StoreLookups:
     def is_own_message_id(self, message_id: str) -> bool:
         return self.store.is_own_message_id(message_id)
 
-    def sender_count_on(self, address: str, day: date) -> int:
-        return self.store.sender_count_on(address, day, exclude_id=self.exclude_id)
+    def sender_count_on(self, address: str, day: date, *, proven: bool | None = None) -> int:
+        return self.store.sender_count_on(address, day, exclude_id=self.exclude_id,
+                                          proven=proven)
 
     def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
         return self.store.ticket_for_message_ids(message_ids)

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from connector.config import AccountConfig, HostConfig
 from connector.decide import Action, Decider, Decision, FilterVerdict
@@ -54,6 +54,7 @@ from connector.mail.mimetree import TooManyPartsDefect
 from connector.mail.model import ParsedMessage
 from connector.mail.quoting import new_text
 from connector.service.filtering import StoreLookups
+from connector.service.hostcalls import HostCallRecorder
 from connector.service.metrics import Metrics
 from connector.store.base import MessageRecord, MessageState, Store
 from connector.understand import Prepared, Rules, Understanding, understand
@@ -237,9 +238,12 @@ class Pipeline:
         self.account = account
         self.host_config = host_config
         self.store = store
-        self.host = host
+        # Every helpdesk call is noted, and logged with the message it was made for.
+        self.host_calls = HostCallRecorder(host)
+        self.host = cast(HostAdapter, self.host_calls)
         # Checked once: a host that prepares creates gets them replayed after a crash.
-        self.replayable = host if isinstance(host, ReplayableCreates) else None
+        self.replayable = (cast(ReplayableCreates, self.host_calls)
+                           if isinstance(host, ReplayableCreates) else None)
         self.rules = rules if rules is not None else default_rules(host_config)
         self.metrics = metrics
         # Several mails of an account may be processed at once (connector.service.inflight):
@@ -290,6 +294,7 @@ class Pipeline:
         ticket (Zendesk: 30 per 10 minutes).
         """
         self._local.defer_receipts = defer_receipts
+        self.host_calls.take()  # calls not logged with an earlier message stay unattributed
         ctx = MessageContext(self.account.name, ref)
         started = time.monotonic()
         existing = self.store.get_message(self.account.name, ref)
@@ -415,9 +420,13 @@ class Pipeline:
                    if result.decision is not None else None)
         ticket = f"ticket #{result.ticket_id}" if result.ticket_id is not None else None
         parts = [p for p in (decided, ticket, result.reason or None) if p]
-        self.store.log_event(level=level, kind="message", account=ctx.account,
-                             event=result.outcome.value, detail="; ".join(parts) or None,
-                             ref=ctx.ref, message_id=ctx.message_id)
+        identity = {"account": ctx.account, "ref": ctx.ref, "message_id": ctx.message_id}
+        self.store.log_events([
+            *({"ts": call.started_at, "level": "debug", "kind": "host",
+               "event": f"{call.operation} {call.target}".strip(), "detail": call.answer,
+               "duration_ms": call.duration_ms, **identity} for call in self.host_calls.take()),
+            {"level": level, "kind": "message", "event": result.outcome.value,
+             "detail": "; ".join(parts) or None, **identity}])
         why = "; ".join(p for p in (decided, result.reason or None) if p)
         log.log(_LOG_LEVELS.get(result.outcome, logging.INFO), "%s: %s%s%s", ctx,
                 result.outcome.value, f", {ticket}" if ticket else "", f" ({why})" if why else "")
@@ -538,7 +547,8 @@ class Pipeline:
         holder = self.store.describe_message(
             record.id, dedupe_key=message.dedupe_key, message_id=message.message_id,
             sender=sender, subject=filtered.subject, trace=understanding.trace,
-            mail_day=mail_day(filtered), durable=False)
+            mail_day=mail_day(filtered), sender_proven=understanding.outcome.sender_proven,
+            durable=False)
         return Job(ctx, record, understanding, holder)
 
     # -- executing decisions ------------------------------------------------------------

@@ -15,7 +15,7 @@ outside the store acts on it. (SQLite: ``synchronous=NORMAL`` in WAL mode; Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -62,6 +62,16 @@ class MessageRecord:
 
 
 @dataclass(frozen=True)
+class Dismissal:
+    """An admin's note that a failed message was handled by hand (``errors dismiss``): it
+    leaves ``errors list`` but stays in the ledger, with who-knows-why in ``reason``."""
+
+    record_id: int
+    reason: str
+    dismissed_at: datetime
+
+
+@dataclass(frozen=True)
 class MailboxMark:
     """What we know about a remote folder (UIDVALIDITY, and whether its baseline was taken)."""
 
@@ -88,7 +98,8 @@ LEVELS = ("debug", "info", "notice", "warning", "error")
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One communication log entry. ``kind`` is ``connection`` or ``message``."""
+    """One communication log entry. ``kind`` is ``connection``, ``message`` or ``host`` (a
+    helpdesk call made for the message, at level debug)."""
 
     id: int
     ts: datetime
@@ -189,11 +200,27 @@ class Store(Protocol):
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int: ...
 
-    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
-        """Mails from ``sender`` whose Date falls on ``day`` (UTC), but ``exclude_id``."""
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None, *,
+                        proven: bool | None = None) -> int:
+        """Mails from ``sender`` whose Date falls on ``day`` (UTC), but ``exclude_id``; with
+        ``proven``, only those whose sender was (True) or was not (False) authenticated."""
         ...
 
-    def failed_messages(self, account: str | None = None) -> list[MessageRecord]: ...
+    def failed_messages(self, account: str | None = None, *,
+                        include_dismissed: bool = False) -> list[MessageRecord]:
+        """Messages in FAILED state, oldest first; those an admin dismissed only on request."""
+        ...
+
+    def find_messages(self, key: str) -> list[MessageRecord]:
+        """The records of a Message-ID (with or without <>) or a ref, oldest first: one mail
+        fetched by two accounts, or kept twice, has several."""
+        ...
+
+    def dismiss_message(self, record_id: int, reason: str) -> Dismissal:
+        """Record that an admin handled a failed message by hand (a replay later lifts it)."""
+        ...
+
+    def dismissals(self, record_ids: Iterable[int]) -> dict[int, Dismissal]: ...
 
     def messages_in(self, state: MessageState,
                     account: str | None = None) -> list[MessageRecord]: ...
@@ -208,12 +235,6 @@ class Store(Protocol):
         ...
 
     def release_quarantine(self, record_id: int) -> None: ...
-
-    def log_event(self, *, level: str, kind: str, account: str | None, event: str,
-                  detail: str | None = None, ref: str | None = None,
-                  message_id: str | None = None, duration_ms: float | None = None) -> None:
-        """One communication log entry."""
-        ...
 
     # -- threading ------------------------------------------------------------------------
     def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
@@ -232,6 +253,17 @@ class Store(Protocol):
 
     def is_own_message_id(self, message_id: str) -> bool:
         """True for Message-IDs of mail the bridge itself sent."""
+        ...
+
+    # -- communication log ------------------------------------------------------------------
+    def log_event(self, *, level: str, kind: str, account: str | None, event: str,
+                  detail: str | None = None, ref: str | None = None,
+                  message_id: str | None = None, duration_ms: float | None = None) -> None:
+        """One entry; a diary, not a record of effects: written without an fsync."""
+        ...
+
+    def log_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Several entries (``log_event``'s keywords, ``ts`` optional) in one write."""
         ...
 
     # -- mailbox state --------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``postmaster-bridge store check|backup|vacuum``: the ledger, for admins.
 
 - ``store check`` runs SQLite's full ``PRAGMA integrity_check`` on the ledger (read-only, so
-  it is safe while the bridge runs) and exits 1 when the file is damaged.
+  it is safe while the bridge runs) and exits 74 when the file is damaged.
 - ``store backup FILE`` copies the ledger with SQLite's online backup API, which takes a
   consistent snapshot while the bridge keeps writing (copying the file itself could catch a
   half-written page or miss the ``-wal`` log); the copy is checked before it replaces FILE.
@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.config import load_config
-
-EX_OK = 0
-EX_FAILURE = 1
+from connector.exitcodes import EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE
 
 #: Pages copied per backup step; between steps the bridge's writers get the file.
 BACKUP_STEP_PAGES = 1024
@@ -45,12 +43,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.set_defaults(func=cmd_store)
 
 
-def cmd_store(args: argparse.Namespace, out: TextIO) -> int:
-    config = load_config(args.config)
+def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int:
+    config = load_config(args.config, secrets=False)  # the ledger only: no login anywhere
     ledger = config.store.path
     if not ledger.is_file():
         print(f"FAIL  ledger {ledger}: no such file", file=out)
-        return EX_FAILURE
+        return EX_NOINPUT
     if args.store_command == "check":
         return check(ledger, out)
     if args.store_command == "vacuum":
@@ -106,13 +104,13 @@ def check(ledger: Path, out: TextIO) -> int:
     print(f"FAIL  ledger {ledger}: damaged; stop the bridge and restore a backup", file=out)
     for problem in problems:
         print(f"      {problem}", file=out)
-    return EX_FAILURE
+    return EX_IOERR
 
 
 def backup(ledger: Path, target: Path, out: TextIO) -> int:
     if target.resolve() == ledger.resolve():
         print(f"FAIL  backup: {target} is the ledger itself", file=out)
-        return EX_FAILURE
+        return EX_USAGE
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
@@ -134,7 +132,7 @@ def backup(ledger: Path, target: Path, out: TextIO) -> int:
         print(f"FAIL  backup of {ledger}: the ledger is damaged, no copy written", file=out)
         for problem in problems:
             print(f"      {problem}", file=out)
-        return EX_FAILURE
+        return EX_IOERR
     with open(partial, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, target)

@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 from connector.errors import StoreCorruptError
 from connector.store.base import (
     AccountHealth,
+    Dismissal,
     LogEntry,
     MailboxMark,
     MessageRecord,
@@ -37,7 +38,8 @@ from connector.store.base import (
 
 log = logging.getLogger("connector.store")
 
-SCHEMA_VERSION = 1
+#: 2: the ``dismissals`` table and ``messages.mail_day`` (older ledgers gain both in place).
+SCHEMA_VERSION = 2
 
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
 _BARRIERS = itertools.count()
@@ -62,6 +64,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
     mail_day    TEXT,  -- the UTC day of the mail's Date (the per-sender cap counts by it)
+    sender_proven INTEGER,  -- 1: the From was authenticated (proven mail is counted apart)
     UNIQUE (account, ref)
 );
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, created_at);
@@ -100,6 +103,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
     record_id   INTEGER PRIMARY KEY,
     raw         BLOB NOT NULL,
     created_at  TEXT NOT NULL
+);
+
+-- Failed messages an admin handled by hand (errors dismiss): out of `errors list`, kept here.
+CREATE TABLE IF NOT EXISTS dismissals (
+    record_id    INTEGER PRIMARY KEY,
+    reason       TEXT NOT NULL,
+    dismissed_at TEXT NOT NULL
 );
 
 -- Account health: consecutive connection failures, last success, auto-disable.
@@ -353,6 +363,7 @@ class SQLiteStore(SQLiteFile):
         # A ledger written before the cap counted by Date, opened read-only (filters test):
         # its mails are counted by the day they were recorded instead.
         self._mail_day = "mail_day" in columns or not self.read_only
+        self._sender_proven = "sender_proven" in columns or not self.read_only
         if self.read_only:
             return
         with self._lock:
@@ -363,8 +374,15 @@ class SQLiteStore(SQLiteFile):
                 # Their Date is not known: the day they were recorded stands in for it.
                 self._db.execute("UPDATE messages SET mail_day = substr(created_at, 1, 10) "
                                  "WHERE sender IS NOT NULL")
+            if "sender_proven" not in columns:  # before proven senders were counted apart
+                self._db.execute("ALTER TABLE messages ADD COLUMN sender_proven INTEGER")
             self._db.execute("CREATE INDEX IF NOT EXISTS messages_sender_day ON messages "
                              "(sender, mail_day)")
+            # Every change so far is made in place (new tables by CREATE IF NOT EXISTS above,
+            # the column just now): moving an older ledger's version forward completes it.
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema' "
+                             "AND CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION),
+                                                                 SCHEMA_VERSION))
         if str(path) != ":memory:":
             # The communication log is a diary, not a record of effects: its writes go through
             # a second connection without an fsync per entry (WAL keeps them atomic, and a
@@ -480,16 +498,17 @@ class SQLiteStore(SQLiteFile):
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
                          trace: Mapping[str, Any] | None, mail_day: date | None = None,
-                         durable: bool = True) -> int | None:
+                         sender_proven: bool = False, durable: bool = True) -> int | None:
         """Record what the message is and, in the same transaction, claim its dedupe key;
         returns the id of the record holding the key (None without a key)."""
         with self._tx(durable=durable) as db:
             db.execute(
                 "UPDATE messages SET dedupe_key = ?, message_id = ?, sender = ?, subject = ?, "
-                "trace = ?, mail_day = ?, updated_at = ? WHERE id = ?",
+                "trace = ?, mail_day = ?, sender_proven = ?, updated_at = ? WHERE id = ?",
                 (dedupe_key, message_id, sender, subject,
                  json.dumps(trace) if trace is not None else None,
-                 mail_day.isoformat() if mail_day is not None else None, _now(), record_id))
+                 mail_day.isoformat() if mail_day is not None else None,
+                 1 if sender_proven else 0, _now(), record_id))
             if dedupe_key is None:
                 return None
             db.execute("INSERT OR IGNORE INTO dedupe_claims (dedupe_key, record_id) VALUES (?, ?)",
@@ -600,17 +619,26 @@ class SQLiteStore(SQLiteFile):
              exclude_id or -1))
         return int(rows[0]["n"])
 
-    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None) -> int:
+    def sender_count_on(self, sender: str, day: date, exclude_id: int | None = None, *,
+                        proven: bool | None = None) -> int:
         if not self._mail_day:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return self.sender_count_since(sender, start, exclude_id)
-        rows = self._query(
-            "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?",
-            (sender.lower(), day.isoformat(), exclude_id or -1))
+        sql = "SELECT COUNT(*) AS n FROM messages WHERE sender = ? AND mail_day = ? AND id != ?"
+        if proven is True and self._sender_proven:
+            sql += " AND sender_proven = 1"
+        elif proven is False and self._sender_proven:
+            sql += " AND COALESCE(sender_proven, 0) = 0"
+        rows = self._query(sql, (sender.lower(), day.isoformat(), exclude_id or -1))
         return int(rows[0]["n"])
 
-    def failed_messages(self, account: str | None = None) -> list[MessageRecord]:
-        return self.messages_in(MessageState.FAILED, account)
+    def failed_messages(self, account: str | None = None, *,
+                        include_dismissed: bool = False) -> list[MessageRecord]:
+        failed = self.messages_in(MessageState.FAILED, account)
+        if include_dismissed:
+            return failed
+        dismissed = {row["record_id"] for row in self._query("SELECT record_id FROM dismissals")}
+        return [r for r in failed if r.id not in dismissed]
 
     def messages_in(self, state: MessageState,
                     account: str | None = None) -> list[MessageRecord]:
@@ -620,6 +648,28 @@ class SQLiteStore(SQLiteFile):
             sql += " AND account = ?"
             params.append(account)
         return [self._record(r) for r in self._query(sql + " ORDER BY id", params)]
+
+    def find_messages(self, key: str) -> list[MessageRecord]:
+        key = key.strip()
+        rows = self._query("SELECT * FROM messages WHERE message_id = ? OR ref = ? ORDER BY id",
+                           (key.strip("<>"), key))
+        return [self._record(r) for r in rows]
+
+    def dismiss_message(self, record_id: int, reason: str) -> Dismissal:
+        now = _now()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO dismissals (record_id, reason, dismissed_at) "
+                       "VALUES (?, ?, ?)", (record_id, reason, now))
+        return Dismissal(record_id, reason, _dt(now))
+
+    def dismissals(self, record_ids: Iterable[int]) -> dict[int, Dismissal]:
+        wanted = set(record_ids)
+        if not wanted:
+            return {}
+        # The admin's dismissals are few: read them all rather than bind thousands of ids.
+        rows = self._query("SELECT * FROM dismissals")
+        return {r["record_id"]: Dismissal(r["record_id"], r["reason"], _dt(r["dismissed_at"]))
+                for r in rows if r["record_id"] in wanted}
 
     def messages(self, account: str | None = None) -> list[MessageRecord]:
         sql, params = "SELECT * FROM messages", []
@@ -707,6 +757,7 @@ class SQLiteStore(SQLiteFile):
                        "ELSE ? END, error = NULL, updated_at = ? WHERE id = ?",
                        (MessageState.PUSHING.value, MessageState.RECEIVED.value, _now(),
                         record_id))
+            db.execute("DELETE FROM dismissals WHERE record_id = ?", (record_id,))
 
     def release_quarantine(self, record_id: int) -> None:
         with self._tx() as db:
@@ -771,6 +822,24 @@ class SQLiteStore(SQLiteFile):
                 "INSERT INTO comm_log (ts, level, kind, account, ref, message_id, event, "
                 "detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_now(), level, kind, account, ref, message_id, event, detail, duration_ms))
+
+    def log_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Several entries (``log_event``'s keywords, ``ts`` optional) in one transaction:
+        a message's helpdesk calls and its outcome cost one commit, not one each."""
+        rows = [((e["ts"].astimezone(UTC).isoformat(timespec="microseconds") if e.get("ts")
+                  else _now()), e["level"], e["kind"], e.get("account"), e.get("ref"),
+                 e.get("message_id"), e["event"], e.get("detail"), e.get("duration_ms"))
+                for e in entries]
+        with self._lock:
+            self._log_db.execute("BEGIN")
+            try:
+                self._log_db.executemany(
+                    "INSERT INTO comm_log (ts, level, kind, account, ref, message_id, event, "
+                    "detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._log_db.execute("ROLLBACK")
+                raise
+            self._log_db.execute("COMMIT")
 
     def log_entries(self, *, account: str | None = None, min_level: str | None = None,
                     since: datetime | None = None, message: str | None = None,

@@ -54,15 +54,20 @@ class LoopClassifier:
         cap = ctx.settings.sender_cap_per_day
         if cap and sender:
             day = mail_day(message)
-            count = ctx.lookups.sender_count_on(sender, day)
+            # Proven mail (the sender authenticated) and unproven mail in a sender's name are
+            # counted apart: a forger writing in a customer's name can exhaust only the count
+            # of forgeable mail, never hold back the customer's authenticated mail.
+            proven = ctx.authenticated_sender is not None
+            count = ctx.lookups.sender_count_on(sender, day, proven=proven)
+            kind = "authenticated " if proven else ""
             if count >= cap:
                 details = LoopDetails("sender_cap", sender, count, cap)
-                reason = (f"{sender} already sent {count} mails dated {day.isoformat()} "
+                reason = (f"{sender} already sent {count} {kind}mails dated {day.isoformat()} "
                           f"(cap {cap}): held")
                 classification = Classification(Kind.STORM, reason, self.name, details)
                 return Verdict(True, reason, {}, (), classification, stop=True)
-            return Verdict.quiet(f"not our own mail; {sender} sent {count} of {cap} mails "
-                                 f"dated {day.isoformat()}")
+            return Verdict.quiet(f"not our own mail; {sender} sent {count} of {cap} "
+                                 f"{kind}mails dated {day.isoformat()}")
         return Verdict.quiet("not our own mail")
 
     def _loop(self, signal: str, reason: str, sender: str | None) -> Verdict:
