@@ -219,6 +219,20 @@ def test_create_names_the_recipient_address_and_brand(rsps, ft) -> None:
     assert body["ticket"]["brand_id"] == 360001
 
 
+def test_an_empty_attachment_is_named_not_uploaded(rsps, ft) -> None:
+    mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
+    mock(rsps, "POST", "/api/v2/tickets", 201, created(), headers={"x-idempotency-lookup": "miss"})
+
+    make(ft).create_ticket(NewTicket(subject="Vuoto", requester_email="a@example.it",
+                                     requester_name="A", body_text="allegato vuoto",
+                                     uploads=(Upload("vuoto.txt", "text/plain", b""),)))
+
+    assert calls(rsps, "POST", "/api/v2/uploads") == []
+    body = sent_json(calls(rsps, "POST", "/api/v2/tickets")[0])["ticket"]["comment"]
+    assert "uploads" not in body
+    assert "Not attached, empty (0 bytes): vuoto.txt" in (body.get("body") or body.get("html_body"))
+
+
 def test_create_uploads_files_rewrites_inline_image_and_sends_key(rsps, ft) -> None:
     mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
     mock_uploads(rsps)

@@ -817,6 +817,7 @@ class ZendeskAdapter:
         to a shared token. Inline images get their ``cid:`` references rewritten."""
         tokens: list[str] = []
         skipped: list[str] = []
+        empty: list[str] = []
         urls_by_cid: dict[str, str] = {}
         limit = self.settings.upload_max_bytes
         bounded = bound_uploads(uploads, self.settings.max_uploads_per_mail, max_bytes=limit,
@@ -835,6 +836,11 @@ class ZendeskAdapter:
                 )
                 skipped.append(f"{filename} ({_human_size(len(upload.data))})")
                 continue
+            if not upload.data:
+                # Zendesk refuses an empty upload; a zero-byte attachment carries nothing but
+                # its name, which the comment keeps.
+                empty.append(filename)
+                continue
             token, content_url = self._upload(upload, filename, label)
             tokens.append(token)
             if upload.content_id and content_url:
@@ -845,6 +851,8 @@ class ZendeskAdapter:
         if skipped:
             notes.append("Not attached, over the Zendesk upload limit of "
                          f"{_human_size(limit)}: " + ", ".join(skipped))
+        if empty:
+            notes.append("Not attached, empty (0 bytes): " + ", ".join(empty))
         body_text, body_html = _with_notes(body_text, body_html, notes)
         return _UploadedComment(tuple(tokens), body_text, body_html, tuple(skipped))
 
