@@ -129,3 +129,16 @@ def test_rate_limiter_counts_per_account() -> None:
     assert limiter.ready("aruba") and limiter.wait_needed("unknown") == 0.0
     now[0] += 60.0
     assert limiter.ready("legal")
+
+
+def test_check_logs_in_and_leaves(server: SmtpTestServer) -> None:
+    assert SmtpSender(settings(server)).check().startswith("login ok as ")
+    assert server.logins[-1] == (server.username, True)
+    assert server.received == []
+
+
+def test_check_says_when_the_certificate_is_not_trusted(server: SmtpTestServer,
+                                                         tmp_path: Path) -> None:
+    other = write_test_pki(tmp_path / "other", common_name="someone else")
+    with pytest.raises(PermanentSendError, match="certificate not trusted"):
+        SmtpSender(settings(server, ca_file=str(other.ca_file))).check()

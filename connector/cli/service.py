@@ -58,6 +58,17 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     sending = load_outbound(config).enabled_accounts
     if sending:
         report("outbound", None, True, ", ".join(a.account for a in sending))
+    for settings in sending:
+        if settings.transport != "smtp" or settings.smtp is None:
+            continue
+        from connector.outbound.smtp import SendError, SmtpSender
+
+        try:
+            report("smtp", settings.account, True, SmtpSender(settings.smtp).check())
+        except SendError as exc:
+            # A certificate the bridge does not trust fails every reply: say so here, not
+            # only in the failed jobs.
+            report("smtp", settings.account, False, str(exc))
     report("filters", None, True, f"{len(rules.chain.filters)} filter(s) in "
            f"{len(rules.chain.files)} file(s)")
     if any(a.pec for a in config.accounts) or config.raw.get("pec"):

@@ -100,6 +100,16 @@ class SmtpSender:
         s = self.settings
         return f"{s.username}@{s.host}:{s.port} ({s.security})"
 
+    def check(self) -> str:
+        """Connect, verify TLS and log in as a send would, then leave (``postmaster-bridge
+        check``). Raises PermanentSendError or TemporarySendError like ``send``."""
+        conn = self._connect()
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
+        return f"login ok as {self.describe()}"
+
     def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> SendResult:
         conn = self._connect()
         try:
