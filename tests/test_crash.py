@@ -305,27 +305,38 @@ def crash_phase(rng: random.Random, zd: ZendeskDouble, inbox: Callable[[], int],
             point.fault = f"answer held {HOLD_SECONDS:.0f}s after commit"
             fault_id = zd.inject(path, None, method=method, when="after",
                                  delay=HOLD_SECONDS)["id"]
-        log = tmp_path / f"bridge-run{run:02d}.log"
-        finished = finished_count(db)
-        proc = spawn_bridge(config, log)
-        try:
-            if fault_id is None:
-                wait_for_activity(proc, log)
-                wait_for_progress(proc, db, finished + point.advance)
-                time.sleep(point.delay)
-            else:
-                point.window, point.pending_key = wait_committed_not_recorded(
-                    zd, db, fault_id, proc, mode)
-        finally:
-            point.exit_code = sigkill(proc)
+        held = fault_id
+        kill_once(point, held, config, tmp_path, inbox, lambda proc, held=held, mode=mode:
+                  wait_committed_not_recorded(zd, db, held, proc, mode))
         zd.clear_faults()  # unconsumed faults must not leak into later runs
-        point.states = ledger_states(db)
-        point.inbox = inbox()
         kills.append(point)
-        print(point.line(), flush=True)
         if point.inbox == 0:
             break
     return kills
+
+
+def kill_once(point: KillPoint, fault_id: int | None, config: Path, tmp_path: Path,
+              inbox: Callable[[], int],
+              catch_window: Callable[[subprocess.Popen[bytes]], tuple[str, str | None]]) -> None:
+    """Start the bridge, SIGKILL it where ``point`` says (after some progress, or in the window
+    ``catch_window`` waits for while ``fault_id`` holds an answer back), and record what the
+    kill left: exit code, ledger states, mail still in the inbox."""
+    db = tmp_path / "ledger.sqlite3"
+    log = tmp_path / f"bridge-run{point.run:02d}.log"
+    finished = finished_count(db)
+    proc = spawn_bridge(config, log)
+    try:
+        if fault_id is None:
+            wait_for_activity(proc, log)
+            wait_for_progress(proc, db, finished + point.advance)
+            time.sleep(point.delay)
+        else:
+            point.window, point.pending_key = catch_window(proc)
+    finally:
+        point.exit_code = sigkill(proc)
+    point.states = ledger_states(db)
+    point.inbox = inbox()
+    print(point.line(), flush=True)
 
 
 def final_passes(config: Path, tmp_path: Path, inbox: Callable[[], int]) -> list[str]:

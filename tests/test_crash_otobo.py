@@ -38,14 +38,9 @@ from test_crash import (
     check_host,
     check_ledger,
     final_passes,
-    finished_count,
     inbox_count,
+    kill_once,
     ledger_rows,
-    ledger_states,
-    sigkill,
-    spawn_bridge,
-    wait_for_activity,
-    wait_for_progress,
 )
 
 from connector.store.base import MessageState
@@ -171,24 +166,12 @@ def crash_phase(rng: random.Random, view: ZendeskShaped, dovecot: DovecotServer,
             point.fault = f"answer held {HOLD_SECONDS:.0f}s after commit"
             fault_id = double.inject(path_regex=path, method=method, when="after",
                                      delay=HOLD_SECONDS)["id"]
-        log = tmp_path / f"bridge-run{run:02d}.log"
-        finished = finished_count(db)
-        proc = spawn_bridge(config, log)
-        try:
-            if fault_id is None:
-                wait_for_activity(proc, log)
-                wait_for_progress(proc, db, finished + point.advance)
-                time.sleep(point.delay)
-            else:
-                point.window, point.pending_key = wait_committed_not_recorded(
-                    view, db, fault_id, proc, mode)
-        finally:
-            point.exit_code = sigkill(proc)
+        held = fault_id
+        kill_once(point, held, config, tmp_path, lambda: inbox_count(dovecot, user),
+                  lambda proc, held=held, mode=mode:
+                  wait_committed_not_recorded(view, db, held, proc, mode))
         double.clear_faults()
-        point.states = ledger_states(db)
-        point.inbox = inbox_count(dovecot, user)
         kills.append(point)
-        print(point.line(), flush=True)
         if point.inbox == 0:
             break
     return kills
