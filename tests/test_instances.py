@@ -1,0 +1,343 @@
+"""Several instances on one ledger (issue 17's proof): three real ``postmaster-bridge run``
+processes share 12 IMAP accounts on one Dovecot and a 600-mail corpus, while the test SIGKILLs
+one of them at random moments and restarts it a little later. In the end no mail is lost, none
+is a second ticket or comment (the Zendesk double, its own process, keeps every request),
+every mailbox is drained, and a PEC reply an agent asked for during the kills went out exactly
+once (aiosmtpd), whichever instance received its webhook and whichever processed it.
+
+The instances trust only lease expiry here (``leases.local_liveness: false``), as instances on
+different machines would: a killed instance's accounts are taken over once its leases ran out
+by the ledger's clock. The kill plan and each takeover are printed; the seed reproduces the
+plan (timing still varies). Nothing is asserted about durations: the test counts events.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from crash_corpus import SUPPORT_ADDRESS, Corpus, CorpusMessage, make_corpus
+from dovecot import DovecotServer, MailUser, free_port
+from dovecot import TestPki as Pki
+from smtp_server import SmtpTestServer
+from test_crash import check_host, check_ledger, ledger_rows, sigkill
+from zendesk_double import ZendeskDouble
+
+from connector.outbound.queue import JobState, OutboundQueue
+from connector.outbound.signature import format_timestamp, sign
+from connector.store.base import MessageState
+from connector.store.sqlite import SQLiteStore
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = 1717
+ACCOUNTS = 12
+INSTANCES = 3
+MAILS = 592  # distinct mails; the corpus adds 8 second deliveries: 600 in all
+KILLS = 6
+TTL = 3.0  # seconds: leases.ttl, so takeovers come within the test's kill rhythm
+PEC_FROM = "assistenza@pec.example.it"
+HOOK_SECRET = "instances-hook-secret-5512"
+SETTLE_TIMEOUT = 240.0  # generous: a guard against a hang, not a performance bound
+
+
+def account_name(n: int) -> str:
+    return f"box{n:02d}"
+
+
+def spread(corpus: Corpus) -> dict[int, list[CorpusMessage]]:
+    """Deliveries per account, a whole conversation in one mailbox and in corpus order (a
+    reply is always delivered after what it answers, as the single-account crash test)."""
+    roots = sorted({m.root for m in corpus.messages})
+    home = {root: i % ACCOUNTS for i, root in enumerate(roots)}
+    boxes: dict[int, list[CorpusMessage]] = {n: [] for n in range(ACCOUNTS)}
+    for message in corpus.deliveries:
+        boxes[home[message.root]].append(message)
+    return boxes
+
+
+def write_configs(tmp_path: Path, dovecot: DovecotServer, users: list[MailUser],
+                  zd: ZendeskDouble, smtp: SmtpTestServer) -> list[Path]:
+    """One config per instance: the same ledger, accounts and helpdesk, its own HTTP port."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "zendesk").write_text(zd.api_token)
+    (secrets / "pec-pw").write_text("pec-pw")
+    (secrets / "hook").write_text(HOOK_SECRET)
+    accounts: list[dict[str, Any]] = []
+    for n, user in enumerate(users):
+        (secrets / f"imap{n}").write_text(user.password)
+        account: dict[str, Any] = {
+            "name": account_name(n), "protocol": "imap", "host": "127.0.0.1",
+            "security": "none", "port": dovecot.imap_port, "username": user.name,
+            "password_file": str(secrets / f"imap{n}"), "batch_size": 20,
+            "poll_interval": 0.01, "timeout": 10, "own_addresses": [SUPPORT_ADDRESS]}
+        if n == 0:
+            account["outbound"] = {
+                "from_address": PEC_FROM,
+                "smtp": {"host": smtp.host, "port": smtp.port, "security": "starttls",
+                         "username": PEC_FROM, "password_file": str(secrets / "pec-pw"),
+                         "ca_file": str(smtp.ca_file), "timeout": 5}}
+        accounts.append(account)
+    paths = []
+    for i in range(INSTANCES):
+        path = tmp_path / f"instance{i}.yaml"
+        path.write_text(yaml.safe_dump({
+            "store": {"path": str(tmp_path / "ledger.sqlite3")},
+            "leases": {"ttl": TTL, "local_liveness": False},
+            "host": {"type": "zendesk", "url": zd.url, "timeout": 10, "max_attempts": 4,
+                     "auth": {"type": "api_token", "email": zd.email,
+                              "api_token_file": str(secrets / "zendesk")}},
+            "service": {"public_url": "https://bridge.example.it", "host": "127.0.0.1",
+                        "port": free_port(), "signing_secret_file": str(secrets / "hook"),
+                        "parse_workers": 0},
+            "accounts": accounts,
+        }, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+class Instance:
+    """One ``postmaster-bridge run`` process, killed and started again by the test."""
+
+    def __init__(self, index: int, config: Path, tmp_path: Path) -> None:
+        self.index = index
+        self.config = config
+        self.port = int(yaml.safe_load(config.read_text())["service"]["port"])
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        log = self.tmp_path / f"instance{self.index}-run{self.runs}.log"
+        self.runs += 1
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "connector.cli", "--config", str(self.config), "run"],
+                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> int | None:
+        assert self.proc is not None
+        code = sigkill(self.proc)
+        self.proc = None
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM: finish the mail in hand, hand every lease back, exit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            if self.proc.poll() is None:
+                sigkill(self.proc)
+
+    def healthz(self) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")
+                         for p in sorted(self.tmp_path.glob(f"instance{self.index}-run*.log")))
+
+
+def inbox_counts(dovecot: DovecotServer, users: list[MailUser]) -> list[int]:
+    counts = []
+    for user in users:
+        with dovecot.session(user) as client:
+            counts.append(int(client.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"]))
+    return counts
+
+
+def finished(db: Path) -> int:
+    return sum(1 for row in ledger_rows(db) if MessageState(row["state"]).terminal)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not reached: {what}")
+
+
+def ask_for_a_pec_reply(zd: ZendeskDouble, reply_tag: str) -> int:
+    """What an agent does on a PEC ticket of its own (not one of the corpus's): a public
+    reply, and the macro's reply tag. Returns the ticket's id."""
+    session = requests.Session()
+    session.trust_env = False
+    auth = (f"{zd.email}/token", zd.api_token)
+    me = session.get(f"{zd.url}/api/v2/users/me", auth=auth, timeout=10).json()["user"]
+    created = session.post(f"{zd.url}/api/v2/tickets", auth=auth, timeout=10, json={
+        "ticket": {"subject": "Richiesta certificato",
+                   "comment": {"body": "Vorrei il certificato."},
+                   "requester": {"email": "mario.rossi@pec.example.it", "name": "Mario Rossi"},
+                   "tags": ["pec_connector"]}})
+    created.raise_for_status()
+    ticket_id = int(created.json()["ticket"]["id"])
+    resp = session.put(f"{zd.url}/api/v2/tickets/{ticket_id}", auth=auth, timeout=10,
+                       json={"ticket": {"comment": {"body": "Risposta dell'agente via PEC.",
+                                                    "public": True, "author_id": me["id"]},
+                                        "additional_tags": [reply_tag]}})
+    resp.raise_for_status()
+    return ticket_id
+
+
+class CorpusTickets:
+    """The double's tickets but the PEC reply's own, for the corpus checks."""
+
+    def __init__(self, zd: ZendeskDouble, other: int | None) -> None:
+        self.zd, self.other = zd, other
+
+    def tickets(self) -> list[dict[str, Any]]:
+        return [t for t in self.zd.tickets() if t["id"] != self.other]
+
+    def state(self) -> dict[str, Any]:
+        return self.zd.state()
+
+
+def post_webhook(instance: Instance, ticket_id: int, account: str) -> int:
+    """Zendesk's trigger calling the bridge's webhook on ``instance``."""
+    body = json.dumps({"ticket_id": str(ticket_id), "account": account, "v": 1}).encode()
+    ts = format_timestamp(datetime.now(UTC))
+    conn = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=10)
+    try:
+        conn.request("POST", f"/hooks/zendesk/{account}", body=body, headers={
+            "Content-Type": "application/json",
+            "X-Zendesk-Webhook-Signature": sign(HOOK_SECRET, ts, body),
+            "X-Zendesk-Webhook-Signature-Timestamp": ts,
+            "X-Zendesk-Webhook-Invocation-Id": "01HINSTANCES0001"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_three_instances_with_kills_lose_and_duplicate_nothing(
+        dovecot: DovecotServer, tmp_path: Path, pki: Pki) -> None:
+    corpus = make_corpus(SEED, MAILS)
+    assert len(corpus.deliveries) == 600
+    print(f"\ninstances test {corpus.describe()}; {ACCOUNTS} accounts, {INSTANCES} "
+          f"instances, ttl {TTL}s", flush=True)
+    users = [dovecot.add_user() for _ in range(ACCOUNTS)]
+    boxes = spread(corpus)
+    for n, user in enumerate(users):
+        dovecot.append(user, [m.raw for m in boxes[n]])
+    db = tmp_path / "ledger.sqlite3"
+    rng = random.Random(SEED)
+    with ZendeskDouble(tmp_path / "zendesk.json") as zd, \
+            SmtpTestServer(pki, mode="starttls", username=PEC_FROM, password="pec-pw") as smtp:
+        configs = write_configs(tmp_path, dovecot, users, zd, smtp)
+        instances = [Instance(i, path, tmp_path) for i, path in enumerate(configs)]
+        reply_tag = "pec_connector_reply_" + account_name(0)
+        try:
+            for instance in instances:
+                instance.start()
+            wait_for(lambda: finished(db) >= 20, "first mails recorded", 60)
+
+            kills: list[str] = []
+            asked: int | None = None
+            for k in range(KILLS):
+                target = finished(db) + rng.randint(20, 60)
+                wait_for(lambda t=target: finished(db) >= t or not any(inbox_counts(
+                    dovecot, users)), "progress before a kill", 60)
+                victim = rng.choice([i for i in instances if i.alive])
+                time.sleep(rng.uniform(0.0, 0.5))
+                code = victim.kill()
+                assert code is None, f"instance {victim.index} had exited by itself " \
+                    f"({code}):\n{victim.logs()[-3000:]}"
+                kills.append(f"kill {k}: instance {victim.index} at {finished(db)} "
+                             "finished mails")
+                print(kills[-1], flush=True)
+                if k == 2:
+                    # A PEC reply asked for while an instance is down: its webhook goes to a
+                    # live one; whoever claims the job sends it.
+                    asked = ask_for_a_pec_reply(zd, reply_tag)
+                    receiver = rng.choice([i for i in instances if i.alive])
+                    assert post_webhook(receiver, asked, account_name(0)) == 202
+                    print(f"PEC reply for ticket #{asked} asked through instance "
+                          f"{receiver.index}", flush=True)
+                # Restarted after a while: its accounts may have been taken over meanwhile.
+                time.sleep(rng.uniform(0.5, TTL + 1.0))
+                victim.start()
+
+            wait_for(lambda: not any(inbox_counts(dovecot, users)), "every inbox drained",
+                     SETTLE_TIMEOUT)
+            wait_for(lambda: all(MessageState(r["state"]).terminal for r in ledger_rows(db))
+                     and finished(db) == len(corpus.deliveries), "every record finished",
+                     SETTLE_TIMEOUT)
+            assert asked is not None
+            queue = OutboundQueue(db)
+            try:
+                wait_for(lambda: any(j.state == JobState.SENT and j.reported
+                                     for j in queue.jobs()), "the PEC reply sent", 120)
+                jobs = queue.jobs()
+            finally:
+                queue.close()
+
+            # The restarted instances got their share back without anyone stopping.
+            def held() -> list[list[str]]:
+                return [sorted(i.healthz()[1]["leases"]["leases"]) for i in instances]
+
+            def balanced() -> bool:
+                now = held()
+                return ([sum(1 for r in h if r.startswith("account:")) for h in now]
+                        == [ACCOUNTS // INSTANCES] * INSTANCES
+                        and sum(1 for h in now if "sweep" in h) == 1)
+
+            wait_for(balanced, "accounts spread evenly, one sweep", 60)
+            print("leases held at the end: " + "; ".join(
+                f"instance {i}: {', '.join(h)}" for i, h in enumerate(held())), flush=True)
+            for instance in instances:
+                status, report = instance.healthz()
+                assert status == 200 and report["leases"]["healthy"], report
+        finally:
+            codes = [i.stop() if i.alive else None for i in instances]
+        assert codes == [0] * INSTANCES, codes
+
+        # -- what the kills left: nothing lost, nothing twice --------------------------------
+        ticket_of_root = check_host(corpus, CorpusTickets(zd, asked))  # type: ignore[arg-type]
+        store = SQLiteStore(db)
+        try:
+            check_ledger(corpus, store.messages(), ticket_of_root)
+            leases = store.leases()
+        finally:
+            store.close()
+        assert not any(lease.live for lease in leases), "a clean stop hands every lease back"
+        for n, user in enumerate(users):
+            assert dovecot.list_folder(user, "Error") == []
+            processed = Counter(m.raw for m in dovecot.list_folder(user, "Processed"))
+            assert processed == Counter(m.raw for m in boxes[n]), account_name(n)
+
+        assert [m.rcpt_tos for m in smtp.received] == [("mario.rossi@pec.example.it",)]
+        assert f"#{asked}]" in smtp.received[0].message()["Subject"]
+        assert [j.state for j in jobs] == [JobState.SENT], [(j.state, j.error) for j in jobs]
+        logs = "\n".join(i.logs() for i in instances)
+        takeovers = logs.count(" over from ")
+        print(f"{len(kills)} kills, {takeovers} account/sweep takeovers, "
+              f"{len(ticket_of_root)} tickets, all {len(corpus.deliveries)} deliveries "
+              "accounted for, the PEC reply sent once", flush=True)
+        assert takeovers >= 1, "no takeover happened: the kills proved nothing"
