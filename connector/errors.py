@@ -90,6 +90,16 @@ class LeaseLostError(BridgeError):
     recorded, and the account's work stops here (its new holder resumes it)."""
 
 
+class StoreSchemaError(BridgeError):
+    """The store's schema cannot be used by this bridge: a newer bridge migrated it, or
+    (``store migrate --check``) migrations are pending."""
+
+
+class StoreUnavailableError(BridgeError):
+    """The store cannot be reached (PostgreSQL down, refused login, network cut): nothing was
+    processed and no mail moved. The message never carries the DSN's password."""
+
+
 class HostError(BridgeError):
     """The helpdesk API failed. ``status`` is the HTTP status when there was one."""
 
