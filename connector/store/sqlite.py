@@ -26,18 +26,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from connector.errors import LeaseLostError, StoreCorruptError
+from connector.errors import StoreCorruptError
 from connector.store.base import (
     AccountHealth,
     Dismissal,
     Fence,
-    InstanceRecord,
-    Lease,
     LogEntry,
     MailboxMark,
     MessageRecord,
     MessageState,
 )
+from connector.store.leasing import LeaseTables
 from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
 
 log = logging.getLogger("connector.store")
@@ -45,9 +44,6 @@ log = logging.getLogger("connector.store")
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
 _BARRIERS = itertools.count()
 
-#: The database's clock in Unix seconds. For SQLite it is the clock of the machine every
-#: process sharing the file runs on (one machine: one clock).
-_DB_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 #: SQLite primary result codes that may mean a damaged file: IOERR, CORRUPT, NOTADB.
@@ -90,28 +86,6 @@ def _now() -> str:
 
 def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def _check_fence(db: sqlite3.Connection, fence: Fence | None, *,
-                 margin: float | None = None) -> None:
-    """Inside the write transaction (IMMEDIATE: no other writer until it ends): refuse the
-    write unless ``fence`` still holds, with more than its margin (or ``margin``) left."""
-    if fence is None:
-        return
-    left = fence.margin if margin is None else margin
-    row = db.execute(f"SELECT expires_at - {_DB_NOW} AS remaining FROM leases WHERE "
-                     "resource = ? AND holder = ? AND epoch = ?",
-                     (fence.resource, fence.holder, fence.epoch)).fetchone()
-    if row is None or row["remaining"] <= left:
-        raise LeaseLostError(f"{fence.resource}: lease epoch {fence.epoch} no longer held by "
-                             f"{fence.holder}" if row is None else
-                             f"{fence.resource}: lease epoch {fence.epoch} has "
-                             f"{max(0.0, row['remaining']):.1f} s left (needs more than "
-                             f"{left:.1f} s)")
-
-
-def _unix(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
 
 
 class SQLiteFile:
@@ -304,8 +278,12 @@ class SQLiteFile:
                 raise
 
 
-class SQLiteStore(SQLiteFile):
+class SQLiteStore(SQLiteFile, LeaseTables):
     """The default store: one SQLite file."""
+
+    #: The database's clock for leases: the machine's, which every process sharing the
+    #: file reads (one machine, one clock).
+    db_now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: str | Path, *, uri: bool = False,
                  checked_within: float = 0.0, migrate: bool = True) -> None:
@@ -475,7 +453,7 @@ class SQLiteStore(SQLiteFile):
         # fsync also puts every earlier commit on disk. It always changes the row (state or
         # action, updated_at), so it always writes a frame and syncs.
         with self._tx() as db:
-            _check_fence(db, fence)
+            self._fence(db, fence)
             db.execute(
                 "UPDATE messages SET state = ?, action = ?, pending = ?, "
                 "ticket_id = COALESCE(?, ticket_id), updated_at = ? WHERE id = ?",
@@ -488,7 +466,7 @@ class SQLiteStore(SQLiteFile):
                        fence: Fence | None = None) -> None:
         now = _now()
         with self._tx(durable=durable) as db:
-            _check_fence(db, fence, margin=0.0)
+            self._fence(db, fence, margin=0.0)
             db.execute(
                 "UPDATE messages SET state = ?, action = COALESCE(?, action), "
                 "ticket_id = COALESCE(?, ticket_id), error = ?, updated_at = ? WHERE id = ?",
@@ -900,85 +878,3 @@ class SQLiteStore(SQLiteFile):
             if state == MessageState.DONE and r["secs"] is not None:
                 fig["avg_seconds"] = round(float(r["secs"]), 3)
         return out
-
-    # -- instances and leases ---------------------------------------------------------------
-    def heartbeat_instance(self, instance: str, *, ttl: float, host: str, pid: int,
-                           url: str | None = None) -> None:
-        with self._tx(durable=False) as db:
-            db.execute(
-                f"INSERT INTO instances (instance, host, pid, url, started_at, heartbeat_at, "
-                f"expires_at) VALUES (?, ?, ?, ?, {_DB_NOW}, {_DB_NOW}, {_DB_NOW} + ?) "
-                f"ON CONFLICT (instance) DO UPDATE SET heartbeat_at = {_DB_NOW}, "
-                f"expires_at = {_DB_NOW} + ?, url = excluded.url",
-                (instance, host, pid, url, ttl, ttl))
-
-    def forget_instance(self, instance: str) -> None:
-        with self._tx(durable=False) as db:
-            db.execute("DELETE FROM instances WHERE instance = ?", (instance,))
-
-    def instances(self) -> list[InstanceRecord]:
-        rows = self._query(f"SELECT *, expires_at - {_DB_NOW} AS remaining FROM instances "
-                           "ORDER BY started_at, instance")
-        return [InstanceRecord(instance=r["instance"], host=r["host"], pid=r["pid"],
-                               url=r["url"], started_at=_unix(r["started_at"]),
-                               heartbeat_at=_unix(r["heartbeat_at"]),
-                               expires_in=r["remaining"]) for r in rows]
-
-    @staticmethod
-    def _lease(row: sqlite3.Row) -> Lease:
-        return Lease(resource=row["resource"], holder=row["holder"], epoch=row["epoch"],
-                     acquired_at=_unix(row["acquired_at"]), renewed_at=_unix(row["renewed_at"]),
-                     expires_in=row["remaining"])
-
-    def _lease_row(self, db: sqlite3.Connection, resource: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = db.execute(
-            f"SELECT *, expires_at - {_DB_NOW} AS remaining FROM leases WHERE resource = ?",
-            (resource,)).fetchone()
-        return row
-
-    def acquire_lease(self, resource: str, holder: str, ttl: float, *,
-                      dead: Iterable[str] = ()) -> Lease | None:
-        # Durable: the next holder's effects rest on the epoch it was given.
-        with self._tx() as db:
-            row = self._lease_row(db, resource)
-            if row is None:
-                db.execute(f"INSERT INTO leases (resource, holder, epoch, acquired_at, "
-                           f"renewed_at, expires_at) VALUES (?, ?, 1, {_DB_NOW}, {_DB_NOW}, "
-                           f"{_DB_NOW} + ?)", (resource, holder, ttl))
-            elif row["holder"] == holder and row["remaining"] > 0:
-                db.execute(f"UPDATE leases SET renewed_at = {_DB_NOW}, expires_at = "
-                           f"{_DB_NOW} + ? WHERE resource = ?", (ttl, resource))
-            elif row["remaining"] <= 0 or row["holder"] in set(dead):
-                db.execute(f"UPDATE leases SET holder = ?, epoch = epoch + 1, acquired_at = "
-                           f"{_DB_NOW}, renewed_at = {_DB_NOW}, expires_at = {_DB_NOW} + ? "
-                           "WHERE resource = ?", (holder, ttl, resource))
-            else:
-                return None
-            taken = self._lease_row(db, resource)
-        assert taken is not None
-        return self._lease(taken)
-
-    def renew_leases(self, holder: str, epochs: Mapping[str, int],
-                     ttl: float) -> dict[str, Lease]:
-        renewed: dict[str, Lease] = {}
-        with self._tx(durable=False) as db:
-            for resource, epoch in epochs.items():
-                changed = db.execute(
-                    f"UPDATE leases SET renewed_at = {_DB_NOW}, expires_at = {_DB_NOW} + ? "
-                    "WHERE resource = ? AND holder = ? AND epoch = ?",
-                    (ttl, resource, holder, epoch)).rowcount
-                if changed:
-                    row = self._lease_row(db, resource)
-                    assert row is not None
-                    renewed[resource] = self._lease(row)
-        return renewed
-
-    def release_lease(self, resource: str, holder: str, epoch: int) -> None:
-        with self._tx() as db:
-            db.execute(f"UPDATE leases SET expires_at = {_DB_NOW} WHERE resource = ? AND "
-                       "holder = ? AND epoch = ?", (resource, holder, epoch))
-
-    def leases(self) -> list[Lease]:
-        rows = self._query(f"SELECT *, expires_at - {_DB_NOW} AS remaining FROM leases "
-                           "ORDER BY resource")
-        return [self._lease(r) for r in rows]
