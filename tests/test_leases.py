@@ -168,3 +168,52 @@ def test_a_holder_whose_process_is_gone_is_taken_over_without_waiting(tmp_path: 
     live = LeaseKeeper(store, ["a", "b"], ttl=600)
     gained = live.tick().gained
     assert "b" in gained and "a" not in gained  # the other machine's holder keeps "a"
+
+
+def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> None:
+    import json
+
+    from bridge_cli import run_cli
+    from zendesk_responses import write_config
+
+    from connector.service.metrics import Metrics, health
+
+    entries = [{"name": name, "protocol": "imap", "host": "127.0.0.1", "port": 143,
+                "security": "none", "username": name, "password": "pw"}
+               for name in ("one", "two", "three")]
+    config = write_config(tmp_path, entries)
+    path = tmp_path / "ledger.sqlite3"
+    first = _keeper(path, "first", ["one", "two", "three"], sweep=True)
+    first.tick()
+    first.release("three")
+    second = _keeper(path, "second", ["three"])
+    second.tick()
+
+    code, lines = run_cli("-c", str(config), "accounts", "--json")
+    assert code == 0
+    rows = {row["account"]: row for row in json.loads("\n".join(lines))}
+    assert (rows["one"]["holder"], rows["one"]["lease_epoch"]) == ("host:first:x", 1)
+    assert (rows["three"]["holder"], rows["three"]["lease_epoch"]) == ("host:second:x", 2)
+    assert 0 < rows["two"]["lease_expires_in"] <= 30
+    code, lines = run_cli("-c", str(config), "accounts")
+    assert "    worked by host:second:x (lease epoch 2, 30 s left)" in lines
+    assert lines[lines.index("instances:") + 1].startswith(
+        "    host:first:x: live, 2 account(s), last heartbeat 20")
+    assert lines[-2].endswith("; runs the sweep")
+
+    first.tick()  # it sees the second instance now
+    ok, report = health(first.store, ["one", "two"], first)  # type: ignore[arg-type]
+    assert ok and report["leases"]["healthy"]
+    assert sorted(report["leases"]["leases"]) == ["account:one", "account:two", "sweep"]
+    assert report["leases"]["fair_share"] == 2 and report["leases"]["live_instances"] == 2
+    metrics = Metrics()
+    metrics.watch_leases(first)
+    text = metrics.exposition().decode()
+    assert 'pmb_lease_held{resource="account:one"} 1.0' in text
+    assert "pmb_lease_accounts_held 2.0" in text and "pmb_lease_renew_failures_total 0.0" in text
+
+    first.store.close()  # the database is gone: two renewals fail, the instance is unhealthy
+    first.tick()
+    first.tick()
+    ok, report = health(second.store, ["one"], first)  # type: ignore[arg-type]
+    assert not ok and report["leases"]["renew_failures_in_a_row"] == 2
