@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from connector.errors import LeaseLostError
-from connector.service.leases import SWEEP, LeaseKeeper, account_resource, fair_share
+from connector.service.leases import (
+    SWEEP,
+    Changes,
+    LeaseKeeper,
+    account_resource,
+    fair_share,
+)
 from connector.store import MessageState, SQLiteStore
 from connector.store.base import Fence
 
@@ -87,9 +93,16 @@ def test_a_host_call_needs_the_margin_but_recording_its_outcome_does_not(
     store.finish_message(record.id, MessageState.IGNORED, action="ignore", fence=tight)
 
 
+def _registered(keeper: LeaseKeeper) -> LeaseKeeper:
+    """The first tick only registers the instance (so that instances starting together see
+    each other before they take accounts)."""
+    assert keeper.tick() == Changes() and not keeper.held_accounts()
+    return keeper
+
+
 def _keeper(path: Path, name: str, accounts: list[str], **kwargs: object) -> LeaseKeeper:
-    return LeaseKeeper(SQLiteStore(path), accounts, ttl=30, local_liveness=False,
-                       instance=f"host:{name}:x", **kwargs)  # type: ignore[arg-type]
+    return _registered(LeaseKeeper(SQLiteStore(path), accounts, ttl=30, local_liveness=False,
+                                   instance=f"host:{name}:x", **kwargs))  # type: ignore[arg-type]
 
 
 def test_fair_share_spreads_accounts_and_a_newcomer_gets_its_share(tmp_path: Path) -> None:
@@ -116,8 +129,8 @@ def test_an_instance_that_stops_renewing_loses_its_accounts_to_the_others(
         tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     accounts = ["a", "b"]
-    gone = LeaseKeeper(SQLiteStore(path), accounts, ttl=0.3, local_liveness=False,
-                       instance="host:gone:x", sweep=True)
+    gone = _registered(LeaseKeeper(SQLiteStore(path), accounts, ttl=0.3, local_liveness=False,
+                                   instance="host:gone:x", sweep=True))
     assert sorted(gone.tick().gained) == accounts and gone.holds_sweep()
     fence = gone.fence("a")
     assert fence is not None and fence.epoch == 1
@@ -139,8 +152,9 @@ def test_an_instance_that_stops_renewing_loses_its_accounts_to_the_others(
 def test_a_renewal_that_fails_keeps_the_leases_until_their_time_runs_out(
         tmp_path: Path) -> None:
     now = [1000.0]
-    keeper = LeaseKeeper(SQLiteStore(tmp_path / "ledger.sqlite3"), ["a"], ttl=20,
-                         local_liveness=False, instance="host:k:x", clock=lambda: now[0])
+    keeper = _registered(LeaseKeeper(SQLiteStore(tmp_path / "ledger.sqlite3"), ["a"], ttl=20,
+                                     local_liveness=False, instance="host:k:x",
+                                     clock=lambda: now[0]))
     assert keeper.tick().gained == ("a",)
     keeper.store.close()  # the database is gone
     now[0] += 5
@@ -156,7 +170,8 @@ def test_a_renewal_that_fails_keeps_the_leases_until_their_time_runs_out(
 
 def test_a_holder_whose_process_is_gone_is_taken_over_without_waiting(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
-    dead = LeaseKeeper(SQLiteStore(path), ["a"], ttl=600, instance="localhost-x:999999999:d")
+    dead = _registered(LeaseKeeper(SQLiteStore(path), ["a"], ttl=600,
+                                   instance="localhost-x:999999999:d"))
     dead.host = "localhost-x"
     assert dead.tick().gained == ("a",)
     import socket
@@ -165,7 +180,7 @@ def test_a_holder_whose_process_is_gone_is_taken_over_without_waiting(tmp_path: 
     store = SQLiteStore(path)
     ghost = f"{socket.gethostname()}:999999999:g"
     assert store.acquire_lease("account:b", ghost, 600) is not None
-    live = LeaseKeeper(store, ["a", "b"], ttl=600)
+    live = _registered(LeaseKeeper(store, ["a", "b"], ttl=600))
     gained = live.tick().gained
     assert "b" in gained and "a" not in gained  # the other machine's holder keeps "a"
 
@@ -183,7 +198,8 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
                for name in ("one", "two", "three")]
     config = write_config(tmp_path, entries)
     path = tmp_path / "ledger.sqlite3"
-    first = _keeper(path, "first", ["one", "two", "three"], sweep=True)
+    now = [100.0]
+    first = _keeper(path, "first", ["one", "two", "three"], sweep=True, clock=lambda: now[0])
     first.tick()
     first.release("three")
     second = _keeper(path, "second", ["three"])
@@ -213,7 +229,8 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     assert "pmb_lease_accounts_held 2.0" in text and "pmb_lease_renew_failures_total 0.0" in text
 
     first.store.close()  # the database is gone: two renewals fail, the instance is unhealthy
-    first.tick()
-    first.tick()
+    for _ in range(2):
+        now[0] += first.renew_every
+        first.tick()
     ok, report = health(second.store, ["one"], first)  # type: ignore[arg-type]
     assert not ok and report["leases"]["renew_failures_in_a_row"] == 2

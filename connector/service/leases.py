@@ -106,8 +106,8 @@ class LeaseStats:
 
 class LeaseKeeper:
     """One instance's leases: its heartbeat, the accounts it holds, the sweep. ``tick()`` is
-    called by the service every ``renew_every`` seconds; thread-safe for readers (the
-    workers' fences, /healthz, /metrics)."""
+    called by the service every ``tick_every`` seconds (renewing every ``renew_every``);
+    thread-safe for readers (the workers' fences, /healthz, /metrics)."""
 
     def __init__(self, store: Store, accounts: Sequence[str], *, ttl: float = 20.0,
                  local_liveness: bool = True, sweep: bool = False, url: str | None = None,
@@ -126,6 +126,8 @@ class LeaseKeeper:
         self.stats = LeaseStats()
         self._held: dict[str, HeldLease] = {}
         self._lock = threading.Lock()
+        #: When the next renewal is due (monotonic); None: registered, nothing taken yet.
+        self._next_renewal: float | None = None
         # Instances try the accounts in different orders, so that starting together they
         # do not all reach for the same one first.
         start = zlib.crc32(self.instance.encode()) % max(1, len(self.accounts))
@@ -135,6 +137,12 @@ class LeaseKeeper:
     @property
     def renew_every(self) -> float:
         return self.ttl / 4
+
+    @property
+    def tick_every(self) -> float:
+        """Free accounts and a new instance's share are looked at this often (cheap reads);
+        the renewal (writes) comes every ``renew_every``."""
+        return min(1.0, self.renew_every)
 
     @property
     def effect_margin(self) -> float:
@@ -203,18 +211,27 @@ class LeaseKeeper:
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self) -> Changes:
-        """Heartbeat, renew, then take or hand back accounts toward the fair share."""
+        """Heartbeat and renew when due, then take or hand back accounts toward the fair
+        share. The first tick only registers the instance, so that instances started
+        together see each other before they reach for accounts."""
         started = self.clock()
-        try:
-            self.store.heartbeat_instance(self.instance, ttl=self.ttl, host=self.host,
-                                          pid=self.pid, url=self.url)
-            with self._lock:
-                epochs = {r: h.lease.epoch for r, h in self._held.items()}
-            renewed = self.store.renew_leases(self.instance, epochs, self.ttl) if epochs \
-                else {}
-        except Exception as exc:  # the database is unreachable or failing
-            return self._renewal_failed(exc, started)
-        lost = self._renewed(renewed, started)
+        first = self._next_renewal is None
+        lost: tuple[str, ...] = ()
+        if first or started >= (self._next_renewal or 0.0) or self.stats.failures_in_a_row:
+            try:
+                self.store.heartbeat_instance(self.instance, ttl=self.ttl, host=self.host,
+                                              pid=self.pid, url=self.url)
+                with self._lock:
+                    epochs = {r: h.lease.epoch for r, h in self._held.items()}
+                renewed = self.store.renew_leases(self.instance, epochs, self.ttl) \
+                    if epochs else {}
+            except Exception as exc:  # the database is unreachable or failing
+                self._next_renewal = started + self.tick_every
+                return self._renewal_failed(exc, started)
+            self._next_renewal = started + self.renew_every
+            lost = self._renewed(renewed, started)
+        if first:
+            return Changes()
         try:
             gained, hand_back = self._balance(started)
         except Exception as exc:
@@ -313,9 +330,9 @@ class LeaseKeeper:
             return False
         with self._lock:
             self._held[resource] = HeldLease(lease, started + self.ttl)
-        if before is not None and before.holder != self.instance:
+        if before is not None and before.holder not in ("", self.instance):
             self.stats.takeovers += 1
-            why = "its process is gone" if before.live else "expired or handed back"
+            why = "its process is gone" if before.live else "its lease expired"
             log.warning("instance %s: took %s (epoch %d) over from %s (%s)", self.instance,
                         resource, lease.epoch, before.holder, why)
         else:

@@ -668,7 +668,7 @@ class Service:
         return clean
 
     def _run_leased(self, keeper: LeaseKeeper) -> bool:
-        """Until stopped: every ``renew_every`` seconds a lease tick, then a worker started
+        """Until stopped: every ``tick_every`` seconds a lease tick, then a worker started
         for each account gained, stopped for each lost or handed back (after the mail in
         hand), and a handed-back account released once its worker ended."""
         pollers = {p.account.name: p for p in self.pollers}
@@ -705,7 +705,7 @@ class Service:
                 if now >= next_check:
                     self.check_ledger()
                     next_check = now + INTEGRITY_CHECK_SECONDS
-                self.stop.wait(keeper.renew_every)
+                self.stop.wait(keeper.tick_every)
             clean = self.stop.is_set() and self.fatal is None
         finally:
             self.stop.set()

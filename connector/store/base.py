@@ -349,7 +349,8 @@ class Store(Protocol):
         ...
 
     def release_lease(self, resource: str, holder: str, epoch: int) -> None:
-        """Hand a lease back: it expires now, and the next holder gets the next epoch."""
+        """Hand a lease back: it has no holder and expires now; the next holder gets the
+        next epoch."""
         ...
 
     def leases(self) -> list[Lease]: ...

@@ -142,8 +142,10 @@ class LeaseTables:
 
     def release_lease(self, resource: str, holder: str, epoch: int) -> None:
         with self._tx() as db:
-            db.execute(f"UPDATE leases SET expires_at = {self.db_now_sql} WHERE resource = ? "
-                       "AND holder = ? AND epoch = ?", (resource, holder, epoch))
+            # No holder: free, and whoever takes it next was not handed it by a takeover.
+            db.execute(f"UPDATE leases SET holder = '', expires_at = {self.db_now_sql} "
+                       "WHERE resource = ? AND holder = ? AND epoch = ?",
+                       (resource, holder, epoch))
 
     def leases(self) -> list[Lease]:
         rows = self._query(f"SELECT resource, holder, epoch, acquired_at, renewed_at, "
