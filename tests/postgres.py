@@ -96,7 +96,11 @@ class PostgresServer:
         options = " ".join([
             f"-c port={self.port}", "-c listen_addresses=127.0.0.1",
             f"-c unix_socket_directories={self.base}", "-c fsync=off",
-            "-c full_page_writes=off", "-c max_connections=300", "-c shared_buffers=32MB"])
+            "-c full_page_writes=off", "-c max_connections=300", "-c shared_buffers=32MB",
+            # Unsynced commits stay unflushed until a synchronous one or the barrier flushes
+            # them (the WAL writer would otherwise do it within 0.2 s): the durability test
+            # can see the difference.
+            "-c wal_writer_delay=10000"])
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.base / "server.log"), "-w", "-t", "60", "-o", options, "start")
         self.admin_sql(f"CREATE DATABASE {TEMPLATE_EMPTY} TEMPLATE template0")

@@ -40,6 +40,9 @@ class Ledger:
 
     dialect: Dialect
     errors: tuple[type[BaseException], ...]
+    #: False only for an SQLite ledger from before these columns, opened read-only.
+    _mail_day = True
+    _sender_proven = True
 
     def _tx(self, *, durable: bool = True) -> AbstractContextManager[Connection]:
         raise NotImplementedError
