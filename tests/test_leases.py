@@ -1,8 +1,8 @@
 """Leases: one instance per account, fenced effects, fair shares, the sweep's lease.
 
-Two store objects on one file stand for two instances on one machine. Expiry is the store's
-clock: a ttl of a few hundredths of a second runs out while the test waits for it (polled,
-never asserted as a duration).
+Two store objects on one database stand for two instances, on each engine (a SQLite file, a
+private PostgreSQL). Expiry is the database's clock: a ttl of a few tenths of a second runs out
+while the test waits for it (polled, never asserted as a duration).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import StoreTarget
 
 from connector.errors import LeaseLostError
 from connector.service.leases import (
@@ -21,17 +22,17 @@ from connector.service.leases import (
     fair_share,
 )
 from connector.store import MessageState, SQLiteStore
-from connector.store.base import Fence
+from connector.store.base import Fence, Store
 
 
-def _until_expired(store: SQLiteStore, resource: str) -> None:
+def _until_expired(store: Store, resource: str) -> None:
     while any(lease.resource == resource and lease.live for lease in store.leases()):
         time.sleep(0.01)
 
 
-def test_a_lease_is_one_holders_until_it_expires_then_the_next_epoch(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    a, b = SQLiteStore(path), SQLiteStore(path)
+def test_a_lease_is_one_holders_until_it_expires_then_the_next_epoch(
+        target: StoreTarget) -> None:
+    a, b = target.store(), target.store()
     first = a.acquire_lease("account:support", "host:1:a", 0.2)
     assert first is not None and first.epoch == 1 and first.live
     assert b.acquire_lease("account:support", "host:2:b", 30) is None
@@ -45,8 +46,9 @@ def test_a_lease_is_one_holders_until_it_expires_then_the_next_epoch(tmp_path: P
     assert a.acquire_lease("account:support", "host:1:a", 30) is None
 
 
-def test_a_dead_holder_is_taken_over_at_once_and_a_release_frees_it(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+def test_a_dead_holder_is_taken_over_at_once_and_a_release_frees_it(
+        target: StoreTarget) -> None:
+    store = target.store()
     assert store.acquire_lease("sweep", "host:1:a", 30) is not None
     taken = store.acquire_lease("sweep", "host:2:b", 30, dead=["host:1:a"])
     assert taken is not None and taken.epoch == 2
@@ -56,9 +58,8 @@ def test_a_dead_holder_is_taken_over_at_once_and_a_release_frees_it(tmp_path: Pa
     assert taken is not None and taken.epoch == 3
 
 
-def test_a_stale_holder_cannot_record_an_effect(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    old, new = SQLiteStore(path), SQLiteStore(path)
+def test_a_stale_holder_cannot_record_an_effect(target: StoreTarget) -> None:
+    old, new = target.store(), target.store()
     lease = old.acquire_lease("account:support", "host:1:a", 0.2)
     assert lease is not None
     fence = Fence("account:support", "host:1:a", lease.epoch)
@@ -81,8 +82,8 @@ def test_a_stale_holder_cannot_record_an_effect(tmp_path: Path) -> None:
 
 
 def test_a_host_call_needs_the_margin_but_recording_its_outcome_does_not(
-        tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+        target: StoreTarget) -> None:
+    store = target.store()
     lease = store.acquire_lease("account:support", "host:1:a", 10)
     assert lease is not None
     record = store.begin_message("support", "INBOX:1:1", sha256=None)
@@ -100,18 +101,19 @@ def _registered(keeper: LeaseKeeper) -> LeaseKeeper:
     return keeper
 
 
-def _keeper(path: Path, name: str, accounts: list[str], **kwargs: object) -> LeaseKeeper:
-    return _registered(LeaseKeeper(SQLiteStore(path), accounts, ttl=30, local_liveness=False,
+def _keeper(target: StoreTarget, name: str, accounts: list[str],
+            **kwargs: object) -> LeaseKeeper:
+    return _registered(LeaseKeeper(target.store(), accounts, ttl=30, local_liveness=False,
                                    instance=f"host:{name}:x", **kwargs))  # type: ignore[arg-type]
 
 
-def test_fair_share_spreads_accounts_and_a_newcomer_gets_its_share(tmp_path: Path) -> None:
+def test_fair_share_spreads_accounts_and_a_newcomer_gets_its_share(
+        target: StoreTarget) -> None:
     assert [fair_share(12, n) for n in (1, 2, 3, 5)] == [12, 6, 4, 3]
-    path = tmp_path / "ledger.sqlite3"
     accounts = [f"a{i}" for i in range(5)]
-    one = _keeper(path, "one", accounts)
+    one = _keeper(target, "one", accounts)
     assert sorted(one.tick().gained) == accounts
-    two = _keeper(path, "two", accounts)
+    two = _keeper(target, "two", accounts)
     assert two.tick().gained == ()  # registered, but nothing is free yet
     back = one.tick()
     assert len(back.hand_back) == 2 and back.gained == () and back.lost == ()
@@ -126,16 +128,15 @@ def test_fair_share_spreads_accounts_and_a_newcomer_gets_its_share(tmp_path: Pat
 
 
 def test_an_instance_that_stops_renewing_loses_its_accounts_to_the_others(
-        tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
+        target: StoreTarget) -> None:
     accounts = ["a", "b"]
-    gone = _registered(LeaseKeeper(SQLiteStore(path), accounts, ttl=0.3, local_liveness=False,
+    gone = _registered(LeaseKeeper(target.store(), accounts, ttl=0.3, local_liveness=False,
                                    instance="host:gone:x", sweep=True))
     assert sorted(gone.tick().gained) == accounts and gone.holds_sweep()
     fence = gone.fence("a")
     assert fence is not None and fence.epoch == 1
     # It stops ticking (killed, cut off); its instance row and leases run out.
-    survivor = _keeper(path, "survivor", accounts, sweep=True)
+    survivor = _keeper(target, "survivor", accounts, sweep=True)
     _until_expired(survivor.store, account_resource("a"))
     _until_expired(survivor.store, SWEEP)
     while any(i.live for i in survivor.store.instances() if i.instance == gone.instance):
@@ -197,12 +198,12 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
                 "security": "none", "username": name, "password": "pw"}
                for name in ("one", "two", "three")]
     config = write_config(tmp_path, entries)
-    path = tmp_path / "ledger.sqlite3"
+    target = StoreTarget("sqlite", str(tmp_path / "ledger.sqlite3"))
     now = [100.0]
-    first = _keeper(path, "first", ["one", "two", "three"], sweep=True, clock=lambda: now[0])
+    first = _keeper(target, "first", ["one", "two", "three"], sweep=True, clock=lambda: now[0])
     first.tick()
     first.release("three")
-    second = _keeper(path, "second", ["three"])
+    second = _keeper(target, "second", ["three"])
     second.tick()
 
     code, lines = run_cli("-c", str(config), "accounts", "--json")
@@ -234,3 +235,4 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
         first.tick()
     ok, report = health(second.store, ["one"], first)  # type: ignore[arg-type]
     assert not ok and report["leases"]["renew_failures_in_a_row"] == 2
+    target.close()

@@ -1,21 +1,22 @@
-"""The SQLite ledger on a real file: states, claims, the Message-ID map, mailbox marks."""
+"""The ledger on both engines (a real SQLite file, a real PostgreSQL database): states, claims,
+the Message-ID map, mailbox marks."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from connector.store import MessageState, SQLiteStore
+from conftest import StoreTarget
+
+from connector.store import MessageState
 
 
-def test_ledger_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    store = SQLiteStore(path)
+def test_ledger_survives_reopen(target: StoreTarget) -> None:
+    store = target.store()
     rec = store.begin_message("support", "INBOX:1:7", sha256="abc")
     store.set_pending(rec.id, "new_ticket", {"external_id": "pmb-x"})
     store.close()
 
-    store = SQLiteStore(path)
+    store = target.store()
     again = store.begin_message("support", "INBOX:1:7", sha256="abc")
     assert again.id == rec.id and again.attempts == 2
     assert again.state == MessageState.PUSHING and again.pending == {"external_id": "pmb-x"}
@@ -30,8 +31,8 @@ def test_ledger_survives_reopen(tmp_path: Path) -> None:
     assert store.is_own_message_id("sent@bridge")
 
 
-def test_dedupe_claim_is_first_come(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.sqlite3")
+def test_dedupe_claim_is_first_come(target: StoreTarget) -> None:
+    store = target.store()
     a = store.begin_message("one", "r1", sha256=None)
     b = store.begin_message("two", "r1", sha256=None)
     assert store.claim_dedupe_key("k", a.id) == a.id
@@ -40,8 +41,8 @@ def test_dedupe_claim_is_first_come(tmp_path: Path) -> None:
     assert store.claim_dedupe_key("k", b.id) == b.id
 
 
-def test_skipped_and_failed_listing(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.sqlite3")
+def test_skipped_and_failed_listing(target: StoreTarget) -> None:
+    store = target.store()
     store.mark_skipped("acc", ["1", "2"])
     assert store.ref_states("acc", ["1", "2", "3"]) == {
         "1": MessageState.SKIPPED, "2": MessageState.SKIPPED}
@@ -52,8 +53,8 @@ def test_skipped_and_failed_listing(tmp_path: Path) -> None:
     assert store.failed_messages("other") == []
 
 
-def test_sender_count_and_marks(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.sqlite3")
+def test_sender_count_and_marks(target: StoreTarget) -> None:
+    store = target.store()
     for i in range(3):
         rec = store.begin_message("acc", f"r{i}", sha256=None)
         store.describe_message(rec.id, dedupe_key=f"k{i}", message_id=None,

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connector.fetch.status import ConnectionState, StatusBoard
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import Store
 
 if TYPE_CHECKING:
     from connector.service.leases import LeaseKeeper
@@ -75,7 +75,7 @@ class _ConnectionCollector:
 class _StateCollector:
     """Gauges read from the store at scrape time: account state and queue depths."""
 
-    def __init__(self, store: SQLiteStore, accounts: Iterable[str],
+    def __init__(self, store: Store, accounts: Iterable[str],
                  queue_depth: Callable[[], dict[str, int]] | None) -> None:
         self.store = store
         self.accounts = list(accounts)
@@ -183,7 +183,7 @@ class Metrics:
                                registry=self.registry)
         self._lock = threading.Lock()
 
-    def watch_store(self, store: SQLiteStore, accounts: Iterable[str]) -> None:
+    def watch_store(self, store: Store, accounts: Iterable[str]) -> None:
         self._collector = _StateCollector(store, accounts, None)
         self.registry.register(self._collector)
 
@@ -216,7 +216,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def health(store: SQLiteStore, accounts: Iterable[str],
+def health(store: Store, accounts: Iterable[str],
            leases: LeaseKeeper | None = None) -> tuple[bool, dict[str, Any]]:
     """Healthy when the store takes writes, no account is disabled and, with several
     instances, the leases are being renewed."""
@@ -236,7 +236,7 @@ def health(store: SQLiteStore, accounts: Iterable[str],
     return healthy, report
 
 
-def make_observability_app(metrics: Metrics, store: SQLiteStore,  # noqa: ANN201
+def make_observability_app(metrics: Metrics, store: Store,  # noqa: ANN201
                            accounts: Iterable[str], leases: LeaseKeeper | None = None):
     """A WSGI app answering /metrics and /healthz (and 404 for anything else)."""
     names = list(accounts)

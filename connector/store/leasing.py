@@ -1,11 +1,12 @@
 """The instances and leases tables (migration 3), in SQL both engines run.
 
 A mixin for a store that supplies ``_tx`` (a write transaction whose connection takes ``?``
-placeholders) and ``_query``, plus two spellings: ``db_now_sql``, the database's clock in Unix
-seconds (SQLite: the machine's clock every process sharing the file reads; PostgreSQL: the
-server's ``statement_timestamp()``), and ``lease_lock_sql``, appended to the fence's read of
-the lease row (PostgreSQL ``FOR SHARE``: a takeover's UPDATE waits for the transaction that
-commits an effect; SQLite's IMMEDIATE transaction already excludes every other writer).
+placeholders), ``_query`` and its ``dialect`` (connector/store/sql.py), whose ``epoch_now`` is
+the database's clock in Unix seconds (SQLite: the machine's clock every process sharing the
+file reads; PostgreSQL: the server's ``statement_timestamp()``) and whose ``share_lock`` is
+appended to the fence's read of the lease row (PostgreSQL ``FOR SHARE``: a takeover's UPDATE
+waits for the transaction that records an effect; SQLite's IMMEDIATE transaction already
+excludes every other writer).
 
 The decisions (who may take a lease, what a fence allows) live here once; the policy that
 uses them is connector/service/leases.py.
@@ -20,13 +21,14 @@ from typing import Any
 
 from connector.errors import LeaseLostError
 from connector.store.base import Fence, InstanceRecord, Lease
+from connector.store.sql import Dialect
 
 
 def _unix(value: float) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
 
 
-def check_fence(db: Any, fence: Fence | None, *, now_sql: str, lock_sql: str = "",
+def check_fence(db: Any, fence: Fence | None, dialect: Dialect, *,
                 margin: float | None = None) -> None:
     """Inside the transaction that commits an effect: refuse it (LeaseLostError, the caller's
     transaction rolls back) unless ``fence`` still holds with more than its margin (or
@@ -34,8 +36,8 @@ def check_fence(db: Any, fence: Fence | None, *, now_sql: str, lock_sql: str = "
     if fence is None:
         return
     left = fence.margin if margin is None else margin
-    row = db.execute(f"SELECT expires_at - {now_sql} AS remaining FROM leases WHERE "
-                     f"resource = ? AND holder = ? AND epoch = ?{lock_sql}",
+    row = db.execute(f"SELECT expires_at - {dialect.epoch_now} AS remaining FROM leases "
+                     f"WHERE resource = ? AND holder = ? AND epoch = ?{dialect.share_lock}",
                      (fence.resource, fence.holder, fence.epoch)).fetchone()
     if row is None:
         raise LeaseLostError(f"{fence.resource}: lease epoch {fence.epoch} is no longer held "
@@ -49,8 +51,7 @@ def check_fence(db: Any, fence: Fence | None, *, now_sql: str, lock_sql: str = "
 class LeaseTables:
     """``heartbeat_instance`` ... ``leases`` of the Store protocol."""
 
-    db_now_sql: str
-    lease_lock_sql: str = ""
+    dialect: Dialect
 
     def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]:
         raise NotImplementedError
@@ -58,9 +59,9 @@ class LeaseTables:
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         raise NotImplementedError
 
-    def _fence(self, db: Any, fence: Fence | None, *, margin: float | None = None) -> None:
-        check_fence(db, fence, now_sql=self.db_now_sql, lock_sql=self.lease_lock_sql,
-                    margin=margin)
+    @property
+    def db_now_sql(self) -> str:
+        return self.dialect.epoch_now
 
     def heartbeat_instance(self, instance: str, *, ttl: float, host: str, pid: int,
                            url: str | None = None) -> None:
