@@ -13,11 +13,16 @@ then it is started again and the shares even out before the next kill. ``--kills
 give p50/p95, with ``leases.local_liveness`` off (the bound for instances on different
 machines: ``ttl`` plus up to ``ttl / 4`` for the next tick) and on (one machine: the dead
 process is seen at the next tick).
+
+``--store postgresql`` runs both against a private PostgreSQL (tests/postgres.py's server, but
+with ``fsync``, ``full_page_writes`` and the WAL writer as a production server has them, so
+its commits cost what SQLite's ``synchronous=FULL`` ones do).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -56,14 +61,76 @@ def spread(mails: list[corpus.CorpusMail], accounts: int) -> list[list[bytes]]:
     return boxes
 
 
-def _write_config(path: Path, ledger: Path, dovecot: DovecotServer, users: list[MailUser],
+class Ledger:
+    """The store as the benchmark reads it (never through the bridge's code): a SQLite file
+    read-only, or a PostgreSQL database."""
+
+    def __init__(self, path: Path, dsn: str | None) -> None:
+        self.path, self.dsn = path, dsn
+
+    def config(self) -> str:
+        if self.dsn is None:
+            return f"store:\n  path: {self.path}"
+        secret = self.path.parent / "dsn"
+        secret.write_text(self.dsn)
+        return f"store:\n  type: postgresql\n  dsn_file: {secret}"
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.dsn is not None:
+            import psycopg
+
+            try:
+                with psycopg.connect(self.dsn) as conn:
+                    return conn.execute(sql.replace("(julianday('now') - 2440587.5) * 86400.0",
+                                                    "EXTRACT(EPOCH FROM now())")).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+        if not self.path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            return []
+        finally:
+            conn.close()
+
+
+class DurablePostgres:
+    """tests/postgres.py's server as production runs it: fsync and full-page writes on, the
+    WAL writer at its default delay (the tests turn these off for speed)."""
+
+    def __init__(self) -> None:
+        from postgres import PostgresServer, postgres_bindir
+
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (scripts/install-test-deps.sh)")
+
+        class Server(PostgresServer):
+            def _run(self, *argv: str) -> None:
+                super()._run(*(a.replace("-c fsync=off", "-c fsync=on")
+                               .replace("-c full_page_writes=off", "-c full_page_writes=on")
+                               .replace("-c wal_writer_delay=10000", "") for a in argv))
+
+        self.server = Server(bindir)
+
+    def __enter__(self) -> Any:
+        self.server.start()
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+
+def _write_config(path: Path, ledger: Ledger, dovecot: DovecotServer, users: list[MailUser],
                   host: Any, *, ttl: float, local_liveness: bool) -> Path:
     secret = path.parent / "imap-password"
     secret.write_text(PASSWORD)
     token = path.parent / "host-token"
     token.write_text(getattr(host, "api_token", "bench-token"))
     lines = [
-        f"store:\n  path: {ledger}",
+        ledger.config(),
         f"leases:\n  ttl: {ttl}\n  local_liveness: {'true' if local_liveness else 'false'}",
         f"host:\n  type: zendesk\n  url: {host.url}\n  timeout: 60\n"
         f"  auth:\n    type: api_token\n    email: bench@example.com\n"
@@ -87,28 +154,16 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
-def _query(ledger: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not ledger.exists():
-        return []
-    conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return []
-    finally:
-        conn.close()
-
-
-def _finished(ledger: Path) -> int:
-    rows = _query(ledger, "SELECT COUNT(*) FROM messages WHERE state NOT IN "
-                          "('received', 'pushing')")
+def _finished(ledger: Ledger) -> int:
+    rows = ledger.query("SELECT COUNT(*) FROM messages WHERE state NOT IN "
+                        "('received', 'pushing')")
     return int(rows[0][0]) if rows else 0
 
 
-def _holders(ledger: Path) -> dict[str, str]:
+def _holders(ledger: Ledger) -> dict[str, str]:
     """account -> holder of its live lease."""
-    rows = _query(ledger, "SELECT resource, holder FROM leases WHERE expires_at > "
-                          "(julianday('now') - 2440587.5) * 86400.0")
+    rows = ledger.query("SELECT resource, holder FROM leases WHERE expires_at > "
+                        "(julianday('now') - 2440587.5) * 86400.0")
     return {r[0].split(":", 1)[1]: r[1] for r in rows if r[0].startswith("account:")}
 
 
@@ -122,7 +177,8 @@ def _wait(predicate: Any, timeout: float, step: float = 0.05) -> float | None:
 
 
 def throughput(args: argparse.Namespace, workdir: Path, dovecot: DovecotServer,
-               mails: list[corpus.CorpusMail], instances: int) -> dict[str, Any]:
+               mails: list[corpus.CorpusMail], instances: int,
+               pg: Any | None) -> dict[str, Any]:
     run = workdir / f"throughput-{instances}"
     run.mkdir()
     users = [dovecot.add_user(f"t{instances}x{n:02d}", PASSWORD) for n in range(args.accounts)]
@@ -130,7 +186,7 @@ def throughput(args: argparse.Namespace, workdir: Path, dovecot: DovecotServer,
     for user, raws in zip(users, boxes, strict=True):
         dovecot.append(user, raws)
     total = sum(len(b) for b in boxes)
-    ledger = run / "ledger.sqlite3"
+    ledger = Ledger(run / "ledger.sqlite3", pg.fresh_database() if pg is not None else None)
     with HostDouble() as host:
         config = _write_config(run / "bridge.yaml", ledger, dovecot, users, host,
                                ttl=args.ttl, local_liveness=True)
@@ -160,12 +216,12 @@ def throughput(args: argparse.Namespace, workdir: Path, dovecot: DovecotServer,
 
 
 def takeovers(args: argparse.Namespace, workdir: Path, dovecot: DovecotServer,
-              local_liveness: bool) -> dict[str, Any]:
+              local_liveness: bool, pg: Any | None) -> dict[str, Any]:
     run = workdir / f"takeover-{'local' if local_liveness else 'expiry'}"
     run.mkdir()
     users = [dovecot.add_user(f"k{int(local_liveness)}x{n:02d}", PASSWORD)
              for n in range(args.accounts)]
-    ledger = run / "ledger.sqlite3"
+    ledger = Ledger(run / "ledger.sqlite3", pg.fresh_database() if pg is not None else None)
     share = args.accounts // args.instances
     times: list[float] = []
     with HostDouble() as host:
@@ -220,18 +276,19 @@ def run_instances(args: argparse.Namespace) -> dict[str, Any]:
     (workdir / "dovecot").mkdir(exist_ok=True)
     dovecot = DovecotServer(workdir / "dovecot")
     dovecot.start()
-    result: dict[str, Any] = {"accounts": args.accounts, "ttl": args.ttl}
-    try:
+    result: dict[str, Any] = {"accounts": args.accounts, "ttl": args.ttl, "store": args.store}
+    with contextlib.ExitStack() as stack:
+        stack.callback(dovecot.kill)
+        stack.callback(dovecot.stop)
+        pg = stack.enter_context(DurablePostgres()) if args.store == "postgresql" else None
+        print(f"store: {args.store}", flush=True)
         if not args.skip_throughput:
             mails = list(corpus.generate(args.count, args.scale, args.seed))
             print(f"corpus: {len(mails)} mails, {sum(m.size for m in mails) / 1e6:.1f} MB, "
                   f"over {args.accounts} accounts", flush=True)
-            result["throughput"] = [throughput(args, workdir, dovecot, mails, n)
+            result["throughput"] = [throughput(args, workdir, dovecot, mails, n, pg)
                                     for n in range(1, args.instances + 1)]
         if args.kills:
-            result["takeover"] = [takeovers(args, workdir, dovecot, local)
+            result["takeover"] = [takeovers(args, workdir, dovecot, local, pg)
                                   for local in (False, True)]
-    finally:
-        dovecot.stop()
-        dovecot.kill()
     return result

@@ -566,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kills", type=int, default=8, help="takeovers timed per setting")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the shared store: a SQLite file, or a private PostgreSQL (fsync on)")
     p.set_defaults(func=cmd_instances)
 
     p = sub.add_parser("experiments", parents=[common],
