@@ -185,6 +185,13 @@ def finished(store: Store) -> int:
     return sum(1 for record in store.messages() if record.state.terminal)
 
 
+def held_by(store: Store, instance: Instance) -> list[str]:
+    """The live leases whose holder is ``instance``'s process (HOST:PID:NONCE)."""
+    assert instance.proc is not None
+    return [lease.resource for lease in store.leases()
+            if lease.live and lease.holder.split(":")[1] == str(instance.proc.pid)]
+
+
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -271,6 +278,19 @@ def test_three_instances_with_kills_lose_and_duplicate_nothing(
                 instance.start()
             wait_for(lambda: finished(db) >= 20, "first mails recorded", 60)
 
+            # A pause first (SIGSTOP: a long GC, a frozen VM): its accounts are taken over
+            # once its leases ran out, and when it comes back it must not record anything
+            # under them: the fence refuses, it drops them and takes its share again.
+            paused = rng.choice(instances)
+            assert paused.proc is not None
+            os.kill(paused.proc.pid, signal.SIGSTOP)
+            wait_for(lambda: not held_by(db, paused) and sum(
+                lease.live and lease.resource.startswith("account:") for lease in db.leases())
+                == ACCOUNTS, "the paused instance's accounts taken over", 60)
+            os.kill(paused.proc.pid, signal.SIGCONT)
+            print(f"instance {paused.index} paused until its accounts were taken over "
+                  f"({finished(db)} finished mails)", flush=True)
+
             kills: list[str] = []
             asked: int | None = None
             for k in range(kills_planned):
@@ -353,6 +373,9 @@ def test_three_instances_with_kills_lose_and_duplicate_nothing(
         assert [j.state for j in jobs] == [JobState.SENT], [(j.state, j.error) for j in jobs]
         logs = "\n".join(i.logs() for i in instances)
         takeovers = logs.count(" over from ")
+        woke = paused.logs()
+        assert " to another instance; stopping work there" in woke, \
+            "the paused instance did not notice it lost its accounts"
         print(f"{len(kills)} kills, {takeovers} account/sweep takeovers, "
               f"{len(ticket_of_root)} tickets, all {len(corpus.deliveries)} deliveries "
               "accounted for, the PEC reply sent once", flush=True)
