@@ -28,6 +28,12 @@ def _unix(value: float) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
 
 
+def lease_tx(db: Any, dialect: Dialect) -> None:
+    """What a transaction touching a lease row runs first (``Dialect.lease_tx_setup``)."""
+    for statement in dialect.lease_tx_setup:
+        db.execute(statement)
+
+
 def check_fence(db: Any, fence: Fence | None, dialect: Dialect, *,
                 margin: float | None = None) -> None:
     """Inside the transaction that commits an effect: refuse it (LeaseLostError, the caller's
@@ -36,6 +42,7 @@ def check_fence(db: Any, fence: Fence | None, dialect: Dialect, *,
     if fence is None:
         return
     left = fence.margin if margin is None else margin
+    lease_tx(db, dialect)
     row = db.execute(f"SELECT expires_at - {dialect.epoch_now} AS remaining FROM leases "
                      f"WHERE resource = ? AND holder = ? AND epoch = ?{dialect.share_lock}",
                      (fence.resource, fence.holder, fence.epoch)).fetchone()
@@ -106,6 +113,7 @@ class LeaseTables:
         now = self.db_now_sql
         gone = sorted(set(dead))
         with self._tx() as db:
+            lease_tx(db, self.dialect)
             taken = db.execute(
                 f"INSERT INTO leases (resource, holder, epoch, acquired_at, renewed_at, "
                 f"expires_at) VALUES (?, ?, 1, {now}, {now}, {now} + ?) "
@@ -131,6 +139,7 @@ class LeaseTables:
         now = self.db_now_sql
         renewed: dict[str, Lease] = {}
         with self._tx(durable=False) as db:
+            lease_tx(db, self.dialect)
             for resource, epoch in epochs.items():
                 changed = db.execute(
                     f"UPDATE leases SET renewed_at = {now}, expires_at = {now} + ? "
@@ -143,6 +152,7 @@ class LeaseTables:
 
     def release_lease(self, resource: str, holder: str, epoch: int) -> None:
         with self._tx() as db:
+            lease_tx(db, self.dialect)
             # No holder: free, and whoever takes it next was not handed it by a takeover.
             db.execute(f"UPDATE leases SET holder = '', expires_at = {self.db_now_sql} "
                        "WHERE resource = ? AND holder = ? AND epoch = ?",

@@ -76,6 +76,11 @@ class Dialect:
     #: effect: a takeover waits for that transaction (SQLite's IMMEDIATE one excludes every
     #: other writer already).
     share_lock: str = ""
+    #: Run first in every transaction that reads or writes a lease row: on PostgreSQL a
+    #: lease statement waits at most a moment for a row lock (a tick never hangs on it), and
+    #: a process frozen inside such a transaction (SIGSTOP, a paused VM) loses its session
+    #: soon, and with it the lock that would keep the others from taking its leases.
+    lease_tx_setup: tuple[str, ...] = ()
 
 
 SQLITE = Dialect(
@@ -89,7 +94,9 @@ POSTGRESQL = Dialect(
     seconds_between=lambda a, b: (f"EXTRACT(EPOCH FROM ({b}::timestamptz - "
                                   f"{a}::timestamptz))::float8"),
     ticket_param=_text_or_none,
-    epoch_now="EXTRACT(EPOCH FROM statement_timestamp())::float8", share_lock=" FOR SHARE")
+    epoch_now="EXTRACT(EPOCH FROM statement_timestamp())::float8", share_lock=" FOR SHARE",
+    lease_tx_setup=("SET LOCAL lock_timeout = '2s'",
+                    "SET LOCAL idle_in_transaction_session_timeout = '5s'"))
 
 
 def ticket_in(value: Any) -> Any:
