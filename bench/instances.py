@@ -97,8 +97,8 @@ class Ledger:
 
 
 class DurablePostgres:
-    """tests/postgres.py's server as production runs it: fsync and full-page writes on, the
-    WAL writer at its default delay (the tests turn these off for speed)."""
+    """tests/postgres.py's server as production runs it (``durable``: fsync and full-page
+    writes on, the WAL writer at its default delay; the tests turn these off for speed)."""
 
     def __init__(self) -> None:
         from postgres import PostgresServer, postgres_bindir
@@ -106,14 +106,7 @@ class DurablePostgres:
         bindir = postgres_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (scripts/install-test-deps.sh)")
-
-        class Server(PostgresServer):
-            def _run(self, *argv: str) -> None:
-                super()._run(*(a.replace("-c fsync=off", "-c fsync=on")
-                               .replace("-c full_page_writes=off", "-c full_page_writes=on")
-                               .replace("-c wal_writer_delay=10000", "") for a in argv))
-
-        self.server = Server(bindir)
+        self.server = PostgresServer(bindir, durable=True)
 
     def __enter__(self) -> Any:
         self.server.start()

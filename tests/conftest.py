@@ -146,6 +146,17 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreTarg
     made.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_section(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """``make_bridge(..., **store_section)``: the config's store on each engine (SQLite: the
+    default ledger file; PostgreSQL: a fresh database, its DSN in a dsn_file)."""
+    if request.param == "sqlite":
+        return {}
+    dsn_file = tmp_path / "store-dsn"
+    dsn_file.write_text(request.getfixturevalue("pg_dsn"))
+    return {"store": {"type": "postgresql", "dsn_file": str(dsn_file)}}
+
+
 @pytest.fixture
 def zendesk() -> Iterator[FakeZendesk]:
     """Zendesk behind `responses`, validated against its OpenAPI description."""

@@ -67,8 +67,11 @@ def free_port() -> int:
 class PostgresServer:
     """One throwaway cluster: ``dsn(dbname)`` for the bridge, ``fresh_database()`` per test."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        """``durable=True`` keeps PostgreSQL's own defaults (fsync on, the WAL writer's
+        pace): for measuring (bench/), where the commit's flush is the cost."""
         self.bindir = bindir
+        self.durable = durable
         self.base = Path(tempfile.mkdtemp(prefix="pmb-pg-"))
         self.data = self.base / "data"
         self.port = free_port()
@@ -93,16 +96,17 @@ class PostgresServer:
                   f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
                   "-E", "UTF8", "--no-sync")
         pwfile.unlink()
-        options = " ".join([
-            f"-c port={self.port}", "-c listen_addresses=127.0.0.1",
-            f"-c unix_socket_directories={self.base}", "-c fsync=off",
-            "-c full_page_writes=off", "-c max_connections=300", "-c shared_buffers=32MB",
-            # Unsynced commits stay unflushed until a synchronous one or the barrier flushes
-            # them (the WAL writer would otherwise do it within 0.2 s): the durability test
-            # can see the difference.
-            "-c wal_writer_delay=10000"])
+        options = [f"-c port={self.port}", "-c listen_addresses=127.0.0.1",
+                   f"-c unix_socket_directories={self.base}", "-c max_connections=300"]
+        if not self.durable:
+            options += ["-c fsync=off", "-c full_page_writes=off", "-c shared_buffers=32MB",
+                        # Unsynced commits stay unflushed until a synchronous one or the
+                        # barrier flushes them (the WAL writer would otherwise do it within
+                        # 0.2 s): the durability test can see the difference.
+                        "-c wal_writer_delay=10000"]
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.base / "server.log"), "-w", "-t", "60", "-o", options, "start")
+                  str(self.base / "server.log"), "-w", "-t", "60", "-o", " ".join(options),
+                  "start")
         self.admin_sql(f"CREATE DATABASE {TEMPLATE_EMPTY} TEMPLATE template0")
         self.admin_sql(f"CREATE DATABASE {TEMPLATE_MIGRATED} TEMPLATE template0")
         from connector.store.postgres import PostgresDatabase

@@ -216,14 +216,14 @@ def test_run_once_also_applies_log_retention(
 
 @pytest.fixture
 def failed(dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
-           make_bridge: Callable[..., Bridge]) -> dict[str, Any]:
+           make_bridge: Callable[..., Bridge], store_section: dict[str, Any]) -> dict[str, Any]:
     """Two mails that failed for good: Zendesk refused one (422), the other is not a mail.
-    Both sit in the Error folder."""
+    Both sit in the Error folder. On each store engine: the admin commands read it."""
     rejected = customer_mail("Rifiutata da Zendesk", "rejected@example.org", pdf=True)
     broken = NOT_A_MAIL
     dovecot.append(mailbox_user, [rejected, broken])
     fault = zendesk.fail("POST", TICKETS, 422, body=REJECTION)
-    bridge = make_bridge([account(dovecot, mailbox_user, "support")])
+    bridge = make_bridge([account(dovecot, mailbox_user, "support")], **store_section)
     assert bridge.poll().counts["failed"] == 2
     assert fault.hits == 1
     assert raws(dovecot, mailbox_user, "Error") == [rejected, broken]

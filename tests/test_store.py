@@ -67,3 +67,60 @@ def test_sender_count_and_marks(target: StoreTarget) -> None:
     mark = store.get_mailbox_mark("acc", "INBOX")
     assert mark is not None and mark.uidvalidity == 5 and mark.baseline_taken
     assert store.writable()
+
+
+def test_accounts_log_and_retention_on_each_engine(target: StoreTarget) -> None:
+    """The admin side of the ledger: health, connection status, the communication log,
+    figures, retention, orphans after a UIDVALIDITY change."""
+    store = target.store()
+    now = datetime.now(UTC)
+    assert store.record_connection_failure("acc", "refused") == 1
+    assert store.record_connection_failure("acc", "refused") == 2
+    store.set_account_enabled("acc", False, "too many failures")
+    health = store.get_health("acc")
+    assert not health.enabled and health.disabled_reason == "too many failures"
+    store.set_account_enabled("acc", True)
+    store.record_success("acc", backlog=3)
+    [health] = store.all_health()
+    assert health.enabled and health.consecutive_failures == 0 and health.backlog == 3
+
+    store.save_connection_status("acc", state="idling", detail=None, since=now,
+                                 server_event="EXISTS 3", server_event_at=now, pid=4242)
+    store.save_connection_status("acc", state="polling", detail="x", since=now,
+                                 server_event=None, server_event_at=None, pid=4242)
+    assert store.connection_statuses()["acc"]["state"] == "polling"
+
+    store.log_event(level="warning", kind="connection", account="acc", event="login_failed",
+                    detail="refused", duration_ms=12.5)
+    store.log_events([{"level": "info", "kind": "message", "account": "acc", "event": "ticketed",
+                       "ref": "INBOX:1:1", "message_id": "m1@x"},
+                      {"level": "debug", "kind": "host", "account": "acc", "event": "call",
+                       "ref": "INBOX:1:1", "ts": now - timedelta(days=40)}])
+    assert [e.event for e in store.log_entries(min_level="warning")] == ["login_failed"]
+    assert [e.event for e in store.log_entries(message="<m1@x>")] == ["ticketed"]
+    assert store.count_events_since("login_failed", now - timedelta(hours=1)) == {"acc": 1}
+    assert store.purge_log(now - timedelta(days=30)) == 1
+
+    done = store.begin_message("acc", "INBOX:1:1", sha256=None)
+    store.describe_message(done.id, dedupe_key="k", message_id="m1@x", sender="a@example.org",
+                           subject="s", trace={"t": 1}, mail_day=now.date(), sender_proven=True)
+    store.set_pending(done.id, "new_ticket", {"body": "x"})
+    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id=7)
+    assert store.sender_count_on("a@example.org", now.date(), proven=True) == 1
+    assert store.sender_count_on("a@example.org", now.date(), proven=False) == 0
+    figures = store.account_figures()["acc"]
+    assert figures["processed"] == 1 and figures["avg_seconds"] is not None
+    assert store.apply_retention(now + timedelta(days=1)) == 1
+    thinned = store.get_message_by_id(done.id)
+    assert thinned.pending is None and thinned.trace is None and thinned.ticket_id == 7
+
+    store.mark_skipped("acc", ["INBOX:1:5"], {"INBOX:1:5": "old@x"})
+    assert store.skipped_message_ids("acc") == {"old@x"}
+    store.begin_message("acc", "INBOX:1:9", sha256=None)
+    store.begin_message("acc", "OTHER:1:9", sha256=None)
+    assert store.orphan_unfinished("acc", "INBOX:1:") == 1
+    assert store.get_message("acc", "INBOX:1:9").state == MessageState.ORPHANED
+    assert store.find_messages("<m1@x>")[0].id == done.id
+    assert store.messages_in(MessageState.RECEIVED, "acc")[0].ref == "OTHER:1:9"
+    store.make_durable()
+    assert store.writable()

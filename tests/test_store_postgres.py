@@ -293,3 +293,28 @@ def test_the_bridge_helper_runs_on_postgresql(
     assert bridge.poll().counts["ticketed"] == 1
     [record] = bridge.store.messages()
     assert record.state == MessageState.DONE and record.ticket_id is not None
+
+
+def test_the_store_recovers_when_its_connections_are_cut(pg_dsn: str,
+                                                         postgres: PostgresServer) -> None:
+    """A server restart or failover cuts every connection: the calls that meet a dead one
+    fail as StoreUnavailableError (the mail is retried, as after any store error), and the
+    pool replaces them: the same store object works again, nothing reopened."""
+    store = PostgresStore(pg_dsn, pool_size=3)
+    record = store.begin_message("support", "r1", sha256=None)
+    dbname = pg_dsn.rsplit("/", 1)[1].split("?")[0]
+    postgres.admin_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
+    failures = 0
+    for _ in range(10):
+        try:
+            found = store.get_message_by_id(record.id)
+            break
+        except StoreUnavailableError as exc:
+            assert "pmb-test-secret" not in str(exc)
+            failures += 1
+    else:
+        pytest.fail("the store did not recover")
+    assert found is not None and found.ref == "r1" and failures <= 3
+    store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id=1)
+    store.close()

@@ -156,7 +156,11 @@ class PostgresDatabase:
                                     timeout=CONNECT_TIMEOUT)
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         if migrate and not read_only:
-            self.migrate()
+            try:
+                self.migrate()
+            except BaseException:
+                self._pool.close()
+                raise
 
     def _check_reachable(self, kwargs: dict[str, Any]) -> None:
         """One direct connection first: the pool would only say "timed out", libpq says why

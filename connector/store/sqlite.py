@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connector.errors import StoreCorruptError
+from connector.errors import StoreCorruptError, StoreSchemaError
 from connector.store.leasing import LeaseTables
 from connector.store.ledger import Ledger
 from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
@@ -117,7 +117,7 @@ class SQLiteFile:
             if not self.in_memory and not self._checked_recently(checked_within):
                 self._raise_if_damaged(None)
                 self._record_check()
-        except StoreCorruptError:
+        except (StoreCorruptError, StoreSchemaError):
             self._db.close()
             raise
         except sqlite3.DatabaseError as exc:
