@@ -15,13 +15,16 @@ plan (timing still varies). Nothing is asserted about durations: the test counts
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -74,7 +77,8 @@ def spread(corpus: Corpus) -> dict[int, list[CorpusMessage]]:
 
 
 def write_configs(tmp_path: Path, dovecot: DovecotServer, users: list[MailUser],
-                  zd: ZendeskDouble, smtp: SmtpTestServer, dsn: str | None) -> list[Path]:
+                  zd: ZendeskDouble, smtp: SmtpTestServer, dsn: str | None, *,
+                  count: int = INSTANCES) -> list[Path]:
     """One config per instance: the same store, accounts and helpdesk, its own HTTP port."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -101,7 +105,7 @@ def write_configs(tmp_path: Path, dovecot: DovecotServer, users: list[MailUser],
                          "ca_file": str(smtp.ca_file), "timeout": 5}}
         accounts.append(account)
     paths = []
-    for i in range(INSTANCES):
+    for i in range(count):
         path = tmp_path / f"instance{i}.yaml"
         path.write_text(yaml.safe_dump({
             "store": store,
@@ -161,7 +165,7 @@ class Instance:
                 sigkill(self.proc)
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
         try:
             conn.request("GET", "/healthz")
             resp = conn.getresponse()
@@ -388,3 +392,138 @@ def test_three_instances_with_kills_lose_and_duplicate_nothing(
               f"{len(ticket_of_root)} tickets, all {len(corpus.deliveries)} deliveries "
               "accounted for, the PEC reply sent once", flush=True)
         assert takeovers >= 1, "no takeover happened: the kills proved nothing"
+
+
+# -- a network cut between one instance and the database ------------------------------------
+
+
+class Gate:
+    """A loopback TCP relay in front of the database that can be shut and opened again on
+    the same port: shut, it resets every relayed connection and refuses new ones (the
+    database unreachable from one instance), as a cut network or a firewall would."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.open()
+
+    def open(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def shut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                sock.close()  # RST: both ends learn at once that the connection is gone
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def simple_mail(token: str) -> bytes:
+    return (f"From: Cliente {token} <cliente-{token}@example.org>\r\n"
+            f"To: {SUPPORT_ADDRESS}\r\nSubject: Richiesta {token}\r\n"
+            f"Message-ID: <{token}@cut.example.org>\r\n"
+            "Date: Mon, 02 Mar 2026 10:00:00 +0100\r\n\r\n"
+            f"Buongiorno, richiesta {token}.\r\n").encode()
+
+
+def test_an_instance_cut_off_from_the_database_loses_its_accounts_and_comes_back(
+        dovecot: DovecotServer, tmp_path: Path, pki: Pki, pg_dsn: str,
+        postgres: Any) -> None:
+    """Instance A reaches PostgreSQL through a gate, B directly. The gate shuts: A cannot
+    renew, its /healthz turns 503, B takes A's accounts once the leases ran out by the
+    database's clock and drains mail that arrives meanwhile; the gate opens: A learns it lost
+    its accounts, takes its share back, and every mail is one ticket."""
+    accounts = 4
+    users = [dovecot.add_user() for _ in range(accounts)]
+    gate = Gate(postgres.port)
+    cut_dsn = pg_dsn.replace(f":{postgres.port}/", f":{gate.port}/")
+    with ZendeskDouble(tmp_path / "zendesk.json") as zd, \
+            SmtpTestServer(pki, mode="starttls", username=PEC_FROM, password="pec-pw") as smtp:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        [config_a] = write_configs(tmp_path / "a", dovecot, users, zd, smtp, cut_dsn, count=1)
+        [config_b] = write_configs(tmp_path / "b", dovecot, users, zd, smtp, pg_dsn, count=1)
+        a, b = Instance(0, config_a, tmp_path / "a"), Instance(1, config_b, tmp_path / "b")
+        db = open_store(load_config(config_b).store)
+        sent: list[str] = []
+
+        def deliver(tag: str) -> None:
+            for n, user in enumerate(users):
+                for i in range(3):
+                    sent.append(f"{tag}-{n}-{i}")
+                    dovecot.append(user, simple_mail(sent[-1]))
+
+        def drained() -> bool:
+            return not any(inbox_counts(dovecot, users)) and finished(db) == len(sent)
+
+        def shares() -> list[int]:
+            return [len([r for r in held_by(db, i) if r.startswith("account:")])
+                    for i in (a, b)]
+
+        try:
+            a.start()
+            b.start()
+            wait_for(lambda: shares() == [2, 2], "two accounts each", 60)
+            deliver("before")
+            wait_for(drained, "mail before the cut ticketed", 60)
+
+            gate.shut()
+            wait_for(lambda: shares() == [0, 4], "B holds every account", 60)
+            wait_for(lambda: a.healthz()[0] == 503, "A unhealthy while cut off", 60)
+            status, report = a.healthz()
+            assert report["leases"]["renew_failures"] >= 1 and not report["leases"]["healthy"]
+            deliver("cut")
+            wait_for(drained, "mail during the cut ticketed by B", 60)
+
+            gate.open()
+            wait_for(lambda: shares() == [2, 2], "A has its share back", 60)
+            assert a.healthz()[0] == 200
+            deliver("after")
+            wait_for(drained, "mail after the cut ticketed", 60)
+        finally:
+            codes = [i.stop() for i in (a, b) if i.alive]
+            db.close()
+            gate.shut()
+        assert codes == [0, 0], codes
+        subjects = Counter(t["subject"] for t in zd.tickets())
+        assert subjects == Counter(f"Richiesta {token}" for token in sent)
+        assert "lost account:" in a.logs() or "leases ran out without a renewal" in a.logs()

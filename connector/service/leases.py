@@ -371,7 +371,15 @@ class LeaseKeeper:
                         self.instance, resource, self.ttl, exc)
 
     def release_all(self) -> None:
-        """On a clean stop: every lease back at once (nobody waits for them to run out)."""
+        """On a clean stop: every lease back at once (nobody waits for them to run out).
+        Not while the store is failing: each attempt could wait as long as a connection
+        does, and the leases run out by themselves within ttl."""
+        if self.stats.failures_in_a_row:
+            log.warning("instance %s: the store is failing; its leases are not handed back "
+                        "but run out within %.0f s", self.instance, self.ttl)
+            with self._lock:
+                self._held.clear()
+            return
         with self._lock:
             resources = list(self._held)
         for resource in resources:

@@ -220,11 +220,21 @@ def health(store: Store, accounts: Iterable[str],
            leases: LeaseKeeper | None = None) -> tuple[bool, dict[str, Any]]:
     """Healthy when the store takes writes, no account is disabled and, with several
     instances, the leases are being renewed."""
-    report: dict[str, Any] = {"store_writable": store.writable(), "accounts": {}}
-    healthy = bool(report["store_writable"])
-    if leases is not None:
-        report["leases"] = leases.status()
-        healthy = healthy and bool(report["leases"]["healthy"])
+    lease_report = leases.status() if leases is not None else None
+    if lease_report is not None and lease_report["renew_failures_in_a_row"]:
+        # The last renewal failed: the store is failing, and asking it again could keep the
+        # answer waiting as long as a connection attempt (a probe wants it at once).
+        writable = False
+    else:
+        writable = store.writable()
+    report: dict[str, Any] = {"store_writable": writable, "accounts": {}}
+    healthy = writable
+    if lease_report is not None:
+        report["leases"] = lease_report
+        healthy = healthy and bool(lease_report["healthy"])
+        if not writable:
+            report["status"] = "unhealthy"
+            return False, report
     for name in accounts:
         h = store.get_health(name)
         report["accounts"][name] = {
