@@ -49,7 +49,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from connector.outbound.queue import owner_dead, process_owner
@@ -101,7 +101,6 @@ class LeaseStats:
     lost: int = 0
     share: int = 0
     live_instances: int = 0
-    by_account: dict[str, float] = field(default_factory=dict)
 
 
 class LeaseKeeper:
