@@ -318,3 +318,24 @@ def test_the_store_recovers_when_its_connections_are_cut(pg_dsn: str,
     assert found is not None and found.ref == "r1" and failures <= 3
     store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id=1)
     store.close()
+
+
+def test_check_reports_the_postgresql_store(tmp_path: Path, postgres: PostgresServer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMB_TEST_UNUSED", "x")
+    dsn = postgres.fresh_database(migrated=False)
+
+    def store_check(config: Path) -> dict:
+        _, out, _ = cli_streams("-c", str(config), "check", "--json")
+        [store] = [c for c in json.loads(out)["checks"] if c["check"] == "store"]
+        assert "pmb-test-secret" not in out
+        return store
+
+    pending = store_check(pg_config(tmp_path, dsn))
+    assert pending["status"] == "warn"
+    assert f"{len(MIGRATIONS)} schema migration(s) pending" in pending["detail"]
+    PostgresDatabase(dsn).close()
+    assert store_check(pg_config(tmp_path, dsn))["status"] == "ok"
+    wrong = store_check(pg_config(tmp_path, postgres.dsn("postgres", password="nope-77")))
+    assert wrong["status"] == "fail" and "cannot be reached" in wrong["detail"]
+    postgres.drop_database(dsn)
