@@ -339,3 +339,14 @@ def test_check_reports_the_postgresql_store(tmp_path: Path, postgres: PostgresSe
     wrong = store_check(pg_config(tmp_path, postgres.dsn("postgres", password="nope-77")))
     assert wrong["status"] == "fail" and "cannot be reached" in wrong["detail"]
     postgres.drop_database(dsn)
+
+
+def test_store_vacuum_works_and_check_backup_point_to_postgresqls_tools(
+        tmp_path: Path, pg_dsn: str) -> None:
+    config = str(pg_config(tmp_path, pg_dsn))
+    code, out, _ = cli_streams("-c", config, "store", "vacuum")
+    assert code == 0 and "PostgreSQL store" in out and "pmb-test-secret" not in out
+    code, out, _ = cli_streams("-c", config, "store", "check")
+    assert code == 64 and "pg_amcheck" in out
+    code, out, _ = cli_streams("-c", config, "store", "backup", str(tmp_path / "b"))
+    assert code == 64 and "pg_dump" in out
