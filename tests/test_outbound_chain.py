@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 import responses
+from conftest import StoreTarget
 from dovecot import TestPki as Pki
 from outbound_oas import BASE, FakeZendesk
 from smtp_server import SmtpTestServer
 
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
-from connector.outbound.queue import JobState, OutboundQueue
+from connector.outbound.queue import JobState
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
 from connector.outbound.signature import format_timestamp, sign
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
-from connector.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -82,16 +82,16 @@ class Bridge:
     """An OutboundService over the tmp store; ``start(crashed_worker=True)`` accepts requests
     but never processes them (a process that dies right after answering 202)."""
 
-    def __init__(self, tmp_path: Path, smtp: SmtpTestServer) -> None:
+    def __init__(self, tmp_path: Path, smtp: SmtpTestServer, target: StoreTarget) -> None:
         self.config = config(tmp_path, smtp)
-        self.path = tmp_path / "bridge.sqlite3"
+        self.target = target  # the store on each engine; a restart opens it again
         self.service: OutboundService | None = None
 
     def start(self, *, crashed_worker: bool = False) -> OutboundService:
         adapter = ZendeskAdapter(ZendeskSettings(base_url=BASE,
                                                  auth=ApiTokenAuth("agent@example.it", "tok")))
-        self.store = SQLiteStore(self.path)
-        self.queue = OutboundQueue(self.path)
+        self.store = self.target.store()
+        self.queue = self.target.queue()
         worker = OutboundWorker(self.config, self.queue, ZendeskOutboundAPI(adapter), self.store)
         if crashed_worker:
             worker.run_forever = lambda: None  # type: ignore[method-assign]
@@ -102,8 +102,6 @@ class Bridge:
     def stop(self) -> None:
         if self.service is not None:
             self.service.stop()
-            self.queue.close()
-            self.store.close()
             self.service = None
 
     def post(self, body: bytes, headers: dict[str, str],
@@ -130,8 +128,9 @@ class Bridge:
 
 
 @pytest.fixture
-def bridge(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk) -> Iterator[Bridge]:
-    b = Bridge(tmp_path, smtp)
+def bridge(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk,
+           target: StoreTarget) -> Iterator[Bridge]:
+    b = Bridge(tmp_path, smtp, target)
     yield b
     b.stop()
 
