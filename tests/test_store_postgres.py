@@ -350,3 +350,14 @@ def test_store_vacuum_works_and_check_backup_point_to_postgresqls_tools(
     assert code == 64 and "pg_amcheck" in out
     code, out, _ = cli_streams("-c", config, "store", "backup", str(tmp_path / "b"))
     assert code == 64 and "pg_dump" in out
+
+
+def test_a_role_without_synchronous_commit_gets_it_back_for_the_bridge(
+        pg_dsn: str, postgres: PostgresServer) -> None:
+    dbname = pg_dsn.rsplit("/", 1)[1].split("?")[0]
+    postgres.admin_sql(f"ALTER DATABASE {dbname} SET synchronous_commit = off")
+    store = PostgresStore(pg_dsn, pool_size=2)
+    with store._tx() as db:
+        assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert db.execute("SHOW lock_timeout").fetchone()[0] == "30s"
+    store.close()

@@ -22,7 +22,9 @@ Errors: a server that cannot be reached or refuses the login raises
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -47,6 +49,11 @@ _MIGRATION_LOCK = 0x706D622D6D696772
 
 #: Seconds to wait for a first connection before the store is called unreachable.
 CONNECT_TIMEOUT = 10.0
+
+#: Server settings of every connection. A lock held by another instance is waited for at
+#: most as long as SQLite waits for its file (the call then fails and the mail is retried); a
+#: transaction left open by a hung instance is ended by the server, so its locks are freed.
+SESSION_SETTINGS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
 
 
 def redact_dsn(dsn: str) -> str:
@@ -144,12 +151,18 @@ class PostgresDatabase:
         self._unsynced = True  # see SQLiteFile: this process may act on others' commits
         self._barrier_key = f"durable:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        options = "-c default_transaction_read_only=on" if read_only else None
+        options = SESSION_SETTINGS + (" -c default_transaction_read_only=on"
+                                      if read_only else "")
+        # pg_stat_activity shows which host and process a connection belongs to.
+        application = f"{name} {socket.gethostname()}:{os.getpid()}"[:63]
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory,
-                                  "application_name": name}
-        if options:
-            kwargs["options"] = options
-        self._check_reachable(kwargs)
+                                  "application_name": application, "options": options}
+        if self._check_reachable(kwargs) == "off":
+            # A role or server that commits without waiting for the flush would break the
+            # rule the ledger rests on; every other level (local, remote_*) keeps it.
+            log.warning("store %s: synchronous_commit is off for this role; the bridge sets "
+                        "it on for its own sessions", self.path)
+            kwargs["options"] += " -c synchronous_commit=on"
         self._pool = ConnectionPool(dsn, min_size=1, max_size=max(2, pool_size),
                                     kwargs=kwargs, open=False, name=name,
                                     timeout=CONNECT_TIMEOUT)
@@ -161,17 +174,21 @@ class PostgresDatabase:
                 self._pool.close()
                 raise
 
-    def _check_reachable(self, kwargs: dict[str, Any]) -> None:
+    def _check_reachable(self, kwargs: dict[str, Any]) -> str:
         """One direct connection first: the pool would only say "timed out", libpq says why
-        (refused, unknown host, failed password)."""
+        (refused, unknown host, failed password). Returns the session's synchronous_commit."""
         try:
             conn = psycopg.connect(self._dsn, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
+            try:
+                level = str(conn.execute("SHOW synchronous_commit").fetchone()[0])
+            finally:
+                conn.close()
         except psycopg.Error as exc:
             reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
                             type(exc).__name__, self._dsn)
             raise StoreUnavailableError(
                 f"the PostgreSQL store ({self.path}) cannot be reached: {reason}") from None
-        conn.close()
+        return level
 
     def close(self) -> None:
         self._pool.close()
