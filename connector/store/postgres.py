@@ -39,7 +39,7 @@ from psycopg_pool import ConnectionPool
 
 from connector.errors import StoreUnavailableError
 from connector.store.ledger import Ledger
-from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
+from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import POSTGRESQL, Row
 
 log = logging.getLogger("connector.store")
@@ -239,12 +239,7 @@ class PostgresDatabase:
             conn.execute(MIGRATIONS_TABLE)
             done = [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")]
             for migration in pending(done):
-                for step in migration.postgresql:
-                    if isinstance(step, str):
-                        for statement in sql_statements(step):
-                            conn.execute(statement)
-                    else:
-                        step(conn)
+                apply_steps(migration, self.engine, conn)
                 conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                              "VALUES (%s, %s, %s)", (migration.version, migration.name,
                                                      _now_text()))

@@ -27,7 +27,7 @@ from typing import Any
 
 from connector.errors import StoreCorruptError, StoreSchemaError
 from connector.store.ledger import Ledger
-from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
+from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import SQLITE
 
 log = logging.getLogger("connector.store")
@@ -160,12 +160,7 @@ class SQLiteFile:
                     if not todo:
                         return applied
                     migration = todo[0]
-                    for step in migration.sqlite:
-                        if isinstance(step, str):
-                            for statement in sql_statements(step):
-                                db.execute(statement)
-                        else:
-                            step(db)
+                    apply_steps(migration, self.engine, db)
                     db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                                "VALUES (?, ?, ?)", (migration.version, migration.name, _now()))
                 log.info("ledger %s: schema migration %d (%s) applied", self.path,
