@@ -361,3 +361,19 @@ def test_a_role_without_synchronous_commit_gets_it_back_for_the_bridge(
         assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
         assert db.execute("SHOW lock_timeout").fetchone()[0] == "30s"
     store.close()
+
+
+def test_a_row_the_server_refuses_rolls_the_whole_copy_back(tmp_path: Path,
+                                                            pg_dsn: str) -> None:
+    import sqlite3
+
+    ledger = tmp_path / "ledger.sqlite3"
+    sqlite_ledger(ledger)
+    with sqlite3.connect(ledger) as db:  # SQLite keeps what its column type does not fit
+        db.execute("UPDATE mailbox_marks SET uidvalidity = 'not a number'")
+    config = str(pg_config(tmp_path, pg_dsn, path=str(ledger)))
+    code, out, _ = cli_streams("-c", config, "store", "copy", "--to", pg_dsn)
+    assert code == 1 and "failed" in out and "rolled back" in out
+    assert "pmb-test-secret" not in out
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)

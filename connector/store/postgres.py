@@ -67,7 +67,7 @@ def redact_dsn(dsn: str) -> str:
     return shown or "(PostgreSQL defaults)"
 
 
-def _scrub(text: str, dsn: str) -> str:
+def scrub(text: str, dsn: str) -> str:
     """``text`` with the DSN's password cut out, in case a driver message quoted it."""
     try:
         password = conninfo.conninfo_to_dict(dsn).get("password")
@@ -184,7 +184,7 @@ class PostgresDatabase:
             finally:
                 conn.close()
         except psycopg.Error as exc:
-            reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
+            reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
                             type(exc).__name__, self._dsn)
             raise StoreUnavailableError(
                 f"the PostgreSQL store ({self.path}) cannot be reached: {reason}") from None
@@ -195,7 +195,7 @@ class PostgresDatabase:
 
     def _unavailable(self, exc: psycopg.OperationalError) -> StoreUnavailableError:
         return StoreUnavailableError(
-            f"the PostgreSQL store ({self.path}) failed: {_scrub(str(exc).strip(), self._dsn)}")
+            f"the PostgreSQL store ({self.path}) failed: {scrub(str(exc).strip(), self._dsn)}")
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
