@@ -162,8 +162,9 @@ class OutboundQueue:
         if isinstance(db, (str, Path)):
             from connector.store.sqlite import SQLiteFile
 
-            db = SQLiteFile(db)
-        self.db: Database = db
+            self.db: Database = SQLiteFile(db)
+        else:
+            self.db = db
         self._clock = clock or time.time
 
     def now(self) -> float:

@@ -44,10 +44,12 @@ class Ledger:
     _mail_day = True
     _sender_proven = True
 
-    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Connection]:
+    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]:
+        """A write transaction handing out a :class:`Connection`."""
         raise NotImplementedError
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Rows (:class:`Row`) of one read."""
         raise NotImplementedError
 
     def _write_unsynced(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -83,6 +83,14 @@ def _pg_sql(sql: str) -> str:
     return re.sub(r"\?", "%s", sql.replace("%", "%%"))
 
 
+def _scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
+    """The one value of a statement that always returns one row."""
+    row = conn.execute(sql).fetchone()
+    if row is None:
+        raise psycopg.InterfaceError(f"no row from {sql!r}")
+    return row[0]
+
+
 class _PgRow:
     """A row readable by column name and by position, like sqlite3.Row."""
 
@@ -180,7 +188,7 @@ class PostgresDatabase:
         try:
             conn = psycopg.connect(self._dsn, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
             try:
-                level = str(conn.execute("SHOW synchronous_commit").fetchone()[0])
+                level = str(_scalar(conn, "SHOW synchronous_commit"))
             finally:
                 conn.close()
         except psycopg.Error as exc:
@@ -259,9 +267,9 @@ class PostgresDatabase:
         with self._lock:
             if not self._unsynced:
                 with self._connection() as conn:
-                    flushed = conn.execute(
-                        "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() "
-                        "AND current_setting('synchronous_standby_names') = ''").fetchone()[0]
+                    flushed = _scalar(
+                        conn, "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() "
+                        "AND current_setting('synchronous_standby_names') = ''")
                 if flushed:
                     return
             with self._tx() as db:
@@ -276,8 +284,7 @@ class PostgresDatabase:
 
     def database_size(self) -> int:
         with self._connection() as conn:
-            return int(conn.execute("SELECT pg_database_size(current_database())")
-                       .fetchone()[0])
+            return int(_scalar(conn, "SELECT pg_database_size(current_database())"))
 
 
 def _now_text() -> str:
