@@ -235,6 +235,18 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LeasesConfig:
+    """The ``leases:`` section: several ``run`` instances sharing one ledger
+    (connector.service.leases). ``ttl``: seconds an instance keeps an account after its last
+    renewal, so the bound on a takeover after it died; renewed every ``ttl / 4``.
+    ``local_liveness``: a holder on this machine whose process is gone is taken over at once
+    instead of after ``ttl``."""
+
+    ttl: float = 20.0
+    local_liveness: bool = True
+
+
+@dataclass(frozen=True)
 class ConnectionsConfig:
     """The ``connections:`` section: login pacing per mail server (connector.fetch.pacing).
     ``servers`` maps ``host`` or ``host:port`` to limits that replace the defaults there."""
@@ -253,6 +265,7 @@ class Config:
     connections: ConnectionsConfig = ConnectionsConfig()
     limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
+    leases: LeasesConfig = LeasesConfig()
     #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
     missing_secrets: tuple[str, ...] = ()
 
@@ -774,6 +787,11 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     connections = ConnectionsConfig()
     with problems.collect():
         connections = _connections(root.child("connections"))
+    leases_reader = root.child("leases")
+    leases = LeasesConfig(
+        ttl=leases_reader.positive("ttl", float, LeasesConfig.ttl),
+        local_liveness=leases_reader.get("local_liveness", bool, LeasesConfig.local_liveness))
+    leases_reader.finish()
     limits_reader = root.child("limits")
     limits = ParseLimits(
         mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
@@ -792,7 +810,7 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
                                     type=store_type or "sqlite", dsn=store_dsn,
                                     pool_size=store_pool),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
-                  connections=connections, missing_secrets=tuple(missing))
+                  connections=connections, missing_secrets=tuple(missing), leases=leases)
 
 
 def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:

@@ -84,6 +84,12 @@ class StoreCorruptError(BridgeError):
     no mail is moved: the ledger is what says which mail was already ticketed."""
 
 
+class LeaseLostError(BridgeError):
+    """This instance no longer holds the lease it worked an account under (it expired by the
+    database's clock, another instance took it, or it was handed back): the effect was not
+    recorded, and the account's work stops here (its new holder resumes it)."""
+
+
 class StoreSchemaError(BridgeError):
     """The store's schema cannot be used by this bridge: a newer bridge migrated it, or
     (``store migrate --check``) migrations are pending."""

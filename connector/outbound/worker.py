@@ -131,7 +131,8 @@ class OutboundWorker:
     def __init__(self, config: OutboundConfig, queue: OutboundQueue, api: ZendeskOutboundAPI,
                  store: MessageIdRecorder, *, senders: Mapping[str, SmtpSender] | None = None,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, lease: float = 600.0) -> None:
+                 sleep: Callable[[float], None] = time.sleep, lease: float = 600.0,
+                 may_sweep: Callable[[], bool] | None = None) -> None:
         self.config = config
         self.queue = queue
         self.api = api
@@ -144,6 +145,8 @@ class OutboundWorker:
                                     clock=clock, sleep=sleep)
         self.clock = clock
         self.lease = lease
+        #: Several instances: only the holder of the sweep's lease sweeps.
+        self.may_sweep = may_sweep or (lambda: True)
         self.owner = process_owner(uuid.uuid4().hex[:8])
         self.wake = threading.Event()
         self.stop_event = threading.Event()
@@ -176,7 +179,11 @@ class OutboundWorker:
             self.wake.clear()
             try:
                 self.run_once()
-                if self.clock() >= next_sweep:
+                if self.clock() >= next_sweep and not self.may_sweep():
+                    # Another instance holds the sweep's lease: look again shortly, in case
+                    # this one gets it (its holder stopped or died).
+                    next_sweep = self.clock() + min(interval, 2 * IDLE_POLL)
+                elif self.clock() >= next_sweep:
                     self.sweep()
                     next_sweep = self.clock() + interval
                     if service:

@@ -374,7 +374,8 @@ class HistoryImport:
                 action = str(data.get("action") or "new_ticket")
                 ids = [str(i) for i in data.get("thread_ids") or []]  # type: ignore[union-attr]
                 self.store.finish_message(record_id, MessageState.DONE, action=action,
-                                          ticket_id=ticket_id, thread_ids=ids, durable=False)
+                                          ticket_id=ticket_id, thread_ids=ids, durable=False,
+                                          fence=self.pipeline.fence)
                 record = self.store.get_message_by_id(record_id)
                 if record is not None:
                     done_refs.add(record.ref)
@@ -446,7 +447,7 @@ class HistoryImport:
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
                                           ticket_id=other.ticket_id if other else None,
                                           error=f"duplicate of record {job.holder}",
-                                          durable=False)
+                                          durable=False, fence=self.pipeline.fence)
                 return Outcome.DUPLICATE
         except TransientHostError as exc:
             self.store.record_failure(record.id, f"transient: {exc}", durable=False)
@@ -526,14 +527,15 @@ class HistoryImport:
         for conversation in batch:
             for mail in conversation.mails:
                 self.store.set_pending(mail.record_id, mail.action,
-                                       _pending(conversation, mail))
+                                       _pending(conversation, mail),
+                                       fence=self.pipeline.fence)
 
         def record_job(job_id: str) -> None:
             for index, conversation in enumerate(batch):
                 for mail in conversation.mails:
                     self.store.set_pending(mail.record_id, mail.action, {
                         **_pending(conversation, mail), "job": job_id, "index": index,
-                        "count": len(batch)})
+                        "count": len(batch)}, fence=self.pipeline.fence)
 
         try:
             requests = [self._to_import(c) for c in batch]
@@ -571,7 +573,7 @@ class HistoryImport:
             if ticket_id is not None:
                 self.store.finish_message(mail.record_id, MessageState.DONE, action=mail.action,
                                           ticket_id=ticket_id, thread_ids=mail.thread_ids,
-                                          durable=False)
+                                          durable=False, fence=self.pipeline.fence)
                 outcome = {"new_ticket": Outcome.TICKETED, "follow_up": Outcome.FOLLOWED_UP
                            }.get(mail.action, Outcome.NOTED)
                 self.pipeline._log_outcome(mail.ctx, _imported(outcome, mail, ticket_id))

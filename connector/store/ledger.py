@@ -18,11 +18,13 @@ from typing import Any
 from connector.store.base import (
     AccountHealth,
     Dismissal,
+    Fence,
     LogEntry,
     MailboxMark,
     MessageRecord,
     MessageState,
 )
+from connector.store.leasing import check_fence
 from connector.store.sql import Connection, Dialect, Row, ticket_in
 
 
@@ -166,11 +168,13 @@ class Ledger:
                        (dedupe_key, record_id))
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None) -> None:
+                    ticket_id: int | None = None, *, fence: Fence | None = None) -> None:
         # Always durable (no ``durable`` parameter): a host call follows, and this commit's
         # fsync also puts every earlier commit on disk. It always changes the row (state or
-        # action, updated_at), so it always writes a frame and syncs.
+        # action, updated_at), so it always writes a frame and syncs. With ``fence``, only
+        # while that lease holds with its margin left (connector/store/leasing.py).
         with self._tx() as db:
+            check_fence(db, fence, self.dialect)
             db.execute(
                 "UPDATE messages SET state = ?, action = ?, pending = ?, "
                 "ticket_id = COALESCE(?, ticket_id), updated_at = ? WHERE id = ?",
@@ -179,9 +183,11 @@ class Ledger:
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
                        ticket_id: int | None = None, error: str | None = None,
-                       thread_ids: Iterable[str] = (), durable: bool = True) -> None:
+                       thread_ids: Iterable[str] = (), durable: bool = True,
+                       fence: Fence | None = None) -> None:
         now = _now()
         with self._tx(durable=durable) as db:
+            check_fence(db, fence, self.dialect, margin=0.0)
             db.execute(
                 "UPDATE messages SET state = ?, action = COALESCE(?, action), "
                 "ticket_id = COALESCE(?, ticket_id), error = ?, updated_at = ? WHERE id = ?",

@@ -38,6 +38,7 @@ from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from connector.errors import StoreUnavailableError
+from connector.store.leasing import LeaseTables
 from connector.store.ledger import Ledger
 from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import POSTGRESQL, Row
@@ -293,7 +294,7 @@ def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-class PostgresStore(PostgresDatabase, Ledger):
+class PostgresStore(PostgresDatabase, Ledger, LeaseTables):
     """The ledger on PostgreSQL."""
 
     def _write_unsynced(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
