@@ -139,7 +139,7 @@ class AccountConfig:
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC (connector.pec.providers) or mail preset (auth.presets)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
-    pec_catch_all_ticket: int | None = None
+    pec_catch_all_ticket: str | None = None  # a ticket id, as the host names it
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
     pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
@@ -384,7 +384,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
                             "skip_existing" if pec else "all")
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
-    catch_all = r.get("pec_catch_all_ticket", int)
+    catch_all = r.get("pec_catch_all_ticket", str)  # 4711 in YAML reads as "4711"
     pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:

@@ -17,25 +17,25 @@ from connector.mail.model import Address, ParsedMessage
 
 @dataclass(frozen=True)
 class Ticket:
-    id: int
+    id: str
     status: str = "open"
     requester_email: str | None = "mario@example.it"
     cc_emails: tuple[str, ...] = ()
 
 
 class Lookup:
-    def __init__(self, tickets: Sequence[Ticket] = (), ids: dict[str, int] | None = None,
+    def __init__(self, tickets: Sequence[Ticket] = (), ids: dict[str, str] | None = None,
                  users: Sequence[str] = ()) -> None:
         self.tickets = {t.id: t for t in tickets}
         self.ids = ids or {}
         self.users = set(users)
-        self.asked: list[int] = []
+        self.asked: list[str] = []
 
-    def get_ticket(self, ticket_id: int) -> Ticket | None:
+    def get_ticket(self, ticket_id: str) -> Ticket | None:
         self.asked.append(ticket_id)
         return self.tickets.get(ticket_id)
 
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
         for mid in message_ids:
             if mid in self.ids:
                 return self.ids[mid]
@@ -74,28 +74,28 @@ def test_new_ticket_with_defaults_and_ccs() -> None:
 
 
 def test_subject_reference_checked_against_host_all_candidates() -> None:
-    lookup = Lookup([Ticket(12)])
+    lookup = Lookup([Ticket("12")])
     msg = message(subject="Re: [#999] old and [#12] current")
     d = Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict())
-    assert d.action == Action.FOLLOW_UP and d.ticket_id == 12 and d.public
-    assert lookup.asked == [999, 12]
+    assert d.action == Action.FOLLOW_UP and d.ticket_id == "12" and d.public
+    assert lookup.asked == ["999", "12"]
 
 
 def test_references_map_used_when_subject_has_no_ticket() -> None:
-    lookup = Lookup([Ticket(5)], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5")], ids={"root@x": "5"})
     msg = message(subject="Re: hello", in_reply_to=("unknown@x",), references=("root@x",))
     d = Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict())
-    assert d.action == Action.FOLLOW_UP and d.ticket_id == 5
+    assert d.action == Action.FOLLOW_UP and d.ticket_id == "5"
 
 
 def test_subject_wins_over_references() -> None:
-    lookup = Lookup([Ticket(5), Ticket(6)], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5"), Ticket("6")], ids={"root@x": "5"})
     msg = message(subject="Re: [#6]", references=("root@x",))
-    assert Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict()).ticket_id == 6
+    assert Decider(ACCOUNT, HOST, lookup).decide(msg, FilterVerdict()).ticket_id == "6"
 
 
 def test_stranger_on_thread_is_internal_note_cc_is_public() -> None:
-    lookup = Lookup([Ticket(5, cc_emails=("anna@example.it",))], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5", cc_emails=("anna@example.it",))], ids={"root@x": "5"})
     stranger = message(from_=Address("", "eve@evil.example"), in_reply_to=("root@x",))
     d = Decider(ACCOUNT, HOST, lookup).decide(stranger, FilterVerdict())
     assert d.action == Action.INTERNAL_NOTE and not d.public
@@ -105,7 +105,7 @@ def test_stranger_on_thread_is_internal_note_cc_is_public() -> None:
 
 def test_follow_up_policy_and_controls() -> None:
     account = replace(ACCOUNT, follow_up=FollowUpPolicy(status="open", priority="high"))
-    lookup = Lookup([Ticket(5)], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5")], ids={"root@x": "5"})
     msg = message(in_reply_to=("root@x",))
     d = Decider(account, HOST, lookup).decide(msg, FilterVerdict())
     assert (d.status, d.priority) == ("open", "high")
@@ -116,9 +116,9 @@ def test_follow_up_policy_and_controls() -> None:
 
 
 def test_closed_ticket_reply_opens_follow_up_ticket() -> None:
-    lookup = Lookup([Ticket(5, status="closed")], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5", status="closed")], ids={"root@x": "5"})
     d = Decider(ACCOUNT, HOST, lookup).decide(message(in_reply_to=("root@x",)), FilterVerdict())
-    assert d.action == Action.NEW_TICKET and d.followup_of_closed == 5
+    assert d.action == Action.NEW_TICKET and d.followup_of_closed == "5"
     account = replace(ACCOUNT, follow_up=FollowUpPolicy(reopen_closed=False))
     d = Decider(account, HOST, lookup).decide(message(in_reply_to=("root@x",)), FilterVerdict())
     assert d.action == Action.IGNORE
@@ -156,9 +156,9 @@ def test_auto_reply_note_on_ticket_or_ignored() -> None:
                                                           "auto_reply"))
     d = Decider(ACCOUNT, HOST, Lookup()).decide(message(), verdict)
     assert d.action == Action.IGNORE
-    lookup = Lookup([Ticket(5)], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5")], ids={"root@x": "5"})
     d = Decider(ACCOUNT, HOST, lookup).decide(message(in_reply_to=("root@x",)), verdict)
-    assert d.action == Action.INTERNAL_NOTE and d.ticket_id == 5 and not d.public
+    assert d.action == Action.INTERNAL_NOTE and d.ticket_id == "5" and not d.public
 
 
 def test_unknown_sender_policy() -> None:
@@ -224,7 +224,7 @@ def test_a_storm_is_held_not_ignored() -> None:
 
 
 def test_commands_are_read_from_the_typed_classification() -> None:
-    lookup = Lookup([Ticket(5, requester_email="mario@example.it")], ids={"root@x": 5})
+    lookup = Lookup([Ticket("5", requester_email="mario@example.it")], ids={"root@x": "5"})
     staff = Address("", "anna@acme.example")
 
     def command(*commands: str) -> FilterVerdict:

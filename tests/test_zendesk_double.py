@@ -225,7 +225,7 @@ def test_state_survives_a_crash_and_restart(tmp_path: Path, http: requests.Sessi
         assert zd.pid != pid and zd.port == port
         # Same key, same bytes after the restart: Zendesk's answer is a replay.
         assert adapter.create_ticket(new_ticket()) == type(created)(created.id, replayed=True)
-        assert [t["id"] for t in zd.tickets()] == [created.id]
+        assert [str(t["id"]) for t in zd.tickets()] == [created.id]
         info = adapter.get_ticket(created.id)
         assert info is not None and info.external_id == "pmb:acct1:<m1@x>"
 
@@ -296,8 +296,8 @@ def test_closed_ticket_then_follow_up(zd: ZendeskDouble) -> None:
     assert info.value.ticket_id == created.id
 
     follow = adapter.create_ticket(new_ticket(uploads=(), body_html=None, idempotency_key="k2",
-                                              via_followup_source_id=created.id))
-    assert zd.ticket(created.id)["followup_ids"] == [follow.id]
+                                              follows_up=created.id))
+    assert zd.ticket(created.id)["followup_ids"] == [int(follow.id)]
 
 
 def test_timeout_after_the_ticket_was_created_is_replayed_not_duplicated(zd: ZendeskDouble):

@@ -18,7 +18,7 @@ from connector.mail.model import ParsedMessage
 
 class ReceiptLookup(ThreadLookup, Protocol):
     def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         """The ticket of mail sent from ``account`` with one of ``message_ids``."""
         ...
 

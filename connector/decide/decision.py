@@ -47,7 +47,7 @@ class TicketView(Protocol):
     """The little the decision needs to know about an existing ticket."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> str: ...
     @property
     def status(self) -> str: ...
     @property
@@ -57,9 +57,9 @@ class TicketView(Protocol):
 
 
 class ThreadLookup(Protocol):
-    def get_ticket(self, ticket_id: int) -> TicketView | None: ...
+    def get_ticket(self, ticket_id: str) -> TicketView | None: ...
 
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None: ...
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None: ...
 
     def user_exists(self, email: str) -> bool: ...
 
@@ -68,7 +68,7 @@ class ThreadLookup(Protocol):
 class Decision:
     action: Action
     reason: str
-    ticket_id: int | None = None
+    ticket_id: str | None = None  # opaque, as the host names its tickets
     subject: str = ""
     requester: Address | None = None
     public: bool = True
@@ -82,7 +82,7 @@ class Decision:
     remove_tags: tuple[str, ...] = ()
     custom_fields: tuple[tuple[int, Any], ...] = ()
     email_ccs: tuple[str, ...] = ()
-    followup_of_closed: int | None = None  # a reply to this closed ticket opens a new one
+    followup_of_closed: str | None = None  # a reply to this closed ticket opens a new one
     problems: tuple[str, ...] = field(default=())  # control values the host cannot take
     ignored_as: IgnoredAs | None = None  # set on every IGNORE
     original_sender: str | None = None  # shown in the ticket when the requester stands in
@@ -144,7 +144,7 @@ class FilterVerdict:
         return self.classification.reason
 
     @property
-    def ticket_hint(self) -> int | None:
+    def ticket_hint(self) -> str | None:
         """A ticket the classifier already tied the mail to (our bounced mail, a thread)."""
         details = self.classification.details if self.classification is not None else None
         if isinstance(details, BounceDetails):
@@ -242,11 +242,11 @@ class Decider:
             if ticket is not None:
                 return ticket, f"subject names ticket #{ticket_id}"
         thread_ids = tuple(message.thread_ids) + tuple(extra_ids)
-        ticket_id = self.lookup.ticket_for_message_ids(thread_ids)
-        if ticket_id is not None:
-            ticket = self.lookup.get_ticket(ticket_id)
+        threaded = self.lookup.ticket_for_message_ids(thread_ids)
+        if threaded is not None:
+            ticket = self.lookup.get_ticket(threaded)
             if ticket is not None:
-                return ticket, f"In-Reply-To/References point at ticket #{ticket_id}"
+                return ticket, f"In-Reply-To/References point at ticket #{threaded}"
         return None, "no ticket reference and no known Message-ID"
 
     # -- the decision ---------------------------------------------------------------------
@@ -300,7 +300,7 @@ class Decider:
         return self.new_ticket(message, verdict, closed=ticket.id if ticket else None)
 
     def new_ticket(self, message: ParsedMessage, verdict: FilterVerdict,
-                   closed: int | None = None) -> Decision:
+                   closed: str | None = None) -> Decision:
         """A new ticket for the message (``closed``: the closed ticket it follows up)."""
         controls = verdict.controls
         requester = self.requester(message, controls)
@@ -346,7 +346,7 @@ class Decider:
 
     def _new_ticket(self, message: ParsedMessage, sender: Address, controls: Mapping[str, str],
                     tags: tuple[str, ...], verdict: FilterVerdict,
-                    closed: int | None) -> Decision:
+                    closed: str | None) -> Decision:
         defaults = self.account.new_ticket
         problems: list[str] = []
 

@@ -6,9 +6,10 @@ its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``Perman
 
 What is host-neutral and what each host reads:
 
-- Ticket ids are integers the host chooses and the bridge only stores and compares: Zendesk's
-  ticket id, OTOBO's TicketNumber (numeric under every OTOBO number generator; the adapter
-  finds the internal TicketID itself).
+- Ticket ids are opaque strings (``TicketId``) the host chooses and the bridge only stores,
+  compares and shows: Zendesk's ticket id (``"4711"``), OTOBO's TicketNumber
+  (``"2026112310000012"``; the adapter finds the internal TicketID itself). Only an adapter
+  turns them into what its API wants.
 - ``controls`` carries the filters' X-OTOBO-* values as set: OTOBO/Znuny take them natively;
   Zendesk uses the mapped fields (``group_id``, ``priority`` words, ``custom_fields`` by id).
 - ``custom_fields`` keys are field ids (Zendesk) or dynamic field names (OTOBO).
@@ -21,11 +22,14 @@ What is host-neutral and what each host reads:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+#: A helpdesk ticket as the bridge knows it: opaque, compared as text (see the module doc).
+TicketId: TypeAlias = str
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,8 @@ class NewTicket:
     email_ccs: tuple[str, ...] = ()
     external_id: str | None = None
     idempotency_key: str | None = None
-    # First comment as an internal note (PEC receipts that open a ticket, anomalies).
-    via_followup_source_id: int | None = None
+    # The closed ticket this one follows up (a reply to a closed ticket; Zendesk links them).
+    follows_up: TicketId | None = None
     # The filters' control headers (X-OTOBO-*), canonical names: a host that speaks them
     # natively (OTOBO, Znuny) takes them as they are; others use the mapped fields above.
     controls: tuple[tuple[str, str], ...] = ()
@@ -85,7 +89,7 @@ class NewTicket:
 class Comment:
     """A comment appended to an existing ticket, with the ticket changes that go with it."""
 
-    ticket_id: int
+    ticket_id: TicketId
     body_text: str
     body_html: str | None = None
     public: bool = True
@@ -107,7 +111,7 @@ class Comment:
 class TicketInfo:
     """What the bridge needs to know about an existing ticket."""
 
-    id: int
+    id: TicketId
     status: str
     subject: str = ""
     requester_email: str | None = None
@@ -120,9 +124,15 @@ class TicketInfo:
         return self.status == "closed"
 
 
+def first_ticket(tickets: Iterable[TicketInfo]) -> TicketInfo:
+    """The oldest of several tickets (one mail found twice on the host): ids of digits in
+    number order (Zendesk ids and OTOBO TicketNumbers grow), any others after them by text."""
+    return min(tickets, key=lambda t: (not t.id.isdigit(), len(t.id), t.id))
+
+
 @dataclass(frozen=True)
 class CreatedTicket:
-    id: int
+    id: TicketId
     replayed: bool = False  # the host said this create was a replay of an earlier one
 
 
@@ -140,21 +150,21 @@ class HostAdapter(Protocol):
 
     def add_comment(self, comment: Comment) -> None: ...
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: TicketId) -> TicketInfo | None:
         """The ticket, or None when it does not exist (or is not visible to us)."""
         ...
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]: ...
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: TicketId, dedupe_key: str) -> bool:
         """True when a comment carrying ``dedupe_key`` is already on the ticket."""
         ...
 
     def user_exists(self, email: str) -> bool: ...
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+    def add_tags(self, ticket_id: TicketId, tags: list[str]) -> None: ...
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+    def remove_tags(self, ticket_id: TicketId, tags: list[str]) -> None: ...
 
 
 # -- history import -----------------------------------------------------------------------------
@@ -187,7 +197,7 @@ class ImportTicket:
 class ImportResult:
     """What became of one ImportTicket: its ticket id, or why it was not imported."""
 
-    ticket_id: int | None
+    ticket_id: TicketId | None
     error: str | None = None
 
 

@@ -5,7 +5,7 @@ For trying a configuration against real mailboxes before any ticket is created. 
 summary of the body: attachments appear as filename, content type, size and sha256, never their
 bytes; bodies as their length, hash and a short preview.
 
-Tickets it "creates" get negative ids (-1, -2, ...), so they can never be mistaken for real
+Tickets it "creates" get negative ids ("-1", "-2", ...), so they can never be mistaken for real
 ones, and it remembers them for the rest of the run: ``get_ticket`` and
 ``find_tickets_by_external_id`` find them, comments and tag calls update them. Anything else is
 unknown (``None``, ``[]``, ``False``), unless a ``reader`` adapter is given: then reads about
@@ -78,7 +78,7 @@ class DryRunAdapter:
         self._max_uploads = max_uploads_per_mail
         self._max_ccs = max_ccs_per_mail
         self._lock = threading.Lock()
-        self._tickets: dict[int, _FakeTicket] = {}
+        self._tickets: dict[str, _FakeTicket] = {}
         self._next_id = -1
 
     # -- output ----------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ class DryRunAdapter:
 
         return self._reader if isinstance(self._reader, OtoboAdapter) else None
 
-    def _create_otobo(self, otobo: Any, ticket: NewTicket, ticket_id: int) -> CreatedTicket:
+    def _create_otobo(self, otobo: Any, ticket: NewTicket, ticket_id: str) -> CreatedTicket:
         from connector.hosts.otobo_payload import summarized
 
         field = otobo.settings.message_id_field
@@ -125,8 +125,7 @@ class DryRunAdapter:
         otobo = self._otobo()
         if otobo is not None:
             with self._lock:
-                ticket_id = self._next_id
-                self._next_id -= 1
+                ticket_id = self._new_id()
                 self._tickets[ticket_id] = _FakeTicket(TicketInfo(
                     id=ticket_id, status="new", subject=ticket.subject,
                     requester_email=ticket.requester_email, tags=tuple(ticket.tags),
@@ -135,8 +134,7 @@ class DryRunAdapter:
         uploads = self._uploads(ticket.uploads)
         ccs, _listed = bound_ccs(ticket.email_ccs, self._max_ccs)
         with self._lock:
-            ticket_id = self._next_id
-            self._next_id -= 1
+            ticket_id = self._new_id()
             self._tickets[ticket_id] = _FakeTicket(
                 TicketInfo(
                     id=ticket_id,
@@ -169,7 +167,7 @@ class DryRunAdapter:
                 "custom_fields": [{"id": fid, "value": v} for fid, v in ticket.custom_fields],
                 "email_ccs": list(ccs),
                 "external_id": ticket.external_id,
-                "via_followup_source_id": ticket.via_followup_source_id,
+                "via_followup_source_id": ticket.follows_up,
             },
             result={"id": ticket_id},
         )
@@ -216,13 +214,13 @@ class DryRunAdapter:
             fake.info = replace(fake.info, status=comment.status or fake.info.status, tags=tags)
             fake.comments.append({"dedupe_key": comment.dedupe_key, "public": comment.public})
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         self._emit("GET", f"/api/v2/tickets/{ticket_id}")
         with self._lock:
             fake = self._tickets.get(ticket_id)
         if fake is not None:
             return fake.info
-        if self._reader is not None and ticket_id > 0:
+        if self._reader is not None and not ticket_id.startswith("-"):
             return self._reader.get_ticket(ticket_id)
         return None
 
@@ -234,7 +232,7 @@ class DryRunAdapter:
             found += self._reader.find_tickets_by_external_id(external_id)
         return found
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         # A dry run never wrote a comment, so none of ours can be there.
         self._emit("GET", f"/api/v2/tickets/{ticket_id}/audits", dedupe_key=dedupe_key)
         return False
@@ -245,11 +243,11 @@ class DryRunAdapter:
             return self._reader.user_exists(email)
         return False
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def add_tags(self, ticket_id: str, tags: list[str]) -> None:
         self._emit("PUT", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
         self._retag(ticket_id, tags, ())
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def remove_tags(self, ticket_id: str, tags: list[str]) -> None:
         self._emit("DELETE", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
         self._retag(ticket_id, (), tags)
 
@@ -293,10 +291,9 @@ class DryRunAdapter:
                    else None, tickets=summaries)
         return results
 
-    def _remember_ticket(self, ticket: NewTicket) -> int:
+    def _remember_ticket(self, ticket: NewTicket) -> str:
         with self._lock:
-            ticket_id = self._next_id
-            self._next_id -= 1
+            ticket_id = self._new_id()
             self._tickets[ticket_id] = _FakeTicket(TicketInfo(
                 id=ticket_id, status=ticket.status or "new", subject=ticket.subject,
                 requester_email=ticket.requester_email, cc_emails=tuple(ticket.email_ccs),
@@ -305,7 +302,13 @@ class DryRunAdapter:
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _retag(self, ticket_id: int, add: Any, remove: Any) -> None:
+    def _new_id(self) -> str:
+        """The next made-up ticket id (the caller holds the lock)."""
+        ticket_id = str(self._next_id)
+        self._next_id -= 1
+        return ticket_id
+
+    def _retag(self, ticket_id: str, add: Any, remove: Any) -> None:
         with self._lock:
             fake = self._tickets.get(ticket_id)
             if fake is not None:
@@ -315,7 +318,7 @@ class DryRunAdapter:
     def created(self) -> list[TicketInfo]:
         """Tickets this run would have created, in order."""
         with self._lock:
-            return [f.info for _, f in sorted(self._tickets.items(), reverse=True)]
+            return [f.info for _, f in sorted(self._tickets.items(), key=lambda kv: -int(kv[0]))]
 
 
 def _changed_tags(

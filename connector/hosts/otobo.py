@@ -121,7 +121,7 @@ class OtoboAdapter:
         self._policy = RetryPolicy(max_attempts=settings.max_attempts,
                                    max_backoff=settings.max_backoff)
         self._sleep = sleep
-        self._ids: dict[int, int] = {}  # TicketNumber -> TicketID, immutable pairs
+        self._ids: dict[str, int] = {}  # TicketNumber -> TicketID, immutable pairs
         self._lock = threading.Lock()
         self.on_retry: Callable[[], None] | None = None
 
@@ -146,7 +146,7 @@ class OtoboAdapter:
     def add_comment(self, comment: Comment) -> None:
         self.retry("TicketUpdate", lambda: self._comment_once(comment))
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=False))
         return self.ticket_info(raw) if raw is not None else None
 
@@ -159,7 +159,7 @@ class OtoboAdapter:
         # create_ticket, which completes it (a resumed create then finds it there).
         return [self.ticket_info(t) for t in tickets if t is not None and t.get("Article")]
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=True))
         if raw is None:
             return False
@@ -181,10 +181,10 @@ class OtoboAdapter:
 
         return bool(self.retry("TicketSearch", search))
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def add_tags(self, ticket_id: str, tags: list[str]) -> None:
         self._retag(ticket_id, add=tags, remove=())
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def remove_tags(self, ticket_id: str, tags: list[str]) -> None:
         self._retag(ticket_id, add=(), remove=tags)
 
     # -- create ---------------------------------------------------------------------------
@@ -195,7 +195,7 @@ class OtoboAdapter:
                 raw = self.get_raw(ticket_id, articles=True)
                 if raw is None:
                     continue
-                number = int(raw["TicketNumber"])
+                number = str(raw["TicketNumber"])
                 if not raw.get("Article"):
                     # TicketCreate stopped after the ticket and its dynamic fields: the article
                     # is added now (TicketUpdate), so the ticket is whole and single.
@@ -205,7 +205,7 @@ class OtoboAdapter:
                 return CreatedTicket(id=number, replayed=True)
         payload = self.create_request(ticket)
         answer = self.api.call("TicketCreate", "POST", "/Ticket", payload)
-        number, ticket_id = int(answer["TicketNumber"]), int(answer["TicketID"])
+        number, ticket_id = str(answer["TicketNumber"]), int(answer["TicketID"])
         with self._lock:
             self._ids[number] = ticket_id
         return CreatedTicket(id=number)
@@ -334,7 +334,7 @@ class OtoboAdapter:
             payload["Ticket"] = dict(changes)
         self.api.call("TicketUpdate", "PATCH", f"/Ticket/{ticket_id}", payload)
 
-    def _retag(self, ticket_id: int, add: Iterable[str], remove: Iterable[str]) -> None:
+    def _retag(self, ticket_id: str, add: Iterable[str], remove: Iterable[str]) -> None:
         s = self.settings
         if not s.tags_field:
             log.debug("ticket %s: tags not kept (host.otobo.tags_field is not set)", ticket_id)
@@ -359,7 +359,7 @@ class OtoboAdapter:
             "SortBy": "Age", "OrderBy": "Up"})
         return [int(t) for t in id_list(answer.get("TicketID"))]
 
-    def internal_id(self, number: int) -> int | None:
+    def internal_id(self, number: str) -> int | None:
         with self._lock:
             known = self._ids.get(number)
         if known is not None:
@@ -373,7 +373,7 @@ class OtoboAdapter:
             self._ids[number] = int(ids[0])
         return int(ids[0])
 
-    def _ticket(self, number: int, *, articles: bool) -> dict[str, Any] | None:
+    def _ticket(self, number: str, *, articles: bool) -> dict[str, Any] | None:
         ticket_id = self.internal_id(number)
         return self.get_raw(ticket_id, articles=articles) if ticket_id is not None else None
 
@@ -392,13 +392,13 @@ class OtoboAdapter:
             return None
         raw: dict[str, Any] = tickets[0]
         with self._lock:
-            self._ids[int(raw["TicketNumber"])] = int(raw["TicketID"])
+            self._ids[str(raw["TicketNumber"])] = int(raw["TicketID"])
         return raw
 
     def ticket_info(self, raw: Mapping[str, Any]) -> TicketInfo:
         closed = str(raw.get("StateType") or "").lower() in CLOSED_STATE_TYPES
         return TicketInfo(
-            id=int(raw["TicketNumber"]),
+            id=str(raw["TicketNumber"]),
             status="closed" if closed else str(raw.get("State") or ""),
             subject=str(raw.get("Title") or ""),
             requester_email=raw.get("CustomerUserID") or None,

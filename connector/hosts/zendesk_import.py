@@ -95,7 +95,7 @@ class TicketImport:
         ticket = self.adapter._json(resp, op).get("ticket") or {}
         if not isinstance(ticket.get("id"), int):
             raise TransientHostError(f"{op}: answer without a ticket id", status=resp.status_code)
-        return ImportResult(ticket_id=ticket["id"])
+        return ImportResult(ticket_id=str(ticket["id"]))
 
     def _import_many(self, bodies: list[dict[str, Any]], params: dict[str, str] | None,
                      on_job: Callable[[str], None] | None) -> list[ImportResult]:
@@ -237,6 +237,6 @@ def _job_results(job: dict[str, Any], count: int, op: str) -> list[ImportResult]
                 results[index] = ImportResult(None, f"{error}: {details}" if details else
                                               str(error))
             elif isinstance(entry.get("id"), int):
-                results[index] = ImportResult(entry["id"])
+                results[index] = ImportResult(str(entry["id"]))
     why = f"{op}: not in the job's results ({job.get('message') or job.get('status')})"
     return [r if r is not None else ImportResult(None, why) for r in results]

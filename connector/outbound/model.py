@@ -40,7 +40,7 @@ class CommentView:
 class TicketView:
     """The ticket fields the outbound path uses. ``fields`` maps custom field id to value."""
 
-    id: int
+    id: str  # opaque, as connector.hosts.base.TicketId
     title: str
     status: str
     requester_name: str = ""
@@ -59,5 +59,5 @@ class TicketView:
 class TaggedTicket:
     """A search hit for the sweep: a ticket carrying a reply or pending tag."""
 
-    id: int
+    id: str
     updated_at: str

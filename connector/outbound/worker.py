@@ -76,7 +76,7 @@ _MAX_REFERENCES = 10
 class MessageIdRecorder(Protocol):
     """The store's threading map (``SQLiteStore`` satisfies it)."""
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None) -> None: ...
 
 
@@ -350,7 +350,7 @@ class OutboundWorker:
         return PreparedSend(message, message["To"].addresses[0].addr_spec, subject,
                             message_id, reply.id)
 
-    def _pick_comments(self, ticket_id: int,
+    def _pick_comments(self, ticket_id: str,
                        settings: OutboundSettings) -> tuple[CommentView, CommentView | None]:
         reply: CommentView | None = None
         latest_public: CommentView | None = None
@@ -389,7 +389,7 @@ class OutboundWorker:
             files.append(OutgoingAttachment(ref.filename, ref.content_type, data))
         return tuple(files)
 
-    def _thread(self, ticket_id: int) -> tuple[str | None, tuple[str, ...]]:
+    def _thread(self, ticket_id: str) -> tuple[str | None, tuple[str, ...]]:
         """In-Reply-To: the ticket's last inbound message; References: its recent mail."""
         known = self.queue.thread_message_ids(ticket_id)
         usable, dropped = valid_message_ids([mid for mid, _direction in known])

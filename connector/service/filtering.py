@@ -27,7 +27,7 @@ class StoreLookups:
         self.store = store
         self.host = host
         self.exclude_id = exclude_id
-        self._tickets: dict[int, TicketInfo | None] = {}
+        self._tickets: dict[str, TicketInfo | None] = {}
 
     def for_record(self, record_id: int | None) -> StoreLookups:
         """Counting a sender's mails leaves this record out; the ticket cache starts empty."""
@@ -43,28 +43,28 @@ class StoreLookups:
         return self.store.sender_count_on(address, day, exclude_id=self.exclude_id,
                                           proven=proven)
 
-    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+    def known_ticket_for(self, message_ids: Sequence[str]) -> str | None:
         return self.store.ticket_for_message_ids(message_ids)
 
     # -- the decide stage's questions ------------------------------------------------------
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         if self.host is None:
             return None
         if ticket_id not in self._tickets:
             self._tickets[ticket_id] = self.host.get_ticket(ticket_id)
         return self._tickets[ticket_id]
 
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
         return self.store.ticket_for_message_ids(message_ids)
 
     def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         return self.store.ticket_for_sent_message_ids(message_ids, account)
 
     def user_exists(self, email: str) -> bool:
         return self.host is not None and self.host.user_exists(email)
 
-    def cached(self, ticket_id: int) -> TicketInfo | None:
+    def cached(self, ticket_id: str) -> TicketInfo | None:
         """The ticket as read for this message, without asking the host again."""
         return self._tickets.get(ticket_id)
 

@@ -120,7 +120,7 @@ def outcome_of(record: MessageRecord) -> Outcome:
 class Result:
     outcome: Outcome
     record_id: int | None = None
-    ticket_id: int | None = None
+    ticket_id: str | None = None
     reason: str = ""
     decision: Decision | None = None
     already_recorded: bool = False  # seen before: nothing was done this time
@@ -249,7 +249,7 @@ class Pipeline:
         # Several mails of an account may be processed at once (connector.service.inflight):
         # what belongs to one mail lives per thread, the held receipts behind a lock.
         self._local = threading.local()
-        self._deferred: dict[int, list[tuple[Job, Decision]]] = {}
+        self._deferred: dict[str, list[tuple[Job, Decision]]] = {}
         self._deferred_lock = threading.Lock()
 
     @property
@@ -363,7 +363,7 @@ class Pipeline:
                 results.append((job.ctx.ref, result))
         return results
 
-    def _flush_ticket(self, ticket_id: int,
+    def _flush_ticket(self, ticket_id: str,
                       items: list[tuple[Job, Decision]]) -> list[tuple[Job, Result]]:
         if len(items) == 1:
             job, decision = items[0]
@@ -633,7 +633,7 @@ class Pipeline:
                   decision.ticket_id)
         return self._after(job, decision.ticket_id, action, decision)
 
-    def _after(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+    def _after(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         """The ticket has the message. A PEC envelope also leaves an internal note with the
         certification facts (its own crash-safe step), then the record is done."""
         plan = job.plan
@@ -646,7 +646,7 @@ class Pipeline:
                                           public=False, dedupe_key=key))
         return self._finish(job, ticket_id, action, decision)
 
-    def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+    def _finish(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         thread_ids = ticket_thread_ids(job)
         if job.plan is not None:
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -685,7 +685,7 @@ class Pipeline:
             if found:
                 return self._after(job, found[0].id, "new_ticket", decision)
             return self._create(job, decision)
-        ticket_id = int(pending["ticket_id"])
+        ticket_id = str(pending["ticket_id"])  # an int in ledgers written before ids were text
         key = pending.get("comment_key")
         if record.action == "pec_note":
             if not (key and self.host.comment_exists(ticket_id, key)):
@@ -769,7 +769,7 @@ class Pipeline:
             email_ccs=decision.email_ccs,
             external_id=key[:64],
             idempotency_key=key,
-            via_followup_source_id=decision.followup_of_closed,
+            follows_up=decision.followup_of_closed,
             controls=decision.controls,
             to=tuple(a.email for a in job.content.to),
             cc=tuple(a.email for a in job.content.cc),

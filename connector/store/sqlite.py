@@ -10,6 +10,9 @@ commit makes every earlier commit durable too. So the caller only needs a durabl
 the barrier) right before an effect outside the store follows (a host call, a mail moved or
 deleted on the server, an exit status to an MTA). One connection per store object, guarded by
 a lock, so account workers in threads can share it.
+
+Ticket ids are opaque text (connector.hosts.base.TicketId); see ``_ticket_id`` for how ledgers
+written when they were integers read back.
 """
 
 from __future__ import annotations
@@ -198,6 +201,14 @@ def _now() -> str:
 
 def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def _ticket_id(value: object) -> str | None:
+    """A ledger's ticket id as the opaque text the bridge uses. The ``ticket_id`` columns keep
+    the INTEGER affinity of the ledgers written before ids became text: SQLite stores an id of
+    plain digits (every Zendesk id and OTOBO TicketNumber) as a number and this reads it back
+    as the same text; any other id is stored and read as text. No migration needed."""
+    return None if value is None else str(value)
 
 
 class SQLiteFile:
@@ -452,7 +463,7 @@ class SQLiteStore(SQLiteFile):
             sender=row["sender"],
             subject=row["subject"],
             action=row["action"],
-            ticket_id=row["ticket_id"],
+            ticket_id=_ticket_id(row["ticket_id"]),
             attempts=row["attempts"],
             error=row["error"],
             pending=json.loads(row["pending"]) if row["pending"] else None,
@@ -534,7 +545,7 @@ class SQLiteStore(SQLiteFile):
                        (dedupe_key, record_id))
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None) -> None:
+                    ticket_id: str | None = None) -> None:
         # Always durable (no ``durable`` parameter): a host call follows, and this commit's
         # fsync also puts every earlier commit on disk. It always changes the row (state or
         # action, updated_at), so it always writes a frame and syncs.
@@ -546,7 +557,7 @@ class SQLiteStore(SQLiteFile):
                  record_id))
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
-                       ticket_id: int | None = None, error: str | None = None,
+                       ticket_id: str | None = None, error: str | None = None,
                        thread_ids: Iterable[str] = (), durable: bool = True) -> None:
         now = _now()
         with self._tx(durable=durable) as db:
@@ -679,16 +690,16 @@ class SQLiteStore(SQLiteFile):
         return [self._record(r) for r in self._query(sql + " ORDER BY id", params)]
 
     # -- threading ------------------------------------------------------------------------
-    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> str | None:
         return self._first_mapped(message_ids)
 
     def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         return self._first_mapped(message_ids, "AND direction = 'out' AND account = ?",
                                   (account,))
 
     def _first_mapped(self, message_ids: Iterable[str], condition: str = "",
-                      params: tuple[str, ...] = ()) -> int | None:
+                      params: tuple[str, ...] = ()) -> str | None:
         """The ticket of the first of ``message_ids`` (in their order) mapped to one."""
         ids = [m for m in message_ids if m]
         if not ids:
@@ -698,9 +709,9 @@ class SQLiteStore(SQLiteFile):
             f"SELECT message_id, ticket_id FROM message_ids WHERE message_id IN ({marks}) "
             f"{condition}", [*ids, *params])
         by_id = {r["message_id"]: r["ticket_id"] for r in rows}
-        return next((int(by_id[mid]) for mid in ids if mid in by_id), None)
+        return next((str(by_id[mid]) for mid in ids if mid in by_id), None)
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None:
         """Map ids onto the ticket; an id already mapped keeps its ticket unless ``replace``."""
