@@ -22,7 +22,8 @@ def new_ticket(**kw: Any) -> NewTicket:
         subject="Richiesta", requester_email="mario@pec.example.it", requester_name="Mario",
         body_text="Buongiorno " * 40, body_html="<p>Buongiorno</p>",
         uploads=(Upload("modulo.pdf", "application/pdf", PDF),), tags=("pmb_acct1",),
-        external_id="pmb:acct1:<m1@x>", idempotency_key="k1", priority="high")
+        external_id="pmb:acct1:<m1@x>", idempotency_key="k1",
+        controls=(("X-OTOBO-Priority", "4 high"),))
     values.update(kw)
     return NewTicket(**values)
 
@@ -60,7 +61,8 @@ def test_created_tickets_are_known_for_the_run_and_follow_comments_and_tags() ->
     adapter = DryRunAdapter(out)
     created = adapter.create_ticket(new_ticket())
 
-    adapter.add_comment(Comment(ticket_id=created.id, body_text="risposta", status="open",
+    adapter.add_comment(Comment(ticket_id=created.id, body_text="risposta",
+                                defaults=(("X-OTOBO-FollowUp-State", "open"),),
                                 add_tags=("pec_reply",), remove_tags=("pmb_acct1",),
                                 dedupe_key="dk", uploads=(Upload("r.txt", "text/plain", b"r"),)))
     adapter.add_tags(created.id, ["pec_sent"])

@@ -5,10 +5,10 @@ host-neutral language: opaque ticket ids, the filters' X-OTOBO-* controls. This 
 code of every other module (names and string literals; comments and docstrings may explain)
 and fails when a Zendesk word appears where it did not before.
 
-``STILL_THERE`` lists what has not moved yet, per module and word, as counts: the decision
-and request types still carry Zendesk fields, and the outbound side's webhook/install/
-signature modules are Zendesk's but not yet named so. A count may only go down (lower it here
-when a change removes words); a new module or a higher count fails.
+``STILL_THERE`` lists what has not moved yet, per module and word, as counts: the outbound
+side's webhook/install/signature/worker modules are Zendesk's but not yet named so, and the
+CLI names the host types. A count may only go down (lower it here when a change removes
+words); a new module or a higher count fails.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ WORDS = re.compile(r"zendesk|group_id|brand_id|via_followup_source_id", re.IGNOR
 #: Where Zendesk words belong: its adapter and its outbound API.
 ZENDESK_MODULES = re.compile(r"^connector/(hosts|outbound)/zendesk")
 #: The config layer keeps Zendesk-flavoured keys accepted (host.groups, new_ticket.group_id,
-#: host.type: zendesk); the factory builds the adapter a host type names.
+#: host.type: zendesk); the factories build the adapter and the vocabulary a host type names.
 CONFIG_LAYER = {"connector/config.py", "connector/config_reader.py",
-                "connector/hosts/factory.py"}
+                "connector/hosts/factory.py", "connector/hosts/vocabulary.py"}
 
 STILL_THERE: dict[str, dict[str, int]] = {
     "connector/cli/outbound.py": {"zendesk": 1},
     "connector/cli/parser.py": {"zendesk": 4},
-    "connector/decide/decision.py": {"group_id": 9, "brand_id": 10},
-    "connector/hosts/base.py": {"group_id": 1, "brand_id": 1},
-    "connector/hosts/dryrun.py": {"group_id": 2, "brand_id": 2, "via_followup_source_id": 1},
+    # Without a helpdesk to read from, the dry run shows Zendesk's calls (its vocabulary).
+    "connector/hosts/dryrun.py": {"zendesk": 3},
     "connector/outbound/commands.py": {"zendesk": 11},
     "connector/outbound/install.py": {"zendesk": 10},
     "connector/outbound/otobo_api.py": {"zendesk": 1},
@@ -41,7 +40,6 @@ STILL_THERE: dict[str, dict[str, int]] = {
     "connector/outbound/signature.py": {"zendesk": 4},
     "connector/outbound/webhook.py": {"zendesk": 5},
     "connector/outbound/worker.py": {"zendesk": 3},
-    "connector/service/pipeline.py": {"group_id": 2, "brand_id": 2},
 }
 
 

@@ -169,12 +169,10 @@ def new_ticket(**kw: Any) -> NewTicket:
         uploads=(Upload("modulo.pdf", "application/pdf", PDF),
                  Upload("logo.png", "image/png", PNG, content_id="logo@pec.example.it")),
         tags=("pmb_acct1", "pec"),
-        priority="normal",
-        status="new",
-        ticket_type="question",
-        group_id=123,
-        brand_id=456,
-        custom_fields=((7890, "<m1@example.it>"),),
+        # The account's defaults and the filters' controls, in the control vocabulary.
+        defaults=(("X-OTOBO-Priority", "normal"), ("X-OTOBO-State", "new"),
+                  ("X-OTOBO-Type", "question"), ("X-OTOBO-Queue", "123")),
+        controls=(("X-OTOBO-Brand", "456"), ("X-OTOBO-DynamicField-7890", "<m1@example.it>")),
         email_ccs=("ufficio@example.it",),
         external_id="pmb:acct1:<m1@example.it>",
         idempotency_key="pmb:acct1:3b1f0c",
@@ -211,7 +209,8 @@ def test_create_names_the_recipient_address_and_brand(rsps, ft) -> None:
 
     make(ft).create_ticket(NewTicket(subject="Fattura", requester_email="a@example.it",
                                      requester_name="A", body_text="ciao",
-                                     recipient="billing@acme.example", brand_id=360001))
+                                     recipient="billing@acme.example",
+                                     controls=(("X-OTOBO-Brand", "360001"),)))
 
     body = sent_json(calls(rsps, "POST", "/api/v2/tickets")[0])
     validate_request("POST", "/api/v2/tickets", body)  # both are writable on create
@@ -687,7 +686,9 @@ def comment(**kw: Any) -> Comment:
                                   body_html="<p>Grazie, ecco la ricevuta.</p>", public=True,
                                   author_email="Mario.Rossi@pec.example.it",
                                   uploads=(Upload("ricevuta.pdf", "application/pdf", PDF),),
-                                  status="open", priority="high", add_tags=("pec_reply",),
+                                  defaults=(("X-OTOBO-FollowUp-State", "open"),),
+                                  controls=(("X-OTOBO-FollowUp-Priority", "4 high"),),
+                                  add_tags=("pec_reply",),
                                   remove_tags=("pmb_acct1",), dedupe_key="dk-42")
     values.update(kw)
     return Comment(**values)
@@ -739,7 +740,7 @@ def test_comment_without_tag_changes_sends_no_tags_and_unknown_author_is_omitted
     mock(rsps, "PUT", "/api/v2/tickets/4711", 200, update_answer())
 
     make(ft).add_comment(comment(uploads=(), add_tags=(), remove_tags=(), body_html=None,
-                                 public=False, status=None, priority=None))
+                                 public=False, defaults=(), controls=()))
 
     body = sent_json(calls(rsps, "PUT", "/api/v2/tickets/4711")[0])
     validate_request("PUT", "/api/v2/tickets/4711", body)

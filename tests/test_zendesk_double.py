@@ -76,7 +76,7 @@ def new_ticket(**kw: Any) -> NewTicket:
         uploads=(Upload("daticert.xml", "application/xml", b"<postacert/>"),
                  Upload("logo.png", "image/png", PNG, content_id="img1@x")),
         tags=("pmb_acct1",), external_id="pmb:acct1:<m1@x>", idempotency_key="key-1",
-        custom_fields=((7890, "<m1@x>"),), email_ccs=("cc@example.it",))
+        controls=(("X-OTOBO-DynamicField-7890", "<m1@x>"),), email_ccs=("cc@example.it",))
     values.update(kw)
     return NewTicket(**values)
 
@@ -262,7 +262,8 @@ def test_adapter_creates_comments_and_tags_against_the_double(zd: ZendeskDouble)
     assert not adapter.user_exists("nobody@example.it")
 
     adapter.add_comment(Comment(ticket_id=created.id, body_text="Risposta",
-                                author_email="mario.rossi@pec.example.it", status="open",
+                                author_email="mario.rossi@pec.example.it",
+                                defaults=(("X-OTOBO-FollowUp-State", "open"),),
                                 add_tags=("pec_reply",), remove_tags=("pmb_acct1",),
                                 uploads=(Upload("r.txt", "text/plain", b"ricevuta"),),
                                 dedupe_key="dk-1"))

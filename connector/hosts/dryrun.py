@@ -1,9 +1,12 @@
 """A host adapter that changes nothing: it prints, as JSON lines, the calls it would make.
 
 For trying a configuration against real mailboxes before any ticket is created. Every line has
-``"dry_run": true``, the HTTP method and the Zendesk path the real adapter would use, and a
-summary of the body: attachments appear as filename, content type, size and sha256, never their
-bytes; bodies as their length, hash and a short preview.
+``"dry_run": true``, the HTTP method and the path the real adapter would use, and a summary of
+the body: attachments appear as filename, content type, size and sha256, never their bytes;
+bodies as their length, hash and a short preview. The ticket fields are what the host's
+``vocabulary`` makes of the controls. When the host is OTOBO/Znuny (a ``reader`` that is one),
+the lines are its GenericInterface calls, built by that adapter; otherwise Zendesk's REST
+calls.
 
 Tickets it "creates" get negative ids ("-1", "-2", ...), so they can never be mistaken for real
 ones, and it remembers them for the rest of the run: ``get_ticket`` and
@@ -30,6 +33,7 @@ from connector.hosts.base import (
     NewTicket,
     TicketInfo,
     Upload,
+    Vocabulary,
 )
 from connector.hosts.bounded import bound_ccs, bound_uploads
 
@@ -70,9 +74,15 @@ class DryRunAdapter:
     name = "dry-run"
 
     def __init__(self, out: TextIO, *, reader: HostAdapter | None = None,
-                 max_uploads_per_mail: int = 0, max_ccs_per_mail: int = 0) -> None:
+                 max_uploads_per_mail: int = 0, max_ccs_per_mail: int = 0,
+                 vocabulary: Vocabulary | None = None) -> None:
         self._out = out
         self._reader = reader
+        if vocabulary is None:
+            from connector.hosts.zendesk_fields import ZendeskVocabulary
+
+            vocabulary = ZendeskVocabulary()
+        self.vocabulary = vocabulary
         # The per-mail limits the real adapter applies (connector.hosts.bounded), so the dry
         # run shows the calls the real run would make.
         self._max_uploads = max_uploads_per_mail
@@ -133,12 +143,13 @@ class DryRunAdapter:
             return self._create_otobo(otobo, ticket, ticket_id)
         uploads = self._uploads(ticket.uploads)
         ccs, _listed = bound_ccs(ticket.email_ccs, self._max_ccs)
+        fields = dict(self.vocabulary.translate(ticket.defaults, ticket.controls).fields)
         with self._lock:
             ticket_id = self._new_id()
             self._tickets[ticket_id] = _FakeTicket(
                 TicketInfo(
                     id=ticket_id,
-                    status=ticket.status or "new",
+                    status=str(fields.get("status") or "new"),
                     subject=ticket.subject,
                     requester_email=ticket.requester_email,
                     cc_emails=ccs,
@@ -158,16 +169,11 @@ class DryRunAdapter:
                 "body_html": _text_summary(ticket.body_html),
                 "uploads": len(uploads),
                 "tags": list(ticket.tags),
-                "priority": ticket.priority,
-                "status": ticket.status,
-                "type": ticket.ticket_type,
-                "group_id": ticket.group_id,
-                "brand_id": ticket.brand_id,
+                **fields,
                 "recipient": ticket.recipient,
-                "custom_fields": [{"id": fid, "value": v} for fid, v in ticket.custom_fields],
                 "email_ccs": list(ccs),
                 "external_id": ticket.external_id,
-                "via_followup_source_id": ticket.follows_up,
+                "follows_up": ticket.follows_up,
             },
             result={"id": ticket_id},
         )
@@ -186,6 +192,8 @@ class DryRunAdapter:
             self._note_comment(comment)
             return
         uploads = self._uploads(comment.uploads)
+        changes = self.vocabulary.translate(comment.defaults, comment.controls,
+                                            follow_up=True).fields
         self._emit(
             "PUT",
             f"/api/v2/tickets/{comment.ticket_id}",
@@ -198,8 +206,7 @@ class DryRunAdapter:
                 "uploads": len(uploads),
                 "dedupe_key": comment.dedupe_key,
             },
-            status=comment.status,
-            priority=comment.priority,
+            **changes,
             add_tags=list(comment.add_tags) or None,
             remove_tags=list(comment.remove_tags) or None,
         )
@@ -211,7 +218,9 @@ class DryRunAdapter:
             if fake is None:
                 return
             tags = _changed_tags(fake.info.tags, comment.add_tags, comment.remove_tags)
-            fake.info = replace(fake.info, status=comment.status or fake.info.status, tags=tags)
+            status = self.vocabulary.translate(comment.defaults, comment.controls,
+                                               follow_up=True).fields.get("status")
+            fake.info = replace(fake.info, status=str(status or fake.info.status), tags=tags)
             fake.comments.append({"dedupe_key": comment.dedupe_key, "public": comment.public})
 
     def get_ticket(self, ticket_id: str) -> TicketInfo | None:
@@ -268,7 +277,9 @@ class DryRunAdapter:
             ticket = item.ticket
             for upload in (*ticket.uploads, *(u for d in item.comments for u in d.comment.uploads)):
                 self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
-            created = self._remember_ticket(ticket)
+            fields = dict(self.vocabulary.translate(ticket.defaults, ticket.controls).fields)
+            status = item.status or fields.get("status")
+            created = self._remember_ticket(ticket, str(status or "new"))
             results.append(ImportResult(created))
             summaries.append({
                 "id": created,
@@ -276,7 +287,8 @@ class DryRunAdapter:
                 "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
                 "created_at": item.created_at.isoformat(),
                 "updated_at": item.updated_at.isoformat(),
-                "status": ticket.status,
+                **fields,
+                "status": status,
                 "tags": list(ticket.tags),
                 "external_id": ticket.external_id,
                 "comments": [{"created_at": item.created_at.isoformat(), "public": ticket.public,
@@ -291,11 +303,11 @@ class DryRunAdapter:
                    else None, tickets=summaries)
         return results
 
-    def _remember_ticket(self, ticket: NewTicket) -> str:
+    def _remember_ticket(self, ticket: NewTicket, status: str) -> str:
         with self._lock:
             ticket_id = self._new_id()
             self._tickets[ticket_id] = _FakeTicket(TicketInfo(
-                id=ticket_id, status=ticket.status or "new", subject=ticket.subject,
+                id=ticket_id, status=status, subject=ticket.subject,
                 requester_email=ticket.requester_email, cc_emails=tuple(ticket.email_ccs),
                 tags=tuple(dict.fromkeys(ticket.tags)), external_id=ticket.external_id))
         return ticket_id

@@ -40,25 +40,18 @@ from connector.errors import PermanentHostError
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
 from connector.hosts.otobo_api import GenericInterfaceClient, OtoboOperationError
 from connector.hosts.otobo_payload import (
+    DEFAULT_PRIORITIES,
+    DEFAULT_STATES,
+    OtoboVocabulary,
     attachment_entries,
     dynamic_field_list,
     fit_attachments,
     left_out_note,
-    native_controls,
 )
 from connector.hosts.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
-#: Zendesk-style words the decide stage uses (account defaults, follow_up.status) -> OTOBO's
-#: default state and priority names; ``host.otobo.states`` / ``priorities`` override them.
-DEFAULT_STATES: Mapping[str, str] = {
-    "new": "new", "open": "open", "pending": "pending reminder", "hold": "pending reminder",
-    "solved": "closed successful",
-}
-DEFAULT_PRIORITIES: Mapping[str, str] = {
-    "low": "2 low", "normal": "3 normal", "high": "4 high", "urgent": "5 very high",
-}
 #: Receipt tags the PEC stage adds -> the delivery state a receipt leaves in
 #: ``receipt_state_field``, with a rank so a late acceptance never hides a delivery or a failure.
 RECEIPT_STATES: Mapping[str, tuple[int, str]] = {
@@ -118,6 +111,7 @@ class OtoboAdapter:
         self.api = GenericInterfaceClient(session or requests.Session(), settings.base_url,
                                           user=settings.user, password=settings.password,
                                           timeout=settings.timeout, verify=settings.verify)
+        self.vocabulary = OtoboVocabulary(settings.states, settings.priorities)
         self._policy = RetryPolicy(max_attempts=settings.max_attempts,
                                    max_backoff=settings.max_backoff)
         self._sleep = sleep
@@ -213,8 +207,8 @@ class OtoboAdapter:
     def create_request(self, ticket: NewTicket) -> dict[str, Any]:
         """TicketCreate's parameters for a ticket (no I/O; the dry run shows them)."""
         s = self.settings
-        native = native_controls(ticket.controls, follow_up=False)
-        fields = self._fields(ticket.custom_fields, native.dynamic_fields)
+        native = self.vocabulary.native(ticket.defaults, ticket.controls, follow_up=False)
+        fields: dict[str, Any] = dict(native.dynamic_fields)
         if ticket.external_id:
             fields[s.message_id_field] = ticket.external_id
         if s.tags_field and ticket.tags:
@@ -234,12 +228,12 @@ class OtoboAdapter:
         out: dict[str, Any] = {
             "Title": ticket.subject or "(no subject)",
             "Queue": s.queue,
-            "State": s.states.get(ticket.status or "", s.state),
-            "Priority": s.priorities.get(ticket.priority or "", s.priority),
+            "State": s.state,
+            "Priority": s.priority,
             "CustomerUser": ticket.requester_email,
         }
-        if ticket.ticket_type or s.ticket_type:
-            out["Type"] = ticket.ticket_type or s.ticket_type
+        if s.ticket_type:
+            out["Type"] = s.ticket_type
         return out
 
     def _article_request(self, ticket: NewTicket) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -280,7 +274,7 @@ class OtoboAdapter:
         changes for a comment; ``current`` is the ticket as TicketGet shows it (for tags and
         the receipt state), None when not read. No I/O: the dry run shows it as it is."""
         s = self.settings
-        native = native_controls(comment.controls, follow_up=True)
+        native = self.vocabulary.native(comment.defaults, comment.controls, follow_up=True)
         text, content_type = _body(comment.body_text, comment.body_html)
         attachments, note = self._attachments(comment.uploads, len(text.encode()))
         if note:
@@ -296,12 +290,7 @@ class OtoboAdapter:
         elif not comment.public:
             article["From"] = "postmaster-bridge"
         article.update(native.article)
-        changes: dict[str, Any] = {}
-        if comment.status and not native.keep_state:
-            changes["State"] = s.states.get(comment.status, comment.status)
-        if comment.priority:
-            changes["Priority"] = s.priorities.get(comment.priority, comment.priority)
-        changes.update(native.ticket)
+        changes: dict[str, Any] = dict(native.ticket)
         if native.keep_state:
             changes.pop("State", None)
         fields: dict[str, Any] = dict(native.dynamic_fields)
@@ -407,19 +396,6 @@ class OtoboAdapter:
         )
 
     # -- helpers --------------------------------------------------------------------------
-    def _fields(self, custom: Iterable[tuple[int | str, object]],
-                native: Mapping[str, str]) -> dict[str, Any]:
-        """Dynamic fields by name: the account's (PEC facts, defaults) first, then what the
-        filters set. Numeric ids are Zendesk custom fields and mean nothing here."""
-        out: dict[str, Any] = {}
-        for key, value in custom:
-            if isinstance(key, str) and not key.isdigit():
-                out[key] = value if isinstance(value, (list, str)) else str(value)
-            else:
-                log.debug("custom field id %s has no meaning on OTOBO; not sent", key)
-        out.update(native)
-        return out
-
     def _attachments(self, uploads: Iterable[Upload],
                      body_bytes: int) -> tuple[list[dict[str, str]], str | None]:
         budget = self.settings.max_length - body_bytes * 2 - _REQUEST_OVERHEAD

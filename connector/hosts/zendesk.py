@@ -68,6 +68,7 @@ from connector.hosts.retry import (
     parse_retry_after,
 )
 from connector.hosts.transport import HostTransport
+from connector.hosts.zendesk_fields import ZendeskVocabulary
 from connector.hosts.zendesk_import import IMPORT_BATCH_SIZE, TicketImport
 from connector.mail.filenames import safe_filename
 from connector.tls import certificate_failure, describe_certificate_failure, warn_unverified
@@ -157,6 +158,10 @@ class ZendeskSettings:
     # account-wide ticket-update budget (None: not paced; 429s are waited out).
     rate_limit: Rate | None = None
     ticket_update_rate_limit: Rate | None = None
+    # How the control vocabulary maps (connector.hosts.zendesk_fields): queue names to group
+    # ids (host.groups), dynamic field names to custom field ids (host.custom_fields).
+    groups: Mapping[str, int] = field(default_factory=dict)
+    custom_fields: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -190,6 +195,8 @@ class ZendeskSettings:
             max_ccs_per_mail=cfg.max_ccs_per_mail,
             rate_limit=cfg.rate_limit,
             ticket_update_rate_limit=cfg.ticket_update_rate_limit,
+            groups=dict(cfg.groups),
+            custom_fields=dict(cfg.custom_fields),
         )
 
 
@@ -398,6 +405,7 @@ class ZendeskAdapter:
         on_prepared: Callable[[PreparedRequest], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.vocabulary = ZendeskVocabulary(settings.groups, settings.custom_fields)
         self.on_retry: Callable[[], None] | None = None
         self.on_response: ResponseObserver | None = None
         if session is None:
@@ -504,7 +512,8 @@ class ZendeskAdapter:
         removed = {t.lower() for t in comment.remove_tags}
         tags = [t for t in known.tags if t.lower() not in removed]
         tags += [t for t in comment.add_tags if t not in tags]
-        self._remember_ticket(replace(known, status=comment.status or known.status,
+        status = self.comment_fields(comment).get("status")
+        self._remember_ticket(replace(known, status=status or known.status,
                                       tags=tuple(tags)))
 
     def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
@@ -734,12 +743,9 @@ class ZendeskAdapter:
             "requester": {"name": name, "email": ticket.requester_email},
             "comment": comment,
         }
+        # status, priority, type, group, brand, custom fields: the controls, translated
+        body.update(self.vocabulary.translate(ticket.defaults, ticket.controls).fields)
         optional = {
-            "priority": ticket.priority,
-            "status": ticket.status,
-            "type": ticket.ticket_type,
-            "group_id": ticket.group_id,
-            "brand_id": ticket.brand_id,
             "recipient": ticket.recipient,
             "external_id": ticket.external_id,
             "via_followup_source_id": (zendesk_ticket_id(ticket.follows_up)
@@ -748,8 +754,6 @@ class ZendeskAdapter:
         body.update({k: v for k, v in optional.items() if v is not None})
         if ticket.tags:
             body["tags"] = list(ticket.tags)
-        if ticket.custom_fields:
-            body["custom_fields"] = [{"id": fid, "value": val} for fid, val in ticket.custom_fields]
         ccs, listed_only = bound_ccs(ticket.email_ccs, self.settings.max_ccs_per_mail)
         if ccs:
             body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ccs]
@@ -897,10 +901,7 @@ class ZendeskAdapter:
         if author_id is not None:
             body["author_id"] = author_id
         update: dict[str, Any] = {"comment": body}
-        if comment.status:
-            update["status"] = comment.status
-        if comment.priority:
-            update["priority"] = comment.priority
+        update.update(self.comment_fields(comment))  # status, priority
         if comment.dedupe_key:
             update["metadata"] = {DEDUPE_METADATA_KEY: comment.dedupe_key}
         if comment.add_tags or comment.remove_tags:
@@ -923,6 +924,12 @@ class ZendeskAdapter:
             f"comment on ticket #{comment.ticket_id}",
             retry=False,
         )
+
+    def comment_fields(self, comment: Comment) -> dict[str, Any]:
+        """The ticket changes a comment carries (``status``, ``priority``), translated from
+        its follow-up controls."""
+        return dict(self.vocabulary.translate(comment.defaults, comment.controls,
+                                              follow_up=True).fields)
 
     def _tags_call(self, method: str, ticket_id: str, tags: list[str]) -> None:
         self._forget_ticket(ticket_id)  # its tags change: the next look reads them

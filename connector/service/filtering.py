@@ -95,43 +95,20 @@ def filter_dirs(config: Config, settings: dict[str, FilterSettings]) -> list[Pat
 
 def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
     """Checks a filter's set value against what the host can take (``None``: computed value,
-    checked per message instead)."""
-    from connector.decide.decision import map_priority, map_state
+    checked per message instead), through the host's vocabulary: the same translation the
+    decision and the adapter use."""
+    from connector.hosts.vocabulary import vocabulary_for
 
-    groups = config.host.groups
-    fields = config.host.custom_fields
-    native = config.host.native_controls
+    vocabulary = vocabulary_for(config.host)
     has_tags = config.host.has_tags
 
     def accepts(control: str, value: str | None) -> str | None:
         if not has_tags and control.lower() == "x-bridge-tags":
             return "the helpdesk keeps no tags: set host.otobo.tags_field to keep them"
-        if native:
-            # OTOBO and Znuny take X-OTOBO values as they are (queue and state names,
-            # dynamic fields): the host checks them and answers InvalidParameter.
-            return None
-        name = control.lower()
-        for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-                break
-        if name.startswith("dynamicfield-") or name.startswith("followup-dynamicfield-"):
-            field_name = control.split("DynamicField-", 1)[-1]
-            if field_name not in fields:
-                return (f"dynamic field {field_name!r} is not mapped to a custom field id in "
-                        "host.custom_fields")
-            return None
-        if value is None:
-            return None
-        if name in ("queue", "group") and not value.isdigit() and value not in groups:
-            return f"queue/group {value!r} is not mapped to a group id in host.groups"
-        if name in ("priority", "followup-priority") and map_priority(value) is None:
-            return f"priority {value!r} has no helpdesk equivalent (low, normal, high, urgent)"
-        if name in ("state", "followup-state") and map_state(value) is None:
-            return f"state {value!r} has no helpdesk equivalent"
-        if name == "type" and value.lower() not in ("problem", "incident", "question", "task"):
-            return f"type {value!r} has no helpdesk equivalent (problem, incident, question, task)"
-        return None
+        follow_up = "-followup-" in control.lower()
+        problems = vocabulary.translate((), [(control, value or "")],
+                                        follow_up=follow_up).problems
+        return problems[0] if problems else None
 
     return accepts
 

@@ -30,18 +30,15 @@ from datetime import UTC, date, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
 
 from connector.config import AccountConfig, HistoryPolicy
 from connector.decide import Action, Decision
 from connector.errors import HostError, PermanentHostError, TransientHostError, UnreadableMail
 from connector.fetch.base import RemoteMessage
 from connector.hosts.base import (
-    Comment,
     DatedComment,
     ImportResult,
     ImportTicket,
-    NewTicket,
     TicketImporter,
     TicketInfo,
     first_ticket,
@@ -493,15 +490,13 @@ class HistoryImport:
         pipeline builds a create and its comments (bodies, uploads, trimmed replies)."""
         first, *replies = conversation.mails
         ticket = self.pipeline._new_ticket_request(self._job_of(first), first.decision)
-        if self.settings.status:
-            ticket = _with_status(ticket, self.settings.status)
         comments = []
         for mail in replies:
             comment = self.pipeline._comment_request(self._job_of(mail), mail.decision)
-            if self.settings.status:
-                comment = _with_status(comment, None)  # the ticket's status is set once
             comments.append(DatedComment(comment, mail.date))
-        return ImportTicket(ticket, conversation.created_at, tuple(comments))
+        # history.status, when set, is every imported ticket's status (over what replies set).
+        return ImportTicket(ticket, conversation.created_at, tuple(comments),
+                            status=self.settings.status)
 
     def _job_of(self, mail: _Mail) -> Job:
         """The mail understood again from its spooled bytes (parse, PEC, filters: the same
@@ -623,13 +618,6 @@ def _mail_date(job: Job, fallback: datetime) -> datetime:
             date = message.date
             return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
     return fallback
-
-
-_Request = TypeVar("_Request", NewTicket, Comment)
-
-
-def _with_status(request: _Request, status: str | None) -> _Request:
-    return replace(request, status=status)
 
 
 def import_history(pipeline: Pipeline, messages: Iterable[RemoteMessage],

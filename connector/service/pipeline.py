@@ -258,7 +258,7 @@ class Pipeline:
         local = self._local
         if not hasattr(local, "lookups"):
             local.lookups = StoreLookups(self.store, self.host)
-            local.decider = Decider(self.account, self.host_config, local.lookups)
+            local.decider = Decider(self.account, self.rules.vocabulary, local.lookups)
         return local.lookups
 
     def swap_lookups(self, lookups: StoreLookups) -> StoreLookups:
@@ -266,7 +266,7 @@ class Pipeline:
         the ones it asked before, to be put back the same way (the history import's view)."""
         previous = self.lookups
         self._local.lookups = lookups
-        self._local.decider = Decider(self.account, self.host_config, lookups)
+        self._local.decider = Decider(self.account, self.rules.vocabulary, lookups)
         return previous
 
     @property
@@ -759,17 +759,12 @@ class Pipeline:
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut
                                  or _incomplete(job.content)),
             tags=decision.tags,
-            priority=decision.priority,
-            status=decision.status,
-            ticket_type=decision.ticket_type,
-            group_id=decision.group_id,
-            brand_id=decision.brand_id,
             recipient=decision.recipient,
-            custom_fields=decision.custom_fields,
             email_ccs=decision.email_ccs,
             external_id=key[:64],
             idempotency_key=key,
             follows_up=decision.followup_of_closed,
+            defaults=decision.defaults,
             controls=decision.controls,
             to=tuple(a.email for a in job.content.to),
             cc=tuple(a.email for a in job.content.cc),
@@ -804,12 +799,11 @@ class Pipeline:
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
                 trimmed is not None and self.account.follow_up.quoted_text == "attach")
                 or _incomplete(job.content)),
-            status=decision.status,
-            priority=decision.priority,
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
             subject=message.subject or None,
+            defaults=decision.defaults,
             controls=decision.controls,
         )
 
