@@ -239,11 +239,21 @@ class HostConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    path: Path
+    path: Path  # the SQLite ledger (type: sqlite)
     state_dir: Path | None = None  # OAuth2 refresh tokens (mode 0600); default: path's folder
     log_retention_days: float = 30.0  # communication log entries older than this are purged
     # Finished mails older than this keep only what later mails need (see apply_retention).
     retention_days: float = 30.0
+    type: str = "sqlite"  # or "postgresql" (connector/store/postgres.py)
+    # PostgreSQL's libpq connection string or URI: a secret (it may hold the password), never
+    # shown (repr=False keeps it out of any log of the config).
+    dsn: str = field(default="", repr=False)
+    pool_size: int = 10  # PostgreSQL connections per store (the queue has its own few)
+
+    @property
+    def shared(self) -> bool:
+        """True for an engine several bridge instances can use at once (PostgreSQL)."""
+        return self.type == "postgresql"
 
 
 @dataclass(frozen=True)
@@ -781,6 +791,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
                     else replace(a, subject_ticket_pattern=pattern)
                     for i, a in enumerate(accounts)]
     store_reader = root.child("store")
+    store_type = store_reader.choice("type", ("sqlite", "postgresql"), "sqlite")
+    store_dsn = ""
+    if store_type == "postgresql":
+        store_dsn = store_reader.secret("dsn", required=True)
+    elif store_reader.has("dsn") or store_reader.has("dsn_file"):
+        store_reader.problem("dsn", "is for type: postgresql (SQLite takes path)")
+    store_pool = store_reader.positive("pool_size", int, 10)
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
     state_dir = store_reader.path_value("state_dir") or store_path.parent
@@ -803,7 +820,9 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     problems.raise_if_any()
     return Config(path=Path(where), accounts=tuple(accounts), host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
-                                    state_dir=state_dir, retention_days=ledger_retention),
+                                    state_dir=state_dir, retention_days=ledger_retention,
+                                    type=store_type or "sqlite", dsn=store_dsn,
+                                    pool_size=store_pool),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
                   connections=connections, missing_secrets=tuple(missing))
 

@@ -38,9 +38,10 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "done; for `run --once`, `import`, `deliver` and `errors replay`: every mail "
              "reached a final state (ticket, follow-up, note, ignored, duplicate, skipped, or "
              "held over the sender's daily cap: see `held list`)"),
-    ExitCode(EX_FAILURE, "FAILURE", "`outbound retry`, `install`, `uninstall`",
+    ExitCode(EX_FAILURE, "FAILURE", "`outbound retry`, `install`, `uninstall`, `store migrate`",
              "not done, for the reason printed (a job that cannot be retried, a helpdesk "
-             "object the helpdesk refused)"),
+             "object the helpdesk refused, a store written by a newer bridge); `store migrate "
+             "--check`: migrations are pending"),
     ExitCode(EX_USAGE, "EX_USAGE", "all",
              "wrong command line: unknown option, bad `--since`, `errors replay` or `held "
              "release` on a dry-run host, `store backup` onto the ledger itself"),
@@ -70,10 +71,11 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "the ledger is damaged: nothing more was processed and no mail moved; `store "
              "check` lists the damage, restore a backup (`deliver` exits 75 instead)"),
     ExitCode(EX_TEMPFAIL, "EX_TEMPFAIL", "`run --once`, `import`, `deliver`, `errors replay`, "
-             "`held release`",
+             "`held release`; any command on a PostgreSQL store",
              "a mail was held back (the helpdesk was unreachable or asked to wait): the next "
              "pass, the same import, or the MTA's next delivery attempt retries it; `deliver` "
-             "also on any error, configuration errors included, so the MTA keeps the mail"),
+             "also on any error, configuration errors included, so the MTA keeps the mail; "
+             "any command: the PostgreSQL store cannot be reached or refused the login"),
     ExitCode(EX_CONFIG, "EX_CONFIG", "all but `deliver`",
              "the configuration or a filter file is invalid: every problem is printed, "
              "nothing was touched"),

@@ -25,6 +25,7 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki  # noqa: E402
 from oauth_double import OAuthDouble  # noqa: E402
+from postgres import PostgresServer, start_server  # noqa: E402
 from shared_material import (  # noqa: E402
     REQUIRE_ENV,
     missing_material,
@@ -79,6 +80,81 @@ def dovecot() -> Iterator[DovecotServer]:
 def mailbox_user(dovecot: DovecotServer) -> MailUser:
     """A new user with an empty mailbox, so tests never see each other's mail."""
     return dovecot.add_user()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL on 127.0.0.1 (tests/postgres.py), started once per session."""
+    yield from start_server()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh database with the bridge's schema, for this test alone: its DSN."""
+    dsn = postgres.fresh_database()
+    yield dsn
+    postgres.drop_database(dsn)
+
+
+class StoreTarget:
+    """One store database of the engine a test is parametrized with: ``store()`` and
+    ``queue()`` open it (again: reopening is what a restart does); all closed after."""
+
+    def __init__(self, engine: str, where: str) -> None:
+        self.engine = engine
+        self.where = where  # the SQLite file's path, or the DSN
+        self.opened: list[Any] = []
+
+    def store(self) -> Any:
+        if self.engine == "sqlite":
+            from connector.store.sqlite import SQLiteStore
+
+            store: Any = SQLiteStore(self.where)
+        else:
+            from connector.store.postgres import PostgresStore
+
+            store = PostgresStore(self.where, pool_size=4)
+        self.opened.append(store)
+        return store
+
+    def queue(self, clock: Callable[[], float] | None = None) -> Any:
+        from connector.outbound.queue import OutboundQueue
+
+        if self.engine == "sqlite":
+            queue = OutboundQueue(self.where, clock=clock)
+        else:
+            from connector.store.postgres import PostgresDatabase
+
+            queue = OutboundQueue(PostgresDatabase(self.where, pool_size=4), clock=clock)
+        self.opened.append(queue)
+        return queue
+
+    def close(self) -> None:
+        for opened in reversed(self.opened):
+            opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreTarget]:
+    """The store tests' database on each engine: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        where = str(tmp_path / "ledger.sqlite3")
+    else:
+        where = request.getfixturevalue("pg_dsn")
+    made = StoreTarget(request.param, where)
+    yield made
+    made.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_section(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """``make_bridge(..., **store_section)``: the config's store on each engine (SQLite: the
+    default ledger file; PostgreSQL: a fresh database, its DSN in a dsn_file)."""
+    if request.param == "sqlite":
+        return {}
+    dsn_file = tmp_path / "store-dsn"
+    dsn_file.write_text(request.getfixturevalue("pg_dsn"))
+    return {"store": {"type": "postgresql", "dsn_file": str(dsn_file)}}
 
 
 @pytest.fixture

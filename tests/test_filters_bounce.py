@@ -287,3 +287,12 @@ def test_a_customer_forwarding_a_real_bounce_is_no_bounce(subject: str) -> None:
                           settings=FilterSettings(), lookups=NullLookups())
     classification = outcome.classification
     assert classification is None or classification.strength.value == "weak"
+
+
+@pytest.mark.parametrize("name", ["0021.CALLER-1.eml", "0021.ok-1.eml", "0395.CALLER-1.eml"])
+def test_exims_mail_failure_notices_are_strong_bounces(name: str) -> None:
+    # Exim's own notices for mail it refused outright ("Mail failure - no recipient
+    # addresses", "- malformed recipient address", "- rejected by local scanning code"), as
+    # its test suite records them: no DSN part, a Mailer-Daemon sender and that subject.
+    report = read_report((DATA / "realworld" / "exim" / name).read_bytes())
+    assert report is not None and report.strong and report.action == "failed"

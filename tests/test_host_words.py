@@ -40,6 +40,8 @@ STILL_THERE: dict[str, dict[str, int]] = {
     "connector/outbound/signature.py": {"zendesk": 4},
     "connector/outbound/webhook.py": {"zendesk": 5},
     "connector/outbound/worker.py": {"zendesk": 3},
+    # SQL comments in the outbound queue's schema (what `install` made in Zendesk).
+    "connector/store/migrations.py": {"zendesk": 2},
 }
 
 

@@ -30,6 +30,7 @@ from zendesk_responses import (
 from connector.exitcodes import EX_DATAERR, EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_USAGE
 from connector.service.runner import Service
 from connector.store.base import MessageState
+from connector.store.migrations import LATEST
 from connector.store.sqlite import SQLiteStore
 
 TICKETS = r"^/api/v2/tickets$"
@@ -215,14 +216,14 @@ def test_run_once_also_applies_log_retention(
 
 @pytest.fixture
 def failed(dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
-           make_bridge: Callable[..., Bridge]) -> dict[str, Any]:
+           make_bridge: Callable[..., Bridge], store_section: dict[str, Any]) -> dict[str, Any]:
     """Two mails that failed for good: Zendesk refused one (422), the other is not a mail.
-    Both sit in the Error folder."""
+    Both sit in the Error folder. On each store engine: the admin commands read it."""
     rejected = customer_mail("Rifiutata da Zendesk", "rejected@example.org", pdf=True)
     broken = NOT_A_MAIL
     dovecot.append(mailbox_user, [rejected, broken])
     fault = zendesk.fail("POST", TICKETS, 422, body=REJECTION)
-    bridge = make_bridge([account(dovecot, mailbox_user, "support")])
+    bridge = make_bridge([account(dovecot, mailbox_user, "support")], **store_section)
     assert bridge.poll().counts["failed"] == 2
     assert fault.hits == 1
     assert raws(dovecot, mailbox_user, "Error") == [rejected, broken]
@@ -501,7 +502,8 @@ def test_a_ledger_of_schema_1_gains_the_dismissals_table_in_place(tmp_path: Path
     store.close()
     conn = sqlite3.connect(db)  # what a ledger written before the table existed looks like
     conn.execute("DROP TABLE dismissals")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    conn.execute("DROP TABLE schema_migrations")  # nor recorded migrations
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema', '1')")
     conn.commit()
     conn.close()
 
@@ -512,5 +514,5 @@ def test_a_ledger_of_schema_1_gains_the_dismissals_table_in_place(tmp_path: Path
     assert [r.id for r in store.failed_messages(include_dismissed=True)] == [record.id]
     store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (LATEST,)
     conn.close()

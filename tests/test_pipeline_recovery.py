@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StoreTarget
 from pec_provider import make_circuit
 from shared_material import pec_sample
 
@@ -169,8 +170,8 @@ def test_replay_after_a_lost_answer_makes_no_second_ticket(tmp_path: Path) -> No
     assert len(host.created) == 1
 
 
-def test_held_receipts_of_a_failed_pass_are_not_added_twice(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+def test_held_receipts_of_a_failed_pass_are_not_added_twice(target: StoreTarget) -> None:
+    store = target.store()
     store.map_message_ids("42", [SENT_MSGID], direction="out", account="pec")
     host = MemoryHost()
     pipeline = Pipeline(ACCOUNT, HOST, store, host)  # type: ignore[arg-type]
@@ -189,8 +190,8 @@ def test_held_receipts_of_a_failed_pass_are_not_added_twice(tmp_path: Path) -> N
     assert sorted(box.processed) == ["r1", "r2", "r3"]
 
 
-def test_receipts_for_a_closed_ticket_share_one_follow_up(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+def test_receipts_for_a_closed_ticket_share_one_follow_up(target: StoreTarget) -> None:
+    store = target.store()
     store.map_message_ids("42", [SENT_MSGID], direction="out", account="pec")
     host = MemoryHost(closed=["42"])
     pipeline = Pipeline(ACCOUNT, HOST, store, host)  # type: ignore[arg-type]

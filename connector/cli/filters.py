@@ -32,7 +32,6 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.filters import filters_test, load_chain
     from connector.hosts.factory import make_host
     from connector.service.filtering import StoreLookups, filter_dirs, filter_settings
-    from connector.store.sqlite import SQLiteStore
     from connector.understand import Rules, understand
 
     config = load(args, secrets=False)  # asks the helpdesk only if its secret is at hand
@@ -41,8 +40,7 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     rules = Rules(load_chain(filter_dirs(config, settings)), settings, config.host)
     raw = Path(args.mail).read_bytes()
     # Read-only: the ledger is opened only if it exists, the host is only read.
-    store_path = config.store.path if config.store.path.exists() else ":memory:"
-    store = SQLiteStore(store_path) if store_path == ":memory:" else readonly_store(store_path)
+    store = readonly_store(config)
     missing = [m for m in config.missing_secrets if m.startswith("host.")]
     host = UnavailableHost(missing[0]) if missing else make_host(config.host, out=sys.stderr)
 

@@ -74,7 +74,7 @@ _MAX_REFERENCES = 10
 
 
 class MessageIdRecorder(Protocol):
-    """The store's threading map (``SQLiteStore`` satisfies it)."""
+    """The store's threading map (every ``Store`` satisfies it)."""
 
     def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None) -> None: ...

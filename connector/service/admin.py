@@ -19,7 +19,6 @@ from connector.fetch.base import Mailbox
 from connector.service.connections import connection_report
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
 from connector.store.base import Dismissal, MessageRecord, MessageState, Store
-from connector.store.sqlite import SQLiteStore
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -59,7 +58,7 @@ def _auth(account: AccountConfig) -> str:
 
 
 
-def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json: bool) -> None:
+def accounts_report(config: Config, store: Store, out: TextIO, *, as_json: bool) -> None:
     figures = store.account_figures()
     connections = connection_report(store, [a.name for a in config.accounts])
     rows = []
@@ -125,7 +124,7 @@ def _connection_line(row: dict[str, Any]) -> str:
 
 
 # -- log ----------------------------------------------------------------------------------
-def print_log(store: SQLiteStore, out: TextIO, *, account: str | None, level: str | None,
+def print_log(store: Store, out: TextIO, *, account: str | None, level: str | None,
               since: str | None, message: str | None, as_json: bool, limit: int) -> None:
     entries = store.log_entries(account=account, min_level=level,
                                 since=parse_since(since) if since else None, message=message,
@@ -143,7 +142,7 @@ def print_log(store: SQLiteStore, out: TextIO, *, account: str | None, level: st
 
 
 # -- messages and quarantine --------------------------------------------------------------
-def _failed(store: SQLiteStore, record_id: int) -> MessageRecord:
+def _failed(store: Store, record_id: int) -> MessageRecord:
     record = store.get_message_by_id(record_id)
     if record is None or record.state != MessageState.FAILED:
         raise NotFoundError(f"no failed message with id {record_id} (see 'errors list')")
@@ -156,7 +155,7 @@ def _dismissal_json(dismissal: Dismissal | None) -> dict[str, Any] | None:
     return {"reason": dismissal.reason, "at": dismissal.dismissed_at.isoformat()}
 
 
-def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json: bool,
+def errors_list(store: Store, out: TextIO, *, account: str | None, as_json: bool,
                 include_dismissed: bool = False) -> None:
     records = store.failed_messages(account, include_dismissed=include_dismissed)
     dismissed = store.dismissals(r.id for r in records)
@@ -179,7 +178,7 @@ def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json
                   + f"\n       {r.error}\n")
 
 
-def errors_dismiss(store: SQLiteStore, out: TextIO, record_id: int, reason: str) -> None:
+def errors_dismiss(store: Store, out: TextIO, record_id: int, reason: str) -> None:
     """A failure the admin handled by hand leaves ``errors list`` (``--all`` still shows it);
     its raw copy stays for ``errors export``, and ``errors replay`` lifts the dismissal."""
     record = _failed(store, record_id)
@@ -192,7 +191,7 @@ def errors_dismiss(store: SQLiteStore, out: TextIO, record_id: int, reason: str)
     out.write(f"{record.id}: dismissed ({reason.strip()})\n")
 
 
-def find_records(store: SQLiteStore, key: str) -> list[MessageRecord]:
+def find_records(store: Store, key: str) -> list[MessageRecord]:
     """The ledger records ``key`` names: a record id, a Message-ID (with or without <>) or a
     ref; NotFoundError when there is none."""
     records: list[MessageRecord] = []
@@ -205,7 +204,7 @@ def find_records(store: SQLiteStore, key: str) -> list[MessageRecord]:
     return records
 
 
-def message_document(store: SQLiteStore, record: MessageRecord) -> dict[str, Any]:
+def message_document(store: Store, record: MessageRecord) -> dict[str, Any]:
     """Everything the ledger and the communication log know about one message (the
     ``messages show --json`` document; the text form prints the same)."""
     raw = store.quarantined_raw(record.id)
@@ -247,7 +246,7 @@ def _headers(raw: bytes) -> dict[str, str | None]:
             "message_id": header("Message-ID"), "date": header("Date")}
 
 
-def messages_show(store: SQLiteStore, out: TextIO, key: str, *, as_json: bool) -> None:
+def messages_show(store: Store, out: TextIO, key: str, *, as_json: bool) -> None:
     documents = [message_document(store, r) for r in find_records(store, key)]
     if as_json:
         out.write(json.dumps({"messages": documents}, indent=2, ensure_ascii=False) + "\n")
@@ -297,7 +296,7 @@ def _show_text(doc: dict[str, Any], out: TextIO) -> None:
                   + (f" ({doc['error']})" if doc["error"] else "") + "\n")
 
 
-def errors_export(store: SQLiteStore, record_id: int, target: Path) -> Path:
+def errors_export(store: Store, record_id: int, target: Path) -> Path:
     _failed(store, record_id)
     raw = store.quarantined_raw(record_id)
     if raw is None:
@@ -308,7 +307,7 @@ def errors_export(store: SQLiteStore, record_id: int, target: Path) -> Path:
     return path
 
 
-def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
+def errors_replay(store: Store, record_id: int, account: AccountConfig,
                   pipeline: Pipeline, mailbox_factory: Callable[[AccountConfig], Mailbox],
                   out: TextIO) -> Outcome:
     """Run a failed message through the pipeline again. On success the server copy moves

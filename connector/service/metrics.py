@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connector.fetch.status import ConnectionState, StatusBoard
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import Store
 
 
 def event_kind(event: str | None) -> str:
@@ -72,7 +72,7 @@ class _ConnectionCollector:
 class _StateCollector:
     """Gauges read from the store at scrape time: account state and queue depths."""
 
-    def __init__(self, store: SQLiteStore, accounts: Iterable[str],
+    def __init__(self, store: Store, accounts: Iterable[str],
                  queue_depth: Callable[[], dict[str, int]] | None) -> None:
         self.store = store
         self.accounts = list(accounts)
@@ -131,7 +131,7 @@ class Metrics:
                                registry=self.registry)
         self._lock = threading.Lock()
 
-    def watch_store(self, store: SQLiteStore, accounts: Iterable[str]) -> None:
+    def watch_store(self, store: Store, accounts: Iterable[str]) -> None:
         self._collector = _StateCollector(store, accounts, None)
         self.registry.register(self._collector)
 
@@ -160,7 +160,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def health(store: SQLiteStore, accounts: Iterable[str]) -> tuple[bool, dict[str, Any]]:
+def health(store: Store, accounts: Iterable[str]) -> tuple[bool, dict[str, Any]]:
     """Healthy when the store takes writes and no account is disabled."""
     report: dict[str, Any] = {"store_writable": store.writable(), "accounts": {}}
     healthy = bool(report["store_writable"])
@@ -175,7 +175,7 @@ def health(store: SQLiteStore, accounts: Iterable[str]) -> tuple[bool, dict[str,
     return healthy, report
 
 
-def make_observability_app(metrics: Metrics, store: SQLiteStore, accounts: Iterable[str]):  # noqa: ANN201
+def make_observability_app(metrics: Metrics, store: Store, accounts: Iterable[str]):  # noqa: ANN201
     """A WSGI app answering /metrics and /healthz (and 404 for anything else)."""
     names = list(accounts)
 

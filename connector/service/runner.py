@@ -31,8 +31,8 @@ from connector.service.connections import RECONNECTED
 from connector.service.inflight import InFlight, conversation_keys
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead, prepare
 from connector.service.pipeline import Outcome, Pipeline, Result, outcome_of
-from connector.store.base import MessageState
-from connector.store.sqlite import SQLiteStore, damaged_message
+from connector.store.base import MessageState, Store
+from connector.store.sqlite import damaged_message
 from connector.tls import certificate_failure, describe_certificate_failure
 from connector.understand import Prepared
 
@@ -129,7 +129,7 @@ class AccountPoller:
     ``MIN_MESSAGES`` messages have them parsed ahead in worker processes; the pipeline still
     processes them one by one in fetch order."""
 
-    def __init__(self, account: AccountConfig, store: SQLiteStore, pipeline: Pipeline, *,
+    def __init__(self, account: AccountConfig, store: Store, pipeline: Pipeline, *,
                  dry_run: bool = False, mailbox_factory: MailboxFactory = open_mailbox,
                  stop: threading.Event | None = None, parser: Parser | None = None,
                  pacing: LoginPacing | None = None, board: StatusBoard | None = None) -> None:

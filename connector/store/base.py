@@ -1,6 +1,8 @@
 """The store interface: everything the bridge must remember across restarts.
 
-One small interface so SQLite (default) and later PostgreSQL can both serve. Records are plain
+One interface that SQLite (default, connector/store/sqlite.py) and PostgreSQL
+(connector/store/postgres.py) both serve; callers open one with
+``connector.store.factory.open_store`` and type against :class:`Store`. Records are plain
 dataclasses; the store never returns driver rows.
 
 Durability: every write is durable when it returns, unless the caller passes
@@ -125,7 +127,31 @@ class LogEntry:
 
 
 class Store(Protocol):
+    #: "sqlite" or "postgresql".
+    engine: str
+    #: What messages name the store by: the SQLite file, or the DSN without its password.
+    path: Any
+    #: The engine's exception classes (a store that fails raises one of these).
+    errors: tuple[type[BaseException], ...]
+
     def close(self) -> None: ...
+
+    def writable(self) -> bool:
+        """True when a write transaction can be committed (for health checks)."""
+        ...
+
+    def quick_check(self) -> list[str]:
+        """Damage the engine can see (SQLite's quick_check); [] when sound."""
+        ...
+
+    # -- schema ----------------------------------------------------------------------------
+    def applied_migrations(self) -> list[int]: ...
+
+    def pending_migrations(self) -> list[Any]: ...
+
+    def migrate(self) -> list[Any]:
+        """Apply the pending schema migrations (connector/store/migrations.py)."""
+        ...
 
     def make_durable(self) -> None:
         """Barrier: everything committed so far is on disk when this returns. Nearly free
@@ -158,7 +184,7 @@ class Store(Protocol):
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
                          trace: Mapping[str, Any] | None, mail_day: date | None = None,
-                         durable: bool = True) -> int | None:
+                         sender_proven: bool = False, durable: bool = True) -> int | None:
         """Record what the message is (``mail_day``: the UTC day of its Date) and claim its
         dedupe key in one transaction; returns the record id holding the key."""
         ...
@@ -195,7 +221,14 @@ class Store(Protocol):
         ``message_ids``: the parent a reply must wait for."""
         ...
 
-    def mark_skipped(self, account: str, refs: Iterable[str]) -> None: ...
+    def mark_skipped(self, account: str, refs: Iterable[str],
+                     message_ids: dict[str, str | None] | None = None) -> None: ...
+
+    def orphan_unfinished(self, account: str, ref_prefix: str) -> int: ...
+
+    def skipped_message_ids(self, account: str) -> set[str]: ...
+
+    def messages(self, account: str | None = None) -> list[MessageRecord]: ...
 
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int: ...
@@ -265,6 +298,34 @@ class Store(Protocol):
     def log_events(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """Several entries (``log_event``'s keywords, ``ts`` optional) in one write."""
         ...
+
+    def log_entries(self, *, account: str | None = None, min_level: str | None = None,
+                    since: datetime | None = None, message: str | None = None,
+                    limit: int = 1000) -> list[LogEntry]: ...
+
+    def purge_log(self, older_than: datetime) -> int: ...
+
+    def count_events_since(self, event: str, since: datetime) -> dict[str, int]: ...
+
+    # -- accounts: health, connection status, figures --------------------------------------
+    def get_health(self, account: str) -> AccountHealth: ...
+
+    def all_health(self) -> list[AccountHealth]: ...
+
+    def record_success(self, account: str, backlog: int | None = None) -> None: ...
+
+    def record_connection_failure(self, account: str, error: str) -> int: ...
+
+    def set_account_enabled(self, account: str, enabled: bool,
+                            reason: str | None = None) -> None: ...
+
+    def save_connection_status(self, account: str, *, state: str, detail: str | None,
+                               since: datetime, server_event: str | None,
+                               server_event_at: datetime | None, pid: int) -> None: ...
+
+    def connection_statuses(self) -> dict[str, dict[str, Any]]: ...
+
+    def account_figures(self, since: datetime | None = None) -> dict[str, dict[str, Any]]: ...
 
     # -- mailbox state --------------------------------------------------------------------
     def get_mailbox_mark(self, account: str, folder: str) -> MailboxMark | None: ...
