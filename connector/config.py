@@ -225,16 +225,6 @@ class HostConfig:
     max_in_flight: int = 8
     otobo: OtoboHostConfig | None = None  # type otobo (and a dry-run reading from OTOBO)
 
-    @property
-    def native_controls(self) -> bool:
-        """The host takes the filters' X-OTOBO values as they are (queue and state names,
-        dynamic fields by name): OTOBO and Znuny. Others need the groups/custom_fields maps."""
-        return self.otobo is not None
-
-    @property
-    def has_tags(self) -> bool:
-        """Tags are a host capability: Zendesk has them, OTOBO only via ``tags_field``."""
-        return self.otobo is None or bool(self.otobo.tags_field)
 
 
 @dataclass(frozen=True)

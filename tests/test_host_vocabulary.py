@@ -143,3 +143,25 @@ def _account(**extra: object) -> dict[str, object]:
         entry.pop("password")
     entry.update(extra)
     return entry
+
+
+def test_filter_checks_ask_the_hosts_vocabulary_and_its_tag_capability() -> None:
+    """``filters check`` and ``check``: a set value the host cannot take fails at load time,
+    by the translation a push would use; tags are a capability the host declares."""
+    from connector.service.filtering import host_check
+
+    otobo = config_from_mapping({"host": _otobo_host(), "accounts": [_account()]}, "c.yaml",
+                                Path("."), secrets=False)
+    assert "keeps no tags" in (host_check(otobo)("X-Bridge-Tags", "vip") or "")
+    assert host_check(otobo)("X-OTOBO-Queue", "Anything::Native") is None
+    tagged = config_from_mapping({"host": _otobo_host(tags_field="PMBTags"),
+                                  "accounts": [_account()]}, "c.yaml", Path("."), secrets=False)
+    assert host_check(tagged)("X-Bridge-Tags", "vip") is None
+    zendesk = config_from_mapping({"host": {"type": "dry-run", "groups": {"Billing": 9}},
+                                   "accounts": [_account()]}, "c.yaml", Path("."),
+                                  secrets=False)
+    accepts = host_check(zendesk)
+    assert accepts("X-Bridge-Tags", "vip") is None and accepts("X-OTOBO-Queue", "Billing") is None
+    assert "not mapped in host.groups" in (accepts("X-OTOBO-Queue", "Sales") or "")
+    assert "no helpdesk equivalent" in (accepts("X-OTOBO-FollowUp-Priority", "asap") or "")
+    assert accepts("X-OTOBO-Queue", None) is None  # computed per mail: checked then

@@ -20,7 +20,10 @@ What is host-neutral and what each host reads:
   Why a pure translation rather than a typed error from the adapter: a problem is a warning
   (the mail still reaches the helpdesk with the default), and ``filters test`` must show it
   without any helpdesk call.
-- Tags are a capability (``HostConfig.has_tags``): Zendesk tags, OTOBO's optional text field.
+- Capabilities are declared by each host's vocabulary (an adapter's ``vocabulary``), not by
+  the configuration: ``keeps_tags`` (Zendesk tags; OTOBO only with a ``tags_field``, a text
+  dynamic field); dynamic fields go by name natively (OTOBO) or through the host's mapping to
+  its field ids (Zendesk ``custom_fields``), which ``translate`` applies.
 - Exactly-once: ``idempotency_key`` where the host has one (Zendesk), ``external_id`` searched
   before a create where it does not (OTOBO's ``PMBMessageID``); ``Comment.dedupe_key`` is read
   back by ``comment_exists`` on both.
@@ -50,6 +53,11 @@ class Translation:
 
 class Vocabulary(Protocol):
     """How a host takes the control vocabulary. Pure: the decide stage may call it."""
+
+    @property
+    def keeps_tags(self) -> bool:
+        """The host keeps the bridge's tags on its tickets."""
+        ...
 
     def translate(self, defaults: Iterable[tuple[str, object]],
                   controls: Iterable[tuple[str, object]], *,

@@ -111,7 +111,8 @@ class OtoboAdapter:
         self.api = GenericInterfaceClient(session or requests.Session(), settings.base_url,
                                           user=settings.user, password=settings.password,
                                           timeout=settings.timeout, verify=settings.verify)
-        self.vocabulary = OtoboVocabulary(settings.states, settings.priorities)
+        self.vocabulary = OtoboVocabulary(settings.states, settings.priorities,
+                                          keeps_tags=bool(settings.tags_field))
         self._policy = RetryPolicy(max_attempts=settings.max_attempts,
                                    max_backoff=settings.max_backoff)
         self._sleep = sleep

@@ -113,6 +113,7 @@ class OtoboVocabulary:
 
     states: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATES))
     priorities: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    keeps_tags: bool = False  # OTOBO has no tags; a tags_field (text dynamic field) keeps them
 
     def native(self, defaults: Iterable[tuple[str, object]],
                controls: Iterable[tuple[str, object]], *, follow_up: bool) -> NativeControls:

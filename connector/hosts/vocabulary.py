@@ -17,7 +17,8 @@ def vocabulary_for(host: HostConfig) -> Vocabulary:
         )
 
         return OtoboVocabulary({**DEFAULT_STATES, **host.otobo.states},
-                               {**DEFAULT_PRIORITIES, **host.otobo.priorities})
+                               {**DEFAULT_PRIORITIES, **host.otobo.priorities},
+                               keeps_tags=bool(host.otobo.tags_field))
     from connector.hosts.zendesk_fields import ZendeskVocabulary
 
     return ZendeskVocabulary(host.groups, host.custom_fields)

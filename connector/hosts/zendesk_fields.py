@@ -63,6 +63,7 @@ class ZendeskVocabulary:
 
     groups: Mapping[str, int] = field(default_factory=dict)
     custom_fields: Mapping[str, int] = field(default_factory=dict)
+    keeps_tags: bool = True  # Zendesk tickets have tags
 
     def translate(self, defaults: Iterable[tuple[str, object]],
                   controls: Iterable[tuple[str, object]], *,

@@ -100,10 +100,9 @@ def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
     from connector.hosts.vocabulary import vocabulary_for
 
     vocabulary = vocabulary_for(config.host)
-    has_tags = config.host.has_tags
 
     def accepts(control: str, value: str | None) -> str | None:
-        if not has_tags and control.lower() == "x-bridge-tags":
+        if not vocabulary.keeps_tags and control.lower() == "x-bridge-tags":
             return "the helpdesk keeps no tags: set host.otobo.tags_field to keep them"
         follow_up = "-followup-" in control.lower()
         problems = vocabulary.translate((), [(control, value or "")],
