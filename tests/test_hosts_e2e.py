@@ -263,7 +263,7 @@ def deliver_hook(helpdesk: Helpdesk, app: Any, ticket_id: int) -> int:
     import json
     from datetime import UTC, datetime
 
-    from connector.outbound.signature import format_timestamp, sign
+    from connector.outbound.zendesk_signature import format_timestamp, sign
 
     if isinstance(helpdesk.double, OtoboDouble):
         internal = helpdesk.double.ticket_by_number(ticket_id)["TicketID"]

@@ -23,7 +23,7 @@ from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSetting
 from connector.outbound.queue import JobState
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
-from connector.outbound.signature import format_timestamp, sign
+from connector.outbound.zendesk_signature import format_timestamp, sign
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

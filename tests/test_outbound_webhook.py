@@ -13,8 +13,8 @@ import pytest
 
 from connector.outbound.queue import JobState, OutboundQueue
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
-from connector.outbound.signature import format_timestamp, sign, verify
 from connector.outbound.webhook import WebhookApp
+from connector.outbound.zendesk_signature import format_timestamp, sign, verify
 
 SECRET = "whsec-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)

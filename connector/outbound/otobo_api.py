@@ -26,8 +26,13 @@ from connector.errors import PermanentHostError
 from connector.hosts.base import Comment
 from connector.hosts.otobo import OtoboAdapter, id_list
 from connector.mail.html import html_to_text
-from connector.outbound.model import AttachmentRef, CommentView, TaggedTicket, TicketView
-from connector.outbound.zendesk_api import AttachmentTooLarge
+from connector.outbound.model import (
+    AttachmentRef,
+    AttachmentTooLarge,
+    CommentView,
+    TaggedTicket,
+    TicketView,
+)
 
 #: The ticket dynamic field whose value names the account asked to send.
 DEFAULT_REPLY_FIELD = "PECReply"

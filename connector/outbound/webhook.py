@@ -31,7 +31,7 @@ from typing import Any
 from connector.outbound.otobo_hook import authentic, parse_hook
 from connector.outbound.queue import OutboundQueue
 from connector.outbound.settings import OutboundConfig
-from connector.outbound.signature import delivery_digest, verify
+from connector.outbound.zendesk_signature import delivery_digest, verify
 
 log = logging.getLogger(__name__)
 

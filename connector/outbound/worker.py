@@ -48,7 +48,7 @@ from connector.outbound.compose import (
     new_message_id,
     valid_message_ids,
 )
-from connector.outbound.model import CommentView, TicketView
+from connector.outbound.model import CommentView, OutboundAPI, TicketView
 from connector.outbound.queue import Job, JobState, OutboundQueue, process_owner
 from connector.outbound.settings import OutboundConfig, OutboundSettings
 from connector.outbound.smtp import (
@@ -59,7 +59,6 @@ from connector.outbound.smtp import (
     UncertainSendError,
 )
 from connector.outbound.templates import TemplateContext, render_bodies, render_subject
-from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def make_sender(settings: OutboundSettings) -> SmtpSender:
 class OutboundWorker:
     """Processes outbound jobs; one instance per process (it owns its claims)."""
 
-    def __init__(self, config: OutboundConfig, queue: OutboundQueue, api: ZendeskOutboundAPI,
+    def __init__(self, config: OutboundConfig, queue: OutboundQueue, api: OutboundAPI,
                  store: MessageIdRecorder, *, senders: Mapping[str, SmtpSender] | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, lease: float = 600.0) -> None:

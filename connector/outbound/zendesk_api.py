@@ -23,17 +23,19 @@ import requests
 from connector.errors import HostError, PermanentHostError, TransientHostError
 from connector.hosts.base import Comment
 from connector.hosts.zendesk import ZendeskAdapter, certificate_error, zendesk_ticket_id
-from connector.outbound.model import AttachmentRef, CommentView, TaggedTicket, TicketView
+from connector.outbound.model import (
+    AttachmentRef,
+    AttachmentTooLarge,
+    CommentView,
+    TaggedTicket,
+    TicketView,
+)
 from connector.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_PAGES = 50
-
-
-class AttachmentTooLarge(PermanentHostError):
-    """A comment attachment is over the size the message may have."""
 
 
 class ZendeskOutboundAPI:
