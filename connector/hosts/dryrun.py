@@ -103,8 +103,19 @@ class DryRunAdapter:
 
     # -- HostAdapter -----------------------------------------------------------------------------
 
+    def _read(self, zendesk: tuple[str, str, dict[str, Any]],
+              otobo: tuple[str, str, str, dict[str, Any]]) -> None:
+        """One line for a read: the GenericInterface call when the host is OTOBO/Znuny
+        (``method, path, operation, body``), else the Zendesk request."""
+        if self._otobo() is not None:
+            method, path, operation, body = otobo
+            self._emit(method, path, operation=operation, body=body or None)
+        else:
+            method, path, fields = zendesk
+            self._emit(method, path, **fields)
+
     def check_credentials(self) -> str:
-        self._emit("GET", "/api/v2/users/me")
+        self._read(("GET", "/api/v2/users/me", {}), ("POST", "/Session", "SessionCreate", {}))
         if self._reader is not None:
             return f"dry run (reads as {self._reader.check_credentials()})"
         return "dry run: nothing is sent to any helpdesk"
@@ -114,6 +125,10 @@ class DryRunAdapter:
         for upload in bounded:
             self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
         return bounded
+
+    def _keeps_tags(self) -> bool:
+        otobo = self._otobo()
+        return otobo is None or bool(otobo.settings.tags_field)
 
     def _otobo(self) -> Any:
         """The OTOBO/Znuny adapter when the dry run reads from one: its calls are shown."""
@@ -224,7 +239,8 @@ class DryRunAdapter:
             fake.comments.append({"dedupe_key": comment.dedupe_key, "public": comment.public})
 
     def get_ticket(self, ticket_id: str) -> TicketInfo | None:
-        self._emit("GET", f"/api/v2/tickets/{ticket_id}")
+        self._read(("GET", f"/api/v2/tickets/{ticket_id}", {}),
+                   ("GET", f"/Ticket/<TicketID of {ticket_id}>", "TicketGet", {}))
         with self._lock:
             fake = self._tickets.get(ticket_id)
         if fake is not None:
@@ -234,7 +250,10 @@ class DryRunAdapter:
         return None
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
-        self._emit("GET", "/api/v2/tickets", query={"external_id": external_id})
+        otobo = self._otobo()
+        field = f"DynamicField_{otobo.settings.message_id_field}" if otobo is not None else ""
+        self._read(("GET", "/api/v2/tickets", {"query": {"external_id": external_id}}),
+                   ("POST", "/TicketSearch", "TicketSearch", {field: {"Equals": external_id}}))
         with self._lock:
             found = [f.info for f in self._tickets.values() if f.info.external_id == external_id]
         if self._reader is not None:
@@ -243,21 +262,33 @@ class DryRunAdapter:
 
     def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         # A dry run never wrote a comment, so none of ours can be there.
-        self._emit("GET", f"/api/v2/tickets/{ticket_id}/audits", dedupe_key=dedupe_key)
+        self._read(("GET", f"/api/v2/tickets/{ticket_id}/audits", {"dedupe_key": dedupe_key}),
+                   ("GET", f"/Ticket/<TicketID of {ticket_id}>", "TicketGet",
+                    {"AllArticles": 1, "dedupe_key": dedupe_key}))
         return False
 
     def user_exists(self, email: str) -> bool:
-        self._emit("GET", "/api/v2/users/search", query={"query": f"email:{email}"})
+        self._read(("GET", "/api/v2/users/search", {"query": {"query": f"email:{email}"}}),
+                   ("POST", "/TicketSearch", "TicketSearch",
+                    {"CustomerUserLogin": email, "Limit": 1}))
         if self._reader is not None:
             return self._reader.user_exists(email)
         return False
 
     def add_tags(self, ticket_id: str, tags: list[str]) -> None:
-        self._emit("PUT", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
+        if not self._keeps_tags():
+            return  # OTOBO without a tags_field: the adapter sends nothing
+        self._read(("PUT", f"/api/v2/tickets/{ticket_id}/tags", {"tags": list(tags)}),
+                   ("PATCH", f"/Ticket/<TicketID of {ticket_id}>", "TicketUpdate",
+                    {"add_tags": list(tags)}))
         self._retag(ticket_id, tags, ())
 
     def remove_tags(self, ticket_id: str, tags: list[str]) -> None:
-        self._emit("DELETE", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
+        if not self._keeps_tags():
+            return  # OTOBO without a tags_field: the adapter sends nothing
+        self._read(("DELETE", f"/api/v2/tickets/{ticket_id}/tags", {"tags": list(tags)}),
+                   ("PATCH", f"/Ticket/<TicketID of {ticket_id}>", "TicketUpdate",
+                    {"remove_tags": list(tags)}))
         self._retag(ticket_id, (), tags)
 
     # -- history import --------------------------------------------------------------------------
