@@ -229,11 +229,17 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
     if release_held:
         trace["released"] = "held mail released: the per-sender cap does not apply"
     trace["requester"] = requester.to_json()
-    trace["decision"] = decision.as_dict()
+    host_fields = None
     if decision.action in (Action.NEW_TICKET, Action.FOLLOW_UP, Action.INTERNAL_NOTE):
         # The ticket fields as the host takes them (Zendesk: group_id, status ...; OTOBO:
-        # its Ticket/DynamicField parameters): what the controls and defaults become.
-        trace["decision"]["host_fields"] = dict(rules.vocabulary.translate(
+        # its Ticket/DynamicField parameters), and what it cannot take: asked once the
+        # decision is whole (the PEC facts included).
+        translation = rules.vocabulary.translate(
             decision.defaults, decision.controls,
-            follow_up=decision.action != Action.NEW_TICKET).fields)
+            follow_up=decision.action != Action.NEW_TICKET)
+        host_fields = dict(translation.fields)
+        decision = replace(decision, problems=translation.problems)
+    trace["decision"] = decision.as_dict()
+    if host_fields is not None:
+        trace["decision"]["host_fields"] = host_fields
     return Understanding(message, shown, plan, verdict, requester, decision, trace, outcome)

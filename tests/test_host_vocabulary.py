@@ -165,3 +165,38 @@ def test_filter_checks_ask_the_hosts_vocabulary_and_its_tag_capability() -> None
     assert "not mapped in host.groups" in (accepts("X-OTOBO-Queue", "Sales") or "")
     assert "no helpdesk equivalent" in (accepts("X-OTOBO-FollowUp-Priority", "asap") or "")
     assert accepts("X-OTOBO-Queue", None) is None  # computed per mail: checked then
+
+
+def test_pec_facts_land_in_the_hosts_fields_and_an_unmapped_one_is_a_problem() -> None:
+    """PEC facts travel as X-OTOBO-DynamicField-<configured field> controls: a Zendesk id is
+    a custom field, a name Zendesk has no mapping for is named before the push."""
+    from dataclasses import replace
+
+    from shared_material import pec_sample
+
+    from connector.config import AccountConfig
+    from connector.filters import FilterChain, FilterSettings
+    from connector.service.filtering import StoreLookups
+    from connector.store.sqlite import SQLiteStore
+    from connector.understand import Rules, understand
+
+    account = AccountConfig(name="support", protocol="imap", host="127.0.0.1", port=143,
+                            security="none", username="assistenza@pec.example.it",
+                            password="x", pec=True,
+                            pec_custom_fields={"identificativo": 9001,
+                                               "signature": "PECSignature"})
+    rules = Rules(FilterChain(()), {"support": FilterSettings()}, HostConfig(type="dry-run"))
+    raw = pec_sample("aruba-posta-certificata-2014-01.eml").read_bytes()
+    understood = understand(raw, account, rules, StoreLookups(SQLiteStore(":memory:"), None))
+    decision = understood.decision
+    assert decision.action.value == "new_ticket"
+    fields = understood.trace["decision"]["host_fields"]
+    assert [f["id"] for f in fields["custom_fields"]] == [9001]
+    assert decision.problems == (
+        "dynamic field 'PECSignature' is not mapped in host.custom_fields",)
+    mapped = replace(rules, host=HostConfig(type="dry-run",
+                                            custom_fields={"PECSignature": 9004}))
+    again = understand(raw, account, mapped, StoreLookups(SQLiteStore(":memory:"), None))
+    assert again.decision.problems == ()
+    assert [f["id"] for f in again.trace["decision"]["host_fields"]["custom_fields"]] == [
+        9001, 9004]
