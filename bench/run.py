@@ -9,6 +9,7 @@ Commands:
   rss           peak RSS above idle while one large message goes end to end
   accounts      N mailboxes on one bridge: start-up, RSS, threads, idle CPU, APPEND -> ticket,
                 recovery after a Dovecot restart (``--count N``)
+  instances     several run processes on one ledger: msgs/s with 1..N, takeover p50/p95
   experiments   the measurements behind the recommendations (SQLite commits, batched MOVE,
                 parsing in a process pool)
 
@@ -558,6 +559,13 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instances(args: argparse.Namespace) -> int:
+    from instances import run_instances
+
+    _emit(args, "instances", run_instances(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -642,6 +650,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dovecot", choices=("many", "stock"), default="many",
                    help="many: process/client limits for N connections; stock: as the tests")
     p.set_defaults(func=cmd_accounts)
+
+    p = sub.add_parser("instances", parents=[common],
+                       help="several run instances on one ledger: msgs/s with 1..N of them, "
+                       "takeover time after a SIGKILL")
+    p.add_argument("--instances", type=int, default=3)
+    p.add_argument("--accounts", type=int, default=12)
+    p.add_argument("--ttl", type=float, default=20.0, help="leases.ttl")
+    p.add_argument("--kills", type=int, default=8, help="takeovers timed per setting")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the shared store: a SQLite file, or a private PostgreSQL (fsync on)")
+    p.set_defaults(func=cmd_instances)
 
     p = sub.add_parser("experiments", parents=[common],
                        help="measurements behind the recommendations")

@@ -54,7 +54,10 @@ def account_tag(name: str) -> str:
 
 @dataclass(frozen=True)
 class TicketDefaults:
-    """Fields every new ticket of an account gets unless a filter says otherwise."""
+    """Fields every new ticket of an account gets unless a filter says otherwise. The keys are
+    Zendesk's (``group_id``, ``brand_id``, ``brands``, ``custom_fields`` by id, its priority and
+    status words); ``controls`` says them in the control vocabulary the rest of the bridge
+    speaks, and the host's vocabulary (connector.hosts) takes them from there."""
 
     group_id: int | None = None
     priority: str | None = None
@@ -65,6 +68,19 @@ class TicketDefaults:
     brand_id: int | None = None
     # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
     brands: Mapping[str, int] = field(default_factory=dict)
+
+    def controls(self, recipient: str | None) -> tuple[tuple[str, object], ...]:
+        """These defaults as X-OTOBO-* controls for a mail that reached ``recipient``: a
+        numeric queue is a group id, the brand is the recipient's (``brands``) else
+        ``brand_id``; custom field values keep their YAML type."""
+        brand = self.brands.get(recipient or "", self.brand_id)
+        out: list[tuple[str, object]] = [
+            (name, str(value)) for name, value in (
+                ("X-OTOBO-Queue", self.group_id), ("X-OTOBO-Priority", self.priority),
+                ("X-OTOBO-State", self.status), ("X-OTOBO-Type", self.ticket_type),
+                ("X-OTOBO-Brand", brand)) if value is not None]
+        out += [(f"X-OTOBO-DynamicField-{fid}", value) for fid, value in self.custom_fields]
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,12 @@ class FollowUpPolicy:
     # collapse (a folded section below the reply; no extra upload) | attach (the .eml beside
     # the comment) | keep (no trimming).
     quoted_text: str = "collapse"
+
+    def controls(self) -> tuple[tuple[str, object], ...]:
+        """This policy as ``X-OTOBO-FollowUp-*`` controls (the defaults a filter overrides)."""
+        return tuple((name, value) for name, value in (
+            ("X-OTOBO-FollowUp-State", self.status),
+            ("X-OTOBO-FollowUp-Priority", self.priority)) if value)
 
 
 @dataclass(frozen=True)
@@ -139,7 +161,7 @@ class AccountConfig:
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC (connector.pec.providers) or mail preset (auth.presets)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
-    pec_catch_all_ticket: int | None = None
+    pec_catch_all_ticket: str | None = None  # a ticket id, as the host names it
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
     pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
@@ -203,16 +225,6 @@ class HostConfig:
     max_in_flight: int = 8
     otobo: OtoboHostConfig | None = None  # type otobo (and a dry-run reading from OTOBO)
 
-    @property
-    def native_controls(self) -> bool:
-        """The host takes the filters' X-OTOBO values as they are (queue and state names,
-        dynamic fields by name): OTOBO and Znuny. Others need the groups/custom_fields maps."""
-        return self.otobo is not None
-
-    @property
-    def has_tags(self) -> bool:
-        """Tags are a host capability: Zendesk has them, OTOBO only via ``tags_field``."""
-        return self.otobo is None or bool(self.otobo.tags_field)
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,18 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LeasesConfig:
+    """The ``leases:`` section: several ``run`` instances sharing one ledger
+    (connector.service.leases). ``ttl``: seconds an instance keeps an account after its last
+    renewal, so the bound on a takeover after it died; renewed every ``ttl / 4``.
+    ``local_liveness``: a holder on this machine whose process is gone is taken over at once
+    instead of after ``ttl``."""
+
+    ttl: float = 20.0
+    local_liveness: bool = True
+
+
+@dataclass(frozen=True)
 class ConnectionsConfig:
     """The ``connections:`` section: login pacing per mail server (connector.fetch.pacing).
     ``servers`` maps ``host`` or ``host:port`` to limits that replace the defaults there."""
@@ -253,6 +277,7 @@ class Config:
     connections: ConnectionsConfig = ConnectionsConfig()
     limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
+    leases: LeasesConfig = LeasesConfig()
     #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
     missing_secrets: tuple[str, ...] = ()
 
@@ -394,7 +419,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
                             "skip_existing" if pec else "all")
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
-    catch_all = r.get("pec_catch_all_ticket", int)
+    catch_all = r.get("pec_catch_all_ticket", str)  # 4711 in YAML reads as "4711"
     pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:
@@ -752,6 +777,16 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
             problems.add(ConfigError("import_existing needs a helpdesk with an import API "
                                      "(Zendesk); the OTOBO host has none", path=where,
                                      key=f"accounts[{i}].initial_sync"))
+    for i, raw in enumerate(accounts_raw):
+        zendesk_only = sorted(k for k in ("group_id", "brand_id", "brands", "custom_fields")
+                              if isinstance(raw, Mapping)
+                              and isinstance(raw.get("new_ticket"), Mapping)
+                              and k in raw["new_ticket"])
+        if host.otobo is not None and zendesk_only:
+            problems.add(ConfigError(
+                "Zendesk ids mean nothing to OTOBO: the queue is host.otobo.queue or a "
+                "filter's X-OTOBO-Queue, dynamic fields a filter's X-OTOBO-DynamicField-*",
+                path=where, key=f"accounts[{i}].new_ticket.{zendesk_only[0]}"))
     if host.otobo is not None:
         # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
         pattern = otobo_ticket_pattern(host.otobo.ticket_hook)
@@ -774,6 +809,11 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     connections = ConnectionsConfig()
     with problems.collect():
         connections = _connections(root.child("connections"))
+    leases_reader = root.child("leases")
+    leases = LeasesConfig(
+        ttl=leases_reader.positive("ttl", float, LeasesConfig.ttl),
+        local_liveness=leases_reader.get("local_liveness", bool, LeasesConfig.local_liveness))
+    leases_reader.finish()
     limits_reader = root.child("limits")
     limits = ParseLimits(
         mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
@@ -792,7 +832,7 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
                                     type=store_type or "sqlite", dsn=store_dsn,
                                     pool_size=store_pool),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
-                  connections=connections, missing_secrets=tuple(missing))
+                  connections=connections, missing_secrets=tuple(missing), leases=leases)
 
 
 def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:

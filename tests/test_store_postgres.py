@@ -164,9 +164,9 @@ def sqlite_ledger(path: Path) -> dict[str, int]:
     store.describe_message(done.id, dedupe_key="k1", message_id="m1@example.org",
                            sender="anna@example.org", subject="Stampante", trace={"why": 1})
     store.set_pending(done.id, "new_ticket", {"external_id": "pmb-1"})
-    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id=4711,
+    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id="4711",
                          thread_ids=["m1@example.org"])
-    store.map_message_ids(4711, ["pmb.1@bridge", "pmb.2@bridge"], direction="out",
+    store.map_message_ids("4711", ["pmb.1@bridge", "pmb.2@bridge"], direction="out",
                           account="support")
     failed = store.begin_message("support", "INBOX:1:2", sha256=None)
     store.quarantine(failed.id, b"\x00raw bytes\xff")
@@ -199,9 +199,9 @@ def test_store_copy_moves_everything_verified_and_keeps_ids(tmp_path: Path, pg_d
     assert "messages: 3 row(s) copied, 3 in the target" in out
     store = PostgresStore(pg_dsn)
     copied = store.get_message("support", "INBOX:1:1")
-    assert copied is not None and copied.id == ids["done"] and copied.ticket_id == 4711
+    assert copied is not None and copied.id == ids["done"] and copied.ticket_id == "4711"
     assert copied.trace == {"why": 1} and copied.pending == {"external_id": "pmb-1"}
-    assert store.ticket_for_message_ids(["m1@example.org"]) == 4711
+    assert store.ticket_for_message_ids(["m1@example.org"]) == "4711"
     assert store.is_own_message_id("pmb.2@bridge")
     assert store.quarantined_raw(ids["failed"]) == b"\x00raw bytes\xff"
     assert store.failed_messages() == [] and store.dismissals([ids["failed"]])
@@ -316,7 +316,7 @@ def test_the_store_recovers_when_its_connections_are_cut(pg_dsn: str,
     else:
         pytest.fail("the store did not recover")
     assert found is not None and found.ref == "r1" and failures <= 3
-    store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id=1)
+    store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id="1")
     store.close()
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -24,13 +24,13 @@ from connector.exitcodes import (
     EX_SOFTWARE,
     EX_UNAVAILABLE,
 )
-from connector.outbound.install import apply, plan_install, plan_uninstall
 from connector.outbound.queue import Job, JobState, OutboundQueue
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, load_outbound
 from connector.outbound.webhook import WebhookApp
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
+from connector.outbound.zendesk_install import apply, plan_install, plan_uninstall
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,13 @@ def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None
 # -- serving -------------------------------------------------------------------------------------
 
 def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
-                   extra_routes: Mapping[str, Any] | None = None) -> OutboundService | None:
+                   extra_routes: Mapping[str, Any] | None = None,
+                   may_sweep: Callable[[], bool] | None = None) -> OutboundService | None:
     """Start the webhook server and worker when an account has outbound enabled, else None.
 
     ``store`` is the running store (Message-IDs are recorded through it); without one the
-    configured store is opened. Stop the result with ``stop()``.
+    configured store is opened. ``may_sweep``: whether this instance runs the sweep now (it
+    holds the sweep's lease); without it, always. Stop the result with ``stop()``.
     """
     outbound = load_outbound(config)
     if not outbound.enabled_accounts:
@@ -171,12 +173,13 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
     queue = open_queue(config.store)
     if config.host.type == "otobo":
         api = _otobo_api(config, outbound, adapter)
-        worker = OutboundWorker(outbound, queue, api, store)
+        worker = OutboundWorker(outbound, queue, api, store, may_sweep=may_sweep)
         app = WebhookApp(outbound, queue, on_enqueued=worker.wake.set,
                          ticket_number=api.ticket_number)
         service = OutboundService(outbound, queue, worker, app=app, extra_routes=extra_routes)
     else:
-        worker = OutboundWorker(outbound, queue, _api(config, adapter), store)
+        worker = OutboundWorker(outbound, queue, _api(config, adapter), store,
+                                may_sweep=may_sweep)
         service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
     service.start()
     return service

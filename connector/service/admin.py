@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from connector.errors import FetchError, NotFoundError, UsageError
 from connector.fetch.base import Mailbox
 from connector.service.connections import connection_report
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
-from connector.store.base import Dismissal, MessageRecord, MessageState, Store
+from connector.store.base import Dismissal, Lease, MessageRecord, MessageState, Store
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -61,6 +62,7 @@ def _auth(account: AccountConfig) -> str:
 def accounts_report(config: Config, store: Store, out: TextIO, *, as_json: bool) -> None:
     figures = store.account_figures()
     connections = connection_report(store, [a.name for a in config.accounts])
+    leases = {lease.resource: lease for lease in store.leases()}
     rows = []
     for account in config.accounts:
         health = store.get_health(account.name)
@@ -81,6 +83,7 @@ def accounts_report(config: Config, store: Store, out: TextIO, *, as_json: bool)
             "avg_seconds": fig.get("avg_seconds"),
             "auth": _auth(account),
             **connections[account.name],
+            **_lease_fields(leases.get(f"account:{account.name}")),
         })
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
@@ -103,6 +106,29 @@ def accounts_report(config: Config, store: Store, out: TextIO, *, as_json: bool)
         connection = _connection_line(row)
         if connection:
             out.write(f"    connection: {connection}\n")
+        if row["holder"] is not None:
+            out.write(f"    worked by {row['holder']} (lease epoch {row['lease_epoch']}, "
+                      f"{row['lease_expires_in']:.0f} s left)\n")
+    instances = store.instances()
+    if instances:
+        out.write("instances:\n")
+        held = Counter(lease.holder for lease in leases.values()
+                       if lease.live and lease.resource.startswith("account:"))
+        sweep = leases.get("sweep")
+        for instance in instances:
+            state = "live" if instance.live else "gone"
+            extra = "; runs the sweep" if sweep is not None and sweep.live and \
+                sweep.holder == instance.instance else ""
+            out.write(f"    {instance.instance}: {state}, {held[instance.instance]} "
+                      f"account(s), last heartbeat {_when(instance.heartbeat_at)}{extra}\n")
+
+
+def _lease_fields(lease: Lease | None) -> dict[str, Any]:
+    """Who works the account now (several instances on one ledger): its live lease."""
+    live = lease is not None and lease.live
+    return {"holder": lease.holder if live and lease else None,
+            "lease_epoch": lease.epoch if live and lease else None,
+            "lease_expires_in": round(lease.expires_in, 1) if live and lease else None}
 
 
 def _connection_line(row: dict[str, Any]) -> str:

@@ -54,7 +54,7 @@ class MessageRecord:
     sender: str | None
     subject: str | None
     action: str | None
-    ticket_id: int | None
+    ticket_id: str | None
     attempts: int
     error: str | None
     pending: dict[str, Any] | None  # what a PUSHING message was sending (for crash recovery)
@@ -124,6 +124,54 @@ class LogEntry:
                 "kind": self.kind, "account": self.account, "ref": self.ref,
                 "message_id": self.message_id, "event": self.event, "detail": self.detail,
                 "duration_ms": self.duration_ms}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who works a resource (``account:<name>``, or ``sweep`` for the outbound sweep), judged
+    by the database's clock: ``expires_in`` is seconds left by it when read (<= 0: expired,
+    anyone may take it). ``epoch`` grows with every new holder: the fencing token an effect is
+    committed under (connector.service.leases)."""
+
+    resource: str
+    holder: str
+    epoch: int
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_in: float
+
+    @property
+    def live(self) -> bool:
+        return self.expires_in > 0
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease an instance works under, checked in the transaction that commits an effect
+    (``set_pending``, ``finish_message``): the write is refused unless ``holder`` still holds
+    ``resource`` at ``epoch`` with more than ``margin`` seconds left by the database's clock."""
+
+    resource: str
+    holder: str
+    epoch: int
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A running ``run`` process, as its heartbeat registered it."""
+
+    instance: str
+    host: str
+    pid: int
+    url: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_in: float
+
+    @property
+    def live(self) -> bool:
+        return self.expires_in > 0
 
 
 class Store(Protocol):
@@ -200,15 +248,18 @@ class Store(Protocol):
         ...
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None) -> None:
+                    ticket_id: str | None = None, *, fence: Fence | None = None) -> None:
         """Mark PUSHING and store what is being sent, durably (always: no ``durable``
-        parameter), before the host call."""
+        parameter), before the host call. With ``fence``, only while that lease holds
+        (else :class:`connector.errors.LeaseLostError` and nothing is written)."""
         ...
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
-                       ticket_id: int | None = None, error: str | None = None,
-                       thread_ids: Iterable[str] = (), durable: bool = True) -> None:
-        """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction."""
+                       ticket_id: str | None = None, error: str | None = None,
+                       thread_ids: Iterable[str] = (), durable: bool = True,
+                       fence: Fence | None = None) -> None:
+        """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction
+        (with ``fence``, only while that lease holds, as for ``set_pending``)."""
         ...
 
     def record_failure(self, record_id: int, error: str, *, durable: bool = True) -> None:
@@ -270,17 +321,17 @@ class Store(Protocol):
     def release_quarantine(self, record_id: int) -> None: ...
 
     # -- threading ------------------------------------------------------------------------
-    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> str | None:
         """The ticket of the first of ``message_ids`` (in order) that we have seen or sent."""
         ...
 
     def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         """Like ticket_for_message_ids, but only ids of mail sent from ``account`` (what a PEC
         receipt arriving on that account can certify)."""
         ...
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None: ...
 
@@ -332,3 +383,35 @@ class Store(Protocol):
 
     def set_mailbox_mark(self, account: str, folder: str, *, uidvalidity: int | None,
                          baseline_taken: bool) -> None: ...
+
+    # -- instances and leases (connector.service.leases) -----------------------------------
+    def heartbeat_instance(self, instance: str, *, ttl: float, host: str, pid: int,
+                           url: str | None = None) -> None:
+        """Register ``instance`` as live for ``ttl`` seconds from the database's now."""
+        ...
+
+    def forget_instance(self, instance: str) -> None: ...
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every registered instance, live or not (``expires_in`` says which)."""
+        ...
+
+    def acquire_lease(self, resource: str, holder: str, ttl: float, *,
+                      dead: Iterable[str] = ()) -> Lease | None:
+        """Take ``resource`` for ``ttl`` seconds when it is free, expired (by the database's
+        clock), already ours (renewed, same epoch) or held by one of ``dead`` (holders known
+        to be gone); a new holder gets the next epoch. None when another holds it."""
+        ...
+
+    def renew_leases(self, holder: str, epochs: Mapping[str, int],
+                     ttl: float) -> dict[str, Lease]:
+        """Extend each resource ``holder`` still holds at the given epoch (expired or not, as
+        long as nobody took it since); those missing from the answer are lost."""
+        ...
+
+    def release_lease(self, resource: str, holder: str, epoch: int) -> None:
+        """Hand a lease back: it has no holder and expires now; the next holder gets the
+        next epoch."""
+        ...
+
+    def leases(self) -> list[Lease]: ...

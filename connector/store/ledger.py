@@ -18,11 +18,13 @@ from typing import Any
 from connector.store.base import (
     AccountHealth,
     Dismissal,
+    Fence,
     LogEntry,
     MailboxMark,
     MessageRecord,
     MessageState,
 )
+from connector.store.leasing import check_fence
 from connector.store.sql import Connection, Dialect, Row, ticket_in
 
 
@@ -166,11 +168,13 @@ class Ledger:
                        (dedupe_key, record_id))
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None) -> None:
+                    ticket_id: str | None = None, *, fence: Fence | None = None) -> None:
         # Always durable (no ``durable`` parameter): a host call follows, and this commit's
         # fsync also puts every earlier commit on disk. It always changes the row (state or
-        # action, updated_at), so it always writes a frame and syncs.
+        # action, updated_at), so it always writes a frame and syncs. With ``fence``, only
+        # while that lease holds with its margin left (connector/store/leasing.py).
         with self._tx() as db:
+            check_fence(db, fence, self.dialect)
             db.execute(
                 "UPDATE messages SET state = ?, action = ?, pending = ?, "
                 "ticket_id = COALESCE(?, ticket_id), updated_at = ? WHERE id = ?",
@@ -178,10 +182,12 @@ class Ledger:
                  self.ticket_param(ticket_id), _now(), record_id))
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
-                       ticket_id: int | None = None, error: str | None = None,
-                       thread_ids: Iterable[str] = (), durable: bool = True) -> None:
+                       ticket_id: str | None = None, error: str | None = None,
+                       thread_ids: Iterable[str] = (), durable: bool = True,
+                       fence: Fence | None = None) -> None:
         now = _now()
         with self._tx(durable=durable) as db:
+            check_fence(db, fence, self.dialect, margin=0.0)
             db.execute(
                 "UPDATE messages SET state = ?, action = COALESCE(?, action), "
                 "ticket_id = COALESCE(?, ticket_id), error = ?, updated_at = ? WHERE id = ?",
@@ -313,16 +319,16 @@ class Ledger:
         return [self._record(r) for r in self._query(sql + " ORDER BY id", params)]
 
     # -- threading ------------------------------------------------------------------------
-    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> str | None:
         return self._first_mapped(message_ids)
 
     def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         return self._first_mapped(message_ids, "AND direction = 'out' AND account = ?",
                                   (account,))
 
     def _first_mapped(self, message_ids: Iterable[str], condition: str = "",
-                      params: tuple[str, ...] = ()) -> int | None:
+                      params: tuple[str, ...] = ()) -> str | None:
         """The ticket of the first of ``message_ids`` (in their order) mapped to one."""
         ids = [m for m in message_ids if m]
         if not ids:
@@ -334,7 +340,7 @@ class Ledger:
         by_id = {r["message_id"]: r["ticket_id"] for r in rows}
         return next((ticket_in(by_id[mid]) for mid in ids if mid in by_id), None)
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None:
         """Map ids onto the ticket; an id already mapped keeps its ticket unless ``replace``."""

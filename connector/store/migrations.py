@@ -398,11 +398,38 @@ CREATE TABLE outbound_secrets (
 );
 """
 
+# Several `run` instances on one store (connector.service.leases): each registers with a
+# heartbeat, and works an account (resource `account:<name>`) or the outbound sweep (`sweep`)
+# only while its lease has not expired. Times are the database's clock in Unix seconds;
+# `epoch` grows with each new holder (the fencing token effects are committed under).
+_LEASES = """
+CREATE TABLE IF NOT EXISTS instances (
+    instance     TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          {integer} NOT NULL,
+    url          TEXT,
+    started_at   {real} NOT NULL,
+    heartbeat_at {real} NOT NULL,
+    expires_at   {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    resource     TEXT PRIMARY KEY,
+    holder       TEXT NOT NULL,
+    epoch        {integer} NOT NULL,
+    acquired_at  {real} NOT NULL,
+    renewed_at   {real} NOT NULL,
+    expires_at   {real} NOT NULL
+);
+"""
+_SQLITE_LEASES = _LEASES.format(integer="INTEGER", real="REAL")
+_PG_LEASES = _LEASES.format(integer="BIGINT", real="DOUBLE PRECISION")
+
 #: In order; a new change is one more entry with the next number (never edit an old one).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", sqlite=(_SQLITE_LEDGER, _sqlite_ledger_columns),
               postgresql=(_PG_LEDGER,)),
     Migration(2, "outbound queue", sqlite=(_SQLITE_QUEUE,), postgresql=(_PG_QUEUE,)),
+    Migration(3, "instances and leases", sqlite=(_SQLITE_LEASES,), postgresql=(_PG_LEASES,)),
 )
 
 LATEST = MIGRATIONS[-1].version

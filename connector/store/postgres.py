@@ -38,6 +38,7 @@ from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from connector.errors import StoreUnavailableError
+from connector.store.leasing import LeaseTables
 from connector.store.ledger import Ledger, _now
 from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import POSTGRESQL, Row
@@ -287,7 +288,7 @@ class PostgresDatabase:
             return int(_scalar(conn, "SELECT pg_database_size(current_database())"))
 
 
-class PostgresStore(PostgresDatabase, Ledger):
+class PostgresStore(PostgresDatabase, Ledger, LeaseTables):
     """The ledger on PostgreSQL."""
 
     def _write_unsynced(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -69,6 +69,18 @@ class Dialect:
     seconds_between: Callable[[str, str], str]
     #: A ticket id as the column takes it (PostgreSQL keeps ticket ids as TEXT).
     ticket_param: Callable[[Any], Any]
+    #: The database's clock in Unix seconds: leases are judged by it, never by an instance's.
+    #: SQLite's is the machine's, which every process sharing the file reads.
+    epoch_now: str = "((julianday('now') - 2440587.5) * 86400.0)"
+    #: Appended to the fence's read of a lease row in the transaction that records an
+    #: effect: a takeover waits for that transaction (SQLite's IMMEDIATE one excludes every
+    #: other writer already).
+    share_lock: str = ""
+    #: Run first in every transaction that reads or writes a lease row: on PostgreSQL a
+    #: lease statement waits at most a moment for a row lock (a tick never hangs on it), and
+    #: a process frozen inside such a transaction (SIGSTOP, a paused VM) loses its session
+    #: soon, and with it the lock that would keep the others from taking its leases.
+    lease_tx_setup: tuple[str, ...] = ()
 
 
 SQLITE = Dialect(
@@ -81,11 +93,16 @@ POSTGRESQL = Dialect(
     for_update=" FOR UPDATE",
     seconds_between=lambda a, b: (f"EXTRACT(EPOCH FROM ({b}::timestamptz - "
                                   f"{a}::timestamptz))::float8"),
-    ticket_param=_text_or_none)
+    ticket_param=_text_or_none,
+    epoch_now="EXTRACT(EPOCH FROM statement_timestamp())::float8", share_lock=" FOR SHARE",
+    lease_tx_setup=("SET LOCAL lock_timeout = '2s'",
+                    "SET LOCAL idle_in_transaction_session_timeout = '5s'"))
 
 
-def ticket_in(value: Any) -> Any:
-    """A ticket id as read from either engine: numeric ids as int, as the hosts use today."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
+def ticket_in(value: Any) -> str | None:
+    """A ticket id as read from either engine: the opaque text the bridge uses
+    (connector.hosts.base.TicketId). SQLite ledgers keep the INTEGER affinity of the
+    ``ticket_id`` columns written when ids were integers: an id of plain digits (every
+    Zendesk id and OTOBO TicketNumber) is stored as a number there and read back as the same
+    text; PostgreSQL keeps TEXT. No migration needed."""
+    return None if value is None else str(value)
