@@ -204,7 +204,8 @@ class BenchEnv:
 
     # -- bridge config -------------------------------------------------------------------------
     def write_config(self, *, batch_size: int = 200, poll_interval: float = 5.0,
-                     account_extra: str = "", name: str | None = None) -> Path:
+                     account_extra: str = "", name: str | None = None,
+                     host_extra: str = "") -> Path:
         """A config file for this run: a fresh ledger each time, IMAP without TLS (loopback),
         the host double with an API token."""
         assert self.user is not None
@@ -216,12 +217,13 @@ class BenchEnv:
         email = getattr(self.host, "email", "bench@example.com")
         (run_dir / "host-token").write_text(token)
         extra = "".join(f"    {line}\n" for line in account_extra.splitlines() if line.strip())
+        host_lines = "".join(f"  {line}\n" for line in host_extra.splitlines() if line.strip())
         config = run_dir / "bridge.yaml"
         config.write_text(
             f"store:\n  path: {run_dir / 'ledger.sqlite3'}\n"
             f"host:\n  type: zendesk\n  url: {self.host.url}\n  timeout: 60\n"
             f"  auth:\n    type: api_token\n    email: {email}\n"
-            f"    api_token_file: {run_dir / 'host-token'}\n"
+            f"    api_token_file: {run_dir / 'host-token'}\n{host_lines}"
             "accounts:\n"
             f"  - name: bench\n    protocol: imap\n    host: 127.0.0.1\n"
             f"    port: {self.dovecot.imap_port}\n    security: none\n"
