@@ -205,7 +205,7 @@ class BenchEnv:
     # -- bridge config -------------------------------------------------------------------------
     def write_config(self, *, batch_size: int = 200, poll_interval: float = 5.0,
                      account_extra: str = "", name: str | None = None,
-                     host_extra: str = "") -> Path:
+                     host_extra: str = "", top_extra: str = "") -> Path:
         """A config file for this run: a fresh ledger each time, IMAP without TLS (loopback),
         the host double with an API token."""
         assert self.user is not None
@@ -229,7 +229,7 @@ class BenchEnv:
             f"    port: {self.dovecot.imap_port}\n    security: none\n"
             f"    username: {self.user.name}\n    password_file: {run_dir / 'imap-password'}\n"
             f"    batch_size: {batch_size}\n    poll_interval: {poll_interval}\n"
-            f"    timeout: 60\n    own_addresses: [{SUPPORT_ADDRESS}]\n{extra}"
+            f"    timeout: 60\n    own_addresses: [{SUPPORT_ADDRESS}]\n{extra}{top_extra}"
         )
         return config
 

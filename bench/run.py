@@ -181,8 +181,18 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     env.reset_host()
     inbox = env.restore()
     max_in_flight = getattr(args, "max_in_flight", None)
+    account_extra = top_extra = ""
+    if getattr(args, "pec_fields", False):
+        # The bench provider's signer trusted (as real providers' chain to the shipped AgID
+        # anchors) and the four PEC facts in custom fields: certified envelopes.
+        anchor = env.workdir / "bench-pec-signer.pem"
+        anchor.write_bytes(corpus.signer_pem())
+        account_extra = ("pec_custom_fields: {identificativo: 9001, msgid: 9002, "
+                         "certified_at: 9003, signature: 9004}")
+        top_extra = f"pec:\n  trust_anchors: [{anchor}]\n"
     config = env.write_config(batch_size=args.batch_size, host_extra=(
-        f"max_in_flight: {max_in_flight}" if max_in_flight else ""))
+        f"max_in_flight: {max_in_flight}" if max_in_flight else ""),
+        account_extra=account_extra, top_extra=top_extra)
     counters = Counters()
     lean = getattr(args, "lean", False)
     poller, store = build_poller(config, None if lean else counters, args.parse_workers)
@@ -528,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-in-flight", type=int, default=None,
                    help="host.max_in_flight (default: the bridge's, 8); 1 runs every mail on "
                    "the main thread, where --profile sees it")
+    p.add_argument("--pec-fields", action="store_true",
+                   help="trust the corpus's PEC signer and map the PEC facts to custom fields "
+                   "(pec_custom_fields): certified envelopes, no facts note by default")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     p.add_argument("--lean", action="store_true",
                    help="without the statement, request and transaction counters (they cost "
