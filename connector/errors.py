@@ -84,6 +84,16 @@ class StoreCorruptError(BridgeError):
     no mail is moved: the ledger is what says which mail was already ticketed."""
 
 
+class StoreSchemaError(BridgeError):
+    """The store's schema cannot be used by this bridge: a newer bridge migrated it, or
+    (``store migrate --check``) migrations are pending."""
+
+
+class StoreUnavailableError(BridgeError):
+    """The store cannot be reached (PostgreSQL down, refused login, network cut): nothing was
+    processed and no mail moved. The message never carries the DSN's password."""
+
+
 class HostError(BridgeError):
     """The helpdesk API failed. ``status`` is the HTTP status when there was one."""
 

@@ -38,9 +38,10 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "done; for `run --once`, `import`, `deliver` and `errors replay`: every mail "
              "reached a final state (ticket, follow-up, note, ignored, duplicate, skipped, or "
              "held over the sender's daily cap: see `held list`)"),
-    ExitCode(EX_FAILURE, "FAILURE", "`outbound retry`, `install`, `uninstall`",
+    ExitCode(EX_FAILURE, "FAILURE", "`outbound retry`, `install`, `uninstall`, `store migrate`",
              "not done, for the reason printed (a job that cannot be retried, a helpdesk "
-             "object the helpdesk refused)"),
+             "object the helpdesk refused, a store written by a newer bridge); `store migrate "
+             "--check`: migrations are pending"),
     ExitCode(EX_USAGE, "EX_USAGE", "all",
              "wrong command line: unknown option, bad `--since`, `errors replay` or `held "
              "release` on a dry-run host, `store backup` onto the ledger itself"),

@@ -36,6 +36,7 @@ ME = process_owner("me")
 
 def test_wal_and_full_sync(queue: OutboundQueue) -> None:
     assert queue._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    queue.enqueue("pec", 1, source="webhook", dedupe_key="k")  # as every queue write: FULL
     assert queue._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 

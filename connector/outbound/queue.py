@@ -52,71 +52,6 @@ class JobState(StrEnum):
         return self in (JobState.QUEUED, JobState.WORKING, JobState.SENDING)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbound_jobs (
-    id              INTEGER PRIMARY KEY,
-    account         TEXT NOT NULL,
-    ticket_id       INTEGER NOT NULL,
-    source          TEXT NOT NULL,
-    dedupe_key      TEXT NOT NULL UNIQUE,
-    state           TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    generation      INTEGER NOT NULL DEFAULT 0,
-    forced          INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    owner           TEXT,
-    lease_until     REAL,
-    payload         TEXT,
-    comment_id      INTEGER,
-    message_id      TEXT,
-    recipient       TEXT,
-    subject         TEXT,
-    smtp_reply      TEXT,
-    error           TEXT,
-    reported        INTEGER NOT NULL DEFAULT 0,
-    report_error    TEXT,
-    created_at      TEXT NOT NULL,
-    updated_at      TEXT NOT NULL,
-    sent_at         TEXT
-);
-CREATE INDEX IF NOT EXISTS outbound_jobs_due ON outbound_jobs (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS outbound_jobs_ticket ON outbound_jobs (account, ticket_id);
-
--- One send per comment: the job that sends (or sent) it.
-CREATE TABLE IF NOT EXISTS outbound_sends (
-    account     TEXT NOT NULL,
-    ticket_id   INTEGER NOT NULL,
-    comment_id  INTEGER NOT NULL,
-    job_id      INTEGER NOT NULL,
-    PRIMARY KEY (account, ticket_id, comment_id)
-);
-
--- Signed deliveries already accepted (digest of timestamp + body): replays are duplicates.
-CREATE TABLE IF NOT EXISTS outbound_deliveries (
-    digest      TEXT PRIMARY KEY,
-    job_id      INTEGER NOT NULL,
-    received_at REAL NOT NULL
-);
-
--- What `install` made or changed in Zendesk, so `uninstall` removes exactly that.
-CREATE TABLE IF NOT EXISTS outbound_installed (
-    kind        TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    remote_id   TEXT NOT NULL,
-    created     INTEGER NOT NULL,
-    updated_at  TEXT NOT NULL,
-    PRIMARY KEY (kind, key)
-);
-
--- A webhook signing secret Zendesk chose itself (it ignored or predates the configured one).
-CREATE TABLE IF NOT EXISTS outbound_secrets (
-    account     TEXT PRIMARY KEY,
-    webhook_id  TEXT NOT NULL,
-    secret      TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-"""
-
 _JOB_COLUMNS = (
     "id, account, ticket_id, source, dedupe_key, state, attempts, generation, forced, "
     "next_attempt_at, owner, lease_until, payload, comment_id, message_id, recipient, subject, "
@@ -220,7 +155,7 @@ class OutboundQueue(SQLiteFile):
     def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None) -> None:
         import time
 
-        super().__init__(path, _SCHEMA)
+        super().__init__(path)
         self._clock = clock or time.time
 
     def now(self) -> float:

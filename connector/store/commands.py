@@ -1,4 +1,4 @@
-"""``postmaster-bridge store check|backup|vacuum``: the ledger, for admins.
+"""``postmaster-bridge store check|backup|vacuum|migrate``: the ledger, for admins.
 
 - ``store check`` runs SQLite's full ``PRAGMA integrity_check`` on the ledger (read-only, so
   it is safe while the bridge runs) and exits 74 when the file is damaged.
@@ -9,6 +9,10 @@
   mails, ``store.log_retention_days`` for the communication log; ``run`` does the same every
   minute) and gives the freed space back to the file system with ``VACUUM``. It rewrites the
   file and waits for the bridge's writers, so it is for a quiet moment.
+- ``store migrate`` applies the pending schema migrations (connector/store/migrations.py;
+  ``run`` and every command that writes apply them too when they open the store), and is a
+  no-op when none is pending; ``--check`` lists them without touching anything and exits 1
+  when there are some.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.config import load_config
-from connector.exitcodes import EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE
+from connector.exitcodes import EX_FAILURE, EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE
 
 #: Pages copied per backup step; between steps the bridge's writers get the file.
 BACKUP_STEP_PAGES = 1024
@@ -41,11 +45,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q = ssub.add_parser("vacuum", parents=[common],
                         help="apply the retention periods and return the freed space")
     q.set_defaults(func=cmd_store)
+    q = ssub.add_parser("migrate", parents=[common],
+                        help="apply the pending schema migrations (--check: list them)")
+    q.add_argument("--check", action="store_true",
+                   help="only list the pending migrations; exit 1 when there are some")
+    q.set_defaults(func=cmd_store)
 
 
 def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int:
     config = load_config(args.config, secrets=False)  # the ledger only: no login anywhere
     ledger = config.store.path
+    if args.store_command == "migrate":
+        return migrate(ledger, out, check_only=args.check)
     if not ledger.is_file():
         print(f"FAIL  ledger {ledger}: no such file", file=out)
         return EX_NOINPUT
@@ -54,6 +65,36 @@ def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) 
     if args.store_command == "vacuum":
         return vacuum(ledger, config.store.retention_days, config.store.log_retention_days, out)
     return backup(ledger, Path(args.file), out)
+
+
+def migrate(ledger: Path, out: TextIO, *, check_only: bool) -> int:
+    from connector.store.migrations import pending
+    from connector.store.sqlite import SQLiteStore
+
+    if check_only:
+        if ledger.is_file():
+            store = SQLiteStore(f"file:{ledger}?mode=ro", uri=True)
+            try:
+                todo = store.pending_migrations()
+            finally:
+                store.close()
+        else:
+            todo = pending(())
+        for migration in todo:
+            print(f"pending  {migration.version}  {migration.name}", file=out)
+        print(f"{'FAIL' if todo else 'ok'}    ledger {ledger}: {len(todo)} migration(s) "
+              "pending", file=out)
+        return EX_FAILURE if todo else EX_OK
+    store = SQLiteStore(ledger, migrate=False)
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    for migration in applied:
+        print(f"applied  {migration.version}  {migration.name}", file=out)
+    print(f"ok    ledger {ledger}: {len(applied)} migration(s) applied, schema up to date",
+          file=out)
+    return EX_OK
 
 
 def vacuum(ledger: Path, retention_days: float, log_retention_days: float, out: TextIO) -> int:

@@ -35,128 +35,12 @@ from connector.store.base import (
     MessageRecord,
     MessageState,
 )
+from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
 
 log = logging.getLogger("connector.store")
 
-#: 2: the ``dismissals`` table and ``messages.mail_day`` (older ledgers gain both in place).
-SCHEMA_VERSION = 2
-
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
 _BARRIERS = itertools.count()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id          INTEGER PRIMARY KEY,
-    account     TEXT NOT NULL,
-    ref         TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    dedupe_key  TEXT,
-    message_id  TEXT,
-    sha256      TEXT,
-    sender      TEXT,
-    subject     TEXT,
-    action      TEXT,
-    ticket_id   INTEGER,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    error       TEXT,
-    pending     TEXT,
-    trace       TEXT,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
-    mail_day    TEXT,  -- the UTC day of the mail's Date (the per-sender cap counts by it)
-    sender_proven INTEGER,  -- 1: the From was authenticated (proven mail is counted apart)
-    UNIQUE (account, ref)
-);
-CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, created_at);
-CREATE INDEX IF NOT EXISTS messages_state ON messages (state, account);
-CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (dedupe_key);
-
--- One row per distinct mail: the first record to claim a dedupe key owns it, so the same mail
--- fetched from two mailboxes (or after a UIDVALIDITY change) makes one ticket.
-CREATE TABLE IF NOT EXISTS dedupe_claims (
-    dedupe_key  TEXT PRIMARY KEY,
-    record_id   INTEGER NOT NULL
-);
-
--- Every Message-ID the bridge has seen or sent, to thread replies onto their ticket.
-CREATE TABLE IF NOT EXISTS message_ids (
-    message_id  TEXT PRIMARY KEY,
-    ticket_id   INTEGER NOT NULL,
-    direction   TEXT NOT NULL,
-    account     TEXT,
-    created_at  TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS mailbox_marks (
-    account        TEXT NOT NULL,
-    folder         TEXT NOT NULL,
-    uidvalidity    INTEGER,
-    baseline_taken INTEGER NOT NULL DEFAULT 0,
-    updated_at     TEXT NOT NULL,
-    PRIMARY KEY (account, folder)
-);
-
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-
--- The raw bytes of messages that failed, so an admin can export and replay them.
-CREATE TABLE IF NOT EXISTS quarantine (
-    record_id   INTEGER PRIMARY KEY,
-    raw         BLOB NOT NULL,
-    created_at  TEXT NOT NULL
-);
-
--- Failed messages an admin handled by hand (errors dismiss): out of `errors list`, kept here.
-CREATE TABLE IF NOT EXISTS dismissals (
-    record_id    INTEGER PRIMARY KEY,
-    reason       TEXT NOT NULL,
-    dismissed_at TEXT NOT NULL
-);
-
--- Account health: consecutive connection failures, last success, auto-disable.
-CREATE TABLE IF NOT EXISTS account_health (
-    account              TEXT PRIMARY KEY,
-    enabled              INTEGER NOT NULL DEFAULT 1,
-    consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    last_success_at      TEXT,
-    last_error           TEXT,
-    last_error_at        TEXT,
-    disabled_reason      TEXT,
-    backlog              INTEGER,
-    updated_at           TEXT NOT NULL
-);
-
--- The communication log (OTOBO's idea): connection and message events, each with level,
--- account, message identity and, for connections, how long it took.
-CREATE TABLE IF NOT EXISTS comm_log (
-    id           INTEGER PRIMARY KEY,
-    ts           TEXT NOT NULL,
-    level        TEXT NOT NULL,
-    kind         TEXT NOT NULL,
-    account      TEXT,
-    ref          TEXT,
-    message_id   TEXT,
-    event        TEXT NOT NULL,
-    detail       TEXT,
-    duration_ms  REAL
-);
-CREATE INDEX IF NOT EXISTS comm_log_ts ON comm_log (ts);
-CREATE INDEX IF NOT EXISTS comm_log_event ON comm_log (event, ts);
-
--- What each account's connection is doing now (written by the running service, read by
--- `accounts`): state, since when, the last thing its server said, and which process says so.
-CREATE TABLE IF NOT EXISTS connection_status (
-    account          TEXT PRIMARY KEY,
-    state            TEXT NOT NULL,
-    detail           TEXT,
-    since            TEXT NOT NULL,
-    server_event     TEXT,
-    server_event_at  TEXT,
-    pid              INTEGER NOT NULL,
-    updated_at       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS comm_log_account ON comm_log (account, ts);
-"""
-
 
 #: SQLite primary result codes that may mean a damaged file: IOERR, CORRUPT, NOTADB.
 _DAMAGE_CODES = (10, 11, 26)
@@ -204,11 +88,15 @@ class SQLiteFile:
     """One SQLite file opened for writes: WAL, one connection guarded by a lock, explicit
     IMMEDIATE transactions, each durable (``synchronous=FULL``) unless the caller says
     otherwise. The store and the outbound queue each keep their own tables in the same file
-    through one of these."""
+    through one of these; opening it for writes applies the pending schema migrations
+    (connector/store/migrations.py)."""
 
-    def __init__(self, path: str | Path, schema: str, *, uri: bool = False,
-                 checked_within: float = 0.0) -> None:
+    engine = "sqlite"
+
+    def __init__(self, path: str | Path, *, uri: bool = False, checked_within: float = 0.0,
+                 migrate: bool = True) -> None:
         """``uri=True`` takes an SQLite URI (``file:x?mode=ro`` opens the file read-only).
+        ``migrate=False`` leaves the schema as it is (``store migrate --check``).
 
         A file is checked with ``PRAGMA quick_check`` first: a damaged ledger raises
         :class:`StoreCorruptError` before anything relies on it. The check reads the whole
@@ -224,7 +112,7 @@ class SQLiteFile:
         self._db.row_factory = sqlite3.Row
         self.read_only = uri and "mode=ro" in str(path)
         try:
-            self._open(schema)
+            self._open(migrate)
             if not self.in_memory and not self._checked_recently(checked_within):
                 self._raise_if_damaged(None)
                 self._record_check()
@@ -237,7 +125,7 @@ class SQLiteFile:
                 raise
             raise StoreCorruptError(damaged_message(self.path, [str(exc)])) from exc
 
-    def _open(self, schema: str) -> None:
+    def _open(self, migrate: bool) -> None:
         self._db.execute("PRAGMA synchronous=FULL")
         self._sync_full = True  # the connection's current synchronous setting
         # True while commits made without an fsync may not be on disk yet. It starts True: a
@@ -250,9 +138,44 @@ class SQLiteFile:
         if self.read_only:
             return
         self._db.execute("PRAGMA journal_mode=WAL")
-        # executescript commits on its own, so it runs outside an explicit transaction.
+        if migrate:
+            self.migrate()
+
+    # -- schema migrations -----------------------------------------------------------------
+    def applied_migrations(self) -> list[int]:
+        """The versions recorded in ``schema_migrations`` ([] before the first migration)."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                           "name = 'schema_migrations'"):
+            return []
+        return [int(r[0]) for r in self._query("SELECT version FROM schema_migrations")]
+
+    def pending_migrations(self) -> list[Migration]:
+        return pending(self.applied_migrations())
+
+    def migrate(self) -> list[Migration]:
+        """Apply the pending migrations in order, each in one IMMEDIATE transaction (two
+        processes opening one file migrate it once); returns those applied here."""
+        applied: list[Migration] = []
         with self._lock:
-            self._db.executescript(schema)
+            self._db.execute(MIGRATIONS_TABLE)
+            while True:
+                with self._tx() as db:
+                    todo = pending(int(r[0]) for r in
+                                   db.execute("SELECT version FROM schema_migrations"))
+                    if not todo:
+                        return applied
+                    migration = todo[0]
+                    for step in migration.sqlite:
+                        if isinstance(step, str):
+                            for statement in sql_statements(step):
+                                db.execute(statement)
+                        else:
+                            step(db)
+                    db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                               "VALUES (?, ?, ?)", (migration.version, migration.name, _now()))
+                log.info("ledger %s: schema migration %d (%s) applied", self.path,
+                         migration.version, migration.name)
+                applied.append(migration)
 
     # -- integrity -------------------------------------------------------------------------
     def quick_check(self) -> list[str]:
@@ -355,8 +278,8 @@ class SQLiteStore(SQLiteFile):
     """The default store: one SQLite file."""
 
     def __init__(self, path: str | Path, *, uri: bool = False,
-                 checked_within: float = 0.0) -> None:
-        super().__init__(path, _SCHEMA, uri=uri, checked_within=checked_within)
+                 checked_within: float = 0.0, migrate: bool = True) -> None:
+        super().__init__(path, uri=uri, checked_within=checked_within, migrate=migrate)
         self._log_db = self._db
         with self._lock:
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
@@ -366,23 +289,6 @@ class SQLiteStore(SQLiteFile):
         self._sender_proven = "sender_proven" in columns or not self.read_only
         if self.read_only:
             return
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
-                             (str(SCHEMA_VERSION),))
-            if "mail_day" not in columns:  # a ledger written before the cap counted by Date
-                self._db.execute("ALTER TABLE messages ADD COLUMN mail_day TEXT")
-                # Their Date is not known: the day they were recorded stands in for it.
-                self._db.execute("UPDATE messages SET mail_day = substr(created_at, 1, 10) "
-                                 "WHERE sender IS NOT NULL")
-            if "sender_proven" not in columns:  # before proven senders were counted apart
-                self._db.execute("ALTER TABLE messages ADD COLUMN sender_proven INTEGER")
-            self._db.execute("CREATE INDEX IF NOT EXISTS messages_sender_day ON messages "
-                             "(sender, mail_day)")
-            # Every change so far is made in place (new tables by CREATE IF NOT EXISTS above,
-            # the column just now): moving an older ledger's version forward completes it.
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema' "
-                             "AND CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION),
-                                                                 SCHEMA_VERSION))
         if str(path) != ":memory:":
             # The communication log is a diary, not a record of effects: its writes go through
             # a second connection without an fsync per entry (WAL keeps them atomic, and a
