@@ -154,7 +154,9 @@ def _profile_host_threads(poller: Any, profiles: dict[int, cProfile.Profile]) ->
     pipeline runs on host worker threads, each profiled here by a profiler of its own."""
     import threading
 
-    process = poller._process
+    process = getattr(poller, "_process", None)
+    if process is None:  # a tree from before several mails in flight: all on one thread
+        return
     main = threading.get_ident()
 
     def profiled(item: Any) -> Any:
