@@ -851,6 +851,31 @@ def test_pec_facts_note_follows_the_account_setting(
     assert eml_attachments(ticket, "pec-envelope")  # the evidence stays attached
 
 
+def test_a_certified_follow_up_keeps_its_facts_note_with_every_field_mapped(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # A comment sets no ticket fields: the reply's own facts are only in its note.
+    fields = {"identificativo": 9001, "msgid": 9002, "certified_at": 9003, "signature": 9004}
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields=fields))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+    assert bridge.poll().counts["ticketed"] == 1
+    [ticket] = zd.tickets()
+    assert internal_notes(ticket) == []
+    reply_id = "opec275.20141110100000.00001.01.1.1@pec.aruba.it"
+    dovecot.append(mailbox_user, CIRCUIT.sign(transport_envelope(
+        ordinary_mail(sender="thinkstudio@pec.it", to="l.battistini@pec.it",
+                      subject="Re: archetipo (3)", message_id="reply-3@pec.it",
+                      body="Risposta certificata.", in_reply_to=ARUBA_IDENTIFICATIVO),
+        sender="thinkstudio@pec.it", recipient="l.battistini@pec.it",
+        subject="Re: archetipo (3)", identificativo=reply_id, msgid="reply-3@pec.it")))
+
+    assert bridge.poll().counts["followed_up"] == 1
+
+    [note] = internal_notes(zd.ticket(ticket["id"]))
+    assert f"PEC identificativo: {reply_id}" in note["plain_body"]
+
+
 def test_pec_facts_note_accepts_auto_always_never_only(
         tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
         zd: ZendeskDouble) -> None:
