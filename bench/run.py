@@ -9,6 +9,7 @@ Commands:
   rss           peak RSS above idle while one large message goes end to end
   accounts      N mailboxes on one bridge: start-up, RSS, threads, idle CPU, APPEND -> ticket,
                 recovery after a Dovecot restart (``--count N``)
+  instances     several run processes on one ledger: msgs/s with 1..N, takeover p50/p95
   experiments   the measurements behind the recommendations (SQLite commits, batched MOVE,
                 parsing in a process pool)
 
@@ -86,7 +87,7 @@ def build_poller(config_path: Path, counters: Counters | None = None,  # noqa: A
     else:
         store, host, filter_stage, dry_run = parts
         pipeline = cli._pipeline(config, account, store, host, filter_stage)
-    if counters is not None:
+    if counters is not None and hasattr(store, "_db"):  # SQLite's statement trace
         store._db.set_trace_callback(counters.sql_callback)
     try:
         from connector.service.parsing import ParsePool, default_workers
@@ -125,13 +126,23 @@ def _time_host_requests(host: Any) -> dict[str, list[float]]:
 
 
 def _time_store_transactions(store: Any) -> list[float]:
-    """[count, seconds, fsync'd count, fsync'd seconds] of the store's write transactions
-    (BEGIN IMMEDIATE .. COMMIT); fsync'd = committed durable (``synchronous=FULL``), the
-    others were made with ``durable=False``. Barriers (``make_durable``) are durable ones."""
+    """[count, seconds, fsync'd count, fsync'd seconds, reads, read seconds] of the store's
+    write transactions (BEGIN .. COMMIT) and reads; fsync'd = committed durable
+    (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit`` on), the others were made
+    with ``durable=False``. Barriers (``make_durable``) are durable ones."""
     from contextlib import contextmanager
 
-    totals = [0, 0.0, 0, 0.0]
+    totals = [0, 0.0, 0, 0.0, 0, 0.0]
     original = store._tx
+    original_query = store._query
+
+    def timed_query(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_query(*args, **kwargs)
+        finally:
+            totals[4] += 1
+            totals[5] += time.perf_counter() - start
 
     @contextmanager
     def timed_tx(**kwargs: Any) -> Any:
@@ -146,6 +157,7 @@ def _time_store_transactions(store: Any) -> list[float]:
             totals[3] += seconds
 
     store._tx = timed_tx
+    store._query = timed_query
     return totals
 
 
@@ -179,7 +191,10 @@ def _profile_host_threads(poller: Any, profiles: dict[int, cProfile.Profile]) ->
 
 
 def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: float,
-             profile: str | None, out_dir: Path | None) -> dict[str, Any]:
+             profile: str | None, out_dir: Path | None,
+             postgres: Any = None) -> dict[str, Any]:
+    """One pass over the loaded mailbox; ``postgres`` (a tests/postgres.py server): the ledger
+    in a fresh PostgreSQL database of it instead of a fresh SQLite file."""
     env.reset_host()
     inbox = env.restore()
     max_in_flight = getattr(args, "max_in_flight", None)
@@ -192,9 +207,10 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
         account_extra = ("pec_custom_fields: {identificativo: 9001, msgid: 9002, "
                          "certified_at: 9003, signature: 9004}")
         top_extra = f"pec:\n  trust_anchors: [{anchor}]\n"
+    store_dsn = postgres.fresh_database() if postgres is not None else None
     config = env.write_config(batch_size=args.batch_size, host_extra=(
         f"max_in_flight: {max_in_flight}" if max_in_flight else ""),
-        account_extra=account_extra, top_extra=top_extra)
+        account_extra=account_extra, top_extra=top_extra, store_dsn=store_dsn)
     counters = Counters()
     lean = getattr(args, "lean", False)
     poller, store = build_poller(config, None if lean else counters, args.parse_workers)
@@ -205,7 +221,7 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
 
     original_flush = runner_module._Moves.flush
     host_times: dict[str, list[float]] = {}
-    tx_times = [0, 0.0, 0, 0.0]
+    tx_times = [0, 0.0, 0, 0.0, 0, 0.0]
     if not lean:  # the counters below cost the bridge ~0.1-0.2 ms of CPU per mail
         host_times = _time_host_requests(poller.pipeline.host)
         tx_times = _time_store_transactions(store)
@@ -233,6 +249,7 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
         profiler.enable()
         _profile_host_threads(poller, thread_profiles)
     before = env.cpu_mark()
+    postgres_before = _postgres_cpu(postgres)
     with contextlib.nullcontext() if lean else counters.imap_commands():
         summary = poller.poll()
         if hasattr(poller, "close"):
@@ -241,6 +258,7 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     time.sleep(0.3)  # let Dovecot reap the session's imap process, so its CPU time is counted
     used = env.cpu_mark().since(before)
     used.wall -= 0.3
+    postgres_cpu = _postgres_cpu(postgres) - postgres_before
     if parser is not None:
         parser.close()  # after the mark: its workers' CPU is read while they are alive
     report = ""
@@ -271,6 +289,7 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
         "cpu_s": {"bridge": round(used.bridge, 2), "dovecot": round(used.dovecot, 2),
                   "host": round(used.host, 2), "parse_workers": round(used.workers, 2)},
         "parse_workers": getattr(parser, "workers", 0),
+        "postgres_cpu_s": round(postgres_cpu, 2),
         "bridge_time_s": {"pipeline.process": round(in_process[0], 2),
                           "move (settle)": round(in_settle[0], 2),
                           "list+fetch+rest": round(used.wall - in_process[0] - in_settle[0], 2)},
@@ -285,7 +304,10 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
                                "ms_per_mail": round(1000 * tx_times[1] / messages, 2),
                                "fsynced_per_mail": round(tx_times[2] / messages, 2),
                                "fsynced_ms_each": round(1000 * tx_times[3]
-                                                        / max(tx_times[2], 1), 3)},
+                                                        / max(tx_times[2], 1), 3),
+                               "reads_per_mail": round(tx_times[4] / messages, 2),
+                               "read_ms_per_mail": round(1000 * tx_times[5] / messages, 2)},
+        "store": "postgresql" if postgres is not None else "sqlite",
         "folders_after": counts,
         "profile": profile,
         "lean": lean,
@@ -305,14 +327,15 @@ def _e2e_result_line(result: dict[str, Any]) -> str:
 
 def _print_e2e(result: dict[str, Any]) -> None:
     print(f"\n== e2e: {result['messages']} mails, {result['megabytes']} MB "
-          f"(profile: {result['profile'] or 'off'})")
+          f"(profile: {result['profile'] or 'off'}; store: {result.get('store', 'sqlite')})")
     print(f"  {result['summary']}")
     print(f"  wall {result['wall_s']:.2f}s -> {result['msgs_per_s']} msgs/s, "
           f"{result['mb_per_s']} MB/s")
     cpu = result["cpu_s"]
     print(f"  CPU seconds: bridge {cpu['bridge']}, parse workers ({result['parse_workers']}) "
           f"{cpu.get('parse_workers', 0.0)}, dovecot {cpu['dovecot']}, host double "
-          f"{cpu['host']}  (of {2 * result['wall_s']:.1f} available on 2 cores)")
+          f"{cpu['host']}, postgresql {result.get('postgres_cpu_s', 0.0)}  "
+          f"(of {2 * result['wall_s']:.1f} available on 2 cores)")
     if not result.get("lean"):  # --lean measures none of these
         print(f"  bridge wall split: {result['bridge_time_s']}")
         print(f"  SQLite statements per mail: {result['sql_per_mail']}")
@@ -344,11 +367,19 @@ def cmd_e2e(args: argparse.Namespace) -> int:
         del mails
         gc.collect()
         print(f"loaded into Dovecot in {time.perf_counter() - start:.1f}s", flush=True)
-        for run in range(args.repeat):
-            result = _one_e2e(env, args, mails_count, megabytes, None, out_dir)
-            result["run"] = run + 1
-            _print_e2e(result)
-            _emit(args, "e2e", result)
+        stores = args.stores.split(",")
+        postgres = _bench_postgres() if "postgresql" in stores else None
+        try:
+            for run in range(args.repeat):
+                for store in stores:  # alternated: each engine sees the same machine load
+                    result = _one_e2e(env, args, mails_count, megabytes, None, out_dir,
+                                      postgres if store == "postgresql" else None)
+                    result["run"] = run + 1
+                    _print_e2e(result)
+                    _emit(args, "e2e", result)
+        finally:
+            if postgres is not None:
+                postgres.stop()
         if args.profile:
             for profile in args.profile.split(","):
                 result = _one_e2e(env, args, mails_count, megabytes, profile, out_dir)
@@ -356,6 +387,31 @@ def cmd_e2e(args: argparse.Namespace) -> int:
                 _emit(args, f"e2e-{profile}", {k: v for k, v in result.items() if k != "report"})
         print(f"\nbridge log: {log_path} (kept only with --workdir)")
     return 0
+
+
+def _postgres_cpu(postgres: Any) -> float:
+    """CPU seconds of the private PostgreSQL so far: the postmaster with what it reaped, and
+    its live processes (a backend per bridge connection, WAL writer, checkpointer)."""
+    if postgres is None:
+        return 0.0
+    from harness import _clock_ticks, descendants_cpu_seconds
+
+    pid = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    return _clock_ticks(pid, children=True) + descendants_cpu_seconds(pid, set())
+
+
+def _bench_postgres() -> Any:
+    """A private PostgreSQL for the ledger (tests/postgres.py) with its own defaults: fsync
+    on, so a durable commit costs its WAL flush as SQLite's costs its fsync."""
+    from postgres import PostgresServer, postgres_bindir
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise SystemExit("--stores postgresql needs PostgreSQL (initdb, pg_ctl): "
+                         "scripts/install-test-deps.sh installs it")
+    server = PostgresServer(bindir, durable=True)
+    server.start()
+    return server
 
 
 # -- fetch -------------------------------------------------------------------------------------
@@ -508,6 +564,13 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instances(args: argparse.Namespace) -> int:
+    from instances import run_instances
+
+    _emit(args, "instances", run_instances(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -544,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trust the corpus's PEC signer and map the PEC facts to custom fields "
                    "(pec_custom_fields): certified envelopes, no facts note by default")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    p.add_argument("--stores", default="sqlite",
+                   help="comma-separated ledger engines, alternated in each repeat: sqlite, "
+                        "postgresql (a private server, fsync on, a fresh database per run)")
     p.add_argument("--lean", action="store_true",
                    help="without the statement, request and transaction counters (they cost "
                    "the bridge CPU): rates and CPU only")
@@ -595,6 +661,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dovecot", choices=("many", "stock"), default="many",
                    help="many: process/client limits for N connections; stock: as the tests")
     p.set_defaults(func=cmd_accounts)
+
+    p = sub.add_parser("instances", parents=[common],
+                       help="several run instances on one ledger: msgs/s with 1..N of them, "
+                       "takeover time after a SIGKILL")
+    p.add_argument("--instances", type=int, default=3)
+    p.add_argument("--accounts", type=int, default=12)
+    p.add_argument("--ttl", type=float, default=20.0, help="leases.ttl")
+    p.add_argument("--kills", type=int, default=8, help="takeovers timed per setting")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the shared store: a SQLite file, or a private PostgreSQL (fsync on)")
+    p.set_defaults(func=cmd_instances)
 
     p = sub.add_parser("experiments", parents=[common],
                        help="measurements behind the recommendations")

@@ -56,7 +56,10 @@ def account_tag(name: str) -> str:
 
 @dataclass(frozen=True)
 class TicketDefaults:
-    """Fields every new ticket of an account gets unless a filter says otherwise."""
+    """Fields every new ticket of an account gets unless a filter says otherwise. The keys are
+    Zendesk's (``group_id``, ``brand_id``, ``brands``, ``custom_fields`` by id, its priority and
+    status words); ``controls`` says them in the control vocabulary the rest of the bridge
+    speaks, and the host's vocabulary (connector.hosts) takes them from there."""
 
     group_id: int | None = None
     priority: str | None = None
@@ -67,6 +70,19 @@ class TicketDefaults:
     brand_id: int | None = None
     # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
     brands: Mapping[str, int] = field(default_factory=dict)
+
+    def controls(self, recipient: str | None) -> tuple[tuple[str, object], ...]:
+        """These defaults as X-OTOBO-* controls for a mail that reached ``recipient``: a
+        numeric queue is a group id, the brand is the recipient's (``brands``) else
+        ``brand_id``; custom field values keep their YAML type."""
+        brand = self.brands.get(recipient or "", self.brand_id)
+        out: list[tuple[str, object]] = [
+            (name, str(value)) for name, value in (
+                ("X-OTOBO-Queue", self.group_id), ("X-OTOBO-Priority", self.priority),
+                ("X-OTOBO-State", self.status), ("X-OTOBO-Type", self.ticket_type),
+                ("X-OTOBO-Brand", brand)) if value is not None]
+        out += [(f"X-OTOBO-DynamicField-{fid}", value) for fid, value in self.custom_fields]
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,12 @@ class FollowUpPolicy:
     # collapse (a folded section below the reply; no extra upload) | attach (the .eml beside
     # the comment) | keep (no trimming).
     quoted_text: str = "collapse"
+
+    def controls(self) -> tuple[tuple[str, object], ...]:
+        """This policy as ``X-OTOBO-FollowUp-*`` controls (the defaults a filter overrides)."""
+        return tuple((name, value) for name, value in (
+            ("X-OTOBO-FollowUp-State", self.status),
+            ("X-OTOBO-FollowUp-Priority", self.priority)) if value)
 
 
 @dataclass(frozen=True)
@@ -141,7 +163,7 @@ class AccountConfig:
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC (connector.pec.providers) or mail preset (auth.presets)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
-    pec_catch_all_ticket: int | None = None
+    pec_catch_all_ticket: str | None = None  # a ticket id, as the host names it
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
     pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
@@ -208,25 +230,37 @@ class HostConfig:
     max_in_flight: int = 8
     otobo: OtoboHostConfig | None = None  # type otobo (and a dry-run reading from OTOBO)
 
-    @property
-    def native_controls(self) -> bool:
-        """The host takes the filters' X-OTOBO values as they are (queue and state names,
-        dynamic fields by name): OTOBO and Znuny. Others need the groups/custom_fields maps."""
-        return self.otobo is not None
-
-    @property
-    def has_tags(self) -> bool:
-        """Tags are a host capability: Zendesk has them, OTOBO only via ``tags_field``."""
-        return self.otobo is None or bool(self.otobo.tags_field)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    path: Path
+    path: Path  # the SQLite ledger (type: sqlite)
     state_dir: Path | None = None  # OAuth2 refresh tokens (mode 0600); default: path's folder
     log_retention_days: float = 30.0  # communication log entries older than this are purged
     # Finished mails older than this keep only what later mails need (see apply_retention).
     retention_days: float = 30.0
+    type: str = "sqlite"  # or "postgresql" (connector/store/postgres.py)
+    # PostgreSQL's libpq connection string or URI: a secret (it may hold the password), never
+    # shown (repr=False keeps it out of any log of the config).
+    dsn: str = field(default="", repr=False)
+    pool_size: int = 10  # PostgreSQL connections per store (the queue has its own few)
+
+    @property
+    def shared(self) -> bool:
+        """True for an engine several bridge instances can use at once (PostgreSQL)."""
+        return self.type == "postgresql"
+
+
+@dataclass(frozen=True)
+class LeasesConfig:
+    """The ``leases:`` section: several ``run`` instances sharing one ledger
+    (connector.service.leases). ``ttl``: seconds an instance keeps an account after its last
+    renewal, so the bound on a takeover after it died; renewed every ``ttl / 4``.
+    ``local_liveness``: a holder on this machine whose process is gone is taken over at once
+    instead of after ``ttl``."""
+
+    ttl: float = 20.0
+    local_liveness: bool = True
 
 
 @dataclass(frozen=True)
@@ -248,6 +282,7 @@ class Config:
     connections: ConnectionsConfig = ConnectionsConfig()
     limits: ParseLimits = ParseLimits()  # the parser's bounds per mail (``limits:``)
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False)
+    leases: LeasesConfig = LeasesConfig()
     #: Secrets left unresolved by ``load_config(..., secrets=False)``: "key.path: why".
     missing_secrets: tuple[str, ...] = ()
 
@@ -389,7 +424,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
                             "skip_existing" if pec else "all")
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
-    catch_all = r.get("pec_catch_all_ticket", int)
+    catch_all = r.get("pec_catch_all_ticket", str)  # 4711 in YAML reads as "4711"
     pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:
@@ -749,6 +784,16 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
             problems.add(ConfigError("import_existing needs a helpdesk with an import API "
                                      "(Zendesk); the OTOBO host has none", path=where,
                                      key=f"accounts[{i}].initial_sync"))
+    for i, raw in enumerate(accounts_raw):
+        zendesk_only = sorted(k for k in ("group_id", "brand_id", "brands", "custom_fields")
+                              if isinstance(raw, Mapping)
+                              and isinstance(raw.get("new_ticket"), Mapping)
+                              and k in raw["new_ticket"])
+        if host.otobo is not None and zendesk_only:
+            problems.add(ConfigError(
+                "Zendesk ids mean nothing to OTOBO: the queue is host.otobo.queue or a "
+                "filter's X-OTOBO-Queue, dynamic fields a filter's X-OTOBO-DynamicField-*",
+                path=where, key=f"accounts[{i}].new_ticket.{zendesk_only[0]}"))
     if host.otobo is not None:
         # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
         pattern = otobo_ticket_pattern(host.otobo.ticket_hook)
@@ -756,6 +801,13 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
                     else replace(a, subject_ticket_pattern=pattern)
                     for i, a in enumerate(accounts)]
     store_reader = root.child("store")
+    store_type = store_reader.choice("type", ("sqlite", "postgresql"), "sqlite")
+    store_dsn = ""
+    if store_type == "postgresql":
+        store_dsn = store_reader.secret("dsn", required=True)
+    elif store_reader.has("dsn") or store_reader.has("dsn_file"):
+        store_reader.problem("dsn", "is for type: postgresql (SQLite takes path)")
+    store_pool = store_reader.positive("pool_size", int, 10)
     store_path = store_reader.path_value("path") or (base_dir / "postmaster-bridge.sqlite3")
     retention = store_reader.positive("log_retention_days", float, 30.0)
     state_dir = store_reader.path_value("state_dir") or store_path.parent
@@ -764,6 +816,11 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     connections = ConnectionsConfig()
     with problems.collect():
         connections = _connections(root.child("connections"))
+    leases_reader = root.child("leases")
+    leases = LeasesConfig(
+        ttl=leases_reader.positive("ttl", float, LeasesConfig.ttl),
+        local_liveness=leases_reader.get("local_liveness", bool, LeasesConfig.local_liveness))
+    leases_reader.finish()
     limits_reader = root.child("limits")
     limits = ParseLimits(
         mime_parts=limits_reader.positive("mime_parts", int, ParseLimits.mime_parts),
@@ -778,9 +835,11 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
     problems.raise_if_any()
     return Config(path=Path(where), accounts=tuple(accounts), host=host,
                   store=StoreConfig(path=store_path, log_retention_days=retention,
-                                    state_dir=state_dir, retention_days=ledger_retention),
+                                    state_dir=state_dir, retention_days=ledger_retention,
+                                    type=store_type or "sqlite", dsn=store_dsn,
+                                    pool_size=store_pool),
                   raw=dict(root.data), limits=limits, pec_trust=trust,
-                  connections=connections, missing_secrets=tuple(missing))
+                  connections=connections, missing_secrets=tuple(missing), leases=leases)
 
 
 def _validate_filter_sections(data: Mapping[str, Any], where: str, problems: Problems) -> None:

@@ -84,6 +84,12 @@ class StoreCorruptError(BridgeError):
     no mail is moved: the ledger is what says which mail was already ticketed."""
 
 
+class LeaseLostError(BridgeError):
+    """This instance no longer holds the lease it worked an account under (it expired by the
+    database's clock, another instance took it, or it was handed back): the effect was not
+    recorded, and the account's work stops here (its new holder resumes it)."""
+
+
 class StoreSchemaError(BridgeError):
     """The store's schema cannot be used by this bridge: a newer bridge migrated it, or
     (``store migrate --check``) migrations are pending."""
@@ -134,6 +140,6 @@ class MessageTooLarge(BridgeError):
 class TicketClosedError(PermanentHostError):
     """The ticket is closed and cannot take comments: open a follow-up ticket instead."""
 
-    def __init__(self, ticket_id: int, message: str = "", *, body: str | None = None) -> None:
+    def __init__(self, ticket_id: str, message: str = "", *, body: str | None = None) -> None:
         self.ticket_id = ticket_id
         super().__init__(message or f"ticket #{ticket_id} is closed", status=422, body=body)

@@ -71,10 +71,11 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "the ledger is damaged: nothing more was processed and no mail moved; `store "
              "check` lists the damage, restore a backup (`deliver` exits 75 instead)"),
     ExitCode(EX_TEMPFAIL, "EX_TEMPFAIL", "`run --once`, `import`, `deliver`, `errors replay`, "
-             "`held release`",
+             "`held release`; any command on a PostgreSQL store",
              "a mail was held back (the helpdesk was unreachable or asked to wait): the next "
              "pass, the same import, or the MTA's next delivery attempt retries it; `deliver` "
-             "also on any error, configuration errors included, so the MTA keeps the mail"),
+             "also on any error, configuration errors included, so the MTA keeps the mail; "
+             "any command: the PostgreSQL store cannot be reached or refused the login"),
     ExitCode(EX_CONFIG, "EX_CONFIG", "all but `deliver`",
              "the configuration or a filter file is invalid: every problem is printed, "
              "nothing was touched"),

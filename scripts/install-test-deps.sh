@@ -3,13 +3,15 @@
 # instance on 127.0.0.1, the system service is not used), strace (the durability tests watch
 # the ledger's fsyncs at the system-call level), systemd (only `systemd-analyze`, which checks
 # contrib/systemd/postmaster-bridge.service; nothing is started), curl and jq (the README's
-# local try-out is run as written) and the project with its test extras.
+# local try-out is run as written), postgresql (the store tests start a private server from
+# its initdb and pg_ctl; libpq5 comes with it, for psycopg) and the project with its test
+# extras.
 # Idempotent, quiet and non-interactive: safe to run on every CI job.
 set -eu
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-PACKAGES="dovecot-imapd dovecot-pop3d strace systemd curl jq"
+PACKAGES="dovecot-imapd dovecot-pop3d strace systemd curl jq postgresql"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

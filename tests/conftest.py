@@ -25,6 +25,8 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki  # noqa: E402
 from oauth_double import OAuthDouble  # noqa: E402
+from postgres import PostgresServer, required, start_server  # noqa: E402
+from postgres import missing as postgres_missing  # noqa: E402
 from shared_material import (  # noqa: E402
     REQUIRE_ENV,
     missing_material,
@@ -39,6 +41,12 @@ from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  #
 import connector  # noqa: E402
 from connector.auth import forget_sources  # noqa: E402
 
+#: A module that imports psycopg at the top cannot even be collected without it: left out
+#: (the ``postgres`` fixture skips the other PostgreSQL tests), unless CI requires it.
+_POSTGRES_MISSING = postgres_missing()
+collect_ignore = ["test_store_postgres.py"] if (
+    _POSTGRES_MISSING and "psycopg" in _POSTGRES_MISSING and not required()) else []
+
 
 def pytest_configure(config: pytest.Config) -> None:
     tested = Path(connector.__file__).resolve().parents[1]
@@ -49,10 +57,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if missing and shared_required():
         raise pytest.UsageError(f"{REQUIRE_ENV}=1 and the suite "
                                 + "; ".join(missing_reason(name) for name in missing))
+    if _POSTGRES_MISSING and required():
+        raise pytest.UsageError(f"CI or {REQUIRE_ENV}=1 and {_POSTGRES_MISSING}: the "
+                                "PostgreSQL store tests need it (scripts/install-test-deps.sh)")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"connector under test: {REPO / 'connector'}"]
+    reason = _POSTGRES_MISSING
+    lines.append(f"postgresql: {reason}, the tests that need it are skipped" if reason else
+                 "postgresql: a private server is started by the tests that need it")
     for name in ("zendesk-oas", "pec-samples"):
         path = shared_path(name)
         lines.append(f"shared/{name}: {path}" if path else
@@ -79,6 +93,81 @@ def dovecot() -> Iterator[DovecotServer]:
 def mailbox_user(dovecot: DovecotServer) -> MailUser:
     """A new user with an empty mailbox, so tests never see each other's mail."""
     return dovecot.add_user()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL on 127.0.0.1 (tests/postgres.py), started once per session."""
+    yield from start_server()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh database with the bridge's schema, for this test alone: its DSN."""
+    dsn = postgres.fresh_database()
+    yield dsn
+    postgres.drop_database(dsn)
+
+
+class StoreTarget:
+    """One store database of the engine a test is parametrized with: ``store()`` and
+    ``queue()`` open it (again: reopening is what a restart does); all closed after."""
+
+    def __init__(self, engine: str, where: str) -> None:
+        self.engine = engine
+        self.where = where  # the SQLite file's path, or the DSN
+        self.opened: list[Any] = []
+
+    def store(self) -> Any:
+        if self.engine == "sqlite":
+            from connector.store.sqlite import SQLiteStore
+
+            store: Any = SQLiteStore(self.where)
+        else:
+            from connector.store.postgres import PostgresStore
+
+            store = PostgresStore(self.where, pool_size=4)
+        self.opened.append(store)
+        return store
+
+    def queue(self, clock: Callable[[], float] | None = None) -> Any:
+        from connector.outbound.queue import OutboundQueue
+
+        if self.engine == "sqlite":
+            queue = OutboundQueue(self.where, clock=clock)
+        else:
+            from connector.store.postgres import PostgresDatabase
+
+            queue = OutboundQueue(PostgresDatabase(self.where, pool_size=4), clock=clock)
+        self.opened.append(queue)
+        return queue
+
+    def close(self) -> None:
+        for opened in reversed(self.opened):
+            opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreTarget]:
+    """The store tests' database on each engine: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        where = str(tmp_path / "ledger.sqlite3")
+    else:
+        where = request.getfixturevalue("pg_dsn")
+    made = StoreTarget(request.param, where)
+    yield made
+    made.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_section(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """``make_bridge(..., **store_section)``: the config's store on each engine (SQLite: the
+    default ledger file; PostgreSQL: a fresh database, its DSN in a dsn_file)."""
+    if request.param == "sqlite":
+        return {}
+    dsn_file = tmp_path / "store-dsn"
+    dsn_file.write_text(request.getfixturevalue("pg_dsn"))
+    return {"store": {"type": "postgresql", "dsn_file": str(dsn_file)}}
 
 
 @pytest.fixture

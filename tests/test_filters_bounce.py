@@ -168,12 +168,12 @@ Message-ID: <reply-17@bridge.example.com>\r
 
 def test_bounce_of_our_own_mail_names_the_ticket_and_the_note():
     outcome = classify(OUR_BOUNCE, Lookups({"reply-17@bridge.example.com"},
-                                           {"reply-17@bridge.example.com": 17}))
+                                           {"reply-17@bridge.example.com": "17"}))
     classification = outcome.classification
     assert classification.kind is Kind.BOUNCE  # not an auto-reply, despite Auto-Submitted
     details = classification.details
     assert isinstance(details, BounceDetails)
-    assert details.ours is True and details.ticket_id == 17
+    assert details.ours is True and details.ticket_id == "17"
     assert details.note() == (
         "delivery to gone@customer.example failed: 5.1.1 "
         "550 5.1.1 <gone@customer.example>: Recipient address rejected"
@@ -287,3 +287,12 @@ def test_a_customer_forwarding_a_real_bounce_is_no_bounce(subject: str) -> None:
                           settings=FilterSettings(), lookups=NullLookups())
     classification = outcome.classification
     assert classification is None or classification.strength.value == "weak"
+
+
+@pytest.mark.parametrize("name", ["0021.CALLER-1.eml", "0021.ok-1.eml", "0395.CALLER-1.eml"])
+def test_exims_mail_failure_notices_are_strong_bounces(name: str) -> None:
+    # Exim's own notices for mail it refused outright ("Mail failure - no recipient
+    # addresses", "- malformed recipient address", "- rejected by local scanning code"), as
+    # its test suite records them: no DSN part, a Mailer-Daemon sender and that subject.
+    report = read_report((DATA / "realworld" / "exim" / name).read_bytes())
+    assert report is not None and report.strong and report.action == "failed"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from bridge_cli import run_cli, run_report
+from conftest import StoreTarget
 from dovecot import DovecotServer, MailUser
 from zendesk_responses import Bridge, FakeZendesk, account, customer_mail
 
@@ -132,11 +133,9 @@ def test_the_cap_counts_by_the_mails_date_not_by_when_they_are_read(
     assert (summary.counts["ticketed"], summary.counts["held"]) == (5, 0)
 
 
-def test_held_mail_is_a_metric_until_released(tmp_path: Path) -> None:
+def test_held_mail_is_a_metric_until_released(target: StoreTarget) -> None:
     from connector.service.metrics import Metrics
-    from connector.store.sqlite import SQLiteStore
-
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    store = target.store()
     record = store.begin_message("support", "r1", sha256=None)
     store.finish_message(record.id, MessageState.HELD, action="hold", error="over the cap")
     metrics = Metrics()
@@ -148,10 +147,8 @@ def test_held_mail_is_a_metric_until_released(tmp_path: Path) -> None:
     store.close()
 
 
-def test_retention_keeps_what_a_held_mail_needs_for_its_release(tmp_path: Path) -> None:
-    from connector.store.sqlite import SQLiteStore
-
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+def test_retention_keeps_what_a_held_mail_needs_for_its_release(target: StoreTarget) -> None:
+    store = target.store()
     record = store.begin_message("support", "r1", sha256=None)
     store.describe_message(record.id, dedupe_key="k1", message_id="m1@example.org",
                            sender="bot@example.org", subject="x", trace={"decision": "hold"})

@@ -216,14 +216,14 @@ def test_run_once_also_applies_log_retention(
 
 @pytest.fixture
 def failed(dovecot: DovecotServer, mailbox_user: MailUser, zendesk: FakeZendesk,
-           make_bridge: Callable[..., Bridge]) -> dict[str, Any]:
+           make_bridge: Callable[..., Bridge], store_section: dict[str, Any]) -> dict[str, Any]:
     """Two mails that failed for good: Zendesk refused one (422), the other is not a mail.
-    Both sit in the Error folder."""
+    Both sit in the Error folder. On each store engine: the admin commands read it."""
     rejected = customer_mail("Rifiutata da Zendesk", "rejected@example.org", pdf=True)
     broken = NOT_A_MAIL
     dovecot.append(mailbox_user, [rejected, broken])
     fault = zendesk.fail("POST", TICKETS, 422, body=REJECTION)
-    bridge = make_bridge([account(dovecot, mailbox_user, "support")])
+    bridge = make_bridge([account(dovecot, mailbox_user, "support")], **store_section)
     assert bridge.poll().counts["failed"] == 2
     assert fault.hits == 1
     assert raws(dovecot, mailbox_user, "Error") == [rejected, broken]
@@ -320,7 +320,7 @@ def test_errors_replay_after_the_cause_is_fixed_makes_the_ticket_and_moves_the_m
     assert raws(dovecot, mailbox_user) == []
     store = failed["bridge"].store
     record = store.get_message_by_id(rid)
-    assert (record.state, record.ticket_id) == (MessageState.DONE, ticket["id"])
+    assert (record.state, record.ticket_id) == (MessageState.DONE, str(ticket["id"]))
     assert store.quarantined_raw(rid) is None
     assert [r.id for r in store.failed_messages()] == [bid]
     assert [e.event for e in store.log_entries(message="rejected@example.org",
@@ -450,7 +450,7 @@ def test_messages_show_explains_a_ticketed_message_by_message_id_or_id(
         "sender", "subject", "headers", "received_at", "updated_at", "attempts", "error",
         "dismissed", "raw_kept_bytes", "host_calls", "log", "trace"}
     assert (document["outcome"], document["ticket_id"], document["action"]) == (
-        "ticketed", ticket["id"], "new_ticket")
+        "ticketed", str(ticket["id"]), "new_ticket")
     assert document["trace"]["message"]["message_id"] == "log1@example.org"
     assert all(set(c) == {"ts", "call", "answer", "duration_ms"} for c in document["host_calls"])
     # Each call at the time it was made, before the outcome that followed it.

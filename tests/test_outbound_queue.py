@@ -1,14 +1,16 @@
-"""The durable outbound queue: dedupe, claims, crash recovery, one send per comment."""
+"""The durable outbound queue on both engines: dedupe, claims, crash recovery, one send per
+comment; on PostgreSQL, claims by several instances at once (``FOR UPDATE SKIP LOCKED``)."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
+from conftest import StoreTarget
 
 from connector.outbound.queue import JobState, OutboundQueue, owner_dead, process_owner
-from connector.store.sqlite import SQLiteStore
 
 
 class Clock:
@@ -25,19 +27,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path, clock: Clock) -> OutboundQueue:
-    q = OutboundQueue(tmp_path / "bridge.sqlite3", clock=clock)
-    yield q
-    q.close()
+def queue(target: StoreTarget, clock: Clock) -> OutboundQueue:
+    return target.queue(clock)
 
 
 ME = process_owner("me")
 
 
-def test_wal_and_full_sync(queue: OutboundQueue) -> None:
-    assert queue._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_wal_and_full_sync(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "bridge.sqlite3")
+    assert queue.db._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     queue.enqueue("pec", 1, source="webhook", dedupe_key="k")  # as every queue write: FULL
-    assert queue._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert queue.db._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    queue.close()
 
 
 def test_enqueue_dedupes_on_key_and_on_delivery_digest(queue: OutboundQueue) -> None:
@@ -53,19 +55,17 @@ def test_enqueue_dedupes_on_key_and_on_delivery_digest(queue: OutboundQueue) -> 
     assert queue.job(first.job_id).payload == {"ticket_id": "4711"}
 
 
-def test_jobs_survive_reopening_the_file(tmp_path: Path, clock: Clock) -> None:
-    q = OutboundQueue(tmp_path / "b.sqlite3", clock=clock)
+def test_jobs_survive_reopening_the_store(target: StoreTarget, clock: Clock) -> None:
+    q = target.queue(clock)
     job_id = q.enqueue("pec", 1, source="webhook", dedupe_key="k").job_id
     q.close()
-    reopened = OutboundQueue(tmp_path / "b.sqlite3", clock=clock)
+    reopened = target.queue(clock)
     assert reopened.job(job_id).state == JobState.QUEUED
-    reopened.close()
 
 
-def test_shares_the_file_with_the_store(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "shared.sqlite3"
-    store = SQLiteStore(path)
-    q = OutboundQueue(path, clock=clock)
+def test_shares_the_database_with_the_store(target: StoreTarget, clock: Clock) -> None:
+    store = target.store()
+    q = target.queue(clock)
     store.map_message_ids(4711, ["m1@example.it"], direction="in", account="pec")
     store.map_message_ids(4711, ["pmb.1@pec.example.it"], direction="out", account="pec")
     store.map_message_ids(4711, ["m2@example.it"], direction="in", account="pec")
@@ -73,11 +73,10 @@ def test_shares_the_file_with_the_store(tmp_path: Path, clock: Clock) -> None:
                                           ("pmb.1@pec.example.it", "out"),
                                           ("m2@example.it", "in")]
     assert q.thread_message_ids(999) == []
-    tables = {r[0] for r in sqlite3.connect(path).execute(
-        "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"messages", "outbound_jobs", "outbound_sends"} <= tables
-    q.close()
-    store.close()
+    if target.engine == "sqlite":
+        tables = {r[0] for r in sqlite3.connect(target.where).execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"messages", "outbound_jobs", "outbound_sends"} <= tables
 
 
 def test_thread_ids_without_store_tables(queue: OutboundQueue) -> None:
@@ -195,3 +194,51 @@ def test_install_records_and_secrets(queue: OutboundQueue) -> None:
     assert queue.webhook_secret("pec") == "zendesk-chosen"
     queue.forget_webhook_secret("pec")
     assert queue.webhook_secret("pec") is None
+
+
+@pytest.fixture
+def pg_target(pg_dsn: str) -> StoreTarget:
+    made = StoreTarget("postgresql", pg_dsn)
+    yield made
+    made.close()
+
+
+def test_a_job_another_instance_is_claiming_is_skipped_not_waited_for(
+        pg_target: StoreTarget) -> None:
+    import psycopg
+
+    queue = pg_target.queue()
+    first = queue.enqueue("pec", 1, source="webhook", dedupe_key="a").job_id
+    second = queue.enqueue("pec", 2, source="webhook", dedupe_key="b").job_id
+    with psycopg.connect(pg_target.where) as other:  # another instance, mid-claim
+        other.execute("SELECT id FROM outbound_jobs WHERE id = %s FOR UPDATE", (first,))
+        assert queue.claim_next(ME, 600).id == second  # returns at once, no lock wait
+        assert queue.claim_next(ME, 600) is None
+    assert queue.claim_next(ME, 600).id == first  # released: claimable again
+
+
+def test_instances_claiming_at_once_take_each_job_exactly_once(
+        pg_target: StoreTarget) -> None:
+    jobs = 60
+    setup = pg_target.queue()
+    for n in range(jobs):
+        setup.enqueue(f"acc{n % 3}", n, source="webhook", dedupe_key=f"k{n}")
+    instances = [pg_target.queue() for _ in range(3)]
+    claimed: list[list[int]] = [[] for _ in instances]
+    go = threading.Barrier(len(instances))
+
+    def work(index: int) -> None:
+        owner = f"instance-{index}:1:x"
+        go.wait()
+        while (job := instances[index].claim_next(owner, 600)) is not None:
+            claimed[index].append(job.id)
+            instances[index].mark_skipped(job.id, owner, "done in the test")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(instances))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    every = sorted(j for ids in claimed for j in ids)
+    assert every == sorted(j.id for j in setup.jobs(limit=jobs))  # each once, none left
+    assert len(set(every)) == jobs

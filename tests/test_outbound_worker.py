@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import responses
+from conftest import StoreTarget
 from dovecot import TestPki as Pki
 from outbound_oas import BASE, FILES, T0, FakeZendesk
 from smtp_server import SmtpTestServer
@@ -19,7 +20,7 @@ from connector.outbound.queue import JobState, OutboundQueue, process_owner
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -76,7 +77,7 @@ def outbound_config(tmp_path: Path, smtp: SmtpTestServer, **outbound: Any) -> Ou
 class Env:
     zendesk: FakeZendesk
     smtp: SmtpTestServer
-    store: SQLiteStore
+    store: Store
     queue: OutboundQueue
     worker: OutboundWorker
     clock: Clock
@@ -93,14 +94,16 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk) -> Iterator[Env]:
+def env(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk,
+        target: StoreTarget) -> Iterator[Env]:
+    """The worker with its store and queue on each engine (SQLite file, PostgreSQL)."""
     clock = Clock()
     adapter = ZendeskAdapter(
         ZendeskSettings(base_url=BASE, auth=ApiTokenAuth("agent@example.it", "tok"),
                         max_attempts=2, max_backoff=0.01),
         sleep=lambda _s: None)
-    store = SQLiteStore(tmp_path / "bridge.sqlite3")
-    queue = OutboundQueue(tmp_path / "bridge.sqlite3", clock=clock)
+    store = target.store()
+    queue = target.queue(clock)
     worker = OutboundWorker(outbound_config(tmp_path, smtp), queue, ZendeskOutboundAPI(adapter),
                             store, clock=clock, sleep=clock.sleep)
     zendesk.add_ticket(4711, "POSTA CERTIFICATA: Richiesta certificato", 501,
@@ -113,8 +116,6 @@ def env(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk) -> Iterator[
     store.map_message_ids(4711, ["opec275.20260101@pec.aruba.it"], direction="in",
                           account="pec-main")
     yield Env(zendesk, smtp, store, queue, worker, clock, tmp_path)
-    queue.close()
-    store.close()
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +151,7 @@ def test_reply_is_sent_recorded_and_noted(env: Env) -> None:
     assert job.state == JobState.SENT and job.reported and job.attempts == 1
     assert msg["Message-ID"] == f"<{job.message_id}>"
     assert env.store.is_own_message_id(job.message_id)
-    assert env.store.ticket_for_message_ids([job.message_id]) == 4711
+    assert env.store.ticket_for_message_ids([job.message_id]) == "4711"
 
     note = only_note(env)
     assert f"Sent by PEC from pec-main ({FROM}) to {REQUESTER}" in note["plain_body"]

@@ -20,10 +20,12 @@ from connector.errors import ParseError
 from connector.mail import ParsedMessage, parse_message
 
 REALWORLD = Path(__file__).parent / "data" / "realworld"
-# Messages only: the README, the labels and other parsers' expected JSON are not mail.
+# Messages only: the README, the labels, other parsers' expected JSON and the sources'
+# license texts (LICENSES/) are not mail.
 CORPUS = sorted(
     p for p in REALWORLD.rglob("*")
     if p.is_file() and p.name not in ("README.md", "labels.tsv") and p.suffix != ".json"
+    and p.relative_to(REALWORLD).parts[0] != "LICENSES"
 )
 # Files in the corpus that are not mail at all (a digest's body text, no header, an HTML page).
 NOT_MAIL = {

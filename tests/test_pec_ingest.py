@@ -416,7 +416,7 @@ def test_pec_default_skip_existing_leaves_mail_already_in_the_box_alone(
 # -- 2. receipts for mail the bridge sent ---------------------------------------------------------
 
 
-def open_ticket(host: HostAdapter, subject: str, requester: str) -> int:
+def open_ticket(host: HostAdapter, subject: str, requester: str) -> str:
     return host.create_ticket(NewTicket(subject=subject, requester_email=requester,
                                         requester_name=requester, body_text="Our question",
                                         tags=(ACCOUNT_TAG,))).id
@@ -443,7 +443,7 @@ def test_receipts_become_internal_notes_on_the_ticket_that_sent_the_message(
     dovecot.append(mailbox_user, failure)
     assert bridge.poll().counts["noted"] == 1
 
-    assert [t["id"] for t in zd.tickets()] == [ticket_id]  # no new ticket
+    assert [str(t["id"]) for t in zd.tickets()] == [ticket_id]  # no new ticket
     ticket = zd.ticket(ticket_id)
     assert {"pec_connector", "pec_accepted", "pec_delivery_failed", ACCOUNT_TAG} <= \
         set(ticket["tags"])
@@ -479,7 +479,7 @@ def test_failure_receipt_matches_on_its_x_riferimento_header_alone(
     dovecot.append(mailbox_user, failure)
 
     assert bridge.poll().counts["noted"] == 1
-    assert [t["id"] for t in zd.tickets()] == [ticket_id]
+    assert [str(t["id"]) for t in zd.tickets()] == [ticket_id]
     note = zd.ticket(ticket_id)["comments"][-1]
     assert note["public"] is False and "5.1.1" in note["plain_body"]
     assert "pec_delivery_failed" in zd.ticket(ticket_id)["tags"]
@@ -529,8 +529,8 @@ def test_receipt_for_a_closed_ticket_is_not_lost(
 
     assert dovecot.list_folder(mailbox_user, "Error") == []
     assert_all_processed(dovecot, mailbox_user, [failure])
-    [follow_up] = [t for t in zd.tickets() if t["id"] != closed]
-    assert follow_up.get("via_followup_source_id") == closed
+    [follow_up] = [t for t in zd.tickets() if str(t["id"]) != closed]
+    assert str(follow_up.get("via_followup_source_id")) == closed
     assert [c["public"] for c in follow_up["comments"]] == [False]
     assert "5.1.1" in follow_up["comments"][0]["plain_body"]
     assert download(follow_up["comments"][0]["attachments"][0], zd) == failure
@@ -574,7 +574,7 @@ def test_unmatched_receipt_catch_all_policy_notes_on_the_catch_all_ticket(
                                      pec_catch_all_ticket=catch_all))
     assert bridge.poll().counts["noted"] == 1
 
-    assert [t["id"] for t in zd.tickets()] == [catch_all]
+    assert [str(t["id"]) for t in zd.tickets()] == [catch_all]
     ticket = zd.ticket(catch_all)
     assert len(ticket["comments"]) == 2
     note = ticket["comments"][1]
@@ -663,7 +663,7 @@ def test_reply_citing_the_identificativo_of_a_message_the_bridge_sent_follows_up
     dovecot.append(mailbox_user, reply)
     summary = bridge.poll()
 
-    assert [t["id"] for t in zd.tickets()] == [ticket_id], summary.line()
+    assert [str(t["id"]) for t in zd.tickets()] == [ticket_id], summary.line()
     assert summary.counts["followed_up"] == 1
     assert "Ecco la nostra risposta." in zd.ticket(ticket_id)["comments"][-1]["plain_body"]
 
@@ -960,7 +960,7 @@ def test_a_receipt_that_is_not_certified_on_a_pec_account_is_ordinary_mail(
     assert summary.counts["ticketed"] == 1 and summary.counts["noted"] == 0, summary.line()
     ours = zd.ticket(ticket_id)
     assert len(ours["comments"]) == 1 and "pec_delivered" not in ours["tags"]
-    [other] = [t for t in zd.tickets() if t["id"] != ticket_id]
+    [other] = [t for t in zd.tickets() if str(t["id"]) != ticket_id]
     assert "pec_receipt_unverified" in other["tags"]
     assert "pec_delivered" not in other["tags"]
     expected = {"unsigned": "missing", "untrusted-signer": "untrusted",
@@ -1047,4 +1047,4 @@ def test_forged_envelope_opens_an_uncertified_ticket_that_says_so(
     assert bridge.store.ticket_for_message_ids(
         [ARUBA_IDENTIFICATIVO.replace("17@", "18@")]) is None
     assert bridge.store.ticket_for_message_ids(["revoca-1@comune.example.it"]) is None
-    assert bridge.store.ticket_for_message_ids([ARUBA_IDENTIFICATIVO]) == genuine["id"]
+    assert bridge.store.ticket_for_message_ids([ARUBA_IDENTIFICATIVO]) == str(genuine["id"])

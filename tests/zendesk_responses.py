@@ -66,7 +66,7 @@ from connector.service.filtering import load_rules
 from connector.service.pipeline import Pipeline
 from connector.service.runner import AccountPoller, AccountSummary, MailboxFactory, Service
 from connector.store.base import MessageRecord
-from connector.store.sqlite import SQLiteStore
+from connector.store.factory import open_store
 
 BASE_URL = "https://acme.zendesk.com"
 CLIENT_ID = "postmaster-bridge"
@@ -794,7 +794,7 @@ class Bridge:
 
     def __init__(self, config_path: Path) -> None:
         self.config: Config = load_config(config_path)
-        self.store = SQLiteStore(self.config.store.path)
+        self.store = open_store(self.config.store)
         self.sleeps: list[float] = []
         #: Added to the adapter's wall clock, to let hours pass between polls.
         self.wall_offset = 0.0

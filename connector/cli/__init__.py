@@ -15,6 +15,7 @@ from connector.errors import (
     ConfigError,
     NotFoundError,
     StoreCorruptError,
+    StoreUnavailableError,
     UsageError,
 )
 from connector.exitcodes import (
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except StoreCorruptError as exc:
         print(f"postmaster-bridge: {exc}", file=err)
         return EX_IOERR
+    except StoreUnavailableError as exc:  # PostgreSQL down or refusing: try again later
+        print(f"postmaster-bridge: {exc}", file=err)
+        return EX_TEMPFAIL
     except NotFoundError as exc:
         print(f"postmaster-bridge: {exc}", file=err)
         return EX_NOINPUT

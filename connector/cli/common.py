@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from connector.config import AccountConfig, Config, load_config
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
     from connector.hosts.base import HostAdapter
     from connector.service.metrics import Metrics
     from connector.service.pipeline import Pipeline
-    from connector.store.sqlite import SQLiteStore
+    from connector.store.base import Store
     from connector.understand import Rules
 
 
@@ -42,7 +41,7 @@ class Parts:
     """What every processing command assembles from the config."""
 
     config: Config
-    store: SQLiteStore
+    store: Store
     host: HostAdapter
     rules: Rules
     metrics: Metrics
@@ -63,11 +62,10 @@ def build(config: Config, out: TextIO, stop: threading.Event | None = None, *,
     from connector.hosts.factory import make_host
     from connector.service.filtering import load_rules
     from connector.service.metrics import Metrics
-    from connector.store.sqlite import SQLiteStore
+    from connector.store.factory import open_store
 
     dry_run = config.host.type == "dry-run"
-    store = SQLiteStore(":memory:" if dry_run else config.store.path,
-                        checked_within=checked_within)
+    store = open_store(config.store, dry_run=dry_run, checked_within=checked_within)
     metrics = Metrics()
     sleep = stop.wait if stop is not None else time.sleep
     host = make_host(config.host, out=out, observer=metrics, sleep=sleep)
@@ -78,14 +76,18 @@ def account_for(config: Config, name: str | None) -> AccountConfig:
     return config.accounts[0]
 
 
-def readonly_store(path: Path):  # noqa: ANN202
-    """The ledger opened read-only (SQLite URI mode=ro), for commands that only look."""
-    from connector.store.sqlite import SQLiteStore
+def readonly_store(config: Config) -> Store:
+    """The store opened read-only (SQLite URI mode=ro; PostgreSQL read-only transactions),
+    for commands that only look; an in-memory ledger when there is none to read yet (no
+    SQLite file, or the PostgreSQL DSN's secret is not at hand)."""
+    from connector.store.factory import open_store, store_exists
 
-    return SQLiteStore(f"file:{path}?mode=ro", uri=True)
+    if not store_exists(config.store) or (config.store.shared and not config.store.dsn):
+        return open_store(config.store, dry_run=True)
+    return open_store(config.store, read_only=True)
 
 
-def admin_store(config: Config):  # noqa: ANN202
-    from connector.store.sqlite import SQLiteStore
+def admin_store(config: Config) -> Store:
+    from connector.store.factory import open_store
 
-    return SQLiteStore(config.store.path)
+    return open_store(config.store)

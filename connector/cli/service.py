@@ -17,9 +17,30 @@ from connector.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, f
 
 if TYPE_CHECKING:
     from connector.outbound.settings import ServiceSettings
+    from connector.service.leases import LeaseKeeper
     from connector.service.runner import AccountSummary
 
 log = logging.getLogger("connector.cli")
+
+
+def _check_shared_store(config: Config, report: Any) -> None:
+    """The PostgreSQL store: reachable with the configured DSN, its schema up to date (a
+    pending migration is applied by the first ``run``; one from a newer bridge fails)."""
+    from connector.errors import StoreSchemaError, StoreUnavailableError
+    from connector.store.factory import describe, pending_migrations
+
+    try:
+        todo = pending_migrations(config.store)
+    except (StoreUnavailableError, StoreSchemaError) as exc:
+        report("store", config.store.type, False, str(exc))
+        return
+    if todo:
+        report("store", config.store.type, True, f"{describe(config.store)}: "
+               f"{len(todo)} schema migration(s) pending, applied at the next start or by "
+               "'store migrate'", warn=True)
+    else:
+        report("store", config.store.type, True,
+               f"{describe(config.store)}: schema up to date")
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -71,6 +92,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             report("smtp", settings.account, False, str(exc))
     report("filters", None, True, f"{len(rules.chain.filters)} filter(s) in "
            f"{len(rules.chain.files)} file(s)")
+    if config.store.shared:
+        _check_shared_store(config, report)
     if any(a.pec for a in config.accounts) or config.raw.get("pec"):
         # All anchors expired: new PEC mail can no longer be certified (only older mail).
         trust = config.pec_trust
@@ -116,6 +139,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from connector.fetch.wakeup import StopEvent
     from connector.outbound.settings import load_outbound
     from connector.service.connections import pacing_from_config, persisting_board
+    from connector.service.leases import LeaseKeeper
     from connector.service.parsing import ParsePool, default_workers
     from connector.service.runner import AccountPoller, Service
 
@@ -141,9 +165,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                for a in accounts]
     board = persisting_board(None if dry_run else store)
     parts.metrics.watch_connections(board)
+    # Every instance sharing the ledger works only the accounts it holds a lease on; the one
+    # holding the sweep's lease runs the outbound sweep. A dry run changes nothing: no lease.
+    leases = None if dry_run else LeaseKeeper(
+        store, [a.name for a in accounts], ttl=config.leases.ttl,
+        local_liveness=config.leases.local_liveness,
+        sweep=bool(load_outbound(config).enabled_accounts) and not args.once)
+    if leases is not None:
+        parts.metrics.watch_leases(leases)
     service = Service(pollers, log_retention_days=config.store.log_retention_days,
                       retention_days=config.store.retention_days, stop=stop,
-                      pacing=pacing_from_config(config), board=board)
+                      pacing=pacing_from_config(config), board=board, leases=leases)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current message, then stopping", signum)
@@ -152,7 +184,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     http = None
     if service_settings is not None and not (args.once or dry_run):
-        http = _start_http(config, service_settings, parts, [a.name for a in accounts])
+        http = _start_http(config, service_settings, parts, [a.name for a in accounts],
+                           leases)
     try:
         if args.once:
             return _report_pass(service.run_once(), dry_run, args.json, out, err)
@@ -191,17 +224,19 @@ def _report_pass(summaries: list[AccountSummary], dry_run: bool, as_json: bool, 
 
 
 def _start_http(config: Config, service: ServiceSettings, parts: Parts,  # noqa: ANN202
-                accounts: list[str]):
+                accounts: list[str], leases: LeaseKeeper | None):
     """The ``service:`` section's HTTP server: the outbound webhook and worker (when an
-    account sends) and /metrics and /healthz."""
+    account sends; the sweep only while this instance holds its lease) and /metrics and
+    /healthz."""
     from connector.outbound.commands import start_outbound
     from connector.service.http import WsgiServer
     from connector.service.metrics import make_observability_app
 
-    observability = make_observability_app(parts.metrics, parts.store, accounts)
+    observability = make_observability_app(parts.metrics, parts.store, accounts, leases)
     routes = {"/metrics": observability, "/healthz": observability}
     outbound = start_outbound(config, store=parts.store, adapter=parts.host,
-                              extra_routes=routes)
+                              extra_routes=routes,
+                              may_sweep=leases.holds_sweep if leases is not None else None)
     if outbound is not None:
         parts.metrics.watch_queue(outbound.queue.counts)
         return outbound

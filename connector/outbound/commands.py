@@ -10,7 +10,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -24,13 +24,13 @@ from connector.exitcodes import (
     EX_SOFTWARE,
     EX_UNAVAILABLE,
 )
-from connector.outbound.install import apply, plan_install, plan_uninstall
 from connector.outbound.queue import Job, JobState, OutboundQueue
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, load_outbound
 from connector.outbound.webhook import WebhookApp
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
+from connector.outbound.zendesk_install import apply, plan_install, plan_uninstall
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ def _api(config: Config, adapter: Any = None) -> ZendeskOutboundAPI:
 
 @contextmanager
 def _queue(config: Config) -> Iterator[OutboundQueue]:
-    queue = OutboundQueue(config.store.path)
+    from connector.store.factory import open_queue
+
+    queue = open_queue(config.store)
     try:
         yield queue
     finally:
@@ -79,7 +81,9 @@ def _queue(config: Config) -> Iterator[OutboundQueue]:
 @contextmanager
 def _queue_if_present(config: Config) -> Iterator[OutboundQueue | None]:
     """The queue for a dry run: None when no store file exists yet (a dry run creates none)."""
-    if not config.store.path.exists():
+    from connector.store.factory import store_exists
+
+    if not store_exists(config.store):
         yield None
         return
     with _queue(config) as queue:
@@ -149,30 +153,33 @@ def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None
 # -- serving -------------------------------------------------------------------------------------
 
 def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
-                   extra_routes: Mapping[str, Any] | None = None) -> OutboundService | None:
+                   extra_routes: Mapping[str, Any] | None = None,
+                   may_sweep: Callable[[], bool] | None = None) -> OutboundService | None:
     """Start the webhook server and worker when an account has outbound enabled, else None.
 
-    ``store`` is the running SQLiteStore (Message-IDs are recorded through it); without one a
-    store is opened on ``config.store.path``. Stop the result with ``stop()``.
+    ``store`` is the running store (Message-IDs are recorded through it); without one the
+    configured store is opened. ``may_sweep``: whether this instance runs the sweep now (it
+    holds the sweep's lease); without it, always. Stop the result with ``stop()``.
     """
     outbound = load_outbound(config)
     if not outbound.enabled_accounts:
         return None
     if outbound.service is None:
         raise ConfigError("is required for outbound", path=str(config.path), key="service")
-    if store is None:
-        from connector.store.sqlite import SQLiteStore
+    from connector.store.factory import open_queue, open_store
 
-        store = SQLiteStore(config.store.path)
-    queue = OutboundQueue(config.store.path)
+    if store is None:
+        store = open_store(config.store)
+    queue = open_queue(config.store)
     if config.host.type == "otobo":
         api = _otobo_api(config, outbound, adapter)
-        worker = OutboundWorker(outbound, queue, api, store)
+        worker = OutboundWorker(outbound, queue, api, store, may_sweep=may_sweep)
         app = WebhookApp(outbound, queue, on_enqueued=worker.wake.set,
                          ticket_number=api.ticket_number)
         service = OutboundService(outbound, queue, worker, app=app, extra_routes=extra_routes)
     else:
-        worker = OutboundWorker(outbound, queue, _api(config, adapter), store)
+        worker = OutboundWorker(outbound, queue, _api(config, adapter), store,
+                                may_sweep=may_sweep)
         service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
     service.start()
     return service
@@ -181,10 +188,10 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
 def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
           adapter: Any = None) -> int:
     """Run only the outbound side (webhook + worker + sweep) until SIGTERM/SIGINT or ``stop``."""
-    from connector.store.sqlite import SQLiteStore
+    from connector.store.factory import open_store
 
     _outbound(config)
-    store = SQLiteStore(config.store.path)
+    store = open_store(config.store)
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():

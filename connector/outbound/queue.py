@@ -1,7 +1,9 @@
-"""The durable outbound job queue: its own tables in the store's SQLite file.
+"""The durable outbound job queue: its own tables in the store's database (the SQLite file,
+or PostgreSQL), reached through the small :class:`~connector.store.sql.Database` interface.
 
-A job is written (committed, WAL with ``synchronous=FULL``) before the webhook answers 202, so
-an accepted request survives a crash. A job's life::
+A job is written (committed durably: SQLite WAL with ``synchronous=FULL``, PostgreSQL with
+``synchronous_commit`` on) before the webhook answers 202, so an accepted request survives a
+crash. A job's life::
 
     queued -> working -> sending -> sent ----> (reported: note on the ticket)
        ^         |          |   \\-> failed --> (reported)
@@ -15,7 +17,9 @@ bridge cannot know, so it does not resend on its own (a PEC sent twice has legal
 ticket gets a note and an operator decides with ``postmaster-bridge outbound retry``.
 
 Workers claim jobs with a lease. A claim whose owner died (same host, process gone, or an
-earlier incarnation of this process) or whose lease ran out is recovered.
+earlier incarnation of this process) or whose lease ran out is recovered. On PostgreSQL the
+candidates are read ``FOR UPDATE SKIP LOCKED``: several bridge instances work one queue, each
+claim taken by exactly one of them, none waiting for another's.
 
 One send per (account, ticket, comment): ``claim_send`` makes the webhook, a Zendesk retry of
 it, and the sweep agree on one job, whatever order they arrive in.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from connector.store.sqlite import SQLiteFile
+from connector.store.sql import Database, Row
 
 
 class JobState(StrEnum):
@@ -67,7 +71,7 @@ def _iso_now() -> str:
 class Job:
     id: int
     account: str
-    ticket_id: int
+    ticket_id: str
     source: str  # webhook | sweep | manual
     dedupe_key: str
     state: JobState
@@ -148,26 +152,41 @@ def owner_dead(owner: str, me: str) -> bool:
     return False
 
 
-class OutboundQueue(SQLiteFile):
+class OutboundQueue:
     """Jobs, send claims, accepted deliveries and install records. Thread-safe. Its tables
-    live in the store's file, opened through its own connection."""
+    live in the store's database, opened through a connection (or pool) of its own: a path
+    is the SQLite file; ``connector.store.factory.open_queue`` opens the configured one."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None) -> None:
-        import time
+    def __init__(self, db: Database | str | Path, *,
+                 clock: Callable[[], float] | None = None) -> None:
+        if isinstance(db, (str, Path)):
+            from connector.store.sqlite import SQLiteFile
 
-        super().__init__(path)
+            self.db: Database = SQLiteFile(db)
+        else:
+            self.db = db
         self._clock = clock or time.time
 
     def now(self) -> float:
         return self._clock()
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return self._query(sql, params)
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def _tx(self):  # noqa: ANN202 (the database's transaction)
+        return self.db._tx
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        return self.db._query(sql, params)
+
+    def _ticket(self, ticket_id: Any) -> Any:
+        return self.db.dialect.ticket_param(ticket_id)
 
     @staticmethod
-    def _job(row: sqlite3.Row) -> Job:
+    def _job(row: Row) -> Job:
         return Job(
-            id=row["id"], account=row["account"], ticket_id=row["ticket_id"],
+            id=row["id"], account=row["account"], ticket_id=str(row["ticket_id"]),
             source=row["source"], dedupe_key=row["dedupe_key"], state=JobState(row["state"]),
             attempts=row["attempts"], generation=row["generation"], forced=bool(row["forced"]),
             next_attempt_at=row["next_attempt_at"], owner=row["owner"],
@@ -186,7 +205,7 @@ class OutboundQueue(SQLiteFile):
             with self._tx() as db:
                 db.execute("SELECT COUNT(*) FROM outbound_jobs WHERE id = -1")
             return True
-        except sqlite3.Error:
+        except self.db.errors:
             return False
 
     def counts(self) -> dict[str, int]:
@@ -194,7 +213,7 @@ class OutboundQueue(SQLiteFile):
         return {r["state"]: int(r["n"]) for r in rows}
 
     # -- enqueueing ----------------------------------------------------------------------------
-    def enqueue(self, account: str, ticket_id: int, *, source: str, dedupe_key: str,
+    def enqueue(self, account: str, ticket_id: str, *, source: str, dedupe_key: str,
                 payload: dict[str, Any] | None = None, digest: str | None = None) -> Enqueued:
         """Record a job durably; a repeated ``dedupe_key`` or ``digest`` returns the first job."""
         now = self.now()
@@ -206,18 +225,19 @@ class OutboundQueue(SQLiteFile):
                 if row is not None:
                     return Enqueued(int(row["job_id"]), False)
             cursor = db.execute(
-                "INSERT OR IGNORE INTO outbound_jobs (account, ticket_id, source, dedupe_key, "
-                "state, next_attempt_at, payload, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (account, int(ticket_id), source, dedupe_key, JobState.QUEUED.value, now,
+                "INSERT INTO outbound_jobs (account, ticket_id, source, dedupe_key, state, "
+                "next_attempt_at, payload, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (account, self._ticket(str(ticket_id)), source, dedupe_key,
+                 JobState.QUEUED.value, now,
                  json.dumps(payload, ensure_ascii=False) if payload is not None else None,
                  stamp, stamp))
             created = cursor.rowcount == 1
             job_id = int(db.execute("SELECT id FROM outbound_jobs WHERE dedupe_key = ?",
                                     (dedupe_key,)).fetchone()["id"])
             if digest is not None:
-                db.execute("INSERT OR IGNORE INTO outbound_deliveries (digest, job_id, "
-                           "received_at) VALUES (?, ?, ?)", (digest, job_id, now))
+                db.execute("INSERT INTO outbound_deliveries (digest, job_id, received_at) "
+                           "VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (digest, job_id, now))
         return Enqueued(job_id, created)
 
     def forget_deliveries(self, older_than: float) -> int:
@@ -226,13 +246,13 @@ class OutboundQueue(SQLiteFile):
             return db.execute("DELETE FROM outbound_deliveries WHERE received_at < ?",
                               (older_than,)).rowcount
 
-    def has_open_job(self, account: str, ticket_id: int) -> bool:
+    def has_open_job(self, account: str, ticket_id: str) -> bool:
         marks = ",".join("?" * 3)
         rows = self._rows(
             f"SELECT 1 FROM outbound_jobs WHERE account = ? AND ticket_id = ? AND state IN "
             f"({marks}) LIMIT 1",
-            (account, int(ticket_id), JobState.QUEUED.value, JobState.WORKING.value,
-             JobState.SENDING.value))
+            (account, self._ticket(str(ticket_id)), JobState.QUEUED.value,
+             JobState.WORKING.value, JobState.SENDING.value))
         return bool(rows)
 
     # -- claiming ------------------------------------------------------------------------------
@@ -245,7 +265,7 @@ class OutboundQueue(SQLiteFile):
         with self._tx() as db:
             rows = db.execute(
                 "SELECT id, state, owner, lease_until FROM outbound_jobs WHERE owner IS NOT NULL"
-            ).fetchall()
+                + self.db.dialect.skip_locked).fetchall()
             for row in rows:
                 expired = row["lease_until"] is not None and row["lease_until"] < now
                 if not expired and not owner_dead(row["owner"], me):
@@ -275,27 +295,32 @@ class OutboundQueue(SQLiteFile):
         account has a free rate slot. Claiming a send moves it to WORKING and counts an
         attempt."""
         now = self.now()
-        rows = self._rows(
-            f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
-            "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
-            "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200",
-            (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
-             JobState.UNCERTAIN.value, JobState.QUEUED.value))
-        for row in rows:
-            job = self._job(row)
-            if job.state == JobState.QUEUED and not can_send(job.account):
-                continue
-            new_state = JobState.WORKING if job.state == JobState.QUEUED else job.state
-            attempts = job.attempts + (1 if job.state == JobState.QUEUED else 0)
-            with self._tx() as db:
-                claimed = db.execute(
-                    "UPDATE outbound_jobs SET owner = ?, lease_until = ?, state = ?, "
-                    "attempts = ?, updated_at = ? WHERE id = ? AND owner IS NULL AND state = ?",
-                    (me, now + lease, new_state.value, attempts, _iso_now(), job.id,
-                     job.state.value)).rowcount
-            if claimed:
-                return self.job(job.id)
-        return None
+        # One transaction: the candidates are locked as they are read (PostgreSQL: rows
+        # another instance is claiming are skipped, not waited for; SQLite: the IMMEDIATE
+        # transaction holds the file), and the first one this worker may send is claimed.
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
+                "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
+                "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200"
+                + self.db.dialect.skip_locked,
+                (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
+                 JobState.UNCERTAIN.value, JobState.QUEUED.value)).fetchall()
+            claimed: int | None = None
+            for row in rows:
+                job = self._job(row)
+                if job.state == JobState.QUEUED and not can_send(job.account):
+                    continue
+                new_state = JobState.WORKING if job.state == JobState.QUEUED else job.state
+                attempts = job.attempts + (1 if job.state == JobState.QUEUED else 0)
+                if db.execute(
+                        "UPDATE outbound_jobs SET owner = ?, lease_until = ?, state = ?, "
+                        "attempts = ?, updated_at = ? WHERE id = ? AND owner IS NULL AND "
+                        "state = ?", (me, now + lease, new_state.value, attempts, _iso_now(),
+                                      job.id, job.state.value)).rowcount:
+                    claimed = job.id
+                    break
+        return self.job(claimed) if claimed is not None else None
 
     def renew(self, job_id: int, me: str, lease: float) -> None:
         with self._tx() as db:
@@ -308,17 +333,21 @@ class OutboundQueue(SQLiteFile):
         Returns None when it is (the comment is free, or its earlier job failed for sure, or
         the job was forced by an operator), else the id of the job that holds it.
         """
+        ticket = self._ticket(job.ticket_id)
         with self._tx() as db:
             db.execute("UPDATE outbound_jobs SET comment_id = ? WHERE id = ?",
                        (comment_id, job.id))
+            # Claim first, read after: two instances claiming at once meet on the primary key
+            # (the second waits for the first's commit, then reads its claim).
+            if db.execute("INSERT INTO outbound_sends (account, ticket_id, comment_id, job_id) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                          (job.account, ticket, comment_id, job.id)).rowcount == 1:
+                return None
             row = db.execute(
                 "SELECT s.job_id, j.state FROM outbound_sends s LEFT JOIN outbound_jobs j "
-                "ON j.id = s.job_id WHERE s.account = ? AND s.ticket_id = ? AND s.comment_id = ?",
-                (job.account, job.ticket_id, comment_id)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO outbound_sends (account, ticket_id, comment_id, job_id) "
-                           "VALUES (?, ?, ?, ?)", (job.account, job.ticket_id, comment_id, job.id))
-                return None
+                "ON j.id = s.job_id WHERE s.account = ? AND s.ticket_id = ? AND s.comment_id = ?"
+                + (" FOR UPDATE OF s" if self.db.dialect.for_update else ""),
+                (job.account, ticket, comment_id)).fetchone()
             holder = int(row["job_id"])
             if holder == job.id:
                 return None
@@ -326,7 +355,7 @@ class OutboundQueue(SQLiteFile):
             if free or job.forced:
                 db.execute("UPDATE outbound_sends SET job_id = ? WHERE account = ? AND "
                            "ticket_id = ? AND comment_id = ?",
-                           (job.id, job.account, job.ticket_id, comment_id))
+                           (job.id, job.account, ticket, comment_id))
                 return None
             return holder
 
@@ -406,9 +435,10 @@ class OutboundQueue(SQLiteFile):
         return self._job(rows[0]) if rows else None
 
     def jobs(self, *, state: str | None = None, account: str | None = None,
-             ticket_id: int | None = None, limit: int = 50) -> list[Job]:
+             ticket_id: str | None = None, limit: int = 50) -> list[Job]:
         clauses, params = [], []
-        for column, value in (("state", state), ("account", account), ("ticket_id", ticket_id)):
+        for column, value in (("state", state), ("account", account),
+                              ("ticket_id", self._ticket(ticket_id))):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -426,18 +456,16 @@ class OutboundQueue(SQLiteFile):
         value = rows[0]["t"] if rows else None
         return float(value) if value is not None else None
 
-    def thread_message_ids(self, ticket_id: int, limit: int = 20) -> list[tuple[str, str]]:
+    def thread_message_ids(self, ticket_id: str, limit: int = 20) -> list[tuple[str, str]]:
         """(message_id, direction) of the ticket's known mail, oldest first.
 
         Reads the store's ``message_ids`` table (same file): the store records every
         Message-ID it ticketed ('in') and the bridge sent ('out').
         """
-        try:
-            rows = self._rows(
-                "SELECT message_id, direction FROM message_ids WHERE ticket_id = ? "
-                "ORDER BY created_at DESC, rowid DESC LIMIT ?", (int(ticket_id), limit))
-        except sqlite3.OperationalError:
-            return []  # no store tables yet: nothing was ever ticketed in this file
+        rows = self._rows(
+            "SELECT message_id, direction FROM message_ids WHERE ticket_id = ? ORDER BY "
+            f"created_at DESC, {self.db.dialect.insertion_order} DESC LIMIT ?",
+            (self._ticket(str(ticket_id)), limit))
         return [(r["message_id"], r["direction"]) for r in reversed(rows)]
 
     # -- install records -----------------------------------------------------------------------
@@ -447,8 +475,9 @@ class OutboundQueue(SQLiteFile):
                              (kind, key)).fetchone()
             was_created = bool(row["created"]) if row is not None else False
             db.execute(
-                "INSERT OR REPLACE INTO outbound_installed (kind, key, remote_id, created, "
-                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO outbound_installed (kind, key, remote_id, created, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET remote_id = "
+                "excluded.remote_id, created = excluded.created, updated_at = excluded.updated_at",
                 (kind, key, str(remote_id), int(created or was_created), _iso_now()))
 
     def installed(self, kind: str | None = None) -> list[InstalledRecord]:
@@ -464,9 +493,10 @@ class OutboundQueue(SQLiteFile):
 
     def set_webhook_secret(self, account: str, webhook_id: str, secret: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO outbound_secrets (account, webhook_id, secret, "
-                       "updated_at) VALUES (?, ?, ?, ?)", (account, webhook_id, secret,
-                                                           _iso_now()))
+            db.execute("INSERT INTO outbound_secrets (account, webhook_id, secret, updated_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET webhook_id = "
+                       "excluded.webhook_id, secret = excluded.secret, updated_at = "
+                       "excluded.updated_at", (account, webhook_id, secret, _iso_now()))
 
     def webhook_secret(self, account: str) -> str | None:
         rows = self._rows("SELECT secret FROM outbound_secrets WHERE account = ?", (account,))

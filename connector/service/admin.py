@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,8 +19,7 @@ from connector.errors import FetchError, NotFoundError, UsageError
 from connector.fetch.base import Mailbox
 from connector.service.connections import connection_report
 from connector.service.pipeline import Outcome, Pipeline, outcome_of
-from connector.store.base import Dismissal, MessageRecord, MessageState, Store
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import Dismissal, Lease, MessageRecord, MessageState, Store
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -59,9 +59,10 @@ def _auth(account: AccountConfig) -> str:
 
 
 
-def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json: bool) -> None:
+def accounts_report(config: Config, store: Store, out: TextIO, *, as_json: bool) -> None:
     figures = store.account_figures()
     connections = connection_report(store, [a.name for a in config.accounts])
+    leases = {lease.resource: lease for lease in store.leases()}
     rows = []
     for account in config.accounts:
         health = store.get_health(account.name)
@@ -82,6 +83,7 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
             "avg_seconds": fig.get("avg_seconds"),
             "auth": _auth(account),
             **connections[account.name],
+            **_lease_fields(leases.get(f"account:{account.name}")),
         })
     if as_json:
         out.write(json.dumps(rows, indent=2) + "\n")
@@ -104,6 +106,29 @@ def accounts_report(config: Config, store: SQLiteStore, out: TextIO, *, as_json:
         connection = _connection_line(row)
         if connection:
             out.write(f"    connection: {connection}\n")
+        if row["holder"] is not None:
+            out.write(f"    worked by {row['holder']} (lease epoch {row['lease_epoch']}, "
+                      f"{row['lease_expires_in']:.0f} s left)\n")
+    instances = store.instances()
+    if instances:
+        out.write("instances:\n")
+        held = Counter(lease.holder for lease in leases.values()
+                       if lease.live and lease.resource.startswith("account:"))
+        sweep = leases.get("sweep")
+        for instance in instances:
+            state = "live" if instance.live else "gone"
+            extra = "; runs the sweep" if sweep is not None and sweep.live and \
+                sweep.holder == instance.instance else ""
+            out.write(f"    {instance.instance}: {state}, {held[instance.instance]} "
+                      f"account(s), last heartbeat {_when(instance.heartbeat_at)}{extra}\n")
+
+
+def _lease_fields(lease: Lease | None) -> dict[str, Any]:
+    """Who works the account now (several instances on one ledger): its live lease."""
+    live = lease is not None and lease.live
+    return {"holder": lease.holder if live and lease else None,
+            "lease_epoch": lease.epoch if live and lease else None,
+            "lease_expires_in": round(lease.expires_in, 1) if live and lease else None}
 
 
 def _connection_line(row: dict[str, Any]) -> str:
@@ -125,7 +150,7 @@ def _connection_line(row: dict[str, Any]) -> str:
 
 
 # -- log ----------------------------------------------------------------------------------
-def print_log(store: SQLiteStore, out: TextIO, *, account: str | None, level: str | None,
+def print_log(store: Store, out: TextIO, *, account: str | None, level: str | None,
               since: str | None, message: str | None, as_json: bool, limit: int) -> None:
     entries = store.log_entries(account=account, min_level=level,
                                 since=parse_since(since) if since else None, message=message,
@@ -143,7 +168,7 @@ def print_log(store: SQLiteStore, out: TextIO, *, account: str | None, level: st
 
 
 # -- messages and quarantine --------------------------------------------------------------
-def _failed(store: SQLiteStore, record_id: int) -> MessageRecord:
+def _failed(store: Store, record_id: int) -> MessageRecord:
     record = store.get_message_by_id(record_id)
     if record is None or record.state != MessageState.FAILED:
         raise NotFoundError(f"no failed message with id {record_id} (see 'errors list')")
@@ -156,7 +181,7 @@ def _dismissal_json(dismissal: Dismissal | None) -> dict[str, Any] | None:
     return {"reason": dismissal.reason, "at": dismissal.dismissed_at.isoformat()}
 
 
-def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json: bool,
+def errors_list(store: Store, out: TextIO, *, account: str | None, as_json: bool,
                 include_dismissed: bool = False) -> None:
     records = store.failed_messages(account, include_dismissed=include_dismissed)
     dismissed = store.dismissals(r.id for r in records)
@@ -179,7 +204,7 @@ def errors_list(store: SQLiteStore, out: TextIO, *, account: str | None, as_json
                   + f"\n       {r.error}\n")
 
 
-def errors_dismiss(store: SQLiteStore, out: TextIO, record_id: int, reason: str) -> None:
+def errors_dismiss(store: Store, out: TextIO, record_id: int, reason: str) -> None:
     """A failure the admin handled by hand leaves ``errors list`` (``--all`` still shows it);
     its raw copy stays for ``errors export``, and ``errors replay`` lifts the dismissal."""
     record = _failed(store, record_id)
@@ -192,7 +217,7 @@ def errors_dismiss(store: SQLiteStore, out: TextIO, record_id: int, reason: str)
     out.write(f"{record.id}: dismissed ({reason.strip()})\n")
 
 
-def find_records(store: SQLiteStore, key: str) -> list[MessageRecord]:
+def find_records(store: Store, key: str) -> list[MessageRecord]:
     """The ledger records ``key`` names: a record id, a Message-ID (with or without <>) or a
     ref; NotFoundError when there is none."""
     records: list[MessageRecord] = []
@@ -205,7 +230,7 @@ def find_records(store: SQLiteStore, key: str) -> list[MessageRecord]:
     return records
 
 
-def message_document(store: SQLiteStore, record: MessageRecord) -> dict[str, Any]:
+def message_document(store: Store, record: MessageRecord) -> dict[str, Any]:
     """Everything the ledger and the communication log know about one message (the
     ``messages show --json`` document; the text form prints the same)."""
     raw = store.quarantined_raw(record.id)
@@ -247,7 +272,7 @@ def _headers(raw: bytes) -> dict[str, str | None]:
             "message_id": header("Message-ID"), "date": header("Date")}
 
 
-def messages_show(store: SQLiteStore, out: TextIO, key: str, *, as_json: bool) -> None:
+def messages_show(store: Store, out: TextIO, key: str, *, as_json: bool) -> None:
     documents = [message_document(store, r) for r in find_records(store, key)]
     if as_json:
         out.write(json.dumps({"messages": documents}, indent=2, ensure_ascii=False) + "\n")
@@ -297,7 +322,7 @@ def _show_text(doc: dict[str, Any], out: TextIO) -> None:
                   + (f" ({doc['error']})" if doc["error"] else "") + "\n")
 
 
-def errors_export(store: SQLiteStore, record_id: int, target: Path) -> Path:
+def errors_export(store: Store, record_id: int, target: Path) -> Path:
     _failed(store, record_id)
     raw = store.quarantined_raw(record_id)
     if raw is None:
@@ -308,7 +333,7 @@ def errors_export(store: SQLiteStore, record_id: int, target: Path) -> Path:
     return path
 
 
-def errors_replay(store: SQLiteStore, record_id: int, account: AccountConfig,
+def errors_replay(store: Store, record_id: int, account: AccountConfig,
                   pipeline: Pipeline, mailbox_factory: Callable[[AccountConfig], Mailbox],
                   out: TextIO) -> Outcome:
     """Run a failed message through the pipeline again. On success the server copy moves

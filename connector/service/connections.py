@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.config import Config
 from connector.fetch.pacing import LoginPacing
 from connector.fetch.status import ConnectionStatus, StatusBoard
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import Store
 
 log = logging.getLogger("connector.connections")
 
@@ -27,7 +26,7 @@ def pacing_from_config(config: Config) -> LoginPacing:
     return LoginPacing(config.connections.default, config.connections.servers)
 
 
-def persisting_board(store: SQLiteStore | None) -> StatusBoard:
+def persisting_board(store: Store | None) -> StatusBoard:
     """A status board whose changes are saved in the store (None: kept in memory only, as
     for a dry run). A failing store never stops an account: the change is logged and lost."""
     if store is None:
@@ -40,7 +39,7 @@ def persisting_board(store: SQLiteStore | None) -> StatusBoard:
                 status.account, state=status.state.value, detail=status.detail,
                 since=status.since, server_event=status.server_event,
                 server_event_at=status.server_event_at, pid=pid)
-        except sqlite3.Error as exc:
+        except store.errors as exc:
             log.warning("account=%s: connection state not saved: %s", status.account, exc)
 
     return StatusBoard(save)
@@ -56,7 +55,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def connection_report(store: SQLiteStore, accounts: list[str]) -> dict[str, dict[str, Any]]:
+def connection_report(store: Store, accounts: list[str]) -> dict[str, dict[str, Any]]:
     """Per account: ``connection`` (state, or "not running" when the process that saved it is
     gone), ``connection_since``, ``connection_detail``, ``last_server_event`` (text and time)
     and ``reconnects_last_hour``."""

@@ -10,14 +10,17 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connector.fetch.status import ConnectionState, StatusBoard
-from connector.store.sqlite import SQLiteStore
+from connector.store.base import Store
+
+if TYPE_CHECKING:
+    from connector.service.leases import LeaseKeeper
 
 
 def event_kind(event: str | None) -> str:
@@ -72,7 +75,7 @@ class _ConnectionCollector:
 class _StateCollector:
     """Gauges read from the store at scrape time: account state and queue depths."""
 
-    def __init__(self, store: SQLiteStore, accounts: Iterable[str],
+    def __init__(self, store: Store, accounts: Iterable[str],
                  queue_depth: Callable[[], dict[str, int]] | None) -> None:
         self.store = store
         self.accounts = list(accounts)
@@ -110,6 +113,55 @@ class _StateCollector:
             yield depth
 
 
+class _LeaseCollector:
+    """This instance's leases (several instances on one ledger), read at scrape time."""
+
+    def __init__(self, keeper: LeaseKeeper) -> None:
+        self.keeper = keeper
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily
+
+        status = self.keeper.status()
+        stats = self.keeper.stats
+        held = GaugeMetricFamily("pmb_lease_held", "1 for each lease this instance holds "
+                                 "(resource account:<name> or sweep)", labels=["resource"])
+        valid = GaugeMetricFamily("pmb_lease_valid_seconds",
+                                  "Seconds this instance is sure to hold each lease without "
+                                  "another renewal", labels=["resource"])
+        epoch = GaugeMetricFamily("pmb_lease_epoch", "Each held lease's fencing epoch",
+                                  labels=["resource"])
+        for resource, lease in status["leases"].items():
+            held.add_metric([resource], 1.0)
+            valid.add_metric([resource], float(lease["valid_for"]))
+            epoch.add_metric([resource], float(lease["epoch"]))
+        yield held
+        yield valid
+        yield epoch
+        yield GaugeMetricFamily("pmb_lease_accounts_held", "Accounts this instance works",
+                                value=float(len(self.keeper.held_accounts())))
+        yield GaugeMetricFamily("pmb_lease_fair_share",
+                                "The most accounts this instance keeps now",
+                                value=float(stats.share))
+        yield GaugeMetricFamily("pmb_instances_live", "Live instances sharing the ledger",
+                                value=float(stats.live_instances))
+        ago = status["last_renewed_seconds_ago"]
+        yield GaugeMetricFamily("pmb_lease_last_renewal_age_seconds",
+                                "Seconds since the leases were last renewed",
+                                value=float(ago) if ago is not None else float("nan"))
+        yield CounterMetricFamily("pmb_lease_renew_failures",
+                                  "Lease renewals that failed (the database did not answer)",
+                                  value=float(stats.renew_failures))
+        yield CounterMetricFamily("pmb_lease_takeovers",
+                                  "Leases taken over from another instance",
+                                  value=float(stats.takeovers))
+        yield CounterMetricFamily("pmb_lease_lost", "Leases lost (expired without a renewal, "
+                                  "or taken by another instance)", value=float(stats.lost))
+        yield CounterMetricFamily("pmb_lease_handed_back",
+                                  "Accounts handed back to even out the share",
+                                  value=float(stats.handed_back))
+
+
 @dataclass
 class Metrics:
     """The bridge's metrics. ``observe_*`` methods are called by the service."""
@@ -131,13 +183,17 @@ class Metrics:
                                registry=self.registry)
         self._lock = threading.Lock()
 
-    def watch_store(self, store: SQLiteStore, accounts: Iterable[str]) -> None:
+    def watch_store(self, store: Store, accounts: Iterable[str]) -> None:
         self._collector = _StateCollector(store, accounts, None)
         self.registry.register(self._collector)
 
     def watch_connections(self, board: StatusBoard) -> None:
         """Report each account's connection state from the service's status board."""
         self.registry.register(_ConnectionCollector(board))
+
+    def watch_leases(self, keeper: LeaseKeeper) -> None:
+        """Report this instance's leases (several instances on one ledger)."""
+        self.registry.register(_LeaseCollector(keeper))
 
     def watch_queue(self, queue_depth: Callable[[], dict[str, int]]) -> None:
         """Report the outbound queue's jobs by state (read at scrape time)."""
@@ -160,10 +216,25 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def health(store: SQLiteStore, accounts: Iterable[str]) -> tuple[bool, dict[str, Any]]:
-    """Healthy when the store takes writes and no account is disabled."""
-    report: dict[str, Any] = {"store_writable": store.writable(), "accounts": {}}
-    healthy = bool(report["store_writable"])
+def health(store: Store, accounts: Iterable[str],
+           leases: LeaseKeeper | None = None) -> tuple[bool, dict[str, Any]]:
+    """Healthy when the store takes writes, no account is disabled and, with several
+    instances, the leases are being renewed."""
+    lease_report = leases.status() if leases is not None else None
+    if lease_report is not None and lease_report["renew_failures_in_a_row"]:
+        # The last renewal failed: the store is failing, and asking it again could keep the
+        # answer waiting as long as a connection attempt (a probe wants it at once).
+        writable = False
+    else:
+        writable = store.writable()
+    report: dict[str, Any] = {"store_writable": writable, "accounts": {}}
+    healthy = writable
+    if lease_report is not None:
+        report["leases"] = lease_report
+        healthy = healthy and bool(lease_report["healthy"])
+        if not writable:
+            report["status"] = "unhealthy"
+            return False, report
     for name in accounts:
         h = store.get_health(name)
         report["accounts"][name] = {
@@ -175,7 +246,8 @@ def health(store: SQLiteStore, accounts: Iterable[str]) -> tuple[bool, dict[str,
     return healthy, report
 
 
-def make_observability_app(metrics: Metrics, store: SQLiteStore, accounts: Iterable[str]):  # noqa: ANN201
+def make_observability_app(metrics: Metrics, store: Store,  # noqa: ANN201
+                           accounts: Iterable[str], leases: LeaseKeeper | None = None):
     """A WSGI app answering /metrics and /healthz (and 404 for anything else)."""
     names = list(accounts)
 
@@ -190,7 +262,7 @@ def make_observability_app(metrics: Metrics, store: SQLiteStore, accounts: Itera
                                       ("Content-Length", str(len(body)))])
             return [body]
         if path == "/healthz":
-            ok, report = health(store, names)
+            ok, report = health(store, names, leases)
             body = json.dumps(report).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "application/json"),

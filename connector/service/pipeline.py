@@ -39,6 +39,7 @@ from connector.decide import Action, Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan
 from connector.errors import (
     CertificateError,
+    LeaseLostError,
     PermanentHostError,
     StoreCorruptError,
     TicketClosedError,
@@ -56,7 +57,7 @@ from connector.mail.quoting import new_text
 from connector.service.filtering import StoreLookups
 from connector.service.hostcalls import HostCallRecorder
 from connector.service.metrics import Metrics
-from connector.store.base import MessageRecord, MessageState, Store
+from connector.store.base import Fence, MessageRecord, MessageState, Store
 from connector.understand import Prepared, Rules, Understanding, understand
 
 log = logging.getLogger("connector.pipeline")
@@ -120,7 +121,7 @@ def outcome_of(record: MessageRecord) -> Outcome:
 class Result:
     outcome: Outcome
     record_id: int | None = None
-    ticket_id: int | None = None
+    ticket_id: str | None = None
     reason: str = ""
     decision: Decision | None = None
     already_recorded: bool = False  # seen before: nothing was done this time
@@ -246,10 +247,14 @@ class Pipeline:
                            if isinstance(host, ReplayableCreates) else None)
         self.rules = rules if rules is not None else default_rules(host_config)
         self.metrics = metrics
+        #: The account's lease when several instances share the ledger
+        #: (connector.service.leases): every effect is committed under it, so an instance
+        #: that lost the account (paused, cut off) cannot record one.
+        self.fence: Fence | None = None
         # Several mails of an account may be processed at once (connector.service.inflight):
         # what belongs to one mail lives per thread, the held receipts behind a lock.
         self._local = threading.local()
-        self._deferred: dict[int, list[tuple[Job, Decision]]] = {}
+        self._deferred: dict[str, list[tuple[Job, Decision]]] = {}
         self._deferred_lock = threading.Lock()
 
     @property
@@ -258,7 +263,7 @@ class Pipeline:
         local = self._local
         if not hasattr(local, "lookups"):
             local.lookups = StoreLookups(self.store, self.host)
-            local.decider = Decider(self.account, self.host_config, local.lookups)
+            local.decider = Decider(self.account, self.rules.vocabulary, local.lookups)
         return local.lookups
 
     def swap_lookups(self, lookups: StoreLookups) -> StoreLookups:
@@ -266,7 +271,7 @@ class Pipeline:
         the ones it asked before, to be put back the same way (the history import's view)."""
         previous = self.lookups
         self._local.lookups = lookups
-        self._local.decider = Decider(self.account, self.host_config, lookups)
+        self._local.decider = Decider(self.account, self.rules.vocabulary, lookups)
         return previous
 
     @property
@@ -319,7 +324,7 @@ class Pipeline:
             # Not a mail, a classifier that cannot read it, or a helpdesk that refuses it: the
             # error folder, at once (trying again would meet the same answer).
             result = self._fail(ctx, record, f"{type(exc).__name__}: {exc}", raw)
-        except (CertificateError, StoreCorruptError):
+        except (CertificateError, StoreCorruptError, LeaseLostError):
             # Not this mail's fault and the same for every mail: the account stops (the
             # runner says why); the record stays unfinished and the mail in the inbox.
             raise
@@ -363,7 +368,7 @@ class Pipeline:
                 results.append((job.ctx.ref, result))
         return results
 
-    def _flush_ticket(self, ticket_id: int,
+    def _flush_ticket(self, ticket_id: str,
                       items: list[tuple[Job, Decision]]) -> list[tuple[Job, Result]]:
         if len(items) == 1:
             job, decision = items[0]
@@ -381,7 +386,7 @@ class Pipeline:
         for job in jobs:
             self.store.set_pending(job.record.id, "internal_note",
                                    {"ticket_id": ticket_id, "comment_key": key},
-                                   ticket_id=ticket_id)
+                                   ticket_id=ticket_id, fence=self.fence)
         try:
             self.host.add_comment(comment)
         except TicketClosedError:
@@ -433,7 +438,8 @@ class Pipeline:
 
     def _fail(self, ctx: MessageContext, record: MessageRecord, reason: str,
               raw: bytes | None = None) -> Result:
-        self.store.finish_message(record.id, MessageState.FAILED, error=reason, durable=False)
+        self.store.finish_message(record.id, MessageState.FAILED, error=reason, durable=False,
+                                  fence=self.fence)
         if raw is not None:
             # for `errors export` and `errors replay`
             self.store.quarantine(record.id, raw, durable=False)
@@ -466,7 +472,8 @@ class Pipeline:
             settled = (MessageState.DONE, MessageState.IGNORED, MessageState.HELD)
             if other is not None and other.state in settled:
                 self.store.finish_message(record.id, MessageState.IGNORED, action="duplicate",
-                                          ticket_id=other.ticket_id, durable=False)
+                                          ticket_id=other.ticket_id, durable=False,
+fence=self.fence)
                 log.debug("%s: same mail as record %s (ticket %s): not ticketed twice", ctx,
                           other.id, other.ticket_id)
                 return Result(Outcome.DUPLICATE, record.id, other.ticket_id,
@@ -485,12 +492,13 @@ class Pipeline:
             if other is not None and other.state != MessageState.FAILED:
                 self.store.finish_message(other.id, MessageState.IGNORED, action="duplicate",
                                           error=f"taken over by record {record.id}",
-                                          durable=False)
+                                          durable=False, fence=self.fence)
                 if other.state == MessageState.PUSHING and other.pending:
                     # Its host call may have reached the helpdesk: resume it here, which
                     # looks before it repeats.
                     self.store.set_pending(record.id, other.action or "new_ticket",
-                                           other.pending, ticket_id=other.ticket_id)
+                                           other.pending, ticket_id=other.ticket_id,
+fence=self.fence)
                     fresh = self.store.get_message_by_id(record.id)
                     assert fresh is not None
                     job.record = fresh
@@ -568,14 +576,14 @@ class Pipeline:
                           "held to share one ticket update", decision=decision)
         if decision.action == Action.IGNORE:
             self.store.finish_message(job.record.id, MessageState.IGNORED, action="ignore",
-                                      error=decision.reason, durable=False)
+                                      error=decision.reason, durable=False, fence=self.fence)
             return Result(Outcome.IGNORED, job.record.id, reason=decision.reason,
                           decision=decision)
         if decision.action == Action.HOLD:
             # Kept whole in the ledger too: `held release` runs it through this path again.
             self.store.quarantine(job.record.id, job.message.raw, durable=False)
             self.store.finish_message(job.record.id, MessageState.HELD, action="hold",
-                                      error=decision.reason, durable=False)
+                                      error=decision.reason, durable=False, fence=self.fence)
             return Result(Outcome.HELD, job.record.id, reason=decision.reason,
                           decision=decision)
         if decision.action == Action.NEW_TICKET:
@@ -588,10 +596,10 @@ class Pipeline:
         if self.replayable is not None:
             prepared = self.replayable.prepare_ticket(ticket)
             pending["prepared"] = prepared.to_json()
-            self.store.set_pending(job.record.id, "new_ticket", pending)
+            self.store.set_pending(job.record.id, "new_ticket", pending, fence=self.fence)
             created = self.replayable.send_prepared(prepared, ticket)
         else:
-            self.store.set_pending(job.record.id, "new_ticket", pending)
+            self.store.set_pending(job.record.id, "new_ticket", pending, fence=self.fence)
             created = self.host.create_ticket(ticket)
         log.debug("%s: ticket #%s created", job.ctx, created.id)
         return self._after(job, created.id, "new_ticket", decision)
@@ -602,7 +610,7 @@ class Pipeline:
         action = decision.action.value
         self.store.set_pending(job.record.id, action, {"ticket_id": decision.ticket_id,
                                                        "comment_key": comment.dedupe_key},
-                               ticket_id=decision.ticket_id)
+                               ticket_id=decision.ticket_id, fence=self.fence)
         try:
             self.host.add_comment(comment)
         except TicketClosedError:
@@ -616,7 +624,8 @@ class Pipeline:
                 # A note (auto-reply, bounce, stranger) for a ticket closed meanwhile.
                 reason = f"ticket #{decision.ticket_id} is closed; the note was not added"
                 self.store.finish_message(job.record.id, MessageState.IGNORED,
-                                          action="ignore", error=reason, durable=False)
+                                          action="ignore", error=reason, durable=False,
+fence=self.fence)
                 return Result(Outcome.IGNORED, job.record.id, reason=reason, decision=decision)
             if not self.account.follow_up.reopen_closed:
                 raise
@@ -633,7 +642,7 @@ class Pipeline:
                   decision.ticket_id)
         return self._after(job, decision.ticket_id, action, decision)
 
-    def _after(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+    def _after(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         """The ticket has the message. A PEC envelope also leaves an internal note with the
         certification facts (its own crash-safe step), then the record is done."""
         plan = job.plan
@@ -642,7 +651,7 @@ class Pipeline:
             key = f"pmb-{job.message.dedupe_key}-pec"
             self.store.set_pending(job.record.id, "pec_note",
                                    {"ticket_id": ticket_id, "comment_key": key, "then": action},
-                                   ticket_id=ticket_id)
+                                   ticket_id=ticket_id, fence=self.fence)
             self.host.add_comment(Comment(ticket_id=ticket_id, body_text=plan.note,
                                           public=False, dedupe_key=key))
         return self._finish(job, ticket_id, action, decision)
@@ -662,7 +671,7 @@ class Pipeline:
         return action != "new_ticket" or not set(plan.facts) <= set(
             self.account.pec_custom_fields)
 
-    def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+    def _finish(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         thread_ids = ticket_thread_ids(job)
         if job.plan is not None:
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -674,7 +683,7 @@ class Pipeline:
                                            durable=False)
         self.store.finish_message(job.record.id, MessageState.DONE, action=action,
                                   ticket_id=ticket_id,
-                                  thread_ids=thread_ids, durable=False)
+                                  thread_ids=thread_ids, durable=False, fence=self.fence)
         outcome = _ACTION_OUTCOME.get(action, Outcome.NOTED)
         return Result(outcome, job.record.id, ticket_id, decision=decision)
 
@@ -701,7 +710,7 @@ class Pipeline:
             if found:
                 return self._after(job, found[0].id, "new_ticket", decision)
             return self._create(job, decision)
-        ticket_id = int(pending["ticket_id"])
+        ticket_id = str(pending["ticket_id"])  # an int in ledgers written before ids were text
         key = pending.get("comment_key")
         if record.action == "pec_note":
             if not (key and self.host.comment_exists(ticket_id, key)):
@@ -775,17 +784,12 @@ class Pipeline:
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut
                                  or _incomplete(job.content)),
             tags=decision.tags,
-            priority=decision.priority,
-            status=decision.status,
-            ticket_type=decision.ticket_type,
-            group_id=decision.group_id,
-            brand_id=decision.brand_id,
             recipient=decision.recipient,
-            custom_fields=decision.custom_fields,
             email_ccs=decision.email_ccs,
             external_id=key[:64],
             idempotency_key=key,
-            via_followup_source_id=decision.followup_of_closed,
+            follows_up=decision.followup_of_closed,
+            defaults=decision.defaults,
             controls=decision.controls,
             to=tuple(a.email for a in job.content.to),
             cc=tuple(a.email for a in job.content.cc),
@@ -820,12 +824,11 @@ class Pipeline:
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
                 trimmed is not None and self.account.follow_up.quoted_text == "attach")
                 or _incomplete(job.content)),
-            status=decision.status,
-            priority=decision.priority,
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
             subject=message.subject or None,
+            defaults=decision.defaults,
             controls=decision.controls,
         )
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from connector.config import AccountConfig
-from connector.errors import CertificateError, FetchError, GrantRevokedError, StoreCorruptError
+from connector.errors import (
+    CertificateError,
+    FetchError,
+    GrantRevokedError,
+    LeaseLostError,
+    StoreCorruptError,
+)
 from connector.fetch import open_mailbox
 from connector.fetch.base import ListedMessage, Mailbox, MessageHandle, RemoteMessage
 from connector.fetch.pacing import ConnectionSlot, LoginPacing
@@ -29,10 +35,11 @@ from connector.fetch.status import ConnectionState, StatusBoard
 from connector.fetch.wakeup import StopEvent
 from connector.service.connections import RECONNECTED
 from connector.service.inflight import InFlight, conversation_keys
+from connector.service.leases import LeaseKeeper
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead, prepare
 from connector.service.pipeline import Outcome, Pipeline, Result, outcome_of
-from connector.store.base import MessageState
-from connector.store.sqlite import SQLiteStore, damaged_message
+from connector.store.base import MessageState, Store
+from connector.store.sqlite import damaged_message
 from connector.tls import certificate_failure, describe_certificate_failure
 from connector.understand import Prepared
 
@@ -129,7 +136,7 @@ class AccountPoller:
     ``MIN_MESSAGES`` messages have them parsed ahead in worker processes; the pipeline still
     processes them one by one in fetch order."""
 
-    def __init__(self, account: AccountConfig, store: SQLiteStore, pipeline: Pipeline, *,
+    def __init__(self, account: AccountConfig, store: Store, pipeline: Pipeline, *,
                  dry_run: bool = False, mailbox_factory: MailboxFactory = open_mailbox,
                  stop: threading.Event | None = None, parser: Parser | None = None,
                  pacing: LoginPacing | None = None, board: StatusBoard | None = None) -> None:
@@ -586,18 +593,20 @@ _MOVES: dict[str, tuple[str, str]] = {
 
 class Service:
     """Runs every enabled account in its own thread, so a slow or broken mailbox never
-    delays the others."""
+    delays the others. With ``leases`` (several instances on one ledger), only the accounts
+    this instance holds a lease on, as the lease keeper hands them out."""
 
     def __init__(self, pollers: list[AccountPoller], *,
                  log_retention_days: float | None = None,
                  retention_days: float | None = None,
                  stop: threading.Event | None = None, pacing: LoginPacing | None = None,
-                 board: StatusBoard | None = None) -> None:
+                 board: StatusBoard | None = None, leases: LeaseKeeper | None = None) -> None:
         self.pollers = pollers
         self.stop: threading.Event = stop or StopEvent()
         self.log_retention_days = log_retention_days
         self.pacing = pacing or LoginPacing()
         self.board = board or StatusBoard()
+        self.leases = leases
         #: Set when the ledger was found damaged: every worker stopped, ``run`` fails.
         self.fatal: StoreCorruptError | None = None
         self.retention_days = retention_days
@@ -610,17 +619,33 @@ class Service:
         """One pass of every account in turn, each connection closed after its pass (so a
         server's ``max_connections`` never holds up the next account)."""
         self._purge_log()
+        busy = self.leases.take_all() if self.leases is not None else {}
         summaries = []
-        for poller in self.pollers:
-            try:
-                summaries.append(poller.poll())
-            finally:
-                poller.close()
+        try:
+            for poller in self.pollers:
+                name = poller.account.name
+                if name in busy:
+                    summaries.append(AccountSummary(name, error="worked by another instance "
+                                                    f"({busy[name]})"))
+                    continue
+                if self.leases is not None:
+                    poller.pipeline.fence = self.leases.fence(name)
+                try:
+                    summaries.append(poller.poll())
+                except LeaseLostError as exc:
+                    summaries.append(AccountSummary(name, error=str(exc)))
+                finally:
+                    poller.close()
+        finally:
+            if self.leases is not None:
+                self.leases.release_all()
         return summaries
 
     def run_forever(self) -> bool:
         """Until stopped. False when the workers ended without being asked to (a bug):
         ``run`` then exits non-zero so a supervisor restarts it."""
+        if self.leases is not None:
+            return self._run_leased(self.leases)
         threads = [threading.Thread(target=self._loop, args=(p,), name=f"account-{p.account.name}",
                                     daemon=True) for p in self.pollers]
         for thread in threads:
@@ -642,6 +667,56 @@ class Service:
                 thread.join()
         return clean
 
+    def _run_leased(self, keeper: LeaseKeeper) -> bool:
+        """Until stopped: every ``tick_every`` seconds a lease tick, then a worker started
+        for each account gained, stopped for each lost or handed back (after the mail in
+        hand), and a handed-back account released once its worker ended."""
+        pollers = {p.account.name: p for p in self.pollers}
+        threads: dict[str, threading.Thread] = {}
+        next_check = time.monotonic() + INTEGRITY_CHECK_SECONDS
+        next_purge = time.monotonic()
+        try:
+            while not self.stop.is_set() and self.fatal is None:
+                changes = keeper.tick()
+                for name in changes.lost + changes.hand_back:
+                    poller = pollers.get(name)
+                    if poller is not None and name in threads:
+                        poller.stop.set()
+                for name, thread in list(threads.items()):
+                    if not thread.is_alive():
+                        thread.join()
+                        del threads[name]
+                        keeper.release(name)  # nothing when it was lost
+                for name in keeper.workable():
+                    poller = pollers.get(name)
+                    if name in threads or poller is None:
+                        continue
+                    poller.stop = StopEvent()
+                    poller.pipeline.fence = keeper.fence(name)
+                    thread = threading.Thread(target=self._loop, args=(poller,),
+                                              name=f"account-{name}", daemon=True)
+                    threads[name] = thread
+                    thread.start()
+                now = time.monotonic()
+                if now >= next_purge:
+                    with contextlib.suppress(Exception):
+                        self._purge_log()
+                    next_purge = now + 60.0
+                if now >= next_check:
+                    self.check_ledger()
+                    next_check = now + INTEGRITY_CHECK_SECONDS
+                self.stop.wait(keeper.tick_every)
+            clean = self.stop.is_set() and self.fatal is None
+        finally:
+            self.stop.set()
+            for poller in self.pollers:
+                poller.stop.set()
+            self.pacing.interrupt()
+            for thread in threads.values():
+                thread.join()
+            keeper.release_all()
+        return clean
+
     def check_ledger(self) -> bool:
         """``PRAGMA quick_check`` of the ledger (through a connection of its own): a damage
         that happened under the running bridge, in pages its cache still holds, is noticed
@@ -659,6 +734,8 @@ class Service:
             self.fatal = error
             log.critical("%s", error)
         self.stop.set()
+        for poller in self.pollers:
+            poller.stop.set()
 
     def _purge_log(self) -> None:
         """Housekeeping: the communication log and the ledger's finished records, each after
@@ -679,7 +756,7 @@ class Service:
         errors_in_a_row = 0
         name = poller.account.name
         try:
-            while not self.stop.is_set():
+            while not poller.stop.is_set():
                 started = time.monotonic()
                 try:
                     summary = poller.poll()
@@ -688,14 +765,19 @@ class Service:
                     errors_in_a_row = 0
                     if not poller.enabled:
                         self.board.set_state(name, ConnectionState.DISABLED)
-                        self.stop.wait(interval)  # re-enabled from the CLI: picked up here
+                        poller.stop.wait(interval)  # re-enabled from the CLI: picked up here
                     elif summary.error:
                         failures = poller.store.get_health(name).consecutive_failures
-                        self._back_off(name, backoff_delay(failures))
+                        self._back_off(poller, backoff_delay(failures))
                     else:
                         poller.wait(max(0.0, interval - (time.monotonic() - started)))
                 except StoreCorruptError as exc:
                     self._stop_for(exc)
+                    return
+                except LeaseLostError as exc:
+                    # Another instance works the account now (or will): it resumes what
+                    # this one left unfinished.
+                    log.warning("account=%s: stopping: %s", name, exc)
                     return
                 except Exception as exc:
                     errors_in_a_row += 1
@@ -704,13 +786,13 @@ class Service:
                         poller.close()
                     with contextlib.suppress(Exception):  # the store itself may be failing
                         poller.store.record_connection_failure(name, str(exc))
-                    self._back_off(name, backoff_delay(errors_in_a_row))
+                    self._back_off(poller, backoff_delay(errors_in_a_row))
         finally:
             with contextlib.suppress(Exception):
                 poller.close()
             self.board.set_state(name, ConnectionState.STOPPED)
 
-    def _back_off(self, account: str, seconds: float) -> None:
-        self.board.set_state(account, ConnectionState.BACKING_OFF,
+    def _back_off(self, poller: AccountPoller, seconds: float) -> None:
+        self.board.set_state(poller.account.name, ConnectionState.BACKING_OFF,
                              f"next attempt in {seconds:.0f} s")
-        self.stop.wait(seconds)
+        poller.stop.wait(seconds)

@@ -1,6 +1,8 @@
 """The store interface: everything the bridge must remember across restarts.
 
-One small interface so SQLite (default) and later PostgreSQL can both serve. Records are plain
+One interface that SQLite (default, connector/store/sqlite.py) and PostgreSQL
+(connector/store/postgres.py) both serve; callers open one with
+``connector.store.factory.open_store`` and type against :class:`Store`. Records are plain
 dataclasses; the store never returns driver rows.
 
 Durability: every write is durable when it returns, unless the caller passes
@@ -52,7 +54,7 @@ class MessageRecord:
     sender: str | None
     subject: str | None
     action: str | None
-    ticket_id: int | None
+    ticket_id: str | None
     attempts: int
     error: str | None
     pending: dict[str, Any] | None  # what a PUSHING message was sending (for crash recovery)
@@ -124,8 +126,80 @@ class LogEntry:
                 "duration_ms": self.duration_ms}
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who works a resource (``account:<name>``, or ``sweep`` for the outbound sweep), judged
+    by the database's clock: ``expires_in`` is seconds left by it when read (<= 0: expired,
+    anyone may take it). ``epoch`` grows with every new holder: the fencing token an effect is
+    committed under (connector.service.leases)."""
+
+    resource: str
+    holder: str
+    epoch: int
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_in: float
+
+    @property
+    def live(self) -> bool:
+        return self.expires_in > 0
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease an instance works under, checked in the transaction that commits an effect
+    (``set_pending``, ``finish_message``): the write is refused unless ``holder`` still holds
+    ``resource`` at ``epoch`` with more than ``margin`` seconds left by the database's clock."""
+
+    resource: str
+    holder: str
+    epoch: int
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A running ``run`` process, as its heartbeat registered it."""
+
+    instance: str
+    host: str
+    pid: int
+    url: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_in: float
+
+    @property
+    def live(self) -> bool:
+        return self.expires_in > 0
+
+
 class Store(Protocol):
+    #: "sqlite" or "postgresql".
+    engine: str
+    #: What messages name the store by: the SQLite file, or the DSN without its password.
+    path: Any
+    #: The engine's exception classes (a store that fails raises one of these).
+    errors: tuple[type[BaseException], ...]
+
     def close(self) -> None: ...
+
+    def writable(self) -> bool:
+        """True when a write transaction can be committed (for health checks)."""
+        ...
+
+    def quick_check(self) -> list[str]:
+        """Damage the engine can see (SQLite's quick_check); [] when sound."""
+        ...
+
+    # -- schema ----------------------------------------------------------------------------
+    def applied_migrations(self) -> list[int]: ...
+
+    def pending_migrations(self) -> list[Any]: ...
+
+    def migrate(self) -> list[Any]:
+        """Apply the pending schema migrations (connector/store/migrations.py)."""
+        ...
 
     def make_durable(self) -> None:
         """Barrier: everything committed so far is on disk when this returns. Nearly free
@@ -158,7 +232,7 @@ class Store(Protocol):
     def describe_message(self, record_id: int, *, dedupe_key: str | None,
                          message_id: str | None, sender: str | None, subject: str | None,
                          trace: Mapping[str, Any] | None, mail_day: date | None = None,
-                         durable: bool = True) -> int | None:
+                         sender_proven: bool = False, durable: bool = True) -> int | None:
         """Record what the message is (``mail_day``: the UTC day of its Date) and claim its
         dedupe key in one transaction; returns the record id holding the key."""
         ...
@@ -174,15 +248,18 @@ class Store(Protocol):
         ...
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None) -> None:
+                    ticket_id: str | None = None, *, fence: Fence | None = None) -> None:
         """Mark PUSHING and store what is being sent, durably (always: no ``durable``
-        parameter), before the host call."""
+        parameter), before the host call. With ``fence``, only while that lease holds
+        (else :class:`connector.errors.LeaseLostError` and nothing is written)."""
         ...
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
-                       ticket_id: int | None = None, error: str | None = None,
-                       thread_ids: Iterable[str] = (), durable: bool = True) -> None:
-        """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction."""
+                       ticket_id: str | None = None, error: str | None = None,
+                       thread_ids: Iterable[str] = (), durable: bool = True,
+                       fence: Fence | None = None) -> None:
+        """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction
+        (with ``fence``, only while that lease holds, as for ``set_pending``)."""
         ...
 
     def record_failure(self, record_id: int, error: str, *, durable: bool = True) -> None:
@@ -195,7 +272,14 @@ class Store(Protocol):
         ``message_ids``: the parent a reply must wait for."""
         ...
 
-    def mark_skipped(self, account: str, refs: Iterable[str]) -> None: ...
+    def mark_skipped(self, account: str, refs: Iterable[str],
+                     message_ids: dict[str, str | None] | None = None) -> None: ...
+
+    def orphan_unfinished(self, account: str, ref_prefix: str) -> int: ...
+
+    def skipped_message_ids(self, account: str) -> set[str]: ...
+
+    def messages(self, account: str | None = None) -> list[MessageRecord]: ...
 
     def sender_count_since(self, sender: str, since: datetime,
                            exclude_id: int | None = None) -> int: ...
@@ -237,17 +321,17 @@ class Store(Protocol):
     def release_quarantine(self, record_id: int) -> None: ...
 
     # -- threading ------------------------------------------------------------------------
-    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> str | None:
         """The ticket of the first of ``message_ids`` (in order) that we have seen or sent."""
         ...
 
     def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         """Like ticket_for_message_ids, but only ids of mail sent from ``account`` (what a PEC
         receipt arriving on that account can certify)."""
         ...
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None: ...
 
@@ -266,8 +350,68 @@ class Store(Protocol):
         """Several entries (``log_event``'s keywords, ``ts`` optional) in one write."""
         ...
 
+    def log_entries(self, *, account: str | None = None, min_level: str | None = None,
+                    since: datetime | None = None, message: str | None = None,
+                    limit: int = 1000) -> list[LogEntry]: ...
+
+    def purge_log(self, older_than: datetime) -> int: ...
+
+    def count_events_since(self, event: str, since: datetime) -> dict[str, int]: ...
+
+    # -- accounts: health, connection status, figures --------------------------------------
+    def get_health(self, account: str) -> AccountHealth: ...
+
+    def all_health(self) -> list[AccountHealth]: ...
+
+    def record_success(self, account: str, backlog: int | None = None) -> None: ...
+
+    def record_connection_failure(self, account: str, error: str) -> int: ...
+
+    def set_account_enabled(self, account: str, enabled: bool,
+                            reason: str | None = None) -> None: ...
+
+    def save_connection_status(self, account: str, *, state: str, detail: str | None,
+                               since: datetime, server_event: str | None,
+                               server_event_at: datetime | None, pid: int) -> None: ...
+
+    def connection_statuses(self) -> dict[str, dict[str, Any]]: ...
+
+    def account_figures(self, since: datetime | None = None) -> dict[str, dict[str, Any]]: ...
+
     # -- mailbox state --------------------------------------------------------------------
     def get_mailbox_mark(self, account: str, folder: str) -> MailboxMark | None: ...
 
     def set_mailbox_mark(self, account: str, folder: str, *, uidvalidity: int | None,
                          baseline_taken: bool) -> None: ...
+
+    # -- instances and leases (connector.service.leases) -----------------------------------
+    def heartbeat_instance(self, instance: str, *, ttl: float, host: str, pid: int,
+                           url: str | None = None) -> None:
+        """Register ``instance`` as live for ``ttl`` seconds from the database's now."""
+        ...
+
+    def forget_instance(self, instance: str) -> None: ...
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every registered instance, live or not (``expires_in`` says which)."""
+        ...
+
+    def acquire_lease(self, resource: str, holder: str, ttl: float, *,
+                      dead: Iterable[str] = ()) -> Lease | None:
+        """Take ``resource`` for ``ttl`` seconds when it is free, expired (by the database's
+        clock), already ours (renewed, same epoch) or held by one of ``dead`` (holders known
+        to be gone); a new holder gets the next epoch. None when another holds it."""
+        ...
+
+    def renew_leases(self, holder: str, epochs: Mapping[str, int],
+                     ttl: float) -> dict[str, Lease]:
+        """Extend each resource ``holder`` still holds at the given epoch (expired or not, as
+        long as nobody took it since); those missing from the answer are lost."""
+        ...
+
+    def release_lease(self, resource: str, holder: str, epoch: int) -> None:
+        """Hand a lease back: it has no holder and expires now; the next holder gets the
+        next epoch."""
+        ...
+
+    def leases(self) -> list[Lease]: ...

@@ -1,4 +1,4 @@
-"""``postmaster-bridge store check|backup|vacuum|migrate``: the ledger, for admins.
+"""``postmaster-bridge store check|backup|vacuum|migrate|copy``: the ledger, for admins.
 
 - ``store check`` runs SQLite's full ``PRAGMA integrity_check`` on the ledger (read-only, so
   it is safe while the bridge runs) and exits 74 when the file is damaged.
@@ -13,6 +13,8 @@
   ``run`` and every command that writes apply them too when they open the store), and is a
   no-op when none is pending; ``--check`` lists them without touching anything and exits 1
   when there are some.
+- ``store copy --to DSN`` copies the SQLite ledger and queue into PostgreSQL
+  (connector/store/copy.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from connector.config import load_config
+from connector.config import StoreConfig, load_config
 from connector.exitcodes import EX_FAILURE, EX_IOERR, EX_NOINPUT, EX_OK, EX_USAGE
 
 #: Pages copied per backup step; between steps the bridge's writers get the file.
@@ -50,67 +52,70 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument("--check", action="store_true",
                    help="only list the pending migrations; exit 1 when there are some")
     q.set_defaults(func=cmd_store)
+    from connector.store.copy import register as register_copy
+
+    register_copy(ssub, common)
+    ssub.choices["copy"].set_defaults(func=cmd_store)
 
 
 def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int:
-    config = load_config(args.config, secrets=False)  # the ledger only: no login anywhere
-    ledger = config.store.path
+    from connector.store.factory import describe, store_exists
+
+    config = load_config(args.config, secrets=False)  # the store only: no login anywhere
     if args.store_command == "migrate":
-        return migrate(ledger, out, check_only=args.check)
-    if not ledger.is_file():
-        print(f"FAIL  ledger {ledger}: no such file", file=out)
+        return migrate(config.store, out, check_only=args.check)
+    if args.store_command == "copy":
+        from connector.store.copy import copy_command
+
+        return copy_command(config.store, args, out)
+    if not store_exists(config.store):
+        print(f"FAIL  {describe(config.store)}: no such file", file=out)
         return EX_NOINPUT
+    if args.store_command == "vacuum":
+        return vacuum(config.store, out)
+    if config.store.shared:
+        print(f"FAIL  store {args.store_command} is for the SQLite ledger; PostgreSQL has its "
+              "own tools (pg_dump for a backup, pg_amcheck for a check)", file=out)
+        return EX_USAGE
+    ledger = config.store.path
     if args.store_command == "check":
         return check(ledger, out)
-    if args.store_command == "vacuum":
-        return vacuum(ledger, config.store.retention_days, config.store.log_retention_days, out)
     return backup(ledger, Path(args.file), out)
 
 
-def migrate(ledger: Path, out: TextIO, *, check_only: bool) -> int:
-    from connector.store.migrations import pending
-    from connector.store.sqlite import SQLiteStore
+def migrate(config: StoreConfig, out: TextIO, *, check_only: bool) -> int:
+    from connector.store.factory import apply_migrations, describe, pending_migrations
 
+    name = describe(config)
     if check_only:
-        if ledger.is_file():
-            store = SQLiteStore(f"file:{ledger}?mode=ro", uri=True)
-            try:
-                todo = store.pending_migrations()
-            finally:
-                store.close()
-        else:
-            todo = pending(())
+        todo = pending_migrations(config)
         for migration in todo:
             print(f"pending  {migration.version}  {migration.name}", file=out)
-        print(f"{'FAIL' if todo else 'ok'}    ledger {ledger}: {len(todo)} migration(s) "
-              "pending", file=out)
+        print(f"{'FAIL' if todo else 'ok'}    {name}: {len(todo)} migration(s) pending",
+              file=out)
         return EX_FAILURE if todo else EX_OK
-    store = SQLiteStore(ledger, migrate=False)
-    try:
-        applied = store.migrate()
-    finally:
-        store.close()
+    applied = apply_migrations(config)
     for migration in applied:
         print(f"applied  {migration.version}  {migration.name}", file=out)
-    print(f"ok    ledger {ledger}: {len(applied)} migration(s) applied, schema up to date",
-          file=out)
+    print(f"ok    {name}: {len(applied)} migration(s) applied, schema up to date", file=out)
     return EX_OK
 
 
-def vacuum(ledger: Path, retention_days: float, log_retention_days: float, out: TextIO) -> int:
-    from connector.store.sqlite import SQLiteStore
+def vacuum(config: StoreConfig, out: TextIO) -> int:
+    from connector.store.factory import describe, open_store
 
     now = datetime.now(UTC)
-    store = SQLiteStore(ledger)
+    store = open_store(config)
     try:
-        thinned = store.apply_retention(now - timedelta(days=retention_days))
-        purged = store.purge_log(now - timedelta(days=log_retention_days))
+        thinned = store.apply_retention(now - timedelta(days=config.retention_days))
+        purged = store.purge_log(now - timedelta(days=config.log_retention_days))
         before, after = store.vacuum()
     finally:
         store.close()
-    print(f"ok    ledger {ledger}: {thinned} finished mail(s) past {retention_days:g} days "
-          f"thinned, {purged} log entr{'y' if purged == 1 else 'ies'} purged; "
-          f"{_mb(before)} -> {_mb(after)}", file=out)
+    print(f"ok    {describe(config)}: {thinned} finished mail(s) past "
+          f"{config.retention_days:g} days thinned, {purged} log "
+          f"entr{'y' if purged == 1 else 'ies'} purged; {_mb(before)} -> {_mb(after)}",
+          file=out)
     return EX_OK
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from connector.errors import StoreSchemaError
 
-#: One step of a migration: an SQL script, or a function given the engine's connection.
+#: One step of a migration: an SQL script (statements end a line with ``;``), or a function
+#: given the engine's own connection (sqlite3.Connection; psycopg.Connection, ``%s`` params).
 Step = str | Callable[[Any], None]
 
 #: The table that records applied migrations (the same on both engines).
@@ -397,11 +398,38 @@ CREATE TABLE outbound_secrets (
 );
 """
 
+# Several `run` instances on one store (connector.service.leases): each registers with a
+# heartbeat, and works an account (resource `account:<name>`) or the outbound sweep (`sweep`)
+# only while its lease has not expired. Times are the database's clock in Unix seconds;
+# `epoch` grows with each new holder (the fencing token effects are committed under).
+_LEASES = """
+CREATE TABLE IF NOT EXISTS instances (
+    instance     TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          {integer} NOT NULL,
+    url          TEXT,
+    started_at   {real} NOT NULL,
+    heartbeat_at {real} NOT NULL,
+    expires_at   {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    resource     TEXT PRIMARY KEY,
+    holder       TEXT NOT NULL,
+    epoch        {integer} NOT NULL,
+    acquired_at  {real} NOT NULL,
+    renewed_at   {real} NOT NULL,
+    expires_at   {real} NOT NULL
+);
+"""
+_SQLITE_LEASES = _LEASES.format(integer="INTEGER", real="REAL")
+_PG_LEASES = _LEASES.format(integer="BIGINT", real="DOUBLE PRECISION")
+
 #: In order; a new change is one more entry with the next number (never edit an old one).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", sqlite=(_SQLITE_LEDGER, _sqlite_ledger_columns),
               postgresql=(_PG_LEDGER,)),
     Migration(2, "outbound queue", sqlite=(_SQLITE_QUEUE,), postgresql=(_PG_QUEUE,)),
+    Migration(3, "instances and leases", sqlite=(_SQLITE_LEASES,), postgresql=(_PG_LEASES,)),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -416,6 +444,17 @@ def pending(applied: Iterable[int]) -> list[Migration]:
             f"the store has schema migration {unknown[-1]}, this bridge knows up to {LATEST}: "
             "it was written by a newer postmaster-bridge; upgrade this one")
     return [m for m in MIGRATIONS if m.version not in done]
+
+
+def apply_steps(migration: Migration, engine: str, conn: Any) -> None:
+    """Run one migration's steps for ``engine`` on ``conn``, inside the caller's transaction
+    (which also records it in ``schema_migrations``)."""
+    for step in migration.steps(engine):
+        if isinstance(step, str):
+            for statement in sql_statements(step):
+                conn.execute(statement)
+        else:
+            step(conn)
 
 
 def sql_statements(script: str) -> list[str]:

@@ -59,7 +59,8 @@ _FAIL_SUBJECT = re.compile(
     r"failure (notice|delivery)|delivery failure|delivery problem|delivery report|"
     r"delivery status notification|delivery notification|returned mail|mail delivery failed|"
     r"failed mail|mail error|processing error|non.?delivery|permanent delivery failure|"
-    r"mail failed|returning to sender|returned to sender|"
+    # Exim's notices about mail it refused outright: "Mail failure - no recipient addresses".
+    r"mail failed|mail failure|returning to sender|returned to sender|"
     r"mail system error|user unknown|nameserver error|rejected mail|delivery has failed|"
     r"message delayed|delayed mail|mail delivery warning|warning: message|not yet been delivered|"
     r"non remis|mancata consegna|impossibile recapitare|non recapitat|recapito non riuscito|"
