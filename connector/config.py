@@ -44,6 +44,8 @@ PROTOCOLS = ("imap", "pop3", "graph")
 AUTH_METHODS = ("password", "oauth2")
 #: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
 PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
+#: When a PEC envelope's facts also go in an internal note (`pec_facts_note` on an account).
+PEC_FACTS_NOTES = ("auto", "always", "never")
 SECURITIES = ("tls", "starttls", "none")
 
 
@@ -165,6 +167,9 @@ class AccountConfig:
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
     pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
+    # The internal note with a PEC envelope's facts: auto (left out when a certified new
+    # ticket carries every fact in pec_custom_fields), always, never (warnings still noted).
+    pec_facts_note: str = "auto"
     # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
                                   compare=False)
@@ -425,6 +430,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
     if unknown_facts:
         r.problem("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
                       f"{', '.join(PEC_FACTS)}")
+    facts_note = r.choice("pec_facts_note", PEC_FACTS_NOTES, "auto")
     if unmatched == "catch_all" and catch_all is None:
         r.problem("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
                       "catch_all")
@@ -505,6 +511,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_facts_note=facts_note,
         pec_trust=trust or shipped_trust_store(),
         authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
         verify_dkim=r.get("verify_dkim", bool, True),

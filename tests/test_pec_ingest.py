@@ -813,6 +813,76 @@ def test_pec_facts_fill_the_mapped_custom_fields(
     assert values[9002] == ARUBA_MSGID
     assert values[9003] == "2014-11-07T16:52:00+01:00"
     assert values[9004] == "valid"
+    # Every fact is in the ticket's fields: the note would only repeat them (pec_facts_note
+    # auto), and leaving it out spares the ticket update it costs.
+    assert internal_notes(ticket) == []
+    calls = [(r["method"], re.sub(r"/\d+", "/{id}", r["path"].split("?")[0]))
+             for r in zd.requests_log()]
+    assert ("PUT", "/api/v2/tickets/{id}") not in calls, calls
+    assert calls.count(("POST", "/api/v2/tickets")) == 1, calls
+
+
+@pytest.mark.parametrize(("facts_note", "fields", "noted"), [
+    ("always", {"identificativo": 9001, "msgid": 9002, "certified_at": 9003,
+                "signature": 9004}, True),
+    ("auto", {"identificativo": 9001}, True),  # msgid and time only in the note
+    ("auto", {}, True),
+    ("never", {}, False),
+])
+def test_pec_facts_note_follows_the_account_setting(
+        facts_note: str, fields: dict[str, int], noted: bool, tmp_path: Path,
+        dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields=fields, pec_facts_note=facts_note))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+
+    assert bridge.poll().counts["ticketed"] == 1
+
+    [ticket] = zd.tickets()
+    notes = [n["plain_body"] for n in internal_notes(ticket)]
+    if noted:
+        [note] = notes
+        assert f"PEC identificativo: {ARUBA_IDENTIFICATIVO}" in note
+    else:
+        assert notes == []
+    # Never in the public comment, whatever the setting.
+    assert ARUBA_IDENTIFICATIVO not in ticket["comments"][0]["plain_body"]
+    assert eml_attachments(ticket, "pec-envelope")  # the evidence stays attached
+
+
+def test_a_certified_follow_up_keeps_its_facts_note_with_every_field_mapped(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # A comment sets no ticket fields: the reply's own facts are only in its note.
+    fields = {"identificativo": 9001, "msgid": 9002, "certified_at": 9003, "signature": 9004}
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields=fields))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+    assert bridge.poll().counts["ticketed"] == 1
+    [ticket] = zd.tickets()
+    assert internal_notes(ticket) == []
+    reply_id = "opec275.20141110100000.00001.01.1.1@pec.aruba.it"
+    dovecot.append(mailbox_user, CIRCUIT.sign(transport_envelope(
+        ordinary_mail(sender="thinkstudio@pec.it", to="l.battistini@pec.it",
+                      subject="Re: archetipo (3)", message_id="reply-3@pec.it",
+                      body="Risposta certificata.", in_reply_to=ARUBA_IDENTIFICATIVO),
+        sender="thinkstudio@pec.it", recipient="l.battistini@pec.it",
+        subject="Re: archetipo (3)", identificativo=reply_id, msgid="reply-3@pec.it")))
+
+    assert bridge.poll().counts["followed_up"] == 1
+
+    [note] = internal_notes(zd.ticket(ticket["id"]))
+    assert f"PEC identificativo: {reply_id}" in note["plain_body"]
+
+
+def test_pec_facts_note_accepts_auto_always_never_only(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
+        zd: ZendeskDouble) -> None:
+    path = write_config(tmp_path, dovecot, mailbox_user, zd, pec_facts_note="sometimes")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "accounts[0].pec_facts_note"
 
 
 def test_pec_custom_fields_name_known_facts_only(tmp_path: Path, dovecot: DovecotServer,
@@ -923,17 +993,22 @@ def test_genuine_receipt_for_mail_another_account_sent_follows_the_unmatched_pol
     assert "pec_delivered" not in zd.ticket(ticket_id)["tags"]
 
 
-@pytest.mark.parametrize("signer", ["unsigned", "untrusted"])
+@pytest.mark.parametrize(("signer", "facts_note"), [("unsigned", "auto"),
+                                                   ("untrusted", "auto"),
+                                                   ("unsigned", "never")])
 def test_forged_envelope_opens_an_uncertified_ticket_that_says_so(
-        signer: str, tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
-        zd: ZendeskDouble, bridge_for: Callable[[Path], Bridge]) -> None:
+        signer: str, facts_note: str, tmp_path: Path, dovecot: DovecotServer,
+        mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
     # Attack 2: a PEC envelope with a forged daticert in someone else's name, citing the
     # identificativo of an existing certified conversation: unsigned, or signed by a provider
-    # certificate of the forger's own CA.
+    # certificate of the forger's own CA. Its note is a warning: even pec_facts_note never
+    # (which leaves out a certified envelope's facts) keeps it.
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
                                      pec_custom_fields={"identificativo": 101,
                                                         "certified_at": 102, "msgid": 103,
-                                                        "signature": 104}))
+                                                        "signature": 104},
+                                     pec_facts_note=facts_note))
     dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
     assert bridge.poll().counts["ticketed"] == 1
     [genuine] = zd.tickets()

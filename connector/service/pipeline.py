@@ -646,7 +646,8 @@ fence=self.fence)
         """The ticket has the message. A PEC envelope also leaves an internal note with the
         certification facts (its own crash-safe step), then the record is done."""
         plan = job.plan
-        if plan is not None and not plan.is_receipt and plan.note:
+        if plan is not None and not plan.is_receipt and plan.note and \
+                self._facts_note_wanted(plan, action):
             key = f"pmb-{job.message.dedupe_key}-pec"
             self.store.set_pending(job.record.id, "pec_note",
                                    {"ticket_id": ticket_id, "comment_key": key, "then": action},
@@ -654,6 +655,21 @@ fence=self.fence)
             self.host.add_comment(Comment(ticket_id=ticket_id, body_text=plan.note,
                                           public=False, dedupe_key=key))
         return self._finish(job, ticket_id, action, decision)
+
+    def _facts_note_wanted(self, plan: PecPlan, action: str) -> bool:
+        """Whether the envelope's facts also go in an internal note (``pec_facts_note``).
+        Warnings are always noted; a routine certified envelope's facts are left out with
+        ``never``, and with ``auto`` when the new ticket carries every one of them in the
+        account's ``pec_custom_fields`` (a follow-up's comment sets no fields). The note costs
+        a ticket update of its own: Zendesk's create takes one comment, and the facts must
+        not be in the public one."""
+        setting = self.account.pec_facts_note
+        if setting == "always" or not plan.routine:
+            return True
+        if setting == "never":
+            return False
+        return action != "new_ticket" or not set(plan.facts) <= set(
+            self.account.pec_custom_fields)
 
     def _finish(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         thread_ids = ticket_thread_ids(job)
