@@ -504,6 +504,13 @@ def _signer():  # noqa: ANN202 - (certificate, private key) of the cryptography 
     return cert, key
 
 
+def signer_pem() -> bytes:
+    """The envelopes' signing certificate (self-signed), to trust as a PEC anchor."""
+    from cryptography.hazmat.primitives import serialization
+
+    return _signer()[0].public_bytes(serialization.Encoding.PEM)
+
+
 def _sign(content: bytes) -> bytes:
     """Detached PKCS#7 signature over ``content`` without signed attributes (no signing time,
     so the bytes never change)."""

@@ -205,10 +205,12 @@ class BenchEnv:
     # -- bridge config -------------------------------------------------------------------------
     def write_config(self, *, batch_size: int = 200, poll_interval: float = 5.0,
                      account_extra: str = "", name: str | None = None,
+                     host_extra: str = "", top_extra: str = "",
                      store_dsn: str | None = None) -> Path:
         """A config file for this run: a fresh ledger each time (``store_dsn``: a fresh
         PostgreSQL database instead of the SQLite file), IMAP without TLS (loopback), the host
-        double with an API token."""
+        double with an API token; ``host_extra``/``account_extra`` are YAML lines added to the
+        host and the account, ``top_extra`` top-level sections."""
         assert self.user is not None
         self._runs += 1
         run_dir = self.workdir / (name or f"run{self._runs}")
@@ -218,6 +220,7 @@ class BenchEnv:
         email = getattr(self.host, "email", "bench@example.com")
         (run_dir / "host-token").write_text(token)
         extra = "".join(f"    {line}\n" for line in account_extra.splitlines() if line.strip())
+        host_lines = "".join(f"  {line}\n" for line in host_extra.splitlines() if line.strip())
         config = run_dir / "bridge.yaml"
         store = f"store:\n  path: {run_dir / 'ledger.sqlite3'}\n"
         if store_dsn is not None:
@@ -227,13 +230,13 @@ class BenchEnv:
             store +
             f"host:\n  type: zendesk\n  url: {self.host.url}\n  timeout: 60\n"
             f"  auth:\n    type: api_token\n    email: {email}\n"
-            f"    api_token_file: {run_dir / 'host-token'}\n"
+            f"    api_token_file: {run_dir / 'host-token'}\n{host_lines}"
             "accounts:\n"
             f"  - name: bench\n    protocol: imap\n    host: 127.0.0.1\n"
             f"    port: {self.dovecot.imap_port}\n    security: none\n"
             f"    username: {self.user.name}\n    password_file: {run_dir / 'imap-password'}\n"
             f"    batch_size: {batch_size}\n    poll_interval: {poll_interval}\n"
-            f"    timeout: 60\n    own_addresses: [{SUPPORT_ADDRESS}]\n{extra}"
+            f"    timeout: 60\n    own_addresses: [{SUPPORT_ADDRESS}]\n{extra}{top_extra}"
         )
         return config
 

@@ -161,6 +161,63 @@ def _time_store_transactions(store: Any) -> list[float]:
     return totals
 
 
+def _time_store_calls(store: Any) -> list[float]:
+    """[calls, CPU seconds of the calling threads inside the store's public methods]: the
+    ledger's cost to the bridge, without the waits (other threads holding the lock, the
+    server's answer). Nested calls count once."""
+    import threading
+
+    totals = [0, 0.0]
+    depth = threading.local()
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if getattr(depth, "n", 0):
+                return method(*args, **kwargs)
+            depth.n = 1
+            start = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth.n = 0
+                totals[0] += 1
+                totals[1] += time.thread_time() - start
+        return timed
+
+    for name in dir(store):
+        if not name.startswith("_") and name not in ("close", "dialect", "errors"):
+            method = getattr(store, name)
+            if callable(method) and not isinstance(method, type):
+                setattr(store, name, wrap(method))
+    return totals
+
+
+def _profile_host_threads(poller: Any, profiles: dict[int, cProfile.Profile]) -> None:
+    """cProfile sees only the thread that enabled it: with several mails in flight the
+    pipeline runs on host worker threads, each profiled here by a profiler of its own."""
+    import threading
+
+    process = getattr(poller, "_process", None)
+    if process is None:  # a tree from before several mails in flight: all on one thread
+        return
+    main = threading.get_ident()
+
+    def profiled(item: Any) -> Any:
+        ident = threading.get_ident()
+        if ident == main:  # one mail at a time runs on the caller's thread, profiled already
+            return process(item)
+        # CPU time of this thread: wall time would count the waits for the store's lock and
+        # the GIL as the time of whatever function waits.
+        profile = profiles.setdefault(ident, cProfile.Profile(time.thread_time))
+        profile.enable()
+        try:
+            return process(item)
+        finally:
+            profile.disable()
+
+    poller._process = profiled
+
+
 # -- e2e ---------------------------------------------------------------------------------------
 
 
@@ -171,8 +228,20 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     in a fresh PostgreSQL database of it instead of a fresh SQLite file."""
     env.reset_host()
     inbox = env.restore()
+    max_in_flight = getattr(args, "max_in_flight", None)
+    account_extra = top_extra = ""
+    if getattr(args, "pec_fields", False):
+        # The bench provider's signer trusted (as real providers' chain to the shipped AgID
+        # anchors) and the four PEC facts in custom fields: certified envelopes.
+        anchor = env.workdir / "bench-pec-signer.pem"
+        anchor.write_bytes(corpus.signer_pem())
+        account_extra = ("pec_custom_fields: {identificativo: 9001, msgid: 9002, "
+                         "certified_at: 9003, signature: 9004}")
+        top_extra = f"pec:\n  trust_anchors: [{anchor}]\n"
     store_dsn = postgres.fresh_database() if postgres is not None else None
-    config = env.write_config(batch_size=args.batch_size, store_dsn=store_dsn)
+    config = env.write_config(batch_size=args.batch_size, host_extra=(
+        f"max_in_flight: {max_in_flight}" if max_in_flight else ""),
+        account_extra=account_extra, top_extra=top_extra, store_dsn=store_dsn)
     counters = Counters()
     lean = getattr(args, "lean", False)
     poller, store = build_poller(config, None if lean else counters, args.parse_workers)
@@ -184,9 +253,11 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     original_flush = runner_module._Moves.flush
     host_times: dict[str, list[float]] = {}
     tx_times = [0, 0.0, 0, 0.0, 0, 0.0]
+    call_times = [0, 0.0]
     if not lean:  # the counters below cost the bridge ~0.1-0.2 ms of CPU per mail
         host_times = _time_host_requests(poller.pipeline.host)
         tx_times = _time_store_transactions(store)
+        call_times = _time_store_calls(store)
         poller.pipeline.process = timed(in_process,  # type: ignore[method-assign]
                                         poller.pipeline.process)
 
@@ -199,6 +270,7 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
 
         runner_module._Moves.flush = flush  # type: ignore[method-assign]
     gc.collect()
+    thread_profiles: dict[int, cProfile.Profile] = {}
     profiler: Any = None
     if profile == "pyinstrument":
         from pyinstrument import Profiler
@@ -206,8 +278,9 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
         profiler = Profiler(interval=0.0005)
         profiler.start()
     elif profile == "cprofile":
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
         profiler.enable()
+        _profile_host_threads(poller, thread_profiles)
     before = env.cpu_mark()
     postgres_before = _postgres_cpu(postgres)
     with contextlib.nullcontext() if lean else counters.imap_commands():
@@ -231,7 +304,8 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     elif profile == "cprofile":
         profiler.disable()
         stream = io.StringIO()
-        stats = pstats.Stats(profiler, stream=stream)
+        # The main thread and every host worker (host.max_in_flight > 1) together.
+        stats = pstats.Stats(profiler, *thread_profiles.values(), stream=stream)
         report = format_breakdown(breakdown(stats, messages))
         stats.sort_stats("tottime").print_stats(30)
         if out_dir is not None:
@@ -267,6 +341,8 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
                                "reads_per_mail": round(tx_times[4] / messages, 2),
                                "read_ms_per_mail": round(1000 * tx_times[5] / messages, 2)},
         "store": "postgresql" if postgres is not None else "sqlite",
+        "store_calls": {"per_mail": round(call_times[0] / messages, 2),
+                        "bridge_cpu_ms_per_mail": round(1000 * call_times[1] / messages, 3)},
         "folders_after": counts,
         "profile": profile,
         "lean": lean,
@@ -305,6 +381,7 @@ def _print_e2e(result: dict[str, Any]) -> None:
         print(f"  host request wall time as the bridge sees it (ms): "
               f"{result['host_client_ms_per_request']}")
         print(f"  store write transactions: {result['store_transactions']}")
+        print(f"  store calls (bridge CPU inside them): {result['store_calls']}")
     print(f"  folders after: {result['folders_after']}")
     if result.get("report"):
         print(result["report"])
@@ -559,6 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "at most 4; 0: parse in the main thread)")
     p.add_argument("--profile", help="after the timed runs, profiled runs: pyinstrument, "
                    "cprofile or both (comma-separated)")
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="host.max_in_flight (default: the bridge's, 8); 1 runs every mail on "
+                   "the main thread, where --profile sees it")
+    p.add_argument("--pec-fields", action="store_true",
+                   help="trust the corpus's PEC signer and map the PEC facts to custom fields "
+                   "(pec_custom_fields): certified envelopes, no facts note by default")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     p.add_argument("--stores", default="sqlite",
                    help="comma-separated ledger engines, alternated in each repeat: sqlite, "

@@ -44,6 +44,8 @@ PROTOCOLS = ("imap", "pop3", "graph")
 AUTH_METHODS = ("password", "oauth2")
 #: PEC facts a ticket can carry in custom fields (`pec_custom_fields` on an account).
 PEC_FACTS = ("identificativo", "msgid", "certified_at", "signature")
+#: When a PEC envelope's facts also go in an internal note (`pec_facts_note` on an account).
+PEC_FACTS_NOTES = ("auto", "always", "never")
 SECURITIES = ("tls", "starttls", "none")
 
 
@@ -54,7 +56,10 @@ def account_tag(name: str) -> str:
 
 @dataclass(frozen=True)
 class TicketDefaults:
-    """Fields every new ticket of an account gets unless a filter says otherwise."""
+    """Fields every new ticket of an account gets unless a filter says otherwise. The keys are
+    Zendesk's (``group_id``, ``brand_id``, ``brands``, ``custom_fields`` by id, its priority and
+    status words); ``controls`` says them in the control vocabulary the rest of the bridge
+    speaks, and the host's vocabulary (connector.hosts) takes them from there."""
 
     group_id: int | None = None
     priority: str | None = None
@@ -65,6 +70,19 @@ class TicketDefaults:
     brand_id: int | None = None
     # The address a mail reached -> the brand its ticket belongs to (lower-case addresses).
     brands: Mapping[str, int] = field(default_factory=dict)
+
+    def controls(self, recipient: str | None) -> tuple[tuple[str, object], ...]:
+        """These defaults as X-OTOBO-* controls for a mail that reached ``recipient``: a
+        numeric queue is a group id, the brand is the recipient's (``brands``) else
+        ``brand_id``; custom field values keep their YAML type."""
+        brand = self.brands.get(recipient or "", self.brand_id)
+        out: list[tuple[str, object]] = [
+            (name, str(value)) for name, value in (
+                ("X-OTOBO-Queue", self.group_id), ("X-OTOBO-Priority", self.priority),
+                ("X-OTOBO-State", self.status), ("X-OTOBO-Type", self.ticket_type),
+                ("X-OTOBO-Brand", brand)) if value is not None]
+        out += [(f"X-OTOBO-DynamicField-{fid}", value) for fid, value in self.custom_fields]
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,12 @@ class FollowUpPolicy:
     # collapse (a folded section below the reply; no extra upload) | attach (the .eml beside
     # the comment) | keep (no trimming).
     quoted_text: str = "collapse"
+
+    def controls(self) -> tuple[tuple[str, object], ...]:
+        """This policy as ``X-OTOBO-FollowUp-*`` controls (the defaults a filter overrides)."""
+        return tuple((name, value) for name, value in (
+            ("X-OTOBO-FollowUp-State", self.status),
+            ("X-OTOBO-FollowUp-Priority", self.priority)) if value)
 
 
 @dataclass(frozen=True)
@@ -139,10 +163,13 @@ class AccountConfig:
     pec: bool = False  # a certified-mail (PEC) mailbox: envelopes unwrapped, receipts matched
     provider: str | None = None  # PEC (connector.pec.providers) or mail preset (auth.presets)
     pec_unmatched_receipts: str = "new_ticket"  # new_ticket | catch_all | ignore
-    pec_catch_all_ticket: int | None = None
+    pec_catch_all_ticket: str | None = None  # a ticket id, as the host names it
     # PEC facts -> Zendesk custom field ids: identificativo, msgid, certified_at, signature
     # PEC fact -> Zendesk custom field id, or OTOBO/Znuny dynamic field name.
     pec_custom_fields: Mapping[str, int | str] = field(default_factory=dict)
+    # The internal note with a PEC envelope's facts: auto (left out when a certified new
+    # ticket carries every fact in pec_custom_fields), always, never (warnings still noted).
+    pec_facts_note: str = "auto"
     # The anchors a PEC signer must chain to (top-level pec.trust_anchors), the same for all.
     pec_trust: TrustStore = field(default_factory=shipped_trust_store, repr=False,
                                   compare=False)
@@ -203,16 +230,6 @@ class HostConfig:
     max_in_flight: int = 8
     otobo: OtoboHostConfig | None = None  # type otobo (and a dry-run reading from OTOBO)
 
-    @property
-    def native_controls(self) -> bool:
-        """The host takes the filters' X-OTOBO values as they are (queue and state names,
-        dynamic fields by name): OTOBO and Znuny. Others need the groups/custom_fields maps."""
-        return self.otobo is not None
-
-    @property
-    def has_tags(self) -> bool:
-        """Tags are a host capability: Zendesk has them, OTOBO only via ``tags_field``."""
-        return self.otobo is None or bool(self.otobo.tags_field)
 
 
 @dataclass(frozen=True)
@@ -407,12 +424,13 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
                             "skip_existing" if pec else "all")
     unmatched = r.choice("pec_unmatched_receipts", ("new_ticket", "catch_all", "ignore"),
                          "new_ticket")
-    catch_all = r.get("pec_catch_all_ticket", int)
+    catch_all = r.get("pec_catch_all_ticket", str)  # 4711 in YAML reads as "4711"
     pec_fields = r.field_map("pec_custom_fields")
     unknown_facts = sorted(set(pec_fields) - set(PEC_FACTS))
     if unknown_facts:
         r.problem("pec_custom_fields", f"unknown PEC fact {unknown_facts[0]!r}; one of "
                       f"{', '.join(PEC_FACTS)}")
+    facts_note = r.choice("pec_facts_note", PEC_FACTS_NOTES, "auto")
     if unmatched == "catch_all" and catch_all is None:
         r.problem("pec_catch_all_ticket", "is required when pec_unmatched_receipts is "
                       "catch_all")
@@ -493,6 +511,7 @@ def _account(r: Reader, index: int, trust: TrustStore | None = None) -> AccountC
         pec_unmatched_receipts=unmatched,
         pec_catch_all_ticket=catch_all,
         pec_custom_fields=pec_fields,
+        pec_facts_note=facts_note,
         pec_trust=trust or shipped_trust_store(),
         authserv_ids=tuple(a.strip().lower() for a in r.str_list("authserv_id") if a.strip()),
         verify_dkim=r.get("verify_dkim", bool, True),
@@ -765,6 +784,16 @@ def config_from_mapping(data: Any, where: str, base_dir: Path, *,
             problems.add(ConfigError("import_existing needs a helpdesk with an import API "
                                      "(Zendesk); the OTOBO host has none", path=where,
                                      key=f"accounts[{i}].initial_sync"))
+    for i, raw in enumerate(accounts_raw):
+        zendesk_only = sorted(k for k in ("group_id", "brand_id", "brands", "custom_fields")
+                              if isinstance(raw, Mapping)
+                              and isinstance(raw.get("new_ticket"), Mapping)
+                              and k in raw["new_ticket"])
+        if host.otobo is not None and zendesk_only:
+            problems.add(ConfigError(
+                "Zendesk ids mean nothing to OTOBO: the queue is host.otobo.queue or a "
+                "filter's X-OTOBO-Queue, dynamic fields a filter's X-OTOBO-DynamicField-*",
+                path=where, key=f"accounts[{i}].new_ticket.{zendesk_only[0]}"))
     if host.otobo is not None:
         # OTOBO's subject references are [Ticket#<number>] unless an account says otherwise.
         pattern = otobo_ticket_pattern(host.otobo.ticket_hook)

@@ -140,6 +140,6 @@ class MessageTooLarge(BridgeError):
 class TicketClosedError(PermanentHostError):
     """The ticket is closed and cannot take comments: open a follow-up ticket instead."""
 
-    def __init__(self, ticket_id: int, message: str = "", *, body: str | None = None) -> None:
+    def __init__(self, ticket_id: str, message: str = "", *, body: str | None = None) -> None:
         self.ticket_id = ticket_id
         super().__init__(message or f"ticket #{ticket_id} is closed", status=422, body=body)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Protocol
 
 from connector.config import AccountConfig, HostConfig
 from connector.decide.certified import ReceiptLookup, certify, decide_receipt
-from connector.decide.decision import Decider, Decision, FilterVerdict
+from connector.decide.decision import Action, Decider, Decision, FilterVerdict
 from connector.decide.pec import PecPlan, nested_original, plan_pec
 from connector.decide.sender import Requester
 from connector.filters.authentication import DnsLookup, SenderAuthentication, authenticate_sender
@@ -32,6 +33,8 @@ from connector.filters.engine import run_filters
 from connector.filters.lookups import FilterLookups
 from connector.filters.outcome import FilterOutcome
 from connector.filters.settings import FilterSettings
+from connector.hosts.base import Vocabulary
+from connector.hosts.vocabulary import vocabulary_for
 from connector.mail.model import ParsedMessage
 from connector.mail.parse import parse_message
 from connector.pec import PecInfo, PecKind, find_pec, looks_like_pec_subject, with_trust
@@ -57,6 +60,11 @@ class Rules:
 
     def for_account(self, account: AccountConfig) -> FilterSettings:
         return self.settings.get(account.name) or FilterSettings()
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary:
+        """How the host takes the controls (pure): decide asks it what it cannot take."""
+        return vocabulary_for(self.host)
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
                           authentication=authenticate(content, account, settings, rules.dnsfunc))
     verdict = to_verdict(outcome)
     shown = verdict.message or content
-    decider = Decider(account, rules.host, lookups)
+    decider = Decider(account, rules.vocabulary, lookups)
     requester = decider.requester(shown, verdict.controls)
     if plan is not None and plan.is_receipt:
         decision = decide_receipt(plan, message, account, lookups)
@@ -221,5 +229,17 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
     if release_held:
         trace["released"] = "held mail released: the per-sender cap does not apply"
     trace["requester"] = requester.to_json()
+    host_fields = None
+    if decision.action in (Action.NEW_TICKET, Action.FOLLOW_UP, Action.INTERNAL_NOTE):
+        # The ticket fields as the host takes them (Zendesk: group_id, status ...; OTOBO:
+        # its Ticket/DynamicField parameters), and what it cannot take: asked once the
+        # decision is whole (the PEC facts included).
+        translation = rules.vocabulary.translate(
+            decision.defaults, decision.controls,
+            follow_up=decision.action != Action.NEW_TICKET)
+        host_fields = dict(translation.fields)
+        decision = replace(decision, problems=translation.problems)
     trace["decision"] = decision.as_dict()
+    if host_fields is not None:
+        trace["decision"]["host_fields"] = host_fields
     return Understanding(message, shown, plan, verdict, requester, decision, trace, outcome)

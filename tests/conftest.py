@@ -25,7 +25,8 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from dovecot import DOVECOT, DovecotServer, MailUser, TestPki, write_test_pki  # noqa: E402
 from oauth_double import OAuthDouble  # noqa: E402
-from postgres import PostgresServer, start_server  # noqa: E402
+from postgres import PostgresServer, required, start_server  # noqa: E402
+from postgres import missing as postgres_missing  # noqa: E402
 from shared_material import (  # noqa: E402
     REQUIRE_ENV,
     missing_material,
@@ -40,6 +41,12 @@ from zendesk_responses import Bridge, FakeZendesk, fake_zendesk, write_config  #
 import connector  # noqa: E402
 from connector.auth import forget_sources  # noqa: E402
 
+#: A module that imports psycopg at the top cannot even be collected without it: left out
+#: (the ``postgres`` fixture skips the other PostgreSQL tests), unless CI requires it.
+_POSTGRES_MISSING = postgres_missing()
+collect_ignore = ["test_store_postgres.py"] if (
+    _POSTGRES_MISSING and "psycopg" in _POSTGRES_MISSING and not required()) else []
+
 
 def pytest_configure(config: pytest.Config) -> None:
     tested = Path(connector.__file__).resolve().parents[1]
@@ -50,10 +57,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if missing and shared_required():
         raise pytest.UsageError(f"{REQUIRE_ENV}=1 and the suite "
                                 + "; ".join(missing_reason(name) for name in missing))
+    if _POSTGRES_MISSING and required():
+        raise pytest.UsageError(f"CI or {REQUIRE_ENV}=1 and {_POSTGRES_MISSING}: the "
+                                "PostgreSQL store tests need it (scripts/install-test-deps.sh)")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"connector under test: {REPO / 'connector'}"]
+    reason = _POSTGRES_MISSING
+    lines.append(f"postgresql: {reason}, the tests that need it are skipped" if reason else
+                 "postgresql: a private server is started by the tests that need it")
     for name in ("zendesk-oas", "pec-samples"):
         path = shared_path(name)
         lines.append(f"shared/{name}: {path}" if path else

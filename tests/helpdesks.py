@@ -31,7 +31,7 @@ class Article:
 
 @dataclass(frozen=True)
 class Ticket:
-    id: int
+    id: str  # as the bridge knows it: Zendesk id or OTOBO TicketNumber, as text
     subject: str
     requester: str
     closed: bool
@@ -82,7 +82,7 @@ class Helpdesk:
     def field(self, ticket: Ticket, fact: str) -> Any:
         return ticket.fields.get(str(self.pec_fields()[fact]))
 
-    def reference(self, ticket_id: int) -> str:
+    def reference(self, ticket_id: str) -> str:
         """How an agent's reply puts the ticket in the subject on this host."""
         return f"[Ticket#{ticket_id}]" if self.kind == "otobo" else f"[#{ticket_id}]"
 
@@ -100,7 +100,7 @@ class Helpdesk:
                         tuple((a["file_name"], int(a.get("size") or 0))
                               for a in c.get("attachments") or []))
                 for c in t.get("comments") or [])
-            out.append(Ticket(t["id"], t["subject"], users[str(t["requester_id"])]["email"],
+            out.append(Ticket(str(t["id"]), t["subject"], users[str(t["requester_id"])]["email"],
                               t["status"] == "closed",
                               {str(f["id"]): f["value"] for f in t.get("custom_fields") or []},
                               articles))
@@ -113,20 +113,20 @@ class Helpdesk:
                     _email(a["From"]),
                     tuple((x["Filename"], int(x["FilesizeRaw"])) for x in a["Attachment"]))
             for a in t["Article"])
-        return Ticket(int(t["TicketNumber"]), t["Title"], t["CustomerUserID"],
+        return Ticket(str(t["TicketNumber"]), t["Title"], t["CustomerUserID"],
                       t["StateType"] in ("closed", "merged", "removed"),
                       {f["Name"]: f["Value"] for f in t["DynamicField"]}, articles)
 
-    def ticket(self, ticket_id: int) -> Ticket:
+    def ticket(self, ticket_id: str) -> Ticket:
         return next(t for t in self.tickets() if t.id == ticket_id)
 
-    def tags(self, ticket_id: int) -> set[str]:
+    def tags(self, ticket_id: str) -> set[str]:
         if isinstance(self.double, OtoboDouble):
             return set(str(self.ticket(ticket_id).fields.get("PMBTags") or "").split())
         return set(self.double.ticket(ticket_id)["tags"])
 
     # -- what the test does to the host -----------------------------------------------------------
-    def close(self, ticket_id: int) -> None:
+    def close(self, ticket_id: str) -> None:
         if isinstance(self.double, OtoboDouble):
             raw = self.double.ticket_by_number(ticket_id)
             self.double.set_state(raw["TicketID"], "closed successful")
@@ -141,7 +141,7 @@ class Helpdesk:
             self.double.inject(r"^/api/v2/tickets$", None, method="POST", when="after",
                                drop=True)
 
-    def attachment_bytes(self, ticket_id: int, name_prefix: str) -> bytes | None:
+    def attachment_bytes(self, ticket_id: str, name_prefix: str) -> bytes | None:
         """The bytes of the first attachment whose name starts so, as an agent downloads it."""
         if isinstance(self.double, OtoboDouble):
             raw = self.double.ticket_by_number(ticket_id)

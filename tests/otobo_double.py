@@ -55,9 +55,7 @@ import re
 import secrets
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -65,6 +63,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from zendesk_double import DoubleProcess
 
 PREFIX = "/otobo/nph-genericinterface.pl/Webservice/PostmasterBridge"
 AGENT = "pmb-agent"
@@ -553,62 +553,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class OtoboDouble:
-    """Runs the double in a subprocess: ``with OtoboDouble(tmp_path / "o.json") as o: ...``"""
+class OtoboDouble(DoubleProcess):
+    """Runs the double in a subprocess: ``with OtoboDouble(tmp_path / "o.json") as o: ...``
+    (starting, stopping and killing it: ``DoubleProcess``, shared with the Zendesk double)."""
+
+    script = Path(__file__).resolve()
+    label = "OTOBO double"
 
     def __init__(self, state_path: Path, *, max_length: int = 100_000_000,
                  denied_queues: tuple[str, ...] = ()) -> None:
-        self.state_path = Path(state_path)
-        self.port = 0
-        self.options = ["--max-length", str(max_length)]
+        options = ["--max-length", str(max_length)]
         for queue in denied_queues:
-            self.options += ["--denied-queue", queue]
+            options += ["--denied-queue", queue]
+        super().__init__(state_path, options)
         self.user, self.password = AGENT, AGENT_PASSWORD
-        self._proc: subprocess.Popen[bytes] | None = None
-        import requests
 
-        self._http = requests.Session()
-        self._http.trust_env = False
-
-    def start(self, timeout: float = 15.0) -> OtoboDouble:
-        port_file = Path(tempfile.mkdtemp(prefix="otobo-port-")) / "port"
-        self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
-             "--state", str(self.state_path), "--port-file", str(port_file), *self.options],
-            stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not port_file.exists():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("the OTOBO double did not start")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
-        port_file.unlink()
-        port_file.parent.rmdir()
+    def ready(self) -> None:
         self._call("GET", "health")
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-        self._proc = None
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(5)
-        self._proc = None
-
-    def __enter__(self) -> OtoboDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -37,9 +37,9 @@ TEMPLATE_MIGRATED = "pmb_migrated"
 
 
 def postgres_bindir() -> Path | None:
-    override = os.environ.get("PMB_PG_BINDIR")
+    override = os.environ.get("PMB_PG_BINDIR")  # another installation (or none: a bad path)
     if override:
-        return Path(override)
+        return Path(override) if (Path(override) / "initdb").exists() else None
     for bindir in reversed(BINDIRS):
         if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
             return bindir
@@ -56,6 +56,18 @@ def skip_or_fail(reason: str) -> None:
         pytest.fail(f"{reason} (CI or PMB_REQUIRE_SHARED=1: PostgreSQL is required; "
                     "run scripts/install-test-deps.sh)", pytrace=False)
     pytest.skip(reason)
+
+
+def missing() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None."""
+    if postgres_bindir() is None:
+        return "PostgreSQL (initdb, pg_ctl) is not installed"
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        return "psycopg/psycopg-pool are not installed (pip install -e '.[test]')"
+    return None
 
 
 def free_port() -> int:
@@ -151,16 +163,10 @@ class PostgresServer:
 
 def start_server() -> Iterator[PostgresServer]:
     """The session's server (for a ``scope="session"`` fixture), or skip/fail naming why."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        skip_or_fail("PostgreSQL (initdb, pg_ctl) is not installed: the PostgreSQL store "
-                     "tests are skipped")
-    try:
-        import psycopg  # noqa: F401
-        import psycopg_pool  # noqa: F401
-    except ImportError:
-        skip_or_fail("psycopg/psycopg-pool are not installed (pip install -e '.[test]')")
-    server = PostgresServer(bindir)  # type: ignore[arg-type]
+    reason = missing()
+    if reason is not None:
+        skip_or_fail(f"{reason}: the PostgreSQL store tests are skipped")
+    server = PostgresServer(postgres_bindir())  # type: ignore[arg-type]
     try:
         server.start()
     except subprocess.CalledProcessError as exc:

@@ -366,7 +366,7 @@ def tokens_of(text: str) -> list[str]:
     return TOKEN.findall(text)
 
 
-def check_host(corpus: Corpus, zd: ZendeskDouble) -> dict[str, int]:
+def check_host(corpus: Corpus, zd: ZendeskDouble) -> dict[str, str]:
     """Every distinct mail is exactly one ticket (new request) or one comment on its
     conversation's ticket (reply). Returns root key -> ticket id."""
     by_key = corpus.by_key()
@@ -379,8 +379,9 @@ def check_host(corpus: Corpus, zd: ZendeskDouble) -> dict[str, int]:
         f"{len(tickets)} tickets for {len(corpus.new_requests)} new requests; tickets opened "
         f"by {sorted(k for ks in openers for k in ks if by_key[k].is_reply)} are replies")
 
-    ticket_of_root: dict[str, int] = {}
-    comment_at: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    # Ticket ids as the bridge's ledger holds them: text.
+    ticket_of_root: dict[str, str] = {}
+    comment_at: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for ticket in tickets:
         comments = ticket.get("comments") or []
         assert comments, f"ticket #{ticket['id']} has no comment"
@@ -389,10 +390,10 @@ def check_host(corpus: Corpus, zd: ZendeskDouble) -> dict[str, int]:
         root = by_key[first[0]]
         assert not root.is_reply, f"ticket #{ticket['id']} was opened by reply {root.key}"
         assert root.key not in ticket_of_root, f"{root.key} opened two tickets"
-        ticket_of_root[root.key] = ticket["id"]
+        ticket_of_root[root.key] = str(ticket["id"])
         for comment in comments:
             for token in tokens_of(comment["plain_body"]):
-                comment_at.setdefault(token, []).append((ticket["id"], comment))
+                comment_at.setdefault(token, []).append((str(ticket["id"]), comment))
 
     twice = {k: [t for t, _ in v] for k, v in comment_at.items() if len(v) != 1}
     assert not twice, f"mails on the host more than once (token -> tickets): {twice}"
@@ -418,7 +419,7 @@ def check_host(corpus: Corpus, zd: ZendeskDouble) -> dict[str, int]:
 
 
 def check_ledger(corpus: Corpus, records: list[MessageRecord],
-                 ticket_of_root: dict[str, int]) -> None:
+                 ticket_of_root: dict[str, str]) -> None:
     by_mid = {m.message_id.strip("<>"): m for m in corpus.messages}
     assert len(records) == len(corpus.deliveries), (
         f"{len(records)} ledger records for {len(corpus.deliveries)} deliveries")
@@ -480,7 +481,7 @@ def check_kills(kills: list[KillPoint], tmp_path: Path) -> None:
 
 
 def check_outcome(corpus: Corpus, zd: ZendeskDouble, kills: list[KillPoint],
-                  tmp_path: Path) -> dict[str, int]:
+                  tmp_path: Path) -> dict[str, str]:
     """Host, ledger and aimed kills after the final passes; returns root key -> ticket id."""
     ticket_of_root = check_host(corpus, zd)
     store = SQLiteStore(tmp_path / "ledger.sqlite3")

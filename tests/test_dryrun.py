@@ -22,7 +22,8 @@ def new_ticket(**kw: Any) -> NewTicket:
         subject="Richiesta", requester_email="mario@pec.example.it", requester_name="Mario",
         body_text="Buongiorno " * 40, body_html="<p>Buongiorno</p>",
         uploads=(Upload("modulo.pdf", "application/pdf", PDF),), tags=("pmb_acct1",),
-        external_id="pmb:acct1:<m1@x>", idempotency_key="k1", priority="high")
+        external_id="pmb:acct1:<m1@x>", idempotency_key="k1",
+        controls=(("X-OTOBO-Priority", "4 high"),))
     values.update(kw)
     return NewTicket(**values)
 
@@ -38,14 +39,14 @@ def test_create_prints_uploads_and_ticket_without_attachment_bytes() -> None:
     first = adapter.create_ticket(new_ticket())
     second = adapter.create_ticket(new_ticket(external_id="other", uploads=()))
 
-    assert (first.id, second.id) == (-1, -2) and not first.replayed
+    assert (first.id, second.id) == ("-1", "-2") and not first.replayed
     upload, create, create2 = lines(out)
     assert all(line["dry_run"] is True for line in (upload, create, create2))
     assert (upload["method"], upload["path"]) == ("POST", "/api/v2/uploads")
     assert upload["upload"] == {"filename": "modulo.pdf", "content_type": "application/pdf",
                                 "size": len(PDF), "sha256": hashlib.sha256(PDF).hexdigest()}
     assert (create["method"], create["path"]) == ("POST", "/api/v2/tickets")
-    assert create["result"] == {"id": -1} and create["idempotency_key"] == "k1"
+    assert create["result"] == {"id": "-1"} and create["idempotency_key"] == "k1"
     t = create["ticket"]
     assert t["requester"] == {"name": "Mario", "email": "mario@pec.example.it"}
     assert t["body_text"]["chars"] == len("Buongiorno " * 40)
@@ -60,19 +61,20 @@ def test_created_tickets_are_known_for_the_run_and_follow_comments_and_tags() ->
     adapter = DryRunAdapter(out)
     created = adapter.create_ticket(new_ticket())
 
-    adapter.add_comment(Comment(ticket_id=created.id, body_text="risposta", status="open",
+    adapter.add_comment(Comment(ticket_id=created.id, body_text="risposta",
+                                defaults=(("X-OTOBO-FollowUp-State", "open"),),
                                 add_tags=("pec_reply",), remove_tags=("pmb_acct1",),
                                 dedupe_key="dk", uploads=(Upload("r.txt", "text/plain", b"r"),)))
     adapter.add_tags(created.id, ["pec_sent"])
     adapter.remove_tags(created.id, ["pec_reply"])
 
     info = adapter.get_ticket(created.id)
-    assert info == TicketInfo(id=-1, status="open", subject="Richiesta",
+    assert info == TicketInfo(id="-1", status="open", subject="Richiesta",
                               requester_email="mario@pec.example.it", tags=("pec_sent",),
                               external_id="pmb:acct1:<m1@x>")
     assert adapter.find_tickets_by_external_id("pmb:acct1:<m1@x>") == [info]
     assert adapter.find_tickets_by_external_id("unknown") == []
-    assert adapter.get_ticket(4711) is None
+    assert adapter.get_ticket("4711") is None
     assert adapter.comment_exists(created.id, "dk") is False
     assert adapter.user_exists("mario@pec.example.it") is False
     assert adapter.created == [info]
@@ -95,13 +97,13 @@ class _Reader:
     def check_credentials(self) -> str:
         return "Bot <bot@x> (admin)"
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         self.reads.append(f"get {ticket_id}")
         return TicketInfo(id=ticket_id, status="open")
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
         self.reads.append(f"find {external_id}")
-        return [TicketInfo(id=7, status="open", external_id=external_id)]
+        return [TicketInfo(id="7", status="open", external_id=external_id)]
 
     def user_exists(self, email: str) -> bool:
         return email == "known@x"
@@ -116,12 +118,12 @@ def test_reader_answers_reads_about_real_tickets_and_nothing_is_written() -> Non
     adapter = DryRunAdapter(out, reader=reader)  # type: ignore[arg-type]
 
     assert adapter.check_credentials() == "dry run (reads as Bot <bot@x> (admin))"
-    assert adapter.get_ticket(7) == TicketInfo(id=7, status="open")
+    assert adapter.get_ticket("7") == TicketInfo(id="7", status="open")
     assert adapter.user_exists("known@x") and not adapter.user_exists("else@x")
     created = adapter.create_ticket(new_ticket(uploads=()))
-    adapter.add_comment(Comment(ticket_id=7, body_text="x"))
-    adapter.add_tags(7, ["t"])
+    adapter.add_comment(Comment(ticket_id="7", body_text="x"))
+    adapter.add_tags("7", ["t"])
     assert adapter.get_ticket(created.id) is not None
-    assert [t.id for t in adapter.find_tickets_by_external_id("pmb:acct1:<m1@x>")] == [-1, 7]
+    assert [t.id for t in adapter.find_tickets_by_external_id("pmb:acct1:<m1@x>")] == ["-1", "7"]
     assert reader.reads == ["get 7", "find pmb:acct1:<m1@x>"]
     assert len(lines(out)) == 9

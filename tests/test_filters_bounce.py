@@ -168,12 +168,12 @@ Message-ID: <reply-17@bridge.example.com>\r
 
 def test_bounce_of_our_own_mail_names_the_ticket_and_the_note():
     outcome = classify(OUR_BOUNCE, Lookups({"reply-17@bridge.example.com"},
-                                           {"reply-17@bridge.example.com": 17}))
+                                           {"reply-17@bridge.example.com": "17"}))
     classification = outcome.classification
     assert classification.kind is Kind.BOUNCE  # not an auto-reply, despite Auto-Submitted
     details = classification.details
     assert isinstance(details, BounceDetails)
-    assert details.ours is True and details.ticket_id == 17
+    assert details.ours is True and details.ticket_id == "17"
     assert details.note() == (
         "delivery to gone@customer.example failed: 5.1.1 "
         "550 5.1.1 <gone@customer.example>: Recipient address rejected"

@@ -87,7 +87,8 @@ def test_test_command_prints_a_human_report_with_the_decision():
     assert "[no]  line 25: Subject regex" in text
     assert "X-OTOBO-Queue = Billing   (set by filter:route-billing)" in text
     assert "Decision:\n  action: new_ticket\n" in text
-    assert "  group_id: 11\n" in text
+    assert '  controls: {' in text and '"X-OTOBO-Queue": "Billing"' in text
+    assert '  host_fields: {"group_id": 11}\n' in text  # as the host (Zendesk) takes it
 
 
 def test_test_command_json_output_and_stripped_headers():
@@ -101,7 +102,7 @@ def test_test_command_json_output_and_stripped_headers():
     data = json.loads(out.getvalue())
     assert data["trace"]["stripped_headers"] == [{"name": "X-OTOBO-Queue", "value": "VIP"}]
     assert data["decision"]["action"] == "new_ticket"
-    assert data["decision"]["group_id"] is None
+    assert "group_id" not in data["decision"]["host_fields"]
     assert data["decision"]["requester"] == "eve@customer.example"
     assert data["trace"]["requester"] == {"address": "eve@customer.example", "source": "From",
                                           "from": "eve@customer.example"}

@@ -109,7 +109,7 @@ def test_pec_envelope_on_ordinary_mailbox():
     decision = understanding.decision
     # The ticket shows the certified original: its subject, its sender.
     assert decision.subject == "Richiesta documentazione contratto 2024/15"
-    assert decision.group_id == 5
+    assert understanding.trace["decision"]["host_fields"]["group_id"] == 5
     assert {"pec", "pec-envelope", "pec_connector"} <= set(decision.tags)
     assert decision.requester is not None
     assert not decision.requester.email.startswith("posta-certificata@")

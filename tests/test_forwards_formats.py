@@ -156,3 +156,24 @@ def test_real_forwards(path: str, original: str) -> None:
     details = outcome.classification.details
     assert isinstance(details, ForwardDetails)
     assert details.original_sender.email.lower() == original
+
+
+@pytest.mark.parametrize("line", [
+    "---------- Forwarded message ---------", "-------- MESSAGGIO INOLTRATO --------",
+    "---------- Weitergeleitete Nachricht ----------", "-------- Message transféré --------",
+    "---------- İLETİLEN İLETİ ----------", "---- YÖNLENDİRİLMİŞ İLETİ ----",
+    "Begin forwarded message:", "-----Ursprüngliche Nachricht-----",
+    "-----ORIGINAL MESSAGE-----", "-------- Wiadomość przekazana dalej --------",
+    "----- Forwarded by Anna Rossi/IT/ACME on 03/06/2024 10:15 -----",
+    "----- Transféré par Anna -----", "________________________________",
+    "-------- Mensagem encaminhada --------", "---- Orijinal mesaj ----",
+])
+def test_the_separator_pre_check_never_hides_a_separator_line(line: str) -> None:
+    # Mail without any separator word skips the per-line separator matching; every line
+    # the separator patterns match must hold one of those words, in any case.
+    from connector.filters.classifiers import forwarded
+
+    patterns = (forwarded._SEPARATOR, forwarded._RULE, forwarded._NOTES_SEPARATOR)
+    assert any(p.match(line) for p in patterns), line
+    assert forwarded._may_hold_separator(f"Hello,\n\n{line}\nFrom: x")
+    assert not forwarded._may_hold_separator("Hello,\n\nplease call me back.\n-- \nAnna")

@@ -14,6 +14,7 @@ import yaml
 from dovecot import DovecotServer, MailUser
 from helpdesks import HOSTS, Helpdesk
 from otobo_double import OtoboDouble
+from outbound_chain import OutboundChain
 from test_pec_ingest import (
     ARUBA_ENVELOPE,
     ARUBA_IDENTIFICATIVO,
@@ -262,7 +263,7 @@ def deliver_hook(helpdesk: Helpdesk, app: Any, ticket_id: int) -> int:
     import json
     from datetime import UTC, datetime
 
-    from connector.outbound.signature import format_timestamp, sign
+    from connector.outbound.zendesk_signature import format_timestamp, sign
 
     if isinstance(helpdesk.double, OtoboDouble):
         internal = helpdesk.double.ticket_by_number(ticket_id)["TicketID"]
@@ -292,12 +293,8 @@ def test_an_agents_reply_goes_out_by_pec_and_its_receipt_comes_back_as_a_note(
     from smtp_server import SmtpTestServer
     from test_pec_ingest import delivery_receipt
 
-    from connector.outbound.otobo_api import OtoboOutboundAPI
-    from connector.outbound.queue import JobState, OutboundQueue
+    from connector.outbound.queue import JobState
     from connector.outbound.settings import load_outbound
-    from connector.outbound.webhook import WebhookApp
-    from connector.outbound.worker import OutboundWorker
-    from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
     with SmtpTestServer(pki, mode="starttls", username=PEC_FROM, password="pec-pw") as smtp:
         (tmp_path / "pec-pw").write_text("pec-pw")
@@ -320,18 +317,14 @@ def test_an_agents_reply_goes_out_by_pec_and_its_receipt_comes_back_as_a_note(
         [ticket] = helpdesk.tickets()
         agent_reply_and_ask(helpdesk, ticket.id, settings.reply_tag, "Ecco la risposta.")
 
-        queue = OutboundQueue(config.store.path)
+        chain = OutboundChain(outbound, config.store.path, bridge.host, store=bridge.store)
         try:
-            api: Any = (OtoboOutboundAPI(bridge.host, {settings.reply_tag: "pec-inbox"})
-                        if helpdesk.kind == "otobo" else ZendeskOutboundAPI(bridge.host))
-            worker = OutboundWorker(outbound, queue, api, bridge.store)
-            app = WebhookApp(outbound, queue, ticket_number=getattr(api, "ticket_number", None))
-            assert deliver_hook(helpdesk, app, ticket.id) == 202
-            assert worker.run_once() == 1
-            [job] = queue.jobs()
+            assert deliver_hook(helpdesk, chain.app, ticket.id) == 202
+            assert chain.worker.run_once() == 1
+            [job] = chain.queue.jobs()
             assert job.state == JobState.SENT, job.error
         finally:
-            queue.close()
+            chain.stop()
         (got,) = smtp.received
         msg = got.message()
         assert got.rcpt_tos == ("thinkstudio@pec.it",)

@@ -126,7 +126,7 @@ def test_new_mail_becomes_one_ticket_and_leaves_the_inbox(
     # The ledger holds the effect, the mail moved byte-exact to the created Processed folder.
     [record] = bridge.records()
     assert (record.state, record.action, record.ticket_id) == (
-        MessageState.DONE, "new_ticket", ticket["id"])
+        MessageState.DONE, "new_ticket", str(ticket["id"]))
     assert dovecot.list_folder(mailbox_user) == []
     assert raws(dovecot, mailbox_user, "Processed") == [raw]
     assert {"Processed", "Error"} <= dovecot.folders(mailbox_user)
@@ -207,7 +207,7 @@ def test_reply_to_a_closed_ticket_opens_a_follow_up_ticket(
     assert new["via_followup_source_id"] == closed["id"]
     assert new["subject"] == "Richiesta modulo"
     assert new["requester_id"] == old["requester_id"]
-    assert bridge.records()[-1].ticket_id == new["id"]
+    assert bridge.records()[-1].ticket_id == str(new["id"])
 
 
 def test_reply_from_a_cc_is_public_and_from_a_stranger_is_an_internal_note(
@@ -257,7 +257,7 @@ def test_same_mail_twice_in_the_inbox_makes_one_ticket(
 
     assert (summary.counts["ticketed"], summary.counts["duplicate"]) == (1, 1)
     [ticket] = zendesk.ticket_list()
-    assert [r.ticket_id for r in bridge.records()] == [ticket["id"], ticket["id"]]
+    assert [r.ticket_id for r in bridge.records()] == [str(ticket["id"])] * 2
     assert dovecot.list_folder(mailbox_user) == []
     assert raws(dovecot, mailbox_user, "Processed") == [raw, raw]
 
@@ -348,7 +348,7 @@ def test_answer_lost_after_the_ticket_was_created_is_replayed_not_duplicated(
     assert lost.status is None and replay.status == 201
     assert lost.body == replay.body
     assert len(zendesk.calls_to("POST", r"^/api/v2/uploads$")) == 1  # not uploaded again
-    assert bridge.records()[0].ticket_id == ticket["id"]
+    assert bridge.records()[0].ticket_id == str(ticket["id"])
 
 
 def test_lost_answer_to_a_comment_does_not_add_it_twice(
@@ -396,7 +396,7 @@ def test_outage_longer_than_the_idempotency_window_finds_the_ticket_by_external_
     assert len(zendesk.calls_to("POST", TICKETS)) == posts_before  # not sent again
     [lookup] = zendesk.calls_to("GET", TICKETS)
     assert lookup.query["external_id"] == external_id(raw)
-    assert bridge.records()[0].ticket_id == ticket["id"]
+    assert bridge.records()[0].ticket_id == str(ticket["id"])
     assert raws(dovecot, mailbox_user, "Processed") == [raw]
 
 
@@ -468,7 +468,7 @@ def test_timeouts_on_every_attempt_leave_the_mail_for_the_next_poll(
     assert keys == {f"pmb-{parse_message(raw).dedupe_key}"}
     assert dovecot.list_folder(mailbox_user) == []
     assert raws(dovecot, mailbox_user, "Processed") == [raw]
-    assert bridge.records()[0].ticket_id == ticket["id"]
+    assert bridge.records()[0].ticket_id == str(ticket["id"])
 
 
 def test_comment_timing_out_on_every_attempt_is_added_once_on_the_next_poll(

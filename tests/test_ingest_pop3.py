@@ -58,7 +58,7 @@ def test_new_mail_becomes_a_ticket_and_is_deleted_after_processing(
     assert ticket["tags"] == ["pmb_legacy_pop"]
     assert [a["file_name"] for a in ticket["comments"][0]["attachments"]] == ["modulo.pdf"]
     [record] = bridge.records()
-    assert (record.state, record.ticket_id) == (MessageState.DONE, ticket["id"])
+    assert (record.state, record.ticket_id) == (MessageState.DONE, str(ticket["id"]))
     assert maildrop(dovecot, mailbox_user) == []  # DELE committed at QUIT
 
 

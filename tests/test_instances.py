@@ -44,7 +44,7 @@ from zendesk_double import ZendeskDouble
 
 from connector.config import load_config
 from connector.outbound.queue import JobState
-from connector.outbound.signature import format_timestamp, sign
+from connector.outbound.zendesk_signature import format_timestamp, sign
 from connector.store.base import Store
 from connector.store.factory import open_queue, open_store
 

@@ -320,7 +320,7 @@ def test_errors_replay_after_the_cause_is_fixed_makes_the_ticket_and_moves_the_m
     assert raws(dovecot, mailbox_user) == []
     store = failed["bridge"].store
     record = store.get_message_by_id(rid)
-    assert (record.state, record.ticket_id) == (MessageState.DONE, ticket["id"])
+    assert (record.state, record.ticket_id) == (MessageState.DONE, str(ticket["id"]))
     assert store.quarantined_raw(rid) is None
     assert [r.id for r in store.failed_messages()] == [bid]
     assert [e.event for e in store.log_entries(message="rejected@example.org",
@@ -450,7 +450,7 @@ def test_messages_show_explains_a_ticketed_message_by_message_id_or_id(
         "sender", "subject", "headers", "received_at", "updated_at", "attempts", "error",
         "dismissed", "raw_kept_bytes", "host_calls", "log", "trace"}
     assert (document["outcome"], document["ticket_id"], document["action"]) == (
-        "ticketed", ticket["id"], "new_ticket")
+        "ticketed", str(ticket["id"]), "new_ticket")
     assert document["trace"]["message"]["message_id"] == "log1@example.org"
     assert all(set(c) == {"ts", "call", "answer", "duration_ms"} for c in document["host_calls"])
     # Each call at the time it was made, before the outcome that followed it.

@@ -77,8 +77,8 @@ def test_filters_controls_become_native_ticket_parameters(otobo: OtoboDouble) ->
 
 def test_pec_facts_go_into_named_dynamic_fields(otobo: OtoboDouble) -> None:
     host = adapter(otobo)
-    host.create_ticket(new_ticket(custom_fields=(("PECIdentificativo", "opec21.x@pec.it"),
-                                                 (12345, "a Zendesk id means nothing here"))))
+    host.create_ticket(new_ticket(controls=(
+        ("X-OTOBO-DynamicField-PECIdentificativo", "opec21.x@pec.it"),)))
     fields = {f["Name"]: f["Value"] for f in otobo.tickets()[0]["DynamicField"]}
     assert fields == {"PECIdentificativo": "opec21.x@pec.it", "PMBMessageID": "pmb-acct-abc"}
 
@@ -175,7 +175,8 @@ def test_comments_internal_notes_state_and_dedupe_key(otobo: OtoboDouble) -> Non
                              dedupe_key="pmb-r1"))
     host.add_comment(Comment(ticket_id=number, body_text="grazie", public=True,
                              author_email="mario@example.it", author_name="Mario",
-                             subject="Re: Richiesta", status="open", dedupe_key="pmb-f1",
+                             subject="Re: Richiesta", dedupe_key="pmb-f1",
+                             defaults=(("X-OTOBO-FollowUp-State", "open"),),
                              controls=(("X-OTOBO-FollowUp-Priority", "4 high"),)))
     ticket = otobo.ticket_by_number(number)
     note, reply = ticket["Article"][1:]

@@ -111,6 +111,9 @@ def test_dry_run_import_prints_the_genericinterface_calls(tmp_path: Path,
     assert create["path"] == "/Ticket" and create["body"]["Ticket"]["Queue"] == "Postmaster"
     search = next(line for line in lines if line.get("operation") == "TicketSearch")
     assert "DynamicField_PMBMessageID" in search["body"]
+    # Every line is an OTOBO call (reads included), none a Zendesk one.
+    assert all(line.get("operation") for line in lines), lines
+    assert not [line for line in lines if line["path"].startswith("/api/v2")]
     assert otobo.tickets() == []
 
 

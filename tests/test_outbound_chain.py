@@ -7,25 +7,24 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import responses
+from conftest import StoreTarget
 from dovecot import TestPki as Pki
+from outbound_chain import OutboundChain, wait_for
 from outbound_oas import BASE, FakeZendesk
 from smtp_server import SmtpTestServer
 
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
-from connector.outbound.queue import JobState, OutboundQueue
+from connector.outbound.queue import JobState
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
-from connector.outbound.signature import format_timestamp, sign
-from connector.outbound.worker import OutboundWorker
-from connector.outbound.zendesk_api import ZendeskOutboundAPI
-from connector.store.sqlite import SQLiteStore
+from connector.outbound.zendesk_signature import format_timestamp, sign
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,16 +32,6 @@ SECRET = "whsec-chain-0123456789"
 FROM = "assistenza@pec.example.it"
 REQUESTER = "mario.rossi@pec.example.it"
 PENDING_TAG = "pec_connector_reply_pec_main_pending"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -82,29 +71,28 @@ class Bridge:
     """An OutboundService over the tmp store; ``start(crashed_worker=True)`` accepts requests
     but never processes them (a process that dies right after answering 202)."""
 
-    def __init__(self, tmp_path: Path, smtp: SmtpTestServer) -> None:
+    def __init__(self, tmp_path: Path, smtp: SmtpTestServer, target: StoreTarget) -> None:
         self.config = config(tmp_path, smtp)
-        self.path = tmp_path / "bridge.sqlite3"
-        self.service: OutboundService | None = None
+        self.target = target  # the store on each engine; a restart opens it again
+        self.chain: OutboundChain | None = None
 
     def start(self, *, crashed_worker: bool = False) -> OutboundService:
         adapter = ZendeskAdapter(ZendeskSettings(base_url=BASE,
                                                  auth=ApiTokenAuth("agent@example.it", "tok")))
-        self.store = SQLiteStore(self.path)
-        self.queue = OutboundQueue(self.path)
-        worker = OutboundWorker(self.config, self.queue, ZendeskOutboundAPI(adapter), self.store)
-        if crashed_worker:
-            worker.run_forever = lambda: None  # type: ignore[method-assign]
-        self.service = OutboundService(self.config, self.queue, worker)
-        self.service.start()
-        return self.service
+        self.chain = OutboundChain(self.config, Path(self.target.where), adapter,
+                                   store=self.target.store(), queue=self.target.queue(),
+                                   crashed_worker=crashed_worker)
+        self.store, self.queue = self.chain.store, self.chain.queue
+        return self.chain.start()
+
+    @property
+    def service(self) -> OutboundService | None:
+        return self.chain.service if self.chain is not None else None
 
     def stop(self) -> None:
-        if self.service is not None:
-            self.service.stop()
-            self.queue.close()
-            self.store.close()
-            self.service = None
+        if self.chain is not None:
+            self.chain.stop()
+            self.chain = None
 
     def post(self, body: bytes, headers: dict[str, str],
              path: str = "/hooks/zendesk/pec-main") -> tuple[int, dict[str, Any], float]:
@@ -130,8 +118,9 @@ class Bridge:
 
 
 @pytest.fixture
-def bridge(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk) -> Iterator[Bridge]:
-    b = Bridge(tmp_path, smtp)
+def bridge(tmp_path: Path, smtp: SmtpTestServer, zendesk: FakeZendesk,
+           target: StoreTarget) -> Iterator[Bridge]:
+    b = Bridge(tmp_path, smtp, target)
     yield b
     b.stop()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import responses
+from conftest import StoreTarget
 from outbound_oas import BASE, FakeZendesk
 
 from connector.config import Config, HostConfig, StoreConfig
@@ -21,12 +22,14 @@ from connector.errors import ConfigError
 from connector.exitcodes import EX_NOINPUT
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
 from connector.outbound import commands
-from connector.outbound.queue import JobState, OutboundQueue, process_owner
+from connector.outbound.queue import JobState, process_owner
+from connector.store.factory import open_queue
 
 ME = process_owner("test")
 
 
-def make_config(tmp_path: Path, *, outbound: bool = True, host_type: str = "zendesk") -> Config:
+def make_config(tmp_path: Path, *, outbound: bool = True, host_type: str = "zendesk",
+                store: StoreConfig | None = None) -> Config:
     (tmp_path / "pw").write_text("pw")
     (tmp_path / "secret").write_text("whsec-commands-0123456789")
     account: dict[str, Any] = {"name": "pec-main", "username": "assistenza@pec.example.it",
@@ -38,7 +41,7 @@ def make_config(tmp_path: Path, *, outbound: bool = True, host_type: str = "zend
                        "port": 0}}
     return Config(path=tmp_path / "config.yaml", accounts=(),
                   host=HostConfig(type=host_type, url=BASE),
-                  store=StoreConfig(path=tmp_path / "bridge.sqlite3"), raw=raw)
+                  store=store or StoreConfig(path=tmp_path / "bridge.sqlite3"), raw=raw)
 
 
 def run(func: Any, *args: Any, **kw: Any) -> tuple[int, str]:
@@ -48,8 +51,16 @@ def run(func: Any, *args: Any, **kw: Any) -> tuple[int, str]:
 
 
 @pytest.fixture
-def jobs(tmp_path: Path) -> dict[str, int]:
-    queue = OutboundQueue(tmp_path / "bridge.sqlite3")
+def store_config(target: StoreTarget, tmp_path: Path) -> StoreConfig:
+    """The commands' store on each engine."""
+    if target.engine == "sqlite":
+        return StoreConfig(path=Path(target.where))
+    return StoreConfig(path=tmp_path / "unused.sqlite3", type="postgresql", dsn=target.where)
+
+
+@pytest.fixture
+def jobs(target: StoreTarget) -> dict[str, int]:
+    queue = target.queue()
     ids = {}
     for name in ("sent", "failed", "queued"):
         ids[name] = queue.enqueue("pec-main", 4700 + len(ids), source="webhook",
@@ -67,24 +78,26 @@ def jobs(tmp_path: Path) -> dict[str, int]:
     return ids
 
 
-def test_list_shows_jobs_newest_first(tmp_path: Path, jobs: dict[str, int]) -> None:
-    code, out = run(commands.outbound_list, make_config(tmp_path))
+def test_list_shows_jobs_newest_first(tmp_path: Path, jobs: dict[str, int],
+                                      store_config: StoreConfig) -> None:
+    config = make_config(tmp_path, store=store_config)
+    code, out = run(commands.outbound_list, config)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["id", "state", "account", "ticket"]
     assert [line.split()[1] for line in lines[1:4]] == ["queued", "failed", "sent"]
     assert "550 5.1.1 recipient unknown" in out
     assert lines[-1] == "(1 failed, 1 queued, 1 sent)"
-    code, out = run(commands.outbound_list, make_config(tmp_path), state="failed")
+    code, out = run(commands.outbound_list, config, state="failed")
     assert len(out.splitlines()) == 3
     with pytest.raises(ConfigError, match="unknown state"):
-        run(commands.outbound_list, make_config(tmp_path), state="lost")
+        run(commands.outbound_list, config, state="lost")
 
 
 def test_list_json_is_one_document_with_every_job_and_the_counts(
-    tmp_path: Path, jobs: dict[str, int],
+    tmp_path: Path, jobs: dict[str, int], store_config: StoreConfig,
 ) -> None:
-    code, out = run(commands.outbound_list, make_config(tmp_path), as_json=True)
+    code, out = run(commands.outbound_list, make_config(tmp_path, store=store_config), as_json=True)
     assert code == 0
     document = json.loads(out)
     assert document["counts"] == {"failed": 1, "queued": 1, "sent": 1}
@@ -96,22 +109,24 @@ def test_list_json_is_one_document_with_every_job_and_the_counts(
                                                        "250 2.0.0 Ok: queued as Q1")
 
 
-def test_show_one_job(tmp_path: Path, jobs: dict[str, int]) -> None:
-    code, out = run(commands.outbound_show, make_config(tmp_path), jobs["sent"])
+def test_show_one_job(tmp_path: Path, jobs: dict[str, int], store_config: StoreConfig) -> None:
+    code, out = run(commands.outbound_show, make_config(tmp_path, store=store_config), jobs["sent"])
     assert code == 0
     assert re.search(r"^state:\s+sent$", out, re.M)
     assert re.search(r"^message-id:\s+<pmb.1@pec.example.it>$", out, re.M)
     assert re.search(r"^provider answer:\s+250 2.0.0 Ok: queued as Q1$", out, re.M)
     assert re.search(r"^request subject:\s+Oggetto sent$", out, re.M)
-    assert run(commands.outbound_show, make_config(tmp_path), 999)[0] == EX_NOINPUT
+    config = make_config(tmp_path, store=store_config)
+    assert run(commands.outbound_show, config, 999)[0] == EX_NOINPUT
 
 
-def test_retry(tmp_path: Path, jobs: dict[str, int]) -> None:
-    config = make_config(tmp_path)
+def test_retry(tmp_path: Path, jobs: dict[str, int], store_config: StoreConfig) -> None:
+    config = make_config(tmp_path, store=store_config)
     code, out = run(commands.outbound_retry, config, jobs["failed"])
     assert code == 0 and "queued again" in out
-    queue = OutboundQueue(tmp_path / "bridge.sqlite3")
+    queue = open_queue(store_config)
     assert queue.job(jobs["failed"]).state == JobState.QUEUED
+    queue.close()
     code, out = run(commands.outbound_retry, config, jobs["sent"])
     assert code == 1 and "was sent" in out
     assert run(commands.outbound_retry, config, jobs["queued"])[0] == 1

@@ -16,8 +16,8 @@ from outbound_oas import BASE, FakeZendesk
 from connector.config import Config, HostConfig, StoreConfig
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
 from connector.outbound import commands
-from connector.outbound.install_objects import read_marker
 from connector.outbound.queue import OutboundQueue
+from connector.outbound.zendesk_install_objects import read_marker
 
 SECRET = "whsec-install-0123456789"
 

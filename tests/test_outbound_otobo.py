@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,13 @@ import pytest
 import requests
 from dovecot import TestPki as Pki
 from otobo_double import OtoboDouble
+from outbound_chain import OutboundChain, wait_for
 from smtp_server import SmtpTestServer
 
 from connector.hosts.base import NewTicket
 from connector.hosts.otobo import OtoboAdapter
-from connector.outbound.otobo_api import OtoboOutboundAPI
-from connector.outbound.queue import JobState, OutboundQueue
-from connector.outbound.service import OutboundService
+from connector.outbound.queue import JobState
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
-from connector.outbound.webhook import WebhookApp
-from connector.outbound.worker import OutboundWorker
-from connector.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -37,16 +32,6 @@ SECRET = "otobo-shared-secret-5521"
 FROM = "assistenza@pec.example.it"
 REQUESTER = "mario.rossi@pec.example.it"
 ACCOUNT = "pec-main"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -119,20 +104,12 @@ class Bridge:
         self.config = outbound_config(tmp_path, smtp)
         self.path = tmp_path / "bridge.sqlite3"
         self.adapter = OtoboAdapter(otobo.settings(tags_field="PMBTags"))
-        self.store = SQLiteStore(self.path)
-        self.queue = OutboundQueue(self.path)
-        self.api = OtoboOutboundAPI(self.adapter, {a.reply_tag: a.account
-                                                   for a in self.config.enabled_accounts})
-        worker = OutboundWorker(self.config, self.queue, self.api, self.store)
-        app = WebhookApp(self.config, self.queue, on_enqueued=worker.wake.set,
-                         ticket_number=self.api.ticket_number)
-        self.service = OutboundService(self.config, self.queue, worker, app=app)
-        self.service.start()
+        self.chain = OutboundChain(self.config, self.path, self.adapter)
+        self.store, self.queue, self.api = self.chain.store, self.chain.queue, self.chain.api
+        self.service = self.chain.start()
 
     def stop(self) -> None:
-        self.service.stop()
-        self.queue.close()
-        self.store.close()
+        self.chain.stop()
 
     def invoke(self, ticket_id: str, *, account: str = ACCOUNT,
                secret: str = SECRET) -> tuple[int, dict[str, Any]]:

@@ -13,8 +13,8 @@ import pytest
 
 from connector.outbound.queue import JobState, OutboundQueue
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
-from connector.outbound.signature import format_timestamp, sign, verify
 from connector.outbound.webhook import WebhookApp
+from connector.outbound.zendesk_signature import format_timestamp, sign, verify
 
 SECRET = "whsec-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
@@ -116,7 +116,7 @@ def test_signed_request_is_queued_and_answered_202(app: WebhookApp,
     assert status == 202 and answer["duplicate"] is False
     job = queue.job(answer["job"])
     assert (job.account, job.ticket_id, job.source, job.state) == \
-        ("pec-main", 4711, "webhook", JobState.QUEUED)
+        ("pec-main", "4711", "webhook", JobState.QUEUED)
     assert job.dedupe_key == "inv:01HINVOCATION0001"
     assert job.payload["invocation_id"] == "01HINVOCATION0001"
     assert job.payload["subject"] == "Re: Richiesta"
@@ -207,7 +207,7 @@ def test_broken_json_from_unescaped_placeholders_still_yields_the_ticket(
         app: WebhookApp, queue: OutboundQueue) -> None:
     body = b'{"ticket_id":"4711","account":"pec-main","message":"<p class="zd">He said "hi"</p>"}'
     status, answer = call(app, body=body, headers=signed(body))
-    assert status == 202 and queue.job(answer["job"]).ticket_id == 4711
+    assert status == 202 and queue.job(answer["job"]).ticket_id == "4711"
 
 
 def test_routes_methods_and_health(app: WebhookApp) -> None:
@@ -303,4 +303,4 @@ def test_the_largest_ticket_id_is_accepted(app: WebhookApp, queue: OutboundQueue
     body = body_for(str(2**63 - 1))
     status, answer = call(app, body=body, headers=signed(body))
     assert status == 202
-    assert queue.job(answer["job"]).ticket_id == 2**63 - 1
+    assert queue.job(answer["job"]).ticket_id == str(2**63 - 1)

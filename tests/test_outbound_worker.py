@@ -151,7 +151,7 @@ def test_reply_is_sent_recorded_and_noted(env: Env) -> None:
     assert job.state == JobState.SENT and job.reported and job.attempts == 1
     assert msg["Message-ID"] == f"<{job.message_id}>"
     assert env.store.is_own_message_id(job.message_id)
-    assert env.store.ticket_for_message_ids([job.message_id]) == 4711
+    assert env.store.ticket_for_message_ids([job.message_id]) == "4711"
 
     note = only_note(env)
     assert f"Sent by PEC from pec-main ({FROM}) to {REQUESTER}" in note["plain_body"]

@@ -341,6 +341,6 @@ def test_a_prepared_parse_of_other_bytes_is_ignored(tmp_path: Path, dovecot: Dov
                         account=ACCOUNT, ref="x")
         result = pipeline.process("INBOX:1:1", raw, len(raw), prepared=other)
         [ticket] = zendesk.ticket_list()
-        assert ticket["subject"] == "Vero" and result.ticket_id == ticket["id"]
+        assert ticket["subject"] == "Vero" and result.ticket_id == str(ticket["id"])
     finally:
         bridge.close()

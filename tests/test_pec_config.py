@@ -131,7 +131,7 @@ def test_catch_all_policy_requires_the_catch_all_ticket(password_file: Path) -> 
     assert "catch_all" in err.reason
     acc = account_of(password_file, provider="aruba", pec_unmatched_receipts="catch_all",
                      pec_catch_all_ticket=4711)
-    assert (acc.pec_unmatched_receipts, acc.pec_catch_all_ticket) == ("catch_all", 4711)
+    assert (acc.pec_unmatched_receipts, acc.pec_catch_all_ticket) == ("catch_all", "4711")
 
 
 def test_unknown_unmatched_receipts_policy_is_refused(password_file: Path) -> None:

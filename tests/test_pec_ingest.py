@@ -416,7 +416,7 @@ def test_pec_default_skip_existing_leaves_mail_already_in_the_box_alone(
 # -- 2. receipts for mail the bridge sent ---------------------------------------------------------
 
 
-def open_ticket(host: HostAdapter, subject: str, requester: str) -> int:
+def open_ticket(host: HostAdapter, subject: str, requester: str) -> str:
     return host.create_ticket(NewTicket(subject=subject, requester_email=requester,
                                         requester_name=requester, body_text="Our question",
                                         tags=(ACCOUNT_TAG,))).id
@@ -443,7 +443,7 @@ def test_receipts_become_internal_notes_on_the_ticket_that_sent_the_message(
     dovecot.append(mailbox_user, failure)
     assert bridge.poll().counts["noted"] == 1
 
-    assert [t["id"] for t in zd.tickets()] == [ticket_id]  # no new ticket
+    assert [str(t["id"]) for t in zd.tickets()] == [ticket_id]  # no new ticket
     ticket = zd.ticket(ticket_id)
     assert {"pec_connector", "pec_accepted", "pec_delivery_failed", ACCOUNT_TAG} <= \
         set(ticket["tags"])
@@ -479,7 +479,7 @@ def test_failure_receipt_matches_on_its_x_riferimento_header_alone(
     dovecot.append(mailbox_user, failure)
 
     assert bridge.poll().counts["noted"] == 1
-    assert [t["id"] for t in zd.tickets()] == [ticket_id]
+    assert [str(t["id"]) for t in zd.tickets()] == [ticket_id]
     note = zd.ticket(ticket_id)["comments"][-1]
     assert note["public"] is False and "5.1.1" in note["plain_body"]
     assert "pec_delivery_failed" in zd.ticket(ticket_id)["tags"]
@@ -529,8 +529,8 @@ def test_receipt_for_a_closed_ticket_is_not_lost(
 
     assert dovecot.list_folder(mailbox_user, "Error") == []
     assert_all_processed(dovecot, mailbox_user, [failure])
-    [follow_up] = [t for t in zd.tickets() if t["id"] != closed]
-    assert follow_up.get("via_followup_source_id") == closed
+    [follow_up] = [t for t in zd.tickets() if str(t["id"]) != closed]
+    assert str(follow_up.get("via_followup_source_id")) == closed
     assert [c["public"] for c in follow_up["comments"]] == [False]
     assert "5.1.1" in follow_up["comments"][0]["plain_body"]
     assert download(follow_up["comments"][0]["attachments"][0], zd) == failure
@@ -574,7 +574,7 @@ def test_unmatched_receipt_catch_all_policy_notes_on_the_catch_all_ticket(
                                      pec_catch_all_ticket=catch_all))
     assert bridge.poll().counts["noted"] == 1
 
-    assert [t["id"] for t in zd.tickets()] == [catch_all]
+    assert [str(t["id"]) for t in zd.tickets()] == [catch_all]
     ticket = zd.ticket(catch_all)
     assert len(ticket["comments"]) == 2
     note = ticket["comments"][1]
@@ -663,7 +663,7 @@ def test_reply_citing_the_identificativo_of_a_message_the_bridge_sent_follows_up
     dovecot.append(mailbox_user, reply)
     summary = bridge.poll()
 
-    assert [t["id"] for t in zd.tickets()] == [ticket_id], summary.line()
+    assert [str(t["id"]) for t in zd.tickets()] == [ticket_id], summary.line()
     assert summary.counts["followed_up"] == 1
     assert "Ecco la nostra risposta." in zd.ticket(ticket_id)["comments"][-1]["plain_body"]
 
@@ -813,6 +813,76 @@ def test_pec_facts_fill_the_mapped_custom_fields(
     assert values[9002] == ARUBA_MSGID
     assert values[9003] == "2014-11-07T16:52:00+01:00"
     assert values[9004] == "valid"
+    # Every fact is in the ticket's fields: the note would only repeat them (pec_facts_note
+    # auto), and leaving it out spares the ticket update it costs.
+    assert internal_notes(ticket) == []
+    calls = [(r["method"], re.sub(r"/\d+", "/{id}", r["path"].split("?")[0]))
+             for r in zd.requests_log()]
+    assert ("PUT", "/api/v2/tickets/{id}") not in calls, calls
+    assert calls.count(("POST", "/api/v2/tickets")) == 1, calls
+
+
+@pytest.mark.parametrize(("facts_note", "fields", "noted"), [
+    ("always", {"identificativo": 9001, "msgid": 9002, "certified_at": 9003,
+                "signature": 9004}, True),
+    ("auto", {"identificativo": 9001}, True),  # msgid and time only in the note
+    ("auto", {}, True),
+    ("never", {}, False),
+])
+def test_pec_facts_note_follows_the_account_setting(
+        facts_note: str, fields: dict[str, int], noted: bool, tmp_path: Path,
+        dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields=fields, pec_facts_note=facts_note))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+
+    assert bridge.poll().counts["ticketed"] == 1
+
+    [ticket] = zd.tickets()
+    notes = [n["plain_body"] for n in internal_notes(ticket)]
+    if noted:
+        [note] = notes
+        assert f"PEC identificativo: {ARUBA_IDENTIFICATIVO}" in note
+    else:
+        assert notes == []
+    # Never in the public comment, whatever the setting.
+    assert ARUBA_IDENTIFICATIVO not in ticket["comments"][0]["plain_body"]
+    assert eml_attachments(ticket, "pec-envelope")  # the evidence stays attached
+
+
+def test_a_certified_follow_up_keeps_its_facts_note_with_every_field_mapped(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
+    # A comment sets no ticket fields: the reply's own facts are only in its note.
+    fields = {"identificativo": 9001, "msgid": 9002, "certified_at": 9003, "signature": 9004}
+    bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
+                                     pec_custom_fields=fields))
+    dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
+    assert bridge.poll().counts["ticketed"] == 1
+    [ticket] = zd.tickets()
+    assert internal_notes(ticket) == []
+    reply_id = "opec275.20141110100000.00001.01.1.1@pec.aruba.it"
+    dovecot.append(mailbox_user, CIRCUIT.sign(transport_envelope(
+        ordinary_mail(sender="thinkstudio@pec.it", to="l.battistini@pec.it",
+                      subject="Re: archetipo (3)", message_id="reply-3@pec.it",
+                      body="Risposta certificata.", in_reply_to=ARUBA_IDENTIFICATIVO),
+        sender="thinkstudio@pec.it", recipient="l.battistini@pec.it",
+        subject="Re: archetipo (3)", identificativo=reply_id, msgid="reply-3@pec.it")))
+
+    assert bridge.poll().counts["followed_up"] == 1
+
+    [note] = internal_notes(zd.ticket(ticket["id"]))
+    assert f"PEC identificativo: {reply_id}" in note["plain_body"]
+
+
+def test_pec_facts_note_accepts_auto_always_never_only(
+        tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
+        zd: ZendeskDouble) -> None:
+    path = write_config(tmp_path, dovecot, mailbox_user, zd, pec_facts_note="sometimes")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "accounts[0].pec_facts_note"
 
 
 def test_pec_custom_fields_name_known_facts_only(tmp_path: Path, dovecot: DovecotServer,
@@ -890,7 +960,7 @@ def test_a_receipt_that_is_not_certified_on_a_pec_account_is_ordinary_mail(
     assert summary.counts["ticketed"] == 1 and summary.counts["noted"] == 0, summary.line()
     ours = zd.ticket(ticket_id)
     assert len(ours["comments"]) == 1 and "pec_delivered" not in ours["tags"]
-    [other] = [t for t in zd.tickets() if t["id"] != ticket_id]
+    [other] = [t for t in zd.tickets() if str(t["id"]) != ticket_id]
     assert "pec_receipt_unverified" in other["tags"]
     assert "pec_delivered" not in other["tags"]
     expected = {"unsigned": "missing", "untrusted-signer": "untrusted",
@@ -923,17 +993,22 @@ def test_genuine_receipt_for_mail_another_account_sent_follows_the_unmatched_pol
     assert "pec_delivered" not in zd.ticket(ticket_id)["tags"]
 
 
-@pytest.mark.parametrize("signer", ["unsigned", "untrusted"])
+@pytest.mark.parametrize(("signer", "facts_note"), [("unsigned", "auto"),
+                                                   ("untrusted", "auto"),
+                                                   ("unsigned", "never")])
 def test_forged_envelope_opens_an_uncertified_ticket_that_says_so(
-        signer: str, tmp_path: Path, dovecot: DovecotServer, mailbox_user: MailUser,
-        zd: ZendeskDouble, bridge_for: Callable[[Path], Bridge]) -> None:
+        signer: str, facts_note: str, tmp_path: Path, dovecot: DovecotServer,
+        mailbox_user: MailUser, zd: ZendeskDouble,
+        bridge_for: Callable[[Path], Bridge]) -> None:
     # Attack 2: a PEC envelope with a forged daticert in someone else's name, citing the
     # identificativo of an existing certified conversation: unsigned, or signed by a provider
-    # certificate of the forger's own CA.
+    # certificate of the forger's own CA. Its note is a warning: even pec_facts_note never
+    # (which leaves out a certified envelope's facts) keeps it.
     bridge = bridge_for(write_config(tmp_path, dovecot, mailbox_user, zd,
                                      pec_custom_fields={"identificativo": 101,
                                                         "certified_at": 102, "msgid": 103,
-                                                        "signature": 104}))
+                                                        "signature": 104},
+                                     pec_facts_note=facts_note))
     dovecot.append(mailbox_user, sample(ARUBA_ENVELOPE))
     assert bridge.poll().counts["ticketed"] == 1
     [genuine] = zd.tickets()
@@ -972,4 +1047,4 @@ def test_forged_envelope_opens_an_uncertified_ticket_that_says_so(
     assert bridge.store.ticket_for_message_ids(
         [ARUBA_IDENTIFICATIVO.replace("17@", "18@")]) is None
     assert bridge.store.ticket_for_message_ids(["revoca-1@comune.example.it"]) is None
-    assert bridge.store.ticket_for_message_ids([ARUBA_IDENTIFICATIVO]) == genuine["id"]
+    assert bridge.store.ticket_for_message_ids([ARUBA_IDENTIFICATIVO]) == str(genuine["id"])

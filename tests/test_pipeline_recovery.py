@@ -61,7 +61,7 @@ class MemoryHost:
 
     name = "memory"
 
-    def __init__(self, closed: Iterable[int] = ()) -> None:
+    def __init__(self, closed: Iterable[str] = ()) -> None:
         self.created: list[NewTicket] = []
         self.comments: list[Comment] = []
         self.closed = set(closed)
@@ -85,23 +85,23 @@ class MemoryHost:
             raise TicketClosedError(comment.ticket_id)
         self.comments.append(comment)
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         status = "closed" if ticket_id in self.closed else "open"
         return TicketInfo(id=ticket_id, status=status, requester_email="rec@fakepec.it")
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
-        return [TicketInfo(id=1001 + i, status="open") for i, t in enumerate(self.created)
+        return [TicketInfo(id=str(1001 + i), status="open") for i, t in enumerate(self.created)
                 if t.external_id == external_id]
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         return any(c.dedupe_key == dedupe_key for c in self.comments)
 
     def user_exists(self, email: str) -> bool:
         return True
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+    def add_tags(self, ticket_id: str, tags: list[str]) -> None: ...
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+    def remove_tags(self, ticket_id: str, tags: list[str]) -> None: ...
 
 
 class MemoryMailbox:
@@ -172,7 +172,7 @@ def test_replay_after_a_lost_answer_makes_no_second_ticket(tmp_path: Path) -> No
 
 def test_held_receipts_of_a_failed_pass_are_not_added_twice(target: StoreTarget) -> None:
     store = target.store()
-    store.map_message_ids(42, [SENT_MSGID], direction="out", account="pec")
+    store.map_message_ids("42", [SENT_MSGID], direction="out", account="pec")
     host = MemoryHost()
     pipeline = Pipeline(ACCOUNT, HOST, store, host)  # type: ignore[arg-type]
     box = MemoryMailbox(
@@ -185,15 +185,15 @@ def test_held_receipts_of_a_failed_pass_are_not_added_twice(target: StoreTarget)
 
     poller.poll()
 
-    notes = [c for c in host.comments if c.ticket_id == 42]
+    notes = [c for c in host.comments if c.ticket_id == "42"]
     assert len(notes) == 1 and len(notes[0].uploads) == 2  # each receipt attached once
     assert sorted(box.processed) == ["r1", "r2", "r3"]
 
 
 def test_receipts_for_a_closed_ticket_share_one_follow_up(target: StoreTarget) -> None:
     store = target.store()
-    store.map_message_ids(42, [SENT_MSGID], direction="out", account="pec")
-    host = MemoryHost(closed=[42])
+    store.map_message_ids("42", [SENT_MSGID], direction="out", account="pec")
+    host = MemoryHost(closed=["42"])
     pipeline = Pipeline(ACCOUNT, HOST, store, host)  # type: ignore[arg-type]
     box = MemoryMailbox({"r1": provider_sample("anon-aruba-accettazione-2024-placeholder-sig.eml")})
     poller = AccountPoller(ACCOUNT, store, pipeline, mailbox_factory=lambda a: box)
@@ -202,8 +202,8 @@ def test_receipts_for_a_closed_ticket_share_one_follow_up(target: StoreTarget) -
 
     poller.poll()
 
-    assert [t.via_followup_source_id for t in host.created] == [42]
-    assert [c.ticket_id for c in host.comments] == [1001]  # the failure: on the follow-up
+    assert [t.follows_up for t in host.created] == ["42"]
+    assert [c.ticket_id for c in host.comments] == ["1001"]  # the failure: on the follow-up
     assert not host.comments[0].public
 
 

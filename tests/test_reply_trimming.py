@@ -48,6 +48,36 @@ def test_a_quote_header_in_another_language_ends_the_new_text() -> None:
     assert new_text(outlook).text == "Danke!"
 
 
+#: Quote headers in several languages and shapes (a line start, a newline, the Danish dash
+#: line mid-line, a header in the first line, none at all), with text around them.
+HEADER_SHAPES = [
+    "Ok.\n\nOn Tue, Jan 14, 2016 at 0:42 AM, Bar Foo <wat@example.org> wrote:\n> old\n",
+    "Danke!\n\nVon: Mario Rossi <m@example.it>\nGesendet: Dienstag\nAn: s@a.example\n"
+    "Betreff: Drucker\n\nalt\n",
+    "Tak. -----Oprindelig meddelelse-----\nFra: A <a@b.dk>\nSendt: i dag\n",
+    "Le 14 janv. 2016 à 00:42, Marie <m@example.fr> a écrit :\n> vieux\n",
+    "Gracias\r\n\r\nEl 14 ene 2016, a las 0:42, Ana <a@example.es> escribió:\r\n> viejo\r\n",
+    "好的\n\n2016年1月14日 00:42，张三 <z@example.cn> 写道：\n> 旧\n",
+    "Ja\n-----Original Message-----\nFrom: X <x@example.org>\nSent: today\nTo: y\n",
+    "A plain note without any quote header -- just dashes - and lines\nand more\n",
+]
+
+
+@pytest.mark.parametrize("text", HEADER_SHAPES + [body(name) for name in sorted(EXPECTED)])
+def test_the_quote_header_search_finds_what_the_library_alone_finds(text: str) -> None:
+    # quoting reads quote headers with mail-parser-reply's own pattern behind a guard that
+    # only skips where no alternative can begin; the answer must be the library's.
+    from mailparser_reply import EmailReplyParser
+
+    from connector.mail import quoting
+
+    library = EmailReplyParser(languages=list(quoting.LANGUAGES))
+    assert quoting._header_regex().pattern.startswith("(?:^|(?=[\\n-]))")  # guarded
+    for chunk in (text, text[:60], text[-60:]):
+        expected = (library.parse_reply(text=chunk) or "").strip()
+        assert quoting._trimmed_by_headers(chunk) == expected
+
+
 @pytest.mark.parametrize("text", [
     "> only a quote\n> nothing else\n",
     "On Tue, Jan 14, 2016 at 0:42 AM, Bar Foo <wat@example.org> wrote:\n> old text\n",

@@ -4,6 +4,7 @@ the Message-ID map, mailbox marks."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from conftest import StoreTarget
 
@@ -20,14 +21,14 @@ def test_ledger_survives_reopen(target: StoreTarget) -> None:
     again = store.begin_message("support", "INBOX:1:7", sha256="abc")
     assert again.id == rec.id and again.attempts == 2
     assert again.state == MessageState.PUSHING and again.pending == {"external_id": "pmb-x"}
-    store.finish_message(rec.id, MessageState.DONE, action="new_ticket", ticket_id=42,
+    store.finish_message(rec.id, MessageState.DONE, action="new_ticket", ticket_id="42",
                          thread_ids=["a@b", "c@d"])
     assert store.ref_states("support", ["INBOX:1:7", "INBOX:1:8"]) == {
         "INBOX:1:7": MessageState.DONE}
-    assert store.ticket_for_message_ids(["zzz", "c@d", "a@b"]) == 42
+    assert store.ticket_for_message_ids(["zzz", "c@d", "a@b"]) == "42"
     assert store.ticket_for_message_ids([]) is None
     assert not store.is_own_message_id("a@b")
-    store.map_message_ids(42, ["sent@bridge"], direction="out", account="support")
+    store.map_message_ids("42", ["sent@bridge"], direction="out", account="support")
     assert store.is_own_message_id("sent@bridge")
 
 
@@ -69,6 +70,33 @@ def test_sender_count_and_marks(target: StoreTarget) -> None:
     assert store.writable()
 
 
+def test_ticket_ids_are_text_and_ledgers_with_integer_ids_read_back(tmp_path: Path) -> None:
+    """Ticket ids are opaque text; a ledger written when they were integers (the columns keep
+    their INTEGER affinity) reads back the same ids as text, and threads on them."""
+    import sqlite3
+
+    from connector.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.sqlite3"
+    store = SQLiteStore(path)
+    rec = store.begin_message("support", "INBOX:1:1", sha256=None)
+    store.close()
+    with sqlite3.connect(path) as db:  # what the integer-id bridge wrote
+        db.execute("UPDATE messages SET state = 'done', ticket_id = 4711 WHERE id = ?",
+                   (rec.id,))
+        db.execute("INSERT INTO message_ids (message_id, ticket_id, direction, account, "
+                   "created_at) VALUES ('old@x', 4711, 'in', 'support', '2026-01-01')")
+    db.close()
+    store = SQLiteStore(path)
+    [record] = store.messages()
+    assert record.ticket_id == "4711"
+    assert store.ticket_for_message_ids(["old@x"]) == "4711"
+    store.map_message_ids("4711", ["new@x"])
+    store.map_message_ids("T-2026-abc", ["other@x"])  # not a number: kept as written
+    assert store.ticket_for_message_ids(["new@x"]) == "4711"
+    assert store.ticket_for_message_ids(["other@x"]) == "T-2026-abc"
+
+
 def test_accounts_log_and_retention_on_each_engine(target: StoreTarget) -> None:
     """The admin side of the ledger: health, connection status, the communication log,
     figures, retention, orphans after a UIDVALIDITY change."""
@@ -105,14 +133,14 @@ def test_accounts_log_and_retention_on_each_engine(target: StoreTarget) -> None:
     store.describe_message(done.id, dedupe_key="k", message_id="m1@x", sender="a@example.org",
                            subject="s", trace={"t": 1}, mail_day=now.date(), sender_proven=True)
     store.set_pending(done.id, "new_ticket", {"body": "x"})
-    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id=7)
+    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id="7")
     assert store.sender_count_on("a@example.org", now.date(), proven=True) == 1
     assert store.sender_count_on("a@example.org", now.date(), proven=False) == 0
     figures = store.account_figures()["acc"]
     assert figures["processed"] == 1 and figures["avg_seconds"] is not None
     assert store.apply_retention(now + timedelta(days=1)) == 1
     thinned = store.get_message_by_id(done.id)
-    assert thinned.pending is None and thinned.trace is None and thinned.ticket_id == 7
+    assert thinned.pending is None and thinned.trace is None and thinned.ticket_id == "7"
 
     store.mark_skipped("acc", ["INBOX:1:5"], {"INBOX:1:5": "old@x"})
     assert store.skipped_message_ids("acc") == {"old@x"}

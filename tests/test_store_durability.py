@@ -177,15 +177,15 @@ def _child_store_calls(db: str, marks: Marks) -> None:
         ("durable-record_failure", lambda: store.record_failure(a.id, "transient: 1")),
         ("relaxed-record_failure",
          lambda: store.record_failure(b.id, "transient: 2", durable=False)),
-        ("durable-map_message_ids", lambda: store.map_message_ids(7, ["m1@x"])),
-        ("relaxed-map_message_ids", lambda: store.map_message_ids(7, ["m2@x"], durable=False)),
+        ("durable-map_message_ids", lambda: store.map_message_ids("7", ["m1@x"])),
+        ("relaxed-map_message_ids", lambda: store.map_message_ids("7", ["m2@x"], durable=False)),
         ("durable-quarantine", lambda: store.quarantine(a.id, b"raw a")),
         ("relaxed-quarantine", lambda: store.quarantine(b.id, b"raw b", durable=False)),
         ("durable-set_pending", lambda: store.set_pending(b.id, "new_ticket", {"k": 1})),
         ("durable-finish_message",
          lambda: store.finish_message(a.id, MessageState.FAILED, error="x")),
         ("relaxed-finish_message", lambda: store.finish_message(
-            b.id, MessageState.DONE, action="new_ticket", ticket_id=7, thread_ids=["b@x"],
+            b.id, MessageState.DONE, action="new_ticket", ticket_id="7", thread_ids=["b@x"],
             durable=False)),
         ("durable-reopen_message", lambda: store.reopen_message(a.id)),
         ("durable-release_quarantine", lambda: store.release_quarantine(a.id)),
@@ -269,7 +269,7 @@ def _child(mode: str, db: str, marks_dir: str, *args: str) -> None:
     elif mode == "sigkill":
         store = SQLiteStore(db)
         record = store.begin_message("acc", "k1", sha256=None, durable=False)
-        store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id=9,
+        store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id="9",
                              thread_ids=["k1@x"], durable=False)
         os.kill(os.getpid(), signal.SIGKILL)
     else:
@@ -456,8 +456,8 @@ def test_commits_without_fsync_survive_sigkill(tmp_path: Path) -> None:
 
     store = SQLiteStore(db)
     [record] = store.messages()
-    assert (record.state, record.ticket_id) == (MessageState.DONE, 9)
-    assert store.ticket_for_message_ids(["k1@x"]) == 9
+    assert (record.state, record.ticket_id) == (MessageState.DONE, "9")
+    assert store.ticket_for_message_ids(["k1@x"]) == "9"
     store.close()
 
 

@@ -56,8 +56,8 @@ def test_a_ledger_from_before_migrations_is_upgraded_in_place(tmp_path: Path) ->
     store = SQLiteStore(path)
     assert store.applied_migrations() == [m.version for m in MIGRATIONS]
     record = store.get_message("support", "INBOX:1:7")
-    assert record is not None and record.ticket_id == 42 and record.sender == "anna@example.com"
-    assert store.ticket_for_message_ids(["a@example.com"]) == 42
+    assert record is not None and record.ticket_id == "42" and record.sender == "anna@example.com"
+    assert store.ticket_for_message_ids(["a@example.com"]) == "42"
     # The upgraded columns work: the old record counts on the day it was recorded.
     assert store.sender_count_on("anna@example.com", datetime.fromisoformat(NOW).date()) == 1
     store.close()

@@ -164,9 +164,9 @@ def sqlite_ledger(path: Path) -> dict[str, int]:
     store.describe_message(done.id, dedupe_key="k1", message_id="m1@example.org",
                            sender="anna@example.org", subject="Stampante", trace={"why": 1})
     store.set_pending(done.id, "new_ticket", {"external_id": "pmb-1"})
-    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id=4711,
+    store.finish_message(done.id, MessageState.DONE, action="new_ticket", ticket_id="4711",
                          thread_ids=["m1@example.org"])
-    store.map_message_ids(4711, ["pmb.1@bridge", "pmb.2@bridge"], direction="out",
+    store.map_message_ids("4711", ["pmb.1@bridge", "pmb.2@bridge"], direction="out",
                           account="support")
     failed = store.begin_message("support", "INBOX:1:2", sha256=None)
     store.quarantine(failed.id, b"\x00raw bytes\xff")
@@ -199,9 +199,9 @@ def test_store_copy_moves_everything_verified_and_keeps_ids(tmp_path: Path, pg_d
     assert "messages: 3 row(s) copied, 3 in the target" in out
     store = PostgresStore(pg_dsn)
     copied = store.get_message("support", "INBOX:1:1")
-    assert copied is not None and copied.id == ids["done"] and copied.ticket_id == 4711
+    assert copied is not None and copied.id == ids["done"] and copied.ticket_id == "4711"
     assert copied.trace == {"why": 1} and copied.pending == {"external_id": "pmb-1"}
-    assert store.ticket_for_message_ids(["m1@example.org"]) == 4711
+    assert store.ticket_for_message_ids(["m1@example.org"]) == "4711"
     assert store.is_own_message_id("pmb.2@bridge")
     assert store.quarantined_raw(ids["failed"]) == b"\x00raw bytes\xff"
     assert store.failed_messages() == [] and store.dismissals([ids["failed"]])
@@ -316,5 +316,64 @@ def test_the_store_recovers_when_its_connections_are_cut(pg_dsn: str,
     else:
         pytest.fail("the store did not recover")
     assert found is not None and found.ref == "r1" and failures <= 3
-    store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id=1)
+    store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id="1")
     store.close()
+
+
+def test_check_reports_the_postgresql_store(tmp_path: Path, postgres: PostgresServer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMB_TEST_UNUSED", "x")
+    dsn = postgres.fresh_database(migrated=False)
+
+    def store_check(config: Path) -> dict:
+        _, out, _ = cli_streams("-c", str(config), "check", "--json")
+        [store] = [c for c in json.loads(out)["checks"] if c["check"] == "store"]
+        assert "pmb-test-secret" not in out
+        return store
+
+    pending = store_check(pg_config(tmp_path, dsn))
+    assert pending["status"] == "warn"
+    assert f"{len(MIGRATIONS)} schema migration(s) pending" in pending["detail"]
+    PostgresDatabase(dsn).close()
+    assert store_check(pg_config(tmp_path, dsn))["status"] == "ok"
+    wrong = store_check(pg_config(tmp_path, postgres.dsn("postgres", password="nope-77")))
+    assert wrong["status"] == "fail" and "cannot be reached" in wrong["detail"]
+    postgres.drop_database(dsn)
+
+
+def test_store_vacuum_works_and_check_backup_point_to_postgresqls_tools(
+        tmp_path: Path, pg_dsn: str) -> None:
+    config = str(pg_config(tmp_path, pg_dsn))
+    code, out, _ = cli_streams("-c", config, "store", "vacuum")
+    assert code == 0 and "PostgreSQL store" in out and "pmb-test-secret" not in out
+    code, out, _ = cli_streams("-c", config, "store", "check")
+    assert code == 64 and "pg_amcheck" in out
+    code, out, _ = cli_streams("-c", config, "store", "backup", str(tmp_path / "b"))
+    assert code == 64 and "pg_dump" in out
+
+
+def test_a_role_without_synchronous_commit_gets_it_back_for_the_bridge(
+        pg_dsn: str, postgres: PostgresServer) -> None:
+    dbname = pg_dsn.rsplit("/", 1)[1].split("?")[0]
+    postgres.admin_sql(f"ALTER DATABASE {dbname} SET synchronous_commit = off")
+    store = PostgresStore(pg_dsn, pool_size=2)
+    with store._tx() as db:
+        assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert db.execute("SHOW lock_timeout").fetchone()[0] == "30s"
+    store.close()
+
+
+def test_a_row_the_server_refuses_rolls_the_whole_copy_back(tmp_path: Path,
+                                                            pg_dsn: str) -> None:
+    import sqlite3
+
+    ledger = tmp_path / "ledger.sqlite3"
+    sqlite_ledger(ledger)
+    with sqlite3.connect(ledger) as db:  # SQLite keeps what its column type does not fit
+        db.execute("UPDATE mailbox_marks SET uidvalidity = 'not a number'")
+    config = str(pg_config(tmp_path, pg_dsn, path=str(ledger)))
+    code, out, _ = cli_streams("-c", config, "store", "copy", "--to", pg_dsn)
+    assert code == 1 and "failed" in out and "rolled back" in out
+    assert "pmb-test-secret" not in out
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)

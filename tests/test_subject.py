@@ -28,9 +28,11 @@ def test_clean_subject(subject: str, clean: str) -> None:
 
 
 def test_ticket_refs_all_candidates_in_order() -> None:
-    assert ticket_refs("Re: [#12] about [#7] and [#12]", r"\[#(\d+)\]") == [12, 7]
+    assert ticket_refs("Re: [#12] about [#7] and [#12]", r"\[#(\d+)\]") == ["12", "7"]
     assert ticket_refs("Ticket#2024 nothing", r"\[#(\d+)\]") == []
-    assert ticket_refs("[Ticket#55] x", r"\[Ticket#(\d+)\]") == [55]
+    assert ticket_refs("[Ticket#55] x", r"\[Ticket#(\d+)\]") == ["55"]
+    # Ids are opaque text: a pattern may capture any id, an all-zero one names nothing.
+    assert ticket_refs("[REQ-ab12] [#0] [REQ-ab12]", r"\[(?:REQ-|#)(\w+)\]") == ["ab12"]
 
 
 def test_forward_prefixes_the_forward_classifier_knows_are_cleaned_too() -> None:

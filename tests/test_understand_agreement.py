@@ -73,7 +73,8 @@ def via_filters_test(config: Path, account: str, mail: Path) -> dict[str, Any] |
         name, _, email = requester[:-1].rpartition(" <")
         requester = email if name.strip('"') == email else requester
     return {"action": decision["action"], "requester": requester,
-            "group_id": decision["group_id"], "subject": decision["subject"],
+            "group_id": decision.get("host_fields", {}).get("group_id"),
+            "subject": decision["subject"],
             "tags": decision["tags"], "public": decision["public"]}
 
 
@@ -104,7 +105,7 @@ def via_import(config: Path, account: str, mail: Path) -> dict[str, Any] | None:
     shown = (f"{requester['name']} <{requester['email']}>"
              if requester["name"] and requester["name"] != requester["email"]
              else requester["email"])
-    return {"action": outcome, "requester": shown, "group_id": ticket["group_id"],
+    return {"action": outcome, "requester": shown, "group_id": ticket.get("group_id"),
             "subject": ticket["subject"], "tags": ticket["tags"], "public": ticket["public"]}
 
 

@@ -169,12 +169,10 @@ def new_ticket(**kw: Any) -> NewTicket:
         uploads=(Upload("modulo.pdf", "application/pdf", PDF),
                  Upload("logo.png", "image/png", PNG, content_id="logo@pec.example.it")),
         tags=("pmb_acct1", "pec"),
-        priority="normal",
-        status="new",
-        ticket_type="question",
-        group_id=123,
-        brand_id=456,
-        custom_fields=((7890, "<m1@example.it>"),),
+        # The account's defaults and the filters' controls, in the control vocabulary.
+        defaults=(("X-OTOBO-Priority", "normal"), ("X-OTOBO-State", "new"),
+                  ("X-OTOBO-Type", "question"), ("X-OTOBO-Queue", "123")),
+        controls=(("X-OTOBO-Brand", "456"), ("X-OTOBO-DynamicField-7890", "<m1@example.it>")),
         email_ccs=("ufficio@example.it",),
         external_id="pmb:acct1:<m1@example.it>",
         idempotency_key="pmb:acct1:3b1f0c",
@@ -211,7 +209,8 @@ def test_create_names_the_recipient_address_and_brand(rsps, ft) -> None:
 
     make(ft).create_ticket(NewTicket(subject="Fattura", requester_email="a@example.it",
                                      requester_name="A", body_text="ciao",
-                                     recipient="billing@acme.example", brand_id=360001))
+                                     recipient="billing@acme.example",
+                                     controls=(("X-OTOBO-Brand", "360001"),)))
 
     body = sent_json(calls(rsps, "POST", "/api/v2/tickets")[0])
     validate_request("POST", "/api/v2/tickets", body)  # both are writable on create
@@ -241,7 +240,7 @@ def test_create_uploads_files_rewrites_inline_image_and_sends_key(rsps, ft) -> N
 
     result = make(ft).create_ticket(new_ticket())
 
-    assert result.id == 4711 and result.replayed is False
+    assert result.id == "4711" and result.replayed is False
     uploads = calls(rsps, "POST", "/api/v2/uploads")
     assert [c.request.headers["Content-Type"] for c in uploads] == ["application/pdf", "image/png"]
     assert [c.request.body for c in uploads] == [PDF, PNG]
@@ -283,10 +282,10 @@ def test_inline_image_without_content_url_stays_a_plain_attachment(rsps, ft) -> 
 def test_plain_text_follow_up_ticket_as_internal_note(rsps, ft) -> None:
     mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
     mock(rsps, "POST", "/api/v2/tickets", 201, created(4800))
-    nt = new_ticket(body_html=None, uploads=(), public=False, via_followup_source_id=4711,
+    nt = new_ticket(body_html=None, uploads=(), public=False, follows_up="4711",
                     requester_name="", idempotency_key=None)
 
-    assert make(ft).create_ticket(nt).id == 4800
+    assert make(ft).create_ticket(nt).id == "4800"
 
     post = calls(rsps, "POST", "/api/v2/tickets")[0]
     assert "Idempotency-Key" not in post.request.headers
@@ -335,7 +334,7 @@ def test_create_times_out_then_succeeds(rsps, ft) -> None:
 
     result = make(ft).create_ticket(new_ticket(uploads=()))
 
-    assert result == type(result)(id=4711, replayed=True)
+    assert result == type(result)(id="4711", replayed=True)
     assert len(calls(rsps, "POST", "/api/v2/tickets")) == 2
 
 
@@ -383,7 +382,7 @@ def test_stale_prepared_request_looks_up_external_id_then_prepares_again(rsps, f
         adapter.send_prepared(prepared)
     result = adapter.send_prepared(prepared, nt)
 
-    assert result.id == 4711
+    assert result.id == "4711"
     lookups = calls(rsps, "GET", "/api/v2/tickets")
     assert parse_qs(urlsplit(lookups[-1].request.url).query)["external_id"] == [
         "pmb:acct1:<m1@example.it>"]
@@ -414,7 +413,7 @@ def test_idempotency_conflict_falls_back_to_external_id(rsps, ft) -> None:
 
     result = make(ft).create_ticket(new_ticket(uploads=()))
 
-    assert (result.id, result.replayed) == (4711, True)
+    assert (result.id, result.replayed) == ("4711", True)
     assert len(calls(rsps, "POST", "/api/v2/tickets")) == 1
 
 
@@ -429,7 +428,7 @@ def test_rejected_upload_token_prepares_again_under_a_new_key(rsps, ft) -> None:
                                                "previous_page": None, "count": 0})
     mock(rsps, "POST", "/api/v2/tickets", 201, created())
 
-    assert make(ft).create_ticket(new_ticket()).id == 4711
+    assert make(ft).create_ticket(new_ticket()).id == "4711"
     keys = [c.request.headers["Idempotency-Key"] for c in calls(rsps, "POST", "/api/v2/tickets")]
     assert keys == ["pmb:acct1:3b1f0c", "pmb:acct1:3b1f0c#g1"]
 
@@ -456,11 +455,11 @@ def test_oauth_token_is_fetched_once_and_renewed_before_expiry(rsps, ft) -> None
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
     adapter = make(ft)
 
-    adapter.get_ticket(4711)
+    adapter.get_ticket("4711")
     ft.now += 3000  # 600 s left: more than 10% and 60 s
-    adapter.get_ticket(4711)
+    adapter.get_ticket("4711")
     ft.now += 250  # 350 s left: under 10% of 3600
-    adapter.get_ticket(4711)
+    adapter.get_ticket("4711")
 
     (first, second) = calls(rsps, "POST", "/oauth/tokens")
     assert sent_json(first) == {"grant_type": "client_credentials", "client_id": "pmb-client",
@@ -501,13 +500,13 @@ def test_oauth_client_refused_is_permanent_and_names_zendesk_reason(rsps, ft) ->
                                               "Client authentication failed"})
 
     with pytest.raises(PermanentHostError, match="invalid_client; Client authentication failed"):
-        make(ft).get_ticket(1)
+        make(ft).get_ticket("1")
 
 
 def test_legacy_api_token_uses_basic_auth(rsps, ft) -> None:
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
-    make(ft, token_settings()).get_ticket(4711)
+    make(ft, token_settings()).get_ticket("4711")
 
     header = rsps.calls[0].request.headers["Authorization"]
     assert header == "Basic " + base64.b64encode(
@@ -523,18 +522,27 @@ def test_secrets_never_reach_logs_or_errors(rsps, ft, caplog) -> None:
                                                  "description": "You do not have access"})
     adapter = make(ft)
     errors = []
-    for call in (lambda: adapter.get_ticket(1), adapter.check_credentials):
+    for call in (lambda: adapter.get_ticket("1"), adapter.check_credentials):
         with pytest.raises(Exception) as info:
             call()
         errors.append(str(info.value))
     legacy = make(ft, token_settings())
     mock(rsps, "GET", "/api/v2/tickets/2", 404, error_body("RecordNotFound", "Not found"))
-    legacy.get_ticket(2)
+    legacy.get_ticket("2")
 
     text = caplog.text + " ".join(errors) + repr(adapter.settings) + repr(legacy.settings)
     assert "WARNING" in caplog.text  # retries were logged, so logs were really looked at
     for secret in (CLIENT_SECRET, "at-secret-token-77", API_TOKEN, "Bearer", "Basic "):
         assert secret not in text
+
+
+def test_an_id_zendesk_cannot_have_is_no_ticket_and_no_request(rsps, ft) -> None:
+    """Ticket ids are opaque text outside the adapter; a subject pattern may find text that is
+    no Zendesk id: no ticket, and nothing is asked (rsps fails on any unmocked request)."""
+    adapter = make(ft)
+    assert adapter.get_ticket("REQ-12") is None and adapter.get_ticket("0") is None
+    with pytest.raises(PermanentHostError):
+        adapter.add_comment(Comment(ticket_id="REQ-12", body_text="x"))
 
 
 # -- retries -----------------------------------------------------------------------------------
@@ -546,7 +554,7 @@ def test_429_waits_the_retry_after_seconds(rsps, ft) -> None:
          error_body("APIRateLimitExceeded", "Rate limit exceeded"), headers={"Retry-After": "7"})
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
-    assert make(ft).get_ticket(4711).id == 4711
+    assert make(ft).get_ticket("4711").id == "4711"
     assert ft.sleeps == [7.0]
 
 
@@ -558,7 +566,7 @@ def test_requests_are_paced_to_the_rate_zendesk_announces(rsps, ft) -> None:
     adapter = make(ft)
 
     for _ in range(12):
-        adapter.get_ticket(4711)
+        adapter.get_ticket("4711")
     assert adapter.pacer.rate == Rate(120)
     # The first answer announces 120/min: the 11 calls after it take slots 0.515 s apart (97 %
     # of the plan), less the burst allowance (1.2 slots at 1 % of 120) a quiet pacer grants.
@@ -572,7 +580,7 @@ def test_a_429_pauses_the_next_requests_of_every_caller(rsps, ft) -> None:
          error_body("APIRateLimitExceeded", "Rate limit exceeded"), headers={"Retry-After": "45"})
     adapter = make(ft, oauth_settings(max_backoff=30.0))
     with pytest.raises(TransientHostError):
-        adapter.get_ticket(4711)  # deferred: Retry-After beyond max_backoff
+        adapter.get_ticket("4711")  # deferred: Retry-After beyond max_backoff
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
     other = threading.Thread(target=adapter.get_ticket, args=(4711,))
@@ -588,7 +596,7 @@ def test_ticket_updates_have_their_own_budget(rsps, ft) -> None:
     adapter = make(ft, oauth_settings(ticket_update_rate_limit=Rate(100)))
 
     for n in range(4):
-        adapter.add_comment(Comment(ticket_id=4711, body_text=f"reply {n}"))
+        adapter.add_comment(Comment(ticket_id="4711", body_text=f"reply {n}"))
     assert adapter.pacer.rate is None  # no general budget announced or configured
     # The first two go at once (the burst allowance), the others 0.62 s apart.
     assert sum(ft.sleeps) == pytest.approx(2 * 60 / (100 * 0.97), rel=0.01)
@@ -600,7 +608,7 @@ def test_503_retry_after_is_honoured_too(rsps, ft) -> None:
          headers={"Retry-After": "12"})
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
-    make(ft).get_ticket(4711)
+    make(ft).get_ticket("4711")
     assert ft.sleeps == [12.0]
 
 
@@ -610,7 +618,7 @@ def test_retry_after_beyond_max_backoff_defers_to_the_next_poll(rsps, ft) -> Non
          error_body("APIRateLimitExceeded", "Rate limit exceeded"), headers={"Retry-After": "600"})
 
     with pytest.raises(TransientHostError) as info:
-        make(ft).get_ticket(4711)
+        make(ft).get_ticket("4711")
     assert info.value.retry_after == 600.0 and info.value.status == 429
     assert ft.sleeps == []
 
@@ -620,7 +628,7 @@ def test_500_then_success(rsps, ft) -> None:
     mock(rsps, "GET", "/api/v2/tickets/4711", 500, error_body("InternalError", "Oops"))
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
-    assert make(ft).get_ticket(4711).status == "open"
+    assert make(ft).get_ticket("4711").status == "open"
     assert len(ft.sleeps) == 1 and 0 <= ft.sleeps[0] <= 30.0
 
 
@@ -629,7 +637,7 @@ def test_timeout_then_success(rsps, ft) -> None:
     rsps.add("GET", BASE + "/api/v2/tickets/4711", body=requests.Timeout("timed out"))
     mock(rsps, "GET", "/api/v2/tickets/4711", 200, {"ticket": ticket()})
 
-    assert make(ft).get_ticket(4711).id == 4711
+    assert make(ft).get_ticket("4711").id == "4711"
     assert len(calls(rsps, "GET", "/api/v2/tickets/4711")) == 2
 
 
@@ -648,7 +656,7 @@ def test_gives_up_after_max_attempts_with_a_transient_error(rsps, ft) -> None:
     mock(rsps, "GET", "/api/v2/tickets/4711", 502, error_body("BadGateway", "Bad Gateway"))
 
     with pytest.raises(RetriesExhausted, match="gave up after 4 attempts") as info:
-        make(ft).get_ticket(4711)
+        make(ft).get_ticket("4711")
     assert isinstance(info.value, TransientHostError) and info.value.status == 502
     assert len(calls(rsps, "GET", "/api/v2/tickets/4711")) == 4
     assert len(ft.sleeps) == 3
@@ -674,11 +682,13 @@ def test_permanent_422_carries_zendesk_error_text_and_is_not_retried(rsps, ft) -
 
 
 def comment(**kw: Any) -> Comment:
-    values: dict[str, Any] = dict(ticket_id=4711, body_text="Grazie, ecco la ricevuta.",
+    values: dict[str, Any] = dict(ticket_id="4711", body_text="Grazie, ecco la ricevuta.",
                                   body_html="<p>Grazie, ecco la ricevuta.</p>", public=True,
                                   author_email="Mario.Rossi@pec.example.it",
                                   uploads=(Upload("ricevuta.pdf", "application/pdf", PDF),),
-                                  status="open", priority="high", add_tags=("pec_reply",),
+                                  defaults=(("X-OTOBO-FollowUp-State", "open"),),
+                                  controls=(("X-OTOBO-FollowUp-Priority", "4 high"),),
+                                  add_tags=("pec_reply",),
                                   remove_tags=("pmb_acct1",), dedupe_key="dk-42")
     values.update(kw)
     return Comment(**values)
@@ -730,7 +740,7 @@ def test_comment_without_tag_changes_sends_no_tags_and_unknown_author_is_omitted
     mock(rsps, "PUT", "/api/v2/tickets/4711", 200, update_answer())
 
     make(ft).add_comment(comment(uploads=(), add_tags=(), remove_tags=(), body_html=None,
-                                 public=False, status=None, priority=None))
+                                 public=False, defaults=(), controls=()))
 
     body = sent_json(calls(rsps, "PUT", "/api/v2/tickets/4711")[0])
     validate_request("PUT", "/api/v2/tickets/4711", body)
@@ -793,7 +803,7 @@ def test_closed_ticket_raises_ticket_closed_error(rsps, ft) -> None:
 
     with pytest.raises(TicketClosedError) as info:
         make(ft).add_comment(comment(uploads=(), add_tags=(), remove_tags=(), author_email=None))
-    assert info.value.ticket_id == 4711 and isinstance(info.value, PermanentHostError)
+    assert info.value.ticket_id == "4711" and isinstance(info.value, PermanentHostError)
     assert "closed prevents ticket update" in str(info.value)
     assert len(calls(rsps, "PUT", "/api/v2/tickets/4711")) == 1
 
@@ -853,7 +863,7 @@ def test_get_ticket_404_is_none(rsps, ft) -> None:
     mock(rsps, "POST", "/oauth/tokens", 201, token_answer())
     mock(rsps, "GET", "/api/v2/tickets/999", 404, error_body("RecordNotFound", "Not found"))
 
-    assert make(ft).get_ticket(999) is None
+    assert make(ft).get_ticket("999") is None
     assert ft.sleeps == []
 
 
@@ -870,7 +880,7 @@ def test_get_and_find_map_sideloaded_users(rsps, ft) -> None:
                                               "include": "users"}),))
     adapter = make(ft)
 
-    info = adapter.get_ticket(4711)
+    info = adapter.get_ticket("4711")
     assert info is not None
     assert (info.status, info.requester_email, info.cc_emails, info.tags, info.external_id) == (
         "open", "mario.rossi@pec.example.it", ("ufficio@example.it",), ("pmb_acct1", "pec"),
@@ -934,7 +944,7 @@ def test_redirect_is_not_followed(rsps, ft) -> None:
              headers={"Location": "https://acme.zendesk.com.evil.example/api/v2/tickets/1"})
 
     with pytest.raises(PermanentHostError, match="check base_url"):
-        make(ft, token_settings()).get_ticket(1)
+        make(ft, token_settings()).get_ticket("1")
     assert len(rsps.calls) == 1
 
 

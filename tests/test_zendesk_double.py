@@ -76,7 +76,7 @@ def new_ticket(**kw: Any) -> NewTicket:
         uploads=(Upload("daticert.xml", "application/xml", b"<postacert/>"),
                  Upload("logo.png", "image/png", PNG, content_id="img1@x")),
         tags=("pmb_acct1",), external_id="pmb:acct1:<m1@x>", idempotency_key="key-1",
-        custom_fields=((7890, "<m1@x>"),), email_ccs=("cc@example.it",))
+        controls=(("X-OTOBO-DynamicField-7890", "<m1@x>"),), email_ccs=("cc@example.it",))
     values.update(kw)
     return NewTicket(**values)
 
@@ -225,7 +225,7 @@ def test_state_survives_a_crash_and_restart(tmp_path: Path, http: requests.Sessi
         assert zd.pid != pid and zd.port == port
         # Same key, same bytes after the restart: Zendesk's answer is a replay.
         assert adapter.create_ticket(new_ticket()) == type(created)(created.id, replayed=True)
-        assert [t["id"] for t in zd.tickets()] == [created.id]
+        assert [str(t["id"]) for t in zd.tickets()] == [created.id]
         info = adapter.get_ticket(created.id)
         assert info is not None and info.external_id == "pmb:acct1:<m1@x>"
 
@@ -262,7 +262,8 @@ def test_adapter_creates_comments_and_tags_against_the_double(zd: ZendeskDouble)
     assert not adapter.user_exists("nobody@example.it")
 
     adapter.add_comment(Comment(ticket_id=created.id, body_text="Risposta",
-                                author_email="mario.rossi@pec.example.it", status="open",
+                                author_email="mario.rossi@pec.example.it",
+                                defaults=(("X-OTOBO-FollowUp-State", "open"),),
                                 add_tags=("pec_reply",), remove_tags=("pmb_acct1",),
                                 uploads=(Upload("r.txt", "text/plain", b"ricevuta"),),
                                 dedupe_key="dk-1"))
@@ -296,8 +297,8 @@ def test_closed_ticket_then_follow_up(zd: ZendeskDouble) -> None:
     assert info.value.ticket_id == created.id
 
     follow = adapter.create_ticket(new_ticket(uploads=(), body_html=None, idempotency_key="k2",
-                                              via_followup_source_id=created.id))
-    assert zd.ticket(created.id)["followup_ids"] == [follow.id]
+                                              follows_up=created.id))
+    assert zd.ticket(created.id)["followup_ids"] == [int(follow.id)]
 
 
 def test_timeout_after_the_ticket_was_created_is_replayed_not_duplicated(zd: ZendeskDouble):

@@ -374,7 +374,7 @@ def test_429_retry_after_is_waited_and_the_create_resent_byte_for_byte(server: R
     created = adapter.create_ticket(NewTicket(
         subject="Richiesta", requester_email="mario.rossi@esempio.it",
         requester_name="Mario Rossi", body_text="Testo è", idempotency_key="pmb:acct1:k1"))
-    assert created.id == 4711 and not created.replayed
+    assert created.id == "4711" and not created.replayed
     assert sleeps == [7.0]
     first, second = server.seen
     assert first.body == second.body and first.body
@@ -462,7 +462,7 @@ def test_creates_and_comments_log_at_debug_only(server: Recorder, caplog) -> Non
                   Answer(200, {"ticket": {"id": 4711}, "audit": {"id": 1, "events": []}}))
     adapter.create_ticket(NewTicket(subject="S", requester_email="a@esempio.it",
                                     requester_name="A", body_text="x"))
-    adapter.add_comment(Comment(ticket_id=4711, body_text="y", author_email="b@esempio.it"))
+    adapter.add_comment(Comment(ticket_id="4711", body_text="y", author_email="b@esempio.it"))
     ours = [r for r in caplog.records if r.name.startswith("connector.hosts")]
     assert any("ticket #4711 created" in r.getMessage() for r in ours)
     assert any("added" in r.getMessage() for r in ours)

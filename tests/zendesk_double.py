@@ -1175,48 +1175,50 @@ def main(argv: list[str] | None = None) -> int:
 # -- pytest helper ------------------------------------------------------------------------------
 
 
-class ZendeskDouble:
-    """Runs the double in a subprocess. ``with ZendeskDouble(tmp_path / "zd.json") as zd: ...``"""
+class DoubleProcess:
+    """A helpdesk double served by a subprocess of its own (this script or a sibling's, run as
+    ``script --port N --state FILE --port-file FILE [options]``): start, stop, kill (a crash),
+    restart on the same port and state. Shared with tests/otobo_double.py; kept here so this
+    file still runs alone (tests/test_tryout.py copies it without its siblings)."""
 
-    def __init__(self, state_path: Path, *, port: int = 0, page_size: int = 100,
-                 idempotency_ttl: float = 7200.0, upload_ttl: float = 3600.0,
-                 ticket_update_limit: int = 30) -> None:
+    #: The double's script and its name in errors; set by each double.
+    script: Path = Path(__file__).resolve()
+    label = "zendesk double"
+
+    def __init__(self, state_path: Path, options: list[str], *, port: int = 0) -> None:
         self.state_path = Path(state_path)
         self.port = port
-        self.options = ["--page-size", str(page_size), "--idempotency-ttl", str(idempotency_ttl),
-                        "--upload-ttl", str(upload_ttl),
-                        "--ticket-update-limit", str(ticket_update_limit)]
-        self.client_id = DEFAULT_CLIENT_ID
-        self.client_secret = DEFAULT_CLIENT_SECRET
-        self.email = DEFAULT_EMAIL
-        self.api_token = DEFAULT_API_TOKEN
+        self.options = options
         self._proc: subprocess.Popen[bytes] | None = None
         import requests
 
         self._http = requests.Session()
         self._http.trust_env = False
 
-    # -- lifecycle --------------------------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> ZendeskDouble:
-        port_file = Path(tempfile.mkdtemp(prefix="zd-port-")) / "port"
+    def start(self, timeout: float = 15.0) -> Any:
+        port_file = Path(tempfile.mkdtemp(prefix="double-port-")) / "port"
         self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
+            [sys.executable, str(self.script), "--port", str(self.port),
              "--state", str(self.state_path), "--port-file", str(port_file), *self.options],
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while not port_file.exists():
             if self._proc.poll() is not None:
-                raise RuntimeError(f"zendesk double exited with {self._proc.returncode}")
+                raise RuntimeError(f"the {self.label} exited with {self._proc.returncode}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError("zendesk double did not start")
+                raise RuntimeError(f"the {self.label} did not start")
             time.sleep(0.02)
         self.port = int(port_file.read_text())
         port_file.unlink()
         port_file.parent.rmdir()
-        self._get("/_test/health")
+        self.ready()
         return self
+
+    def ready(self) -> None:
+        """Raise unless the started double answers."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -1235,7 +1237,7 @@ class ZendeskDouble:
             self._proc.wait(5)
         self._proc = None
 
-    def restart(self) -> ZendeskDouble:
+    def restart(self) -> Any:
         """Stop and start again on the same port with the same state file."""
         self.stop()
         return self.start()
@@ -1244,11 +1246,30 @@ class ZendeskDouble:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def __enter__(self) -> ZendeskDouble:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ZendeskDouble(DoubleProcess):
+    """Runs the double in a subprocess. ``with ZendeskDouble(tmp_path / "zd.json") as zd: ...``"""
+
+    def __init__(self, state_path: Path, *, port: int = 0, page_size: int = 100,
+                 idempotency_ttl: float = 7200.0, upload_ttl: float = 3600.0,
+                 ticket_update_limit: int = 30) -> None:
+        super().__init__(state_path, [
+            "--page-size", str(page_size), "--idempotency-ttl", str(idempotency_ttl),
+            "--upload-ttl", str(upload_ttl), "--ticket-update-limit", str(ticket_update_limit)],
+            port=port)
+        self.client_id = DEFAULT_CLIENT_ID
+        self.client_secret = DEFAULT_CLIENT_SECRET
+        self.email = DEFAULT_EMAIL
+        self.api_token = DEFAULT_API_TOKEN
+
+    def ready(self) -> None:
+        self._get("/_test/health")
 
     @property
     def url(self) -> str:

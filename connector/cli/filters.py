@@ -44,15 +44,19 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     missing = [m for m in config.missing_secrets if m.startswith("host.")]
     host = UnavailableHost(missing[0]) if missing else make_host(config.host, out=sys.stderr)
 
+    otobo = _otobo_builder(config.host, host)
+
     def trace_of(mail: bytes):  # noqa: ANN202
         understood = understand(mail, account, rules, StoreLookups(store, host),
                                 evaluate_all=True)
-        request = _otobo_request(host, understood.decision, understood.content)
-        if request is None or not isinstance(understood.trace.get("decision"), dict):
+        if not isinstance(understood.trace.get("decision"), dict):
             return understood.trace
-        # OTOBO/Znuny: the GenericInterface call as it would be sent, controls landed.
-        return {**understood.trace,
-                "decision": {**understood.trace["decision"], "host_request": request}}
+        shown = dict(understood.trace["decision"])
+        request = _otobo_request(otobo, understood.decision, understood.content)
+        if request is not None:
+            # OTOBO/Znuny: the GenericInterface call as it would be sent, controls landed.
+            shown["host_request"] = request
+        return {**understood.trace, "decision": shown}
 
     try:
         return filters_test(raw, understand=trace_of, as_json=args.json, out=out)
@@ -63,16 +67,27 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         store.close()
 
 
-def _otobo_request(host: Any, decision: Any, message: Any) -> dict[str, Any] | None:
+def _otobo_builder(config: Any, host: Any) -> Any:
+    """An OTOBO/Znuny adapter to build requests with (no I/O) when the host is one, also
+    when its secret is not at hand; None for other hosts."""
+    from connector.hosts.otobo import OtoboAdapter, OtoboSettings
+
+    found = host if isinstance(host, OtoboAdapter) else getattr(host, "_reader", None)
+    if isinstance(found, OtoboAdapter):
+        return found
+    if config.otobo is not None:
+        return OtoboAdapter(OtoboSettings.from_host_config(config))
+    return None
+
+
+def _otobo_request(otobo: Any, decision: Any, message: Any) -> dict[str, Any] | None:
     """The GenericInterface call an OTOBO/Znuny host would get for this decision, as sent
     (bodies and files summarised), so ``filters test`` shows the X-OTOBO controls landing."""
     from connector.decide.decision import Action
     from connector.hosts.base import Comment, NewTicket
-    from connector.hosts.otobo import OtoboAdapter
     from connector.hosts.otobo_payload import summarized
 
-    otobo = host if isinstance(host, OtoboAdapter) else getattr(host, "_reader", None)
-    if not isinstance(otobo, OtoboAdapter) or decision.action == Action.IGNORE:
+    if otobo is None or decision.action == Action.IGNORE:
         return None
     text = message.text_body or ""
     if decision.action == Action.NEW_TICKET and decision.requester is not None:
@@ -80,9 +95,8 @@ def _otobo_request(host: Any, decision: Any, message: Any) -> dict[str, Any] | N
             subject=decision.subject, requester_email=decision.requester.email,
             requester_name=decision.requester.name or decision.requester.email,
             body_text=text, public=decision.public, tags=decision.tags,
-            priority=decision.priority, status=decision.status,
-            ticket_type=decision.ticket_type, custom_fields=decision.custom_fields,
-            email_ccs=decision.email_ccs, controls=decision.controls,
+            email_ccs=decision.email_ccs, defaults=decision.defaults,
+            controls=decision.controls,
             external_id=f"pmb-{message.dedupe_key}"[:64])
         return {"method": "POST", "path": "/Ticket", "operation": "TicketCreate",
                 "body": summarized(otobo.create_request(ticket))}
@@ -90,8 +104,8 @@ def _otobo_request(host: Any, decision: Any, message: Any) -> dict[str, Any] | N
         return None
     comment = Comment(ticket_id=decision.ticket_id, body_text=text, public=decision.public,
                       author_email=message.from_.email if message.from_ else None,
-                      subject=message.subject or None, status=decision.status,
-                      priority=decision.priority, controls=decision.controls,
+                      subject=message.subject or None, defaults=decision.defaults,
+                      controls=decision.controls,
                       dedupe_key=f"pmb-{message.dedupe_key}")
     payload, changes = otobo.comment_request(comment, None)
     if changes:

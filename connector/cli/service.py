@@ -23,6 +23,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("connector.cli")
 
 
+def _check_shared_store(config: Config, report: Any) -> None:
+    """The PostgreSQL store: reachable with the configured DSN, its schema up to date (a
+    pending migration is applied by the first ``run``; one from a newer bridge fails)."""
+    from connector.errors import StoreSchemaError, StoreUnavailableError
+    from connector.store.factory import describe, pending_migrations
+
+    try:
+        todo = pending_migrations(config.store)
+    except (StoreUnavailableError, StoreSchemaError) as exc:
+        report("store", config.store.type, False, str(exc))
+        return
+    if todo:
+        report("store", config.store.type, True, f"{describe(config.store)}: "
+               f"{len(todo)} schema migration(s) pending, applied at the next start or by "
+               "'store migrate'", warn=True)
+    else:
+        report("store", config.store.type, True,
+               f"{describe(config.store)}: schema up to date")
+
+
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The config, the filters, every account's login and the helpdesk's: one line each, or
     with ``--json`` one document. 78 for a config error, 69 when a login failed."""
@@ -72,6 +92,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             report("smtp", settings.account, False, str(exc))
     report("filters", None, True, f"{len(rules.chain.filters)} filter(s) in "
            f"{len(rules.chain.files)} file(s)")
+    if config.store.shared:
+        _check_shared_store(config, report)
     if any(a.pec for a in config.accounts) or config.raw.get("pec"):
         # All anchors expired: new PEC mail can no longer be certified (only older mail).
         trust = config.pec_trust

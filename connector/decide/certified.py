@@ -18,7 +18,7 @@ from connector.mail.model import ParsedMessage
 
 class ReceiptLookup(ThreadLookup, Protocol):
     def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         """The ticket of mail sent from ``account`` with one of ``message_ids``."""
         ...
 
@@ -62,10 +62,10 @@ def certify(decision: Decision, plan: PecPlan, content: ParsedMessage,
     decision = replace(decision, tags=tuple(dict.fromkeys(decision.tags + plan.tags)))
     if decision.action != Action.NEW_TICKET:
         return decision
-    fields = dict(decision.custom_fields)
+    controls = dict(decision.controls)
     for fact, field_id in account.pec_custom_fields.items():
         if fact in plan.facts:
-            fields[field_id] = plan.facts[fact]
+            # Zendesk custom field ids or OTOBO dynamic field names: the host's vocabulary maps.
+            controls[f"X-OTOBO-DynamicField-{field_id}"] = str(plan.facts[fact])
     return replace(decision, subject=content.subject or decision.subject,
-                   # ids (Zendesk) or dynamic field names (OTOBO): sorted as text
-                   custom_fields=tuple(sorted(fields.items(), key=lambda kv: str(kv[0]))))
+                   controls=tuple(sorted(controls.items())))

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from connector.config import AccountConfig, HostConfig
+from connector.config import AccountConfig
 from connector.decide.recipient import mail_recipient
 from connector.decide.sender import Requester, resolve_requester
 from connector.decide.subject import clean_subject, ticket_refs
+from connector.filters.controls import canonical_control
 from connector.filters.verdicts import BounceDetails, Classification, CommandDetails, Kind
+from connector.hosts.base import Vocabulary
 from connector.mail.model import Address, ParsedMessage
 
 
@@ -47,7 +49,7 @@ class TicketView(Protocol):
     """The little the decision needs to know about an existing ticket."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> str: ...
     @property
     def status(self) -> str: ...
     @property
@@ -57,9 +59,9 @@ class TicketView(Protocol):
 
 
 class ThreadLookup(Protocol):
-    def get_ticket(self, ticket_id: int) -> TicketView | None: ...
+    def get_ticket(self, ticket_id: str) -> TicketView | None: ...
 
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None: ...
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None: ...
 
     def user_exists(self, email: str) -> bool: ...
 
@@ -68,25 +70,22 @@ class ThreadLookup(Protocol):
 class Decision:
     action: Action
     reason: str
-    ticket_id: int | None = None
+    ticket_id: str | None = None  # opaque, as the host names its tickets
     subject: str = ""
     requester: Address | None = None
     public: bool = True
-    group_id: int | None = None
-    brand_id: int | None = None
     recipient: str | None = None  # the own address the mail reached (replies go out from it)
-    priority: str | None = None
-    status: str | None = None
-    ticket_type: str | None = None
     tags: tuple[str, ...] = ()
     remove_tags: tuple[str, ...] = ()
-    custom_fields: tuple[tuple[int, Any], ...] = ()
     email_ccs: tuple[str, ...] = ()
-    followup_of_closed: int | None = None  # a reply to this closed ticket opens a new one
+    followup_of_closed: str | None = None  # a reply to this closed ticket opens a new one
     problems: tuple[str, ...] = field(default=())  # control values the host cannot take
     ignored_as: IgnoredAs | None = None  # set on every IGNORE
     original_sender: str | None = None  # shown in the ticket when the requester stands in
-    # The control headers as the filters set them, for hosts that take them natively (OTOBO).
+    # The ticket's attributes in the control vocabulary (connector.filters.controls), host-
+    # neutral: the account's defaults (new_ticket, follow_up), then what the filters (and the
+    # PEC facts, a staff command) set. The host's vocabulary translates both.
+    defaults: tuple[tuple[str, object], ...] = ()
     controls: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,15 +96,11 @@ class Decision:
             "subject": self.subject,
             "requester": str(self.requester) if self.requester else None,
             "public": self.public,
-            "group_id": self.group_id,
-            "brand_id": self.brand_id,
             "recipient": self.recipient,
-            "priority": self.priority,
-            "status": self.status,
-            "type": self.ticket_type,
+            "defaults": dict(self.defaults),
+            "controls": dict(self.controls),
             "tags": list(self.tags),
             "remove_tags": list(self.remove_tags),
-            "custom_fields": [[k, v] for k, v in self.custom_fields],
             "email_ccs": list(self.email_ccs),
             "followup_of_closed": self.followup_of_closed,
             "problems": list(self.problems),
@@ -144,7 +139,7 @@ class FilterVerdict:
         return self.classification.reason
 
     @property
-    def ticket_hint(self) -> int | None:
+    def ticket_hint(self) -> str | None:
         """A ticket the classifier already tied the mail to (our bounced mail, a thread)."""
         details = self.classification.details if self.classification is not None else None
         if isinstance(details, BounceDetails):
@@ -158,40 +153,23 @@ class FilterVerdict:
 
 
 _TRUE = {"yes", "true", "1", "on"}
+#: The state a staff member's ``#close#`` command leaves (OTOBO's name; Zendesk: solved).
+CLOSED_STATE = "closed successful"
 
-# OTOBO priorities are "1 very low" .. "5 very high"; Zendesk has four words.
-_PRIORITY_WORDS = {"1": "low", "2": "low", "3": "normal", "4": "high", "5": "urgent",
-                   "low": "low", "very low": "low", "normal": "normal", "medium": "normal",
-                   "high": "high", "very high": "urgent", "urgent": "urgent"}
-
-
-def map_priority(value: str | None) -> str | None:
-    if not value:
-        return None
-    text = value.strip().lower()
-    return _PRIORITY_WORDS.get(text) or _PRIORITY_WORDS.get(text.split(" ", 1)[0])
-
-
-def map_state(value: str | None) -> str | None:
-    """OTOBO state names to Zendesk statuses ("closed successful" -> solved)."""
-    if not value:
-        return None
-    text = value.strip().lower()
-    if text in ("new", "open", "pending", "hold", "solved"):
-        return text
-    if text.startswith(("closed", "merged", "removed")):
-        return "solved"
-    if text.startswith("pending"):
-        return "pending"
-    if text in ("on hold", "on-hold"):
-        return "hold"
-    return None
+#: The X-Bridge-* controls that are ticket attributes (the rest steer the bridge itself).
+_BRIDGE_ATTRIBUTES = ("X-Bridge-Group", "X-Bridge-Brand")
 
 
 def _native(controls: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The X-OTOBO-* controls in a stable order, for hosts that speak them natively."""
-    return tuple(sorted((k, v) for k, v in controls.items()
-                        if k.lower().startswith(("x-otobo-", "x-otrs-"))))
+    """The controls that are ticket attributes, canonically spelled, in a stable order: what
+    the host's vocabulary translates (X-OTOBO-*, X-OTRS-* as their alias, X-Bridge-Group and
+    -Brand)."""
+    out: dict[str, str] = {}
+    for name, value in controls.items():
+        canonical = canonical_control(name) or name
+        if canonical.startswith("X-OTOBO-") or canonical in _BRIDGE_ATTRIBUTES:
+            out[canonical] = value
+    return tuple(sorted(out.items()))
 
 
 def _control(controls: Mapping[str, str], name: str) -> str | None:
@@ -213,9 +191,10 @@ def _split_tags(value: str | None) -> tuple[str, ...]:
 class Decider:
     """Turns a parsed message plus the filter verdict into a Decision for one account."""
 
-    def __init__(self, account: AccountConfig, host: HostConfig, lookup: ThreadLookup) -> None:
+    def __init__(self, account: AccountConfig, vocabulary: Vocabulary,
+                 lookup: ThreadLookup) -> None:
         self.account = account
-        self.host = host
+        self.vocabulary = vocabulary  # how the host takes controls: asked for problems only
         self.lookup = lookup
 
     def deciding_kind(self, verdict: FilterVerdict) -> Kind | None:
@@ -242,11 +221,11 @@ class Decider:
             if ticket is not None:
                 return ticket, f"subject names ticket #{ticket_id}"
         thread_ids = tuple(message.thread_ids) + tuple(extra_ids)
-        ticket_id = self.lookup.ticket_for_message_ids(thread_ids)
-        if ticket_id is not None:
-            ticket = self.lookup.get_ticket(ticket_id)
+        threaded = self.lookup.ticket_for_message_ids(thread_ids)
+        if threaded is not None:
+            ticket = self.lookup.get_ticket(threaded)
             if ticket is not None:
-                return ticket, f"In-Reply-To/References point at ticket #{ticket_id}"
+                return ticket, f"In-Reply-To/References point at ticket #{threaded}"
         return None, "no ticket reference and no known Message-ID"
 
     # -- the decision ---------------------------------------------------------------------
@@ -300,7 +279,7 @@ class Decider:
         return self.new_ticket(message, verdict, closed=ticket.id if ticket else None)
 
     def new_ticket(self, message: ParsedMessage, verdict: FilterVerdict,
-                   closed: int | None = None) -> Decision:
+                   closed: str | None = None) -> Decision:
         """A new ticket for the message (``closed``: the closed ticket it follows up)."""
         controls = verdict.controls
         requester = self.requester(message, controls)
@@ -330,72 +309,27 @@ class Decider:
                    remove_tags: tuple[str, ...], commands: tuple[str, ...]) -> Decision:
         participants = {e.lower() for e in (ticket.requester_email, *ticket.cc_emails) if e}
         from_customer = sender is not None and sender.normalized in participants
-        status = map_state(_control(controls, "FollowUp-State")) or self.account.follow_up.status
-        priority = (map_priority(_control(controls, "FollowUp-Priority"))
-                    or self.account.follow_up.priority)
+        native = dict(_native(controls))
         # The first command decides the comment; "unsubscribe" is only a tag.
         if "close" in commands:
-            status = "solved"
+            native["X-OTOBO-FollowUp-State"] = CLOSED_STATE
         public = from_customer and ("close" in commands or "tech" not in commands)
         action = Action.FOLLOW_UP if public else Action.INTERNAL_NOTE
         reason = why + ("" if public else "; sender is not the requester or a CC: internal note")
-        return Decision(action, reason, ticket_id=ticket.id, public=public, status=status,
-                        controls=_native(controls),
-                        priority=priority, tags=tags, remove_tags=remove_tags,
+        defaults = self.account.follow_up.controls()
+        problems = self.vocabulary.translate(defaults, native.items(), follow_up=True).problems
+        return Decision(action, reason, ticket_id=ticket.id, public=public,
+                        defaults=defaults, controls=tuple(sorted(native.items())),
+                        problems=problems, tags=tags, remove_tags=remove_tags,
                         requester=sender, subject=message.subject)
 
     def _new_ticket(self, message: ParsedMessage, sender: Address, controls: Mapping[str, str],
                     tags: tuple[str, ...], verdict: FilterVerdict,
-                    closed: int | None) -> Decision:
-        defaults = self.account.new_ticket
-        problems: list[str] = []
-
-        group_id = defaults.group_id
-        queue = _control(controls, "Queue") or _control(controls, "Group")
-        if queue:
-            if queue.isdigit():
-                group_id = int(queue)
-            elif queue in self.host.groups:
-                group_id = self.host.groups[queue]
-            else:
-                problems.append(f"queue/group {queue!r} is not mapped in host.groups")
+                    closed: str | None) -> Decision:
         recipient = mail_recipient(message, self._own_addresses())
-        brand = _control(controls, "Brand")
-        brand_id = int(brand) if brand and brand.isdigit() else None
-        if brand and brand_id is None:
-            problems.append(f"brand {brand!r} must be a numeric brand id")
-        if brand_id is None:
-            brand_id = defaults.brands.get(recipient or "", defaults.brand_id)
-
-        priority = defaults.priority
-        if (raw := _control(controls, "Priority")) is not None:
-            priority = map_priority(raw) or priority
-            if map_priority(raw) is None:
-                problems.append(f"priority {raw!r} has no helpdesk equivalent")
-        status = defaults.status
-        if (raw := _control(controls, "State")) is not None:
-            status = map_state(raw) or status
-            if map_state(raw) is None:
-                problems.append(f"state {raw!r} has no helpdesk equivalent")
-        ticket_type = defaults.ticket_type
-        if (raw := _control(controls, "Type")) is not None:
-            if raw.lower() in ("problem", "incident", "question", "task"):
-                ticket_type = raw.lower()
-            else:
-                problems.append(f"type {raw!r} has no helpdesk equivalent")
-
-        custom = dict(defaults.custom_fields)
-        for name, value in controls.items():
-            m = re.match(r"^x-(?:otobo|otrs)-dynamicfield-(.+)$", name, re.IGNORECASE)
-            if not m:
-                continue
-            field_name = m.group(1)
-            if field_name in self.host.custom_fields:
-                custom[self.host.custom_fields[field_name]] = value
-            else:
-                problems.append(f"dynamic field {field_name!r} is not mapped in "
-                                "host.custom_fields")
-
+        defaults = self.account.new_ticket.controls(recipient)
+        native = _native(controls)
+        problems = self.vocabulary.translate(defaults, native).problems
         subject = _control(controls, "Title") or clean_subject(message.subject) or "(no subject)"
         ccs: tuple[str, ...] = ()
         if self.account.email_ccs:
@@ -410,14 +344,10 @@ class Decider:
         reason = "no existing ticket"
         if closed is not None:
             reason = f"reply to closed ticket #{closed}: a follow-up ticket"
-        all_tags = tuple(t for t in dict.fromkeys((*defaults.tags, *tags))
+        all_tags = tuple(t for t in dict.fromkeys((*self.account.new_ticket.tags, *tags))
                          if t not in verdict.remove_tags)
         return Decision(Action.NEW_TICKET, reason, subject=subject, requester=sender,
-                        public=True, group_id=group_id, brand_id=brand_id,
-                        recipient=recipient, priority=priority,
-                        status=status, ticket_type=ticket_type, tags=all_tags,
-                        remove_tags=verdict.remove_tags,
-                        custom_fields=tuple(sorted(custom.items())), email_ccs=ccs,
-                        followup_of_closed=closed, controls=_native(controls),
-                        # OTOBO and Znuny take the controls as they are: nothing to map.
-                        problems=() if self.host.native_controls else tuple(problems))
+                        public=True, recipient=recipient, tags=all_tags,
+                        remove_tags=verdict.remove_tags, email_ccs=ccs,
+                        followup_of_closed=closed, defaults=defaults, controls=native,
+                        problems=problems)

@@ -60,6 +60,10 @@ class PecPlan:
     facts: dict[str, str] = field(default_factory=dict)  # for mapped custom fields
     certified: bool = False  # signed by a trusted PEC provider (and, for a receipt, on PEC)
     standalone: bool = False  # opens its own ticket: never threads onto an existing one
+    # A certified transport envelope the provider flagged nothing on: its note only repeats
+    # ``facts`` (``pec_facts_note`` may leave it out). Uncertified and anomaly envelopes,
+    # a failed security check or a parse note make the note a warning, never left out.
+    routine: bool = False
 
     @property
     def ids_are_claims(self) -> bool:
@@ -206,8 +210,10 @@ def plan_pec(message: ParsedMessage, pec: PecInfo, *, account_is_pec: bool,
                 if pec.kind is PecKind.TRANSPORT else
                 "The provider's anomaly envelope is attached as received.")
     note = "\n".join([heading, *_facts(pec), attached])
+    routine = (pec.kind is PecKind.TRANSPORT and not pec.security_check_failed
+               and not pec.notes)
     return PecPlan(pec.kind, content, tuple(tags), ids, tuple(pec.referenced_ids), note,
-                   pec_trace(pec), pec_facts(pec), certified=True)
+                   pec_trace(pec), pec_facts(pec), certified=True, routine=routine)
 
 
 def _receipt_plan(message: ParsedMessage, pec: PecInfo) -> PecPlan:

@@ -22,7 +22,7 @@ Running
     evaluate_all=False) -> FilterOutcome``
         Raises ``FilterError`` (``stage`` = the classifier) when a classifier fails.
     ``FilterLookups`` (Protocol): ``is_own_message_id(mid) -> bool``,
-        ``sender_count_on(address, day) -> int``, ``known_ticket_for(message_ids) -> int | None``.
+        ``sender_count_on(address, day) -> int``, ``known_ticket_for(message_ids) -> str | None``.
         Message-IDs are bare (no angle brackets), as ``ParsedMessage`` holds them; addresses
         are lower-cased. ``NullLookups`` answers "nothing known".
     ``FilterOutcome``: ``controls`` (canonical name -> value), ``control_sources``,

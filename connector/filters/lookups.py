@@ -25,7 +25,7 @@ class FilterLookups(Protocol):
         sender was (True) or was not (False) authenticated."""
         ...
 
-    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+    def known_ticket_for(self, message_ids: Sequence[str]) -> str | None:
         """The ticket that any of ``message_ids`` (sent or received by the bridge) belongs to,
         trying them in order, or None."""
         ...
@@ -40,5 +40,5 @@ class NullLookups:
     def sender_count_on(self, address: str, day: date, *, proven: bool | None = None) -> int:
         return 0
 
-    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+    def known_ticket_for(self, message_ids: Sequence[str]) -> str | None:
         return None

@@ -63,7 +63,7 @@ class BounceDetails:
     diagnostic: str | None
     standard: bool  # parsed from a multipart/report; False when found by heuristics
     ours: bool = False  # the bounced mail is one the bridge sent
-    ticket_id: int | None = None  # the ticket of the bounced mail, when known
+    ticket_id: str | None = None  # the ticket of the bounced mail, when known
 
     def note(self) -> str:
         """The internal note text: ``delivery to x@y failed: 5.1.1 user unknown``."""
@@ -80,7 +80,7 @@ class AutoReplyDetails:
 
     kind: str
     signals: tuple[str, ...]
-    thread_ticket_id: int | None = None  # a ticket its References point at, when known
+    thread_ticket_id: str | None = None  # a ticket its References point at, when known
 
 
 @dataclass(frozen=True)

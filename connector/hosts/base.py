@@ -6,13 +6,24 @@ its API's calls. Adapters raise ``TransientHostError`` (retry later) or ``Perman
 
 What is host-neutral and what each host reads:
 
-- Ticket ids are integers the host chooses and the bridge only stores and compares: Zendesk's
-  ticket id, OTOBO's TicketNumber (numeric under every OTOBO number generator; the adapter
-  finds the internal TicketID itself).
-- ``controls`` carries the filters' X-OTOBO-* values as set: OTOBO/Znuny take them natively;
-  Zendesk uses the mapped fields (``group_id``, ``priority`` words, ``custom_fields`` by id).
-- ``custom_fields`` keys are field ids (Zendesk) or dynamic field names (OTOBO).
-- Tags are a capability (``HostConfig.has_tags``): Zendesk tags, OTOBO's optional text field.
+- Ticket ids are opaque strings (``TicketId``) the host chooses and the bridge only stores,
+  compares and shows: Zendesk's ticket id (``"4711"``), OTOBO's TicketNumber
+  (``"2026112310000012"``; the adapter finds the internal TicketID itself). Only an adapter
+  turns them into what its API wants.
+- Ticket attributes travel in one vocabulary, OTOBO's PostMaster control headers
+  (``X-OTOBO-Queue``, ``-Priority``, ``-State``, ``-Type``, ``-Brand``, ``-DynamicField-*``,
+  their ``FollowUp-`` twins): ``defaults`` (the account's, in those words) then ``controls``
+  (what the filters set). Each host has a pure ``Vocabulary`` (``translate``) that turns them
+  into its own fields and names what it cannot take; the decide stage asks it before a mail is
+  pushed (``Decision.problems``, shown by ``filters test``), the adapter sends what it gives.
+  OTOBO/Znuny take the words natively; Zendesk maps them (connector.hosts.zendesk_fields).
+  Why a pure translation rather than a typed error from the adapter: a problem is a warning
+  (the mail still reaches the helpdesk with the default), and ``filters test`` must show it
+  without any helpdesk call.
+- Capabilities are declared by each host's vocabulary (an adapter's ``vocabulary``), not by
+  the configuration: ``keeps_tags`` (Zendesk tags; OTOBO only with a ``tags_field``, a text
+  dynamic field); dynamic fields go by name natively (OTOBO) or through the host's mapping to
+  its field ids (Zendesk ``custom_fields``), which ``translate`` applies.
 - Exactly-once: ``idempotency_key`` where the host has one (Zendesk), ``external_id`` searched
   before a create where it does not (OTOBO's ``PMBMessageID``); ``Comment.dedupe_key`` is read
   back by ``comment_exists`` on both.
@@ -21,11 +32,39 @@ What is host-neutral and what each host reads:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+#: A helpdesk ticket as the bridge knows it: opaque, compared as text (see the module doc).
+TicketId: TypeAlias = str
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The control vocabulary as one host takes it: ``fields`` in the host's own names (no
+    I/O needed to make them), ``problems`` the values it cannot take, one line each."""
+
+    fields: Mapping[str, object]
+    problems: tuple[str, ...] = ()
+
+
+class Vocabulary(Protocol):
+    """How a host takes the control vocabulary. Pure: the decide stage may call it."""
+
+    @property
+    def keeps_tags(self) -> bool:
+        """The host keeps the bridge's tags on its tickets."""
+        ...
+
+    def translate(self, defaults: Iterable[tuple[str, object]],
+                  controls: Iterable[tuple[str, object]], *,
+                  follow_up: bool = False) -> Translation:
+        """``defaults`` then ``controls`` (later values win; a value the host cannot take is a
+        problem and leaves the earlier one), for a new ticket or a follow-up."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -61,21 +100,15 @@ class NewTicket:
     public: bool = True
     uploads: tuple[Upload, ...] = ()
     tags: tuple[str, ...] = ()
-    priority: str | None = None  # low | normal | high | urgent
-    status: str | None = None  # new | open | pending | hold | solved
-    ticket_type: str | None = None  # problem | incident | question | task
-    group_id: int | None = None
-    brand_id: int | None = None
     recipient: str | None = None  # the support address the mail reached; replies go out from it
-    # Field ids (Zendesk custom fields) or names (OTOBO dynamic fields) with their values.
-    custom_fields: tuple[tuple[int | str, object], ...] = ()
     email_ccs: tuple[str, ...] = ()
     external_id: str | None = None
     idempotency_key: str | None = None
-    # First comment as an internal note (PEC receipts that open a ticket, anomalies).
-    via_followup_source_id: int | None = None
-    # The filters' control headers (X-OTOBO-*), canonical names: a host that speaks them
-    # natively (OTOBO, Znuny) takes them as they are; others use the mapped fields above.
+    # The closed ticket this one follows up (a reply to a closed ticket; Zendesk links them).
+    follows_up: TicketId | None = None
+    # The ticket's attributes in the control vocabulary (see the module doc): the account's
+    # defaults, then what the filters set; the adapter's Vocabulary translates both.
+    defaults: tuple[tuple[str, object], ...] = ()
     controls: tuple[tuple[str, str], ...] = ()
     to: tuple[str, ...] = ()  # the mail's To and Cc, for hosts whose articles show them
     cc: tuple[str, ...] = ()
@@ -85,29 +118,29 @@ class NewTicket:
 class Comment:
     """A comment appended to an existing ticket, with the ticket changes that go with it."""
 
-    ticket_id: int
+    ticket_id: TicketId
     body_text: str
     body_html: str | None = None
     public: bool = True
     author_email: str | None = None  # shown as the comment's author when the host knows them
     author_name: str | None = None
     uploads: tuple[Upload, ...] = ()
-    status: str | None = None
-    priority: str | None = None
     add_tags: tuple[str, ...] = ()
     remove_tags: tuple[str, ...] = ()
     # A marker the adapter stores with the comment (audit metadata) so a retry after a crash can
     # find out whether the comment already reached the host.
     dedupe_key: str | None = None
     subject: str | None = None  # the mail's subject, for hosts whose articles have one
-    controls: tuple[tuple[str, str], ...] = ()  # as NewTicket.controls (FollowUp-* apply)
+    # As NewTicket's, the FollowUp-* twins applying (follow_up.status/priority as defaults).
+    defaults: tuple[tuple[str, object], ...] = ()
+    controls: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class TicketInfo:
     """What the bridge needs to know about an existing ticket."""
 
-    id: int
+    id: TicketId
     status: str
     subject: str = ""
     requester_email: str | None = None
@@ -120,9 +153,15 @@ class TicketInfo:
         return self.status == "closed"
 
 
+def first_ticket(tickets: Iterable[TicketInfo]) -> TicketInfo:
+    """The oldest of several tickets (one mail found twice on the host): ids of digits in
+    number order (Zendesk ids and OTOBO TicketNumbers grow), any others after them by text."""
+    return min(tickets, key=lambda t: (not t.id.isdigit(), len(t.id), t.id))
+
+
 @dataclass(frozen=True)
 class CreatedTicket:
-    id: int
+    id: TicketId
     replayed: bool = False  # the host said this create was a replay of an earlier one
 
 
@@ -140,21 +179,21 @@ class HostAdapter(Protocol):
 
     def add_comment(self, comment: Comment) -> None: ...
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: TicketId) -> TicketInfo | None:
         """The ticket, or None when it does not exist (or is not visible to us)."""
         ...
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]: ...
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: TicketId, dedupe_key: str) -> bool:
         """True when a comment carrying ``dedupe_key`` is already on the ticket."""
         ...
 
     def user_exists(self, email: str) -> bool: ...
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+    def add_tags(self, ticket_id: TicketId, tags: list[str]) -> None: ...
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None: ...
+    def remove_tags(self, ticket_id: TicketId, tags: list[str]) -> None: ...
 
 
 # -- history import -----------------------------------------------------------------------------
@@ -177,6 +216,7 @@ class ImportTicket:
     ticket: NewTicket
     created_at: datetime
     comments: tuple[DatedComment, ...] = ()
+    status: str | None = None  # every imported ticket's status, in the importer's words
 
     @property
     def updated_at(self) -> datetime:
@@ -187,7 +227,7 @@ class ImportTicket:
 class ImportResult:
     """What became of one ImportTicket: its ticket id, or why it was not imported."""
 
-    ticket_id: int | None
+    ticket_id: TicketId | None
     error: str | None = None
 
 

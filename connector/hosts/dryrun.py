@@ -1,11 +1,14 @@
 """A host adapter that changes nothing: it prints, as JSON lines, the calls it would make.
 
 For trying a configuration against real mailboxes before any ticket is created. Every line has
-``"dry_run": true``, the HTTP method and the Zendesk path the real adapter would use, and a
-summary of the body: attachments appear as filename, content type, size and sha256, never their
-bytes; bodies as their length, hash and a short preview.
+``"dry_run": true``, the HTTP method and the path the real adapter would use, and a summary of
+the body: attachments appear as filename, content type, size and sha256, never their bytes;
+bodies as their length, hash and a short preview. The ticket fields are what the host's
+``vocabulary`` makes of the controls. When the host is OTOBO/Znuny (a ``reader`` that is one),
+the lines are its GenericInterface calls, built by that adapter; otherwise Zendesk's REST
+calls.
 
-Tickets it "creates" get negative ids (-1, -2, ...), so they can never be mistaken for real
+Tickets it "creates" get negative ids ("-1", "-2", ...), so they can never be mistaken for real
 ones, and it remembers them for the rest of the run: ``get_ticket`` and
 ``find_tickets_by_external_id`` find them, comments and tag calls update them. Anything else is
 unknown (``None``, ``[]``, ``False``), unless a ``reader`` adapter is given: then reads about
@@ -30,6 +33,7 @@ from connector.hosts.base import (
     NewTicket,
     TicketInfo,
     Upload,
+    Vocabulary,
 )
 from connector.hosts.bounded import bound_ccs, bound_uploads
 
@@ -70,15 +74,21 @@ class DryRunAdapter:
     name = "dry-run"
 
     def __init__(self, out: TextIO, *, reader: HostAdapter | None = None,
-                 max_uploads_per_mail: int = 0, max_ccs_per_mail: int = 0) -> None:
+                 max_uploads_per_mail: int = 0, max_ccs_per_mail: int = 0,
+                 vocabulary: Vocabulary | None = None) -> None:
         self._out = out
         self._reader = reader
+        if vocabulary is None:
+            from connector.hosts.zendesk_fields import ZendeskVocabulary
+
+            vocabulary = ZendeskVocabulary()
+        self.vocabulary = vocabulary
         # The per-mail limits the real adapter applies (connector.hosts.bounded), so the dry
         # run shows the calls the real run would make.
         self._max_uploads = max_uploads_per_mail
         self._max_ccs = max_ccs_per_mail
         self._lock = threading.Lock()
-        self._tickets: dict[int, _FakeTicket] = {}
+        self._tickets: dict[str, _FakeTicket] = {}
         self._next_id = -1
 
     # -- output ----------------------------------------------------------------------------------
@@ -93,8 +103,19 @@ class DryRunAdapter:
 
     # -- HostAdapter -----------------------------------------------------------------------------
 
+    def _read(self, rest: tuple[str, str, dict[str, Any]],
+              otobo: tuple[str, str, str, dict[str, Any]]) -> None:
+        """One line for a read: the GenericInterface call when the host is OTOBO/Znuny
+        (``method, path, operation, body``), else the Zendesk REST request (``rest``)."""
+        if self._otobo() is not None:
+            method, path, operation, body = otobo
+            self._emit(method, path, operation=operation, body=body or None)
+        else:
+            method, path, fields = rest
+            self._emit(method, path, **fields)
+
     def check_credentials(self) -> str:
-        self._emit("GET", "/api/v2/users/me")
+        self._read(("GET", "/api/v2/users/me", {}), ("POST", "/Session", "SessionCreate", {}))
         if self._reader is not None:
             return f"dry run (reads as {self._reader.check_credentials()})"
         return "dry run: nothing is sent to any helpdesk"
@@ -105,13 +126,17 @@ class DryRunAdapter:
             self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
         return bounded
 
+    def _keeps_tags(self) -> bool:
+        otobo = self._otobo()
+        return otobo is None or bool(otobo.settings.tags_field)
+
     def _otobo(self) -> Any:
         """The OTOBO/Znuny adapter when the dry run reads from one: its calls are shown."""
         from connector.hosts.otobo import OtoboAdapter
 
         return self._reader if isinstance(self._reader, OtoboAdapter) else None
 
-    def _create_otobo(self, otobo: Any, ticket: NewTicket, ticket_id: int) -> CreatedTicket:
+    def _create_otobo(self, otobo: Any, ticket: NewTicket, ticket_id: str) -> CreatedTicket:
         from connector.hosts.otobo_payload import summarized
 
         field = otobo.settings.message_id_field
@@ -125,8 +150,7 @@ class DryRunAdapter:
         otobo = self._otobo()
         if otobo is not None:
             with self._lock:
-                ticket_id = self._next_id
-                self._next_id -= 1
+                ticket_id = self._new_id()
                 self._tickets[ticket_id] = _FakeTicket(TicketInfo(
                     id=ticket_id, status="new", subject=ticket.subject,
                     requester_email=ticket.requester_email, tags=tuple(ticket.tags),
@@ -134,13 +158,13 @@ class DryRunAdapter:
             return self._create_otobo(otobo, ticket, ticket_id)
         uploads = self._uploads(ticket.uploads)
         ccs, _listed = bound_ccs(ticket.email_ccs, self._max_ccs)
+        fields = dict(self.vocabulary.translate(ticket.defaults, ticket.controls).fields)
         with self._lock:
-            ticket_id = self._next_id
-            self._next_id -= 1
+            ticket_id = self._new_id()
             self._tickets[ticket_id] = _FakeTicket(
                 TicketInfo(
                     id=ticket_id,
-                    status=ticket.status or "new",
+                    status=str(fields.get("status") or "new"),
                     subject=ticket.subject,
                     requester_email=ticket.requester_email,
                     cc_emails=ccs,
@@ -160,16 +184,11 @@ class DryRunAdapter:
                 "body_html": _text_summary(ticket.body_html),
                 "uploads": len(uploads),
                 "tags": list(ticket.tags),
-                "priority": ticket.priority,
-                "status": ticket.status,
-                "type": ticket.ticket_type,
-                "group_id": ticket.group_id,
-                "brand_id": ticket.brand_id,
+                **fields,
                 "recipient": ticket.recipient,
-                "custom_fields": [{"id": fid, "value": v} for fid, v in ticket.custom_fields],
                 "email_ccs": list(ccs),
                 "external_id": ticket.external_id,
-                "via_followup_source_id": ticket.via_followup_source_id,
+                "follows_up": ticket.follows_up,
             },
             result={"id": ticket_id},
         )
@@ -188,6 +207,8 @@ class DryRunAdapter:
             self._note_comment(comment)
             return
         uploads = self._uploads(comment.uploads)
+        changes = self.vocabulary.translate(comment.defaults, comment.controls,
+                                            follow_up=True).fields
         self._emit(
             "PUT",
             f"/api/v2/tickets/{comment.ticket_id}",
@@ -200,8 +221,7 @@ class DryRunAdapter:
                 "uploads": len(uploads),
                 "dedupe_key": comment.dedupe_key,
             },
-            status=comment.status,
-            priority=comment.priority,
+            **changes,
             add_tags=list(comment.add_tags) or None,
             remove_tags=list(comment.remove_tags) or None,
         )
@@ -213,44 +233,62 @@ class DryRunAdapter:
             if fake is None:
                 return
             tags = _changed_tags(fake.info.tags, comment.add_tags, comment.remove_tags)
-            fake.info = replace(fake.info, status=comment.status or fake.info.status, tags=tags)
+            status = self.vocabulary.translate(comment.defaults, comment.controls,
+                                               follow_up=True).fields.get("status")
+            fake.info = replace(fake.info, status=str(status or fake.info.status), tags=tags)
             fake.comments.append({"dedupe_key": comment.dedupe_key, "public": comment.public})
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
-        self._emit("GET", f"/api/v2/tickets/{ticket_id}")
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
+        self._read(("GET", f"/api/v2/tickets/{ticket_id}", {}),
+                   ("GET", f"/Ticket/<TicketID of {ticket_id}>", "TicketGet", {}))
         with self._lock:
             fake = self._tickets.get(ticket_id)
         if fake is not None:
             return fake.info
-        if self._reader is not None and ticket_id > 0:
+        if self._reader is not None and not ticket_id.startswith("-"):
             return self._reader.get_ticket(ticket_id)
         return None
 
     def find_tickets_by_external_id(self, external_id: str) -> list[TicketInfo]:
-        self._emit("GET", "/api/v2/tickets", query={"external_id": external_id})
+        otobo = self._otobo()
+        field = f"DynamicField_{otobo.settings.message_id_field}" if otobo is not None else ""
+        self._read(("GET", "/api/v2/tickets", {"query": {"external_id": external_id}}),
+                   ("POST", "/TicketSearch", "TicketSearch", {field: {"Equals": external_id}}))
         with self._lock:
             found = [f.info for f in self._tickets.values() if f.info.external_id == external_id]
         if self._reader is not None:
             found += self._reader.find_tickets_by_external_id(external_id)
         return found
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         # A dry run never wrote a comment, so none of ours can be there.
-        self._emit("GET", f"/api/v2/tickets/{ticket_id}/audits", dedupe_key=dedupe_key)
+        self._read(("GET", f"/api/v2/tickets/{ticket_id}/audits", {"dedupe_key": dedupe_key}),
+                   ("GET", f"/Ticket/<TicketID of {ticket_id}>", "TicketGet",
+                    {"AllArticles": 1, "dedupe_key": dedupe_key}))
         return False
 
     def user_exists(self, email: str) -> bool:
-        self._emit("GET", "/api/v2/users/search", query={"query": f"email:{email}"})
+        self._read(("GET", "/api/v2/users/search", {"query": {"query": f"email:{email}"}}),
+                   ("POST", "/TicketSearch", "TicketSearch",
+                    {"CustomerUserLogin": email, "Limit": 1}))
         if self._reader is not None:
             return self._reader.user_exists(email)
         return False
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None:
-        self._emit("PUT", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
+    def add_tags(self, ticket_id: str, tags: list[str]) -> None:
+        if not self._keeps_tags():
+            return  # OTOBO without a tags_field: the adapter sends nothing
+        self._read(("PUT", f"/api/v2/tickets/{ticket_id}/tags", {"tags": list(tags)}),
+                   ("PATCH", f"/Ticket/<TicketID of {ticket_id}>", "TicketUpdate",
+                    {"add_tags": list(tags)}))
         self._retag(ticket_id, tags, ())
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
-        self._emit("DELETE", f"/api/v2/tickets/{ticket_id}/tags", tags=list(tags))
+    def remove_tags(self, ticket_id: str, tags: list[str]) -> None:
+        if not self._keeps_tags():
+            return  # OTOBO without a tags_field: the adapter sends nothing
+        self._read(("DELETE", f"/api/v2/tickets/{ticket_id}/tags", {"tags": list(tags)}),
+                   ("PATCH", f"/Ticket/<TicketID of {ticket_id}>", "TicketUpdate",
+                    {"remove_tags": list(tags)}))
         self._retag(ticket_id, (), tags)
 
     # -- history import --------------------------------------------------------------------------
@@ -270,7 +308,9 @@ class DryRunAdapter:
             ticket = item.ticket
             for upload in (*ticket.uploads, *(u for d in item.comments for u in d.comment.uploads)):
                 self._emit("POST", "/api/v2/uploads", upload=_upload_summary(upload))
-            created = self._remember_ticket(ticket)
+            fields = dict(self.vocabulary.translate(ticket.defaults, ticket.controls).fields)
+            status = item.status or fields.get("status")
+            created = self._remember_ticket(ticket, str(status or "new"))
             results.append(ImportResult(created))
             summaries.append({
                 "id": created,
@@ -278,7 +318,8 @@ class DryRunAdapter:
                 "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
                 "created_at": item.created_at.isoformat(),
                 "updated_at": item.updated_at.isoformat(),
-                "status": ticket.status,
+                **fields,
+                "status": status,
                 "tags": list(ticket.tags),
                 "external_id": ticket.external_id,
                 "comments": [{"created_at": item.created_at.isoformat(), "public": ticket.public,
@@ -293,19 +334,24 @@ class DryRunAdapter:
                    else None, tickets=summaries)
         return results
 
-    def _remember_ticket(self, ticket: NewTicket) -> int:
+    def _remember_ticket(self, ticket: NewTicket, status: str) -> str:
         with self._lock:
-            ticket_id = self._next_id
-            self._next_id -= 1
+            ticket_id = self._new_id()
             self._tickets[ticket_id] = _FakeTicket(TicketInfo(
-                id=ticket_id, status=ticket.status or "new", subject=ticket.subject,
+                id=ticket_id, status=status, subject=ticket.subject,
                 requester_email=ticket.requester_email, cc_emails=tuple(ticket.email_ccs),
                 tags=tuple(dict.fromkeys(ticket.tags)), external_id=ticket.external_id))
         return ticket_id
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _retag(self, ticket_id: int, add: Any, remove: Any) -> None:
+    def _new_id(self) -> str:
+        """The next made-up ticket id (the caller holds the lock)."""
+        ticket_id = str(self._next_id)
+        self._next_id -= 1
+        return ticket_id
+
+    def _retag(self, ticket_id: str, add: Any, remove: Any) -> None:
         with self._lock:
             fake = self._tickets.get(ticket_id)
             if fake is not None:
@@ -315,7 +361,7 @@ class DryRunAdapter:
     def created(self) -> list[TicketInfo]:
         """Tickets this run would have created, in order."""
         with self._lock:
-            return [f.info for _, f in sorted(self._tickets.items(), reverse=True)]
+            return [f.info for _, f in sorted(self._tickets.items(), key=lambda kv: -int(kv[0]))]
 
 
 def _changed_tags(

@@ -34,9 +34,12 @@ def make_host(config: HostConfig, *, out: TextIO | None = None,
             reader = _otobo(config, observer, sleep)
         elif config.url:
             reader = _zendesk(config, observer, sleep)
+        from connector.hosts.vocabulary import vocabulary_for
+
         return DryRunAdapter(out or sys.stdout, reader=reader,
                              max_uploads_per_mail=config.max_uploads_per_mail,
-                             max_ccs_per_mail=config.max_ccs_per_mail)
+                             max_ccs_per_mail=config.max_ccs_per_mail,
+                             vocabulary=vocabulary_for(config))
     if config.type == "zendesk":
         return _zendesk(config, observer, sleep)
     if config.type == "otobo":

@@ -40,25 +40,18 @@ from connector.errors import PermanentHostError
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo, Upload
 from connector.hosts.otobo_api import GenericInterfaceClient, OtoboOperationError
 from connector.hosts.otobo_payload import (
+    DEFAULT_PRIORITIES,
+    DEFAULT_STATES,
+    OtoboVocabulary,
     attachment_entries,
     dynamic_field_list,
     fit_attachments,
     left_out_note,
-    native_controls,
 )
 from connector.hosts.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
-#: Zendesk-style words the decide stage uses (account defaults, follow_up.status) -> OTOBO's
-#: default state and priority names; ``host.otobo.states`` / ``priorities`` override them.
-DEFAULT_STATES: Mapping[str, str] = {
-    "new": "new", "open": "open", "pending": "pending reminder", "hold": "pending reminder",
-    "solved": "closed successful",
-}
-DEFAULT_PRIORITIES: Mapping[str, str] = {
-    "low": "2 low", "normal": "3 normal", "high": "4 high", "urgent": "5 very high",
-}
 #: Receipt tags the PEC stage adds -> the delivery state a receipt leaves in
 #: ``receipt_state_field``, with a rank so a late acceptance never hides a delivery or a failure.
 RECEIPT_STATES: Mapping[str, tuple[int, str]] = {
@@ -118,10 +111,12 @@ class OtoboAdapter:
         self.api = GenericInterfaceClient(session or requests.Session(), settings.base_url,
                                           user=settings.user, password=settings.password,
                                           timeout=settings.timeout, verify=settings.verify)
+        self.vocabulary = OtoboVocabulary(settings.states, settings.priorities,
+                                          keeps_tags=bool(settings.tags_field))
         self._policy = RetryPolicy(max_attempts=settings.max_attempts,
                                    max_backoff=settings.max_backoff)
         self._sleep = sleep
-        self._ids: dict[int, int] = {}  # TicketNumber -> TicketID, immutable pairs
+        self._ids: dict[str, int] = {}  # TicketNumber -> TicketID, immutable pairs
         self._lock = threading.Lock()
         self.on_retry: Callable[[], None] | None = None
 
@@ -146,7 +141,7 @@ class OtoboAdapter:
     def add_comment(self, comment: Comment) -> None:
         self.retry("TicketUpdate", lambda: self._comment_once(comment))
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=False))
         return self.ticket_info(raw) if raw is not None else None
 
@@ -159,7 +154,7 @@ class OtoboAdapter:
         # create_ticket, which completes it (a resumed create then finds it there).
         return [self.ticket_info(t) for t in tickets if t is not None and t.get("Article")]
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         raw = self.retry("TicketGet", lambda: self._ticket(ticket_id, articles=True))
         if raw is None:
             return False
@@ -181,10 +176,10 @@ class OtoboAdapter:
 
         return bool(self.retry("TicketSearch", search))
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def add_tags(self, ticket_id: str, tags: list[str]) -> None:
         self._retag(ticket_id, add=tags, remove=())
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def remove_tags(self, ticket_id: str, tags: list[str]) -> None:
         self._retag(ticket_id, add=(), remove=tags)
 
     # -- create ---------------------------------------------------------------------------
@@ -195,7 +190,7 @@ class OtoboAdapter:
                 raw = self.get_raw(ticket_id, articles=True)
                 if raw is None:
                     continue
-                number = int(raw["TicketNumber"])
+                number = str(raw["TicketNumber"])
                 if not raw.get("Article"):
                     # TicketCreate stopped after the ticket and its dynamic fields: the article
                     # is added now (TicketUpdate), so the ticket is whole and single.
@@ -205,7 +200,7 @@ class OtoboAdapter:
                 return CreatedTicket(id=number, replayed=True)
         payload = self.create_request(ticket)
         answer = self.api.call("TicketCreate", "POST", "/Ticket", payload)
-        number, ticket_id = int(answer["TicketNumber"]), int(answer["TicketID"])
+        number, ticket_id = str(answer["TicketNumber"]), int(answer["TicketID"])
         with self._lock:
             self._ids[number] = ticket_id
         return CreatedTicket(id=number)
@@ -213,8 +208,8 @@ class OtoboAdapter:
     def create_request(self, ticket: NewTicket) -> dict[str, Any]:
         """TicketCreate's parameters for a ticket (no I/O; the dry run shows them)."""
         s = self.settings
-        native = native_controls(ticket.controls, follow_up=False)
-        fields = self._fields(ticket.custom_fields, native.dynamic_fields)
+        native = self.vocabulary.native(ticket.defaults, ticket.controls, follow_up=False)
+        fields: dict[str, Any] = dict(native.dynamic_fields)
         if ticket.external_id:
             fields[s.message_id_field] = ticket.external_id
         if s.tags_field and ticket.tags:
@@ -234,12 +229,12 @@ class OtoboAdapter:
         out: dict[str, Any] = {
             "Title": ticket.subject or "(no subject)",
             "Queue": s.queue,
-            "State": s.states.get(ticket.status or "", s.state),
-            "Priority": s.priorities.get(ticket.priority or "", s.priority),
+            "State": s.state,
+            "Priority": s.priority,
             "CustomerUser": ticket.requester_email,
         }
-        if ticket.ticket_type or s.ticket_type:
-            out["Type"] = ticket.ticket_type or s.ticket_type
+        if s.ticket_type:
+            out["Type"] = s.ticket_type
         return out
 
     def _article_request(self, ticket: NewTicket) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -280,7 +275,7 @@ class OtoboAdapter:
         changes for a comment; ``current`` is the ticket as TicketGet shows it (for tags and
         the receipt state), None when not read. No I/O: the dry run shows it as it is."""
         s = self.settings
-        native = native_controls(comment.controls, follow_up=True)
+        native = self.vocabulary.native(comment.defaults, comment.controls, follow_up=True)
         text, content_type = _body(comment.body_text, comment.body_html)
         attachments, note = self._attachments(comment.uploads, len(text.encode()))
         if note:
@@ -296,12 +291,7 @@ class OtoboAdapter:
         elif not comment.public:
             article["From"] = "postmaster-bridge"
         article.update(native.article)
-        changes: dict[str, Any] = {}
-        if comment.status and not native.keep_state:
-            changes["State"] = s.states.get(comment.status, comment.status)
-        if comment.priority:
-            changes["Priority"] = s.priorities.get(comment.priority, comment.priority)
-        changes.update(native.ticket)
+        changes: dict[str, Any] = dict(native.ticket)
         if native.keep_state:
             changes.pop("State", None)
         fields: dict[str, Any] = dict(native.dynamic_fields)
@@ -334,7 +324,7 @@ class OtoboAdapter:
             payload["Ticket"] = dict(changes)
         self.api.call("TicketUpdate", "PATCH", f"/Ticket/{ticket_id}", payload)
 
-    def _retag(self, ticket_id: int, add: Iterable[str], remove: Iterable[str]) -> None:
+    def _retag(self, ticket_id: str, add: Iterable[str], remove: Iterable[str]) -> None:
         s = self.settings
         if not s.tags_field:
             log.debug("ticket %s: tags not kept (host.otobo.tags_field is not set)", ticket_id)
@@ -359,7 +349,7 @@ class OtoboAdapter:
             "SortBy": "Age", "OrderBy": "Up"})
         return [int(t) for t in id_list(answer.get("TicketID"))]
 
-    def internal_id(self, number: int) -> int | None:
+    def internal_id(self, number: str) -> int | None:
         with self._lock:
             known = self._ids.get(number)
         if known is not None:
@@ -373,7 +363,7 @@ class OtoboAdapter:
             self._ids[number] = int(ids[0])
         return int(ids[0])
 
-    def _ticket(self, number: int, *, articles: bool) -> dict[str, Any] | None:
+    def _ticket(self, number: str, *, articles: bool) -> dict[str, Any] | None:
         ticket_id = self.internal_id(number)
         return self.get_raw(ticket_id, articles=articles) if ticket_id is not None else None
 
@@ -392,13 +382,13 @@ class OtoboAdapter:
             return None
         raw: dict[str, Any] = tickets[0]
         with self._lock:
-            self._ids[int(raw["TicketNumber"])] = int(raw["TicketID"])
+            self._ids[str(raw["TicketNumber"])] = int(raw["TicketID"])
         return raw
 
     def ticket_info(self, raw: Mapping[str, Any]) -> TicketInfo:
         closed = str(raw.get("StateType") or "").lower() in CLOSED_STATE_TYPES
         return TicketInfo(
-            id=int(raw["TicketNumber"]),
+            id=str(raw["TicketNumber"]),
             status="closed" if closed else str(raw.get("State") or ""),
             subject=str(raw.get("Title") or ""),
             requester_email=raw.get("CustomerUserID") or None,
@@ -407,19 +397,6 @@ class OtoboAdapter:
         )
 
     # -- helpers --------------------------------------------------------------------------
-    def _fields(self, custom: Iterable[tuple[int | str, object]],
-                native: Mapping[str, str]) -> dict[str, Any]:
-        """Dynamic fields by name: the account's (PEC facts, defaults) first, then what the
-        filters set. Numeric ids are Zendesk custom fields and mean nothing here."""
-        out: dict[str, Any] = {}
-        for key, value in custom:
-            if isinstance(key, str) and not key.isdigit():
-                out[key] = value if isinstance(value, (list, str)) else str(value)
-            else:
-                log.debug("custom field id %s has no meaning on OTOBO; not sent", key)
-        out.update(native)
-        return out
-
     def _attachments(self, uploads: Iterable[Upload],
                      body_bytes: int) -> tuple[list[dict[str, str]], str | None]:
         budget = self.settings.max_length - body_bytes * 2 - _REQUEST_OVERHEAD

@@ -13,10 +13,21 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connector.filters.controls import canonical_control
-from connector.hosts.base import Upload
+from connector.hosts.base import Translation, Upload
+
+#: Zendesk-style words the account's defaults may use (``new_ticket.status``,
+#: ``follow_up.status``) -> OTOBO's default state and priority names; ``host.otobo.states`` /
+#: ``priorities`` override them. OTOBO's own names pass through unchanged.
+DEFAULT_STATES: Mapping[str, str] = {
+    "new": "new", "open": "open", "pending": "pending reminder", "hold": "pending reminder",
+    "solved": "closed successful",
+}
+DEFAULT_PRIORITIES: Mapping[str, str] = {
+    "low": "2 low", "normal": "3 normal", "high": "4 high", "urgent": "5 very high",
+}
 
 #: Control header (canonical, without ``X-OTOBO-``) -> TicketCreate ``Ticket`` parameter.
 NEW_TICKET_FIELDS: Mapping[str, str] = {
@@ -92,6 +103,41 @@ def native_controls(controls: Iterable[tuple[str, str]], *, follow_up: bool) -> 
         elif rest == "State-Keep" and value.strip().lower() in ("yes", "true", "1"):
             keep_state = True
     return NativeControls(ticket, article, fields, keep_state)
+
+
+@dataclass(frozen=True)
+class OtoboVocabulary:
+    """The control vocabulary on OTOBO/Znuny: native, so nothing is a problem here (OTOBO
+    itself refuses a queue or state it does not have, with a typed error). Only the account's
+    Zendesk-style words for states and priorities go through ``states``/``priorities``."""
+
+    states: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATES))
+    priorities: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    keeps_tags: bool = False  # OTOBO has no tags; a tags_field (text dynamic field) keeps them
+
+    def native(self, defaults: Iterable[tuple[str, object]],
+               controls: Iterable[tuple[str, object]], *, follow_up: bool) -> NativeControls:
+        """``defaults`` then ``controls`` as GenericInterface parameters."""
+        first = native_controls(_texts(defaults), follow_up=follow_up)
+        then = native_controls(_texts(controls), follow_up=follow_up)
+        ticket = {**first.ticket, **then.ticket}
+        for key, table in (("State", self.states), ("Priority", self.priorities)):
+            if key in ticket:
+                ticket[key] = table.get(str(ticket[key]), ticket[key])
+        return NativeControls(ticket, {**first.article, **then.article},
+                              {**first.dynamic_fields, **then.dynamic_fields},
+                              first.keep_state or then.keep_state)
+
+    def translate(self, defaults: Iterable[tuple[str, object]],
+                  controls: Iterable[tuple[str, object]], *,
+                  follow_up: bool = False) -> Translation:
+        native = self.native(defaults, controls, follow_up=follow_up)
+        return Translation({"Ticket": dict(native.ticket), "Article": dict(native.article),
+                            "DynamicField": dict(native.dynamic_fields)})
+
+
+def _texts(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, str]]:
+    return [(name, value if isinstance(value, str) else str(value)) for name, value in pairs]
 
 
 def base64_size(size: int) -> int:

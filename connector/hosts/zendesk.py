@@ -57,6 +57,7 @@ from connector.hosts.base import (
     NewTicket,
     TicketInfo,
     Upload,
+    first_ticket,
 )
 from connector.hosts.bounded import bound_ccs, bound_uploads, cc_note
 from connector.hosts.ratelimit import Rate, RequestPacer
@@ -67,6 +68,7 @@ from connector.hosts.retry import (
     parse_retry_after,
 )
 from connector.hosts.transport import HostTransport
+from connector.hosts.zendesk_fields import ZendeskVocabulary
 from connector.hosts.zendesk_import import IMPORT_BATCH_SIZE, TicketImport
 from connector.mail.filenames import safe_filename
 from connector.tls import certificate_failure, describe_certificate_failure, warn_unverified
@@ -108,7 +110,7 @@ _USER_AGENT = "postmaster-bridge (+zendesk adapter)"
 class TicketNotFoundError(PermanentHostError):
     """The ticket does not exist (deleted, merged away, or never there): open a new one."""
 
-    def __init__(self, ticket_id: int, message: str = "", *, body: str | None = None) -> None:
+    def __init__(self, ticket_id: str, message: str = "", *, body: str | None = None) -> None:
         self.ticket_id = ticket_id
         super().__init__(message or f"ticket #{ticket_id} not found", status=404, body=body)
 
@@ -156,6 +158,10 @@ class ZendeskSettings:
     # account-wide ticket-update budget (None: not paced; 429s are waited out).
     rate_limit: Rate | None = None
     ticket_update_rate_limit: Rate | None = None
+    # How the control vocabulary maps (connector.hosts.zendesk_fields): queue names to group
+    # ids (host.groups), dynamic field names to custom field ids (host.custom_fields).
+    groups: Mapping[str, int] = field(default_factory=dict)
+    custom_fields: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -189,6 +195,8 @@ class ZendeskSettings:
             max_ccs_per_mail=cfg.max_ccs_per_mail,
             rate_limit=cfg.rate_limit,
             ticket_update_rate_limit=cfg.ticket_update_rate_limit,
+            groups=dict(cfg.groups),
+            custom_fields=dict(cfg.custom_fields),
         )
 
 
@@ -397,6 +405,7 @@ class ZendeskAdapter:
         on_prepared: Callable[[PreparedRequest], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.vocabulary = ZendeskVocabulary(settings.groups, settings.custom_fields)
         self.on_retry: Callable[[], None] | None = None
         self.on_response: ResponseObserver | None = None
         if session is None:
@@ -442,7 +451,7 @@ class ZendeskAdapter:
         self._cache_lock = threading.Lock()
         self._prepared: OrderedDict[str, PreparedRequest] = OrderedDict()
         self._user_ids: dict[str, tuple[int | None, float]] = {}
-        self._known: OrderedDict[int, tuple[TicketInfo, float]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[TicketInfo, float]] = OrderedDict()
         self._created: dict[int, dict[str, Any]] = {}  # create answers, until send_prepared
         # (ticket, its fingerprint) of the last create prepared; see _fingerprint.
         self._last_fingerprint: tuple[weakref.ref[NewTicket], str] | None = None
@@ -466,22 +475,22 @@ class ZendeskAdapter:
             while len(self._known) > _KNOWN_TICKETS:
                 self._known.popitem(last=False)
 
-    def _known_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def _known_ticket(self, ticket_id: str) -> TicketInfo | None:
         with self._cache_lock:
-            known = self._known.get(int(ticket_id))
+            known = self._known.get(str(ticket_id))
         if known is None or self._clock() - known[1] > KNOWN_TICKET_SECONDS:
             return None
         return known[0]
 
-    def _forget_ticket(self, ticket_id: int) -> None:
+    def _forget_ticket(self, ticket_id: str) -> None:
         with self._cache_lock:
-            self._known.pop(int(ticket_id), None)
+            self._known.pop(str(ticket_id), None)
 
     def _learn_created(self, created: CreatedTicket, ticket: NewTicket | None) -> None:
         """What the create answer and the request tell about the new ticket and its requester:
         the reply that follows needs neither a ticket read nor a user search."""
         with self._cache_lock:
-            answer = self._created.pop(created.id, None)
+            answer = self._created.pop(int(created.id), None)
         if answer is None or ticket is None:
             return
         requester_id = answer.get("requester_id")
@@ -503,7 +512,8 @@ class ZendeskAdapter:
         removed = {t.lower() for t in comment.remove_tags}
         tags = [t for t in known.tags if t.lower() not in removed]
         tags += [t for t in comment.add_tags if t not in tags]
-        self._remember_ticket(replace(known, status=comment.status or known.status,
+        status = self.comment_fields(comment).get("status")
+        self._remember_ticket(replace(known, status=status or known.status,
                                       tags=tuple(tags)))
 
     def create_ticket(self, ticket: NewTicket) -> CreatedTicket:
@@ -544,13 +554,15 @@ class ZendeskAdapter:
         self._learn_commented(comment)
         log.debug("%s: added (public=%s)", label, comment.public)
 
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
+        if not _is_ticket_id(ticket_id):
+            return None  # a subject pattern may find text that no Zendesk ticket can have
         known = self._known_ticket(ticket_id)
         if known is not None:
             return known
         resp = self.request(
             "GET",
-            f"/api/v2/tickets/{int(ticket_id)}",
+            f"/api/v2/tickets/{zendesk_ticket_id(ticket_id)}",
             params={"include": "users"},
             allow={404},
             operation=f"get ticket #{ticket_id}",
@@ -570,10 +582,11 @@ class ZendeskAdapter:
             found.extend(self._ticket_info(t, users) for t in page.get("tickets") or [])
         return found
 
-    def comment_exists(self, ticket_id: int, dedupe_key: str) -> bool:
+    def comment_exists(self, ticket_id: str, dedupe_key: str) -> bool:
         op = f"audits of ticket #{ticket_id}"
         try:
-            for page in self.pages(f"/api/v2/tickets/{int(ticket_id)}/audits", None, op):
+            path = f"/api/v2/tickets/{zendesk_ticket_id(ticket_id)}/audits"
+            for page in self.pages(path, None, op):
                 for audit in page.get("audits") or []:
                     custom = (audit.get("metadata") or {}).get("custom") or {}
                     if isinstance(custom, dict) and custom.get(DEDUPE_METADATA_KEY) == dedupe_key:
@@ -602,11 +615,11 @@ class ZendeskAdapter:
         with self._cache_lock:
             self._user_ids[email.strip().lower()] = (user_id, self._clock())
 
-    def add_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def add_tags(self, ticket_id: str, tags: list[str]) -> None:
         if tags:
             self._tags_call("PUT", ticket_id, tags)
 
-    def remove_tags(self, ticket_id: int, tags: list[str]) -> None:
+    def remove_tags(self, ticket_id: str, tags: list[str]) -> None:
         if tags:
             self._tags_call("DELETE", ticket_id, tags)
 
@@ -730,21 +743,17 @@ class ZendeskAdapter:
             "requester": {"name": name, "email": ticket.requester_email},
             "comment": comment,
         }
+        # status, priority, type, group, brand, custom fields: the controls, translated
+        body.update(self.vocabulary.translate(ticket.defaults, ticket.controls).fields)
         optional = {
-            "priority": ticket.priority,
-            "status": ticket.status,
-            "type": ticket.ticket_type,
-            "group_id": ticket.group_id,
-            "brand_id": ticket.brand_id,
             "recipient": ticket.recipient,
             "external_id": ticket.external_id,
-            "via_followup_source_id": ticket.via_followup_source_id,
+            "via_followup_source_id": (zendesk_ticket_id(ticket.follows_up)
+                                       if ticket.follows_up else None),
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if ticket.tags:
             body["tags"] = list(ticket.tags)
-        if ticket.custom_fields:
-            body["custom_fields"] = [{"id": fid, "value": val} for fid, val in ticket.custom_fields]
         ccs, listed_only = bound_ccs(ticket.email_ccs, self.settings.max_ccs_per_mail)
         if ccs:
             body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ccs]
@@ -778,7 +787,7 @@ class ZendeskAdapter:
         log.debug("%s: ticket #%s %s", label, ticket["id"], "replayed" if replayed else "created")
         with self._cache_lock:
             self._created[ticket["id"]] = ticket
-        return CreatedTicket(id=ticket["id"], replayed=replayed)
+        return CreatedTicket(id=str(ticket["id"]), replayed=replayed)
 
     def _existing_ticket(self, external_id: str | None) -> CreatedTicket | None:
         if not external_id:
@@ -786,7 +795,7 @@ class ZendeskAdapter:
         found = self.find_tickets_by_external_id(external_id)
         if not found:
             return None
-        first = min(found, key=lambda t: t.id)
+        first = first_ticket(found)
         log.info("ticket #%s already exists for external_id %r", first.id, external_id)
         return CreatedTicket(id=first.id, replayed=True)
 
@@ -892,10 +901,7 @@ class ZendeskAdapter:
         if author_id is not None:
             body["author_id"] = author_id
         update: dict[str, Any] = {"comment": body}
-        if comment.status:
-            update["status"] = comment.status
-        if comment.priority:
-            update["priority"] = comment.priority
+        update.update(self.comment_fields(comment))  # status, priority
         if comment.dedupe_key:
             update["metadata"] = {DEDUPE_METADATA_KEY: comment.dedupe_key}
         if comment.add_tags or comment.remove_tags:
@@ -913,19 +919,25 @@ class ZendeskAdapter:
         self._ticket_update(
             "PUT",
             comment.ticket_id,
-            f"/api/v2/tickets/{int(comment.ticket_id)}",
+            f"/api/v2/tickets/{zendesk_ticket_id(comment.ticket_id)}",
             {"ticket": update},
             f"comment on ticket #{comment.ticket_id}",
             retry=False,
         )
 
-    def _tags_call(self, method: str, ticket_id: int, tags: list[str]) -> None:
+    def comment_fields(self, comment: Comment) -> dict[str, Any]:
+        """The ticket changes a comment carries (``status``, ``priority``), translated from
+        its follow-up controls."""
+        return dict(self.vocabulary.translate(comment.defaults, comment.controls,
+                                              follow_up=True).fields)
+
+    def _tags_call(self, method: str, ticket_id: str, tags: list[str]) -> None:
         self._forget_ticket(ticket_id)  # its tags change: the next look reads them
         verb = "add tags to" if method == "PUT" else "remove tags from"
         self._ticket_update(
             method,
             ticket_id,
-            f"/api/v2/tickets/{int(ticket_id)}/tags",
+            f"/api/v2/tickets/{zendesk_ticket_id(ticket_id)}/tags",
             {"tags": list(tags)},
             f"{verb} ticket #{ticket_id}",
             retry=True,
@@ -934,7 +946,7 @@ class ZendeskAdapter:
     def _ticket_update(
         self,
         method: str,
-        ticket_id: int,
+        ticket_id: str,
         path: str,
         payload: Mapping[str, Any],
         op: str,
@@ -944,7 +956,7 @@ class ZendeskAdapter:
         """One update of a ticket, counted against the per-ticket window before it is sent."""
 
         def send() -> requests.Response:
-            self._limiter.acquire(int(ticket_id))
+            self._limiter.acquire(zendesk_ticket_id(ticket_id))
             return self._send_checked(
                 method,
                 self._url(path),
@@ -958,9 +970,9 @@ class ZendeskAdapter:
             return send()
         return self._retry(op, send)
 
-    def _raw_ticket(self, ticket_id: int) -> dict[str, Any]:
+    def _raw_ticket(self, ticket_id: str) -> dict[str, Any]:
         op = f"get ticket #{ticket_id}"
-        resp = self.request("GET", f"/api/v2/tickets/{int(ticket_id)}", operation=op,
+        resp = self.request("GET", f"/api/v2/tickets/{zendesk_ticket_id(ticket_id)}", operation=op,
                           ticket_id=ticket_id)
         return self._json(resp, op).get("ticket") or {}
 
@@ -993,7 +1005,7 @@ class ZendeskAdapter:
         }
         cc_ids = ticket.get("email_cc_ids") or ticket.get("collaborator_ids") or []
         return TicketInfo(
-            id=int(ticket["id"]),
+            id=str(ticket["id"]),
             status=str(ticket.get("status") or ""),
             subject=str(ticket.get("subject") or ""),
             requester_email=emails.get(ticket.get("requester_id")),
@@ -1017,7 +1029,7 @@ class ZendeskAdapter:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         allow: set[int] | frozenset[int] = frozenset(),
-        ticket_id: int | None = None,
+        ticket_id: str | None = None,
         retry_ambiguous: bool = True,
     ) -> requests.Response:
         """Any Support API call with this adapter's auth, retries and per-ticket update limit
@@ -1057,7 +1069,7 @@ class ZendeskAdapter:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         allow: set[int] | frozenset[int] = frozenset(),
-        ticket_id: int | None = None,
+        ticket_id: str | None = None,
     ) -> requests.Response:
         resp = self._send(method, url, operation, params=params, data=data, headers=headers)
         status = resp.status_code
@@ -1072,9 +1084,9 @@ class ZendeskAdapter:
         if status == 409 or status >= 500:
             raise TransientHostError(message, status=status, body=body)
         if ticket_id is not None and status == 422 and _CLOSED_MARKER in text.lower():
-            raise TicketClosedError(int(ticket_id), message, body=body)
+            raise TicketClosedError(ticket_id, message, body=body)
         if ticket_id is not None and status == 404:
-            raise TicketNotFoundError(int(ticket_id), message, body=body)
+            raise TicketNotFoundError(ticket_id, message, body=body)
         if 300 <= status < 400:
             message += f" (redirect to {resp.headers.get('Location', '?')}; check base_url)"
         raise PermanentHostError(message, status=status, body=body)
@@ -1284,6 +1296,19 @@ def _surely_not_applied(exc: TransientHostError) -> bool:
 _TICKET_PATH = re.compile(r"^/api/v2/tickets/(\d+)(?:/|$)")
 
 
-def _ticket_id_of(path: str) -> int | None:
+def _ticket_id_of(path: str) -> str | None:
     match = _TICKET_PATH.match(path)
-    return int(match.group(1)) if match else None
+    return match.group(1) if match else None
+
+
+def _is_ticket_id(ticket_id: str) -> bool:
+    text = str(ticket_id)
+    return text.isascii() and text.isdigit() and 0 < len(text) <= 19 and int(text) > 0
+
+
+def zendesk_ticket_id(ticket_id: str) -> int:
+    """The bridge's opaque ticket id as Zendesk's integer id; a text that cannot be one is a
+    ticket Zendesk does not have."""
+    if not _is_ticket_id(ticket_id):
+        raise TicketNotFoundError(str(ticket_id), f"#{ticket_id} is not a Zendesk ticket id")
+    return int(ticket_id)

@@ -95,7 +95,7 @@ class TicketImport:
         ticket = self.adapter._json(resp, op).get("ticket") or {}
         if not isinstance(ticket.get("id"), int):
             raise TransientHostError(f"{op}: answer without a ticket id", status=resp.status_code)
-        return ImportResult(ticket_id=ticket["id"])
+        return ImportResult(ticket_id=str(ticket["id"]))
 
     def _import_many(self, bodies: list[dict[str, Any]], params: dict[str, str] | None,
                      on_job: Callable[[str], None] | None) -> list[ImportResult]:
@@ -148,9 +148,16 @@ class TicketImport:
                                                dated.created_at, now))
         tags = list(dict.fromkeys((*ticket.tags,
                                    *(t for d in item.comments for t in d.comment.add_tags))))
-        status = ticket.status
+        vocabulary = self.adapter.vocabulary
+        fields = dict(vocabulary.translate(ticket.defaults, ticket.controls).fields)
         for dated in item.comments:  # the latest status a reply set is the ticket's
-            status = dated.comment.status or status
+            reply = vocabulary.translate(dated.comment.defaults, dated.comment.controls,
+                                         follow_up=True).fields
+            if "status" in reply:
+                fields["status"] = reply["status"]
+        if item.status:
+            fields["status"] = item.status
+        status = fields.get("status")
         body: dict[str, Any] = {
             "subject": ticket.subject,
             "requester_id": requester_id,
@@ -158,16 +165,13 @@ class TicketImport:
             "created_at": zendesk_time(item.created_at, now),
             "updated_at": zendesk_time(item.updated_at, now),
         }
-        optional = {"status": status, "priority": ticket.priority, "type": ticket.ticket_type,
-                    "group_id": ticket.group_id, "brand_id": ticket.brand_id,
-                    "recipient": ticket.recipient, "external_id": ticket.external_id}
+        body.update(fields)  # status, priority, type, group, brand, custom fields
+        optional = {"recipient": ticket.recipient, "external_id": ticket.external_id}
         body.update({k: v for k, v in optional.items() if v is not None})
         if status in ("solved", "closed"):
             body["solved_at"] = body["updated_at"]
         if tags:
             body["tags"] = tags
-        if ticket.custom_fields:
-            body["custom_fields"] = [{"id": fid, "value": val} for fid, val in ticket.custom_fields]
         ccs, listed_only = bound_ccs(ticket.email_ccs, self.adapter.settings.max_ccs_per_mail)
         if ccs:
             body["email_ccs"] = [{"user_email": e, "action": "put"} for e in ccs]
@@ -237,6 +241,6 @@ def _job_results(job: dict[str, Any], count: int, op: str) -> list[ImportResult]
                 results[index] = ImportResult(None, f"{error}: {details}" if details else
                                               str(error))
             elif isinstance(entry.get("id"), int):
-                results[index] = ImportResult(entry["id"])
+                results[index] = ImportResult(str(entry["id"]))
     why = f"{op}: not in the job's results ({job.get('message') or job.get('status')})"
     return [r if r is not None else ImportResult(None, why) for r in results]

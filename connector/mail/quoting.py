@@ -26,6 +26,7 @@ from functools import lru_cache
 import quotequail
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.constants import MAIL_LANGUAGES
+from mailparser_reply.parser import EmailMessage
 
 #: Languages whose quote headers and signatures are recognised (``david`` is a test entry).
 LANGUAGES = tuple(code for code in MAIL_LANGUAGES if len(code) == 2)
@@ -62,6 +63,71 @@ class TrimmedReply:
 @lru_cache(maxsize=1)
 def _parser() -> EmailReplyParser:
     return EmailReplyParser(languages=list(LANGUAGES))
+
+
+class _HeadersOnly(EmailMessage):
+    """mail-parser-reply's reader (``EmailReplyParser.parse_reply``) without its signature and
+    disclaimer searches: the latest reply's content, all that is used here, does not depend
+    on them, and they were two thirds of its time (about 0.6 ms per reply)."""
+
+    def _process_signatures_disclaimers(self, text: str) -> tuple[list[str], str]:
+        return [], ""
+
+
+#: How each of the library's quote-header alternatives begins: at a line start, or at a
+#: newline, or (Danish "-----Oprindelig meddelelse") at a dash.
+_ALTERNATIVE_STARTS = ("^", "(^", "((?:(?:^|\\n|\\n(?:> ?)*)[* ]*",
+                       "((?:(?:^|\\n|\\n(?:> ?)*)?-----")
+
+
+@lru_cache(maxsize=1)
+def _header_regex() -> re.Pattern[str]:
+    """The library's quote-header pattern of every language, built and compiled once (it
+    builds it again for every message), behind a guard that lets the engine try its 27
+    alternatives only where one of them can begin: findall otherwise tries them all at every
+    character (about 1 ms per reply). The guard is added only when every alternative begins
+    as ``_ALTERNATIVE_STARTS`` says; a library version with other patterns runs unguarded."""
+    pattern = _HeadersOnly(text="", languages=list(_parser().languages)).HEADER_REGEX
+    if not all(alternative.startswith(_ALTERNATIVE_STARTS)
+               for alternative in _top_level_alternatives(pattern.pattern)):
+        return pattern
+    return re.compile(f"(?:^|(?=[\\n-]))(?:{pattern.pattern})", pattern.flags)
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    """``pattern`` split at its top-level ``|`` (outside groups and character classes)."""
+    parts, current, depth, index = [], [], 0, 0
+    in_class = False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            current.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append("".join(current))
+            current = []
+            index += 1
+            continue
+        current.append(char)
+        index += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _latest_reply(body: str) -> str | None:
+    """What ``_parser().parse_reply(text=body)`` answers."""
+    message = _HeadersOnly(text=body, languages=list(_parser().languages),
+                           _header_regex=_header_regex())
+    return message.read().latest_reply
 
 
 def new_text(body: str) -> TrimmedReply:
@@ -122,7 +188,7 @@ def _interleaved(body: str) -> bool:
 
 def _trimmed_by_headers(body: str) -> str:
     try:
-        return _parser().parse_reply(text=body).strip()
+        return (_latest_reply(body) or "").strip()
     except (RecursionError, re.error, IndexError, ValueError):
         # The libraries are heuristics; on input they cannot read, the whole text is the answer.
         return body.strip()

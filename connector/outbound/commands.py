@@ -24,13 +24,13 @@ from connector.exitcodes import (
     EX_SOFTWARE,
     EX_UNAVAILABLE,
 )
-from connector.outbound.install import apply, plan_install, plan_uninstall
 from connector.outbound.queue import Job, JobState, OutboundQueue
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, load_outbound
 from connector.outbound.webhook import WebhookApp
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
+from connector.outbound.zendesk_install import apply, plan_install, plan_uninstall
 
 log = logging.getLogger(__name__)
 

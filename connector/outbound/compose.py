@@ -117,7 +117,7 @@ def clean_subject(subject: str) -> str:
     return subject.strip()
 
 
-def ensure_ticket_reference(subject: str, ticket_id: int, pattern: str,
+def ensure_ticket_reference(subject: str, ticket_id: str, pattern: str,
                             hook: str = "#") -> str:
     """``subject`` with the ticket reference the inbound side recognises (``[#id]``; OTOBO's
     ``[Ticket#2026...]`` with its ``Ticket::Hook``)."""

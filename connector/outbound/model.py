@@ -1,13 +1,21 @@
 """What the outbound worker knows about a ticket, read from the helpdesk API.
 
-Plain frozen dataclasses, filled by ``zendesk_api`` and read by the pure modules (templates,
-compose), so those never see HTTP answers.
+Plain frozen dataclasses, filled by a host's outbound API (``zendesk_api``, ``otobo_api``) and
+read by the pure modules (templates, compose), so those never see HTTP answers; and
+``OutboundAPI``, what the worker asks of any host.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from connector.errors import PermanentHostError
+
+
+class AttachmentTooLarge(PermanentHostError):
+    """A comment attachment is over the size the message may have."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class CommentView:
 class TicketView:
     """The ticket fields the outbound path uses. ``fields`` maps custom field id to value."""
 
-    id: int
+    id: str  # opaque, as connector.hosts.base.TicketId
     title: str
     status: str
     requester_name: str = ""
@@ -59,5 +67,28 @@ class TicketView:
 class TaggedTicket:
     """A search hit for the sweep: a ticket carrying a reply or pending tag."""
 
-    id: int
+    id: str
     updated_at: str
+
+
+class OutboundAPI(Protocol):
+    """What the outbound worker asks of a helpdesk (Zendesk's and OTOBO's outbound APIs)."""
+
+    def ticket(self, ticket_id: str) -> TicketView: ...
+
+    def comments(self, ticket_id: str, *, max_pages: int = 5) -> Iterator[CommentView]:
+        """The ticket's comments, newest first."""
+        ...
+
+    def download(self, attachment: AttachmentRef, *, limit: int) -> bytes:
+        """The attachment's bytes (at most ``limit``, else AttachmentTooLarge)."""
+        ...
+
+    def tagged_tickets(self, tag: str) -> list[TaggedTicket]:
+        """Open tickets asking for a reply by this tag (the sweep's look-up)."""
+        ...
+
+    def add_note(self, ticket_id: str, text: str, *, add_tags: tuple[str, ...] = (),
+                 remove_tags: tuple[str, ...] = (), dedupe_key: str | None = None) -> None:
+        """An internal note with tag changes, in one ticket update."""
+        ...

@@ -26,8 +26,13 @@ from connector.errors import PermanentHostError
 from connector.hosts.base import Comment
 from connector.hosts.otobo import OtoboAdapter, id_list
 from connector.mail.html import html_to_text
-from connector.outbound.model import AttachmentRef, CommentView, TaggedTicket, TicketView
-from connector.outbound.zendesk_api import AttachmentTooLarge
+from connector.outbound.model import (
+    AttachmentRef,
+    AttachmentTooLarge,
+    CommentView,
+    TaggedTicket,
+    TicketView,
+)
 
 #: The ticket dynamic field whose value names the account asked to send.
 DEFAULT_REPLY_FIELD = "PECReply"
@@ -45,12 +50,12 @@ class OtoboOutboundAPI:
         self._files: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def ticket_number(self, internal_id: int) -> int | None:
+    def ticket_number(self, internal_id: int) -> str | None:
         """The TicketNumber of an internal TicketID (what OTOBO's invoker sends)."""
         raw = self._retry("TicketGet", lambda: self.adapter.get_raw(internal_id))
-        return int(raw["TicketNumber"]) if raw is not None else None
+        return str(raw["TicketNumber"]) if raw is not None else None
 
-    def _raw(self, ticket_id: int, **params: Any) -> dict[str, Any]:
+    def _raw(self, ticket_id: str, **params: Any) -> dict[str, Any]:
         internal = self.adapter.internal_id(ticket_id)
         if internal is None:
             raise PermanentHostError(f"TicketGet: ticket {ticket_id} does not exist")
@@ -61,7 +66,7 @@ class OtoboOutboundAPI:
             raise PermanentHostError(f"TicketGet: ticket {ticket_id} does not exist")
         return dict(tickets[0])
 
-    def ticket(self, ticket_id: int) -> TicketView:
+    def ticket(self, ticket_id: str) -> TicketView:
         raw = self._retry("TicketGet", lambda: self._raw(ticket_id))
         fields = {str(f.get("Name")): f.get("Value") for f in raw.get("DynamicField") or []}
         info = self.adapter.ticket_info(raw)
@@ -74,7 +79,7 @@ class OtoboOutboundAPI:
                           external_id=info.external_id or "",
                           updated_at=str(raw.get("Changed") or ""), tags=tuple(tags))
 
-    def comments(self, ticket_id: int, *, max_pages: int = 5) -> Iterator[CommentView]:
+    def comments(self, ticket_id: str, *, max_pages: int = 5) -> Iterator[CommentView]:
         """The agents' articles, newest first (internal notes too: the worker decides)."""
         raw = self._retry("TicketGet", lambda: self._raw(
             ticket_id, AllArticles=1, ArticleSenderType="agent", ArticleOrder="DESC",
@@ -133,10 +138,10 @@ class OtoboOutboundAPI:
         for internal in self._retry("TicketSearch", search):
             raw = self.adapter.get_raw(internal)
             if raw is not None:
-                found.append(TaggedTicket(int(raw["TicketNumber"]), str(raw.get("Changed") or "")))
+                found.append(TaggedTicket(str(raw["TicketNumber"]), str(raw.get("Changed") or "")))
         return found
 
-    def add_note(self, ticket_id: int, text: str, *, add_tags: tuple[str, ...] = (),
+    def add_note(self, ticket_id: str, text: str, *, add_tags: tuple[str, ...] = (),
                  remove_tags: tuple[str, ...] = (), dedupe_key: str | None = None) -> None:
         """An internal note; a removed reply tag empties ``PECReply`` in the same update."""
         controls: tuple[tuple[str, str], ...] = ()

@@ -34,8 +34,8 @@ class OtoboHook:
     """The ticket a delivery names: its TicketNumber when the invoker sends ticket data
     (Znuny's ``Ticket::Generic``), else its internal TicketID; ``problem`` for a 400."""
 
-    ticket_number: int | None = None
-    ticket_id: int | None = None
+    ticket_number: str | None = None
+    ticket_id: int | None = None  # OTOBO's internal TicketID
     event: str = ""
     problem: str | None = None
 
@@ -83,7 +83,8 @@ def parse_hook(body: bytes) -> OtoboHook:
     if not isinstance(data, dict):
         return OtoboHook(problem="the body is not a JSON object")
     ticket = data.get("Ticket") if isinstance(data.get("Ticket"), dict) else {}
-    number = _positive(data.get("TicketNumber") or ticket.get("TicketNumber"))
+    given = _positive(data.get("TicketNumber") or ticket.get("TicketNumber"))
+    number = str(given) if given is not None else None
     internal = _positive(data.get("TicketID") or ticket.get("TicketID"))
     event = str(data.get("Event") or "")[:100]
     if number is None and internal is None:

@@ -38,7 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from connector.store.sql import Database, Row, ticket_in
+from connector.store.sql import Database, Row
 
 
 class JobState(StrEnum):
@@ -71,7 +71,7 @@ def _iso_now() -> str:
 class Job:
     id: int
     account: str
-    ticket_id: int
+    ticket_id: str
     source: str  # webhook | sweep | manual
     dedupe_key: str
     state: JobState
@@ -162,8 +162,9 @@ class OutboundQueue:
         if isinstance(db, (str, Path)):
             from connector.store.sqlite import SQLiteFile
 
-            db = SQLiteFile(db)
-        self.db: Database = db
+            self.db: Database = SQLiteFile(db)
+        else:
+            self.db = db
         self._clock = clock or time.time
 
     def now(self) -> float:
@@ -185,7 +186,7 @@ class OutboundQueue:
     @staticmethod
     def _job(row: Row) -> Job:
         return Job(
-            id=row["id"], account=row["account"], ticket_id=ticket_in(row["ticket_id"]),
+            id=row["id"], account=row["account"], ticket_id=str(row["ticket_id"]),
             source=row["source"], dedupe_key=row["dedupe_key"], state=JobState(row["state"]),
             attempts=row["attempts"], generation=row["generation"], forced=bool(row["forced"]),
             next_attempt_at=row["next_attempt_at"], owner=row["owner"],
@@ -212,7 +213,7 @@ class OutboundQueue:
         return {r["state"]: int(r["n"]) for r in rows}
 
     # -- enqueueing ----------------------------------------------------------------------------
-    def enqueue(self, account: str, ticket_id: int, *, source: str, dedupe_key: str,
+    def enqueue(self, account: str, ticket_id: str, *, source: str, dedupe_key: str,
                 payload: dict[str, Any] | None = None, digest: str | None = None) -> Enqueued:
         """Record a job durably; a repeated ``dedupe_key`` or ``digest`` returns the first job."""
         now = self.now()
@@ -227,7 +228,7 @@ class OutboundQueue:
                 "INSERT INTO outbound_jobs (account, ticket_id, source, dedupe_key, state, "
                 "next_attempt_at, payload, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (account, self._ticket(int(ticket_id)), source, dedupe_key,
+                (account, self._ticket(str(ticket_id)), source, dedupe_key,
                  JobState.QUEUED.value, now,
                  json.dumps(payload, ensure_ascii=False) if payload is not None else None,
                  stamp, stamp))
@@ -245,12 +246,12 @@ class OutboundQueue:
             return db.execute("DELETE FROM outbound_deliveries WHERE received_at < ?",
                               (older_than,)).rowcount
 
-    def has_open_job(self, account: str, ticket_id: int) -> bool:
+    def has_open_job(self, account: str, ticket_id: str) -> bool:
         marks = ",".join("?" * 3)
         rows = self._rows(
             f"SELECT 1 FROM outbound_jobs WHERE account = ? AND ticket_id = ? AND state IN "
             f"({marks}) LIMIT 1",
-            (account, self._ticket(int(ticket_id)), JobState.QUEUED.value,
+            (account, self._ticket(str(ticket_id)), JobState.QUEUED.value,
              JobState.WORKING.value, JobState.SENDING.value))
         return bool(rows)
 
@@ -294,17 +295,18 @@ class OutboundQueue:
         account has a free rate slot. Claiming a send moves it to WORKING and counts an
         attempt."""
         now = self.now()
+        due = (f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
+               "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
+               "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200")
+        params = (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
+                  JobState.UNCERTAIN.value, JobState.QUEUED.value)
+        if not self._rows(due, params):
+            return None  # the usual answer, without taking a write lock
         # One transaction: the candidates are locked as they are read (PostgreSQL: rows
         # another instance is claiming are skipped, not waited for; SQLite: the IMMEDIATE
         # transaction holds the file), and the first one this worker may send is claimed.
         with self._tx() as db:
-            rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
-                "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
-                "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200"
-                + self.db.dialect.skip_locked,
-                (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
-                 JobState.UNCERTAIN.value, JobState.QUEUED.value)).fetchall()
+            rows = db.execute(due + self.db.dialect.skip_locked, params).fetchall()
             claimed: int | None = None
             for row in rows:
                 job = self._job(row)
@@ -434,7 +436,7 @@ class OutboundQueue:
         return self._job(rows[0]) if rows else None
 
     def jobs(self, *, state: str | None = None, account: str | None = None,
-             ticket_id: int | None = None, limit: int = 50) -> list[Job]:
+             ticket_id: str | None = None, limit: int = 50) -> list[Job]:
         clauses, params = [], []
         for column, value in (("state", state), ("account", account),
                               ("ticket_id", self._ticket(ticket_id))):
@@ -455,7 +457,7 @@ class OutboundQueue:
         value = rows[0]["t"] if rows else None
         return float(value) if value is not None else None
 
-    def thread_message_ids(self, ticket_id: int, limit: int = 20) -> list[tuple[str, str]]:
+    def thread_message_ids(self, ticket_id: str, limit: int = 20) -> list[tuple[str, str]]:
         """(message_id, direction) of the ticket's known mail, oldest first.
 
         Reads the store's ``message_ids`` table (same file): the store records every
@@ -464,7 +466,7 @@ class OutboundQueue:
         rows = self._rows(
             "SELECT message_id, direction FROM message_ids WHERE ticket_id = ? ORDER BY "
             f"created_at DESC, {self.db.dialect.insertion_order} DESC LIMIT ?",
-            (self._ticket(int(ticket_id)), limit))
+            (self._ticket(str(ticket_id)), limit))
         return [(r["message_id"], r["direction"]) for r in reversed(rows)]
 
     # -- install records -----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 from connector.outbound.otobo_hook import authentic, parse_hook
 from connector.outbound.queue import OutboundQueue
 from connector.outbound.settings import OutboundConfig
-from connector.outbound.signature import delivery_digest, verify
+from connector.outbound.zendesk_signature import delivery_digest, verify
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class WebhookApp:
                  secrets: Callable[[str], Iterable[str]] | None = None,
                  on_enqueued: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 ticket_number: Callable[[int], int | None] | None = None) -> None:
+                 ticket_number: Callable[[int], str | None] | None = None) -> None:
         if config.service is None:
             raise ValueError("the webhook needs the service: section")
         self.service = config.service
@@ -250,7 +250,7 @@ MAX_TICKET_ID = 2**63 - 1
 class HookRequest:
     """What a signed delivery asks for; ``problem`` says why it cannot be queued (a 400)."""
 
-    ticket_id: int | None = None
+    ticket_id: str | None = None
     account: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
@@ -281,4 +281,4 @@ def _checked(raw_id: Any, raw_account: Any, payload: dict[str, Any]) -> HookRequ
         return HookRequest(problem="ticket_id is not a ticket id")
     if not isinstance(raw_account, str) or not _ACCOUNT_NAME.match(raw_account):
         return HookRequest(problem="account missing or invalid")
-    return HookRequest(int(text), raw_account, payload)
+    return HookRequest(str(int(text)), raw_account, payload)

@@ -48,7 +48,7 @@ from connector.outbound.compose import (
     new_message_id,
     valid_message_ids,
 )
-from connector.outbound.model import CommentView, TicketView
+from connector.outbound.model import CommentView, OutboundAPI, TicketView
 from connector.outbound.queue import Job, JobState, OutboundQueue, process_owner
 from connector.outbound.settings import OutboundConfig, OutboundSettings
 from connector.outbound.smtp import (
@@ -59,7 +59,6 @@ from connector.outbound.smtp import (
     UncertainSendError,
 )
 from connector.outbound.templates import TemplateContext, render_bodies, render_subject
-from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ _MAX_REFERENCES = 10
 class MessageIdRecorder(Protocol):
     """The store's threading map (every ``Store`` satisfies it)."""
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None) -> None: ...
 
 
@@ -128,7 +127,7 @@ def make_sender(settings: OutboundSettings) -> SmtpSender:
 class OutboundWorker:
     """Processes outbound jobs; one instance per process (it owns its claims)."""
 
-    def __init__(self, config: OutboundConfig, queue: OutboundQueue, api: ZendeskOutboundAPI,
+    def __init__(self, config: OutboundConfig, queue: OutboundQueue, api: OutboundAPI,
                  store: MessageIdRecorder, *, senders: Mapping[str, SmtpSender] | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, lease: float = 600.0,
@@ -357,7 +356,7 @@ class OutboundWorker:
         return PreparedSend(message, message["To"].addresses[0].addr_spec, subject,
                             message_id, reply.id)
 
-    def _pick_comments(self, ticket_id: int,
+    def _pick_comments(self, ticket_id: str,
                        settings: OutboundSettings) -> tuple[CommentView, CommentView | None]:
         reply: CommentView | None = None
         latest_public: CommentView | None = None
@@ -396,7 +395,7 @@ class OutboundWorker:
             files.append(OutgoingAttachment(ref.filename, ref.content_type, data))
         return tuple(files)
 
-    def _thread(self, ticket_id: int) -> tuple[str | None, tuple[str, ...]]:
+    def _thread(self, ticket_id: str) -> tuple[str | None, tuple[str, ...]]:
         """In-Reply-To: the ticket's last inbound message; References: its recent mail."""
         known = self.queue.thread_message_ids(ticket_id)
         usable, dropped = valid_message_ids([mid for mid, _direction in known])

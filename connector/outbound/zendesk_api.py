@@ -22,18 +22,20 @@ import requests
 
 from connector.errors import HostError, PermanentHostError, TransientHostError
 from connector.hosts.base import Comment
-from connector.hosts.zendesk import ZendeskAdapter, certificate_error
-from connector.outbound.model import AttachmentRef, CommentView, TaggedTicket, TicketView
+from connector.hosts.zendesk import ZendeskAdapter, certificate_error, zendesk_ticket_id
+from connector.outbound.model import (
+    AttachmentRef,
+    AttachmentTooLarge,
+    CommentView,
+    TaggedTicket,
+    TicketView,
+)
 from connector.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_PAGES = 50
-
-
-class AttachmentTooLarge(PermanentHostError):
-    """A comment attachment is over the size the message may have."""
 
 
 class ZendeskOutboundAPI:
@@ -50,7 +52,7 @@ class ZendeskOutboundAPI:
     # -- plumbing ------------------------------------------------------------------------------
     def _request(self, method: str, path: str, *, operation: str,
                  params: Mapping[str, str] | None = None, body: Any = None,
-                 allow: frozenset[int] = frozenset(), ticket_id: int | None = None,
+                 allow: frozenset[int] = frozenset(), ticket_id: str | None = None,
                  retry_ambiguous: bool = True) -> requests.Response:
         # The adapter's authenticated call with retries and the per-ticket update limit.
         call = self.adapter.request
@@ -82,9 +84,9 @@ class ZendeskOutboundAPI:
             yield page
 
     # -- tickets ------------------------------------------------------------------------------
-    def ticket(self, ticket_id: int) -> TicketView:
+    def ticket(self, ticket_id: str) -> TicketView:
         op = f"get ticket #{ticket_id}"
-        data = self._json(self._request("GET", f"/api/v2/tickets/{int(ticket_id)}",
+        data = self._json(self._request("GET", f"/api/v2/tickets/{zendesk_ticket_id(ticket_id)}",
                                         params={"include": "users"}, operation=op,
                                         ticket_id=ticket_id), op)
         ticket = data.get("ticket") or {}
@@ -101,7 +103,7 @@ class ZendeskOutboundAPI:
                     and item.get("value") not in (None, ""):
                 fields[item["id"]] = str(item["value"])
         return TicketView(
-            id=int(ticket["id"]),
+            id=str(ticket["id"]),
             title=str(ticket.get("subject") or ticket.get("raw_subject") or ""),
             status=str(ticket.get("status") or ""),
             requester_name=str(requester.get("name") or ""),
@@ -127,10 +129,10 @@ class ZendeskOutboundAPI:
         self._users[user_id] = found
         return found
 
-    def comments(self, ticket_id: int, *, max_pages: int = 5) -> Iterator[CommentView]:
+    def comments(self, ticket_id: str, *, max_pages: int = 5) -> Iterator[CommentView]:
         """The ticket's comments, newest first, authors filled in."""
         op = f"comments of ticket #{ticket_id}"
-        pages = self._pages(f"/api/v2/tickets/{int(ticket_id)}/comments",
+        pages = self._pages(f"/api/v2/tickets/{zendesk_ticket_id(ticket_id)}/comments",
                             {"sort_order": "desc", "include": "users"}, op)
         for number, page in enumerate(pages):
             for user in page.get("users") or []:
@@ -221,10 +223,10 @@ class ZendeskOutboundAPI:
             for item in page.get("results") or []:
                 if isinstance(item, dict) and item.get("result_type", "ticket") == "ticket" \
                         and isinstance(item.get("id"), int):
-                    found.append(TaggedTicket(int(item["id"]), str(item.get("updated_at") or "")))
+                    found.append(TaggedTicket(str(item["id"]), str(item.get("updated_at") or "")))
         return found
 
-    def add_note(self, ticket_id: int, text: str, *, add_tags: tuple[str, ...] = (),
+    def add_note(self, ticket_id: str, text: str, *, add_tags: tuple[str, ...] = (),
                  remove_tags: tuple[str, ...] = (), dedupe_key: str | None = None) -> None:
         """An internal note with tag changes, in one ticket update."""
         self.adapter.add_comment(Comment(ticket_id=ticket_id, body_text=text, public=False,

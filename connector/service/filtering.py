@@ -27,7 +27,7 @@ class StoreLookups:
         self.store = store
         self.host = host
         self.exclude_id = exclude_id
-        self._tickets: dict[int, TicketInfo | None] = {}
+        self._tickets: dict[str, TicketInfo | None] = {}
 
     def for_record(self, record_id: int | None) -> StoreLookups:
         """Counting a sender's mails leaves this record out; the ticket cache starts empty."""
@@ -43,28 +43,28 @@ class StoreLookups:
         return self.store.sender_count_on(address, day, exclude_id=self.exclude_id,
                                           proven=proven)
 
-    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+    def known_ticket_for(self, message_ids: Sequence[str]) -> str | None:
         return self.store.ticket_for_message_ids(message_ids)
 
     # -- the decide stage's questions ------------------------------------------------------
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
         if self.host is None:
             return None
         if ticket_id not in self._tickets:
             self._tickets[ticket_id] = self.host.get_ticket(ticket_id)
         return self._tickets[ticket_id]
 
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
         return self.store.ticket_for_message_ids(message_ids)
 
     def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         return self.store.ticket_for_sent_message_ids(message_ids, account)
 
     def user_exists(self, email: str) -> bool:
         return self.host is not None and self.host.user_exists(email)
 
-    def cached(self, ticket_id: int) -> TicketInfo | None:
+    def cached(self, ticket_id: str) -> TicketInfo | None:
         """The ticket as read for this message, without asking the host again."""
         return self._tickets.get(ticket_id)
 
@@ -95,43 +95,19 @@ def filter_dirs(config: Config, settings: dict[str, FilterSettings]) -> list[Pat
 
 def host_check(config: Config):  # noqa: ANN201 - returns the HostCheck callable
     """Checks a filter's set value against what the host can take (``None``: computed value,
-    checked per message instead)."""
-    from connector.decide.decision import map_priority, map_state
+    checked per message instead), through the host's vocabulary: the same translation the
+    decision and the adapter use."""
+    from connector.hosts.vocabulary import vocabulary_for
 
-    groups = config.host.groups
-    fields = config.host.custom_fields
-    native = config.host.native_controls
-    has_tags = config.host.has_tags
+    vocabulary = vocabulary_for(config.host)
 
     def accepts(control: str, value: str | None) -> str | None:
-        if not has_tags and control.lower() == "x-bridge-tags":
+        if not vocabulary.keeps_tags and control.lower() == "x-bridge-tags":
             return "the helpdesk keeps no tags: set host.otobo.tags_field to keep them"
-        if native:
-            # OTOBO and Znuny take X-OTOBO values as they are (queue and state names,
-            # dynamic fields): the host checks them and answers InvalidParameter.
-            return None
-        name = control.lower()
-        for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-                break
-        if name.startswith("dynamicfield-") or name.startswith("followup-dynamicfield-"):
-            field_name = control.split("DynamicField-", 1)[-1]
-            if field_name not in fields:
-                return (f"dynamic field {field_name!r} is not mapped to a custom field id in "
-                        "host.custom_fields")
-            return None
-        if value is None:
-            return None
-        if name in ("queue", "group") and not value.isdigit() and value not in groups:
-            return f"queue/group {value!r} is not mapped to a group id in host.groups"
-        if name in ("priority", "followup-priority") and map_priority(value) is None:
-            return f"priority {value!r} has no helpdesk equivalent (low, normal, high, urgent)"
-        if name in ("state", "followup-state") and map_state(value) is None:
-            return f"state {value!r} has no helpdesk equivalent"
-        if name == "type" and value.lower() not in ("problem", "incident", "question", "task"):
-            return f"type {value!r} has no helpdesk equivalent (problem, incident, question, task)"
-        return None
+        follow_up = "-followup-" in control.lower()
+        problems = vocabulary.translate((), [(control, value or "")],
+                                        follow_up=follow_up).problems
+        return problems[0] if problems else None
 
     return accepts
 

@@ -30,20 +30,18 @@ from datetime import UTC, date, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
 
 from connector.config import AccountConfig, HistoryPolicy
 from connector.decide import Action, Decision
 from connector.errors import HostError, PermanentHostError, TransientHostError, UnreadableMail
 from connector.fetch.base import RemoteMessage
 from connector.hosts.base import (
-    Comment,
     DatedComment,
     ImportResult,
     ImportTicket,
-    NewTicket,
     TicketImporter,
     TicketInfo,
+    first_ticket,
 )
 from connector.service.filtering import StoreLookups
 from connector.service.pipeline import (
@@ -179,7 +177,8 @@ class _Mail:
 
 @dataclass
 class _Conversation:
-    placeholder: int
+    placeholder: str  # "import:N", the ticket id this import's lookups know it by
+    order: int  # N: conversations of one date go to the host in the order they began
     external_id: str
     created_at: datetime
     mails: list[_Mail] = field(default_factory=list)
@@ -187,21 +186,21 @@ class _Conversation:
 
 class HistoryLookup:
     """Understanding's view during an import: the ledger and the helpdesk (``base``), plus the
-    conversations of this import, each under a placeholder ticket id (negative, never a real
-    one)."""
+    conversations of this import, each under a placeholder ticket id (``import:N``, never a
+    host's)."""
 
     def __init__(self, base: StoreLookups) -> None:
         self.base = base
-        self.placeholders: dict[int, TicketInfo] = {}
-        self.by_message_id: dict[str, int] = {}
+        self.placeholders: dict[str, TicketInfo] = {}
+        self.by_message_id: dict[str, str] = {}
 
-    def open(self, placeholder: int, decision: Decision) -> None:
+    def open(self, placeholder: str, decision: Decision) -> None:
         self.placeholders[placeholder] = TicketInfo(
             id=placeholder, status="open", subject=decision.subject,
             requester_email=decision.requester.email if decision.requester else None,
             cc_emails=tuple(decision.email_ccs), tags=tuple(decision.tags))
 
-    def join(self, placeholder: int, message_ids: Iterable[str]) -> None:
+    def join(self, placeholder: str, message_ids: Iterable[str]) -> None:
         for mid in message_ids:
             if mid:
                 self.by_message_id.setdefault(mid, placeholder)
@@ -217,16 +216,16 @@ class HistoryLookup:
     def sender_count_on(self, address: str, day: date) -> int:
         return self.base.sender_count_on(address, day)
 
-    def known_ticket_for(self, message_ids: Sequence[str]) -> int | None:
+    def known_ticket_for(self, message_ids: Sequence[str]) -> str | None:
         return self.ticket_for_message_ids(message_ids)
 
     # -- the decide stage's questions ------------------------------------------------------
-    def get_ticket(self, ticket_id: int) -> TicketInfo | None:
-        if ticket_id < 0:
-            return self.placeholders.get(ticket_id)
+    def get_ticket(self, ticket_id: str) -> TicketInfo | None:
+        if ticket_id in self.placeholders:
+            return self.placeholders[ticket_id]
         return self.base.get_ticket(ticket_id)
 
-    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Sequence[str]) -> str | None:
         for mid in message_ids:
             if mid in self.by_message_id:
                 return self.by_message_id[mid]
@@ -236,15 +235,15 @@ class HistoryLookup:
         return None
 
     def ticket_for_sent_message_ids(self, message_ids: Sequence[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         return self.base.ticket_for_sent_message_ids(message_ids, account)
 
     def user_exists(self, email: str) -> bool:
         return self.base.user_exists(email)
 
-    def cached(self, ticket_id: int) -> TicketInfo | None:
-        if ticket_id < 0:
-            return self.placeholders.get(ticket_id)
+    def cached(self, ticket_id: str) -> TicketInfo | None:
+        if ticket_id in self.placeholders:
+            return self.placeholders[ticket_id]
         return self.base.cached(ticket_id)
 
 
@@ -273,7 +272,7 @@ class HistoryImport:
         self.account = pipeline.account
         self.summary = AccountSummary(pipeline.account.name)
         self.stop = stop
-        self._next_placeholder = -1
+        self._conversations_begun = 0
         self._refs: set[str] = set()
 
     # -- entry point ------------------------------------------------------------------------
@@ -367,7 +366,7 @@ class HistoryImport:
             ticket_id = self._ticket_of_job(records[0][1], jobs)
             if ticket_id is None and external_id:
                 found = self.pipeline.host.find_tickets_by_external_id(external_id)
-                ticket_id = min(t.id for t in found) if found else None
+                ticket_id = first_ticket(found).id if found else None
             if ticket_id is None:
                 continue
             for record_id, data in records:
@@ -387,7 +386,7 @@ class HistoryImport:
         inputs[:] = [i for i in inputs if i.ref not in done_refs]
 
     def _ticket_of_job(self, pending: dict[str, object],
-                       jobs: dict[str, list[ImportResult] | None]) -> int | None:
+                       jobs: dict[str, list[ImportResult] | None]) -> str | None:
         """The ticket an interrupted import job made for this conversation, when the job's id
         was recorded and the host still knows it (Zendesk: one day). Archived tickets are
         found only this way."""
@@ -403,7 +402,7 @@ class HistoryImport:
 
     # -- understanding ----------------------------------------------------------------------
     def _understand(self, inputs: list[_Input], lookup: HistoryLookup) -> list[_Conversation]:
-        conversations: dict[int, _Conversation] = {}
+        conversations: dict[str, _Conversation] = {}
         for position, item in enumerate(inputs):
             if self.stop():
                 self._stopped(len(inputs) - position + sum(len(c.mails) for c in
@@ -412,14 +411,14 @@ class HistoryImport:
             result = self._understand_one(item, lookup, conversations)
             if result is not None:
                 self._count(item, result)
-        return sorted(conversations.values(), key=lambda c: (c.created_at, -c.placeholder))
+        return sorted(conversations.values(), key=lambda c: (c.created_at, c.order))
 
     def _count(self, item: _Input, result: Outcome) -> None:
         self.summary.add(result)
         self.progress.advance()
 
     def _understand_one(self, item: _Input, lookup: HistoryLookup,
-                        conversations: dict[int, _Conversation]) -> Outcome | None:
+                        conversations: dict[str, _Conversation]) -> Outcome | None:
         """Decide one mail; None when it joined a conversation to import (counted then)."""
         pipeline = self.pipeline
         if item.spooled is None:
@@ -460,16 +459,17 @@ class HistoryImport:
             return failed.outcome
         date = _mail_date(job, item.date)
         if decision.action == Action.NEW_TICKET:
-            placeholder = self._next_placeholder
-            self._next_placeholder -= 1
+            self._conversations_begun += 1
+            order = self._conversations_begun
+            placeholder = f"import:{order}"
             # The external_id a live create would use (the adapter's lookups rely on it).
             external_id = pipeline._new_ticket_request(job, decision).external_id or ""
-            conversation = _Conversation(placeholder, external_id, date)
+            conversation = _Conversation(placeholder, order, external_id, date)
             conversations[placeholder] = conversation
             lookup.open(placeholder, decision)
             self._join(conversation, lookup, ctx, record.id, item.spooled, date, decision, job)
             return None
-        if decision.ticket_id is not None and decision.ticket_id < 0 \
+        if decision.ticket_id in conversations \
                 and decision.action in (Action.FOLLOW_UP, Action.INTERNAL_NOTE):
             self._join(conversations[decision.ticket_id], lookup, ctx, record.id,
                        item.spooled, date, decision, job)
@@ -491,15 +491,13 @@ class HistoryImport:
         pipeline builds a create and its comments (bodies, uploads, trimmed replies)."""
         first, *replies = conversation.mails
         ticket = self.pipeline._new_ticket_request(self._job_of(first), first.decision)
-        if self.settings.status:
-            ticket = _with_status(ticket, self.settings.status)
         comments = []
         for mail in replies:
             comment = self.pipeline._comment_request(self._job_of(mail), mail.decision)
-            if self.settings.status:
-                comment = _with_status(comment, None)  # the ticket's status is set once
             comments.append(DatedComment(comment, mail.date))
-        return ImportTicket(ticket, conversation.created_at, tuple(comments))
+        # history.status, when set, is every imported ticket's status (over what replies set).
+        return ImportTicket(ticket, conversation.created_at, tuple(comments),
+                            status=self.settings.status)
 
     def _job_of(self, mail: _Mail) -> Job:
         """The mail understood again from its spooled bytes (parse, PEC, filters: the same
@@ -568,7 +566,7 @@ class HistoryImport:
                             conversation.external_id, exc)
                 found, transient = [], True
             if found:
-                ticket_id = min(t.id for t in found)
+                ticket_id = first_ticket(found).id
         for mail in conversation.mails:
             if ticket_id is not None:
                 self.store.finish_message(mail.record_id, MessageState.DONE, action=mail.action,
@@ -597,7 +595,7 @@ def _pending(conversation: _Conversation, mail: _Mail) -> dict[str, object]:
             "thread_ids": list(mail.thread_ids)}
 
 
-def _imported(outcome: Outcome, mail: _Mail, ticket_id: int) -> Result:
+def _imported(outcome: Outcome, mail: _Mail, ticket_id: str) -> Result:
     return Result(outcome, mail.record_id, ticket_id, "imported with its date "
                   f"{mail.date.isoformat()}")
 
@@ -622,13 +620,6 @@ def _mail_date(job: Job, fallback: datetime) -> datetime:
             date = message.date
             return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
     return fallback
-
-
-_Request = TypeVar("_Request", NewTicket, Comment)
-
-
-def _with_status(request: _Request, status: str | None) -> _Request:
-    return replace(request, status=status)
 
 
 def import_history(pipeline: Pipeline, messages: Iterable[RemoteMessage],

@@ -121,7 +121,7 @@ def outcome_of(record: MessageRecord) -> Outcome:
 class Result:
     outcome: Outcome
     record_id: int | None = None
-    ticket_id: int | None = None
+    ticket_id: str | None = None
     reason: str = ""
     decision: Decision | None = None
     already_recorded: bool = False  # seen before: nothing was done this time
@@ -254,7 +254,7 @@ class Pipeline:
         # Several mails of an account may be processed at once (connector.service.inflight):
         # what belongs to one mail lives per thread, the held receipts behind a lock.
         self._local = threading.local()
-        self._deferred: dict[int, list[tuple[Job, Decision]]] = {}
+        self._deferred: dict[str, list[tuple[Job, Decision]]] = {}
         self._deferred_lock = threading.Lock()
 
     @property
@@ -263,7 +263,7 @@ class Pipeline:
         local = self._local
         if not hasattr(local, "lookups"):
             local.lookups = StoreLookups(self.store, self.host)
-            local.decider = Decider(self.account, self.host_config, local.lookups)
+            local.decider = Decider(self.account, self.rules.vocabulary, local.lookups)
         return local.lookups
 
     def swap_lookups(self, lookups: StoreLookups) -> StoreLookups:
@@ -271,7 +271,7 @@ class Pipeline:
         the ones it asked before, to be put back the same way (the history import's view)."""
         previous = self.lookups
         self._local.lookups = lookups
-        self._local.decider = Decider(self.account, self.host_config, lookups)
+        self._local.decider = Decider(self.account, self.rules.vocabulary, lookups)
         return previous
 
     @property
@@ -368,7 +368,7 @@ class Pipeline:
                 results.append((job.ctx.ref, result))
         return results
 
-    def _flush_ticket(self, ticket_id: int,
+    def _flush_ticket(self, ticket_id: str,
                       items: list[tuple[Job, Decision]]) -> list[tuple[Job, Result]]:
         if len(items) == 1:
             job, decision = items[0]
@@ -642,11 +642,12 @@ fence=self.fence)
                   decision.ticket_id)
         return self._after(job, decision.ticket_id, action, decision)
 
-    def _after(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+    def _after(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         """The ticket has the message. A PEC envelope also leaves an internal note with the
         certification facts (its own crash-safe step), then the record is done."""
         plan = job.plan
-        if plan is not None and not plan.is_receipt and plan.note:
+        if plan is not None and not plan.is_receipt and plan.note and \
+                self._facts_note_wanted(plan, action):
             key = f"pmb-{job.message.dedupe_key}-pec"
             self.store.set_pending(job.record.id, "pec_note",
                                    {"ticket_id": ticket_id, "comment_key": key, "then": action},
@@ -655,7 +656,22 @@ fence=self.fence)
                                           public=False, dedupe_key=key))
         return self._finish(job, ticket_id, action, decision)
 
-    def _finish(self, job: Job, ticket_id: int, action: str, decision: Decision | None) -> Result:
+    def _facts_note_wanted(self, plan: PecPlan, action: str) -> bool:
+        """Whether the envelope's facts also go in an internal note (``pec_facts_note``).
+        Warnings are always noted; a routine certified envelope's facts are left out with
+        ``never``, and with ``auto`` when the new ticket carries every one of them in the
+        account's ``pec_custom_fields`` (a follow-up's comment sets no fields). The note costs
+        a ticket update of its own: Zendesk's create takes one comment, and the facts must
+        not be in the public one."""
+        setting = self.account.pec_facts_note
+        if setting == "always" or not plan.routine:
+            return True
+        if setting == "never":
+            return False
+        return action != "new_ticket" or not set(plan.facts) <= set(
+            self.account.pec_custom_fields)
+
+    def _finish(self, job: Job, ticket_id: str, action: str, decision: Decision | None) -> Result:
         thread_ids = ticket_thread_ids(job)
         if job.plan is not None:
             if (job.is_receipt and action == "new_ticket" and decision is not None
@@ -694,7 +710,7 @@ fence=self.fence)
             if found:
                 return self._after(job, found[0].id, "new_ticket", decision)
             return self._create(job, decision)
-        ticket_id = int(pending["ticket_id"])
+        ticket_id = str(pending["ticket_id"])  # an int in ledgers written before ids were text
         key = pending.get("comment_key")
         if record.action == "pec_note":
             if not (key and self.host.comment_exists(ticket_id, key)):
@@ -768,17 +784,12 @@ fence=self.fence)
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut
                                  or _incomplete(job.content)),
             tags=decision.tags,
-            priority=decision.priority,
-            status=decision.status,
-            ticket_type=decision.ticket_type,
-            group_id=decision.group_id,
-            brand_id=decision.brand_id,
             recipient=decision.recipient,
-            custom_fields=decision.custom_fields,
             email_ccs=decision.email_ccs,
             external_id=key[:64],
             idempotency_key=key,
-            via_followup_source_id=decision.followup_of_closed,
+            follows_up=decision.followup_of_closed,
+            defaults=decision.defaults,
             controls=decision.controls,
             to=tuple(a.email for a in job.content.to),
             cc=tuple(a.email for a in job.content.cc),
@@ -813,12 +824,11 @@ fence=self.fence)
             uploads=self._uploads(job, original=self.account.attach_original_eml or cut or (
                 trimmed is not None and self.account.follow_up.quoted_text == "attach")
                 or _incomplete(job.content)),
-            status=decision.status,
-            priority=decision.priority,
             add_tags=add_tags,
             remove_tags=remove_tags,
             dedupe_key=f"pmb-{job.message.dedupe_key}",
             subject=message.subject or None,
+            defaults=decision.defaults,
             controls=decision.controls,
         )
 

@@ -54,7 +54,7 @@ class MessageRecord:
     sender: str | None
     subject: str | None
     action: str | None
-    ticket_id: int | None
+    ticket_id: str | None
     attempts: int
     error: str | None
     pending: dict[str, Any] | None  # what a PUSHING message was sending (for crash recovery)
@@ -248,14 +248,14 @@ class Store(Protocol):
         ...
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None, *, fence: Fence | None = None) -> None:
+                    ticket_id: str | None = None, *, fence: Fence | None = None) -> None:
         """Mark PUSHING and store what is being sent, durably (always: no ``durable``
         parameter), before the host call. With ``fence``, only while that lease holds
         (else :class:`connector.errors.LeaseLostError` and nothing is written)."""
         ...
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
-                       ticket_id: int | None = None, error: str | None = None,
+                       ticket_id: str | None = None, error: str | None = None,
                        thread_ids: Iterable[str] = (), durable: bool = True,
                        fence: Fence | None = None) -> None:
         """Terminal state, plus the Message-IDs to map onto the ticket, in one transaction
@@ -321,17 +321,17 @@ class Store(Protocol):
     def release_quarantine(self, record_id: int) -> None: ...
 
     # -- threading ------------------------------------------------------------------------
-    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> str | None:
         """The ticket of the first of ``message_ids`` (in order) that we have seen or sent."""
         ...
 
     def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         """Like ticket_for_message_ids, but only ids of mail sent from ``account`` (what a PEC
         receipt arriving on that account can certify)."""
         ...
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None: ...
 

@@ -69,7 +69,9 @@ def register(ssub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def copy_command(config: StoreConfig, args: argparse.Namespace, out: TextIO) -> int:
-    from connector.store.postgres import redact_dsn
+    import psycopg
+
+    from connector.store.postgres import redact_dsn, scrub
 
     source = Path(args.source) if args.source else config.path
     if not source.is_file():
@@ -92,6 +94,12 @@ def copy_command(config: StoreConfig, args: argparse.Namespace, out: TextIO) -> 
         return EX_USAGE
     except CountMismatch as exc:
         print(f"FAIL  copy of {source} to {shown} not verified ({exc}); rolled back, the "
+              "target is unchanged", file=out)
+        return EX_FAILURE
+    except psycopg.Error as exc:  # the server refused a row or went away: all rolled back
+        reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
+                        type(exc).__name__, dsn)
+        print(f"FAIL  copy of {source} to {shown} failed ({reason}); rolled back, the "
               "target is unchanged", file=out)
         return EX_FAILURE
     for table in tables:

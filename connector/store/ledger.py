@@ -46,10 +46,12 @@ class Ledger:
     _mail_day = True
     _sender_proven = True
 
-    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Connection]:
+    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]:
+        """A write transaction handing out a :class:`Connection`."""
         raise NotImplementedError
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Rows (:class:`Row`) of one read."""
         raise NotImplementedError
 
     def _write_unsynced(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -166,7 +168,7 @@ class Ledger:
                        (dedupe_key, record_id))
 
     def set_pending(self, record_id: int, action: str, pending: dict[str, Any],
-                    ticket_id: int | None = None, *, fence: Fence | None = None) -> None:
+                    ticket_id: str | None = None, *, fence: Fence | None = None) -> None:
         # Always durable (no ``durable`` parameter): a host call follows, and this commit's
         # fsync also puts every earlier commit on disk. It always changes the row (state or
         # action, updated_at), so it always writes a frame and syncs. With ``fence``, only
@@ -180,7 +182,7 @@ class Ledger:
                  self.ticket_param(ticket_id), _now(), record_id))
 
     def finish_message(self, record_id: int, state: MessageState, *, action: str | None = None,
-                       ticket_id: int | None = None, error: str | None = None,
+                       ticket_id: str | None = None, error: str | None = None,
                        thread_ids: Iterable[str] = (), durable: bool = True,
                        fence: Fence | None = None) -> None:
         now = _now()
@@ -317,16 +319,16 @@ class Ledger:
         return [self._record(r) for r in self._query(sql + " ORDER BY id", params)]
 
     # -- threading ------------------------------------------------------------------------
-    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> str | None:
         return self._first_mapped(message_ids)
 
     def ticket_for_sent_message_ids(self, message_ids: Iterable[str],
-                                    account: str) -> int | None:
+                                    account: str) -> str | None:
         return self._first_mapped(message_ids, "AND direction = 'out' AND account = ?",
                                   (account,))
 
     def _first_mapped(self, message_ids: Iterable[str], condition: str = "",
-                      params: tuple[str, ...] = ()) -> int | None:
+                      params: tuple[str, ...] = ()) -> str | None:
         """The ticket of the first of ``message_ids`` (in their order) mapped to one."""
         ids = [m for m in message_ids if m]
         if not ids:
@@ -338,7 +340,7 @@ class Ledger:
         by_id = {r["message_id"]: r["ticket_id"] for r in rows}
         return next((ticket_in(by_id[mid]) for mid in ids if mid in by_id), None)
 
-    def map_message_ids(self, ticket_id: int, message_ids: Iterable[str], *,
+    def map_message_ids(self, ticket_id: str, message_ids: Iterable[str], *,
                         direction: str = "in", account: str | None = None,
                         replace: bool = False, durable: bool = True) -> None:
         """Map ids onto the ticket; an id already mapped keeps its ticket unless ``replace``."""

@@ -22,7 +22,8 @@ from typing import Any
 
 from connector.errors import StoreSchemaError
 
-#: One step of a migration: an SQL script, or a function given the engine's connection.
+#: One step of a migration: an SQL script (statements end a line with ``;``), or a function
+#: given the engine's own connection (sqlite3.Connection; psycopg.Connection, ``%s`` params).
 Step = str | Callable[[Any], None]
 
 #: The table that records applied migrations (the same on both engines).
@@ -443,6 +444,17 @@ def pending(applied: Iterable[int]) -> list[Migration]:
             f"the store has schema migration {unknown[-1]}, this bridge knows up to {LATEST}: "
             "it was written by a newer postmaster-bridge; upgrade this one")
     return [m for m in MIGRATIONS if m.version not in done]
+
+
+def apply_steps(migration: Migration, engine: str, conn: Any) -> None:
+    """Run one migration's steps for ``engine`` on ``conn``, inside the caller's transaction
+    (which also records it in ``schema_migrations``)."""
+    for step in migration.steps(engine):
+        if isinstance(step, str):
+            for statement in sql_statements(step):
+                conn.execute(statement)
+        else:
+            step(conn)
 
 
 def sql_statements(script: str) -> list[str]:

@@ -22,7 +22,9 @@ Errors: a server that cannot be reached or refuses the login raises
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -37,8 +39,8 @@ from psycopg_pool import ConnectionPool
 
 from connector.errors import StoreUnavailableError
 from connector.store.leasing import LeaseTables
-from connector.store.ledger import Ledger
-from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
+from connector.store.ledger import Ledger, _now
+from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import POSTGRESQL, Row
 
 log = logging.getLogger("connector.store")
@@ -48,6 +50,11 @@ _MIGRATION_LOCK = 0x706D622D6D696772
 
 #: Seconds to wait for a first connection before the store is called unreachable.
 CONNECT_TIMEOUT = 10.0
+
+#: Server settings of every connection. A lock held by another instance is waited for at
+#: most as long as SQLite waits for its file (the call then fails and the mail is retried); a
+#: transaction left open by a hung instance is ended by the server, so its locks are freed.
+SESSION_SETTINGS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
 
 
 def redact_dsn(dsn: str) -> str:
@@ -61,7 +68,7 @@ def redact_dsn(dsn: str) -> str:
     return shown or "(PostgreSQL defaults)"
 
 
-def _scrub(text: str, dsn: str) -> str:
+def scrub(text: str, dsn: str) -> str:
     """``text`` with the DSN's password cut out, in case a driver message quoted it."""
     try:
         password = conninfo.conninfo_to_dict(dsn).get("password")
@@ -75,6 +82,14 @@ def _pg_sql(sql: str) -> str:
     """``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled first). The shared SQL
     never has a ``?`` inside a string literal."""
     return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+
+
+def _scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
+    """The one value of a statement that always returns one row."""
+    row = conn.execute(sql).fetchone()
+    if row is None:
+        raise psycopg.InterfaceError(f"no row from {sql!r}")
+    return row[0]
 
 
 class _PgRow:
@@ -145,12 +160,18 @@ class PostgresDatabase:
         self._unsynced = True  # see SQLiteFile: this process may act on others' commits
         self._barrier_key = f"durable:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        options = "-c default_transaction_read_only=on" if read_only else None
+        options = SESSION_SETTINGS + (" -c default_transaction_read_only=on"
+                                      if read_only else "")
+        # pg_stat_activity shows which host and process a connection belongs to.
+        application = f"{name} {socket.gethostname()}:{os.getpid()}"[:63]
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory,
-                                  "application_name": name}
-        if options:
-            kwargs["options"] = options
-        self._check_reachable(kwargs)
+                                  "application_name": application, "options": options}
+        if self._check_reachable(kwargs) == "off":
+            # A role or server that commits without waiting for the flush would break the
+            # rule the ledger rests on; every other level (local, remote_*) keeps it.
+            log.warning("store %s: synchronous_commit is off for this role; the bridge sets "
+                        "it on for its own sessions", self.path)
+            kwargs["options"] += " -c synchronous_commit=on"
         self._pool = ConnectionPool(dsn, min_size=1, max_size=max(2, pool_size),
                                     kwargs=kwargs, open=False, name=name,
                                     timeout=CONNECT_TIMEOUT)
@@ -162,24 +183,28 @@ class PostgresDatabase:
                 self._pool.close()
                 raise
 
-    def _check_reachable(self, kwargs: dict[str, Any]) -> None:
+    def _check_reachable(self, kwargs: dict[str, Any]) -> str:
         """One direct connection first: the pool would only say "timed out", libpq says why
-        (refused, unknown host, failed password)."""
+        (refused, unknown host, failed password). Returns the session's synchronous_commit."""
         try:
             conn = psycopg.connect(self._dsn, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
+            try:
+                level = str(_scalar(conn, "SHOW synchronous_commit"))
+            finally:
+                conn.close()
         except psycopg.Error as exc:
-            reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
+            reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
                             type(exc).__name__, self._dsn)
             raise StoreUnavailableError(
                 f"the PostgreSQL store ({self.path}) cannot be reached: {reason}") from None
-        conn.close()
+        return level
 
     def close(self) -> None:
         self._pool.close()
 
     def _unavailable(self, exc: psycopg.OperationalError) -> StoreUnavailableError:
         return StoreUnavailableError(
-            f"the PostgreSQL store ({self.path}) failed: {_scrub(str(exc).strip(), self._dsn)}")
+            f"the PostgreSQL store ({self.path}) failed: {scrub(str(exc).strip(), self._dsn)}")
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -223,15 +248,10 @@ class PostgresDatabase:
             conn.execute(MIGRATIONS_TABLE)
             done = [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")]
             for migration in pending(done):
-                for step in migration.postgresql:
-                    if isinstance(step, str):
-                        for statement in sql_statements(step):
-                            conn.execute(statement)
-                    else:
-                        step(conn)
+                apply_steps(migration, self.engine, conn)
                 conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                              "VALUES (%s, %s, %s)", (migration.version, migration.name,
-                                                     _now_text()))
+                                                     _now()))
                 applied.append(migration)
         for migration in applied:
             log.info("store %s: schema migration %d (%s) applied", self.path,
@@ -248,9 +268,9 @@ class PostgresDatabase:
         with self._lock:
             if not self._unsynced:
                 with self._connection() as conn:
-                    flushed = conn.execute(
-                        "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() "
-                        "AND current_setting('synchronous_standby_names') = ''").fetchone()[0]
+                    flushed = _scalar(
+                        conn, "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() "
+                        "AND current_setting('synchronous_standby_names') = ''")
                 if flushed:
                     return
             with self._tx() as db:
@@ -265,14 +285,7 @@ class PostgresDatabase:
 
     def database_size(self) -> int:
         with self._connection() as conn:
-            return int(conn.execute("SELECT pg_database_size(current_database())")
-                       .fetchone()[0])
-
-
-def _now_text() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+            return int(_scalar(conn, "SELECT pg_database_size(current_database())"))
 
 
 class PostgresStore(PostgresDatabase, Ledger, LeaseTables):

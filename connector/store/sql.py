@@ -41,9 +41,9 @@ class Database(Protocol):
     dialect: Dialect
     errors: tuple[type[BaseException], ...]
 
-    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Connection]: ...
+    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]: ...
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -99,8 +99,10 @@ POSTGRESQL = Dialect(
                     "SET LOCAL idle_in_transaction_session_timeout = '5s'"))
 
 
-def ticket_in(value: Any) -> Any:
-    """A ticket id as read from either engine: numeric ids as int, as the hosts use today."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value
+def ticket_in(value: Any) -> str | None:
+    """A ticket id as read from either engine: the opaque text the bridge uses
+    (connector.hosts.base.TicketId). SQLite ledgers keep the INTEGER affinity of the
+    ``ticket_id`` columns written when ids were integers: an id of plain digits (every
+    Zendesk id and OTOBO TicketNumber) is stored as a number there and read back as the same
+    text; PostgreSQL keeps TEXT. No migration needed."""
+    return None if value is None else str(value)

@@ -21,14 +21,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connector.errors import StoreCorruptError, StoreSchemaError
 from connector.store.leasing import LeaseTables
-from connector.store.ledger import Ledger
-from connector.store.migrations import MIGRATIONS_TABLE, Migration, pending, sql_statements
+from connector.store.ledger import Ledger, _now
+from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import SQLITE
 
 log = logging.getLogger("connector.store")
@@ -38,8 +37,6 @@ BUSY_WAIT_SECONDS = 30.0
 
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
 _BARRIERS = itertools.count()
-
-
 
 #: SQLite primary result codes that may mean a damaged file: IOERR, CORRUPT, NOTADB.
 _DAMAGE_CODES = (10, 11, 26)
@@ -73,14 +70,6 @@ def damaged_message(path: Path, problems: list[str]) -> str:
             "moved. Stop the bridge, restore the ledger from a backup ('postmaster-bridge "
             "store backup FILE' makes one) or try sqlite3's .recover, and check it with "
             "'postmaster-bridge store check'")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 class SQLiteFile:
@@ -166,12 +155,7 @@ class SQLiteFile:
                     if not todo:
                         return applied
                     migration = todo[0]
-                    for step in migration.sqlite:
-                        if isinstance(step, str):
-                            for statement in sql_statements(step):
-                                db.execute(statement)
-                        else:
-                            step(db)
+                    apply_steps(migration, self.engine, db)
                     db.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                                "VALUES (?, ?, ?)", (migration.version, migration.name, _now()))
                 log.info("ledger %s: schema migration %d (%s) applied", self.path,

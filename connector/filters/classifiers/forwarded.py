@@ -78,6 +78,25 @@ _LABEL_LINE = re.compile(
 )
 # Outlook's line above its From:/Sent: block.
 _RULE = re.compile(r"^\s*_{5,}\s*$")
+# A word every separator and rule line above holds, as the text holds it once lowercased
+# (``re.IGNORECASE`` lets an ASCII letter match only characters whose lowercase is that letter,
+# after the three fixes in _lowered): a text without any of them has no such line, and these
+# searches cost a fraction of matching every line of every mail against the patterns.
+_SEPARATOR_HINTS = ("messag", "nachricht", "mensa", "bericht", "wiadomo", "ileti", "mesaj",
+                    "forwarded by", "inoltrato da", "weitergeleitet von", "transf",
+                    "reenviado por", "_____")
+
+
+def _lowered(text: str) -> str:
+    # "İ" lowercases to "i" + a combining dot; "ı" and "ſ" match "i" and "s" case-insensitively.
+    return text.lower().replace("\u0307", "").replace("ı", "i").replace("ſ", "s")
+
+
+def _may_hold_separator(text: str) -> bool:
+    lowered = _lowered(text)
+    return any(hint in lowered for hint in _SEPARATOR_HINTS)
+
+
 # Lotus Notes writes some labels alone on a line, their value on the next.
 _BARE_LABEL = re.compile(r"^\s*(to|cc|bcc|subject|an|kopie|betreff|a|oggetto|objet)\s*$",
                          re.IGNORECASE)
@@ -146,6 +165,8 @@ def _unprefixed_forward(message: ParsedMessage) -> bool:
     mail's own: a forward keeps the subject, a new mail quoting another has its own."""
     if clean_subject(message.subject) != message.subject.strip():
         return False  # "Re:" and kin: a reply quoting its thread
+    if not _may_hold_separator(message.text_body):
+        return False
     lines = message.text_body.splitlines()
     for line in lines:
         if _FORWARD_SEPARATOR.match(line) or _NOTES_SEPARATOR.match(line):

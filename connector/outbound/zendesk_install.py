@@ -33,7 +33,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from connector.outbound.install_objects import (
+from connector.outbound.queue import OutboundQueue
+from connector.outbound.settings import OutboundConfig, OutboundSettings, ServiceSettings
+from connector.outbound.zendesk_api import ZendeskOutboundAPI
+from connector.outbound.zendesk_install_objects import (
     CATEGORY_PLACEHOLDER,
     KIND_CATEGORY,
     KIND_MACRO,
@@ -60,9 +63,6 @@ from connector.outbound.install_objects import (
     with_condition,
     without_condition,
 )
-from connector.outbound.queue import OutboundQueue
-from connector.outbound.settings import OutboundConfig, OutboundSettings, ServiceSettings
-from connector.outbound.zendesk_api import ZendeskOutboundAPI
 
 log = logging.getLogger(__name__)
 
