@@ -236,3 +236,17 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     ok, report = health(second.store, ["one"], first)  # type: ignore[arg-type]
     assert not ok and report["leases"]["renew_failures_in_a_row"] == 2
     target.close()
+
+
+def test_a_keeper_without_accounts_takes_the_sweep_and_no_share(tmp_path: Path) -> None:
+    """``serve`` (the outbound side alone) beside ``run`` instances: it may run the sweep, but
+    the accounts are shared among the instances that work them."""
+    target = StoreTarget("sqlite", str(tmp_path / "ledger.sqlite3"))
+    outbound = LeaseKeeper(target.store(), [], ttl=30, local_liveness=False,
+                           instance="host:serve:x", sweep=True)
+    outbound.tick()  # at once: with no account to share, nothing to wait for
+    assert outbound.holds_sweep()
+    runner = _keeper(target, "run", ["a", "b"])
+    assert sorted(runner.tick().gained) == ["a", "b"]  # the whole share: one live instance
+    assert [i.instance for i in runner.store.instances()] == ["host:run:x"]
+    target.close()

@@ -218,8 +218,9 @@ class LeaseKeeper:
         lost: tuple[str, ...] = ()
         if first or started >= (self._next_renewal or 0.0) or self.stats.failures_in_a_row:
             try:
-                self.store.heartbeat_instance(self.instance, ttl=self.ttl, host=self.host,
-                                              pid=self.pid, url=self.url)
+                if self.accounts:  # only instances that work accounts count in the shares
+                    self.store.heartbeat_instance(self.instance, ttl=self.ttl,
+                                                  host=self.host, pid=self.pid, url=self.url)
                 with self._lock:
                     epochs = {r: h.lease.epoch for r, h in self._held.items()}
                 renewed = self.store.renew_leases(self.instance, epochs, self.ttl) \
@@ -229,7 +230,7 @@ class LeaseKeeper:
                 return self._renewal_failed(exc, started)
             self._next_renewal = started + self.renew_every
             lost = self._renewed(renewed, started)
-        if first:
+        if first and self.accounts:
             return Changes()
         try:
             gained, hand_back = self._balance(started)
