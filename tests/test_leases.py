@@ -227,6 +227,7 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     metrics.watch_leases(first)
     text = metrics.exposition().decode()
     assert 'pmb_lease_held{resource="account:one"} 1.0' in text
+    assert 'pmb_lease_held_since_timestamp_seconds{resource="sweep"} 1.7' in text
     assert "pmb_lease_accounts_held 2.0" in text and "pmb_lease_renew_failures_total 0.0" in text
 
     first.store.close()  # the database is gone: two renewals fail, the instance is unhealthy
