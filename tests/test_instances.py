@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -45,7 +46,7 @@ from zendesk_double import ZendeskDouble
 from connector.config import load_config
 from connector.outbound.queue import JobState
 from connector.outbound.zendesk_signature import format_timestamp, sign
-from connector.store.base import Store
+from connector.store.base import MessageState, Store
 from connector.store.factory import open_queue, open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,6 +198,31 @@ def held_by(store: Store, instance: Instance) -> list[str]:
             if lease.live and lease.holder.split(":")[1] == str(instance.proc.pid)]
 
 
+def pause_between_calls(instance: Instance, store: Store, sqlite_file: Path | None) -> bool:
+    """SIGSTOP ``instance``; True when no helpdesk call of its accounts was under way then
+    (no PUSHING record: one is committed before every call) and, on SQLite, it holds no
+    write transaction (a frozen holder of the file's write lock stops every instance; on
+    PostgreSQL the server ends such a session), else SIGCONT and False."""
+    assert instance.proc is not None
+    os.kill(instance.proc.pid, signal.SIGSTOP)
+    accounts = {r.split(":", 1)[1] for r in held_by(store, instance) if ":" in r}
+    quiet = not any(r.account in accounts and r.state == MessageState.PUSHING
+                    for r in store.messages())
+    if quiet and sqlite_file is not None:
+        probe = sqlite3.connect(sqlite_file, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            quiet = False
+        finally:
+            probe.close()
+    if not quiet:
+        os.kill(instance.proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    return quiet
+
+
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -296,7 +322,12 @@ def test_three_instances_with_kills_lose_and_duplicate_nothing(
             paused = rng.choice(instances)
             assert paused.proc is not None
             wait_for(lambda: len(held_by(db, paused)) >= 2, "accounts to pause with", 60)
-            os.kill(paused.proc.pid, signal.SIGSTOP)
+            # Frozen between helpdesk calls, not inside one: a call the freeze interrupts
+            # lands whenever the process wakes, after its successor looked for it (README
+            # "Running several instances" says what that window can cost).
+            sqlite_file = None if dsn is not None else tmp_path / "ledger.sqlite3"
+            wait_for(lambda: pause_between_calls(paused, db, sqlite_file),
+                     "a pause between calls", 60)
             wait_for(lambda: not held_by(db, paused) and sum(
                 lease.live and lease.resource.startswith("account:") for lease in db.leases())
                 == ACCOUNTS, "the paused instance's accounts taken over", 60)
