@@ -35,8 +35,6 @@ STILL_THERE: dict[str, dict[str, int]] = {
     "connector/hosts/dryrun.py": {"zendesk": 3},
     # The outbound commands build each host's outbound API and Zendesk's install plan.
     "connector/outbound/commands.py": {"zendesk": 12},
-    # One WSGI app serves Zendesk's signed webhook and OTOBO's invoker (not yet split).
-    "connector/outbound/webhook.py": {"zendesk": 6},
     # SQL comments in the outbound queue's schema (what `install` made in Zendesk).
     "connector/store/migrations.py": {"zendesk": 2},
 }

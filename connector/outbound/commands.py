@@ -27,7 +27,6 @@ from connector.exitcodes import (
 from connector.outbound.queue import Job, JobState, OutboundQueue
 from connector.outbound.service import OutboundService
 from connector.outbound.settings import OutboundConfig, load_outbound
-from connector.outbound.webhook import WebhookApp
 from connector.outbound.worker import OutboundWorker
 from connector.outbound.zendesk_api import ZendeskOutboundAPI
 from connector.outbound.zendesk_install import apply, plan_install, plan_uninstall
@@ -171,16 +170,12 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
     if store is None:
         store = open_store(config.store)
     queue = open_queue(config.store)
-    if config.host.type == "otobo":
-        api = _otobo_api(config, outbound, adapter)
-        worker = OutboundWorker(outbound, queue, api, store, may_sweep=may_sweep)
-        app = WebhookApp(outbound, queue, on_enqueued=worker.wake.set,
-                         ticket_number=api.ticket_number)
-        service = OutboundService(outbound, queue, worker, app=app, extra_routes=extra_routes)
-    else:
-        worker = OutboundWorker(outbound, queue, _api(config, adapter), store,
-                                may_sweep=may_sweep)
-        service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
+    api = _otobo_api(config, outbound, adapter) if config.host.type == "otobo" \
+        else _api(config, adapter)
+    worker = OutboundWorker(outbound, queue, api, store, may_sweep=may_sweep)
+    # The webhook serves the host's own requests (api.webhook(): Zendesk's signed trigger
+    # deliveries or OTOBO's invoker).
+    service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
     service.start()
     return service
 
