@@ -236,3 +236,14 @@ def test_every_adapter_offers_its_vocabulary_and_one_without_is_no_host_adapter(
             self.why = "x"
 
     assert not isinstance(NoVocabulary(), HostAdapter)
+
+
+def test_otobo_names_the_group_and_brand_it_cannot_take() -> None:
+    """X-Bridge-Group/-Brand are Zendesk's; on OTOBO they are a problem, not silently lost."""
+    done = OtoboVocabulary().translate((), (("X-OTOBO-Queue", "Postmaster::PEC"),
+                                            ("X-Bridge-Group", "Legal"),
+                                            ("x-bridge-brand", "7")))
+    assert done.fields["Ticket"] == {"Queue": "Postmaster::PEC"}
+    assert done.problems == (
+        "X-Bridge-Group has no OTOBO/Znuny equivalent (route with X-OTOBO-Queue)",
+        "X-Bridge-Brand has no OTOBO/Znuny equivalent (route with X-OTOBO-Queue)")
