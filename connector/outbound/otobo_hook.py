@@ -124,7 +124,8 @@ def parse_hook(body: bytes) -> InvokerRequest:
         return InvokerRequest(problem="the body is not JSON")
     if not isinstance(data, dict):
         return InvokerRequest(problem="the body is not a JSON object")
-    ticket = data.get("Ticket") if isinstance(data.get("Ticket"), dict) else {}
+    given_ticket = data.get("Ticket")
+    ticket: dict[str, Any] = given_ticket if isinstance(given_ticket, dict) else {}
     given = _positive(data.get("TicketNumber") or ticket.get("TicketNumber"))
     number = str(given) if given is not None else None
     internal = _positive(data.get("TicketID") or ticket.get("TicketID"))
