@@ -66,6 +66,7 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
 def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
           adapter: Any = None) -> int:
     """Run only the outbound side (webhook + worker + sweep) until SIGTERM/SIGINT or ``stop``."""
+    from connector.service.leases import LeaseKeeper
     from connector.store.factory import open_store
 
     sending_outbound(config)
@@ -78,8 +79,14 @@ def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
             stop.set()
 
         previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Beside `run` instances on the same store, the sweep runs where its lease is (this
+    # process works no account, so it does not count in their shares).
+    keeper = LeaseKeeper(store, [], ttl=config.leases.ttl,
+                         local_liveness=config.leases.local_liveness, sweep=True)
+    keeper.tick()  # before the worker's first sweep
     try:
-        service = start_outbound(config, store=store, adapter=adapter)
+        service = start_outbound(config, store=store, adapter=adapter,
+                                 may_sweep=keeper.holds_sweep)
     except OSError as exc:  # the port is taken, the address is not ours
         store.close()
         print(f"cannot listen: {exc}", file=out)
@@ -88,12 +95,14 @@ def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
     print(f"serving webhooks on {service.url} (public URL "
           f"{service.config.service.public_url if service.config.service else '?'})", file=out)
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(min(0.5, keeper.tick_every)):
+            keeper.tick()
             if not service.alive():
                 log.error("outbound service thread ended; stopping")
                 return EX_SOFTWARE
         return EX_OK
     finally:
+        keeper.release_all()
         service.stop()
         service.queue.close()
         store.close()
