@@ -161,6 +161,37 @@ def _time_store_transactions(store: Any) -> list[float]:
     return totals
 
 
+def _time_store_calls(store: Any) -> list[float]:
+    """[calls, CPU seconds of the calling threads inside the store's public methods]: the
+    ledger's cost to the bridge, without the waits (other threads holding the lock, the
+    server's answer). Nested calls count once."""
+    import threading
+
+    totals = [0, 0.0]
+    depth = threading.local()
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if getattr(depth, "n", 0):
+                return method(*args, **kwargs)
+            depth.n = 1
+            start = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth.n = 0
+                totals[0] += 1
+                totals[1] += time.thread_time() - start
+        return timed
+
+    for name in dir(store):
+        if not name.startswith("_") and name not in ("close", "dialect", "errors"):
+            method = getattr(store, name)
+            if callable(method) and not isinstance(method, type):
+                setattr(store, name, wrap(method))
+    return totals
+
+
 def _profile_host_threads(poller: Any, profiles: dict[int, cProfile.Profile]) -> None:
     """cProfile sees only the thread that enabled it: with several mails in flight the
     pipeline runs on host worker threads, each profiled here by a profiler of its own."""
@@ -222,9 +253,11 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
     original_flush = runner_module._Moves.flush
     host_times: dict[str, list[float]] = {}
     tx_times = [0, 0.0, 0, 0.0, 0, 0.0]
+    call_times = [0, 0.0]
     if not lean:  # the counters below cost the bridge ~0.1-0.2 ms of CPU per mail
         host_times = _time_host_requests(poller.pipeline.host)
         tx_times = _time_store_transactions(store)
+        call_times = _time_store_calls(store)
         poller.pipeline.process = timed(in_process,  # type: ignore[method-assign]
                                         poller.pipeline.process)
 
@@ -308,6 +341,8 @@ def _one_e2e(env: BenchEnv, args: argparse.Namespace, messages: int, megabytes: 
                                "reads_per_mail": round(tx_times[4] / messages, 2),
                                "read_ms_per_mail": round(1000 * tx_times[5] / messages, 2)},
         "store": "postgresql" if postgres is not None else "sqlite",
+        "store_calls": {"per_mail": round(call_times[0] / messages, 2),
+                        "bridge_cpu_ms_per_mail": round(1000 * call_times[1] / messages, 3)},
         "folders_after": counts,
         "profile": profile,
         "lean": lean,
@@ -346,6 +381,7 @@ def _print_e2e(result: dict[str, Any]) -> None:
         print(f"  host request wall time as the bridge sees it (ms): "
               f"{result['host_client_ms_per_request']}")
         print(f"  store write transactions: {result['store_transactions']}")
+        print(f"  store calls (bridge CPU inside them): {result['store_calls']}")
     print(f"  folders after: {result['folders_after']}")
     if result.get("report"):
         print(result["report"])

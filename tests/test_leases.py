@@ -200,7 +200,8 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     config = write_config(tmp_path, entries)
     target = StoreTarget("sqlite", str(tmp_path / "ledger.sqlite3"))
     now = [100.0]
-    first = _keeper(target, "first", ["one", "two", "three"], sweep=True, clock=lambda: now[0])
+    first = _keeper(target, "first", ["one", "two", "three"], sweep=True, clock=lambda: now[0],
+                    url="http://127.0.0.1:8025")
     first.tick()
     first.release("three")
     second = _keeper(target, "second", ["three"])
@@ -215,7 +216,7 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     code, lines = run_cli("-c", str(config), "accounts")
     assert "    worked by host:second:x (lease epoch 2, 30 s left)" in lines
     assert lines[lines.index("instances:") + 1].startswith(
-        "    host:first:x: live, 2 account(s), last heartbeat 20")
+        "    host:first:x (http://127.0.0.1:8025): live, 2 account(s), last heartbeat 20")
     assert lines[-2].endswith("; runs the sweep")
 
     first.tick()  # it sees the second instance now
@@ -227,6 +228,7 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     metrics.watch_leases(first)
     text = metrics.exposition().decode()
     assert 'pmb_lease_held{resource="account:one"} 1.0' in text
+    assert 'pmb_lease_held_since_timestamp_seconds{resource="sweep"} 1.7' in text
     assert "pmb_lease_accounts_held 2.0" in text and "pmb_lease_renew_failures_total 0.0" in text
 
     first.store.close()  # the database is gone: two renewals fail, the instance is unhealthy
@@ -236,3 +238,26 @@ def test_accounts_healthz_and_metrics_show_who_holds_what(tmp_path: Path) -> Non
     ok, report = health(second.store, ["one"], first)  # type: ignore[arg-type]
     assert not ok and report["leases"]["renew_failures_in_a_row"] == 2
     target.close()
+
+
+def test_a_keeper_without_accounts_takes_the_sweep_and_no_share(tmp_path: Path) -> None:
+    """``serve`` (the outbound side alone) beside ``run`` instances: it may run the sweep, but
+    the accounts are shared among the instances that work them."""
+    target = StoreTarget("sqlite", str(tmp_path / "ledger.sqlite3"))
+    outbound = LeaseKeeper(target.store(), [], ttl=30, local_liveness=False,
+                           instance="host:serve:x", sweep=True)
+    outbound.tick()  # at once: with no account to share, nothing to wait for
+    assert outbound.holds_sweep()
+    runner = _keeper(target, "run", ["a", "b"])
+    assert sorted(runner.tick().gained) == ["a", "b"]  # the whole share: one live instance
+    assert [i.instance for i in runner.store.instances()] == ["host:run:x"]
+    target.close()
+
+
+def test_an_instance_gone_for_an_hour_is_no_longer_listed(target: StoreTarget) -> None:
+    store = target.store()
+    store.heartbeat_instance("host:old:x", ttl=-3601, host="host", pid=1)  # gone long ago
+    store.heartbeat_instance("host:recent:x", ttl=-60, host="host", pid=2)
+    store.heartbeat_instance("host:live:x", ttl=30, host="host", pid=3)
+    listed = {i.instance: i.live for i in store.instances()}
+    assert listed == {"host:recent:x": False, "host:live:x": True}

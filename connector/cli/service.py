@@ -186,6 +186,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if service_settings is not None and not (args.once or dry_run):
         http = _start_http(config, service_settings, parts, [a.name for a in accounts],
                            leases)
+        if leases is not None:  # where its /healthz is, for `accounts` to show
+            leases.url = http.url
     try:
         if args.once:
             return _report_pass(service.run_once(), dry_run, args.json, out, err)

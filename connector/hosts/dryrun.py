@@ -103,15 +103,15 @@ class DryRunAdapter:
 
     # -- HostAdapter -----------------------------------------------------------------------------
 
-    def _read(self, zendesk: tuple[str, str, dict[str, Any]],
+    def _read(self, rest: tuple[str, str, dict[str, Any]],
               otobo: tuple[str, str, str, dict[str, Any]]) -> None:
         """One line for a read: the GenericInterface call when the host is OTOBO/Znuny
-        (``method, path, operation, body``), else the Zendesk request."""
+        (``method, path, operation, body``), else the Zendesk REST request (``rest``)."""
         if self._otobo() is not None:
             method, path, operation, body = otobo
             self._emit(method, path, operation=operation, body=body or None)
         else:
-            method, path, fields = zendesk
+            method, path, fields = rest
             self._emit(method, path, **fields)
 
     def check_credentials(self) -> str:

@@ -295,17 +295,18 @@ class OutboundQueue:
         account has a free rate slot. Claiming a send moves it to WORKING and counts an
         attempt."""
         now = self.now()
+        due = (f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
+               "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
+               "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200")
+        params = (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
+                  JobState.UNCERTAIN.value, JobState.QUEUED.value)
+        if not self._rows(due, params):
+            return None  # the usual answer, without taking a write lock
         # One transaction: the candidates are locked as they are read (PostgreSQL: rows
         # another instance is claiming are skipped, not waited for; SQLite: the IMMEDIATE
         # transaction holds the file), and the first one this worker may send is claimed.
         with self._tx() as db:
-            rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM outbound_jobs WHERE owner IS NULL AND "
-                "next_attempt_at <= ? AND (state = ? OR (state IN (?, ?, ?) AND reported = 0)) "
-                "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, next_attempt_at, id LIMIT 200"
-                + self.db.dialect.skip_locked,
-                (now, JobState.QUEUED.value, JobState.SENT.value, JobState.FAILED.value,
-                 JobState.UNCERTAIN.value, JobState.QUEUED.value)).fetchall()
+            rows = db.execute(due + self.db.dialect.skip_locked, params).fetchall()
             claimed: int | None = None
             for row in rows:
                 job = self._job(row)

@@ -119,7 +119,8 @@ def accounts_report(config: Config, store: Store, out: TextIO, *, as_json: bool)
             state = "live" if instance.live else "gone"
             extra = "; runs the sweep" if sweep is not None and sweep.live and \
                 sweep.holder == instance.instance else ""
-            out.write(f"    {instance.instance}: {state}, {held[instance.instance]} "
+            where = f" ({instance.url})" if instance.url else ""
+            out.write(f"    {instance.instance}{where}: {state}, {held[instance.instance]} "
                       f"account(s), last heartbeat {_when(instance.heartbeat_at)}{extra}\n")
 
 

@@ -49,7 +49,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from connector.outbound.queue import owner_dead, process_owner
@@ -101,7 +101,6 @@ class LeaseStats:
     lost: int = 0
     share: int = 0
     live_instances: int = 0
-    by_account: dict[str, float] = field(default_factory=dict)
 
 
 class LeaseKeeper:
@@ -219,8 +218,9 @@ class LeaseKeeper:
         lost: tuple[str, ...] = ()
         if first or started >= (self._next_renewal or 0.0) or self.stats.failures_in_a_row:
             try:
-                self.store.heartbeat_instance(self.instance, ttl=self.ttl, host=self.host,
-                                              pid=self.pid, url=self.url)
+                if self.accounts:  # only instances that work accounts count in the shares
+                    self.store.heartbeat_instance(self.instance, ttl=self.ttl,
+                                                  host=self.host, pid=self.pid, url=self.url)
                 with self._lock:
                     epochs = {r: h.lease.epoch for r, h in self._held.items()}
                 renewed = self.store.renew_leases(self.instance, epochs, self.ttl) \
@@ -230,7 +230,7 @@ class LeaseKeeper:
                 return self._renewal_failed(exc, started)
             self._next_renewal = started + self.renew_every
             lost = self._renewed(renewed, started)
-        if first:
+        if first and self.accounts:
             return Changes()
         try:
             gained, hand_back = self._balance(started)

@@ -10,6 +10,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -131,13 +132,19 @@ class _LeaseCollector:
                                   "another renewal", labels=["resource"])
         epoch = GaugeMetricFamily("pmb_lease_epoch", "Each held lease's fencing epoch",
                                   labels=["resource"])
+        since = GaugeMetricFamily("pmb_lease_held_since_timestamp_seconds",
+                                  "Unix time this instance took each lease it holds (its age)",
+                                  labels=["resource"])
         for resource, lease in status["leases"].items():
             held.add_metric([resource], 1.0)
             valid.add_metric([resource], float(lease["valid_for"]))
             epoch.add_metric([resource], float(lease["epoch"]))
+            since.add_metric([resource],
+                             datetime.fromisoformat(lease["held_since"]).timestamp())
         yield held
         yield valid
         yield epoch
+        yield since
         yield GaugeMetricFamily("pmb_lease_accounts_held", "Accounts this instance works",
                                 value=float(len(self.keeper.held_accounts())))
         yield GaugeMetricFamily("pmb_lease_fair_share",

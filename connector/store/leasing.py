@@ -23,6 +23,9 @@ from connector.errors import LeaseLostError
 from connector.store.base import Fence, InstanceRecord, Lease
 from connector.store.sql import Dialect
 
+#: How long an instance that stopped heartbeating stays listed (`accounts`: "gone").
+GONE_INSTANCES_KEPT_SECONDS = 3600.0
+
 
 def _unix(value: float) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
@@ -80,6 +83,9 @@ class LeaseTables:
                 f"ON CONFLICT (instance) DO UPDATE SET heartbeat_at = {now}, "
                 f"expires_at = {now} + ?, url = excluded.url",
                 (instance, host, pid, url, ttl, ttl))
+            # Instances killed long ago: `accounts` shows the gone ones for an hour.
+            db.execute(f"DELETE FROM instances WHERE expires_at < {now} - ?",
+                       (GONE_INSTANCES_KEPT_SECONDS,))
 
     def forget_instance(self, instance: str) -> None:
         with self._tx(durable=False) as db:

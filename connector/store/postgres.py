@@ -39,7 +39,7 @@ from psycopg_pool import ConnectionPool
 
 from connector.errors import StoreUnavailableError
 from connector.store.leasing import LeaseTables
-from connector.store.ledger import Ledger
+from connector.store.ledger import Ledger, _now
 from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import POSTGRESQL, Row
 
@@ -251,7 +251,7 @@ class PostgresDatabase:
                 apply_steps(migration, self.engine, conn)
                 conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                              "VALUES (%s, %s, %s)", (migration.version, migration.name,
-                                                     _now_text()))
+                                                     _now()))
                 applied.append(migration)
         for migration in applied:
             log.info("store %s: schema migration %d (%s) applied", self.path,
@@ -286,12 +286,6 @@ class PostgresDatabase:
     def database_size(self) -> int:
         with self._connection() as conn:
             return int(_scalar(conn, "SELECT pg_database_size(current_database())"))
-
-
-def _now_text() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class PostgresStore(PostgresDatabase, Ledger, LeaseTables):

@@ -21,13 +21,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connector.errors import StoreCorruptError, StoreSchemaError
 from connector.store.leasing import LeaseTables
-from connector.store.ledger import Ledger
+from connector.store.ledger import Ledger, _now
 from connector.store.migrations import MIGRATIONS_TABLE, Migration, apply_steps, pending
 from connector.store.sql import SQLITE
 
@@ -38,8 +37,6 @@ BUSY_WAIT_SECONDS = 30.0
 
 #: Makes every barrier's write differ from the last one (see SQLiteStore.make_durable).
 _BARRIERS = itertools.count()
-
-
 
 #: SQLite primary result codes that may mean a damaged file: IOERR, CORRUPT, NOTADB.
 _DAMAGE_CODES = (10, 11, 26)
@@ -73,14 +70,6 @@ def damaged_message(path: Path, problems: list[str]) -> str:
             "moved. Stop the bridge, restore the ledger from a backup ('postmaster-bridge "
             "store backup FILE' makes one) or try sqlite3's .recover, and check it with "
             "'postmaster-bridge store check'")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 class SQLiteFile:
