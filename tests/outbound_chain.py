@@ -51,8 +51,8 @@ class OutboundChain:
         self.worker = OutboundWorker(config, self.queue, self.api, self.store)
         if crashed_worker:
             self.worker.run_forever = lambda: None  # type: ignore[method-assign]
-        self.app = WebhookApp(config, self.queue, on_enqueued=self.worker.wake.set,
-                              ticket_number=getattr(self.api, "ticket_number", None))
+        self.app = WebhookApp(config, self.queue, self.api.webhook(),
+                              on_enqueued=self.worker.wake.set)
         self.service: OutboundService | None = None
 
     def start(self) -> OutboundService:

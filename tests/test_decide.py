@@ -155,6 +155,23 @@ def test_unknown_queue_reported_not_guessed() -> None:
     assert fields(d)["group_id"] == 7 and "Nowhere" in d.problems[0]  # the default kept
 
 
+def test_bridge_group_wins_over_the_queue_mapping() -> None:
+    """filters/README.md: X-Bridge-Group, a helpdesk group the filter names itself, wins over
+    X-OTOBO-Queue set with it (whichever filter set which); an unmapped one is a problem and
+    the Queue's group stays. The account's default group still loses to either."""
+    both = {"X-OTOBO-Queue": "Billing", "X-Bridge-Group": "12"}
+    for controls in (both, dict(reversed(both.items()))):
+        d = Decider(ACCOUNT, VOCABULARY, Lookup()).decide(message(),
+                                                          FilterVerdict(controls=controls))
+        assert fields(d)["group_id"] == 12 and d.problems == ()
+    d = Decider(ACCOUNT, VOCABULARY, Lookup()).decide(message(), FilterVerdict(
+        controls={"X-OTOBO-Queue": "Billing", "X-Bridge-Group": "Nowhere"}))
+    assert fields(d)["group_id"] == 99 and "Nowhere" in d.problems[0]
+    d = Decider(ACCOUNT, VOCABULARY, Lookup()).decide(message(), FilterVerdict(
+        controls={"X-Bridge-Group": "Billing"}))
+    assert fields(d)["group_id"] == 99  # a name from host.groups, as for the Queue
+
+
 @pytest.mark.parametrize("value", ["yes", "1", "true", "Yes"])
 def test_ignore_control(value: str) -> None:
     d = Decider(ACCOUNT, VOCABULARY, Lookup()).decide(

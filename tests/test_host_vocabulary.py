@@ -200,3 +200,50 @@ def test_pec_facts_land_in_the_hosts_fields_and_an_unmapped_one_is_a_problem() -
     assert again.decision.problems == ()
     assert [f["id"] for f in again.trace["decision"]["host_fields"]["custom_fields"]] == [
         9001, 9004]
+
+
+
+def test_every_adapter_offers_its_vocabulary_and_one_without_is_no_host_adapter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vocabulary`` is part of HostAdapter: every adapter has its host's, the test's
+    in-memory host one too, and a class with every call but no vocabulary is no HostAdapter."""
+    import io
+
+    from test_pipeline_recovery import MemoryHost
+
+    from connector.hosts.base import HostAdapter
+    from connector.hosts.dryrun import DryRunAdapter
+    from connector.hosts.factory import make_host
+    from connector.hosts.unavailable import UnavailableHost
+
+    monkeypatch.setenv("PMB_ZD_TOKEN", "token-0123456789")
+    monkeypatch.setenv("PMB_OTOBO_PW", "password-0123456789")
+    monkeypatch.setenv("PMB_IMAP_PW", "password-0123456789")
+    zendesk_host = {"type": "zendesk", "url": "https://acme.zendesk.com",
+                    "auth": {"type": "api_token", "email": "a@acme.example",
+                             "api_token": "${PMB_ZD_TOKEN}"}}
+    hosts = {name: make_host(config_from_mapping({"host": host, "accounts": [_account()]},
+                                                 "c.yaml", Path(".")).host)
+             for name, host in (("zendesk", zendesk_host), ("otobo", _otobo_host()))}
+    assert isinstance(hosts["zendesk"].vocabulary, ZendeskVocabulary)
+    assert isinstance(hosts["otobo"].vocabulary, OtoboVocabulary)
+    for adapter in (*hosts.values(), DryRunAdapter(io.StringIO()), MemoryHost(),
+                    UnavailableHost("no secret", ZENDESK)):
+        assert isinstance(adapter, HostAdapter), type(adapter).__name__
+
+    class NoVocabulary(UnavailableHost):
+        def __init__(self) -> None:
+            self.why = "x"
+
+    assert not isinstance(NoVocabulary(), HostAdapter)
+
+
+def test_otobo_names_the_group_and_brand_it_cannot_take() -> None:
+    """X-Bridge-Group/-Brand are Zendesk's; on OTOBO they are a problem, not silently lost."""
+    done = OtoboVocabulary().translate((), (("X-OTOBO-Queue", "Postmaster::PEC"),
+                                            ("X-Bridge-Group", "Legal"),
+                                            ("x-bridge-brand", "7")))
+    assert done.fields["Ticket"] == {"Queue": "Postmaster::PEC"}
+    assert done.problems == (
+        "X-Bridge-Group has no OTOBO/Znuny equivalent (route with X-OTOBO-Queue)",
+        "X-Bridge-Brand has no OTOBO/Znuny equivalent (route with X-OTOBO-Queue)")

@@ -11,6 +11,7 @@ from connector.errors import HostError
 from connector.hosts.base import Comment, NewTicket
 from connector.hosts.dryrun import DryRunAdapter
 from connector.hosts.unavailable import UnavailableHost
+from connector.hosts.zendesk_fields import ZendeskVocabulary
 from connector.service.hostcalls import HostCallRecorder
 
 
@@ -38,7 +39,7 @@ def test_calls_are_noted_with_target_answer_and_time_then_taken_once() -> None:
 
 
 def test_a_failed_call_is_noted_and_still_raised() -> None:
-    recorder = HostCallRecorder(UnavailableHost("no secret"))  # type: ignore[arg-type]
+    recorder = HostCallRecorder(UnavailableHost("no secret", ZendeskVocabulary()))
     with pytest.raises(HostError, match="not asked: no secret"):
         recorder.user_exists("a@example.org")
     [call] = recorder.take()

@@ -21,7 +21,7 @@ from connector.config import Config, HostConfig, StoreConfig
 from connector.errors import ConfigError
 from connector.exitcodes import EX_NOINPUT
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
-from connector.outbound import commands
+from connector.outbound import commands, factory, zendesk_commands
 from connector.outbound.queue import JobState, process_owner
 from connector.store.factory import open_queue
 
@@ -135,11 +135,23 @@ def test_retry(tmp_path: Path, jobs: dict[str, int], store_config: StoreConfig) 
 
 def test_configuration_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no account has outbound enabled"):
-        run(commands.install, make_config(tmp_path, outbound=False), True, False)
+        run(zendesk_commands.install, make_config(tmp_path, outbound=False), True, False)
     with pytest.raises(ConfigError, match="host.type: zendesk") as info:
-        run(commands.install, make_config(tmp_path, host_type="dry-run"), True, False)
+        run(zendesk_commands.install, make_config(tmp_path, host_type="dry-run"), True, False)
     assert info.value.key == "host.type"
     assert commands.start_outbound(make_config(tmp_path, outbound=False)) is None
+
+
+def test_install_and_uninstall_are_the_named_hosts(tmp_path: Path) -> None:
+    """``install --host zendesk`` goes to Zendesk's API (refused without a Zendesk host), and
+    writes no OTOBO files; ``--host otobo`` is tested in test_otobo_cli."""
+    config = make_config(tmp_path, host_type="dry-run")
+    with pytest.raises(ConfigError, match="host.type: zendesk"):
+        factory.install(config, "zendesk", dry_run=True, suppress=False,
+                        output=tmp_path / "otobo", out=io.StringIO())
+    with pytest.raises(ConfigError, match="host.type: zendesk"):
+        factory.uninstall(config, "zendesk", dry_run=True, out=io.StringIO())
+    assert not (tmp_path / "otobo").exists()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from outbound_oas import BASE, FakeZendesk
 
 from connector.config import Config, HostConfig, StoreConfig
 from connector.hosts.zendesk import ApiTokenAuth, ZendeskAdapter, ZendeskSettings
-from connector.outbound import commands
+from connector.outbound import zendesk_commands
 from connector.outbound.queue import OutboundQueue
 from connector.outbound.zendesk_install_objects import read_marker
 
@@ -76,14 +76,14 @@ def adapter() -> ZendeskAdapter:
 def install(config: Config, adapter: ZendeskAdapter, *, dry_run: bool = False,
             suppress: bool = False) -> tuple[int, str]:
     out = io.StringIO()
-    code = commands.install(config, dry_run, suppress, out, adapter=adapter)
+    code = zendesk_commands.install(config, dry_run, suppress, out, adapter=adapter)
     return code, out.getvalue()
 
 
 def uninstall(config: Config, adapter: ZendeskAdapter, *, dry_run: bool = False) -> \
         tuple[int, str]:
     out = io.StringIO()
-    code = commands.uninstall(config, dry_run, out, adapter=adapter)
+    code = zendesk_commands.uninstall(config, dry_run, out, adapter=adapter)
     return code, out.getvalue()
 
 

@@ -14,6 +14,7 @@ import pytest
 from connector.outbound.queue import JobState, OutboundQueue
 from connector.outbound.settings import OutboundConfig, outbound_from_raw
 from connector.outbound.webhook import WebhookApp
+from connector.outbound.zendesk_hook import ZendeskHook
 from connector.outbound.zendesk_signature import format_timestamp, sign, verify
 
 SECRET = "whsec-0123456789abcdef"
@@ -44,7 +45,7 @@ def queue(tmp_path: Path) -> OutboundQueue:
 
 @pytest.fixture
 def app(tmp_path: Path, queue: OutboundQueue) -> WebhookApp:
-    return WebhookApp(config(tmp_path), queue, clock=lambda: NOW.timestamp())
+    return WebhookApp(config(tmp_path), queue, ZendeskHook(), clock=lambda: NOW.timestamp())
 
 
 def body_for(ticket_id: Any = "4711", **extra: Any) -> bytes:
@@ -225,7 +226,7 @@ def test_prefixed_public_path_is_routed(app: WebhookApp) -> None:
 
 def test_enqueue_wakes_the_worker(tmp_path: Path, queue: OutboundQueue) -> None:
     woken: list[bool] = []
-    app = WebhookApp(config(tmp_path), queue, clock=lambda: NOW.timestamp(),
+    app = WebhookApp(config(tmp_path), queue, ZendeskHook(), clock=lambda: NOW.timestamp(),
                      on_enqueued=lambda: woken.append(True))
     body = body_for()
     call(app, body=body, headers=signed(body))
@@ -246,7 +247,7 @@ def two_account_app(tmp_path: Path, queue: OutboundQueue) -> WebhookApp:
     (tmp_path / "pw").write_text("pw")
     (tmp_path / "secret").write_text(SECRET)
     cfg = outbound_from_raw(raw, str(tmp_path / "config.yaml"), tmp_path)
-    return WebhookApp(cfg, queue, clock=lambda: NOW.timestamp())
+    return WebhookApp(cfg, queue, ZendeskHook(), clock=lambda: NOW.timestamp())
 
 
 def test_a_delivery_signed_for_one_account_cannot_be_replayed_to_another(
@@ -304,3 +305,16 @@ def test_the_largest_ticket_id_is_accepted(app: WebhookApp, queue: OutboundQueue
     status, answer = call(app, body=body, headers=signed(body))
     assert status == 202
     assert queue.job(answer["job"]).ticket_id == str(2**63 - 1)
+
+
+def test_the_webhook_serves_only_its_hosts_route(app: WebhookApp, queue: OutboundQueue) -> None:
+    """Each host's requests are verified its own way: a Zendesk deployment has no OTOBO
+    invoker route, so the shared secret as a Basic-auth password queues nothing there."""
+    import base64
+
+    auth = base64.b64encode(f"postmaster-bridge:{SECRET}".encode()).decode()
+    body = json.dumps({"Event": "TicketDynamicFieldUpdate_PECReply", "TicketID": "7"}).encode()
+    status, _ = call(app, path="/hooks/otobo/pec-main", body=body,
+                     headers={"Authorization": f"Basic {auth}"})
+    assert status == 404
+    assert queue.jobs() == []

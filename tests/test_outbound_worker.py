@@ -417,3 +417,30 @@ def test_unknown_ticket_fails_clearly(env: Env) -> None:
     job = env.queue.job(job_id)
     assert job.state == JobState.FAILED and "999" in job.error and job.reported
     assert job.report_error  # the ticket is not there to take a note either
+
+
+def test_the_worker_outlives_a_store_it_cannot_reach(env: Env,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL out of reach for a while (failover, a network cut): reading when the next
+    job is due fails, and the worker waits and reads again instead of ending."""
+    import threading
+
+    from connector.errors import StoreUnavailableError
+
+    failures = {"left": 2}
+    real = env.queue.next_due_at
+    waits: list[float] = []
+
+    def unreachable() -> float | None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreUnavailableError("the PostgreSQL store (host=db) failed: refused")
+        env.worker.stop()  # read again after the failures: enough
+        return real()
+
+    monkeypatch.setattr(env.queue, "next_due_at", unreachable)
+    monkeypatch.setattr(env.worker.wake, "wait", lambda seconds: waits.append(seconds))
+    thread = threading.Thread(target=env.worker.run_forever)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and failures["left"] == 0 and len(waits) == 3

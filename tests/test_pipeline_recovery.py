@@ -29,6 +29,7 @@ from connector.errors import (
 from connector.fetch.base import ListedMessage, MailboxState, RemoteMessage
 from connector.hosts.base import Comment, CreatedTicket, NewTicket, TicketInfo
 from connector.hosts.retry import SlidingWindowLimiter
+from connector.hosts.vocabulary import vocabulary_for
 from connector.service import admin
 from connector.service import runner as runner_module
 from connector.service.pipeline import Outcome, Pipeline
@@ -60,6 +61,7 @@ class MemoryHost:
     """The HostAdapter interface over dictionaries."""
 
     name = "memory"
+    vocabulary = vocabulary_for(HostConfig(type="dry-run"))
 
     def __init__(self, closed: Iterable[str] = ()) -> None:
         self.created: list[NewTicket] = []

@@ -31,6 +31,7 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     requester, decision) and print the trace ``run`` records; nothing is written anywhere."""
     from connector.filters import filters_test, load_chain
     from connector.hosts.factory import make_host
+    from connector.hosts.vocabulary import vocabulary_for
     from connector.service.filtering import StoreLookups, filter_dirs, filter_settings
     from connector.understand import Rules, understand
 
@@ -42,7 +43,8 @@ def cmd_filters_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # Read-only: the ledger is opened only if it exists, the host is only read.
     store = readonly_store(config)
     missing = [m for m in config.missing_secrets if m.startswith("host.")]
-    host = UnavailableHost(missing[0]) if missing else make_host(config.host, out=sys.stderr)
+    host = UnavailableHost(missing[0], vocabulary_for(config.host)) if missing \
+        else make_host(config.host, out=sys.stderr)
 
     otobo = _otobo_builder(config.host, host)
 

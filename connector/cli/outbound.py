@@ -17,28 +17,19 @@ def _helpdesk(args: argparse.Namespace, config: Any) -> str:
 
 
 def cmd_install(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from connector.outbound import commands as oc
+    from connector.outbound import factory
 
     config = load(args)
-    flavor = _helpdesk(args, config)
-    if flavor in ("otobo", "znuny"):
-        from connector.outbound.otobo_install import install_files
-        from connector.outbound.settings import load_outbound
-
-        return install_files(config, load_outbound(config), flavor, Path(args.output), out)
-    return oc.install(config, args.dry_run, args.suppress_email_notifications, out)
+    return factory.install(config, _helpdesk(args, config), dry_run=args.dry_run,
+                           suppress=args.suppress_email_notifications,
+                           output=Path(args.output), out=out)
 
 
 def cmd_uninstall(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from connector.outbound import commands as oc
+    from connector.outbound import factory
 
     config = load(args)
-    flavor = _helpdesk(args, config)
-    if flavor in ("otobo", "znuny"):
-        from connector.outbound.otobo_install import uninstall_steps
-
-        return uninstall_steps(config, flavor, out)
-    return oc.uninstall(config, args.dry_run, out)
+    return factory.uninstall(config, _helpdesk(args, config), dry_run=args.dry_run, out=out)
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

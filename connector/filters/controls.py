@@ -81,8 +81,9 @@ CONTROLS: tuple[ControlSpec, ...] = (
     _otobo("Bounce-OriginalMessageID", "Message-ID of the bounced mail", settable=False),
     _otobo("Bounce-ErrorMessage", "status and diagnostic of the bounce", settable=False),
     ControlSpec(BRIDGE + "Tags", "tags to add, comma or space separated"),
-    ControlSpec(BRIDGE + "Group", "helpdesk group (wins over the Queue mapping)"),
-    ControlSpec(BRIDGE + "Brand", "helpdesk brand"),
+    ControlSpec(BRIDGE + "Group", "helpdesk group where the host has groups (wins over the "
+                "Queue mapping set with it)"),
+    ControlSpec(BRIDGE + "Brand", "helpdesk brand where the host has brands"),
     ControlSpec(BRIDGE + "Requester", "requester e-mail (e.g. the original sender of a forward)"),
     ControlSpec(BRIDGE + "PEC", "the kind of certified mail the bridge unwrapped",
                 ("transport", "anomaly", "receipt"), settable=False),

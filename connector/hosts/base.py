@@ -170,6 +170,9 @@ class HostAdapter(Protocol):
     """What every helpdesk adapter offers. All methods may raise HostError subclasses."""
 
     name: str
+    #: How this host takes the control vocabulary, and what it can keep (``keeps_tags``): the
+    #: adapter translates with it; callers ask it for the host's capabilities.
+    vocabulary: Vocabulary
 
     def check_credentials(self) -> str:
         """Authenticate and return a one-line description of who we are on the host."""

@@ -43,6 +43,8 @@ FOLLOW_UP_FIELDS: Mapping[str, str] = {
     "Responsible": "Responsible", "ResponsibleID": "ResponsibleID", "Title": "Title",
 }
 _OTOBO = "X-OTOBO-"
+#: X-Bridge-* controls that are ticket attributes elsewhere (Zendesk group, brand) only.
+_NO_OTOBO_ATTRIBUTE = ("X-Bridge-Group", "X-Bridge-Brand")
 _PENDING_DIFF = re.compile(r"^\+?(\d+)\s*([mhd]?)$", re.IGNORECASE)
 _PENDING_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::\d{2})?$")
 _MINUTES = {"": 1, "m": 1, "h": 60, "d": 1440}
@@ -131,9 +133,15 @@ class OtoboVocabulary:
     def translate(self, defaults: Iterable[tuple[str, object]],
                   controls: Iterable[tuple[str, object]], *,
                   follow_up: bool = False) -> Translation:
+        controls = list(controls)
         native = self.native(defaults, controls, follow_up=follow_up)
+        # Zendesk's group and brand have no ticket attribute here (an OTOBO group is a
+        # permission group of queues): said, not silently dropped.
+        named = [canonical_control(name) for name, value in controls if str(value).strip()]
+        problems = tuple(f"{name} has no OTOBO/Znuny equivalent (route with X-OTOBO-Queue)"
+                         for name in named if name in _NO_OTOBO_ATTRIBUTE and not follow_up)
         return Translation({"Ticket": dict(native.ticket), "Article": dict(native.article),
-                            "DynamicField": dict(native.dynamic_fields)})
+                            "DynamicField": dict(native.dynamic_fields)}, problems)
 
 
 def _texts(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, str]]:

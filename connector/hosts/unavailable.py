@@ -10,15 +10,18 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from connector.errors import HostError
+from connector.hosts.base import Vocabulary
 
 
 class UnavailableHost:
-    """A HostAdapter whose every call raises HostError(``why``)."""
+    """A HostAdapter whose every call raises HostError(``why``); ``vocabulary`` is the
+    configured host's (pure: it needs no login)."""
 
     name = "unavailable"
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, vocabulary: Vocabulary) -> None:
         self.why = why
+        self.vocabulary = vocabulary
 
     def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
         raise HostError(f"not asked: {self.why}")

@@ -75,7 +75,9 @@ class ZendeskVocabulary:
         custom: dict[int, object] = {}
         problems: list[str] = []
         for layer, report in ((defaults, False), (controls, True)):
-            for raw_name, value in layer:
+            # Within one layer X-Bridge-Group, a helpdesk group named by the filter itself,
+            # wins over the Queue mapping (filters/README.md): it is applied last.
+            for raw_name, value in sorted(layer, key=_names_the_group):
                 problem = self._apply(raw_name, value, out, custom, follow_up)
                 if problem and report:
                     problems.append(problem)
@@ -135,3 +137,7 @@ class ZendeskVocabulary:
                         "question, task)")
             out["type"] = text.lower()
         return None
+
+
+def _names_the_group(control: tuple[str, object]) -> bool:
+    return (canonical_control(control[0]) or control[0]) == "X-Bridge-Group"

@@ -1,4 +1,5 @@
-"""What the ``postmaster-bridge`` CLI calls for the outbound side.
+"""What the ``postmaster-bridge`` CLI calls for the outbound side, whatever the host
+(``install``/``uninstall`` are each host's own: connector.outbound.factory picks them).
 
 Each command takes the loaded ``Config`` and an output stream and returns an exit code
 (connector/exitcodes.py). Configuration problems raise ``ConfigError`` (the CLI maps it to 78).
@@ -10,144 +11,26 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from connector.config import Config
-from connector.errors import ConfigError, HostError, TransientHostError
+from connector.errors import ConfigError
 from connector.exitcodes import (
     EX_FAILURE,
     EX_NOINPUT,
     EX_OK,
     EX_OSERR,
     EX_SOFTWARE,
-    EX_UNAVAILABLE,
 )
-from connector.outbound.queue import Job, JobState, OutboundQueue
+from connector.outbound.command_support import queue_of, sending_outbound
+from connector.outbound.factory import outbound_api
+from connector.outbound.queue import Job, JobState
 from connector.outbound.service import OutboundService
-from connector.outbound.settings import OutboundConfig, load_outbound
-from connector.outbound.webhook import WebhookApp
+from connector.outbound.settings import load_outbound
 from connector.outbound.worker import OutboundWorker
-from connector.outbound.zendesk_api import ZendeskOutboundAPI
-from connector.outbound.zendesk_install import apply, plan_install, plan_uninstall
 
 log = logging.getLogger(__name__)
-
-
-
-def _outbound(config: Config) -> OutboundConfig:
-    outbound = load_outbound(config)
-    if not outbound.enabled_accounts:
-        raise ConfigError("no account has outbound enabled (accounts[].outbound)",
-                          path=str(config.path), key="accounts")
-    if outbound.service is None:
-        raise ConfigError("is required for outbound", path=str(config.path), key="service")
-    return outbound
-
-
-def _otobo_api(config: Config, outbound: OutboundConfig, adapter: Any = None) -> Any:
-    """The worker's OTOBO/Znuny view: the agent's PECReply field stands for the reply tag."""
-    from connector.hosts.otobo import OtoboAdapter, OtoboSettings
-    from connector.outbound.otobo_api import OtoboOutboundAPI
-
-    if adapter is None:
-        adapter = OtoboAdapter(OtoboSettings.from_host_config(config.host))
-    return OtoboOutboundAPI(adapter, {a.reply_tag: a.account for a in outbound.enabled_accounts})
-
-
-def _api(config: Config, adapter: Any = None) -> ZendeskOutboundAPI:
-    if adapter is None:
-        if config.host.type != "zendesk":
-            raise ConfigError("outbound replies need host.type: zendesk", path=str(config.path),
-                              key="host.type")
-        from connector.hosts.zendesk import ZendeskAdapter, ZendeskSettings
-
-        adapter = ZendeskAdapter(ZendeskSettings.from_host_config(config.host))
-    return ZendeskOutboundAPI(adapter)
-
-
-@contextmanager
-def _queue(config: Config) -> Iterator[OutboundQueue]:
-    from connector.store.factory import open_queue
-
-    queue = open_queue(config.store)
-    try:
-        yield queue
-    finally:
-        queue.close()
-
-
-@contextmanager
-def _queue_if_present(config: Config) -> Iterator[OutboundQueue | None]:
-    """The queue for a dry run: None when no store file exists yet (a dry run creates none)."""
-    from connector.store.factory import store_exists
-
-    if not store_exists(config.store):
-        yield None
-        return
-    with _queue(config) as queue:
-        yield queue
-
-
-# -- install / uninstall ------------------------------------------------------------------------
-
-def _host_failure(exc: HostError) -> int:
-    """69 when the helpdesk could not be reached (worth running again), 1 when it refused."""
-    return EX_UNAVAILABLE if isinstance(exc, TransientHostError) else EX_FAILURE
-
-
-def install(config: Config, dry_run: bool, suppress: bool, out: TextIO, *,
-            adapter: Any = None) -> int:
-    """Create or update the webhook, trigger category, triggers and macros (idempotent)."""
-    outbound = _outbound(config)
-    api = _api(config, adapter)
-    with (_queue_if_present(config) if dry_run else _queue(config)) as queue:
-        try:
-            plan = plan_install(api, outbound, queue, suppress=suppress)
-            if dry_run or plan.empty:
-                for line in plan.describe():
-                    print(line, file=out)
-                if plan.empty:
-                    print("nothing to change", file=out)
-                elif dry_run:
-                    print(f"dry run: {len(plan.changes)} change(s) not made", file=out)
-                return EX_OK
-            for line in [f"ok       {u}" for u in plan.unchanged]:
-                print(line, file=out)
-            assert queue is not None
-            apply(plan, api, queue, outbound, out)
-            for warning in plan.warnings:
-                print(f"warning  {warning}", file=out)
-        except HostError as exc:
-            print(f"install failed: {exc}", file=out)
-            return _host_failure(exc)
-    print(f"installed: {len(plan.changes)} change(s)", file=out)
-    return EX_OK
-
-
-def uninstall(config: Config, dry_run: bool, out: TextIO, *, adapter: Any = None) -> int:
-    """Remove exactly what install created (and undo the conditions it added)."""
-    outbound = load_outbound(config)
-    api = _api(config, adapter)
-    with (_queue_if_present(config) if dry_run else _queue(config)) as queue:
-        try:
-            plan = plan_uninstall(api, outbound, queue)
-            if dry_run or plan.empty:
-                for line in plan.describe():
-                    print(line, file=out)
-                print("nothing to remove" if plan.empty else
-                      f"dry run: {len(plan.changes)} change(s) not made", file=out)
-                return EX_OK
-            assert queue is not None
-            apply(plan, api, queue, outbound, out)
-            for warning in plan.warnings:
-                print(f"warning  {warning}", file=out)
-        except HostError as exc:
-            print(f"uninstall failed: {exc}", file=out)
-            return _host_failure(exc)
-    print(f"uninstalled: {len(plan.changes)} change(s)", file=out)
-    return EX_OK
 
 
 # -- serving -------------------------------------------------------------------------------------
@@ -171,16 +54,11 @@ def start_outbound(config: Config, *, store: Any = None, adapter: Any = None,
     if store is None:
         store = open_store(config.store)
     queue = open_queue(config.store)
-    if config.host.type == "otobo":
-        api = _otobo_api(config, outbound, adapter)
-        worker = OutboundWorker(outbound, queue, api, store, may_sweep=may_sweep)
-        app = WebhookApp(outbound, queue, on_enqueued=worker.wake.set,
-                         ticket_number=api.ticket_number)
-        service = OutboundService(outbound, queue, worker, app=app, extra_routes=extra_routes)
-    else:
-        worker = OutboundWorker(outbound, queue, _api(config, adapter), store,
-                                may_sweep=may_sweep)
-        service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
+    worker = OutboundWorker(outbound, queue, outbound_api(config, outbound, adapter), store,
+                            may_sweep=may_sweep)
+    # The webhook serves the host's own requests (api.webhook(): Zendesk's signed trigger
+    # deliveries or OTOBO's invoker).
+    service = OutboundService(outbound, queue, worker, extra_routes=extra_routes)
     service.start()
     return service
 
@@ -191,7 +69,7 @@ def serve(config: Config, out: TextIO, *, stop: threading.Event | None = None,
     from connector.service.leases import LeaseKeeper
     from connector.store.factory import open_store
 
-    _outbound(config)
+    sending_outbound(config)
     store = open_store(config.store)
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}
@@ -252,7 +130,7 @@ def outbound_list(config: Config, out: TextIO, *, state: str | None = None,
     if state is not None and state not in {s.value for s in JobState}:
         raise ConfigError(f"unknown state {state!r}; one of "
                           f"{', '.join(s.value for s in JobState)}")
-    with _queue(config) as queue:
+    with queue_of(config) as queue:
         jobs = queue.jobs(state=state, account=account, limit=limit)
         counts = queue.counts()
     if as_json:
@@ -294,7 +172,7 @@ def _show_lines(job: Job) -> list[str]:
 
 
 def outbound_show(config: Config, job_id: int, out: TextIO) -> int:
-    with _queue(config) as queue:
+    with queue_of(config) as queue:
         job = queue.job(job_id)
     if job is None:
         print(f"no outbound job {job_id}", file=out)
@@ -306,7 +184,7 @@ def outbound_show(config: Config, job_id: int, out: TextIO) -> int:
 
 def outbound_retry(config: Config, job_id: int, out: TextIO) -> int:
     """Queue a failed, uncertain or skipped job again (sent by the running service)."""
-    with _queue(config) as queue:
+    with queue_of(config) as queue:
         try:
             job = queue.requeue(job_id)
         except LookupError as exc:

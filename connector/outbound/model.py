@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from connector.errors import PermanentHostError
+
+if TYPE_CHECKING:
+    from connector.outbound.webhook import HostHook
 
 
 class AttachmentTooLarge(PermanentHostError):
@@ -73,6 +76,10 @@ class TaggedTicket:
 
 class OutboundAPI(Protocol):
     """What the outbound worker asks of a helpdesk (Zendesk's and OTOBO's outbound APIs)."""
+
+    def webhook(self) -> HostHook:
+        """How the bridge's webhook verifies and reads this host's reply requests."""
+        ...
 
     def ticket(self, ticket_id: str) -> TicketView: ...
 

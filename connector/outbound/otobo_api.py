@@ -33,6 +33,7 @@ from connector.outbound.model import (
     TaggedTicket,
     TicketView,
 )
+from connector.outbound.otobo_hook import OtoboInvokerHook
 
 #: The ticket dynamic field whose value names the account asked to send.
 DEFAULT_REPLY_FIELD = "PECReply"
@@ -49,6 +50,10 @@ class OtoboOutboundAPI:
         self._tag_of = {account: tag for tag, account in self.reply_tags.items()}
         self._files: dict[str, bytes] = {}
         self._lock = threading.Lock()
+
+    def webhook(self) -> OtoboInvokerHook:
+        """How the bridge's webhook reads this host's invoker (it sends the TicketID)."""
+        return OtoboInvokerHook(self.ticket_number)
 
     def ticket_number(self, internal_id: int) -> str | None:
         """The TicketNumber of an internal TicketID (what OTOBO's invoker sends)."""

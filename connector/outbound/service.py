@@ -35,7 +35,8 @@ class OutboundService:
         self.config = config
         self.queue = queue
         self.worker = worker
-        self.app = app or WebhookApp(config, queue, on_enqueued=worker.wake.set)
+        self.app = app or WebhookApp(config, queue, worker.api.webhook(),
+                                     on_enqueued=worker.wake.set)
         service = config.service
         self.server = WsgiServer(route(extra_routes or {}, self.app), host=service.host,
                                  port=service.port, threads=service.threads,

@@ -189,7 +189,12 @@ class OutboundWorker:
                         self.queue.forget_deliveries(self.clock() - 2 * service.timestamp_tolerance)
             except Exception:  # the worker must outlive any single surprise
                 log.exception("outbound worker: unexpected error; continuing")
-            self.wake.wait(self._idle_wait(next_sweep))
+            try:
+                wait = self._idle_wait(next_sweep)
+            except Exception as exc:  # the store unreachable for a while: look again later
+                log.warning("outbound worker: cannot read the queue (%s); retrying", exc)
+                wait = IDLE_POLL
+            self.wake.wait(wait)
 
     def _idle_wait(self, next_sweep: float) -> float:
         """How long to sleep: until the next due job or sweep, at most IDLE_POLL. A job due

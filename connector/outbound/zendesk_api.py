@@ -30,6 +30,7 @@ from connector.outbound.model import (
     TaggedTicket,
     TicketView,
 )
+from connector.outbound.zendesk_hook import ZendeskHook
 from connector.tls import is_loopback
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class ZendeskOutboundAPI:
         self._origin = urlsplit(self.base_url)[:2]
         self._download = download_session or requests.Session()
         self._users: dict[int, tuple[str, str]] = {}
+
+    def webhook(self) -> ZendeskHook:
+        """How the bridge's webhook reads this host's signed trigger deliveries."""
+        return ZendeskHook()
 
     # -- plumbing ------------------------------------------------------------------------------
     def _request(self, method: str, path: str, *, operation: str,
