@@ -111,7 +111,10 @@ def write_configs(tmp_path: Path, dovecot: DovecotServer, users: list[MailUser],
         path.write_text(yaml.safe_dump({
             "store": store,
             "leases": {"ttl": TTL, "local_liveness": False},
-            "host": {"type": "zendesk", "url": zd.url, "timeout": 10, "max_attempts": 4,
+            # A generous read timeout: on a loaded machine the double can take seconds, and
+            # a comment request that times out while the double still works on it can land
+            # twice (the adapter's look-before-retry races it; the crash test's business).
+            "host": {"type": "zendesk", "url": zd.url, "timeout": 60, "max_attempts": 4,
                      "auth": {"type": "api_token", "email": zd.email,
                               "api_token_file": str(secrets / "zendesk")}},
             "service": {"public_url": "https://bridge.example.it", "host": "127.0.0.1",
