@@ -333,7 +333,7 @@ def test_three_instances_with_kills_lose_and_duplicate_nothing(
                      "a pause between calls", 60)
             wait_for(lambda: not held_by(db, paused) and sum(
                 lease.live and lease.resource.startswith("account:") for lease in db.leases())
-                == ACCOUNTS, "the paused instance's accounts taken over", 60)
+                == ACCOUNTS, "the paused instance's accounts taken over", 120)
             os.kill(paused.proc.pid, signal.SIGCONT)
             print(f"instance {paused.index} paused until its accounts were taken over "
                   f"({finished(db)} finished mails)", flush=True)
@@ -457,7 +457,8 @@ class Gate:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def shut(self) -> None:
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
                 listener.shutdown(socket.SHUT_RDWR)
@@ -467,7 +468,13 @@ class Gate:
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-                sock.close()  # RST: both ends learn at once that the connection is gone
+            # Shut down first: a close() alone does not wake the relay thread blocked in
+            # recv() on the socket, which keeps it open (a connection whose instance waits
+            # for a reply would never be cut). Then RST: both ends learn at once.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -481,6 +488,10 @@ class Gate:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # shut while this one was connecting
+                    client.close()
+                    server.close()
+                    return
                 self._sockets += [client, server]
             for src, dst in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
@@ -540,23 +551,29 @@ def test_an_instance_cut_off_from_the_database_loses_its_accounts_and_comes_back
         try:
             a.start()
             b.start()
-            wait_for(lambda: shares() == [2, 2], "two accounts each", 60)
+            wait_for(lambda: shares() == [2, 2], "two accounts each", 120)
             deliver("before")
-            wait_for(drained, "mail before the cut ticketed", 60)
+            wait_for(drained, "mail before the cut ticketed", 120)
 
             gate.shut()
-            wait_for(lambda: shares() == [0, 4], "B holds every account", 60)
-            wait_for(lambda: a.healthz()[0] == 503, "A unhealthy while cut off", 60)
-            status, report = a.healthz()
-            assert report["leases"]["renew_failures"] >= 1 and not report["leases"]["healthy"]
+            wait_for(lambda: shares() == [0, 4], "B holds every account", 120)
+
+            def cut_off() -> bool:
+                status, report = a.healthz()
+                leases = report["leases"]
+                return status == 503 and leases["renew_failures"] >= 1 \
+                    and not leases["healthy"]
+
+            # Its renewals fail (none waits on the cut forever): 503, and failures counted.
+            wait_for(cut_off, "A unhealthy while cut off, its failed renewals counted", 120)
             deliver("cut")
-            wait_for(drained, "mail during the cut ticketed by B", 60)
+            wait_for(drained, "mail during the cut ticketed by B", 120)
 
             gate.open()
-            wait_for(lambda: shares() == [2, 2], "A has its share back", 60)
+            wait_for(lambda: shares() == [2, 2], "A has its share back", 120)
             assert a.healthz()[0] == 200
             deliver("after")
-            wait_for(drained, "mail after the cut ticketed", 60)
+            wait_for(drained, "mail after the cut ticketed", 120)
         finally:
             codes = [i.stop() for i in (a, b) if i.alive]
             db.close()

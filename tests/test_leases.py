@@ -7,6 +7,7 @@ while the test waits for it (polled, never asserted as a duration).
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from connector.service.leases import (
     account_resource,
     fair_share,
 )
+from connector.service.runner import join_workers
 from connector.store import MessageState, SQLiteStore
 from connector.store.base import Fence, Store
 
@@ -261,3 +263,25 @@ def test_an_instance_gone_for_an_hour_is_no_longer_listed(target: StoreTarget) -
     store.heartbeat_instance("host:live:x", ttl=30, host="host", pid=3)
     listed = {i.instance: i.live for i in store.instances()}
     assert listed == {"host:recent:x": False, "host:live:x": True}
+
+
+def test_a_stop_hands_back_every_lease_but_those_of_a_worker_still_busy(
+        target: StoreTarget) -> None:
+    """A worker hung in a call that does not return (a server that stopped answering) does
+    not hold the stop up, and its lease is not handed back: its call may still land, so the
+    account waits for the lease to run out, as after a crash."""
+    keeper = _keeper(target, "stopping", ["a", "b"])
+    assert sorted(keeper.tick().gained) == ["a", "b"]
+    hung, done = threading.Event(), threading.Event()
+    busy = threading.Thread(target=hung.wait, name="account-a", daemon=True)
+    ended = threading.Thread(target=done.set, name="account-b", daemon=True)
+    busy.start()
+    ended.start()
+    try:
+        assert join_workers([busy, ended], grace=0.2) == [busy] and done.is_set()
+        keeper.release_all(keep=["a"])
+        live = {lease.resource: lease.holder for lease in keeper.store.leases() if lease.live}
+        assert live == {account_resource("a"): keeper.instance}
+        assert keeper.held_accounts() == []
+    finally:
+        hung.set()

@@ -22,7 +22,13 @@ from connector.errors import ConfigError, StoreSchemaError, StoreUnavailableErro
 from connector.outbound.queue import OutboundQueue
 from connector.store.base import MessageState
 from connector.store.migrations import LATEST, MIGRATIONS
-from connector.store.postgres import PostgresDatabase, PostgresStore, redact_dsn
+from connector.store.postgres import (
+    TCP_SETTINGS,
+    PostgresDatabase,
+    PostgresStore,
+    connection_settings,
+    redact_dsn,
+)
 from connector.store.sqlite import SQLiteStore
 
 
@@ -318,6 +324,24 @@ def test_the_store_recovers_when_its_connections_are_cut(pg_dsn: str,
     assert found is not None and found.ref == "r1" and failures <= 3
     store.finish_message(record.id, MessageState.DONE, action="new_ticket", ticket_id="1")
     store.close()
+
+
+def test_connections_give_up_on_a_server_that_went_silent(pg_dsn: str) -> None:
+    """Every pooled connection carries TCP keepalives and a user timeout, so a call waiting
+    for a server a network cut made unreachable fails within seconds (and the lease keeper
+    counts a failed renewal) instead of waiting for the kernel's hours. A DSN that chooses
+    its own values keeps them."""
+    store = PostgresStore(pg_dsn, pool_size=2)
+    try:
+        with store._connection() as conn:
+            used = {o.keyword.decode(): (o.val or b"").decode() for o in conn.pgconn.info}
+    finally:
+        store.close()
+    assert {k: used[k] for k in TCP_SETTINGS} == {k: str(v) for k, v in TCP_SETTINGS.items()}
+    own = connection_settings(pg_dsn + " keepalives_idle=60" if "://" not in pg_dsn
+                              else pg_dsn + ("&" if "?" in pg_dsn else "?")
+                              + "keepalives_idle=60")
+    assert "keepalives_idle" not in own and own["tcp_user_timeout"] == 15_000
 
 
 def test_check_reports_the_postgresql_store(tmp_path: Path, postgres: PostgresServer,

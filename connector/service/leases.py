@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,20 +381,28 @@ class LeaseKeeper:
             log.warning("instance %s: could not release %s (it expires within %.0f s): %s",
                         self.instance, resource, self.ttl, exc)
 
-    def release_all(self) -> None:
-        """On a clean stop: every lease back at once (nobody waits for them to run out).
-        Not while the store is failing: each attempt could wait as long as a connection
-        does, and the leases run out by themselves within ttl."""
+    def release_all(self, keep: Collection[str] = ()) -> None:
+        """On a clean stop: every lease back at once (nobody waits for them to run out),
+        but those of the accounts in ``keep`` (a worker still busy: they run out within
+        ttl). Not while the store is failing: each attempt could wait as long as a
+        connection does, and the leases run out by themselves within ttl."""
         if self.stats.failures_in_a_row:
             log.warning("instance %s: the store is failing; its leases are not handed back "
                         "but run out within %.0f s", self.instance, self.ttl)
             with self._lock:
                 self._held.clear()
             return
+        kept = {account_resource(account) for account in keep}
         with self._lock:
-            resources = list(self._held)
+            resources = [r for r in self._held if r not in kept]
+            for resource in kept:
+                self._held.pop(resource, None)
         for resource in resources:
             self._release(resource)
+        if kept:
+            log.warning("instance %s: %s not handed back (a worker is still busy); they run "
+                        "out within %.0f s", self.instance, ", ".join(sorted(kept)), self.ttl)
+            return  # still registered, so the shares count this instance until it is gone
         try:
             self.store.forget_instance(self.instance)
         except Exception as exc:

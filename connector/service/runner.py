@@ -91,6 +91,11 @@ MailboxFactory = Callable[[AccountConfig], Mailbox]
 #: How often a running service checks the ledger with ``PRAGMA quick_check``.
 INTEGRITY_CHECK_SECONDS = 15 * 60.0
 
+#: On a stop, how long the workers get to finish the mail in hand. A worker still busy then
+#: (a call that hangs on a server that stopped answering) is left behind: the process exits
+#: as a crash would, and that mail is resumed from the ledger by the next run or instance.
+STOP_GRACE_SECONDS = 30.0
+
 #: Connection failures back off exponentially with jitter: 5 s, 10 s, 20 s ... capped. At the
 #: default max_failures (10) an account that never gets through is disabled after about
 #: 40 minutes; a server back after a restart is found within seconds.
@@ -663,8 +668,7 @@ class Service:
         finally:
             self.stop.set()
             self.pacing.interrupt()
-            for thread in threads:
-                thread.join()
+            join_workers(threads)
         return clean
 
     def _run_leased(self, keeper: LeaseKeeper) -> bool:
@@ -714,9 +718,10 @@ class Service:
             for poller in self.pollers:
                 poller.stop.set()
             self.pacing.interrupt()
-            for thread in threads.values():
-                thread.join()
-            keeper.release_all()
+            busy = join_workers(list(threads.values()))
+            # A busy worker's lease is not handed back: its call may still land, so the
+            # account waits for the lease to run out, as after a crash.
+            keeper.release_all(keep=[name for name, t in threads.items() if t in busy])
         return clean
 
     def check_ledger(self) -> bool:
@@ -798,3 +803,20 @@ class Service:
         self.board.set_state(poller.account.name, ConnectionState.BACKING_OFF,
                              f"next attempt in {seconds:.0f} s")
         poller.stop.wait(seconds)
+
+
+def join_workers(threads: Collection[threading.Thread],
+                 grace: float | None = None) -> list[threading.Thread]:
+    """Wait for stopped workers to end, all together at most ``grace`` seconds (default
+    STOP_GRACE_SECONDS); returns those still running, named in an error. They are daemon
+    threads: a stop never hangs on a call that does not return."""
+    deadline = time.monotonic() + (STOP_GRACE_SECONDS if grace is None else grace)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t for t in threads if t.is_alive()]
+    if busy:
+        log.error("stopping without waiting longer for %s (still busy after %.0f s); what "
+                  "they had in hand is resumed from the ledger by the next run",
+                  ", ".join(t.name for t in busy),
+                  STOP_GRACE_SECONDS if grace is None else grace)
+    return busy

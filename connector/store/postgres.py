@@ -56,6 +56,25 @@ CONNECT_TIMEOUT = 10.0
 #: transaction left open by a hung instance is ended by the server, so its locks are freed.
 SESSION_SETTINGS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
 
+#: libpq's TCP settings of every connection, unless the DSN sets them. Without them a call
+#: waiting for a server that a network cut made unreachable (no FIN, no RST ever comes)
+#: waits as long as the kernel's defaults say: hours for an idle wait, ~15 minutes for
+#: unacknowledged data. With them such a call fails within ~15 s (keepalive probes after 5 s
+#: of silence, every 2 s, 3 unanswered; sent data unacknowledged for 15 s), the connection
+#: is dropped from the pool, and the instance counts a failed renewal instead of hanging.
+TCP_SETTINGS: dict[str, int] = {
+    "connect_timeout": int(CONNECT_TIMEOUT), "keepalives": 1, "keepalives_idle": 5,
+    "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 15_000}
+
+
+def connection_settings(dsn: str) -> dict[str, int]:
+    """TCP_SETTINGS but those the DSN chooses itself."""
+    try:
+        chosen = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        chosen = {}
+    return {key: value for key, value in TCP_SETTINGS.items() if chosen.get(key) is None}
+
 
 def redact_dsn(dsn: str) -> str:
     """The DSN without its password, fit for logs and errors (key=value or URI form)."""
@@ -165,7 +184,8 @@ class PostgresDatabase:
         # pg_stat_activity shows which host and process a connection belongs to.
         application = f"{name} {socket.gethostname()}:{os.getpid()}"[:63]
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory,
-                                  "application_name": application, "options": options}
+                                  "application_name": application, "options": options,
+                                  **connection_settings(dsn)}
         if self._check_reachable(kwargs) == "off":
             # A role or server that commits without waiting for the flush would break the
             # rule the ledger rests on; every other level (local, remote_*) keeps it.
@@ -187,7 +207,7 @@ class PostgresDatabase:
         """One direct connection first: the pool would only say "timed out", libpq says why
         (refused, unknown host, failed password). Returns the session's synchronous_commit."""
         try:
-            conn = psycopg.connect(self._dsn, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
+            conn = psycopg.connect(self._dsn, **kwargs)
             try:
                 level = str(_scalar(conn, "SHOW synchronous_commit"))
             finally:
