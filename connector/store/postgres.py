@@ -21,6 +21,7 @@ Errors: a server that cannot be reached or refuses the login raises
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -65,6 +66,71 @@ SESSION_SETTINGS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=6
 TCP_SETTINGS: dict[str, int] = {
     "connect_timeout": int(CONNECT_TIMEOUT), "keepalives": 1, "keepalives_idle": 5,
     "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 15_000}
+
+
+#: Seconds a call (one transaction or query) may wait for the server before the bridge cuts
+#: its connection: well above lock_timeout, so only a server that stopped answering meets it.
+CALL_TIMEOUT = 90.0
+
+
+class _Call:
+    """One call under a deadline; ``cut`` once the watchdog shut its socket."""
+
+    __slots__ = ("cut", "deadline", "fd")
+
+    def __init__(self, deadline: float, fd: int) -> None:
+        self.deadline, self.fd, self.cut = deadline, fd, False
+
+
+class _Deadlines:
+    """Client-side deadlines of the calls under way. libpq has none: a call waits as long as
+    the TCP connection lives. Keepalives end a connection whose packets are dropped; this
+    ends a call whose peer's TCP still answers but which never replies (a hung server or
+    proxy, a relay that stopped relaying): its socket is shut down, which wakes libpq with
+    an error and the pool drops the connection."""
+
+    def __init__(self, path: str, seconds: float) -> None:
+        self.path, self.seconds = path, seconds
+        self._calls: set[_Call] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def guard(self, conn: psycopg.Connection[Any], bounded: bool) -> Iterator[_Call]:
+        call = _Call(time.monotonic() + self.seconds, conn.pgconn.socket)
+        if not bounded:
+            yield call
+            return
+        with self._lock:
+            self._calls.add(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True,
+                                                name="store-deadlines")
+                self._thread.start()
+        try:
+            yield call
+        finally:
+            with self._lock:  # the watchdog never cuts a connection back in the pool
+                self._calls.discard(call)
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.5):
+            now = time.monotonic()
+            with self._lock:
+                late = [call for call in self._calls if now >= call.deadline]
+                for call in late:
+                    self._calls.discard(call)
+                    call.cut = True
+                    with contextlib.suppress(OSError), \
+                            socket.fromfd(call.fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+            for _ in late:
+                log.error("store %s: no answer from the server within %.0f s; connection cut",
+                          self.path, self.seconds)
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def connection_settings(dsn: str) -> dict[str, int]:
@@ -170,10 +236,13 @@ class PostgresDatabase:
     errors: tuple[type[BaseException], ...] = (psycopg.Error, StoreUnavailableError)
 
     def __init__(self, dsn: str, *, pool_size: int = 10, migrate: bool = True,
-                 read_only: bool = False, name: str = "postmaster-bridge") -> None:
+                 read_only: bool = False, name: str = "postmaster-bridge",
+                 call_timeout: float = CALL_TIMEOUT) -> None:
         self._dsn = dsn
         #: What logs and errors name instead of the DSN (no password).
         self.path = redact_dsn(dsn)
+        self.call_timeout = call_timeout
+        self._deadlines = _Deadlines(self.path, call_timeout)
         self.read_only = read_only
         self.in_memory = False
         self._unsynced = True  # see SQLiteFile: this process may act on others' commits
@@ -220,6 +289,7 @@ class PostgresDatabase:
         return level
 
     def close(self) -> None:
+        self._deadlines.close()
         self._pool.close()
 
     def _unavailable(self, exc: psycopg.OperationalError) -> StoreUnavailableError:
@@ -227,11 +297,19 @@ class PostgresDatabase:
             f"the PostgreSQL store ({self.path}) failed: {scrub(str(exc).strip(), self._dsn)}")
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, *, bounded: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection for one call, cut if the server has not answered within
+        ``call_timeout`` (unless not ``bounded``: migrations, VACUUM)."""
+        call: _Call | None = None
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, \
+                    self._deadlines.guard(conn, bounded) as call:
                 yield conn
         except psycopg.OperationalError as exc:
+            if call is not None and call.cut:
+                raise StoreUnavailableError(
+                    f"the PostgreSQL store ({self.path}) did not answer within "
+                    f"{self.call_timeout:.0f} s; the connection was cut") from exc
             raise self._unavailable(exc) from exc
 
     @contextmanager
@@ -263,7 +341,8 @@ class PostgresDatabase:
         """Apply the pending migrations in one transaction under an advisory lock: instances
         starting together migrate once, the others wait and find nothing left to do."""
         applied: list[Migration] = []
-        with self._connection() as conn, conn.transaction():
+        # Not bounded: it may wait for another instance's migration (the advisory lock).
+        with self._connection(bounded=False) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(MIGRATIONS_TABLE)
             done = [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")]
@@ -321,6 +400,6 @@ class PostgresStore(PostgresDatabase, Ledger, LeaseTables):
         which locks the tables; autovacuum does the plain one anyway). Returns the
         database's size before and after."""
         before = self.database_size()
-        with self._connection() as conn:
+        with self._connection(bounded=False) as conn:
             conn.execute("VACUUM (ANALYZE) messages, comm_log")
         return before, self.database_size()
