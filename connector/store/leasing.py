@@ -63,7 +63,8 @@ class LeaseTables:
 
     dialect: Dialect
 
-    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]:
+    def _tx(self, *, durable: bool = True,
+            bounded: bool = True) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:

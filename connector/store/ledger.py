@@ -46,7 +46,8 @@ class Ledger:
     _mail_day = True
     _sender_proven = True
 
-    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]:
+    def _tx(self, *, durable: bool = True,
+            bounded: bool = True) -> AbstractContextManager[Any]:
         """A write transaction handing out a :class:`Connection`."""
         raise NotImplementedError
 
@@ -550,7 +551,8 @@ class Ledger:
         waiting = (MessageState.FAILED, MessageState.HELD)
         finished = [s.value for s in MessageState if s.terminal and s not in waiting]
         marks = ",".join("?" * len(finished))
-        with self._tx(durable=False) as db:
+        # Not bounded by PostgreSQL's call deadline: on a big ledger this may take long.
+        with self._tx(durable=False, bounded=False) as db:
             cur = db.execute(
                 f"UPDATE messages SET pending = NULL, trace = NULL WHERE updated_at < ? "
                 f"AND state IN ({marks}) AND (pending IS NOT NULL OR trace IS NOT NULL)",
@@ -558,7 +560,7 @@ class Ledger:
         return cur.rowcount
 
     def purge_log(self, older_than: datetime) -> int:
-        with self._tx() as db:
+        with self._tx(bounded=False) as db:  # may take long on a big ledger
             cur = db.execute("DELETE FROM comm_log WHERE ts < ?",
                              (older_than.astimezone(UTC).isoformat(timespec="microseconds"),))
         return cur.rowcount

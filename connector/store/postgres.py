@@ -313,10 +313,11 @@ class PostgresDatabase:
             raise self._unavailable(exc) from exc
 
     @contextmanager
-    def _tx(self, *, durable: bool = True) -> Iterator[_Connection]:
+    def _tx(self, *, durable: bool = True, bounded: bool = True) -> Iterator[_Connection]:
         """One transaction (READ COMMITTED; the shared SQL claims with upserts and row locks).
-        ``durable=False``: committed without waiting for the WAL flush (see the module)."""
-        with self._connection() as conn, conn.transaction():
+        ``durable=False``: committed without waiting for the WAL flush (see the module).
+        ``bounded=False``: maintenance that may run long on a big ledger, no call deadline."""
+        with self._connection(bounded=bounded) as conn, conn.transaction():
             if not durable:
                 conn.execute("SET LOCAL synchronous_commit = off")
             yield _Connection(conn)

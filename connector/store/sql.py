@@ -41,7 +41,8 @@ class Database(Protocol):
     dialect: Dialect
     errors: tuple[type[BaseException], ...]
 
-    def _tx(self, *, durable: bool = True) -> AbstractContextManager[Any]: ...
+    def _tx(self, *, durable: bool = True,
+            bounded: bool = True) -> AbstractContextManager[Any]: ...
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
 

@@ -220,8 +220,10 @@ class SQLiteFile:
             self._db.close()
 
     @contextmanager
-    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True,
+            bounded: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE so concurrent writers queue instead of failing.
+        (``bounded``: PostgreSQL's call deadline; a local file needs none.)
 
         ``durable=False`` commits without an fsync: atomic, never lost by a process crash,
         but a power cut may take it back (with everything committed after it). Only for
