@@ -241,15 +241,15 @@ def ask_for_a_pec_reply(zd: ZendeskDouble, reply_tag: str) -> int:
     session = requests.Session()
     session.trust_env = False
     auth = (f"{zd.email}/token", zd.api_token)
-    me = session.get(f"{zd.url}/api/v2/users/me", auth=auth, timeout=10).json()["user"]
-    created = session.post(f"{zd.url}/api/v2/tickets", auth=auth, timeout=10, json={
+    me = session.get(f"{zd.url}/api/v2/users/me", auth=auth, timeout=60).json()["user"]
+    created = session.post(f"{zd.url}/api/v2/tickets", auth=auth, timeout=60, json={
         "ticket": {"subject": "Richiesta certificato",
                    "comment": {"body": "Vorrei il certificato."},
                    "requester": {"email": "mario.rossi@pec.example.it", "name": "Mario Rossi"},
                    "tags": ["pec_connector"]}})
     created.raise_for_status()
     ticket_id = int(created.json()["ticket"]["id"])
-    resp = session.put(f"{zd.url}/api/v2/tickets/{ticket_id}", auth=auth, timeout=10,
+    resp = session.put(f"{zd.url}/api/v2/tickets/{ticket_id}", auth=auth, timeout=60,
                        json={"ticket": {"comment": {"body": "Risposta dell'agente via PEC.",
                                                     "public": True, "author_id": me["id"]},
                                         "additional_tags": [reply_tag]}})
@@ -274,7 +274,7 @@ def post_webhook(instance: Instance, ticket_id: int, account: str) -> int:
     """Zendesk's trigger calling the bridge's webhook on ``instance``."""
     body = json.dumps({"ticket_id": str(ticket_id), "account": account, "v": 1}).encode()
     ts = format_timestamp(datetime.now(UTC))
-    conn = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=60)
     try:
         conn.request("POST", f"/hooks/zendesk/{account}", body=body, headers={
             "Content-Type": "application/json",
