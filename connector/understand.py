@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any, Protocol
 
+from connector.cached import cached_property
 from connector.config import AccountConfig, HostConfig
 from connector.decide.certified import ReceiptLookup, certify, decide_receipt
 from connector.decide.decision import Action, Decider, Decision, FilterVerdict
