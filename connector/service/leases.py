@@ -36,6 +36,14 @@ last call began at least that long before anyone else can take the account; the 
 looks before it repeats (idempotency key, ``external_id``, the comment's key on the ticket).
 An instance that cannot renew stops working its accounts when its own conservative view of
 the lease (``ttl`` after the start of the last successful renewal) runs out.
+
+What no lease can fence: a process frozen *inside* a helpdesk call (SIGSTOP, a paused VM)
+for longer than ``ttl / 3`` sends that request when it wakes, after its successor looked for
+it. A ticket create is still one ticket (the same Idempotency-Key, or the successor's lookup
+by ``external_id`` found nothing yet and the key makes the two one); a comment can then appear
+twice, since a helpdesk update carries no token the bridge could make it check. The ledger
+records it once (the woken process's record is refused). Choose ``ttl`` well above the
+longest freeze you expect; a crash (SIGKILL, power, a cut) never does this.
 """
 
 from __future__ import annotations
@@ -354,15 +362,18 @@ class LeaseKeeper:
                 busy[account] = holder.get(account_resource(account), "?")
         return busy
 
-    def release(self, account: str) -> None:
-        """Hand ``account`` back now (its worker has stopped)."""
-        self._release(account_resource(account))
+    def release(self, account: str, epoch: int | None = None) -> None:
+        """Hand ``account`` back now (its worker has stopped). With ``epoch``, only the
+        lease of that epoch: a worker that stopped after its lease was lost must not hand
+        back the one taken again since for its successor."""
+        self._release(account_resource(account), epoch)
 
-    def _release(self, resource: str) -> None:
+    def _release(self, resource: str, epoch: int | None = None) -> None:
         with self._lock:
-            held = self._held.pop(resource, None)
-        if held is None:
-            return
+            held = self._held.get(resource)
+            if held is None or (epoch is not None and held.lease.epoch != epoch):
+                return
+            del self._held[resource]
         try:
             self.store.release_lease(resource, self.instance, held.lease.epoch)
             log.info("instance %s: released %s", self.instance, resource)

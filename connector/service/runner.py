@@ -686,7 +686,9 @@ class Service:
                     if not thread.is_alive():
                         thread.join()
                         del threads[name]
-                        keeper.release(name)  # nothing when it was lost
+                        # Nothing when it was lost, nor a lease taken again since.
+                        fence = pollers[name].pipeline.fence
+                        keeper.release(name, fence.epoch if fence is not None else None)
                 for name in keeper.workable():
                     poller = pollers.get(name)
                     if name in threads or poller is None:
