@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any, Protocol
 
+from connector.cached import cached_property
 from connector.config import AccountConfig, HostConfig
 from connector.decide.certified import ReceiptLookup, certify, decide_receipt
 from connector.decide.decision import Action, Decider, Decision, FilterVerdict
@@ -213,14 +213,14 @@ def understand(raw: bytes, account: AccountConfig, rules: Rules, lookups: Lookup
     verdict = to_verdict(outcome)
     shown = verdict.message or content
     decider = Decider(account, rules.vocabulary, lookups)
-    requester = decider.requester(shown, verdict.controls)
+    requester = decider.requester(shown, verdict)
     if plan is not None and plan.is_receipt:
         decision = decide_receipt(plan, message, account, lookups)
     else:
         # Mail that only looks like PEC evidence opens its own ticket (never threads).
         standalone = plan is not None and plan.standalone
         decision = decider.decide(shown, verdict, plan.lookup_ids if plan is not None else (),
-                                  thread=not standalone)
+                                  thread=not standalone, requester=requester)
         if plan is not None:
             decision = certify(decision, plan, shown, account)
     trace: dict[str, Any] = dict(outcome.trace)

@@ -274,6 +274,17 @@ def test_requester_override() -> None:
     assert d.requester is not None and d.requester.email == "boss@example.it"
 
 
+def test_controls_are_read_in_any_case_and_spelling() -> None:
+    verdict = FilterVerdict(controls={"x-otrs-title": "  Invoice  ", "X-BRIDGE-TAGS": "a, b",
+                                      "X-OTOBO-Ignore": " "})
+    assert verdict.control("Title") == "Invoice"
+    assert verdict.control("Tags") == "a, b"
+    assert verdict.control("Ignore") is None  # blank is unset
+    assert verdict.control("Queue") is None
+    d = Decider(ACCOUNT, VOCABULARY, Lookup()).decide(message(), verdict)
+    assert d.subject == "Invoice" and {"a", "b"} <= set(d.tags)
+
+
 def test_ignores_say_why_and_who() -> None:
     loop = FilterVerdict(controls={"X-OTOBO-Ignore": "yes"}, classification=Classification(
         Kind.LOOP, "sent from our own address support@acme.example", "loop"))

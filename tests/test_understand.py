@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from connector.config import AccountConfig, HostConfig, config_from_mapping
 from connector.decide.decision import Action, IgnoredAs
+from connector.decide.sender import Requester
 from connector.errors import ConfigError
 from connector.fetch.files import iter_files
 from connector.filters import Classification, FilterChain, FilterSettings, Kind
@@ -20,6 +22,7 @@ from connector.filters.classifiers.commands import CommandsClassifier
 from connector.filters.engine import _apply_verdict, _Overlay
 from connector.filters.verdicts import Strength
 from connector.hosts.dryrun import DryRunAdapter
+from connector.mail.model import ParsedMessage
 from connector.service.filtering import StoreLookups
 from connector.service.pipeline import Outcome, Pipeline
 from connector.store.base import MessageState
@@ -76,6 +79,24 @@ def test_the_trace_run_records_is_the_trace_filters_test_shows() -> None:
     assert record.trace == json.loads(json.dumps(shown))
     assert record.trace["decision"]["action"] == "new_ticket"
     assert record.trace["requester"]["source"] == "From"
+
+
+def test_the_requester_is_resolved_once_per_mail(monkeypatch: pytest.MonkeyPatch) -> None:
+    # understand records it in the trace and decide (and its new ticket) use the same one.
+    import connector.decide.decision as decision_module
+    calls: list[str] = []
+    resolve = decision_module.resolve_requester
+
+    def counted(message: ParsedMessage, **options: Any) -> Requester:
+        calls.append(message.subject)
+        return resolve(message, **options)
+
+    monkeypatch.setattr(decision_module, "resolve_requester", counted)
+    raw = (DATA / "filters" / "route_billing.eml").read_bytes()
+    understanding = understand(raw, ACCOUNT, RULES, StoreLookups(SQLiteStore(":memory:"), None))
+    assert understanding.decision.action is Action.NEW_TICKET
+    assert understanding.decision.requester == understanding.requester.address
+    assert len(calls) == 1
 
 
 def test_a_failing_classifier_sends_the_mail_to_the_error_folder_at_once(

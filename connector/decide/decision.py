@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from connector.cached import cached_property
 from connector.config import AccountConfig
 from connector.decide.recipient import mail_recipient
 from connector.decide.sender import Requester, resolve_requester
@@ -151,6 +152,21 @@ class FilterVerdict:
         details = self.classification.details if self.classification is not None else None
         return details.commands if isinstance(details, CommandDetails) else ()
 
+    def control(self, name: str) -> str | None:
+        """A control by its X-OTOBO- name, accepting the X-OTRS- alias and the X-Bridge-
+        spelling; stripped, None when unset or blank."""
+        lowered = self._controls_by_lowered_name
+        for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
+            value = lowered.get(prefix + name.lower())
+            if value is not None and value.strip() != "":
+                return value.strip()
+        return None
+
+    @cached_property
+    def _controls_by_lowered_name(self) -> dict[str, str]:
+        # Deciding one mail asks for half a dozen controls: lower the names once.
+        return {k.lower(): v for k, v in self.controls.items()}
+
 
 _TRUE = {"yes", "true", "1", "on"}
 #: The state a staff member's ``#close#`` command leaves (OTOBO's name; Zendesk: solved).
@@ -170,16 +186,6 @@ def _native(controls: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         if canonical.startswith("X-OTOBO-") or canonical in _BRIDGE_ATTRIBUTES:
             out[canonical] = value
     return tuple(sorted(out.items()))
-
-
-def _control(controls: Mapping[str, str], name: str) -> str | None:
-    """A control header by its X-OTOBO- name, accepting the X-OTRS- alias."""
-    lowered = {k.lower(): v for k, v in controls.items()}
-    for prefix in ("x-otobo-", "x-otrs-", "x-bridge-"):
-        value = lowered.get(prefix + name.lower())
-        if value is not None and value.strip() != "":
-            return value.strip()
-    return None
 
 
 def _split_tags(value: str | None) -> tuple[str, ...]:
@@ -230,14 +236,16 @@ class Decider:
 
     # -- the decision ---------------------------------------------------------------------
     def decide(self, message: ParsedMessage, verdict: FilterVerdict,
-               extra_thread_ids: Sequence[str] = (), *, thread: bool = True) -> Decision:
+               extra_thread_ids: Sequence[str] = (), *, thread: bool = True,
+               requester: Requester | None = None) -> Decision:
         """``thread=False``: the message may not reach an existing ticket (mail that only
-        looks like PEC evidence); it opens its own or is ignored."""
+        looks like PEC evidence); it opens its own or is ignored. ``requester``: this
+        message's, when the caller resolved it already (``self.requester``)."""
         controls = verdict.controls
         kind = self.deciding_kind(verdict)
         if kind is Kind.LOOP:  # it sets X-OTOBO-Ignore too; say why
             return Decision.ignore(verdict.note or "classified as loop", IgnoredAs.LOOP)
-        ignore = _control(controls, "Ignore")
+        ignore = verdict.control("Ignore")
         if ignore and ignore.lower() in _TRUE:
             source = verdict.control_sources.get("X-OTOBO-Ignore")
             return Decision.ignore(f"X-OTOBO-Ignore set by {source}" if source else
@@ -250,9 +258,10 @@ class Decider:
         if ticket is None and verdict.ticket_hint is not None and thread:
             ticket = self.lookup.get_ticket(verdict.ticket_hint)
             why = f"the {kind or 'classifier'} refers to ticket #{verdict.ticket_hint}"
-        requester = self.requester(message, controls)
+        if requester is None:
+            requester = self.requester(message, verdict)
         tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
-                                    *_split_tags(_control(controls, "Tags")))))
+                                    *_split_tags(verdict.control("Tags")))))
 
         if kind in (Kind.AUTO_REPLY, Kind.BOUNCE):
             assert kind is not None
@@ -276,13 +285,16 @@ class Decider:
                                    "follow_up.reopen_closed is off", IgnoredAs.CLOSED_TICKET,
                                    ticket_id=ticket.id)
 
-        return self.new_ticket(message, verdict, closed=ticket.id if ticket else None)
+        return self.new_ticket(message, verdict, closed=ticket.id if ticket else None,
+                               requester=requester)
 
     def new_ticket(self, message: ParsedMessage, verdict: FilterVerdict,
-                   closed: str | None = None) -> Decision:
-        """A new ticket for the message (``closed``: the closed ticket it follows up)."""
+                   closed: str | None = None, *, requester: Requester | None = None) -> Decision:
+        """A new ticket for the message (``closed``: the closed ticket it follows up;
+        ``requester``: the message's, when the caller resolved it already)."""
         controls = verdict.controls
-        requester = self.requester(message, controls)
+        if requester is None:
+            requester = self.requester(message, verdict)
         sender = requester.address
         if sender is None:
             return Decision.ignore(f"no usable sender address (From: {requester.shown}); the "
@@ -292,15 +304,16 @@ class Decider:
             return Decision.ignore(f"sender {sender.email} is not known to the helpdesk and "
                                    "allow_unknown_senders is off", IgnoredAs.UNKNOWN_USER)
         tags = tuple(dict.fromkeys((self.account.tag, *verdict.add_tags,
-                                    *_split_tags(_control(controls, "Tags")))))
+                                    *_split_tags(verdict.control("Tags")))))
         decision = self._new_ticket(message, sender, controls, tags, verdict, closed=closed)
         if not requester.found:
             decision = replace(decision, original_sender=requester.shown,
                                tags=tuple(dict.fromkeys((*decision.tags, "unknown_sender"))))
         return decision
 
-    def requester(self, message: ParsedMessage, controls: Mapping[str, str]) -> Requester:
-        override = _control(controls, "Requester") or _control(controls, "CustomerUser")
+    def requester(self, message: ParsedMessage, verdict: FilterVerdict) -> Requester:
+        """Who ``message`` is from for the ticket: a trusted control, else its headers."""
+        override = verdict.control("Requester") or verdict.control("CustomerUser")
         return resolve_requester(message, override=override,
                                  unknown_sender=self.account.unknown_sender)
 
@@ -330,7 +343,7 @@ class Decider:
         defaults = self.account.new_ticket.controls(recipient)
         native = _native(controls)
         problems = self.vocabulary.translate(defaults, native).problems
-        subject = _control(controls, "Title") or clean_subject(message.subject) or "(no subject)"
+        subject = verdict.control("Title") or clean_subject(message.subject) or "(no subject)"
         ccs: tuple[str, ...] = ()
         if self.account.email_ccs:
             own = set(self._own_addresses())

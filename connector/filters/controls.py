@@ -95,13 +95,16 @@ CONTROLS: tuple[ControlSpec, ...] = (
 _DYNAMIC_PREFIXES = ("DynamicField-", "FollowUp-DynamicField-")
 
 _BY_LOWER: dict[str, ControlSpec] = {spec.name.lower(): spec for spec in CONTROLS}
+# Lowered once: every header of every mail is asked whether it is a control.
+_LOWER_PREFIXES = tuple(prefix.lower() for prefix in CONTROL_PREFIXES)
+_LOWER_OTOBO, _LOWER_OTRS = OTOBO.lower(), OTRS.lower()
+_LOWER_DYNAMIC_PREFIXES = tuple((prefix, prefix.lower()) for prefix in _DYNAMIC_PREFIXES)
 _DYNAMIC_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def is_control_namespace(name: str) -> bool:
     """True for any header in a control namespace (known or not)."""
-    lower = name.strip().lower()
-    return any(lower.startswith(prefix.lower()) for prefix in CONTROL_PREFIXES)
+    return name.strip().lower().startswith(_LOWER_PREFIXES)
 
 
 def canonical_control(name: str) -> str | None:
@@ -112,16 +115,17 @@ def canonical_control(name: str) -> str | None:
     """
     stripped = name.strip()
     lower = stripped.lower()
-    if lower.startswith(OTRS.lower()):
+    if lower.startswith(_LOWER_OTRS):
         stripped = OTOBO + stripped[len(OTRS) :]
         lower = stripped.lower()
     spec = _BY_LOWER.get(lower)
     if spec is not None:
         return spec.name
-    if lower.startswith(OTOBO.lower()):
+    if lower.startswith(_LOWER_OTOBO):
         rest = stripped[len(OTOBO) :]
-        for prefix in _DYNAMIC_PREFIXES:
-            if rest.lower().startswith(prefix.lower()):
+        rest_lower = rest.lower()
+        for prefix, prefix_lower in _LOWER_DYNAMIC_PREFIXES:
+            if rest_lower.startswith(prefix_lower):
                 field = rest[len(prefix) :]
                 if _DYNAMIC_NAME.match(field):
                     return OTOBO + prefix + field

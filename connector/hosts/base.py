@@ -35,8 +35,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Protocol, TypeAlias, runtime_checkable
+
+from connector.cached import cached_property
 
 #: A helpdesk ticket as the bridge knows it: opaque, compared as text (see the module doc).
 TicketId: TypeAlias = str

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 
+from connector.cached import cached_property
 from connector.mail.html import sanitize_html
 
 

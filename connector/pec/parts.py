@@ -18,8 +18,8 @@ from email import errors
 from email.message import Message
 from email.policy import compat32
 from email.utils import collapse_rfc2231_value
-from functools import cached_property
 
+from connector.cached import cached_property
 from connector.mail.decode import decode_header_value, decode_transfer_or_raise, unescape_8bit
 from connector.mail.mimetree import MimePart, build_headers, build_tree
 
