@@ -157,13 +157,17 @@ class Instance:
         self.proc = None
         return code
 
-    def stop(self) -> int:
-        """SIGTERM: finish the mail in hand, hand every lease back, exit."""
+    def stop(self) -> int | str:
+        """SIGTERM: finish the mail in hand, hand every lease back, exit. One that does not
+        exit is killed and reported in the returned code, so that a teardown stops every
+        instance (none left running after the test) and the caller's assertion says which."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)  # a paused one, if an assertion left it so
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            return "did not exit within 60 s of SIGTERM"
         finally:
             if self.proc.poll() is None:
                 sigkill(self.proc)
