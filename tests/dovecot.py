@@ -674,6 +674,11 @@ class CuttingProxy:
         with self._lock:
             self._frozen = True
 
+    def thaw(self) -> None:
+        """Forward again (what arrived while frozen is lost, as with a hung peer)."""
+        with self._lock:
+            self._frozen = False
+
     def drop_all(self) -> None:
         """Close every proxied connection (both sides see EOF); new ones are still accepted."""
         with self._lock:

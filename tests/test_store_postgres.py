@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 import yaml
 from bridge_cli import cli_streams, run_report
-from dovecot import DovecotServer, MailUser, free_port
+from dovecot import CuttingProxy, DovecotServer, MailUser
 from postgres import PostgresServer
 from zendesk_responses import Bridge, FakeZendesk, account, customer_mail, write_config
 
@@ -347,53 +346,22 @@ def test_connections_give_up_on_a_server_that_went_silent(pg_dsn: str) -> None:
     assert "keepalives_idle" not in own and own["tcp_user_timeout"] == 15_000
 
 
-class MuteRelay:
-    """A loopback TCP relay in front of the server that can go mute: it keeps every
-    connection open (its kernel still acknowledges data and keepalives) but forwards
-    nothing, as a hung server or proxy does. Keepalives cannot tell; only a deadline can."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port, self.port, self.muted = target_port, free_port(), False
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-                self._sockets += [client, server]
-                for src, dst in ((client, server), (server, client)):
-                    threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                if not self.muted:
-                    dst.sendall(data)
-
-    def close(self) -> None:
-        for sock in [self._listener, *self._sockets]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 def test_a_call_the_server_never_answers_is_cut_after_the_call_timeout(
         pg_dsn: str, postgres: PostgresServer) -> None:
     """A worker must never wait forever on the store (its account would stay stuck, a stop
     would hang): a call without an answer fails after ``call_timeout`` as
     StoreUnavailableError, and once the server answers again the same store works."""
-    relay = MuteRelay(postgres.port)
+    # Frozen, the proxy keeps every connection open (its kernel still acknowledges data and
+    # keepalives) but forwards nothing, as a hung server or proxy does: only a deadline tells.
+    relay = CuttingProxy(postgres.port)
     store = PostgresStore(pg_dsn.replace(f":{postgres.port}/", f":{relay.port}/"),
                           pool_size=2, call_timeout=2.0)
     try:
         record = store.begin_message("support", "r1", sha256=None)
-        relay.muted = True
+        relay.freeze()
         with pytest.raises(StoreUnavailableError, match="did not answer within 2 s"):
             store.get_message_by_id(record.id)
-        relay.muted = False
+        relay.thaw()
         for _ in range(50):
             with contextlib.suppress(StoreUnavailableError):
                 found = store.get_message_by_id(record.id)
