@@ -17,11 +17,15 @@ a small pool of threads, while keeping what one-at-a-time gave for free:
   looked up on restart exactly as a kill with one.
 
 The caller submits in fetch order from one thread and collects results as they finish.
+With a ``PoolChoice`` (connector.service.pool_choice), a mail may run on the caller's thread
+instead, when measured rates show the pool buys nothing (a helpdesk that answers at once): it
+starts after every mail still in the pool has finished, so order holds across a switch.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from typing import Generic, TypeVar
 
 from connector.decide.subject import ticket_refs
 from connector.mail.model import ParsedMessage
+from connector.service.pool_choice import PoolChoice
 
 _I = TypeVar("_I")
 _R = TypeVar("_R")
@@ -65,6 +70,7 @@ def _cited_ids(message: ParsedMessage) -> Iterable[str]:
 class _Entry(Generic[_I]):
     item: _I
     keys: frozenset[str]
+    pooled: bool = True
 
 
 class InFlight(Generic[_I, _R]):
@@ -76,9 +82,11 @@ class InFlight(Generic[_I, _R]):
     ``work`` comes out of ``finished``/``drain`` when its item is collected.
     """
 
-    def __init__(self, work: Callable[[_I], _R], limit: int, *, name: str = "host") -> None:
+    def __init__(self, work: Callable[[_I], _R], limit: int, *, name: str = "host",
+                 choice: PoolChoice | None = None) -> None:
         self.work = work
         self.limit = max(1, limit)
+        self.choice = choice if self.limit > 1 else None
         self._pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix=name) \
             if self.limit > 1 else None
         self._latest: dict[str, Future[_R]] = {}  # the last submitted future per key
@@ -89,13 +97,18 @@ class InFlight(Generic[_I, _R]):
         if self.limit == 1:
             # One at a time is the caller's own thread: the work is done before the caller
             # fetches the next mail, exactly as without this class.
-            future: Future[_R] = Future()
-            try:
-                future.set_result(self.work(item))
-            except BaseException as exc:  # handed to the caller with the item, as from a thread
-                future.set_exception(exc)
-            self._outstanding[future] = _Entry(item, keys)
+            self._run_here(item, keys)
             return
+        if self.choice is not None and self.choice.inline:
+            # Everything still in the pool goes first (it came first): a conversation keeps
+            # its order across a switch, and the choice's measure is this mail's alone.
+            wait([f for f in self._outstanding if not f.done()])
+            started = time.perf_counter()
+            self._run_here(item, keys)
+            self.choice.inline_finished(time.perf_counter() - started)
+            return
+        if self.choice is not None:
+            self.choice.pool_submitted()
         while True:
             running = [f for f in self._outstanding if not f.done()]
             if len(running) < self.limit:
@@ -108,6 +121,14 @@ class InFlight(Generic[_I, _R]):
             for key in keys:
                 self._latest[key] = future
             self._outstanding[future] = _Entry(item, keys)
+
+    def _run_here(self, item: _I, keys: frozenset[str]) -> None:
+        future: Future[_R] = Future()
+        try:
+            future.set_result(self.work(item))
+        except BaseException as exc:  # handed to the caller with the item, as from a thread
+            future.set_exception(exc)
+        self._outstanding[future] = _Entry(item, keys, pooled=False)
 
     def _run(self, item: _I, before: set[Future[_R]]) -> _R:
         # Earlier mails of the conversation were submitted first, so they have started (the
@@ -143,6 +164,8 @@ class InFlight(Generic[_I, _R]):
             entry = self._outstanding.pop(future, None)
             if entry is None:
                 continue
+            if entry.pooled and self.choice is not None:
+                self.choice.pool_finished()
             yield entry.item, future.result()
 
     def wait_all(self) -> None:

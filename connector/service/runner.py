@@ -38,6 +38,7 @@ from connector.service.inflight import InFlight, conversation_keys
 from connector.service.leases import LeaseKeeper
 from connector.service.parsing import MIN_MESSAGES, Parser, parse_ahead, prepare
 from connector.service.pipeline import Outcome, Pipeline, Result, outcome_of
+from connector.service.pool_choice import PoolChoice
 from connector.store.base import MessageState, Store
 from connector.store.sqlite import damaged_message
 from connector.tls import certificate_failure, describe_certificate_failure
@@ -160,6 +161,9 @@ class AccountPoller:
         self._lost: str | None = None
         #: IDLE connections lost in a row, each soon after the one before.
         self._idle_losses = 0
+        #: Whether this account's mails go to the helpdesk several at once (measured).
+        self.pool_choice = PoolChoice()
+        self._told_mode = self.pool_choice.mode
 
     # -- connection ------------------------------------------------------------------------
     def _log(self, level: str, event: str, detail: str | None = None,
@@ -442,7 +446,7 @@ class AccountPoller:
                               account_is_pec=self.account.pec)
         limit = 1 if self.dry_run else self.pipeline.host_config.max_in_flight
         flight: InFlight[tuple[RemoteMessage, Prepared | None], Result] = InFlight(
-            self._process, limit, name=f"host-{name}")
+            self._process, limit, name=f"host-{name}", choice=self.pool_choice)
 
         def settle(done: Iterable[tuple[tuple[RemoteMessage, Prepared | None], Result]]) -> None:
             for (message, _), result in done:
@@ -488,6 +492,11 @@ class AccountPoller:
             flight.close()
             fetched.close()  # cancels what was submitted ahead and not processed
         moves.flush()
+        if limit > 1 and self.pool_choice.mode is not self._told_mode:
+            self._told_mode = self.pool_choice.mode
+            log.info("account=%s: helpdesk calls now %s: %s", name,
+                     "one mail at a time" if self.pool_choice.inline
+                     else f"up to {limit} mails at once", self.pool_choice.describe())
 
     def _import_existing(self, mailbox: Mailbox, summary: AccountSummary) -> bool:
         """``initial_sync: import_existing``: the mail already in the folder goes through the
