@@ -464,9 +464,11 @@ class AccountPoller:
                 if limit > 1 and prepared is None and message.raw is not None:
                     # The conversation keys need the parse; done here, it is not done again.
                     prepared = self._prepare(message)
+                # One at a time (by the limit or by the measured choice) needs no keys: the
+                # mail runs after everything before it has finished.
                 keys = conversation_keys_of(message.ref, prepared,
                                             self.account.subject_ticket_pattern) \
-                    if limit > 1 else frozenset()
+                    if limit > 1 and not self.pool_choice.inline else frozenset()
                 flight.submit((message, prepared), keys)
                 settle(flight.finished())
             settle(flight.drain())
