@@ -6,7 +6,14 @@ from __future__ import annotations
 import threading
 
 from connector.service.inflight import InFlight
-from connector.service.pool_choice import EARLY, HOLD_SECONDS, WINDOW, Mode, PoolChoice
+from connector.service.pool_choice import (
+    EARLY,
+    HOLD_SECONDS,
+    MAX_HOLD_SECONDS,
+    WINDOW,
+    Mode,
+    PoolChoice,
+)
 
 
 class Clock:
@@ -115,3 +122,22 @@ def test_a_helpdesk_that_slows_down_brings_the_pool_back_before_the_hold_is_over
     assert choice.inline
     inline_mails(choice, clock, WINDOW, 0.2)  # 5 mails/s against the pool's 200
     assert choice.mode is Mode.POOL
+
+
+def test_a_confirmed_choice_is_checked_less_and_less_often() -> None:
+    """Against a slow helpdesk every trial of one at a time costs a few slow mails: each
+    confirmation doubles the time to the next, up to MAX_HOLD_SECONDS."""
+    clock = Clock()
+    choice = PoolChoice(clock=clock)
+    starts: list[float] = []
+    while len(starts) < 7:
+        pool_window(choice, clock, 0.02)  # 0.96 s a window
+        if choice.mode is Mode.INLINE:  # a trial of one at a time began
+            starts.append(clock.now)
+            inline_mails(choice, clock, EARLY, 0.16)  # 1.28 s, clearly slower
+            assert choice.mode is Mode.POOL
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    holds = [HOLD_SECONDS * 2**n for n in range(5)] + [MAX_HOLD_SECONDS]
+    assert holds[-2] == MAX_HOLD_SECONDS
+    for gap, hold in zip(gaps, holds, strict=True):
+        assert hold + 1.28 <= gap <= hold + 1.28 + 0.96 + 1e-6
