@@ -275,7 +275,10 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 def serialize_body(payload: Mapping[str, Any]) -> bytes:
     """Deterministic JSON bytes. Lone surrogates (undecodable mail bytes) become U+FFFD."""
     text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+    try:
+        return text.encode("utf-8")  # fails only on a lone surrogate: then it is replaced
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 # -- inline images ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 
+from connector.filters.classifiers.folding import fold, folded_pattern
 from connector.mail.addresses import getaddresses_safe as getaddresses
 from connector.mail.addresses import parseaddr_safe as parseaddr
 from connector.mail.model import ParsedMessage
@@ -54,7 +55,8 @@ _DAEMON_NAME = re.compile(
     r"mail system|jetmail|lsmtp|system administrator",
     re.IGNORECASE,
 )
-_FAIL_SUBJECT = re.compile(
+# Searched in fold(subject): see connector/filters/classifiers/folding.py.
+_FAIL_SUBJECT = folded_pattern(
     r"undeliver|undelivered|not delivered|could not be delivered|delivery (status )?fail|"
     r"failure (notice|delivery)|delivery failure|delivery problem|delivery report|"
     r"delivery status notification|delivery notification|returned mail|mail delivery failed|"
@@ -70,9 +72,12 @@ _FAIL_SUBJECT = re.compile(
     r"non distribuable|échec de (la )?(remise|distribution)|utilisateur non recens|"
     # Chinese, Japanese (carriers and ISPs), Korean notices.
     r"退信|投递失败|发送失败|传输失败|無法投遞|傳送失敗|未達|配信不能|配信エラー|送信エラー|"
-    r"宛先不明|届きませんでした|반송|전송 실패|배달 실패",
-    re.IGNORECASE,
+    r"宛先不明|届きませんでした|반송|전송 실패|배달 실패"
 )
+
+
+def _fail_subject(subject: str) -> bool:
+    return _FAIL_SUBJECT.search(fold(subject)) is not None
 _FAIL_TEXT = re.compile(
     r"could not be delivered|couldn't be delivered|not be delivered|was not delivered|"
     r"undeliverable|undelivered|delivery (has )?failed|delivery to the following|"
@@ -206,7 +211,7 @@ def may_be_bounce(message: ParsedMessage) -> bool:
         return True  # "From: <>" and other empty senders: how many MTAs sign their reports
     if sender is not None and _is_daemon(sender.name, sender.email):
         return True
-    return bool(_FAIL_SUBJECT.search(message.subject))
+    return _fail_subject(message.subject)
 
 
 def _may_be_bounce(raw: bytes, subject: str) -> bool:
@@ -219,7 +224,7 @@ def _may_be_bounce(raw: bytes, subject: str) -> bool:
     name, address = parseaddr(_header(headers, "From"))
     if _is_daemon(name, address) or (headers.get("From") is not None and not address.strip()):
         return True
-    return bool(_FAIL_SUBJECT.search(subject or _header(headers, "Subject")))
+    return _fail_subject(subject or _header(headers, "Subject"))
 
 
 def _standard(msg: Message, *, nested: bool = False) -> BounceReport | None:
@@ -284,7 +289,7 @@ def _heuristic(msg: Message, subject: str, text_body: str) -> BounceReport | Non
     )
     failed_header = [a for _, a in getaddresses(msg.get_all("X-Failed-Recipients") or []) if a]
     notice = _notice_text(msg) or text_body
-    subject_fail = bool(_FAIL_SUBJECT.search(subject))
+    subject_fail = _fail_subject(subject)
     text_fail = bool(_FAIL_TEXT.search(notice))
     evidence = []
     if failed_header:

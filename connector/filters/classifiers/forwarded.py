@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from connector.filters.authentication import TAG_STAFF_UNVERIFIED
 from connector.filters.classifiers.base import ClassifierContext, Verdict
+from connector.filters.classifiers.folding import fold
 from connector.filters.verdicts import Classification, ForwardDetails, Kind
 from connector.mail.model import Address, ParsedMessage
 from connector.mail.subject import clean_subject
@@ -80,20 +81,15 @@ _LABEL_LINE = re.compile(
 _RULE = re.compile(r"^\s*_{5,}\s*$")
 # A word every separator and rule line above holds, as the text holds it once lowercased
 # (``re.IGNORECASE`` lets an ASCII letter match only characters whose lowercase is that letter,
-# after the three fixes in _lowered): a text without any of them has no such line, and these
+# after the three fixes in fold): a text without any of them has no such line, and these
 # searches cost a fraction of matching every line of every mail against the patterns.
 _SEPARATOR_HINTS = ("messag", "nachricht", "mensa", "bericht", "wiadomo", "ileti", "mesaj",
                     "forwarded by", "inoltrato da", "weitergeleitet von", "transf",
                     "reenviado por", "_____")
 
 
-def _lowered(text: str) -> str:
-    # "İ" lowercases to "i" + a combining dot; "ı" and "ſ" match "i" and "s" case-insensitively.
-    return text.lower().replace("\u0307", "").replace("ı", "i").replace("ſ", "s")
-
-
 def _may_hold_separator(text: str) -> bool:
-    lowered = _lowered(text)
+    lowered = fold(text)
     return any(hint in lowered for hint in _SEPARATOR_HINTS)
 
 
