@@ -41,3 +41,25 @@ def test_a_folded_pattern_refuses_what_lowering_would_change() -> None:
 def test_a_request_body_replaces_only_lone_surrogates() -> None:
     assert serialize_body({"a": "é\ud800"}) == '{"a":"é\ufffd"}'.encode()
     assert serialize_body({"b": "naïve", "a": 1}) == '{"a":1,"b":"naïve"}'.encode()
+
+
+def test_only_two_letters_beyond_ascii_lowercase_into_ascii() -> None:
+    import sys
+
+    into_ascii = [chr(c) for c in range(128, sys.maxunicode + 1)
+                  if any(ord(x) < 128 for x in chr(c).lower())]
+    assert into_ascii == ["\u0130", "\u212a"]  # what fold_ascii replaces before encoding
+
+
+@pytest.mark.parametrize("text", [
+    "İLETİ", "ılETİ", "MESSAGE", "Me\u017f\u017fage", "Wei\u0307tergeleitet VON", "\u212aopie",
+    "Ursprüngliche NACHRICHT", "-----Original Message-----", "naïve\ud800 text", "", "ΣΑΣ",
+])
+def test_fold_ascii_holds_the_ascii_words_fold_holds(text: str) -> None:
+    from connector.filters.classifiers.folding import fold_ascii
+
+    words = ["ileti", "message", "messag", "weitergeleitet von", "kopie", "nachricht",
+             "original message", "naïve", "text"]
+    for word in words:
+        if word.isascii():
+            assert (word in fold(text)) == (word.encode() in fold_ascii(text)), (word, text)

@@ -19,6 +19,18 @@ def fold(text: str) -> str:
     return text.lower().replace("\u0307", "").replace("ı", "i").replace("ſ", "s")
 
 
+def fold_ascii(text: str) -> bytes:
+    """What ``fold(text)`` holds of ASCII, for finding ASCII words in it several times faster
+    (no full Unicode lowering, and byte searches): an ASCII word occurs in the result exactly
+    when it occurs in ``fold(text)``. Only two letters beyond ASCII lowercase into ASCII ("İ"
+    and the Kelvin sign, checked over all of Unicode in the tests); they and the three fixes
+    are applied first, the rest is ASCII-lowered bytes (UTF-8 keeps ASCII bytes for ASCII
+    characters only)."""
+    fixed = (text.replace("\u0307", "").replace("İ", "i").replace("ı", "i").replace("ſ", "s")
+             .replace("\u212a", "k"))
+    return fixed.encode("utf-8", "surrogatepass").lower()
+
+
 def folded_pattern(source: str) -> re.Pattern[str]:
     """``source`` (all lowercase, no escapes that change meaning with case) for searching
     ``fold(text)``."""

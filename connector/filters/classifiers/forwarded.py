@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from connector.filters.authentication import TAG_STAFF_UNVERIFIED
 from connector.filters.classifiers.base import ClassifierContext, Verdict
-from connector.filters.classifiers.folding import fold
+from connector.filters.classifiers.folding import fold_ascii
 from connector.filters.verdicts import Classification, ForwardDetails, Kind
 from connector.mail.model import Address, ParsedMessage
 from connector.mail.subject import clean_subject
@@ -83,14 +83,14 @@ _RULE = re.compile(r"^\s*_{5,}\s*$")
 # (``re.IGNORECASE`` lets an ASCII letter match only characters whose lowercase is that letter,
 # after the three fixes in fold): a text without any of them has no such line, and these
 # searches cost a fraction of matching every line of every mail against the patterns.
-_SEPARATOR_HINTS = ("messag", "nachricht", "mensa", "bericht", "wiadomo", "ileti", "mesaj",
-                    "forwarded by", "inoltrato da", "weitergeleitet von", "transf",
-                    "reenviado por", "_____")
+_SEPARATOR_HINTS = (b"messag", b"nachricht", b"mensa", b"bericht", b"wiadomo", b"ileti",
+                    b"mesaj", b"forwarded by", b"inoltrato da", b"weitergeleitet von",
+                    b"transf", b"reenviado por", b"_____")
 
 
 def _may_hold_separator(text: str) -> bool:
-    lowered = fold(text)
-    return any(hint in lowered for hint in _SEPARATOR_HINTS)
+    folded = fold_ascii(text)
+    return any(hint in folded for hint in _SEPARATOR_HINTS)
 
 
 # Lotus Notes writes some labels alone on a line, their value on the next.
