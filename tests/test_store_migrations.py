@@ -102,3 +102,24 @@ def test_a_store_migrated_by_a_newer_bridge_is_refused(tmp_path: Path) -> None:
         SQLiteStore(path)
     code, out = cli_output("-c", str(config_for(tmp_path, path)), "store", "migrate")
     assert code == 1
+
+
+def test_the_event_index_holds_connection_events_only(tmp_path: Path) -> None:
+    """Migration 4: the reconnections of the last hour are counted through a partial index;
+    the helpdesk-call entries (two a mail, long scattered event names) are not indexed."""
+    from datetime import timedelta
+
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    now = datetime.now(UTC)
+    store.log_event(level="info", kind="connection", account="a", event="reconnected")
+    store.log_events([{"level": "debug", "kind": "host", "account": "a", "event": "reconnected"}])
+    assert store.count_events_since("reconnected", now - timedelta(hours=1)) == {"a": 1}
+    store.close()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "comm_log_connection_event" in names and "comm_log_event" not in names
+    plan = " ".join(str(r) for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT account, COUNT(*) AS n FROM comm_log WHERE kind = "
+        "'connection' AND event = ? AND ts >= ? GROUP BY account", ("reconnected", "x")))
+    assert "comm_log_connection_event" in plan
+    db.close()

@@ -533,10 +533,11 @@ class Ledger:
         return out
 
     def count_events_since(self, event: str, since: datetime) -> dict[str, int]:
-        """account -> how many communication log entries named ``event`` since ``since``."""
+        """account -> how many connection events named ``event`` the communication log holds
+        since ``since`` (index ``comm_log_connection_event``)."""
         rows = self._query(
-            "SELECT account, COUNT(*) AS n FROM comm_log WHERE event = ? AND ts >= ? "
-            "GROUP BY account",
+            "SELECT account, COUNT(*) AS n FROM comm_log WHERE kind = 'connection' "
+            "AND event = ? AND ts >= ? GROUP BY account",
             (event, since.astimezone(UTC).isoformat(timespec="microseconds")))
         return {r["account"]: int(r["n"]) for r in rows if r["account"] is not None}
 

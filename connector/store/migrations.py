@@ -424,12 +424,25 @@ CREATE TABLE IF NOT EXISTS leases (
 _SQLITE_LEASES = _LEASES.format(integer="INTEGER", real="REAL")
 _PG_LEASES = _LEASES.format(integer="BIGINT", real="DOUBLE PRECISION")
 
+# The communication log's index by event serves one question, the reconnections of the last
+# hour (connection events). Over every entry it also indexed the helpdesk calls, two a mail,
+# whose event names the call and its target ("create_ticket new ticket 'subject'"): long,
+# scattered keys that cost about three pages of WAL a mail (of some thirty), measured with
+# 100 commits of two entries each (6.9 pages a commit with it, 4.0 without).
+_EVENT_INDEX = """
+DROP INDEX IF EXISTS comm_log_event;
+CREATE INDEX IF NOT EXISTS comm_log_connection_event ON comm_log (event, ts)
+    WHERE kind = 'connection';
+"""
+
 #: In order; a new change is one more entry with the next number (never edit an old one).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", sqlite=(_SQLITE_LEDGER, _sqlite_ledger_columns),
               postgresql=(_PG_LEDGER,)),
     Migration(2, "outbound queue", sqlite=(_SQLITE_QUEUE,), postgresql=(_PG_QUEUE,)),
     Migration(3, "instances and leases", sqlite=(_SQLITE_LEASES,), postgresql=(_PG_LEASES,)),
+    Migration(4, "connection events index", sqlite=(_EVENT_INDEX,),
+              postgresql=(_EVENT_INDEX,)),
 )
 
 LATEST = MIGRATIONS[-1].version
