@@ -5,11 +5,12 @@ treats specially."""
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
 from connector.filters.classifiers import dsn
-from connector.filters.classifiers.folding import fold, folded_pattern
+from connector.filters.classifiers.folding import fold, fold_ascii, folded_pattern
 from connector.hosts.zendesk import serialize_body
 
 SUBJECTS = [
@@ -44,8 +45,6 @@ def test_a_request_body_replaces_only_lone_surrogates() -> None:
 
 
 def test_only_two_letters_beyond_ascii_lowercase_into_ascii() -> None:
-    import sys
-
     into_ascii = [chr(c) for c in range(128, sys.maxunicode + 1)
                   if any(ord(x) < 128 for x in chr(c).lower())]
     assert into_ascii == ["\u0130", "\u212a"]  # what fold_ascii replaces before encoding
@@ -56,8 +55,6 @@ def test_only_two_letters_beyond_ascii_lowercase_into_ascii() -> None:
     "Ursprüngliche NACHRICHT", "-----Original Message-----", "naïve\ud800 text", "", "ΣΑΣ",
 ])
 def test_fold_ascii_holds_the_ascii_words_fold_holds(text: str) -> None:
-    from connector.filters.classifiers.folding import fold_ascii
-
     words = ["ileti", "message", "messag", "weitergeleitet von", "kopie", "nachricht",
              "original message", "naïve", "text"]
     for word in words:

@@ -39,6 +39,16 @@ def inline_mails(choice: PoolChoice, clock: Clock, count: int, seconds: float) -
         choice.inline_finished(seconds)
 
 
+def chosen_one_at_a_time() -> tuple[Clock, PoolChoice]:
+    """A choice that measured the pool at 200 mails/s and one at a time at 250: one at a time."""
+    clock = Clock()
+    choice = PoolChoice(clock=clock)
+    pool_window(choice, clock, 0.005)
+    inline_mails(choice, clock, WINDOW, 0.004)
+    assert choice.inline
+    return clock, choice
+
+
 def test_a_helpdesk_that_answers_at_once_gets_one_mail_at_a_time() -> None:
     clock = Clock()
     choice = PoolChoice(clock=clock)
@@ -73,11 +83,7 @@ def test_one_at_a_time_a_little_slower_than_the_pool_loses_the_trial() -> None:
 
 
 def test_the_choice_is_measured_again_after_the_hold() -> None:
-    clock = Clock()
-    choice = PoolChoice(clock=clock)
-    pool_window(choice, clock, 0.005)
-    inline_mails(choice, clock, WINDOW, 0.004)
-    assert choice.inline
+    clock, choice = chosen_one_at_a_time()
     clock.now += HOLD_SECONDS
     # The helpdesk became slow: one at a time now takes 150 ms a mail.
     inline_mails(choice, clock, WINDOW, 0.15)
@@ -115,11 +121,7 @@ def test_inflight_switches_to_the_callers_thread_and_keeps_order() -> None:
 
 
 def test_a_helpdesk_that_slows_down_brings_the_pool_back_before_the_hold_is_over() -> None:
-    clock = Clock()
-    choice = PoolChoice(clock=clock)
-    pool_window(choice, clock, 0.005)
-    inline_mails(choice, clock, WINDOW, 0.004)
-    assert choice.inline
+    clock, choice = chosen_one_at_a_time()
     inline_mails(choice, clock, WINDOW, 0.2)  # 5 mails/s against the pool's 200
     assert choice.mode is Mode.POOL
 

@@ -102,7 +102,9 @@ class InFlight(Generic[_I, _R]):
         if self.choice is not None and self.choice.inline:
             # Everything still in the pool goes first (it came first): a conversation keeps
             # its order across a switch, and the choice's measure is this mail's alone.
-            wait([f for f in self._outstanding if not f.done()])
+            still = [f for f in self._outstanding if not f.done()]
+            if still:
+                wait(still)
             started = time.perf_counter()
             self._run_here(item, keys)
             self.choice.inline_finished(time.perf_counter() - started)

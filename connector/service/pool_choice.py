@@ -62,11 +62,11 @@ class PoolChoice:
         if self._started is None:
             self._started = self.clock()
 
-    def pool_finished(self, count: int = 1) -> None:
-        """``count`` pool mails' results were collected."""
+    def pool_finished(self) -> None:
+        """One pool mail's result was collected."""
         if self.mode is not Mode.POOL or self._started is None:
             return
-        self._count += count
+        self._count += 1
         if self._count < WINDOW:
             return
         self.pool_rate = self._count / max(self.clock() - self._started, 1e-6)

@@ -78,6 +78,8 @@ _FAIL_SUBJECT = folded_pattern(
 
 def _fail_subject(subject: str) -> bool:
     return _FAIL_SUBJECT.search(fold(subject)) is not None
+
+
 _FAIL_TEXT = re.compile(
     r"could not be delivered|couldn't be delivered|not be delivered|was not delivered|"
     r"undeliverable|undelivered|delivery (has )?failed|delivery to the following|"
